@@ -1,0 +1,37 @@
+"""lifewatch: make the lifespan of an ASGI application observable.
+
+Every startup and shutdown phase gets a span, a duration, a failure record, a
+structured log line and Prometheus metrics; the app gets Kubernetes probes.
+"""
+
+from __future__ import annotations
+
+from ._errors import LifewatchError, PhaseTimeout, ShutdownFailed, StartupFailed
+from ._lifespan import WatchedLifespan
+from ._middleware import LifewatchMiddleware
+from ._phase import Phase
+from ._records import PhaseRecord, RunRecord
+from ._sink import Sink
+from ._types import Event, Outcome, Reason, State
+from ._watch import Lifewatch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Event",
+    "Lifewatch",
+    "LifewatchError",
+    "LifewatchMiddleware",
+    "Outcome",
+    "Phase",
+    "PhaseRecord",
+    "PhaseTimeout",
+    "Reason",
+    "RunRecord",
+    "ShutdownFailed",
+    "Sink",
+    "StartupFailed",
+    "State",
+    "WatchedLifespan",
+    "__version__",
+]

@@ -1,0 +1,85 @@
+"""Structured log events (DESIGN section 5); never configures structlog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from ._records import PhaseRecord, RunRecord
+from ._sink import Sink
+from ._types import State
+
+
+def _ids(trace_id: int, span_id: int) -> dict[str, str]:
+    if not trace_id:
+        return {}
+    return {"trace_id": format(trace_id, "032x"), "span_id": format(span_id, "016x")}
+
+
+class LoggingSink(Sink):
+    """One record per event, bound to ``service`` and the span it happened in."""
+
+    def __init__(self, service: str | None) -> None:
+        self._log: Any = structlog.get_logger("lifewatch").bind(service=service)
+
+    def run_begin(self, run: RunRecord) -> None:
+        self._log.info(f"lifespan.{run.event}.begin", **_ids(run.trace_id, run.span_id))
+
+    def run_end(self, run: RunRecord) -> None:
+        ids = _ids(run.trace_id, run.span_id)
+        fields: dict[str, Any] = {
+            "duration_s": round(run.duration or 0.0, 6),
+            "phase_count": len(run.phases),
+            "outcome": run.outcome,
+        }
+        if run.event == "startup" and run.failed_phase is not None:
+            self._log.error(
+                "lifespan.startup.failed",
+                phase=run.failed_phase,
+                reason=run.outcome,
+                error=_describe(run.error),
+                **fields,
+                **ids,
+            )
+            return
+        level = "info" if run.outcome in ("ok", None) else "warning"
+        getattr(self._log, level)(f"lifespan.{run.event}.complete", **fields, **ids)
+
+    def phase_begin(self, phase: PhaseRecord) -> None:
+        self._log.debug(
+            "lifespan.phase.begin",
+            phase=phase.name,
+            lifespan_event=phase.event,
+            critical=phase.critical,
+            **_ids(phase.trace_id, phase.span_id),
+        )
+
+    def phase_end(self, phase: PhaseRecord) -> None:
+        ids = _ids(phase.trace_id, phase.span_id)
+        if phase.reason is not None:
+            self._log.error(
+                "lifespan.phase.failed",
+                phase=phase.name,
+                lifespan_event=phase.event,
+                reason=phase.reason,
+                critical=phase.critical,
+                exc_info=phase.error if phase.reason == "error" else None,
+                error=_describe(phase.error),
+                **ids,
+            )
+        self._log.info(
+            "lifespan.phase.end",
+            phase=phase.name,
+            lifespan_event=phase.event,
+            duration_s=round(phase.duration or 0.0, 6),
+            outcome=phase.outcome,
+            **ids,
+        )
+
+    def state_changed(self, old: State | None, new: State) -> None:
+        self._log.info("lifespan.state", **{"from": old.value if old else None, "to": new.value})
+
+
+def _describe(exc: BaseException | None) -> str | None:
+    return None if exc is None else f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,142 @@
+"""Prometheus metrics (DESIGN section 3), on the registry the user chose."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import weakref
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from ._records import PhaseRecord, RunRecord
+from ._sink import Sink
+from ._types import State
+
+_NAMESPACE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def validate_namespace(namespace: object) -> str:
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ValueError(
+            f"namespace={namespace!r} is not a valid Prometheus metric name prefix; "
+            "expected letters, digits, '_' or ':' not starting with a digit, e.g. 'lifespan'"
+        )
+    return namespace
+
+
+class Metrics:
+    """The lifewatch metric families of one registry and namespace.
+
+    Shared by every ``Lifewatch`` on that registry and namespace: two objects in
+    one process write to the same families instead of colliding on
+    registration. Gauges use ``liveall`` in multiprocess mode so each live
+    worker shows its own series and a dead worker's vanish.
+    """
+
+    def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
+        ns = namespace
+        self.phase_duration = Gauge(
+            f"{ns}_phase_duration_seconds",
+            "Duration of the last run of a lifespan phase.",
+            ("phase", "event"),
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.phase_failures = Counter(
+            f"{ns}_phase_failures",
+            "Failed runs of a lifespan phase.",
+            ("phase", "event", "reason"),
+            registry=registry,
+        )
+        self.startup_duration = Gauge(
+            f"{ns}_startup_duration_seconds",
+            "Duration of the whole lifespan startup.",
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.shutdown_duration = Gauge(
+            f"{ns}_shutdown_duration_seconds",
+            "Duration of the whole lifespan shutdown.",
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.time_to_ready = Gauge(
+            f"{ns}_time_to_ready_seconds",
+            "Seconds from process start (imports included) to ready.",
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.state = Gauge(
+            f"{ns}_state",
+            "Lifecycle state: 1 for the current one, 0 for the others.",
+            ("state",),
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.check_status = Gauge(
+            f"{ns}_check_status",
+            "Health check status: 1 passing, 0 failing.",
+            ("check", "probe"),
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.check_duration = Histogram(
+            f"{ns}_check_duration_seconds",
+            "Health check latency.",
+            ("check",),
+            buckets=CHECK_BUCKETS,
+            registry=registry,
+        )
+        self.check_failures = Counter(
+            f"{ns}_check_failures",
+            "Failed health check runs.",
+            ("check", "reason"),
+            registry=registry,
+        )
+
+
+_banks: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Metrics]] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+
+
+def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
+    """The (shared) metric families for this registry and namespace."""
+    registry = REGISTRY if registry is None else registry
+    with _lock:
+        by_ns = _banks.setdefault(registry, {})
+        bank = by_ns.get(namespace)
+        if bank is None:
+            bank = by_ns[namespace] = Metrics(registry, namespace)
+        return bank
+
+
+class MetricsSink(Sink):
+    """Writes phase, run and state records to the metric families."""
+
+    def __init__(self, metrics: Metrics, process_start: float) -> None:
+        self.metrics = metrics
+        self._process_start = process_start
+
+    def run_end(self, run: RunRecord) -> None:
+        gauge = (
+            self.metrics.startup_duration
+            if run.event == "startup"
+            else self.metrics.shutdown_duration
+        )
+        gauge.set(run.duration or 0.0)
+
+    def phase_end(self, phase: PhaseRecord) -> None:
+        self.metrics.phase_duration.labels(phase.name, phase.event).set(phase.duration or 0.0)
+        if phase.reason is not None:
+            self.metrics.phase_failures.labels(phase.name, phase.event, phase.reason).inc()
+
+    def state_changed(self, old: State | None, new: State) -> None:
+        for state in State:
+            self.metrics.state.labels(state.value).set(1 if state is new else 0)
+        if new is State.READY:
+            self.metrics.time_to_ready.set(time.time() - self._process_start)

@@ -1,0 +1,103 @@
+"""Spans: a root per startup/shutdown, a child per phase (DESIGN section 4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, Status, StatusCode, TracerProvider
+
+from ._records import PhaseRecord, RunRecord
+from ._sink import Sink
+
+_KEY = "otel"
+
+
+class TracingSink(Sink):
+    """Opens a span per run and per phase; never keeps one open while serving."""
+
+    def __init__(self, service: str | None, tracer_provider: TracerProvider | None) -> None:
+        self._service = service
+        self._provider = tracer_provider
+        self._tracer: trace.Tracer | None = None
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        # Resolved late: the user may configure the global provider after
+        # constructing Lifewatch, as long as it is before startup.
+        if self._tracer is None:
+            from . import __version__
+
+            self._tracer = trace.get_tracer(
+                "lifewatch", __version__, tracer_provider=self._provider
+            )
+        return self._tracer
+
+    def _attributes(self, event: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = {"lifespan.event": event}
+        if self._service:
+            attrs["service.name"] = self._service
+        return attrs
+
+    def run_begin(self, run: RunRecord) -> None:
+        links = []
+        if run.link is not None and _KEY in run.link.sink_data:
+            links.append(Link(run.link.sink_data[_KEY].get_span_context()))
+        span = self.tracer.start_span(
+            f"lifespan.{run.event}",
+            context=otel_context.Context(),  # a new trace, never a child of a request
+            attributes=self._attributes(run.event),
+            links=links,
+        )
+        run.sink_data[_KEY] = span
+        ctx = span.get_span_context()
+        run.trace_id, run.span_id = ctx.trace_id, ctx.span_id
+
+    def run_end(self, run: RunRecord) -> None:
+        span: Span = run.sink_data[_KEY]
+        span.set_attribute("lifespan.outcome", run.outcome or "ok")
+        if run.outcome in ("error", "timeout", "cancelled"):
+            what = f"phase {run.failed_phase!r} failed" if run.failed_phase else run.outcome
+            span.set_status(Status(StatusCode.ERROR, what))
+        span.end()
+
+    def phase_begin(self, phase: PhaseRecord) -> None:
+        parent = phase.parent if phase.parent is not None else phase.run
+        parent_span: Span | None = None if parent is None else parent.sink_data.get(_KEY)
+        # Outside any lifespan there is no root: nest under whatever is current.
+        parent_ctx = trace.set_span_in_context(parent_span) if parent_span is not None else None
+        attrs = self._attributes(phase.event)
+        attrs["lifespan.phase"] = phase.name
+        attrs["lifespan.phase.critical"] = phase.critical
+        if phase.timeout is not None:
+            attrs["lifespan.phase.timeout"] = phase.timeout
+        if phase.background:
+            attrs["lifespan.phase.background"] = True
+        for key, value in phase.tags.items():
+            attrs[f"lifespan.tag.{key}"] = value
+        span = self.tracer.start_span(
+            f"lifespan.{phase.event} {phase.name}", context=parent_ctx, attributes=attrs
+        )
+        # Current for the phase's body, so the user's own spans nest under it.
+        token = otel_context.attach(trace.set_span_in_context(span))
+        phase.sink_data[_KEY] = span
+        phase.sink_data["otel_token"] = token
+        ctx = span.get_span_context()
+        phase.trace_id, phase.span_id = ctx.trace_id, ctx.span_id
+
+    def phase_end(self, phase: PhaseRecord) -> None:
+        span: Span = phase.sink_data[_KEY]
+        span.set_attribute("lifespan.outcome", phase.outcome or "ok")
+        if phase.reason is not None:
+            span.set_attribute("lifespan.phase.reason", phase.reason)
+        if phase.error is not None:
+            span.record_exception(phase.error)
+        if phase.outcome not in (None, "ok"):
+            span.set_status(
+                Status(StatusCode.ERROR, f"phase {phase.name!r} failed: {phase.reason}")
+            )
+        try:
+            otel_context.detach(phase.sink_data.pop("otel_token"))
+        finally:
+            span.end()

@@ -1,0 +1,34 @@
+"""Names shared by every part of lifewatch: events, outcomes, reasons, states."""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+Event = Literal["startup", "shutdown"]
+"""Which half of the lifespan a phase belongs to."""
+
+Outcome = Literal["ok", "error", "timeout", "cancelled", "degraded"]
+"""How a phase or a whole startup/shutdown ended.
+
+``degraded`` marks a non-critical failure: recorded, but startup went on.
+"""
+
+Reason = Literal["error", "timeout", "cancelled"]
+"""Why a phase failed; the ``reason`` label of the failure counter."""
+
+REASONS: tuple[Reason, ...] = ("error", "timeout", "cancelled")
+
+
+class State(str, enum.Enum):
+    """The lifecycle of the process, exported as ``lifespan_state``."""
+
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value

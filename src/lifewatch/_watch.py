@@ -1,0 +1,207 @@
+"""``Lifewatch``: the one object a user configures and wires in."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from ._lifecycle import Lifecycle
+from ._lifespan import WatchedLifespan, as_factory, flatten_app_lifespan, name_of
+from ._logging import LoggingSink
+from ._metrics import Metrics, MetricsSink, metrics_for, validate_namespace
+from ._phase import Phase, validate_bool, validate_name, validate_timeout
+from ._process import process_start_time
+from ._records import RunRecord
+from ._sink import Sink
+from ._types import State
+
+App = TypeVar("App")
+
+
+class Lifewatch:
+    """Observes one application's lifespan: phases, state, probes, metrics.
+
+    All options are keyword-only and optional. ``registry`` defaults to
+    prometheus-client's global one; ``tracer_provider`` to the global
+    OpenTelemetry provider. ``shutdown_timeout`` bounds the whole shutdown;
+    ``startup_timeout`` (off by default) bounds the whole startup.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str | None = None,
+        registry: CollectorRegistry | None = None,
+        namespace: str = "lifespan",
+        tracer_provider: TracerProvider | None = None,
+        startup_timeout: float | None = None,
+        shutdown_timeout: float = 30.0,
+        sinks: tuple[Sink, ...] = (),
+    ) -> None:
+        if service is not None and not isinstance(service, str):
+            raise TypeError(f"service must be a string or None; got {service!r}")
+        if registry is not None and not isinstance(registry, CollectorRegistry):
+            raise TypeError(
+                f"registry must be a prometheus_client.CollectorRegistry or None; got {registry!r}"
+            )
+        for sink in sinks:
+            if not isinstance(sink, Sink):
+                raise TypeError(f"sinks must be lifewatch.Sink instances; got {sink!r}")
+        self.service = service
+        self.namespace = validate_namespace(namespace)
+        self.registry = registry
+        self.startup_timeout = validate_timeout(startup_timeout, "startup_timeout")
+        timeout = validate_timeout(shutdown_timeout, "shutdown_timeout")
+        if timeout is None:
+            raise ValueError("shutdown_timeout must be a positive number of seconds; got None")
+        self.shutdown_timeout = timeout
+        self.metrics: Metrics = metrics_for(registry, self.namespace)
+        self.process_start = process_start_time()
+        from ._tracing import TracingSink
+
+        self._lifecycle = Lifecycle(
+            service,
+            (
+                TracingSink(service, tracer_provider),
+                MetricsSink(self.metrics, self.process_start),
+                LoggingSink(service),
+                *sinks,
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"Lifewatch(service={self.service!r}, state={self.state.value!r})"
+
+    # -- what it knows ------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The current lifecycle state."""
+        state = self._lifecycle.state
+        assert state is not None
+        return state
+
+    @property
+    def startup_complete(self) -> bool:
+        """Startup finished (background phases may still run): ``/startupz``."""
+        return self._lifecycle.startup_complete
+
+    @property
+    def startup(self) -> RunRecord | None:
+        """The last startup run, with its phases."""
+        return self._lifecycle.startup
+
+    @property
+    def shutdown(self) -> RunRecord | None:
+        """The last shutdown run, with its phases."""
+        return self._lifecycle.shutdown
+
+    # -- ways in ------------------------------------------------------------
+
+    def phase(
+        self,
+        name: str,
+        *,
+        timeout: float | None = None,
+        critical: bool = True,
+        tags: dict[str, str] | None = None,
+    ) -> Phase:
+        """A phase: ``async with watch.phase(...)`` or ``@watch.phase(...)``."""
+        return Phase(self._lifecycle, name, timeout=timeout, critical=critical, tags=tags)
+
+    def lifespan(self, *lifespans: Any, **named: Any) -> WatchedLifespan:
+        """Wrap one lifespan, or compose several, each as a phase.
+
+        Positional lifespans are named after ``__name__``, keyword ones by key.
+        """
+        components = [
+            (name_of(ls), as_factory(ls, f"lifespan #{i + 1}")) for i, ls in enumerate(lifespans)
+        ]
+        components += [(key, as_factory(ls, f"lifespan {key!r}")) for key, ls in named.items()]
+        return WatchedLifespan(self, components)
+
+    def instrument(self, app: App) -> App:
+        """Wrap a Starlette/FastAPI app's lifespan in place and serve the endpoints."""
+        from starlette.applications import Starlette
+
+        if not isinstance(app, Starlette):
+            raise TypeError(
+                "instrument() takes a Starlette or FastAPI application; got "
+                f"{app!r}. For any other ASGI app use LifewatchMiddleware(app, watch=watch)."
+            )
+        router = app.router
+        current = router.lifespan_context
+        if not (isinstance(current, WatchedLifespan) and current.watch is self):
+            parts = flatten_app_lifespan(current)
+            router.lifespan_context = self.lifespan(*parts)  # type: ignore[assignment]
+        from ._middleware import LifewatchMiddleware
+
+        if not any(
+            m.cls is LifewatchMiddleware  # type: ignore[comparison-overlap]
+            and m.kwargs.get("watch") is self
+            for m in app.user_middleware
+        ):
+            app.add_middleware(LifewatchMiddleware, watch=self)
+        return app
+
+    def middleware(self, app: Any) -> Any:
+        """``LifewatchMiddleware(app, watch=self)``, for any ASGI app."""
+        from ._middleware import LifewatchMiddleware
+
+        return LifewatchMiddleware(app, watch=self)
+
+    # -- background phases --------------------------------------------------
+
+    def background(
+        self,
+        name: str,
+        func: Callable[[], Awaitable[Any]],
+        *,
+        timeout: float | None = None,
+        critical: bool = True,
+    ) -> asyncio.Task[None]:
+        """Run ``func`` as a startup phase while the server already serves.
+
+        ``/startupz`` passes at once, ``/readyz`` only when it is done. A
+        critical failure leaves the instance not ready (state ``failed``).
+        """
+        validate_name(name)
+        validate_timeout(timeout)
+        validate_bool(critical, "critical")
+        if not callable(func) or not inspect.iscoroutinefunction(func):
+            raise TypeError(
+                f"watch.background({name!r}, ...) takes an async function with no "
+                f"arguments; got {func!r}"
+            )
+        lc = self._lifecycle
+        phase = Phase(lc, name, timeout=timeout, critical=critical, background=True)
+
+        async def run() -> None:
+            try:
+                async with phase:
+                    await func()
+            except Exception:
+                lc.background_failed = True
+                lc.set_state(State.FAILED)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"lifewatch:{name}")
+        lc.background.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            lc.background.discard(t)
+            lc.maybe_ready()
+
+        task.add_done_callback(done)
+        return task
+
+    async def _stop_background(self) -> None:
+        tasks = list(self._lifecycle.background)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,57 @@
+"""Shared fixtures: real SDK tracer, fresh registry, captured structlog events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from lifewatch import Lifewatch
+
+
+class Spans:
+    """The OpenTelemetry SDK with an in-memory exporter, per test."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+
+    def finished(self) -> tuple[ReadableSpan, ...]:
+        return self.exporter.get_finished_spans()
+
+    def named(self, name: str) -> ReadableSpan:
+        matches = [s for s in self.finished() if s.name == name]
+        assert len(matches) == 1, (name, [s.name for s in self.finished()])
+        return matches[0]
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def spans() -> Spans:
+    return Spans()
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    with capture_logs() as captured:
+        yield captured
+
+
+@pytest.fixture
+def watch(registry: CollectorRegistry, spans: Spans) -> Lifewatch:
+    return Lifewatch(service="test", registry=registry, tracer_provider=spans.provider)
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
