@@ -29,7 +29,8 @@ class LifewatchMiddleware:
             raise TypeError(f"app must be an ASGI application (a callable); got {app!r}")
         self.app = app
         self.watch = watch
-        self.endpoints: dict[str, ASGIApp] = {}
+        # The watch's own dict, so endpoints added later are served too.
+        self.endpoints: dict[str, ASGIApp] = watch.routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp
 
 from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, flatten_app_lifespan, name_of
@@ -64,6 +65,8 @@ class Lifewatch:
         self.process_start = process_start_time()
         from ._tracing import TracingSink
 
+        self.routes: dict[str, ASGIApp] = {}
+        """Path -> ASGI app served by the middleware in front of the user's app."""
         self._lifecycle = Lifecycle(
             service,
             (
