@@ -17,6 +17,24 @@ from ._watch import Lifewatch
 
 __version__ = "0.1.0"
 
+# Tracebacks and reprs name the public path (lifewatch.StartupFailed), not the module.
+for _obj in (
+    LifewatchError,
+    StartupFailed,
+    ShutdownFailed,
+    PhaseTimeout,
+    Lifewatch,
+    LifewatchMiddleware,
+    Phase,
+    PhaseRecord,
+    RunRecord,
+    Sink,
+    State,
+    WatchedLifespan,
+):
+    _obj.__module__ = __name__
+del _obj
+
 __all__ = [
     "Event",
     "Lifewatch",

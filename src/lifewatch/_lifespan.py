@@ -42,7 +42,12 @@ def as_factory(lifespan: object, what: str) -> LifespanFactory:
             return _Lifted(cm(app))
 
         return lifted
-    if hasattr(lifespan, "__aenter__") and not callable(lifespan):
+    if (
+        not isinstance(lifespan, type)
+        and hasattr(lifespan, "__aenter__")
+        # an @asynccontextmanager *call* is callable too, as a decorator
+        and (not callable(lifespan) or isinstance(lifespan, contextlib.AsyncContextDecorator))
+    ):
         raise TypeError(
             f"{what} is an async context manager instance ({lifespan!r}); pass the "
             f"factory that makes one per app instead, i.e. {ACCEPTED}"
@@ -182,11 +187,7 @@ class WatchedLifespan:
                     if not scope.cancel_called:
                         raise
         lc.deadline_scope = None
-        failed = [
-            p.name
-            for p in run.phases
-            if p.outcome in ("error", "timeout", "cancelled") and p.parent is None
-        ]
+        failed = [p.name for p in run.phases if p.outcome in ("error", "timeout", "cancelled")]
         lc.end_run(
             run,
             "error" if failed else "ok",

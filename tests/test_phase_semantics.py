@@ -1,0 +1,364 @@
+"""Timeouts, criticality, rollback, shutdown rules and the lifecycle state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from asgi_lifespan import LifespanManager
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from lifewatch import Lifewatch, PhaseTimeout, ShutdownFailed, StartupFailed, State
+
+from .conftest import Spans, sample
+
+
+async def run_lifespan(watch: Lifewatch, lifespan: Any) -> None:
+    async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+        pass
+
+
+async def test_timeout_cancels_the_phase_and_records_reason_timeout(
+    watch: Lifewatch, registry: CollectorRegistry, spans: Spans, logs: list[dict[str, Any]]
+) -> None:
+    reached_end = False
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        nonlocal reached_end
+        async with watch.phase("model", timeout=0.05):
+            await asyncio.sleep(30)
+            reached_end = True
+        yield
+
+    start = time.monotonic()
+    with pytest.raises(StartupFailed, match=r"'model' failed \(timeout\)") as info:
+        await run_lifespan(watch, lifespan)
+    assert time.monotonic() - start < 10  # bounded by the timeout, not the 30 s sleep
+    assert not reached_end
+    assert isinstance(info.value.__cause__, PhaseTimeout)
+    assert info.value.phase == "model"
+    assert (
+        sample(
+            registry,
+            "lifespan_phase_failures_total",
+            phase="model",
+            event="startup",
+            reason="timeout",
+        )
+        == 1
+    )
+    span = spans.named("lifespan.startup model")
+    assert span.attributes["lifespan.outcome"] == "timeout"
+    assert span.status.status_code.name == "ERROR"
+    failed = [e for e in logs if e["event"] == "lifespan.phase.failed"]
+    assert failed[0]["reason"] == "timeout" and failed[0]["phase"] == "model"
+
+
+async def test_non_critical_failure_degrades_and_startup_goes_on(
+    watch: Lifewatch, registry: CollectorRegistry, spans: Spans
+) -> None:
+    after: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with watch.phase("cache-warmup", critical=False):
+            raise ConnectionError("redis down")
+        async with watch.phase("slow-optional", critical=False, timeout=0.01):
+            await asyncio.sleep(10)
+        after.append("went on")
+        yield
+
+    app = watch.instrument(Starlette(lifespan=lifespan))
+    async with LifespanManager(app):
+        assert watch.state is State.READY
+        assert after == ["went on"]
+        assert watch.startup is not None and watch.startup.outcome == "degraded"
+    outcomes = {p.name: (p.outcome, p.reason) for p in watch.startup.phases}
+    assert outcomes["cache-warmup"] == ("degraded", "error")
+    assert outcomes["slow-optional"] == ("degraded", "timeout")
+    assert (
+        sample(
+            registry,
+            "lifespan_phase_failures_total",
+            phase="cache-warmup",
+            event="startup",
+            reason="error",
+        )
+        == 1
+    )
+    span = spans.named("lifespan.startup cache-warmup")
+    assert span.events[0].name == "exception"
+    assert span.events[0].attributes["exception.message"] == "redis down"
+    assert spans.named("lifespan.startup").attributes["lifespan.outcome"] == "degraded"
+
+
+async def test_critical_failure_rolls_back_started_phases_in_reverse(
+    watch: Lifewatch, registry: CollectorRegistry, spans: Spans, logs: list[dict[str, Any]]
+) -> None:
+    trail: list[str] = []
+
+    def make(name: str, fail: bool = False) -> Any:
+        @asynccontextmanager
+        async def ls(app: Any) -> AsyncIterator[None]:
+            trail.append(f"{name} up")
+            if fail:
+                raise OSError("connection refused")
+            yield
+            trail.append(f"{name} down")
+
+        return ls
+
+    composed = watch.lifespan(
+        config=make("config"), db=make("db"), broker=make("broker", True), never=make("never")
+    )
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    app = watch.instrument(Starlette(lifespan=composed))
+    with pytest.raises(StartupFailed):
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert trail == ["config up", "db up", "broker up", "db down", "config down"]
+    assert messages[-1]["type"] == "lifespan.startup.failed"
+    last_line = messages[-1]["message"].strip().splitlines()[-1]
+    assert "startup phase 'broker' failed" in last_line and "connection refused" in last_line
+    assert watch.state is State.FAILED
+    shutdown = watch.shutdown
+    assert shutdown is not None
+    assert [p.name for p in shutdown.phases] == ["db", "config"]
+    assert sample(registry, "lifespan_state", state="failed") == 1
+    assert sample(registry, "lifespan_state", state="ready") == 0
+    failed = [e for e in logs if e["event"] == "lifespan.startup.failed"]
+    assert len(failed) == 1 and failed[0]["phase"] == "broker"
+    root = spans.named("lifespan.startup")
+    assert root.status.status_code.name == "ERROR" and "broker" in (root.status.description or "")
+
+
+async def test_every_shutdown_phase_runs_when_an_earlier_one_fails(
+    watch: Lifewatch, registry: CollectorRegistry, logs: list[dict[str, Any]]
+) -> None:
+    closed: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        async with watch.phase("http-client"):
+            raise RuntimeError("already closed")
+        async with watch.phase("database"):
+            closed.append("database")
+
+    @asynccontextmanager
+    async def broken_exit(app: Any) -> AsyncIterator[None]:
+        yield
+        raise ValueError("flush failed")
+
+    @asynccontextmanager
+    async def last(app: Any) -> AsyncIterator[None]:
+        yield
+        closed.append("last")
+
+    app = Starlette(lifespan=watch.lifespan(last, broken_exit, lifespan))
+    with pytest.raises(ShutdownFailed) as info:
+        async with LifespanManager(watch.instrument(app)):
+            pass
+    assert closed == ["database", "last"]
+    assert info.value.phases == ["http-client", "broken_exit"]
+    assert (
+        sample(
+            registry,
+            "lifespan_phase_failures_total",
+            phase="http-client",
+            event="shutdown",
+            reason="error",
+        )
+        == 1
+    )
+    assert (
+        sample(
+            registry,
+            "lifespan_phase_failures_total",
+            phase="broken_exit",
+            event="shutdown",
+            reason="error",
+        )
+        == 1
+    )
+    assert watch.state is State.STOPPED
+    assert any(e["event"] == "lifespan.shutdown.complete" and e["outcome"] == "error" for e in logs)
+
+
+async def test_shutdown_timeout_bounds_the_whole_shutdown(
+    registry: CollectorRegistry, spans: Spans
+) -> None:
+    watch = Lifewatch(registry=registry, tracer_provider=spans.provider, shutdown_timeout=0.2)
+    ran_sync_cleanup: list[str] = []
+
+    @asynccontextmanager
+    async def stuck(app: Any) -> AsyncIterator[None]:
+        yield
+        await asyncio.sleep(60)
+
+    @asynccontextmanager
+    async def first(app: Any) -> AsyncIterator[None]:
+        yield
+        ran_sync_cleanup.append("first")
+
+    start = time.monotonic()
+    with pytest.raises(ShutdownFailed):
+        async with LifespanManager(
+            watch.instrument(Starlette(lifespan=watch.lifespan(first, stuck)))
+        ):
+            pass
+    assert time.monotonic() - start < 5
+    assert ran_sync_cleanup == ["first"]  # later phases still get their turn
+    outcomes = {p.name: p.outcome for p in watch.shutdown.phases}  # type: ignore[union-attr]
+    assert outcomes["stuck"] == "timeout"
+    assert (
+        sample(
+            registry,
+            "lifespan_phase_failures_total",
+            phase="stuck",
+            event="shutdown",
+            reason="timeout",
+        )
+        == 1
+    )
+
+
+async def test_startup_timeout_bounds_a_hung_startup(registry: CollectorRegistry) -> None:
+    watch = Lifewatch(registry=registry, startup_timeout=0.1)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with watch.phase("hangs"):
+            await asyncio.Event().wait()
+        yield
+
+    with pytest.raises(StartupFailed, match=r"'hangs' failed \(timeout\)"):
+        await run_lifespan(watch, lifespan)
+    assert watch.state is State.FAILED
+
+
+def test_state_goes_starting_ready_stopping_stopped(
+    watch: Lifewatch, registry: CollectorRegistry, logs: list[dict[str, Any]]
+) -> None:
+    seen: list[State] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        seen.append(watch.state)
+        yield
+        seen.append(watch.state)
+
+    with TestClient(watch.instrument(Starlette(lifespan=lifespan))):
+        seen.append(watch.state)
+        assert sample(registry, "lifespan_state", state="ready") == 1
+        assert sample(registry, "lifespan_state", state="starting") == 0
+    seen.append(watch.state)
+    assert seen == [State.STARTING, State.READY, State.STOPPING, State.STOPPED]
+    moves = [(e["from"], e["to"]) for e in logs if e["event"] == "lifespan.state"]
+    assert moves == [("starting", "ready"), ("ready", "stopping"), ("stopping", "stopped")]
+    ttr = sample(registry, "lifespan_time_to_ready_seconds")
+    assert ttr is not None and ttr > 0
+
+
+async def test_background_phase_keeps_state_starting_until_done(watch: Lifewatch) -> None:
+    release = asyncio.Event()
+
+    async def load_model() -> None:
+        await release.wait()
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        watch.background("model-load", load_model, timeout=10)
+        yield
+
+    async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+        assert watch.startup_complete
+        assert watch.state is State.STARTING
+        release.set()
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if watch.state is State.READY:
+                break
+        assert watch.state is State.READY
+    model = [p for p in watch.startup.phases if p.name == "model-load"]  # type: ignore[union-attr]
+    assert model[0].outcome == "ok" and model[0].background
+
+
+async def test_critical_background_failure_leaves_instance_failed(watch: Lifewatch) -> None:
+    async def load_model() -> None:
+        raise MemoryError("too big")
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        task = watch.background("model-load", load_model)
+        yield
+        assert task.done()
+
+    async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert watch.startup_complete
+        assert watch.state is State.FAILED
+
+
+async def test_background_phase_still_running_at_shutdown_is_cancelled(
+    watch: Lifewatch, registry: CollectorRegistry
+) -> None:
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        watch.background("warm", forever, critical=False)
+        yield
+
+    async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+        await asyncio.sleep(0)
+    assert (
+        sample(
+            registry,
+            "lifespan_phase_failures_total",
+            phase="warm",
+            event="startup",
+            reason="cancelled",
+        )
+        == 1
+    )
+
+
+async def test_phase_outside_any_lifespan(
+    watch: Lifewatch, spans: Spans, registry: CollectorRegistry
+) -> None:
+    async with watch.phase("adhoc", timeout=1):
+        await asyncio.sleep(0)
+    with pytest.raises(KeyError):
+        async with watch.phase("adhoc-critical"):
+            raise KeyError("boom")
+    async with watch.phase("adhoc-optional", critical=False):
+        raise KeyError("swallowed")
+    assert spans.named("lifespan.startup adhoc").parent is None
+    assert (
+        sample(
+            registry,
+            "lifespan_phase_failures_total",
+            phase="adhoc-critical",
+            event="startup",
+            reason="error",
+        )
+        == 1
+    )
+    assert watch.startup is None  # not part of any run
+    assert watch.state is State.STARTING
