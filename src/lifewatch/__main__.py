@@ -13,7 +13,9 @@ def _port(text: str) -> int:
     try:
         port = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"port must be a number from 1 to 65535; got {text!r}"
+        ) from None
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535; got {port}")
     return port
