@@ -6,13 +6,14 @@ once under lifewatch with the OpenTelemetry SDK tracer (batch processor, an
 exporter that drops spans) and structlog rendering JSON to /dev/null.
 Rounds alternate bare/wrapped so machine noise hits both alike.
 
-    python benchmarks/bench_phases.py [--phases 1000] [--rounds 15]
+    python benchmarks/bench_phases.py [--phases 1000] [--rounds 15] [--log-level debug|info]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import statistics
 import time
@@ -95,6 +96,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--phases", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info"),
+        default="debug",
+        help="debug renders every record (phase begin too); info is a usual production filter",
+    )
     args = parser.parse_args()
 
     devnull = open(os.devnull, "w")  # noqa: SIM115
@@ -105,6 +112,9 @@ def main() -> None:
             structlog.processors.JSONRenderer(),
         ],
         logger_factory=structlog.PrintLoggerFactory(file=devnull),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if args.log_level == "debug" else logging.INFO
+        ),
         cache_logger_on_first_use=True,
     )
     provider = TracerProvider()
@@ -132,7 +142,7 @@ def main() -> None:
     def spread(xs: list[float]) -> str:
         return f"{statistics.median(xs):9.2f}  [{min(xs):.2f} .. {max(xs):.2f}]"
 
-    print(f"{n} phases per startup, {args.rounds} rounds, interleaved")
+    print(f"{n} phases per startup, {args.rounds} rounds, interleaved, log level {args.log_level}")
     print(f"{'':28}{'median':>9}  [min .. max]")
     print(f"{'bare, µs/phase':28}{spread(per_bare)}")
     print(f"{'lifewatch, µs/phase':28}{spread(per_wrapped)}")

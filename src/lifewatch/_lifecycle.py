@@ -28,6 +28,8 @@ class Lifecycle:
         self.service = service
         self.sinks = tuple(sinks)
         self._reversed = tuple(reversed(self.sinks))
+        self._phase_begins = tuple(s.phase_begin for s in self.sinks)
+        self._phase_ends = tuple(s.phase_end for s in self._reversed)
         self.state: State | None = None
         self.current: RunRecord | None = None
         self.startup: RunRecord | None = None
@@ -47,6 +49,14 @@ class Lifecycle:
                 getattr(sink, hook)(*args)
             except Exception:
                 _log.exception("lifewatch: sink %s.%s failed", type(sink).__name__, hook)
+
+    def _phase_hook(self, hooks: tuple[Any, ...], phase: PhaseRecord) -> None:
+        # The per-phase path: bound methods resolved once, at construction.
+        for hook in hooks:
+            try:
+                hook(phase)
+            except Exception:
+                _log.exception("lifewatch: sink hook %s failed", hook.__qualname__)
 
     def set_state(self, new: State) -> None:
         old = self.state
@@ -122,10 +132,10 @@ class Lifecycle:
     def phase_begin(self, phase: PhaseRecord) -> None:
         if phase.run is not None:
             phase.run.phases.append(phase)
-        self._call(self.sinks, "phase_begin", phase)
+        self._phase_hook(self._phase_begins, phase)
 
     def phase_end(self, phase: PhaseRecord) -> None:
         run = phase.run
         if run is not None and phase.outcome == "degraded" and run.outcome in (None, "ok"):
             run.outcome = "degraded"
-        self._call(self._reversed, "phase_end", phase)
+        self._phase_hook(self._phase_ends, phase)

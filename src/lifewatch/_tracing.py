@@ -88,9 +88,12 @@ class TracingSink(Sink):
 
     def phase_end(self, phase: PhaseRecord) -> None:
         span: Span = phase.sink_data[_KEY]
-        span.set_attribute("lifespan.outcome", phase.outcome or "ok")
-        if phase.reason is not None:
-            span.set_attribute("lifespan.phase.reason", phase.reason)
+        if phase.reason is None:
+            span.set_attribute("lifespan.outcome", phase.outcome or "ok")
+        else:
+            span.set_attributes(
+                {"lifespan.outcome": phase.outcome or "ok", "lifespan.phase.reason": phase.reason}
+            )
         if phase.error is not None:
             span.record_exception(phase.error)
         if phase.outcome not in (None, "ok"):
