@@ -33,7 +33,7 @@ h1{font-size:1.3rem;margin:0 0 .2rem}
 section{margin:0 0 1.6rem}
 h2{font-size:1.05rem;margin:0 0 .4rem;display:flex;gap:.6rem;align-items:baseline}
 h2 .total{font-variant-numeric:tabular-nums;color:var(--muted);font-weight:600}
-.grid{display:grid;grid-template-columns:minmax(11rem,18rem) 1fr 5.5rem 10.5rem;
+.grid{display:grid;grid-template-columns:minmax(12rem,22rem) 1fr 5.5rem 10.5rem;
 column-gap:.7rem;font-size:.88rem}
 .grid>div{display:contents}
 .cell{padding:.22rem 0;border-bottom:1px solid var(--line);min-width:0}
@@ -99,6 +99,14 @@ def _tick_step(scale: float) -> float:
     return 10.0 * power
 
 
+def _tick_label(seconds: float) -> str:
+    if seconds == 0:
+        return "0"
+    if seconds < 1:
+        return f"{round(seconds * 1000, 6):g} ms"
+    return f"{round(seconds, 6):g} s"
+
+
 def _status(e: TimelineEntry) -> str:
     key = "running" if e.outcome is None else e.outcome
     label = _LABELS[e.outcome]
@@ -126,7 +134,7 @@ def _row(e: TimelineEntry, scale: float) -> str:
     shown = f"{e.event} (whole)" if e.kind == "run" else e.name
     duration = format_seconds(e.elapsed)
     if e.duration is None:
-        duration += "+"
+        duration = f"\u2265 {duration}"  # still running: at least this long
     title = (
         f"{e.name} \u2014 starts at +{format_seconds(e.start)}, "
         f"{'runs for' if e.duration is None else 'took'} {format_seconds(e.elapsed)}, "
@@ -160,7 +168,7 @@ def _section(event: Event, entries: tuple[TimelineEntry, ...]) -> str:
     while n * step <= scale * 1.0001:
         pct = 100 * n * step / scale
         cls = "tick first" if n == 0 else "tick"
-        label = "0" if n == 0 else format_seconds(n * step)
+        label = _tick_label(n * step)
         ticks.append(f'<span class="{cls}" style="left:{pct:.3f}%">{label}</span>')
         n += 1
     tick_pct = 100 * step / scale
