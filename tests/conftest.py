@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from lifewatch import Lifewatch
 
 # The lifewatch_harness fixture, exactly as users get it (README "Testing your app").
-pytest_plugins = ["lifewatch.testing"]
+pytest_plugins = ["lifewatch.testing", "pytester"]
 
 
 class Spans:
