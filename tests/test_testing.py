@@ -11,6 +11,7 @@ import pytest
 import structlog
 from fastapi import FastAPI
 from opentelemetry.trace import StatusCode
+from prometheus_client import CollectorRegistry
 from starlette.types import Receive, Scope, Send
 
 from lifewatch import Lifewatch, State
@@ -135,3 +136,28 @@ async def test_an_error_in_the_test_body_still_shuts_down_and_propagates_as_is(
             raise KeyError("oops")
     assert h.watch.state is State.STOPPED
     assert h.events("lifespan.shutdown.complete")
+
+
+# A module-level watch and app, the way many apps are written.
+module_watch = Lifewatch(service="orders", registry=CollectorRegistry())
+module_app = orders_app(module_watch)
+
+
+async def test_an_adopted_watch_is_observed_test_after_test() -> None:
+    for _ in range(2):  # one app, two lifespans: both must be watched, and ready
+        with LifewatchHarness(module_watch) as h:
+            async with h.serving(module_app):
+                assert module_watch.state is State.READY
+            assert [s.name for s in h.spans].count("lifespan.startup db") == 1
+            assert h.events("lifespan.startup.complete", service="orders")
+            assert h.metric("lifespan_phase_duration_seconds", phase="db", event="startup")
+    # Closed: the watch's spans no longer go to the harness.
+    await LifewatchHarness().run(module_app)
+    assert [s.name for s in h.spans].count("lifespan.startup db") == 1
+
+
+def test_adopting_takes_no_options() -> None:
+    with pytest.raises(TypeError, match="no Lifewatch options"):
+        LifewatchHarness(module_watch, service="x")
+    with pytest.raises(TypeError, match=r"lifewatch\.Lifewatch"):
+        LifewatchHarness(object())  # type: ignore[arg-type]

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.types import Message
 
 from ._timeline import Timeline
+from ._tracing import TracingSink
 from ._watch import Lifewatch
 
 if TYPE_CHECKING:
@@ -71,24 +72,44 @@ def _sdk() -> tuple[TracerProvider, InMemorySpanExporter]:
 class LifewatchHarness:
     """A ``Lifewatch`` (``harness.watch``) with its spans, metrics and logs in memory.
 
-    Keyword options go to ``Lifewatch`` (``service`` defaults to ``"test"``).
-    Use it as a context manager to capture structlog events for the whole
-    block; ``serving()`` captures them by itself otherwise. Build your app
-    around ``harness.watch`` (an app factory taking the watch is the easy way).
+    ``LifewatchHarness(**options)`` builds a fresh watch (keyword options go to
+    ``Lifewatch``; ``service`` defaults to ``"test"``): fully isolated, build
+    your app around it with an app factory. ``LifewatchHarness(watch)`` adopts
+    the watch your app already has (a module-level one): its spans go to the
+    harness while the harness is open, its metrics are read from its own
+    registry (prometheus-client's global one by default, so counters carry
+    over from earlier tests).
+
+    Open it as a context manager to capture log events (and an adopted
+    watch's spans) for the whole block; ``serving()`` opens it by itself
+    otherwise.
     """
 
-    def __init__(self, *, service: str | None = "test", **options: Any) -> None:
+    def __init__(self, watch: Lifewatch | None = None, /, **options: Any) -> None:
         for key in ("registry", "tracer_provider"):
             if key in options:
                 raise TypeError(f"LifewatchHarness makes its own {key}; do not pass {key}=")
+        if watch is not None and options:
+            raise TypeError(
+                "LifewatchHarness(watch) adopts an existing watch and takes no Lifewatch "
+                f"options; got {sorted(options)}"
+            )
         self.tracer_provider, self.exporter = _sdk()
-        self.registry = CollectorRegistry()
-        self.watch = Lifewatch(
-            service=service,
-            registry=self.registry,
-            tracer_provider=self.tracer_provider,
-            **options,
-        )
+        if watch is None:
+            options.setdefault("service", "test")
+            self.registry = CollectorRegistry()
+            watch = Lifewatch(
+                registry=self.registry, tracer_provider=self.tracer_provider, **options
+            )
+            self._tracing: TracingSink | None = None
+        else:
+            if not isinstance(watch, Lifewatch):
+                raise TypeError(f"watch must be a lifewatch.Lifewatch; got {watch!r}")
+            self.registry = watch.registry if watch.registry is not None else REGISTRY
+            sinks = [s for s in watch._lifecycle.sinks if isinstance(s, TracingSink)]
+            self._tracing = sinks[0] if sinks else None
+        self.watch = watch
+        self._saved_tracing: tuple[Any, Any] | None = None
         self._batches: list[list[MutableMapping[str, Any]]] = []
         self._capture: AbstractContextManager[list[MutableMapping[str, Any]]] | None = None
 
@@ -113,11 +134,17 @@ class LifewatchHarness:
             raise RuntimeError("this LifewatchHarness is already capturing logs")
         self._capture = structlog.testing.capture_logs()
         self._batches.append(self._capture.__enter__())
+        if self._tracing is not None:  # an adopted watch: its spans come here for now
+            self._saved_tracing = (self._tracing._provider, self._tracing._tracer)
+            self._tracing._provider, self._tracing._tracer = self.tracer_provider, None
 
     def _stop_capture(self) -> None:
         capture, self._capture = self._capture, None
         if capture is not None:
             capture.__exit__(None, None, None)
+        if self._tracing is not None and self._saved_tracing is not None:
+            self._tracing._provider, self._tracing._tracer = self._saved_tracing
+            self._saved_tracing = None
 
     @property
     def logs(self) -> list[MutableMapping[str, Any]]:
