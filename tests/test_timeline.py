@@ -228,7 +228,7 @@ async def test_the_timeline_is_off_unless_asked_for() -> None:
     assert isinstance(h.watch.timeline, Timeline)  # the data is always there
 
 
-@pytest.mark.parametrize("path", ["timeline", "/timeline/", "/", "/a b", 3])
+@pytest.mark.parametrize("path", ["timeline", "/timeline/", "/", "/a b", "/t?x", 3])
 def test_timeline_path_is_validated(path: object) -> None:
     with pytest.raises(ValueError, match="timeline_path"):
         Lifewatch(registry=CollectorRegistry(), timeline_path=path)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from ._phase import Phase, validate_bool, validate_name, validate_timeout
 from ._process import process_start_time
 from ._records import RunRecord
 from ._sink import Sink
-from ._timeline import Timeline, build_timeline, timeline_routes, validate_path
+from ._timeline import Timeline, build_timeline, timeline_routes, validate_timeline_path
 from ._types import State
 
 App = TypeVar("App")
@@ -71,7 +71,7 @@ class Lifewatch:
 
         self.routes: dict[str, ASGIApp] = {}
         """Path -> ASGI app served by the middleware in front of the user's app."""
-        self.timeline_path = validate_path(timeline_path, "timeline_path")
+        self.timeline_path = validate_timeline_path(timeline_path)
         if self.timeline_path is not None:
             self.routes.update(timeline_routes(self, self.timeline_path))
         self._lifecycle = Lifecycle(
