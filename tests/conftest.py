@@ -14,6 +14,9 @@ from structlog.testing import capture_logs
 
 from lifewatch import Lifewatch
 
+# The lifewatch_harness fixture, exactly as users get it (README "Testing your app").
+pytest_plugins = ["lifewatch.testing", "pytester"]
+
 
 class Spans:
     """The OpenTelemetry SDK with an in-memory exporter, per test."""

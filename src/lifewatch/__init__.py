@@ -12,6 +12,7 @@ from ._middleware import LifewatchMiddleware
 from ._phase import Phase
 from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
+from ._timeline import Timeline, TimelineEntry
 from ._types import Event, Outcome, Reason, State
 from ._watch import Lifewatch
 
@@ -50,6 +51,8 @@ __all__ = [
     "Sink",
     "StartupFailed",
     "State",
+    "Timeline",
+    "TimelineEntry",
     "WatchedLifespan",
     "__version__",
 ]

@@ -76,6 +76,10 @@ class Lifecycle:
         if event == "startup":
             self.startup = run
             self.startup_complete = False
+            # A second lifespan in one process (one app serving test after
+            # test) starts afresh instead of staying "stopped" while serving.
+            self.background_failed = False
+            self.set_state(State.STARTING)
         else:
             run.link = self.startup
             self.shutdown = run

@@ -19,6 +19,7 @@ from ._phase import Phase, validate_bool, validate_name, validate_timeout
 from ._process import process_start_time
 from ._records import RunRecord
 from ._sink import Sink
+from ._timeline import Timeline, build_timeline, timeline_routes, validate_timeline_path
 from ._types import State
 
 App = TypeVar("App")
@@ -31,6 +32,8 @@ class Lifewatch:
     prometheus-client's global one; ``tracer_provider`` to the global
     OpenTelemetry provider. ``shutdown_timeout`` bounds the whole shutdown;
     ``startup_timeout`` (off by default) bounds the whole startup.
+    ``timeline_path`` (off by default) serves the timeline there as an HTML
+    waterfall (JSON by ``Accept``) and at ``<timeline_path>.json`` as JSON.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class Lifewatch:
         startup_timeout: float | None = None,
         shutdown_timeout: float = 30.0,
         sinks: tuple[Sink, ...] = (),
+        timeline_path: str | None = None,
     ) -> None:
         if service is not None and not isinstance(service, str):
             raise TypeError(f"service must be a string or None; got {service!r}")
@@ -67,6 +71,9 @@ class Lifewatch:
 
         self.routes: dict[str, ASGIApp] = {}
         """Path -> ASGI app served by the middleware in front of the user's app."""
+        self.timeline_path = validate_timeline_path(timeline_path)
+        if self.timeline_path is not None:
+            self.routes.update(timeline_routes(self, self.timeline_path))
         self._lifecycle = Lifecycle(
             service,
             (
@@ -103,6 +110,12 @@ class Lifewatch:
     def shutdown(self) -> RunRecord | None:
         """The last shutdown run, with its phases."""
         return self._lifecycle.shutdown
+
+    @property
+    def timeline(self) -> Timeline:
+        """A snapshot of the last startup and shutdown: every phase, nested, timed."""
+        lc = self._lifecycle
+        return build_timeline(self.service, lc.startup, lc.shutdown, self.process_start)
 
     # -- ways in ------------------------------------------------------------
 

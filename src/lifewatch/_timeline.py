@@ -1,0 +1,333 @@
+"""The startup/shutdown timeline: data, Spring-Boot-style JSON, and its endpoints.
+
+A snapshot of the last startup and shutdown runs, built from the same records
+the sinks receive, so the ids match the spans (``span_id`` in hex when a span
+was recorded, lifewatch's own record number when tracing is a no-op).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._records import PhaseRecord, RunRecord
+from ._types import Event, Outcome, Reason
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from ._watch import Lifewatch
+
+Kind = Literal["run", "phase"]
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One bar of the waterfall: a whole startup/shutdown run, or one phase in it."""
+
+    id: str
+    """The span id (16 hex digits) when a span was recorded, else lifewatch's record number."""
+    parent_id: str | None
+    """The enclosing phase, or the run for a top-level phase; ``None`` for a run."""
+    name: str
+    """The phase name; ``lifespan.startup`` / ``lifespan.shutdown`` for a run (as its span)."""
+    event: Event
+    kind: Kind
+    start: float
+    """Seconds from the start of its run (0 for the run itself)."""
+    duration: float | None
+    """Seconds; ``None`` while it still runs (a background phase, say)."""
+    outcome: Outcome | None
+    """``None`` while it still runs."""
+    elapsed: float = 0.0
+    """Seconds so far: the duration once finished, the time it has run while running."""
+    reason: Reason | None = None
+    critical: bool = True
+    background: bool = False
+    depth: int = 0
+    """0 for a run, 1 for a top-level phase, 2 for a phase inside it, and so on."""
+    started_at: float = 0.0
+    """Wall-clock start (Unix seconds)."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def end(self) -> float | None:
+        """Seconds from the start of its run to its end; ``None`` while running."""
+        return None if self.duration is None else self.start + self.duration
+
+    @property
+    def failed(self) -> bool:
+        """Anything but a clean finish: error, timeout, cancelled or degraded."""
+        return self.outcome not in (None, "ok")
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The last startup and shutdown, as a flat list of entries in start order.
+
+    Each run comes first, followed by its phases (children after their parent).
+    """
+
+    service: str | None
+    entries: tuple[TimelineEntry, ...]
+    process_started_at: float | None = None
+
+    def run(self, event: Event) -> tuple[TimelineEntry, ...]:
+        """The entries of the startup or of the shutdown (empty if it has not happened)."""
+        return tuple(e for e in self.entries if e.event == event)
+
+    def find(self, name: str, event: Event = "startup") -> TimelineEntry:
+        """The one entry with this name in that run; ``KeyError`` if none or ambiguous."""
+        found = [e for e in self.entries if e.name == name and e.event == event]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} {event} entries named {name!r} in the timeline")
+        return found[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shape of Spring Boot's ``/actuator/startup``, plus lifewatch's fields.
+
+        Spring tools read ``timeline.events[*].startupStep``; lifewatch adds
+        ``event``, ``outcome`` and offsets in seconds beside it, and the same
+        facts as ``lifespan.*`` tags (named like the span attributes).
+        """
+        from . import __version__
+
+        runs = [e for e in self.entries if e.kind == "run"]
+        start = runs[0].started_at if runs else None
+        return {
+            "lifewatchVersion": __version__,
+            "service": self.service,
+            "processStartTime": _instant(self.process_started_at),
+            "timeline": {
+                "startTime": _instant(start),
+                "events": [_event_json(e) for e in self.entries],
+            },
+        }
+
+
+def _event_json(e: TimelineEntry) -> dict[str, Any]:
+    tags: dict[str, str] = {
+        "lifespan.event": e.event,
+        "lifespan.outcome": e.outcome or "running",
+    }
+    if e.kind == "phase":
+        tags["lifespan.phase.critical"] = str(e.critical).lower()
+        if e.background:
+            tags["lifespan.phase.background"] = "true"
+    if e.reason is not None:
+        tags["lifespan.phase.reason"] = e.reason
+    for key, value in e.tags.items():
+        tags[f"lifespan.tag.{key}"] = value
+    return {
+        "startTime": _instant(e.started_at),
+        "endTime": None if e.duration is None else _instant(e.started_at + e.duration),
+        "duration": None if e.duration is None else iso_duration(e.duration),
+        "startupStep": {
+            "id": e.id,
+            "parentId": e.parent_id,
+            "name": e.name,
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+        },
+        "event": e.event,
+        "kind": e.kind,
+        "outcome": e.outcome,
+        "reason": e.reason,
+        "critical": e.critical,
+        "background": e.background,
+        "offsetSeconds": round(e.start, 6),
+        "durationSeconds": None if e.duration is None else round(e.duration, 6),
+    }
+
+
+def _instant(t: float | None) -> str | None:
+    """Like Java's ``Instant.toString()``: ``2026-01-01T12:00:00.123456Z``."""
+    if t is None:
+        return None
+    stamp = datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def iso_duration(seconds: float) -> str:
+    """Like Java's ``Duration.toString()``: ``PT0.012S``, ``PT1M30S``, ``PT0S``."""
+    micros = max(0, round(seconds * 1_000_000))
+    hours, micros = divmod(micros, 3_600_000_000)
+    minutes, micros = divmod(micros, 60_000_000)
+    secs, frac = divmod(micros, 1_000_000)
+    out = "PT"
+    if hours:
+        out += f"{hours}H"
+    if minutes:
+        out += f"{minutes}M"
+    if secs or frac or out == "PT":
+        out += f"{secs}.{frac:06d}".rstrip("0").rstrip(".") + "S"
+    return out
+
+
+def _id(record: RunRecord | PhaseRecord) -> str:
+    return format(record.span_id, "016x") if record.span_id else str(record.id)
+
+
+def _run_entries(run: RunRecord) -> list[TimelineEntry]:
+    now = time.perf_counter()
+
+    def elapsed(start: float, end: float | None) -> float:
+        return (now if end is None else end) - start
+
+    entries = [
+        TimelineEntry(
+            id=_id(run),
+            parent_id=None,
+            name=f"lifespan.{run.event}",
+            event=run.event,
+            kind="run",
+            start=0.0,
+            duration=run.duration,
+            outcome=run.outcome if run.end is not None else None,
+            elapsed=elapsed(run.start, run.end),
+            started_at=run.started_at,
+        )
+    ]
+    children: dict[int | None, list[PhaseRecord]] = {}
+    for phase in run.phases:
+        children.setdefault(None if phase.parent is None else phase.parent.id, []).append(phase)
+
+    def walk(parent: PhaseRecord | None, level: int) -> None:
+        for phase in sorted(
+            children.get(None if parent is None else parent.id, []), key=lambda p: p.start
+        ):
+            offset = phase.start - run.start
+            entries.append(
+                TimelineEntry(
+                    id=_id(phase),
+                    parent_id=_id(parent if parent is not None else run),
+                    name=phase.name,
+                    event=phase.event,
+                    kind="phase",
+                    start=offset,
+                    duration=phase.duration,
+                    outcome=phase.outcome if phase.end is not None else None,
+                    elapsed=elapsed(phase.start, phase.end),
+                    reason=phase.reason,
+                    critical=phase.critical,
+                    background=phase.background,
+                    depth=level,
+                    # One clock for the whole run, so the JSON instants line up with the offsets.
+                    started_at=run.started_at + offset,
+                    tags=dict(phase.tags),
+                )
+            )
+            walk(phase, level + 1)
+
+    walk(None, 1)
+    return entries
+
+
+def build_timeline(
+    service: str | None,
+    startup: RunRecord | None,
+    shutdown: RunRecord | None,
+    process_started_at: float | None = None,
+) -> Timeline:
+    """A snapshot of the given runs; cheap, taken fresh on every request."""
+    entries: list[TimelineEntry] = []
+    for run in (startup, shutdown):
+        if run is not None:
+            entries += _run_entries(run)
+    return Timeline(service, tuple(entries), process_started_at)
+
+
+# -- endpoints -----------------------------------------------------------------
+
+_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+_CSP = b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+def wants_json(accept: str) -> bool:
+    """True when ``Accept`` prefers ``application/json`` over ``text/html``."""
+    best = {"html": 0.0, "json": 0.0}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media == "application/json" or media.endswith("+json"):
+            best["json"] = max(best["json"], q)
+        elif media in ("text/html", "application/xhtml+xml"):
+            best["html"] = max(best["html"], q)
+    return best["json"] > best["html"]
+
+
+class TimelineEndpoint:
+    """Serves ``watch.timeline`` as HTML, or JSON (``fmt="json"``, or by ``Accept``)."""
+
+    def __init__(self, watch: Lifewatch, fmt: Literal["auto", "json"]) -> None:
+        self.watch = watch
+        self.fmt = fmt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import json
+
+        from ._waterfall import render_html
+
+        method = scope.get("method", "GET")
+        headers = list(_HEADERS)
+        if method not in ("GET", "HEAD"):
+            body = b"method not allowed\n"
+            headers += [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")]
+            await _respond(send, 405, headers, body, method)
+            return
+        as_json = self.fmt == "json"
+        if self.fmt == "auto":
+            headers.append((b"vary", b"accept"))
+            accept = b",".join(v for k, v in scope.get("headers", []) if k.lower() == b"accept")
+            as_json = wants_json(accept.decode("latin-1"))
+        timeline = self.watch.timeline
+        if as_json:
+            body = json.dumps(timeline.to_dict(), indent=2).encode()
+            headers.append((b"content-type", b"application/json"))
+        else:
+            name = str(scope.get("path", "")).rsplit("/", 1)[-1]
+            body = render_html(timeline, json_href=f"{name}.json" if name else None).encode()
+            headers += [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-security-policy", _CSP),
+            ]
+        await _respond(send, 200, headers, body, method)
+
+
+async def _respond(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, method: str
+) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+def timeline_routes(watch: Lifewatch, path: str) -> dict[str, ASGIApp]:
+    """``path`` (HTML, or JSON by ``Accept``) and ``path.json`` (always JSON)."""
+    return {path: TimelineEndpoint(watch, "auto"), f"{path}.json": TimelineEndpoint(watch, "json")}
+
+
+def validate_timeline_path(path: object) -> str | None:
+    """``None`` (not served) or an absolute path, as the probe paths."""
+    if path is None:
+        return None
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or path.endswith("/")
+        or any(c.isspace() or c in "?#" for c in path)
+    ):
+        raise ValueError(
+            "timeline_path must be None or an absolute path such as '/lifewatch/timeline' "
+            f"(starting with '/', not ending with '/', no spaces, '?' or '#'); got {path!r}"
+        )
+    return path

@@ -1,0 +1,209 @@
+"""The timeline as one self-contained HTML page: a waterfall a person reads at a glance.
+
+No JavaScript and no outside assets (inline CSS only), so it works air-gapped
+and under a strict Content-Security-Policy. Every name is HTML-escaped:
+phase names and tags come from code, but nothing here trusts them.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from html import escape
+
+from ._timeline import Timeline, TimelineEntry
+from ._types import Event
+
+_LABELS = {
+    "ok": "ok",
+    "degraded": "\u26a0 degraded",
+    "error": "\u2716 failed",
+    "timeout": "\u2716 timed out",
+    "cancelled": "\u25a0 cancelled",
+    None: "\u2026 running",
+}
+
+_CSS = """
+:root{--ok:#3b7dd8;--run:#475569;--degraded:#d98e04;--bad:#d02c2c;--cancelled:#8a94a6;
+--ink:#1f2933;--muted:#667085;--line:#e4e7ec;font-family:system-ui,-apple-system,"Segoe UI",
+Roboto,"DejaVu Sans",sans-serif;color:var(--ink);background:#fff}
+body{margin:1.2rem 1.6rem}
+h1{font-size:1.3rem;margin:0 0 .2rem}
+.sub{color:var(--muted);font-size:.85rem;margin:0 0 1rem}
+section{margin:0 0 1.6rem}
+h2{font-size:1.05rem;margin:0 0 .4rem;display:flex;gap:.6rem;align-items:baseline}
+h2 .total{font-variant-numeric:tabular-nums;color:var(--muted);font-weight:600}
+.grid{display:grid;grid-template-columns:minmax(12rem,22rem) 1fr 5.5rem 10.5rem;
+column-gap:.7rem;font-size:.88rem}
+.grid>div{display:contents}
+.cell{padding:.22rem 0;border-bottom:1px solid var(--line);min-width:0}
+.name{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;
+padding-left:calc((var(--d) - 1) * 1.3rem)}
+.name .t{font-weight:600}
+.depth-0 .name .t{font-weight:700}
+.sub-phase .name::before{content:"\\2514\\00a0";color:var(--muted)}
+.flag{font-size:.72rem;color:var(--muted);border:1px solid var(--line);border-radius:.6rem;
+padding:0 .35rem;margin-left:.3rem;font-weight:400}
+.track{position:relative;background:repeating-linear-gradient(90deg,transparent 0,
+transparent calc(var(--tick) - 1px),var(--line) calc(var(--tick) - 1px),var(--line) var(--tick))}
+.bar{position:absolute;top:.3rem;bottom:.3rem;min-width:3px;border-radius:3px;background:var(--ok)}
+.depth-0 .bar{background:var(--run)}
+.dur{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.status{white-space:nowrap;font-size:.82rem}
+b[class^=label-]{padding:.05rem .4rem;border-radius:.3rem}
+.row.outcome-ok .status{color:var(--muted)}
+.row.outcome-degraded .bar{background:var(--degraded)}
+.row.outcome-degraded .cell{background:#fff8e6}
+.row.outcome-error .bar,.row.outcome-timeout .bar{background:var(--bad)}
+.row.outcome-error .cell,.row.outcome-timeout .cell{background:#fdecec}
+.row.outcome-cancelled .bar{background:var(--cancelled)}
+.row.outcome-running .bar{background:repeating-linear-gradient(45deg,var(--ok) 0,var(--ok) 6px,
+#9dbdeb 6px,#9dbdeb 12px)}
+b.label-degraded{background:var(--degraded);color:#fff}
+b.label-error,b.label-timeout{background:var(--bad);color:#fff}
+b.label-cancelled{background:var(--cancelled);color:#fff}
+b.label-running{border:1px dashed var(--ok);color:var(--ok)}
+h2 b{font-size:.85rem;padding:.05rem .45rem;border-radius:.3rem}
+h2 b.label-ok{background:#e3f0e6;color:#1e6b34}
+.axis .cell{border-bottom:1px solid #98a2b3;color:var(--muted);font-size:.75rem}
+.axis .track{height:1.1rem;background:none}
+.axis .tick{position:absolute;transform:translateX(-50%);white-space:nowrap}
+.axis .tick.first{transform:none}
+.empty{color:var(--muted);font-style:italic;margin:.2rem 0 0}
+footer{color:var(--muted);font-size:.78rem}
+footer a{color:inherit}
+"""
+
+
+def format_seconds(seconds: float) -> str:
+    """Short and human: ``420 µs``, ``12.3 ms``, ``1.24 s``, ``2 min 05 s``."""
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f} \u00b5s"
+    if seconds < 0.01:
+        return f"{seconds * 1e3:.2f} ms"
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s"
+
+
+def _tick_step(scale: float) -> float:
+    """A 1-2-5 step giving at most about eight ticks over ``scale`` seconds."""
+    raw = scale / 8
+    power = 10.0 ** math.floor(math.log10(raw))
+    for factor in (1.0, 2.0, 5.0):
+        if factor * power >= raw:
+            return factor * power
+    return 10.0 * power
+
+
+def _tick_label(seconds: float) -> str:
+    if seconds == 0:
+        return "0"
+    if seconds < 1:
+        return f"{round(seconds * 1000, 6):g} ms"
+    return f"{round(seconds, 6):g} s"
+
+
+def _status(e: TimelineEntry) -> str:
+    key = "running" if e.outcome is None else e.outcome
+    label = _LABELS[e.outcome]
+    if e.reason is not None and e.outcome in ("degraded", "cancelled"):
+        label += f": {e.reason}"
+    if e.reason is not None and e.outcome == "error" and e.reason != "error":
+        label += f" ({e.reason})"
+    return f'<b class="label-{key}">{escape(label)}</b>'
+
+
+def _row(e: TimelineEntry, scale: float) -> str:
+    outcome = "running" if e.outcome is None else e.outcome
+    left = 100 * e.start / scale
+    width = max(0.0, min(100 - left, 100 * e.elapsed / scale))
+    classes = f"row outcome-{outcome} depth-{min(e.depth, 9)}" + (
+        " sub-phase" if e.depth > 1 else ""
+    )
+    flags = ""
+    if e.kind == "phase" and not e.critical:
+        flags += '<span class="flag">non-critical</span>'
+    if e.background:
+        flags += '<span class="flag">background</span>'
+    for key, value in e.tags.items():
+        flags += f'<span class="flag">{escape(key)}={escape(value)}</span>'
+    shown = f"{e.event} (whole)" if e.kind == "run" else e.name
+    duration = format_seconds(e.elapsed)
+    if e.duration is None:
+        duration = f"\u2265 {duration}"  # still running: at least this long
+    title = (
+        f"{e.name} \u2014 starts at +{format_seconds(e.start)}, "
+        f"{'runs for' if e.duration is None else 'took'} {format_seconds(e.elapsed)}, "
+        f"outcome {e.outcome or 'running'}{f' ({e.reason})' if e.reason else ''}; id {e.id}"
+    )
+    return (
+        f'<div class="{classes}" data-id="{escape(e.id)}" data-outcome="{outcome}">'
+        f'<span class="cell name" style="--d:{max(e.depth, 1)}" title="{escape(title)}">'
+        f'<span class="t">{escape(shown)}</span>{flags}</span>'
+        f'<span class="cell track" title="{escape(title)}"><span class="bar" '
+        f'style="left:{left:.3f}%;width:{width:.3f}%"></span></span>'
+        f'<span class="cell dur">{escape(duration)}</span>'
+        f'<span class="cell status">{_status(e)}</span></div>'
+    )
+
+
+def _section(event: Event, entries: tuple[TimelineEntry, ...]) -> str:
+    title = event.capitalize()
+    if not entries:
+        what = (
+            "No startup has run yet."
+            if event == "startup"
+            else "Shutdown has not run yet: the application is serving."
+        )
+        return f'<section id="{event}"><h2>{title}</h2><p class="empty">{what}</p></section>'
+    run = entries[0]
+    scale = max(max(e.start + e.elapsed for e in entries), 1e-6)
+    step = _tick_step(scale)
+    ticks = []
+    n = 0
+    while n * step <= scale * 1.0001:
+        pct = 100 * n * step / scale
+        cls = "tick first" if n == 0 else "tick"
+        label = _tick_label(n * step)
+        ticks.append(f'<span class="{cls}" style="left:{pct:.3f}%">{label}</span>')
+        n += 1
+    tick_pct = 100 * step / scale
+    failed = [e for e in entries if e.kind == "phase" and e.failed]
+    summary = f"{len(entries) - 1} phase{'s' if len(entries) != 2 else ''}"
+    if failed:
+        summary += f", {len(failed)} not ok"
+    started = datetime.fromtimestamp(run.started_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    rows = "".join(_row(e, scale) for e in entries)
+    return (
+        f'<section id="{event}" class="run run-{run.outcome or "running"}">'
+        f"<h2>{title} {_status(run)}"
+        f'<span class="total">{escape(format_seconds(run.elapsed))}</span>'
+        f'<span class="sub">{escape(summary)} \u00b7 began {started} UTC</span></h2>'
+        f'<div class="grid" style="--tick:{tick_pct:.4f}%">'
+        f'<div class="axis"><span class="cell">phase</span><span class="cell track">'
+        f'{"".join(ticks)}</span><span class="cell dur">duration</span>'
+        f'<span class="cell status">outcome</span></div>'
+        f"{rows}</div></section>"
+    )
+
+
+def render_html(timeline: Timeline, json_href: str | None = None) -> str:
+    """The whole page: startup then shutdown, each on its own time axis."""
+    service = timeline.service
+    heading = f"Lifespan timeline \u2014 {service}" if service else "Lifespan timeline"
+    link = f' \u00b7 <a href="{escape(json_href)}">JSON</a>' if json_href else ""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    sections = "".join(_section(ev, timeline.run(ev)) for ev in ("startup", "shutdown"))
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(heading)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{escape(heading)}</h1>"
+        '<p class="sub">Bars on each run\'s own time axis; nested phases are indented. '
+        "Failed, timed-out and degraded phases are red or amber and labelled.</p>"
+        f"{sections}<footer>Snapshot taken {now} UTC{link}</footer></body></html>"
+    )

@@ -1,0 +1,62 @@
+"""The README's timeline and "Testing your app" code blocks, run as written."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lifewatch import Lifewatch
+from lifewatch.testing import LifewatchHarness
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def block(marker: str) -> str:
+    """The fenced code block right after ``<!-- marker -->``."""
+    found = re.search(rf"<!-- {marker} -->\n```\w+\n(.*?)\n```", README, re.S)
+    assert found, f"README.md has no code block after <!-- {marker} -->"
+    return found.group(1)
+
+
+def test_the_testing_example_passes_as_a_users_test_suite(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(block("testing-conftest"))
+    pytester.makepyfile(test_users_app=block("testing-example"))
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=3)
+
+
+def test_the_timeline_example_serves_both_paths() -> None:
+    namespace: dict[str, Any] = {"Lifewatch": Lifewatch}
+    exec(block("timeline-example"), namespace)
+    assert set(namespace["watch"].routes) >= {"/lifewatch/timeline", "/lifewatch/timeline.json"}
+
+
+def _shape(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return type(value).__name__ if value is not None else None
+
+
+@pytest.mark.anyio
+async def test_the_readme_json_has_the_real_shape() -> None:
+    documented = json.loads(re.search(r"```json\n(.*?)\n```", README, re.S).group(1))  # type: ignore[union-attr]
+    h = LifewatchHarness(service="orders")
+    from tests.test_timeline import shop
+
+    await h.run(shop(h.watch))
+    real = h.timeline.to_dict()
+    event = next(e for e in real["timeline"]["events"] if e["startupStep"]["name"] == "database")
+    real["timeline"]["events"] = [event]
+    # "reason" is null in both; key sets and value types must match everywhere.
+    assert _shape(documented) == _shape(real)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
