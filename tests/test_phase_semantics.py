@@ -362,3 +362,22 @@ async def test_phase_outside_any_lifespan(
     )
     assert watch.startup is None  # not part of any run
     assert watch.state is State.STARTING
+
+
+async def test_critical_child_of_a_non_critical_phase_only_degrades(
+    watch: Lifewatch, logs: list[dict[str, Any]]
+) -> None:
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with watch.phase("cache-warmup", critical=False), watch.phase("fetch-hot-keys"):
+            raise ConnectionError("redis down")
+        yield
+
+    async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+        assert watch.state is State.READY
+    startup = watch.startup
+    assert startup is not None
+    assert startup.outcome == "degraded" and startup.failed_phase is None
+    events = [e["event"] for e in logs]
+    assert "lifespan.startup.failed" not in events
+    assert "lifespan.startup.complete" in events

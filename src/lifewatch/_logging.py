@@ -33,7 +33,7 @@ class LoggingSink(Sink):
             "phase_count": len(run.phases),
             "outcome": run.outcome,
         }
-        if run.event == "startup" and run.failed_phase is not None:
+        if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled"):
             self._log.error(
                 "lifespan.startup.failed",
                 phase=run.failed_phase,

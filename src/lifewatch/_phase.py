@@ -181,6 +181,11 @@ class Phase:
         elif not record.critical and (timed_out or issubclass(exc_type, Exception)):  # type: ignore[arg-type]
             record.outcome = "degraded"
             suppress = True
+            if run is not None and run.error is exc:
+                # A critical child failed inside this non-critical phase: the
+                # failure stops here, so the run did not fail.
+                run.failed_phase = None
+                run.error = None
         else:
             record.outcome = reason
             if run is not None and run.failed_phase is None:
