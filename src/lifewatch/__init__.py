@@ -18,24 +18,6 @@ from ._watch import Lifewatch
 
 __version__ = "0.1.0"
 
-# Tracebacks and reprs name the public path (lifewatch.StartupFailed), not the module.
-for _obj in (
-    LifewatchError,
-    StartupFailed,
-    ShutdownFailed,
-    PhaseTimeout,
-    Lifewatch,
-    LifewatchMiddleware,
-    Phase,
-    PhaseRecord,
-    RunRecord,
-    Sink,
-    State,
-    WatchedLifespan,
-):
-    _obj.__module__ = __name__
-del _obj
-
 __all__ = [
     "Event",
     "Lifewatch",
@@ -56,3 +38,10 @@ __all__ = [
     "WatchedLifespan",
     "__version__",
 ]
+
+# Tracebacks and reprs name the public path (lifewatch.StartupFailed), not the module.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

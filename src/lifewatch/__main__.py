@@ -68,13 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._watch import Lifewatch
 
     configure_logging(args.json, args.verbose)
-    watch = Lifewatch(service="lifewatch-demo", tracer_provider=configure_tracing())
+    watch = Lifewatch(
+        service="lifewatch-demo",
+        tracer_provider=configure_tracing(),
+        timeline_path="/lifewatch/timeline",
+    )
     app = build_app(watch)
     base = f"http://{args.host}:{args.port}"
     print(
         f"\nlifewatch demo on {base}\n"
         f"  probes:   {base}/livez  {base}/readyz?verbose  {base}/startupz\n"
         f"  metrics:  {base}/metrics\n"
+        f"  timeline: {base}/lifewatch/timeline  (JSON: {base}/lifewatch/timeline.json)\n"
         "  Ctrl+C shuts down through the shutdown phases.\n",
         file=sys.stderr,
         flush=True,
