@@ -37,6 +37,7 @@ from ._types import State
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
     from ._metrics import Metrics
+    from ._probes import ProbeEndpoint
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -101,6 +102,8 @@ class Health(Sink):
         self.supervised: dict[str, Supervised] = {}
         self.version = 0
         """Bumped whenever an answer may change; endpoints compare it."""
+        self.endpoints: list[ProbeEndpoint] = []
+        """The endpoints keeping an answer, told to forget it on any change."""
         self.on_check_added: list[Callable[[HealthCheck], None]] = []
         self.on_supervised: list[Callable[[Supervised], None]] = []
         self._serving = False
@@ -117,6 +120,8 @@ class Health(Sink):
 
     def invalidate(self) -> None:
         self.version += 1
+        for endpoint in self.endpoints:
+            endpoint.forget()
 
     # -- registration ---------------------------------------------------------
 

@@ -47,6 +47,7 @@ _NOT_ALLOWED_HEADERS = (
     *_COMMON,
 )
 _NOT_ALLOWED_BODY = b"method not allowed\n"
+_ANY = (b"accept", b"*/*")
 _BROKEN_BODY = b"lifewatch: the probe itself failed (see the log)\n"
 
 MAX_QUERY_FIELDS = 64
@@ -119,6 +120,13 @@ def negotiate(headers: Any) -> bytes | None:
         if chosen is not None:
             return chosen
     return None
+
+
+def _asks_json(headers: Any) -> bool:
+    for name, value in headers:  # noqa: SIM110 - a loop is twice as fast as any(genexpr)
+        if name == b"accept" and b"json" in value:
+            return True
+    return False
 
 
 def _clean(text: str, limit: int = MAX_DETAIL) -> str:
@@ -199,7 +207,7 @@ def render_json(report: Report, service: str | None, expose: bool) -> bytes:
 class ProbeEndpoint:
     """One probe path (``/readyz``) or one entry of it (``/readyz/postgres``)."""
 
-    __slots__ = ("_plain", "_version", "expose", "health", "label", "only", "probe", "service")
+    __slots__ = ("_plain", "expose", "health", "label", "only", "probe", "service")
 
     def __init__(
         self,
@@ -216,10 +224,35 @@ class ProbeEndpoint:
         self.label = LABELS[probe]
         self.service = service
         self.expose = expose_details
-        self._version = -1
         self._plain: tuple[int, tuple[tuple[bytes, bytes], ...], bytes] | None = None
+        """The answer to a plain request, kept while nothing changes (see forget)."""
+        health.endpoints.append(self)
+
+    def forget(self) -> None:
+        """Something changed: the next request builds the answer again."""
+        self._plain = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The kubelet's request, answered from the kept answer: every step
+        # here is paid on every probe of every pod, so it is kept inline.
+        plain = self._plain  # None once anything that could change it happened
+        if plain is not None and not scope["query_string"]:
+            method = scope["method"]
+            if method == "GET" or method == "HEAD":
+                headers = scope["headers"]
+                # What the kubelet and curl send, found by a C-level scan; else
+                # look for an Accept that may ask for JSON.
+                if _ANY in headers or not _asks_json(headers):
+                    await send(
+                        {"type": "http.response.start", "status": plain[0], "headers": [*plain[1]]}
+                    )
+                    await send(
+                        {"type": "http.response.body", "body": plain[2] if method == "GET" else b""}
+                    )
+                    return
+        await self._slow(scope, send)
+
+    async def _slow(self, scope: Scope, send: Send) -> None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
             await send(
@@ -231,16 +264,7 @@ class ProbeEndpoint:
             )
             await send({"type": "http.response.body", "body": _NOT_ALLOWED_BODY})
             return
-        plain = self._plain
-        if (
-            plain is not None
-            and self._version == self.health.version
-            and not scope["query_string"]
-            and negotiate(scope["headers"]) is None
-        ):
-            status, headers, body = plain
-        else:
-            status, headers, body = await self._answer(scope)
+        status, headers, body = await self._answer(scope)
         await send({"type": "http.response.start", "status": status, "headers": list(headers)})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
@@ -261,9 +285,14 @@ class ProbeEndpoint:
                 content_type = _TEXT
             status = 503 if report.status == "fail" else 200
             headers = _headers(content_type, body)
-            if cacheable and media_type is None and not verbose and not exclude:
+            if (
+                cacheable
+                and media_type is None
+                and not verbose
+                and not exclude
+                and version == self.health.version
+            ):
                 self._plain = (status, headers, body)
-                self._version = version
             return status, headers, body
         except Exception:
             _log.exception("lifewatch: probe failed", probe=self.probe, path=scope.get("path"))
