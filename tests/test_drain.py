@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -158,7 +159,21 @@ def _free_port() -> int:
         return port
 
 
-def test_uvicorn_drains_without_dropping_a_request(tmp_path: Path) -> None:
+SERVERS = [
+    pytest.param(["--http", "h11", "--loop", "asyncio"], id="h11-asyncio"),
+    pytest.param(
+        ["--http", "httptools", "--loop", "uvloop"],
+        id="httptools-uvloop",
+        marks=pytest.mark.skipif(
+            not (importlib.util.find_spec("httptools") and importlib.util.find_spec("uvloop")),
+            reason="uvicorn[standard] (httptools, uvloop) not installed",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("server_args", SERVERS)
+def test_uvicorn_drains_without_dropping_a_request(tmp_path: Path, server_args: list[str]) -> None:
     drain, shutdown = 2.0, 3.0
     (tmp_path / "drainapp.py").write_text(APP.format(drain=drain, shutdown=shutdown))
     mark = tmp_path / "shutdown.txt"
@@ -180,6 +195,7 @@ def test_uvicorn_drains_without_dropping_a_request(tmp_path: Path) -> None:
             str(port),
             "--log-level",
             "warning",
+            *server_args,
         ],
         cwd=tmp_path,
         env=env,
