@@ -268,7 +268,9 @@ async def test_a_hanging_check_costs_its_timeout_and_leaves_no_task(watch: Lifew
     deadline = time.monotonic() + 60
     answered = 0
     for _ in range(200):
-        batch = await asyncio.gather(*(call(app, "/readyz") for _ in range(50)))
+        batch = await asyncio.wait_for(
+            asyncio.gather(*(call(app, "/readyz") for _ in range(50))), timeout=10
+        )
         answered += sum(1 for status, _, _ in batch if status == 503)
         assert time.monotonic() < deadline
     assert answered == 10_000

@@ -11,11 +11,12 @@ uvicorn's own graceful shutdown and the lifespan shutdown follow.
 
 The hook is installed when startup begins, in the server process, only where
 it can work: in the main thread, when the SIGTERM handler in place is a Python
-callable that lifewatch can call later (uvicorn's ``Server.handle_exit``,
-gunicorn's worker). A server that watches signals through the event loop's
-wakeup fd (hypercorn's ``loop.add_signal_handler``) or outside Python
-(granian) would still see the signal at once, so there lifewatch does not
-hook; readiness then flips when ``lifespan.shutdown`` arrives.
+callable that lifewatch can call later (uvicorn's ``Server.handle_exit``).
+A server that learns of signals through the event loop's wakeup fd
+(hypercorn's ``loop.add_signal_handler``) would still see the signal at once,
+and one that takes it in a supervisor of its own (granian) leaves nothing to
+hook, so there lifewatch stays out; readiness then flips when
+``lifespan.shutdown`` arrives.
 """
 
 from __future__ import annotations
