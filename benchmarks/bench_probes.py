@@ -283,6 +283,13 @@ def main() -> None:
         )
     added = [(p - b) * 1e9 for p, b in zip(times["pass-through"], base, strict=True)]
     print(f"pass-through adds {statistics.median(added):.0f} ns/request (median)")
+    vs_pass = [
+        r / p for r, p in zip(times["lifewatch /readyz"], times["pass-through"], strict=True)
+    ]
+    print(
+        f"/readyz vs the constant app behind the same middleware: "
+        f"{statistics.median(vs_pass):.3f} ({_spread(vs_pass)})"
+    )
 
     if args.no_wrk:
         return

@@ -348,3 +348,19 @@ async def test_checks_by_probe(watch: Lifewatch) -> None:
         assert await watch.run_check("migrations") is not None
         with pytest.raises(KeyError, match="registered"):
             await watch.run_check("nope")
+
+
+async def test_an_interval_check_added_while_serving_starts_refreshing(watch: Lifewatch) -> None:
+    calls = 0
+
+    async def late() -> None:
+        nonlocal calls
+        calls += 1
+
+    app = watch.middleware(Starlette())
+    async with LifespanManager(app):
+        watch.add_check("late", late, interval=0.01)
+        await asyncio.sleep(0.1)
+        assert calls >= 2
+        assert watch.checks["late"].refresher is not None
+    assert watch.checks["late"].refresher is None

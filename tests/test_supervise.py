@@ -116,3 +116,11 @@ async def test_returning_or_cancelled_while_serving_is_a_death(
         watch.supervise(forever(), name="quits").cancel()
     with pytest.raises(TypeError, match=r"asyncio\.Task or a coroutine"):
         watch.supervise(lambda: None)
+
+
+def test_a_coroutine_needs_a_running_loop(watch: Lifewatch) -> None:
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(RuntimeError, match="running event loop"):
+        watch.supervise(forever())

@@ -173,7 +173,15 @@ class Health(Sink):
 
     def supervise(self, task: Any, name: str | None) -> asyncio.Task[Any]:
         if asyncio.iscoroutine(task):
-            task = asyncio.get_running_loop().create_task(task)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                task.close()
+                raise RuntimeError(
+                    "watch.supervise(coroutine) needs a running event loop (call it from "
+                    "the lifespan); or pass an asyncio.Task"
+                ) from None
+            task = loop.create_task(task)
         if not isinstance(task, asyncio.Task):
             raise TypeError(f"watch.supervise() takes an asyncio.Task or a coroutine; got {task!r}")
         name = task.get_name() if name is None else name
@@ -256,10 +264,15 @@ class Health(Sink):
     # -- background refresh, on the lifecycle's event flow -------------------
 
     def _start_refresher(self, check: HealthCheck) -> None:
-        if check.refresher is None:
-            check.refresher = asyncio.get_running_loop().create_task(
-                check.refresh_forever(), name=f"lifewatch-refresh:{check.name}"
-            )
+        if check.refresher is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # added from outside the loop: probes run it, cached one interval
+        check.refresher = loop.create_task(
+            check.refresh_forever(), name=f"lifewatch-refresh:{check.name}"
+        )
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "shutdown":
