@@ -2,11 +2,12 @@
 
 The kubelet asks every few seconds, on every pod, for the life of the pod, so
 the common request (no query string, no JSON asked for, only cached checks)
-costs a version compare and two ``send`` calls: the answer is built once and
-kept until something that could change it happens (a state change, a check
-result that flips). Everything else (``?verbose``, ``?exclude=``, JSON,
-checks that run on demand) takes the slower path, which still never answers
-500: a probe that breaks says 503 and logs why.
+costs a few lookups and two ``send`` calls: the answer is built once and kept
+until ``Health`` says something that could change it happened (a state
+change, a check result that flips), and the endpoint forgets it. Everything
+else (``?verbose``, ``?exclude=``, JSON, checks that run on demand) takes the
+slower path, which still never answers 500: a probe that breaks says 503 and
+logs why.
 
 The formats follow the kube-apiserver (``ok``; ``[+]name ok`` lines ending in
 ``readyz check passed``; ``?exclude=`` answering ``[+]name excluded: ok``; a
