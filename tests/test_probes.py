@@ -343,3 +343,17 @@ async def test_junk_queries_and_huge_headers_never_break_a_probe(watch: Lifewatc
             status, _, body = await call(app, "/readyz", headers=headers, query=b"verbose")
             assert status == 200
             assert body.startswith(b"[+]lifespan ok") or json.loads(body)["status"] == "pass"
+
+
+async def test_a_probe_that_breaks_answers_503_not_500(
+    watch: Lifewatch, logs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("bug in lifewatch")
+
+    monkeypatch.setattr(watch._health, "report", broken)
+    status, headers, body = await call(watch.middleware(raw_app()), "/readyz", query=b"verbose")
+    assert status == 503
+    assert headers[b"cache-control"] == b"no-store"
+    assert body == b"lifewatch: the probe itself failed (see the log)\n"
+    assert any(e["event"] == "lifespan.probe.error" for e in logs)

@@ -296,7 +296,12 @@ class ProbeEndpoint:
                 self._plain = (status, headers, body)
             return status, headers, body
         except Exception:
-            _log.exception("lifewatch: probe failed", probe=self.probe, path=scope.get("path"))
+            _log.exception(
+                "lifespan.probe.error",
+                service=self.service,
+                probe=self.probe,
+                path=scope.get("path"),
+            )
             return 503, _headers(_TEXT, _BROKEN_BODY), _BROKEN_BODY
 
 
