@@ -302,12 +302,19 @@ def main() -> None:
             f"\nUnder uvicorn (1 worker, {label}), wrk -t1 -c{args.connections} "
             f"-d{args.wrk_seconds}s x {args.wrk_rounds} interleaved rounds, GET /readyz"
         )
-        print(f"{'contender':<22}{'median req/s':>14}{'vs constant':>13}{'lifewatch is':>14}")
+        print(
+            f"{'contender':<22}{'median req/s':>14}{'vs constant':>13}{'spread':>14}"
+            f"{'lifewatch is':>14}"
+        )
         lw = rps["lifewatch /readyz"]
         for name, values in rps.items():
             ratio = statistics.median(values) / statistics.median(rps["constant"])
+            per_round = [v / c for v, c in zip(values, rps["constant"], strict=True)]
             speedup = statistics.median(lw) / statistics.median(values)
-            print(f"{name:<22}{statistics.median(values):>14.0f}{ratio:>13.3f}{speedup:>13.2f}x")
+            print(
+                f"{name:<22}{statistics.median(values):>14.0f}{ratio:>13.3f}"
+                f"{_spread(per_round):>14}{speedup:>13.2f}x"
+            )
 
 
 if __name__ == "__main__":
