@@ -36,10 +36,10 @@ LABELS: dict[Probe, str] = {"liveness": "livez", "readiness": "readyz", "startup
 _TEXT = b"text/plain; charset=utf-8"
 _HEALTH_JSON = b"application/health+json"
 _JSON = b"application/json"
+# No Vary: Accept: with no-store there is no cache for it to instruct.
 _COMMON = (
     (b"cache-control", b"no-store"),
     (b"x-content-type-options", b"nosniff"),
-    (b"vary", b"accept"),
 )
 _NOT_ALLOWED_HEADERS = (
     (b"allow", b"GET, HEAD"),
