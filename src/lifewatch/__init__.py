@@ -6,6 +6,7 @@ structured log line and Prometheus metrics; the app gets Kubernetes probes.
 
 from __future__ import annotations
 
+from ._checks import CheckResult, HealthCheck, Probe
 from ._errors import LifewatchError, PhaseTimeout, ShutdownFailed, StartupFailed
 from ._lifespan import WatchedLifespan
 from ._middleware import LifewatchMiddleware
@@ -19,7 +20,9 @@ from ._watch import Lifewatch
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckResult",
     "Event",
+    "HealthCheck",
     "Lifewatch",
     "LifewatchError",
     "LifewatchMiddleware",
@@ -27,6 +30,7 @@ __all__ = [
     "Phase",
     "PhaseRecord",
     "PhaseTimeout",
+    "Probe",
     "Reason",
     "RunRecord",
     "ShutdownFailed",

@@ -11,11 +11,15 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
+from ._checks import CheckResult, HealthCheck, Probe, validate_seconds
+from ._drain import Drainer
+from ._health import Health
 from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, flatten_app_lifespan, name_of
 from ._logging import LoggingSink
 from ._metrics import Metrics, MetricsSink, metrics_for, validate_namespace
 from ._phase import Phase, validate_bool, validate_name, validate_timeout
+from ._probes import ProbeRoutes, validate_path
 from ._process import process_start_time
 from ._records import RunRecord
 from ._sink import Sink
@@ -23,6 +27,7 @@ from ._timeline import Timeline, build_timeline, timeline_routes, validate_timel
 from ._types import State
 
 App = TypeVar("App")
+F = TypeVar("F", bound=Callable[[], Any])
 
 
 class Lifewatch:
@@ -34,6 +39,12 @@ class Lifewatch:
     ``startup_timeout`` (off by default) bounds the whole startup.
     ``timeline_path`` (off by default) serves the timeline there as an HTML
     waterfall (JSON by ``Accept``) and at ``<timeline_path>.json`` as JSON.
+
+    Probes: ``livez_path``, ``readyz_path``, ``startupz_path`` (``None`` to not
+    serve one); ``expose_details`` shows check failure reasons on them (off:
+    an exception text can hold a password); ``slow_check_threshold`` is when a
+    check run logs a warning; ``drain_delay`` is how long the app keeps serving
+    after SIGTERM with ``/readyz`` failing (0 turns draining off).
     """
 
     def __init__(
@@ -47,6 +58,12 @@ class Lifewatch:
         shutdown_timeout: float = 30.0,
         sinks: tuple[Sink, ...] = (),
         timeline_path: str | None = None,
+        livez_path: str | None = "/livez",
+        readyz_path: str | None = "/readyz",
+        startupz_path: str | None = "/startupz",
+        expose_details: bool = False,
+        slow_check_threshold: float = 0.5,
+        drain_delay: float = 5.0,
     ) -> None:
         if service is not None and not isinstance(service, str):
             raise TypeError(f"service must be a string or None; got {service!r}")
@@ -65,6 +82,25 @@ class Lifewatch:
         if timeout is None:
             raise ValueError("shutdown_timeout must be a positive number of seconds; got None")
         self.shutdown_timeout = timeout
+        paths: dict[Probe, str | None] = {
+            "liveness": validate_path(livez_path, "livez_path"),
+            "readiness": validate_path(readyz_path, "readyz_path"),
+            "startup": validate_path(startupz_path, "startupz_path"),
+        }
+        self.expose_details = validate_bool(expose_details, "expose_details")
+        threshold = validate_seconds(slow_check_threshold, "slow_check_threshold", optional=False)
+        assert threshold is not None
+        self.slow_check_threshold = threshold
+        if (
+            isinstance(drain_delay, bool)
+            or not isinstance(drain_delay, (int, float))
+            or not 0 <= drain_delay < float("inf")
+        ):
+            raise ValueError(
+                f"drain_delay must be a number of seconds >= 0 (0 turns draining off); "
+                f"got {drain_delay!r}"
+            )
+        self.drain_delay = float(drain_delay)
         self.metrics: Metrics = metrics_for(registry, self.namespace)
         self.process_start = process_start_time()
         from ._tracing import TracingSink
@@ -74,14 +110,29 @@ class Lifewatch:
         self.timeline_path = validate_timeline_path(timeline_path)
         if self.timeline_path is not None:
             self.routes.update(timeline_routes(self, self.timeline_path))
+        self._health = Health(
+            None, self.metrics, service=service, slow_check_threshold=self.slow_check_threshold
+        )
+        self._drainer = Drainer(None, self.drain_delay, service)
         self._lifecycle = Lifecycle(
             service,
             (
                 TracingSink(service, tracer_provider),
                 MetricsSink(self.metrics, self.process_start),
                 LoggingSink(service),
+                self._health,
+                self._drainer,
                 *sinks,
             ),
+        )
+        self._health.bind(self._lifecycle)
+        self._drainer.bind(self._lifecycle)
+        ProbeRoutes(
+            self.routes,
+            self._health,
+            paths,
+            service=service,
+            expose_details=self.expose_details,
         )
 
     def __repr__(self) -> str:
@@ -170,6 +221,76 @@ class Lifewatch:
         from ._middleware import LifewatchMiddleware
 
         return LifewatchMiddleware(app, watch=self)
+
+    # -- health -------------------------------------------------------------
+
+    @property
+    def checks(self) -> dict[str, HealthCheck]:
+        """The registered health checks by name (a copy)."""
+        return dict(self._health.checks)
+
+    def add_check(
+        self,
+        name: str,
+        func: Callable[[], Any],
+        *,
+        timeout: float = 1.0,
+        probes: tuple[Probe, ...] = ("readiness",),
+        critical: bool = True,
+        interval: float | None = None,
+    ) -> HealthCheck:
+        """Register a health check: async or sync, raising or returning False when down.
+
+        It runs on each probe request under ``timeout`` (concurrent requests
+        share one run) or, with ``interval=``, in the background while the app
+        serves, and probes read its last result. A failing non-critical check
+        makes the probe answer ``warn`` (200) instead of 503.
+        """
+        return self._health.add_check(
+            name, func, timeout=timeout, probes=probes, critical=critical, interval=interval
+        )
+
+    def check(
+        self,
+        name: str,
+        *,
+        timeout: float = 1.0,
+        probes: tuple[Probe, ...] = ("readiness",),
+        critical: bool = True,
+        interval: float | None = None,
+    ) -> Callable[[F], F]:
+        """``@watch.check("postgres", timeout=1.0)``: ``add_check`` as a decorator."""
+        if callable(name):
+            raise TypeError(
+                f"@watch.check needs a name, e.g. @watch.check('postgres'); got {name!r}"
+            )
+
+        def decorate(func: F) -> F:
+            self.add_check(
+                name, func, timeout=timeout, probes=probes, critical=critical, interval=interval
+            )
+            return func
+
+        return decorate
+
+    async def run_check(self, name: str) -> CheckResult:
+        """Run one check now (or join its run in flight) and return the result."""
+        try:
+            check = self._health.checks[name]
+        except KeyError:
+            raise KeyError(
+                f"no health check named {name!r}; registered: {sorted(self._health.checks)}"
+            ) from None
+        return await check.run()
+
+    def supervise(self, task: Any, *, name: str | None = None) -> asyncio.Task[Any]:
+        """Watch a long-running task: if it ends before shutdown, ``/livez`` fails.
+
+        Takes an ``asyncio.Task`` (or a coroutine, made into one) and returns
+        the task; ``name`` defaults to the task's name. The task stays yours:
+        lifewatch never cancels it.
+        """
+        return self._health.supervise(task, name)
 
     # -- background phases --------------------------------------------------
 

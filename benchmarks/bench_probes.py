@@ -1,0 +1,321 @@
+"""What a ``/readyz`` request costs: in process, and under uvicorn with wrk.
+
+Not a test: a measurement, printed as a table. Run from the repository root:
+
+    PYTHONPATH=src python benchmarks/bench_probes.py            # both parts
+    PYTHONPATH=src python benchmarks/bench_probes.py --no-wrk   # in process only
+
+In process, each ASGI app is called directly (the scope, ``receive`` and
+``send`` a server would hand over, minus the server), in interleaved rounds so
+that drift in the machine hits every contender alike; the figure is the median
+per-request time and the ratio of medians, with the spread over rounds.
+
+Contenders:
+
+* ``constant``: a raw ASGI app that answers a constant 200 ``ok``;
+* ``lifewatch /readyz``: that app behind ``LifewatchMiddleware``, ``/readyz``
+  with three ``interval`` checks (so their results are cached, as in production);
+* ``pass-through``: a non-probe path through the same middleware (the cost the
+  middleware adds to every other request of the app);
+* under uvicorn only, ``fastapi-health``: FastAPI with ``fastapi_health.health``
+  serving the same three checks (which it runs on every request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from lifewatch import Lifewatch
+
+HERE = Path(__file__).resolve().parent
+_BODY = b"ok"
+_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"2")]
+
+
+async def constant_app(scope: Any, receive: Any, send: Any) -> None:
+    """The baseline: a raw ASGI app answering 200 ``ok`` to every request."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": list(_HEADERS)})
+    await send({"type": "http.response.body", "body": _BODY})
+
+
+async def postgres() -> bool:
+    return True
+
+
+async def redis() -> bool:
+    return True
+
+
+async def queue() -> bool:
+    return True
+
+
+def make_lifewatch_app() -> tuple[Lifewatch, Any]:
+    watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
+    for check in (postgres, redis, queue):
+        watch.add_check(check.__name__, check, interval=60)
+    return watch, watch.middleware(constant_app)
+
+
+lifewatch_watch, lifewatch_app = make_lifewatch_app()
+
+
+def make_fastapi_health_app() -> Any:
+    from fastapi import FastAPI
+    from fastapi_health import health
+
+    app = FastAPI()
+    app.add_api_route("/readyz", health([postgres, redis, queue]))
+    return app
+
+
+try:
+    fastapi_health_app = make_fastapi_health_app()
+except ImportError:  # pragma: no cover - only the uvicorn part needs it
+    fastapi_health_app = None
+
+
+# -- in process -------------------------------------------------------------
+
+
+def _scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        # What the kubelet sends.
+        "headers": [
+            (b"host", b"10.0.0.7:8000"),
+            (b"user-agent", b"kube-probe/1.31"),
+            (b"accept", b"*/*"),
+            (b"connection", b"close"),
+        ],
+        "client": ("10.0.0.1", 40000),
+        "server": ("10.0.0.7", 8000),
+    }
+
+
+async def _time_calls(app: Any, path: str, n: int) -> float:
+    scope = _scope(path)
+    request = {"type": "http.request", "body": b"", "more_body": False}
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return request
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    start = time.perf_counter()
+    for _ in range(n):
+        await app(scope, receive, send)
+    elapsed = time.perf_counter() - start
+    assert set(statuses) == {200}, set(statuses)
+    return elapsed / n
+
+
+async def in_process(rounds: int, n: int) -> dict[str, list[float]]:
+    from asgi_lifespan import LifespanManager
+
+    async with LifespanManager(lifewatch_app):
+        for _ in range(200):  # until the first refresh of every check is in
+            if all(c.result is not None for c in lifewatch_watch.checks.values()):
+                break
+            await asyncio.sleep(0.01)
+        contenders = {
+            "constant": (constant_app, "/readyz"),
+            "lifewatch /readyz": (lifewatch_app, "/readyz"),
+            "pass-through": (lifewatch_app, "/orders"),
+        }
+        for app, path in contenders.values():  # warm up
+            await _time_calls(app, path, n // 10)
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(rounds):
+            for name, (app, path) in contenders.items():
+                times[name].append(await _time_calls(app, path, n))
+    return times
+
+
+# -- under uvicorn, with wrk ------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _serve(target: str, server_args: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"bench_probes:{target}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            *server_args,
+        ],
+        env=env,
+    )
+    import urllib.request
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return proc, port
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"uvicorn serving {target} did not come up")
+        time.sleep(0.1)
+
+
+def _wrk(port: int, seconds: int, connections: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/readyz"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def under_uvicorn(
+    rounds: int, seconds: int, connections: int, server_args: list[str]
+) -> dict[str, list[float]]:
+    targets = {"constant": "constant_app", "lifewatch /readyz": "lifewatch_app"}
+    if fastapi_health_app is not None:
+        targets["fastapi-health"] = "fastapi_health_app"
+    servers = {}
+    try:
+        for name, target in targets.items():
+            servers[name] = _serve(target, server_args)
+        for _, port in servers.values():
+            _wrk(port, 1, connections)  # warm up
+        rps: dict[str, list[float]] = {name: [] for name in servers}
+        for _ in range(rounds):
+            for name, (_, port) in servers.items():
+                rps[name].append(_wrk(port, seconds, connections))
+        return rps
+    finally:
+        for proc, _ in servers.values():
+            proc.send_signal(signal.SIGINT)
+        for proc, _ in servers.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+# -- report -----------------------------------------------------------------
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.3f}-{max(values):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved in-process rounds")
+    parser.add_argument("--calls", type=int, default=20_000, help="calls per in-process round")
+    parser.add_argument("--wrk-rounds", type=int, default=3)
+    parser.add_argument("--wrk-seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--no-wrk", action="store_true", help="skip the uvicorn + wrk part")
+    args = parser.parse_args()
+
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    times = asyncio.run(in_process(args.rounds, args.calls))
+    base = times["constant"]
+    print(f"\nIn process: {args.rounds} interleaved rounds x {args.calls} calls")
+    print(f"{'contender':<22}{'median ns/req':>14}{'ratio':>9}{'ratio spread':>16}")
+    for name, values in times.items():
+        ratios = [v / b for v, b in zip(values, base, strict=True)]
+        print(
+            f"{name:<22}{statistics.median(values) * 1e9:>14.0f}"
+            f"{statistics.median(ratios):>9.3f}{_spread(ratios):>16}"
+        )
+    added = [(p - b) * 1e9 for p, b in zip(times["pass-through"], base, strict=True)]
+    print(f"pass-through adds {statistics.median(added):.0f} ns/request (median)")
+    vs_pass = [
+        r / p for r, p in zip(times["lifewatch /readyz"], times["pass-through"], strict=True)
+    ]
+    print(
+        f"/readyz vs the constant app behind the same middleware: "
+        f"{statistics.median(vs_pass):.3f} ({_spread(vs_pass)})"
+    )
+
+    if args.no_wrk:
+        return
+    configs = [("h11, asyncio", ["--http", "h11", "--loop", "asyncio"])]
+    if importlib.util.find_spec("httptools") and importlib.util.find_spec("uvloop"):
+        configs.append(("httptools, uvloop", ["--http", "httptools", "--loop", "uvloop"]))
+    for label, server_args in configs:
+        rps = under_uvicorn(args.wrk_rounds, args.wrk_seconds, args.connections, server_args)
+        print(
+            f"\nUnder uvicorn (1 worker, {label}), wrk -t1 -c{args.connections} "
+            f"-d{args.wrk_seconds}s x {args.wrk_rounds} interleaved rounds, GET /readyz"
+        )
+        print(
+            f"{'contender':<22}{'median req/s':>14}{'vs constant':>13}{'spread':>14}"
+            f"{'lifewatch is':>14}"
+        )
+        lw = rps["lifewatch /readyz"]
+        for name, values in rps.items():
+            ratio = statistics.median(values) / statistics.median(rps["constant"])
+            per_round = [v / c for v, c in zip(values, rps["constant"], strict=True)]
+            speedup = statistics.median(lw) / statistics.median(values)
+            print(
+                f"{name:<22}{statistics.median(values):>14.0f}{ratio:>13.3f}"
+                f"{_spread(per_round):>14}{speedup:>13.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

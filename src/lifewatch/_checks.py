@@ -1,0 +1,267 @@
+"""Health checks: one definition per check, its last result, its single run.
+
+A check is a callable (async, or sync run in a worker thread) that raises or
+returns ``False`` when what it checks is down. Each run is bounded by the
+check's own timeout; concurrent callers share the run in flight, so a burst of
+probes costs the dependency one query. A run is a task of its own, shielded
+from the probe requests that wait on it: a client that goes away never cancels
+a run another probe is waiting for, and the timeout ends every run, so no task
+outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import anyio
+
+Probe = Literal["liveness", "readiness", "startup"]
+"""Which probe endpoint a check answers on: ``/livez``, ``/readyz``, ``/startupz``."""
+
+PROBES: tuple[Probe, ...] = ("liveness", "readiness", "startup")
+
+CheckReason = Literal["error", "timeout", "false", "invalid"]
+"""Why a check run failed; the ``reason`` label of ``lifespan_check_failures_total``."""
+
+RESERVED = "lifespan"
+"""The name of the lifecycle entry in ``/readyz`` and ``/startupz``."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+
+
+def validate_check_name(name: object) -> str:
+    """A check name is a path segment and a label value: keep it plain."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"check name must be 1-100 characters of letters, digits, '_', '.', ':' or '-', "
+            f"starting with a letter or digit (it becomes the path /readyz/<name>); got {name!r}"
+        )
+    if name == RESERVED:
+        raise ValueError(
+            f"check name {name!r} is reserved for the lifecycle entry of /readyz; pick another"
+        )
+    return name
+
+
+def validate_probes(probes: object) -> frozenset[Probe]:
+    if isinstance(probes, str) or not isinstance(probes, Iterable):
+        raise TypeError(
+            f"probes must be a tuple of probe names, e.g. probes=('readiness',); got {probes!r}"
+        )
+    chosen = tuple(probes)
+    bad = [p for p in chosen if p not in PROBES]
+    if bad or not chosen:
+        raise ValueError(
+            f"probes={probes!r} is not valid; each probe must be one of "
+            f"{', '.join(PROBES)}, and at least one is needed"
+        )
+    return frozenset(chosen)
+
+
+def validate_seconds(value: object, what: str, *, optional: bool) -> float | None:
+    if value is None and optional:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        accepted = "a positive number of seconds" + (" or None" if optional else "")
+        raise ValueError(f"{what} must be {accepted}; got {value!r}")
+    return float(value)
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - an instance with async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _iso(ts: float) -> str:
+    stamp = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One finished run of a check."""
+
+    ok: bool
+    duration: float
+    """Seconds the run took."""
+    finished_at: float
+    """Wall clock (``time.time()``) at the end of the run."""
+    monotonic: float
+    """``time.monotonic()`` at the end of the run: how old the result is."""
+    reason: CheckReason | None = None
+    detail: str | None = None
+    """What went wrong, e.g. the exception text: may hold secrets, so only
+    logged, and shown on the endpoints only with ``expose_details=True``."""
+
+    @property
+    def time(self) -> str:
+        """ISO 8601 end time (UTC), the IETF draft's ``time``."""
+        return _iso(self.finished_at)
+
+
+class HealthCheck:
+    """A registered check: its options, last result and the run in flight."""
+
+    __slots__ = (
+        "_busy_thread",
+        "_inflight",
+        "_limiter",
+        "_on_result",
+        "critical",
+        "func",
+        "interval",
+        "is_async",
+        "name",
+        "probes",
+        "refresher",
+        "result",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        func: Callable[[], Any],
+        *,
+        timeout: float,
+        probes: frozenset[Probe],
+        critical: bool,
+        interval: float | None,
+        on_result: Callable[[HealthCheck, CheckResult, CheckResult | None], None],
+    ) -> None:
+        self.name = name
+        self.func = func
+        self.timeout = timeout
+        self.probes = probes
+        self.critical = critical
+        self.interval = interval
+        self.is_async = _is_async(func)
+        self.result: CheckResult | None = None
+        self.refresher: asyncio.Task[None] | None = None
+        """The background task refreshing an ``interval`` check, while serving."""
+        self._inflight: asyncio.Task[CheckResult] | None = None
+        self._busy_thread = False
+        self._limiter: anyio.CapacityLimiter | None = None
+        """One thread at a time per sync check, apart from the app's thread pool."""
+        self._on_result = on_result
+
+    def __repr__(self) -> str:
+        return f"HealthCheck({self.name!r}, probes={sorted(self.probes)}, critical={self.critical})"
+
+    def cached(self) -> CheckResult | None:
+        """The last result if probes may use it as is, without a run.
+
+        True for an ``interval`` check while its refresher runs; when nothing
+        refreshes it (no lifespan ran), a result stays good for one interval.
+        """
+        result = self.result
+        if result is None or self.interval is None:
+            return None
+        if self.refresher is not None:
+            return result
+        if time.monotonic() - result.monotonic < self.interval:
+            return result
+        return None
+
+    def start(self) -> asyncio.Task[CheckResult]:
+        """The run in flight, started if there is none (single-flight)."""
+        task = self._inflight
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"lifewatch-check:{self.name}"
+            )
+            self._inflight = task
+        return task
+
+    async def run(self) -> CheckResult:
+        """Join (or start) a run and wait for its result; never raises."""
+        task = self.start()
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                # The run was cancelled (the loop is going away), not us.
+                return self._failed(time.perf_counter(), "timeout", "cancelled")
+            raise
+
+    async def _run(self) -> CheckResult:
+        start = time.perf_counter()
+        try:
+            result = await self._execute(start)
+        finally:
+            self._inflight = None
+        previous, self.result = self.result, result
+        self._on_result(self, result, previous)
+        return result
+
+    async def _execute(self, start: float) -> CheckResult:
+        if not self.is_async and self._busy_thread:
+            # A sync check cannot be cancelled: never pile up threads behind one
+            # that hangs; report it as the timeout it is.
+            return self._failed(start, "timeout", "previous run still running in its thread")
+        try:
+            with anyio.fail_after(self.timeout):
+                if self.is_async:
+                    value = await self.func()
+                else:
+                    if self._limiter is None:
+                        self._limiter = anyio.CapacityLimiter(1)
+                    value = await anyio.to_thread.run_sync(
+                        self._call_sync, abandon_on_cancel=True, limiter=self._limiter
+                    )
+        except TimeoutError:
+            return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
+        except Exception as exc:
+            return self._failed(start, "error", f"{type(exc).__name__}: {exc}")
+        if value is None or value is True:
+            return self._passed(start)
+        if value is False:
+            return self._failed(start, "false", "returned False")
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()
+            return self._failed(
+                start, "invalid", "returned an awaitable from a sync function; make it async def"
+            )
+        return self._failed(
+            start,
+            "invalid",
+            f"returned {type(value).__name__}; a check returns None or a bool, or raises",
+        )
+
+    def _call_sync(self) -> Any:
+        self._busy_thread = True
+        try:
+            return self.func()
+        finally:
+            self._busy_thread = False
+
+    def _passed(self, start: float) -> CheckResult:
+        return CheckResult(True, time.perf_counter() - start, time.time(), time.monotonic())
+
+    def _failed(self, start: float, reason: CheckReason, detail: str) -> CheckResult:
+        return CheckResult(
+            False, time.perf_counter() - start, time.time(), time.monotonic(), reason, detail
+        )
+
+    async def refresh_forever(self) -> None:
+        """Run the check every ``interval`` seconds, for as long as the app serves."""
+        assert self.interval is not None
+        while True:
+            await self.run()
+            await asyncio.sleep(self.interval)

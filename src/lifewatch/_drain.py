@@ -1,0 +1,153 @@
+"""Draining on SIGTERM: readiness fails at once, the server goes on serving.
+
+Kubernetes removes a pod from its Service endpoints at the same time as it
+sends SIGTERM, not before; kube-proxies and load balancers catch up over the
+next seconds. uvicorn closes its listeners as soon as it sees the signal
+(Kludex/uvicorn#2414), so requests still routed to the pod in those seconds
+fail. lifewatch stands between the signal and uvicorn: on SIGTERM it sets the
+state to ``draining`` (``/readyz`` answers 503), keeps serving for
+``drain_delay`` seconds, then hands the signal to the handler it replaced, and
+uvicorn's own graceful shutdown and the lifespan shutdown follow.
+
+The hook is installed when startup begins, in the server process, only where
+it can work: in the main thread, when the SIGTERM handler in place is a Python
+callable that lifewatch can call later (uvicorn's ``Server.handle_exit``).
+A server that learns of signals through the event loop's wakeup fd
+(hypercorn's ``loop.add_signal_handler``) would still see the signal at once,
+and one that takes it in a supervisor of its own (granian) leaves nothing to
+hook, so there lifewatch stays out; readiness then flips when
+``lifespan.shutdown`` arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ._records import RunRecord
+from ._sink import Sink
+from ._types import State
+
+if TYPE_CHECKING:
+    from ._lifecycle import Lifecycle
+
+Handler = Any  # what signal.getsignal returns
+
+
+def _hookable(handler: Handler) -> bool:
+    """A Python handler that can be called later, and would not see the signal itself."""
+    if not callable(handler) or handler in (signal.SIG_DFL, signal.SIG_IGN):
+        return False
+    # asyncio's add_signal_handler installs this no-op and learns of the signal
+    # through the wakeup fd, which replacing the Python handler does not stop.
+    return getattr(handler, "__name__", "") != "_sighandler_noop"
+
+
+def _under_reload(handler: Handler) -> bool:
+    """uvicorn --reload sends SIGTERM on every file change: no drain wanted there."""
+    config = getattr(getattr(handler, "__self__", None), "config", None)
+    return bool(getattr(config, "reload", False))
+
+
+class Drainer(Sink):
+    """Installs the SIGTERM hook for the life of the server, on the event flow."""
+
+    def __init__(
+        self, lifecycle: Lifecycle | None, drain_delay: float, service: str | None
+    ) -> None:
+        self._lc = lifecycle
+        self.drain_delay = drain_delay
+        self.installed = False
+        self._previous: Handler = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._log: Any = structlog.get_logger("lifewatch").bind(service=service)
+
+    def bind(self, lifecycle: Lifecycle) -> None:
+        self._lc = lifecycle
+
+    # -- on the lifecycle's event flow ---------------------------------------
+
+    def run_begin(self, run: RunRecord) -> None:
+        if run.event == "startup":
+            self.install()
+        else:
+            self.uninstall()
+
+    def install(self) -> None:
+        if self.installed or self.drain_delay <= 0:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if not _hookable(previous):
+            self._log.debug("lifespan.drain.unhooked", handler=repr(previous))
+            return
+        if _under_reload(previous):
+            return
+        self._loop = loop
+        self._previous = previous
+        signal.signal(signal.SIGTERM, self._on_signal)
+        self.installed = True
+
+    def uninstall(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.installed:
+            return
+        self.installed = False
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == self._on_signal
+        ):
+            signal.signal(signal.SIGTERM, self._previous)
+
+    # -- the signal -----------------------------------------------------------
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        # Runs between two bytecodes of whatever the main thread was doing:
+        # do the work on the loop, not here.
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._forward(sig)
+            return
+        loop.call_soon_threadsafe(self._begin, sig)
+
+    def _begin(self, sig: int) -> None:
+        lc = self._lc
+        if self._timer is not None:
+            # A second SIGTERM: the operator means it, stop waiting.
+            self._log.warning("lifespan.drain.cut", signal=signal.Signals(sig).name)
+            self._timer.cancel()
+            self._forward(sig)
+            return
+        if lc is None or lc.state is not State.READY:
+            # Not ready, so nobody routes here: nothing to drain.
+            self._forward(sig)
+            return
+        lc.set_state(State.DRAINING)
+        self._log.info(
+            "lifespan.drain.begin", signal=signal.Signals(sig).name, drain_delay_s=self.drain_delay
+        )
+        assert self._loop is not None
+        self._timer = self._loop.call_later(self.drain_delay, self._end, sig)
+
+    def _end(self, sig: int) -> None:
+        self._timer = None
+        self._log.info("lifespan.drain.end", drain_delay_s=self.drain_delay)
+        self._forward(sig)
+
+    def _forward(self, sig: int) -> None:
+        previous = self._previous
+        if callable(previous):
+            previous(sig, None)

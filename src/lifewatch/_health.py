@@ -1,0 +1,415 @@
+"""The health of one ``Lifewatch``: checks, supervised tasks, lifecycle truth.
+
+``Health`` is a sink on the lifecycle's one event flow: it starts the
+``interval`` checks' refreshers when startup completes and stops them when
+shutdown begins, and every lifecycle event invalidates the answers the probe
+endpoints keep, so a probe with only cached checks is a few attribute reads.
+It turns all of it into a ``Report`` per probe; ``_probes`` renders reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+
+from ._checks import (
+    PROBES,
+    RESERVED,
+    CheckResult,
+    HealthCheck,
+    Probe,
+    _iso,
+    validate_check_name,
+    validate_probes,
+    validate_seconds,
+)
+from ._phase import validate_bool
+from ._records import PhaseRecord, RunRecord
+from ._sink import Sink
+from ._supervise import Supervised, watch_task
+from ._types import State
+
+if TYPE_CHECKING:
+    from ._lifecycle import Lifecycle
+    from ._metrics import Metrics
+    from ._probes import ProbeEndpoint
+
+Status = Literal["pass", "warn", "fail"]
+
+
+@dataclass(slots=True)
+class Entry:
+    """One line of a probe answer: a check, a supervised task, or the lifecycle."""
+
+    name: str
+    status: Status
+    time: str
+    observed_value: Any = None
+    observed_unit: str | None = None
+    output: str | None = None
+    """Why it is not ``pass``."""
+    secret: bool = False
+    """``output`` may carry secrets (exception text): withheld unless
+    ``expose_details=True``. The lifecycle's own words never are."""
+    critical: bool = True
+    excluded: bool = False
+
+
+@dataclass(slots=True)
+class Report:
+    """The answer of one probe at one moment."""
+
+    probe: Probe
+    status: Status
+    state: State
+    entries: list[Entry] = field(default_factory=list)
+    unknown_excludes: list[str] = field(default_factory=list)
+
+
+def _overall(entries: Iterable[Entry]) -> Status:
+    status: Status = "pass"
+    for entry in entries:
+        if entry.excluded:
+            continue
+        if entry.status == "fail":
+            return "fail"
+        if entry.status == "warn":
+            status = "warn"
+    return status
+
+
+class Health(Sink):
+    """Checks, supervised tasks and the lifecycle, as probe reports."""
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle | None,
+        metrics: Metrics,
+        *,
+        service: str | None,
+        slow_check_threshold: float,
+    ) -> None:
+        self._lc: Lifecycle | None = lifecycle
+        self.metrics = metrics
+        self.slow_check_threshold = slow_check_threshold
+        self.checks: dict[str, HealthCheck] = {}
+        self.by_probe: dict[Probe, list[HealthCheck]] = {p: [] for p in PROBES}
+        self.supervised: dict[str, Supervised] = {}
+        self.version = 0
+        """Bumped whenever an answer may change; endpoints compare it."""
+        self.endpoints: list[ProbeEndpoint] = []
+        """The endpoints keeping an answer, told to forget it on any change."""
+        self.on_check_added: list[Callable[[HealthCheck], None]] = []
+        self.on_supervised: list[Callable[[Supervised], None]] = []
+        self._serving = False
+        self._state_time = time.time()
+        self._log: Any = structlog.get_logger("lifewatch").bind(service=service)
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        assert self._lc is not None
+        return self._lc
+
+    def bind(self, lifecycle: Lifecycle) -> None:
+        self._lc = lifecycle
+
+    def invalidate(self) -> None:
+        self.version += 1
+        for endpoint in self.endpoints:
+            endpoint.forget()
+
+    # -- registration ---------------------------------------------------------
+
+    def add_check(
+        self,
+        name: str,
+        func: Callable[[], Any],
+        *,
+        timeout: float,
+        probes: Iterable[Probe],
+        critical: bool,
+        interval: float | None,
+    ) -> HealthCheck:
+        name = validate_check_name(name)
+        if not callable(func):
+            raise TypeError(
+                f"check {name!r} must be a callable taking no arguments (async or sync); "
+                f"got {func!r}"
+            )
+        timeout_s = validate_seconds(timeout, f"timeout of check {name!r}", optional=False)
+        assert timeout_s is not None
+        interval_s = validate_seconds(interval, f"interval of check {name!r}", optional=True)
+        chosen = validate_probes(probes)
+        validate_bool(critical, "critical")
+        if name in self.checks:
+            raise ValueError(
+                f"a health check named {name!r} is already registered "
+                f"({self.checks[name].func!r}); check names must be unique"
+            )
+        check = HealthCheck(
+            name,
+            func,
+            timeout=timeout_s,
+            probes=chosen,
+            critical=critical,
+            interval=interval_s,
+            on_result=self._on_result,
+        )
+        self.checks[name] = check
+        for probe in PROBES:
+            if probe in chosen:
+                self.by_probe[probe].append(check)
+        for hook in self.on_check_added:
+            hook(check)
+        if self._serving and check.interval is not None:
+            self._start_refresher(check)
+        self.invalidate()
+        return check
+
+    def supervise(self, task: Any, name: str | None) -> asyncio.Task[Any]:
+        if asyncio.iscoroutine(task):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                task.close()
+                raise RuntimeError(
+                    "watch.supervise(coroutine) needs a running event loop (call it from "
+                    "the lifespan); or pass an asyncio.Task"
+                ) from None
+            task = loop.create_task(task)
+        if not isinstance(task, asyncio.Task):
+            raise TypeError(f"watch.supervise() takes an asyncio.Task or a coroutine; got {task!r}")
+        name = task.get_name() if name is None else name
+        validate_check_name(name)
+        old = self.supervised.get(name)
+        if old is not None and not old.task.done():
+            raise ValueError(
+                f"a running task is already supervised as {name!r}; names must be unique"
+            )
+        record = Supervised(name, task)
+        self.supervised[name] = record
+        self.metrics.check_status.labels(record.entry, "liveness").set(1)
+        watch_task(record, self._shutting_down, self._on_death)
+        for hook in self.on_supervised:
+            hook(record)
+        self.invalidate()
+        return task
+
+    def _shutting_down(self) -> bool:
+        lc = self._lc
+        if lc is None:
+            return False
+        current = lc.current
+        return lc.state in (State.STOPPING, State.STOPPED) or (
+            current is not None and current.event == "shutdown"
+        )
+
+    def _on_death(self, record: Supervised) -> None:
+        self.metrics.check_status.labels(record.entry, "liveness").set(0)
+        self.metrics.check_failures.labels(record.entry, record.reason or "error").inc()
+        self._log.error(
+            "lifespan.task.died",
+            task=record.name,
+            check=record.entry,
+            reason=record.reason,
+            error=record.detail,
+            exc_info=record.error,
+        )
+        self.invalidate()
+
+    # -- results --------------------------------------------------------------
+
+    def _on_result(
+        self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
+    ) -> None:
+        metrics = self.metrics
+        metrics.check_duration.labels(check.name).observe(result.duration)
+        for probe in check.probes:
+            metrics.check_status.labels(check.name, probe).set(1 if result.ok else 0)
+        if not result.ok:
+            metrics.check_failures.labels(check.name, result.reason or "error").inc()
+        if previous is None or previous.ok != result.ok or previous.detail != result.detail:
+            self.invalidate()
+        if not result.ok and (previous is None or previous.ok):
+            level = "error" if check.critical else "warning"
+            getattr(self._log, level)(
+                "lifespan.check.failed",
+                check=check.name,
+                reason=result.reason,
+                error=result.detail,
+                critical=check.critical,
+                probes=sorted(check.probes),
+                duration_s=round(result.duration, 6),
+            )
+        elif result.ok and previous is not None and not previous.ok:
+            self._log.info(
+                "lifespan.check.recovered",
+                check=check.name,
+                failed_for_s=round(result.monotonic - previous.monotonic, 3),
+                duration_s=round(result.duration, 6),
+            )
+        if result.reason != "timeout" and result.duration > self.slow_check_threshold:
+            self._log.warning(
+                "lifespan.check.slow",
+                check=check.name,
+                duration_s=round(result.duration, 6),
+                threshold_s=self.slow_check_threshold,
+            )
+
+    # -- background refresh, on the lifecycle's event flow -------------------
+
+    def _start_refresher(self, check: HealthCheck) -> None:
+        if check.refresher is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # added from outside the loop: probes run it, cached one interval
+        check.refresher = loop.create_task(
+            check.refresh_forever(), name=f"lifewatch-refresh:{check.name}"
+        )
+
+    def run_begin(self, run: RunRecord) -> None:
+        if run.event == "shutdown":
+            self._serving = False
+            for check in self.checks.values():
+                task, check.refresher = check.refresher, None
+                if task is not None:
+                    task.cancel()
+        self.invalidate()
+
+    def run_end(self, run: RunRecord) -> None:
+        if run.event == "startup" and run.outcome in ("ok", "degraded"):
+            self._serving = True
+            for check in self.checks.values():
+                if check.interval is not None:
+                    self._start_refresher(check)
+        self.invalidate()
+
+    def phase_end(self, phase: PhaseRecord) -> None:
+        # A background phase may degrade the startup after it ended.
+        self.invalidate()
+
+    def state_changed(self, old: State | None, new: State) -> None:
+        self._state_time = time.time()
+        self.invalidate()
+
+    # -- reports --------------------------------------------------------------
+
+    def _lifespan_entry(self, probe: Probe) -> Entry:
+        lc = self.lifecycle
+        state = lc.state
+        assert state is not None
+        when = _iso(self._state_time)
+        startup = lc.startup
+        degraded = startup is not None and startup.outcome == "degraded"
+        ok = lc.startup_complete if probe == "startup" else state is State.READY
+        if ok:
+            if degraded and startup is not None:
+                names = [p.name for p in startup.phases if p.outcome == "degraded"]
+                output = "degraded: non-critical phase(s) failed: " + ", ".join(names)
+                return Entry(RESERVED, "warn", when, state.value, output=output)
+            return Entry(RESERVED, "pass", when, state.value)
+        if state is State.STARTING and lc.startup_complete and lc.background:
+            names = sorted(t.get_name().removeprefix("lifewatch:") for t in lc.background)
+            output = "background phase(s) running: " + ", ".join(names)
+        elif state is State.FAILED and startup is not None and startup.failed_phase:
+            output = f"failed: phase {startup.failed_phase!r}"
+        else:
+            output = state.value
+        return Entry(RESERVED, "fail", when, state.value, output=output)
+
+    @staticmethod
+    def _check_entry(check: HealthCheck, result: CheckResult) -> Entry:
+        status: Status = "pass" if result.ok else ("fail" if check.critical else "warn")
+        return Entry(
+            check.name,
+            status,
+            result.time,
+            round(result.duration, 6),
+            "s",
+            output=None if result.ok else result.detail,
+            secret=True,
+            critical=check.critical,
+        )
+
+    @staticmethod
+    def _task_entry(record: Supervised) -> Entry:
+        return Entry(
+            record.entry,
+            "fail" if record.died else "pass",
+            _iso(record.changed_at),
+            "died" if record.died else "running",
+            output=record.detail if record.died else None,
+            secret=True,
+        )
+
+    def names(self, probe: Probe) -> set[str]:
+        """Every entry name a probe answers with (what ``?exclude=`` may name)."""
+        names = {c.name for c in self.by_probe[probe]}
+        if probe == "liveness":
+            names.update(r.entry for r in self.supervised.values())
+        else:
+            names.add(RESERVED)
+        return names
+
+    async def report(
+        self, probe: Probe, only: str | None = None, exclude: frozenset[str] = frozenset()
+    ) -> tuple[Report, bool]:
+        """The probe's report, and whether it was made from cached results only.
+
+        ``only`` narrows it to one entry (``/readyz/<check>``); ``exclude`` marks
+        entries as excluded (``?exclude=``). Checks without a usable cached
+        result run now, concurrently, sharing any run already in flight.
+        """
+        lc = self.lifecycle
+        state = lc.state
+        assert state is not None
+        entries: list[Entry] = []
+        if probe != "liveness" and only in (None, RESERVED):
+            entries.append(self._lifespan_entry(probe))
+        if probe == "liveness":
+            for record in list(self.supervised.values()):
+                if only is None or only == record.entry:
+                    entries.append(self._task_entry(record))
+        cacheable = True
+        pending: list[tuple[int, HealthCheck]] = []
+        for check in self.by_probe[probe]:
+            if only is not None and only != check.name:
+                continue
+            if check.name in exclude:
+                entries.append(Entry(check.name, "pass", "", critical=check.critical))
+                continue
+            result = check.cached()
+            if result is None:
+                pending.append((len(entries), check))
+                entries.append(Entry(check.name, "fail", ""))  # filled in below
+                continue
+            if check.refresher is None:
+                cacheable = False
+            entries.append(self._check_entry(check, result))
+        if pending:
+            cacheable = False
+            tasks = [check.start() for _, check in pending]
+            outs = await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+            for (index, check), out in zip(pending, outs, strict=True):
+                if not isinstance(out, CheckResult):
+                    if not isinstance(out, asyncio.CancelledError):  # pragma: no cover
+                        raise out  # runs never raise anything else
+                    now = time.time()
+                    out = CheckResult(False, 0.0, now, time.monotonic(), "timeout", "cancelled")
+                entries[index] = self._check_entry(check, out)
+        if exclude:
+            for entry in entries:
+                if entry.name in exclude:
+                    entry.excluded = True
+            known = self.names(probe)
+            unknown = sorted(n for n in exclude if n not in known)
+        else:
+            unknown = []
+        return Report(probe, _overall(entries), state, entries, unknown), cacheable

@@ -1,0 +1,366 @@
+"""Health checks: how they run, fail, time out, share runs, refresh, report."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from asgi_lifespan import LifespanManager
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from lifewatch import Lifewatch
+
+from .conftest import sample
+from .probe_helpers import call, get
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def detailed(registry: CollectorRegistry, **options: Any) -> Lifewatch:
+    return Lifewatch(service="test", registry=registry, expose_details=True, **options)
+
+
+async def test_each_way_of_failing_is_reported_clearly(registry: CollectorRegistry) -> None:
+    watch = detailed(registry)
+
+    @watch.check("raises")
+    async def raises() -> None:
+        raise ConnectionError("refused")
+
+    @watch.check("false")
+    def false() -> bool:
+        return False
+
+    @watch.check("number")
+    async def number() -> int:
+        return 42
+
+    @watch.check("coroutine-from-sync")
+    def coroutine_from_sync() -> Any:
+        return asyncio.sleep(0)
+
+    @watch.check("slow", timeout=0.05)
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    @watch.check("none")
+    def none() -> None:
+        return None
+
+    @watch.check("true")
+    async def true() -> bool:
+        return True
+
+    text = (await get(watch.middleware(Starlette()), "/readyz?verbose")).text
+    assert "[-]raises failed: ConnectionError: refused\n" in text
+    assert "[-]false failed: returned False\n" in text
+    assert "[-]number failed: returned int; a check returns None or a bool, or raises\n" in text
+    assert "[-]coroutine-from-sync failed: returned an awaitable from a sync function" in text
+    assert "[-]slow failed: timed out after 0.05s\n" in text
+    assert "[+]none ok\n[+]true ok\n" in text
+    for name, reason in [
+        ("raises", "error"),
+        ("false", "false"),
+        ("number", "invalid"),
+        ("slow", "timeout"),
+    ]:
+        assert sample(registry, "lifespan_check_failures_total", check=name, reason=reason) == 1
+        assert sample(registry, "lifespan_check_status", check=name, probe="readiness") == 0
+    assert sample(registry, "lifespan_check_status", check="none", probe="readiness") == 1
+    assert sample(registry, "lifespan_check_duration_seconds_count", check="slow") == 1
+
+
+def test_bad_registrations_are_clear_errors(watch: Lifewatch) -> None:
+    watch.add_check("postgres", lambda: None)
+    with pytest.raises(ValueError, match="'postgres' is already registered"):
+        watch.add_check("postgres", lambda: None)
+    with pytest.raises(ValueError, match="liveness, readiness, startup"):
+        watch.add_check("a", lambda: None, probes=("readyness",))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"probes=\('readiness',\)"):
+        watch.add_check("a", lambda: None, probes="readiness")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one"):
+        watch.add_check("a", lambda: None, probes=())
+    with pytest.raises(ValueError, match="timeout of check 'a' must be a positive number"):
+        watch.add_check("a", lambda: None, timeout=0)
+    with pytest.raises(ValueError, match="timeout of check 'a'"):
+        watch.add_check("a", lambda: None, timeout=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="interval of check 'a'"):
+        watch.add_check("a", lambda: None, interval=-1)
+    with pytest.raises(ValueError, match="check name must be"):
+        watch.add_check("has space", lambda: None)
+    with pytest.raises(ValueError, match="reserved"):
+        watch.add_check("lifespan", lambda: None)
+    with pytest.raises(TypeError, match="callable"):
+        watch.add_check("a", "SELECT 1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="needs a name"):
+        watch.check(lambda: None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="critical"):
+        watch.add_check("a", lambda: None, critical="no")  # type: ignore[arg-type]
+    assert list(watch.checks) == ["postgres"]
+
+
+async def test_concurrent_probes_share_one_run(watch: Lifewatch) -> None:
+    calls = 0
+    release = asyncio.Event()
+
+    @watch.check("postgres", timeout=5)
+    async def postgres() -> None:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+
+    app = watch.middleware(Starlette())
+    probes = [asyncio.ensure_future(call(app, "/readyz")) for _ in range(20)]
+    probes.append(asyncio.ensure_future(call(app, "/readyz/postgres")))
+    await asyncio.sleep(0.05)
+    release.set()
+    answers = await asyncio.gather(*probes)
+    assert calls == 1
+    # /readyz is 503 (no lifespan ran: not ready); the check alone passes.
+    assert [status for status, _, _ in answers] == [503] * 20 + [200]
+    assert "[+]postgres ok" in (await get(app, "/readyz?verbose")).text
+    assert calls == 2  # a new request, a new run
+
+
+async def test_checks_run_concurrently(watch: Lifewatch) -> None:
+    running = 0
+    peak = 0
+
+    async def slow() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    for name in ("a", "b", "c"):
+        watch.add_check(name, slow)
+    watch.add_check("d", lambda: time.sleep(0.05))
+    await get(watch.middleware(Starlette()), "/readyz")
+    assert peak == 3
+
+
+async def test_interval_checks_refresh_between_startup_and_shutdown(
+    registry: CollectorRegistry,
+) -> None:
+    watch = detailed(registry)
+    calls: list[float] = []
+    in_startup: dict[str, int] = {}
+
+    @watch.check("postgres", interval=0.02)
+    async def postgres() -> None:
+        calls.append(time.monotonic())
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        async with watch.phase("database"):
+            await asyncio.sleep(0.05)
+            in_startup["calls"] = len(calls)
+        yield
+
+    app = watch.instrument(Starlette(lifespan=lifespan))
+    async with LifespanManager(app):
+        await asyncio.sleep(0.1)
+        assert len(calls) >= 2
+        # Probes read the cached result: a thousand of them run nothing.
+        before = len(calls)
+        started = time.monotonic()
+        for _ in range(1000):
+            assert (await call(app, "/readyz"))[0] == 200
+        elapsed = time.monotonic() - started
+        assert len(calls) - before <= elapsed / 0.02 + 2
+    assert in_startup["calls"] == 0
+    stopped = len(calls)
+    await asyncio.sleep(0.1)
+    assert len(calls) == stopped  # the refresher stopped at shutdown
+    assert all(c.refresher is None for c in watch.checks.values())
+
+
+async def test_a_flipping_cached_result_changes_the_answer(watch: Lifewatch) -> None:
+    up = True
+
+    @watch.check("postgres", interval=0.01)
+    def postgres() -> bool:
+        return up
+
+    app = watch.middleware(Starlette())
+    async with LifespanManager(app):
+        await asyncio.sleep(0.05)
+        assert (await call(app, "/readyz"))[0] == 200
+        up = False
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if (await call(app, "/readyz"))[0] == 503:
+                break
+        status, _, body = await call(app, "/readyz")
+        assert status == 503
+        assert body == b"[+]lifespan ok\n[-]postgres failed: reason withheld\nreadyz check failed\n"
+
+
+async def test_logs_on_transitions_only_and_slow_checks_warn(
+    registry: CollectorRegistry, logs: list[dict[str, Any]]
+) -> None:
+    watch = Lifewatch(service="svc", registry=registry, slow_check_threshold=0.02)
+    up = False
+    slow = False
+
+    @watch.check("postgres", critical=False)
+    async def postgres() -> bool:
+        if slow:
+            await asyncio.sleep(0.05)
+        return up
+
+    app = watch.middleware(Starlette())
+    for flip in (False, False, False, True, True, False, True):
+        up = flip
+        await call(app, "/readyz")
+    slow = True
+    await call(app, "/readyz")
+    events = [(e["event"], e.get("check")) for e in logs if e["event"].startswith("lifespan.check")]
+    assert events == [
+        ("lifespan.check.failed", "postgres"),
+        ("lifespan.check.recovered", "postgres"),
+        ("lifespan.check.failed", "postgres"),
+        ("lifespan.check.recovered", "postgres"),
+        ("lifespan.check.slow", "postgres"),
+    ]
+    failed = next(e for e in logs if e["event"] == "lifespan.check.failed")
+    assert failed["reason"] == "false" and failed["error"] == "returned False"
+    assert failed["log_level"] == "warning" and failed["service"] == "svc"
+    assert failed["critical"] is False
+    slow_log = next(e for e in logs if e["event"] == "lifespan.check.slow")
+    assert slow_log["log_level"] == "warning" and slow_log["threshold_s"] == 0.02
+
+
+async def test_the_reason_is_logged_even_when_withheld(
+    watch: Lifewatch, logs: list[dict[str, Any]]
+) -> None:
+    @watch.check("postgres")
+    async def postgres() -> None:
+        raise ConnectionError("postgresql://app:s3cret@db/orders refused")
+
+    text = (await get(watch.middleware(Starlette()), "/readyz?verbose")).text
+    assert "s3cret" not in text
+    failed = next(e for e in logs if e["event"] == "lifespan.check.failed")
+    assert "s3cret" in failed["error"] and failed["log_level"] == "error"
+
+
+async def test_a_hanging_check_costs_its_timeout_and_leaves_no_task(watch: Lifewatch) -> None:
+    forever = asyncio.Event()
+
+    @watch.check("hangs", timeout=0.001)
+    async def hangs() -> None:
+        await forever.wait()
+
+    app = watch.middleware(Starlette())
+    await asyncio.sleep(0)
+    baseline = len(asyncio.all_tasks())
+    deadline = time.monotonic() + 60
+    answered = 0
+    for _ in range(200):
+        batch = await asyncio.wait_for(
+            asyncio.gather(*(call(app, "/readyz") for _ in range(50))), timeout=10
+        )
+        answered += sum(1 for status, _, _ in batch if status == 503)
+        assert time.monotonic() < deadline
+    assert answered == 10_000
+    for _ in range(100):
+        if len(asyncio.all_tasks()) <= baseline:
+            break
+        await asyncio.sleep(0.01)
+    assert len(asyncio.all_tasks()) == baseline
+
+    # One probe costs the timeout plus a little, not more.
+    watch.add_check("hangs-longer", _hang_async, timeout=0.2)
+    started = time.monotonic()
+    status, _, _ = await call(app, "/readyz/hangs-longer")
+    assert status == 503
+    assert 0.2 <= time.monotonic() - started < 0.2 + 0.5
+
+
+async def _hang_async() -> None:
+    await asyncio.Event().wait()
+
+
+async def test_a_hanging_sync_check_holds_at_most_one_thread(
+    registry: CollectorRegistry,
+) -> None:
+    watch = detailed(registry)
+    release = threading.Event()
+    entered = 0
+
+    @watch.check("hangs", timeout=0.01)
+    def hangs() -> None:
+        nonlocal entered
+        entered += 1
+        release.wait(30)
+
+    app = watch.middleware(Starlette())
+    threads = threading.active_count()
+    try:
+        first = (await get(app, "/readyz?verbose")).text
+        await asyncio.sleep(0.05)
+        texts = [(await get(app, "/readyz?verbose")).text for _ in range(20)]
+        assert "[-]hangs failed: timed out after 0.01s\n" in first
+        assert all("previous run still running in its thread" in t for t in texts)
+        assert entered == 1
+        assert threading.active_count() <= threads + 1
+    finally:
+        release.set()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if "[+]hangs ok" in (await get(app, "/readyz?verbose")).text:
+            break
+    assert entered >= 2  # the thread came back, runs go on
+
+
+async def test_checks_by_probe(watch: Lifewatch) -> None:
+    @watch.check("event-loop", probes=("liveness",))
+    async def loop_ok() -> bool:
+        return False
+
+    @watch.check("migrations", probes=("startup", "readiness"))
+    async def migrations() -> None:
+        return None
+
+    app = watch.middleware(Starlette())
+    async with LifespanManager(app):
+        live = await get(app, "/livez?verbose")
+        assert live.status_code == 503
+        assert live.text == "[-]event-loop failed: reason withheld\nlivez check failed\n"
+        assert (await get(app, "/livez/event-loop")).status_code == 503
+        assert (await get(app, "/startupz?verbose")).text == (
+            "[+]lifespan ok\n[+]migrations ok\nstartupz check passed\n"
+        )
+        ready = (await get(app, "/readyz?verbose")).text
+        assert "event-loop" not in ready and "[+]migrations ok" in ready
+        assert (await get(app, "/startupz/migrations")).text == "ok"
+        assert await watch.run_check("migrations") is not None
+        with pytest.raises(KeyError, match="registered"):
+            await watch.run_check("nope")
+
+
+async def test_an_interval_check_added_while_serving_starts_refreshing(watch: Lifewatch) -> None:
+    calls = 0
+
+    async def late() -> None:
+        nonlocal calls
+        calls += 1
+
+    app = watch.middleware(Starlette())
+    async with LifespanManager(app):
+        watch.add_check("late", late, interval=0.01)
+        await asyncio.sleep(0.1)
+        assert calls >= 2
+        assert watch.checks["late"].refresher is not None
+    assert watch.checks["late"].refresher is None
