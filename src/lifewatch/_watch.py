@@ -55,7 +55,7 @@ class Lifewatch:
         namespace: str = "lifespan",
         tracer_provider: TracerProvider | None = None,
         startup_timeout: float | None = None,
-        shutdown_timeout: float = 30.0,
+        shutdown_timeout: float = 20.0,
         sinks: tuple[Sink, ...] = (),
         timeline_path: str | None = None,
         livez_path: str | None = "/livez",

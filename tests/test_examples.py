@@ -1,0 +1,77 @@
+"""Every example starts under a real uvicorn and answers its probes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(target: str) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                httpx.get(base + "/livez", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.05)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGINT)  # SIGTERM would wait out the drain delay
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "body", "readyz"),
+    [
+        ("examples.fastapi_lifespan:app", "/orders", '{"db":"Database"}', "warn"),
+        ("examples.fastapi_on_event:app", "/started", '["lifespan","connect_broker"]', "pass"),
+        ("examples.composed:app", "/state", '{"db":"postgres-pool","http":"client"}', "pass"),
+        ("examples.starlette_app:app", "/", "hello world", "pass"),
+        ("examples.raw_asgi:app", "/anything", "raw hello", "pass"),
+    ],
+)
+def test_example_serves_and_answers_probes(target: str, path: str, body: str, readyz: str) -> None:
+    with serve(target) as base:
+        assert httpx.get(base + path).text == body
+        for probe in ("/livez", "/readyz", "/startupz"):
+            response = httpx.get(base + probe)
+            assert response.status_code == 200, (probe, response.text)
+            assert response.text == "ok"
+        health = httpx.get(base + "/readyz", headers={"accept": "application/health+json"})
+        assert health.json()["status"] == readyz
