@@ -10,6 +10,7 @@ from ._errors import LifewatchError, PhaseTimeout, ShutdownFailed, StartupFailed
 from ._lifespan import WatchedLifespan
 from ._middleware import LifewatchMiddleware
 from ._phase import Phase
+from ._pushgateway import Pushgateway
 from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import Event, Outcome, Reason, State
@@ -26,6 +27,7 @@ __all__ = [
     "Phase",
     "PhaseRecord",
     "PhaseTimeout",
+    "Pushgateway",
     "Reason",
     "RunRecord",
     "ShutdownFailed",

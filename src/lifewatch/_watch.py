@@ -11,12 +11,14 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
+from ._exposition import MetricsEndpoint, validate_path
 from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, flatten_app_lifespan, name_of
 from ._logging import LoggingSink
 from ._metrics import Metrics, MetricsSink, metrics_for, validate_namespace
 from ._phase import Phase, validate_bool, validate_name, validate_timeout
 from ._process import process_start_time
+from ._pushgateway import Pushgateway, PushgatewaySink
 from ._records import RunRecord
 from ._sink import Sink
 from ._types import State
@@ -31,6 +33,9 @@ class Lifewatch:
     prometheus-client's global one; ``tracer_provider`` to the global
     OpenTelemetry provider. ``shutdown_timeout`` bounds the whole shutdown;
     ``startup_timeout`` (off by default) bounds the whole startup.
+    ``metrics_path`` is where the middleware serves ``/metrics`` (None: not
+    served). ``pushgateway`` (a URL or a ``Pushgateway``) pushes the last
+    words of a failed startup and of a completed shutdown.
     """
 
     def __init__(
@@ -43,6 +48,8 @@ class Lifewatch:
         startup_timeout: float | None = None,
         shutdown_timeout: float = 30.0,
         sinks: tuple[Sink, ...] = (),
+        metrics_path: str | None = "/metrics",
+        pushgateway: str | Pushgateway | None = None,
     ) -> None:
         if service is not None and not isinstance(service, str):
             raise TypeError(f"service must be a string or None; got {service!r}")
@@ -67,12 +74,20 @@ class Lifewatch:
 
         self.routes: dict[str, ASGIApp] = {}
         """Path -> ASGI app served by the middleware in front of the user's app."""
+        self.metrics_path = validate_path(metrics_path, "metrics_path")
+        if self.metrics_path is not None:
+            self.routes[self.metrics_path] = MetricsEndpoint(registry)
+        self.pushgateway = Pushgateway.coerce(pushgateway)
+        extra: tuple[Sink, ...] = ()
+        if self.pushgateway is not None:
+            extra = (PushgatewaySink(self.pushgateway, self.metrics, service),)
         self._lifecycle = Lifecycle(
             service,
             (
                 TracingSink(service, tracer_provider),
                 MetricsSink(self.metrics, self.process_start),
                 LoggingSink(service),
+                *extra,
                 *sinks,
             ),
         )
