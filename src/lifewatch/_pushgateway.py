@@ -2,10 +2,16 @@
 
 A failed startup exits at once and shutdown metrics are set while the process
 goes away, so no scrape ever sees them. This sink pushes them when startup
-fails and when shutdown completes. The push runs in a daemon thread (the
-event loop is never blocked) and an ``atexit`` hook waits for it at most
-``timeout`` seconds past its start, so a dead or slow gateway never delays
-an exit by more than that.
+fails and when shutdown completes, each push in a daemon thread bounded by
+``timeout``, so a dead or slow gateway never delays an exit by more than that:
+
+- after a failed startup the loop is not blocked at all: the server exits
+  with ``sys.exit`` and an ``atexit`` hook waits for the push (up to its
+  deadline);
+- after a completed shutdown the hook waits for the push itself (up to its
+  deadline), blocking the loop when nothing is served any more: uvicorn
+  re-raises SIGTERM once it has shut down, which kills the process without
+  running ``atexit`` hooks, so a push left in the background would be lost.
 """
 
 from __future__ import annotations
@@ -129,11 +135,17 @@ class PushgatewaySink(Sink):
             self.grouping_key["service"] = service
         self._state: State | None = None
         self._threads: list[tuple[threading.Thread, float]] = []
+        self._lock = threading.Lock()
+        self._taken = 0
+        self._sent = 0
 
     def state_changed(self, old: State | None, new: State) -> None:
         self._state = new
-        if new in (State.FAILED, State.STOPPED):
-            self.push(new.value)
+        if new is State.FAILED:
+            self.push("startup failed")
+        elif new is State.STOPPED:
+            self.push("shutdown complete")
+            self.wait()
 
     def run_end(self, run: RunRecord) -> None:
         # The rollback after a failed startup: push again with its durations.
@@ -145,10 +157,15 @@ class PushgatewaySink(Sink):
         families = [f for metric in self.metrics.all() for f in metric.collect()]
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Snapshot(families))
+        self._taken += 1
+        deadline = time.monotonic() + self.config.timeout
         thread = threading.Thread(
-            target=self._push, args=(registry, why), name="lifewatch-push", daemon=True
+            target=self._push,
+            args=(registry, why, self._taken, deadline),
+            name="lifewatch-push",
+            daemon=True,
         )
-        entry = (thread, time.monotonic() + self.config.timeout)
+        entry = (thread, deadline)
         with _pending_lock:
             _pending[:] = [p for p in _pending if p[0].is_alive()]
             _pending.append(entry)
@@ -156,26 +173,46 @@ class PushgatewaySink(Sink):
         thread.start()
         return thread
 
-    def _push(self, registry: CollectorRegistry, why: str) -> None:
+    def _push(self, registry: CollectorRegistry, why: str, seq: int, deadline: float) -> None:
+        # One at a time and in order: a snapshot never overwrites a newer one
+        # already sent, and a push queued behind a hung one only gets what is
+        # left of its own deadline.
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self._warn(why, "an earlier push to the gateway is still hanging")
+            return
         try:
+            if seq < self._sent:
+                return
+            self._sent = seq
+            left = deadline - time.monotonic()
+            if left <= 0.01:
+                self._warn(why, "no time left before the deadline")
+                return
             push_to_gateway(
                 self.config.url,
                 job=self.job,
                 registry=registry,
                 grouping_key=self.grouping_key,
-                timeout=self.config.timeout,
+                # Per socket operation, so a bit less than what is left: it
+                # ends, and says why, before the deadline that exit waits for.
+                timeout=left * 0.8,
             )
         except Exception as exc:
-            _log.warning(
-                "lifespan.pushgateway.failed",
-                url=self.config.url,
-                job=self.job,
-                why=why,
-                timeout_s=self.config.timeout,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            self._warn(why, f"{type(exc).__name__}: {exc}")
         else:
             _log.debug("lifespan.pushgateway.pushed", url=self.config.url, job=self.job, why=why)
+        finally:
+            self._lock.release()
+
+    def _warn(self, why: str, error: str) -> None:
+        _log.warning(
+            "lifespan.pushgateway.failed",
+            url=self.config.url,
+            job=self.job,
+            why=why,
+            timeout_s=self.config.timeout,
+            error=error,
+        )
 
     def wait(self) -> bool:
         """Wait for this sink's pushes, each up to its deadline; True if all ended."""
