@@ -176,6 +176,43 @@ def test_last_words_reach_a_real_pushgateway(tmp_path: Path) -> None:
         assert value(series, "push_time_seconds", **instance)
 
 
+@pytest.mark.anyio
+async def test_a_rolled_back_startup_pushes_the_rollback_too(tmp_path: Path) -> None:
+    gw = free_port()
+    with running(pushgateway(tmp_path, gw), tmp_path / "pushgateway.log"):
+        wait_for("the pushgateway", lambda: http_get(f"http://127.0.0.1:{gw}/-/ready"), 15)
+        watch = Lifewatch(
+            service="composed",
+            registry=CollectorRegistry(),
+            pushgateway=Pushgateway(f"127.0.0.1:{gw}", job="rollback", instance="here"),
+        )
+
+        @asynccontextmanager
+        async def db(app: Any) -> Any:
+            yield
+            await asyncio.sleep(0.05)  # closing the pool, during the rollback
+
+        @asynccontextmanager
+        async def broken(app: Any) -> Any:
+            raise RuntimeError("no config")
+            yield
+
+        app = watch.instrument(Starlette(lifespan=watch.lifespan(db=db, broken=broken)))
+        with pytest.raises(StartupFailed):
+            async with LifespanManager(app):
+                pass
+        await asyncio.sleep(0)
+        assert sink_of(watch).wait()
+        series = pushed(gw, "rollback")
+        assert value(series, "lifespan_state", state="failed", instance="here") == 1
+        assert value(
+            series, "lifespan_phase_failures_total", phase="broken", event="startup", reason="error"
+        )
+        rollback = value(series, "lifespan_shutdown_duration_seconds", service="composed")
+        assert rollback is not None and rollback >= 0.05
+        assert value(series, "lifespan_phase_duration_seconds", phase="db", event="shutdown")
+
+
 def test_a_hung_gateway_delays_exit_by_at_most_the_timeout(tmp_path: Path) -> None:
     timeout = 1.5
 

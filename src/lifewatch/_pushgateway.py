@@ -16,6 +16,7 @@ fails and when shutdown completes, each push in a daemon thread bounded by
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import math
 import socket
@@ -148,9 +149,16 @@ class PushgatewaySink(Sink):
             self.wait()
 
     def run_end(self, run: RunRecord) -> None:
-        # The rollback after a failed startup: push again with its durations.
+        # The rollback after a failed startup: push again with its durations,
+        # once the other sinks are through with this record (``*_end`` hooks
+        # run in reverse order: the metrics sink sets the duration after us).
         if run.event == "shutdown" and self._state is State.FAILED:
-            self.push("failed, rolled back")
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.push("failed, rolled back")
+            else:
+                loop.call_soon(self.push, "failed, rolled back")
 
     def push(self, why: str) -> threading.Thread:
         """Start one push in the background; returns the thread doing it."""
