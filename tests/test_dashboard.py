@@ -22,7 +22,7 @@ from .servers import (
     ROOT,
     binary,
     env,
-    free_port,
+    free_ports,
     http_get,
     pushgateway,
     running,
@@ -130,8 +130,7 @@ def label_values(port: int, label: str, match: str) -> list[str]:
 
 def test_every_panel_returns_data_from_a_real_prometheus(tmp_path: Path) -> None:
     started = time.monotonic()
-    gw, prom, live = free_port(), free_port(), free_port()
-    failed_port, stopped_port = free_port(), free_port()
+    gw, prom, live, failed_port, stopped_port = free_ports(5)
     config = tmp_path / "prometheus.yml"
     config.write_text(
         json.dumps(  # JSON is YAML
@@ -188,11 +187,16 @@ def test_every_panel_returns_data_from_a_real_prometheus(tmp_path: Path) -> None
             queries = [(t, r, substitute(e, variables)) for t, r, e in targets(d)]
 
             def broken() -> list[str]:
-                return [
-                    f"{title} [{ref}]: {q}"
-                    for title, ref, q in queries
-                    if not has_data(query(prom, q))
-                ]
+                out = []
+                for title, ref, q in queries:
+                    try:
+                        if has_data(query(prom, q)):
+                            continue
+                        why = "no data"
+                    except OSError as exc:  # URLError, HTTPError (a bad query: 400)
+                        why = repr(exc)
+                    out.append(f"{title} [{ref}]: {q} -> {why}")
+                return out
 
             last: list[str] = []
 
@@ -204,9 +208,7 @@ def test_every_panel_returns_data_from_a_real_prometheus(tmp_path: Path) -> None
             try:
                 wait_for("every panel to have data", all_have_data, 45, step=1)
             except AssertionError:
-                raise AssertionError(
-                    "broken panels (query returned no data):\n  " + "\n  ".join(last)
-                ) from None
+                raise AssertionError("broken panels:\n  " + "\n  ".join(last)) from None
 
             # The template variables offer what the panels need.
             var = {v["name"]: v for v in d["templating"]["list"]}
