@@ -11,6 +11,7 @@ from ._errors import LifewatchError, PhaseTimeout, ShutdownFailed, StartupFailed
 from ._lifespan import WatchedLifespan
 from ._middleware import LifewatchMiddleware
 from ._phase import Phase
+from ._pushgateway import Pushgateway
 from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 from ._timeline import Timeline, TimelineEntry
@@ -31,6 +32,7 @@ __all__ = [
     "PhaseRecord",
     "PhaseTimeout",
     "Probe",
+    "Pushgateway",
     "Reason",
     "RunRecord",
     "ShutdownFailed",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -64,20 +63,6 @@ def validate_probes(probes: object) -> frozenset[Probe]:
             f"{', '.join(PROBES)}, and at least one is needed"
         )
     return frozenset(chosen)
-
-
-def validate_seconds(value: object, what: str, *, optional: bool) -> float | None:
-    if value is None and optional:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        accepted = "a positive number of seconds" + (" or None" if optional else "")
-        raise ValueError(f"{what} must be {accepted}; got {value!r}")
-    return float(value)
 
 
 def _is_async(func: Callable[..., Any]) -> bool:

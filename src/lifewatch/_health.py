@@ -26,13 +26,12 @@ from ._checks import (
     _iso,
     validate_check_name,
     validate_probes,
-    validate_seconds,
 )
-from ._phase import validate_bool
 from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 from ._supervise import Supervised, watch_task
 from ._types import State
+from ._validate import validate_bool, validate_seconds
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle

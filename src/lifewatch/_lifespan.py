@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._errors import ShutdownFailed, StartupFailed
-from ._phase import Phase, validate_name
+from ._phase import Phase
 from ._types import Outcome
+from ._validate import validate_name
 
 if TYPE_CHECKING:
     from ._watch import Lifewatch

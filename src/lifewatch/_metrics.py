@@ -19,6 +19,7 @@ CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 
 def validate_namespace(namespace: object) -> str:
+    """The metric name prefix, checked at construction rather than at first scrape."""
     if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
         raise ValueError(
             f"namespace={namespace!r} is not a valid Prometheus metric name prefix; "
@@ -32,8 +33,17 @@ class Metrics:
 
     Shared by every ``Lifewatch`` on that registry and namespace: two objects in
     one process write to the same families instead of colliding on
-    registration. Gauges use ``liveall`` in multiprocess mode so each live
-    worker shows its own series and a dead worker's vanish.
+    registration.
+
+    Multiprocess modes (gunicorn with ``PROMETHEUS_MULTIPROC_DIR``): each
+    worker runs its own lifespan, so per-worker gauges (state, phase and
+    startup durations, time to ready, check status) are ``liveall``: one
+    series per live worker (``pid`` label), removed by ``mark_process_dead``
+    when gunicorn reaps the worker, so a dead worker never claims to be
+    ready. ``shutdown_duration`` is ``mostrecent``: only a worker that is
+    going away has one, so the latest value of any worker, dead or alive, is
+    the one worth showing. Counters and histograms add up every worker, dead
+    ones included, as rates need.
     """
 
     def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
@@ -60,7 +70,7 @@ class Metrics:
         self.shutdown_duration = Gauge(
             f"{ns}_shutdown_duration_seconds",
             "Duration of the whole lifespan shutdown.",
-            multiprocess_mode="liveall",
+            multiprocess_mode="mostrecent",
             registry=registry,
         )
         self.time_to_ready = Gauge(
@@ -95,6 +105,20 @@ class Metrics:
             "Failed health check runs.",
             ("check", "reason"),
             registry=registry,
+        )
+
+    def all(self) -> tuple[Gauge | Counter | Histogram, ...]:
+        """Every family, e.g. to push exactly these and nothing else."""
+        return (
+            self.phase_duration,
+            self.phase_failures,
+            self.startup_duration,
+            self.shutdown_duration,
+            self.time_to_ready,
+            self.state,
+            self.check_status,
+            self.check_duration,
+            self.check_failures,
         )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
@@ -16,6 +15,7 @@ import anyio
 from ._errors import PhaseTimeout
 from ._records import PhaseRecord
 from ._types import Event, Reason, State
+from ._validate import validate_bool, validate_name, validate_seconds
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
@@ -23,31 +23,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 current_phase: ContextVar[PhaseRecord | None] = ContextVar("lifewatch_phase", default=None)
-
-
-def validate_name(name: object, what: str = "phase name") -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise TypeError(f"{what} must be a non-empty string; got {name!r}")
-    return name
-
-
-def validate_timeout(timeout: object, what: str = "timeout") -> float | None:
-    if timeout is None:
-        return None
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        raise ValueError(f"{what} must be a positive number of seconds or None; got {timeout!r}")
-    return float(timeout)
-
-
-def validate_bool(value: object, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{what} must be True or False; got {value!r}")
-    return value
 
 
 class Phase:
@@ -82,7 +57,7 @@ class Phase:
     ) -> None:
         self._lifecycle = lifecycle
         self.name = validate_name(name)
-        self.timeout = validate_timeout(timeout)
+        self.timeout = validate_seconds(timeout, "timeout")
         self.critical = validate_bool(critical, "critical")
         self.tags = dict(tags or {})
         self.background = background

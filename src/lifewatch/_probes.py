@@ -58,24 +58,6 @@ MAX_DETAIL = 500
 _log: Any = structlog.get_logger("lifewatch")
 
 
-def validate_path(path: object, what: str) -> str | None:
-    """A probe path: ``None`` (not served) or an absolute path."""
-    if path is None:
-        return None
-    if (
-        not isinstance(path, str)
-        or not path.startswith("/")
-        or path == "/"
-        or path.endswith("/")
-        or any(c.isspace() or c in "?#" for c in path)
-    ):
-        raise ValueError(
-            f"{what} must be an absolute path such as '/readyz' (starting with '/', not "
-            f"ending with '/', no spaces, '?' or '#'), or None to not serve it; got {path!r}"
-        )
-    return path
-
-
 def _headers(content_type: bytes, body: bytes) -> tuple[tuple[bytes, bytes], ...]:
     return ((b"content-type", content_type), (b"content-length", b"%d" % len(body)), *_COMMON)
 

@@ -314,20 +314,3 @@ async def _respond(
 def timeline_routes(watch: Lifewatch, path: str) -> dict[str, ASGIApp]:
     """``path`` (HTML, or JSON by ``Accept``) and ``path.json`` (always JSON)."""
     return {path: TimelineEndpoint(watch, "auto"), f"{path}.json": TimelineEndpoint(watch, "json")}
-
-
-def validate_timeline_path(path: object) -> str | None:
-    """``None`` (not served) or an absolute path, as the probe paths."""
-    if path is None:
-        return None
-    if (
-        not isinstance(path, str)
-        or not path.startswith("/")
-        or path.endswith("/")
-        or any(c.isspace() or c in "?#" for c in path)
-    ):
-        raise ValueError(
-            "timeline_path must be None or an absolute path such as '/lifewatch/timeline' "
-            f"(starting with '/', not ending with '/', no spaces, '?' or '#'); got {path!r}"
-        )
-    return path

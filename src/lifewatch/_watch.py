@@ -11,20 +11,23 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
-from ._checks import CheckResult, HealthCheck, Probe, validate_seconds
+from ._checks import CheckResult, HealthCheck, Probe
 from ._drain import Drainer
+from ._exposition import MetricsEndpoint
 from ._health import Health
 from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, flatten_app_lifespan, name_of
 from ._logging import LoggingSink
 from ._metrics import Metrics, MetricsSink, metrics_for, validate_namespace
-from ._phase import Phase, validate_bool, validate_name, validate_timeout
-from ._probes import ProbeRoutes, validate_path
+from ._phase import Phase
+from ._probes import ProbeRoutes
 from ._process import process_start_time
+from ._pushgateway import Pushgateway, PushgatewaySink
 from ._records import RunRecord
 from ._sink import Sink
-from ._timeline import Timeline, build_timeline, timeline_routes, validate_timeline_path
+from ._timeline import Timeline, build_timeline, timeline_routes
 from ._types import State
+from ._validate import validate_bool, validate_name, validate_path, validate_seconds
 
 App = TypeVar("App")
 F = TypeVar("F", bound=Callable[[], Any])
@@ -45,6 +48,9 @@ class Lifewatch:
     an exception text can hold a password); ``slow_check_threshold`` is when a
     check run logs a warning; ``drain_delay`` is how long the app keeps serving
     after SIGTERM with ``/readyz`` failing (0 turns draining off).
+    ``metrics_path`` is where the middleware serves ``/metrics`` (None: not
+    served). ``pushgateway`` (a URL or a ``Pushgateway``) pushes the last
+    words of a failed startup and of a completed shutdown.
     """
 
     def __init__(
@@ -64,6 +70,8 @@ class Lifewatch:
         expose_details: bool = False,
         slow_check_threshold: float = 0.5,
         drain_delay: float = 5.0,
+        metrics_path: str | None = "/metrics",
+        pushgateway: str | Pushgateway | None = None,
     ) -> None:
         if service is not None and not isinstance(service, str):
             raise TypeError(f"service must be a string or None; got {service!r}")
@@ -77,15 +85,15 @@ class Lifewatch:
         self.service = service
         self.namespace = validate_namespace(namespace)
         self.registry = registry
-        self.startup_timeout = validate_timeout(startup_timeout, "startup_timeout")
-        timeout = validate_timeout(shutdown_timeout, "shutdown_timeout")
+        self.startup_timeout = validate_seconds(startup_timeout, "startup_timeout")
+        timeout = validate_seconds(shutdown_timeout, "shutdown_timeout")
         if timeout is None:
             raise ValueError("shutdown_timeout must be a positive number of seconds; got None")
         self.shutdown_timeout = timeout
         paths: dict[Probe, str | None] = {
-            "liveness": validate_path(livez_path, "livez_path"),
-            "readiness": validate_path(readyz_path, "readyz_path"),
-            "startup": validate_path(startupz_path, "startupz_path"),
+            "liveness": validate_path(livez_path, "livez_path", "/livez"),
+            "readiness": validate_path(readyz_path, "readyz_path", "/readyz"),
+            "startup": validate_path(startupz_path, "startupz_path", "/startupz"),
         }
         self.expose_details = validate_bool(expose_details, "expose_details")
         threshold = validate_seconds(slow_check_threshold, "slow_check_threshold", optional=False)
@@ -107,13 +115,20 @@ class Lifewatch:
 
         self.routes: dict[str, ASGIApp] = {}
         """Path -> ASGI app served by the middleware in front of the user's app."""
-        self.timeline_path = validate_timeline_path(timeline_path)
+        self.timeline_path = validate_path(timeline_path, "timeline_path", "/lifewatch/timeline")
         if self.timeline_path is not None:
             self.routes.update(timeline_routes(self, self.timeline_path))
         self._health = Health(
             None, self.metrics, service=service, slow_check_threshold=self.slow_check_threshold
         )
         self._drainer = Drainer(None, self.drain_delay, service)
+        self.metrics_path = validate_path(metrics_path, "metrics_path", "/metrics")
+        if self.metrics_path is not None:
+            self.routes[self.metrics_path] = MetricsEndpoint(registry)
+        self.pushgateway = Pushgateway.coerce(pushgateway)
+        extra: tuple[Sink, ...] = ()
+        if self.pushgateway is not None:
+            extra = (PushgatewaySink(self.pushgateway, self.metrics, service),)
         self._lifecycle = Lifecycle(
             service,
             (
@@ -122,6 +137,7 @@ class Lifewatch:
                 LoggingSink(service),
                 self._health,
                 self._drainer,
+                *extra,
                 *sinks,
             ),
         )
@@ -308,7 +324,7 @@ class Lifewatch:
         critical failure leaves the instance not ready (state ``failed``).
         """
         validate_name(name)
-        validate_timeout(timeout)
+        validate_seconds(timeout)
         validate_bool(critical, "critical")
         if not callable(func) or not inspect.iscoroutinefunction(func):
             raise TypeError(

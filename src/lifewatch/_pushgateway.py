@@ -1,0 +1,228 @@
+"""Last words: push the lifespan metrics to a Pushgateway (DESIGN section 3).
+
+A failed startup exits at once and shutdown metrics are set while the process
+goes away, so no scrape ever sees them. This sink pushes them when startup
+fails and when shutdown completes, each push in a daemon thread bounded by
+``timeout``, so a dead or slow gateway never delays an exit by more than that:
+
+- after a failed startup the loop is not blocked at all: the server exits
+  with ``sys.exit`` and an ``atexit`` hook waits for the push (up to its
+  deadline);
+- after a completed shutdown the hook waits for the push itself (up to its
+  deadline), blocking the loop when nothing is served any more: uvicorn
+  re-raises SIGTERM once it has shut down, which kills the process without
+  running ``atexit`` hooks, so a push left in the background would be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, push_to_gateway
+from prometheus_client.metrics_core import Metric
+
+from ._metrics import Metrics
+from ._records import RunRecord
+from ._sink import Sink
+from ._types import State
+
+_log: Any = structlog.get_logger("lifewatch")
+
+
+@dataclass(frozen=True)
+class Pushgateway:
+    """Where and how to push: ``Lifewatch(pushgateway=Pushgateway(url, ...))``.
+
+    ``job`` should be the job name Prometheus scrapes the app under, and
+    ``instance`` its instance label (default: the host name, i.e. the pod
+    name), so the dashboard and the alerts join pushed and scraped series.
+    Scrape the gateway with ``honor_labels: true`` to keep these labels.
+    """
+
+    url: str
+    job: str | None = None
+    """Default: the watch's ``service``, else ``"lifewatch"``."""
+    instance: str | None = None
+    """Default: ``socket.gethostname()``."""
+    timeout: float = 2.0
+    """Seconds a push may take, and so the most an exit is delayed."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.strip():
+            raise ValueError(
+                f"pushgateway url must be a non-empty string such as "
+                f"'http://pushgateway:9091'; got {self.url!r}"
+            )
+        for name in ("job", "instance"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(
+                    f"Pushgateway {name} must be a non-empty string or None; got {value!r}"
+                )
+        t = self.timeout
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ValueError(f"Pushgateway timeout must be a positive number of seconds; got {t!r}")
+
+    @classmethod
+    def coerce(cls, value: object) -> Pushgateway | None:
+        """``None``, a URL string or a ``Pushgateway``; anything else is an error."""
+        if value is None or isinstance(value, Pushgateway):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        raise TypeError(
+            f"pushgateway must be a URL string, a lifewatch.Pushgateway or None; got {value!r}"
+        )
+
+
+class _Snapshot:
+    """A collector returning families collected earlier: what the push sends."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+_pending: list[tuple[threading.Thread, float]] = []
+_pending_lock = threading.Lock()
+
+
+def _wait(deadline_for: Iterator[tuple[threading.Thread, float]]) -> bool:
+    done = True
+    for thread, deadline in deadline_for:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            done = False
+            _log.warning(
+                "lifespan.pushgateway.abandoned",
+                detail="push still running at its deadline; exiting without it",
+            )
+    return done
+
+
+@atexit.register
+def _wait_at_exit() -> None:
+    with _pending_lock:
+        pending = list(_pending)
+    _wait(iter(pending))
+
+
+class PushgatewaySink(Sink):
+    """Pushes this process's lifespan metrics when startup fails or shutdown ends.
+
+    Only lifewatch's own families are pushed (not the whole registry: the
+    gateway keeps what it is given forever). A push replaces the group
+    (``PUT``), so the last words of an instance are the latest ones. The
+    grouping key is ``job``, ``instance`` and ``service``.
+    """
+
+    def __init__(self, config: Pushgateway, metrics: Metrics, service: str | None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.job = config.job or service or "lifewatch"
+        self.grouping_key = {"instance": config.instance or socket.gethostname()}
+        if service:
+            self.grouping_key["service"] = service
+        self._state: State | None = None
+        self._threads: list[tuple[threading.Thread, float]] = []
+        self._lock = threading.Lock()
+        self._taken = 0
+        self._sent = 0
+
+    def state_changed(self, old: State | None, new: State) -> None:
+        self._state = new
+        if new is State.FAILED:
+            self.push("startup failed")
+        elif new is State.STOPPED:
+            self.push("shutdown complete")
+            self.wait()
+
+    def run_end(self, run: RunRecord) -> None:
+        # The rollback after a failed startup: push again with its durations,
+        # once the other sinks are through with this record (``*_end`` hooks
+        # run in reverse order: the metrics sink sets the duration after us).
+        if run.event == "shutdown" and self._state is State.FAILED:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.push("failed, rolled back")
+            else:
+                loop.call_soon(self.push, "failed, rolled back")
+
+    def push(self, why: str) -> threading.Thread:
+        """Start one push in the background; returns the thread doing it."""
+        families = [f for metric in self.metrics.all() for f in metric.collect()]
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Snapshot(families))
+        self._taken += 1
+        deadline = time.monotonic() + self.config.timeout
+        thread = threading.Thread(
+            target=self._push,
+            args=(registry, why, self._taken, deadline),
+            name="lifewatch-push",
+            daemon=True,
+        )
+        entry = (thread, deadline)
+        with _pending_lock:
+            _pending[:] = [p for p in _pending if p[0].is_alive()]
+            _pending.append(entry)
+        self._threads.append(entry)
+        thread.start()
+        return thread
+
+    def _push(self, registry: CollectorRegistry, why: str, seq: int, deadline: float) -> None:
+        # One at a time and in order: a snapshot never overwrites a newer one
+        # already sent, and a push queued behind a hung one only gets what is
+        # left of its own deadline.
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self._warn(why, "an earlier push to the gateway is still hanging")
+            return
+        try:
+            if seq < self._sent:
+                return
+            self._sent = seq
+            left = deadline - time.monotonic()
+            if left <= 0.01:
+                self._warn(why, "no time left before the deadline")
+                return
+            push_to_gateway(
+                self.config.url,
+                job=self.job,
+                registry=registry,
+                grouping_key=self.grouping_key,
+                # Per socket operation, so a bit less than what is left: it
+                # ends, and says why, before the deadline that exit waits for.
+                timeout=left * 0.8,
+            )
+        except Exception as exc:
+            self._warn(why, f"{type(exc).__name__}: {exc}")
+        else:
+            _log.debug("lifespan.pushgateway.pushed", url=self.config.url, job=self.job, why=why)
+        finally:
+            self._lock.release()
+
+    def _warn(self, why: str, error: str) -> None:
+        _log.warning(
+            "lifespan.pushgateway.failed",
+            url=self.config.url,
+            job=self.job,
+            why=why,
+            timeout_s=self.config.timeout,
+            error=error,
+        )
+
+    def wait(self) -> bool:
+        """Wait for this sink's pushes, each up to its deadline; True if all ended."""
+        entries, self._threads = self._threads, []
+        return _wait(iter(entries))

@@ -1,0 +1,53 @@
+"""Argument checks shared by every option: each error says what was given and
+what is accepted."""
+
+from __future__ import annotations
+
+import math
+
+
+def validate_name(name: object, what: str = "phase name") -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"{what} must be a non-empty string; got {name!r}")
+    return name
+
+
+def validate_bool(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False; got {value!r}")
+    return value
+
+
+def validate_seconds(
+    value: object, what: str = "timeout", *, optional: bool = True
+) -> float | None:
+    """A positive, finite number of seconds (or None when ``optional``)."""
+    if value is None and optional:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        accepted = "a positive number of seconds" + (" or None" if optional else "")
+        raise ValueError(f"{what} must be {accepted}; got {value!r}")
+    return float(value)
+
+
+def validate_path(path: object, what: str, example: str) -> str | None:
+    """An endpoint path: ``None`` (not served) or an absolute path."""
+    if path is None:
+        return None
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or path == "/"
+        or path.endswith("/")
+        or any(c.isspace() or c in "?#" for c in path)
+    ):
+        raise ValueError(
+            f"{what} must be an absolute path such as {example!r} (starting with '/', not "
+            f"ending with '/', no spaces, '?' or '#'), or None to not serve it; got {path!r}"
+        )
+    return path
