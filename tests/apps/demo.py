@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 from collections.abc import AsyncIterator
@@ -36,26 +37,24 @@ watch = Lifewatch(
 )
 
 
-async def fake_checks() -> None:
-    """Stand-in for the probes work: it will run real checks into these families.
+_redis_runs = itertools.count(1)
 
-    Until then this writes ``lifespan_check_*`` the way the checks will, so the
-    dashboard's check panels have data to prove themselves against.
-    """
-    m = watch.metrics
-    n = 0
-    while True:
-        n += 1
-        for check, probe, ok in (
-            ("postgres", "readiness", True),
-            ("redis", "readiness", n % 4 != 0),
-            ("event-loop", "liveness", True),
-        ):
-            m.check_duration.labels(check).observe(random.uniform(0.001, 0.05))
-            m.check_status.labels(check, probe).set(1 if ok else 0)
-            if not ok:
-                m.check_failures.labels(check, "error").inc()
-        await asyncio.sleep(0.2)
+
+@watch.check("postgres", interval=0.2)
+async def postgres() -> None:
+    await asyncio.sleep(random.uniform(0.001, 0.05))
+
+
+@watch.check("redis", interval=0.2, critical=False)
+async def redis() -> bool:
+    """Fails one run in four, so the failure and flapping panels have data."""
+    await asyncio.sleep(random.uniform(0.001, 0.02))
+    return next(_redis_runs) % 4 != 0
+
+
+@watch.check("event-loop", probes=("liveness",), interval=0.2)
+def event_loop() -> None:
+    """A sync check, run in a thread."""
 
 
 @contextlib.asynccontextmanager
@@ -73,11 +72,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             raise RuntimeError("migration 42 failed")
     async with watch.phase("search-index"):
         await asyncio.sleep(0.1)
-    checks = asyncio.get_running_loop().create_task(fake_checks())
     yield
-    checks.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await checks
     async with watch.phase("flush-queue"):
         await asyncio.sleep(0.05)
     async with watch.phase("database"):
