@@ -21,6 +21,18 @@ def _port(text: str) -> int:
     return port
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds from 0 to 3600; got {text!r}"
+        )
+    return value
+
+
 def _free(host: str, port: int) -> str | None:
     """None if we can listen there, else one line saying why not."""
     try:
@@ -49,6 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--verbose", action="store_true", help="also phase begins and one line per span"
     )
+    demo.add_argument(
+        "--model-load",
+        type=_seconds,
+        default=4.0,
+        metavar="SECONDS",
+        help="how long the background model load takes (default 4)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -73,11 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         tracer_provider=configure_tracing(),
         timeline_path="/lifewatch/timeline",
     )
-    app = build_app(watch)
+    app = build_app(watch, args.model_load)
     base = f"http://{args.host}:{args.port}"
     print(
         f"\nlifewatch demo on {base}\n"
         f"  probes:   {base}/livez  {base}/readyz?verbose  {base}/startupz\n"
+        f"            (/readyz is 503 until the {args.model_load:g} s background model load ends,\n"
+        f"            then 200 with status warn: the cache is down but not critical)\n"
+        f"  JSON:     curl -H 'Accept: application/health+json' {base}/readyz\n"
         f"  metrics:  {base}/metrics\n"
         f"  timeline: {base}/lifewatch/timeline  (JSON: {base}/lifewatch/timeline.json)\n"
         "  Ctrl+C shuts down through the shutdown phases.\n",

@@ -1,5 +1,7 @@
 """The demo app: every lifewatch feature on an embedded default, no outside service.
 
+Imported only by ``python -m lifewatch demo`` (the ``demo`` extra has FastAPI).
+
 A FastAPI app whose lifespan loads configuration, opens a database (SQLite in
 memory), tries a cache warmup that fails but is not critical, and loads a
 "model" in the background while the server already answers probes.
@@ -8,6 +10,7 @@ memory), tries a cache warmup that fails but is not critical, and loads a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -15,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
+from fastapi import FastAPI, Request
 
 from ._watch import Lifewatch
 
@@ -73,35 +77,68 @@ def configure_tracing() -> Any:
     return provider
 
 
-def build_app(watch: Lifewatch) -> Any:
-    from fastapi import FastAPI
+def build_app(watch: Lifewatch, model_seconds: float = MODEL_LOAD_SECONDS) -> Any:
+    state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
         async with watch.phase("load-config"):
             await asyncio.sleep(0.05)
             settings = {"greeting": "hello from lifewatch"}
-        async with watch.phase("database", timeout=5):
+        async with watch.phase("database", timeout=5, tags={"engine": "sqlite"}):
             db = sqlite3.connect(":memory:", check_same_thread=False)
             async with watch.phase("migrations"):
                 db.execute("create table orders (id integer primary key, item text)")
                 db.execute("insert into orders (item) values ('coffee'), ('bagel')")
                 await asyncio.sleep(0.1)
+        state["db"] = db
         async with watch.phase("cache-warmup", critical=False, timeout=1):
             await asyncio.sleep(0.05)
             raise ConnectionRefusedError("redis://cache:6379 refused (there is no cache here)")
-        watch.background("model-load", load_model, timeout=60)
+        watch.background("model-load", load_model, timeout=max(60.0, 2 * model_seconds))
+        consumer = watch.supervise(asyncio.create_task(consume_orders()), name="order-consumer")
         yield {"db": db, "settings": settings}
+        consumer.cancel()
+        async with watch.phase("drain-consumer"):
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
         async with watch.phase("database"):
             db.close()
 
     async def load_model() -> None:
-        await asyncio.sleep(MODEL_LOAD_SECONDS)
+        """A slow model load that does not block the server from binding."""
+        await asyncio.sleep(model_seconds)
+
+    async def consume_orders() -> None:
+        """A task that should run until shutdown: if it dies, /livez fails."""
+        orders: asyncio.Queue[str] = asyncio.Queue()
+        while True:
+            await orders.get()  # no broker here: it waits, as a consumer does
+
+    @watch.check("database", timeout=0.5, interval=2)
+    def database() -> bool:
+        """Readiness, critical, refreshed in the background every 2 s (sync: a thread)."""
+        db = state.get("db")
+        return db is not None and db.execute("select 1").fetchone() == (1,)
+
+    @watch.check("cache", critical=False, timeout=0.2)
+    async def cache() -> None:
+        """Non-critical: it fails, and /readyz says warn, not fail."""
+        raise ConnectionRefusedError("redis://cache:6379 refused")
+
+    @watch.check("event-loop", probes=("liveness",), timeout=0.2)
+    async def event_loop() -> None:
+        """Liveness depends on nothing outside the process."""
+        await asyncio.sleep(0)
 
     app = FastAPI(title="lifewatch demo", lifespan=lifespan)
 
     @app.get("/")
-    async def index() -> dict[str, Any]:
-        return {"see": ["/livez", "/readyz?verbose", "/startupz", "/metrics"]}
+    async def index(request: Request) -> dict[str, Any]:
+        orders = request.state.db.execute("select item from orders").fetchall()
+        return {
+            "greeting": request.state.settings["greeting"],
+            "orders": [item for (item,) in orders],
+        }
 
     return watch.instrument(app)
