@@ -1,6 +1,6 @@
 """``import lifewatch`` on top of ``import fastapi``, each in a fresh interpreter.
 
-    python benchmarks/bench_import.py [--rounds 15]
+python benchmarks/bench_import.py [--rounds 15]
 """
 
 from __future__ import annotations

@@ -6,14 +6,14 @@ from the ASGI lifespan messages, inner phases still recorded.
 
 from __future__ import annotations
 
-from typing import Any
+from starlette.types import Receive, Scope, Send
 
 from lifewatch import Lifewatch, LifewatchMiddleware
 
 watch = Lifewatch(service="raw")
 
 
-async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         while True:
             message = await receive()

@@ -22,7 +22,8 @@ watch = Lifewatch(service="starlette-example")
 @watch.phase("templates")
 async def load_templates() -> dict[str, str]:
     async with watch.phase("read-files"):
-        return {"index": "hello {name}"}
+        templates = {"index": "hello {name}"}
+    return templates
 
 
 @asynccontextmanager

@@ -64,6 +64,7 @@ def serve(target: str) -> Iterator[str]:
         ("examples.composed:app", "/state", '{"db":"postgres-pool","http":"client"}', "pass"),
         ("examples.starlette_app:app", "/", "hello world", "pass"),
         ("examples.raw_asgi:app", "/anything", "raw hello", "pass"),
+        ("examples.checks:app", "/livez/event-loop", "ok", "warn"),
     ],
 )
 def test_example_serves_and_answers_probes(target: str, path: str, body: str, readyz: str) -> None:

@@ -45,7 +45,7 @@ def _shape(value: Any) -> Any:
 
 @pytest.mark.anyio
 async def test_the_readme_json_has_the_real_shape() -> None:
-    documented = json.loads(re.search(r"```json\n(.*?)\n```", README, re.S).group(1))  # type: ignore[union-attr]
+    documented = json.loads(block("timeline-json"))
     h = LifewatchHarness(service="orders")
     from tests.test_timeline import shop
 

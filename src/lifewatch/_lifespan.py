@@ -108,7 +108,9 @@ class WatchedLifespan:
                 )
             seen.add(name)
 
-    def __call__(self, app: Any) -> AbstractAsyncContextManager[Mapping[str, Any] | None]:
+    def __call__(self, app: Any) -> AbstractAsyncContextManager[Any]:
+        # Typed Any, not ``Mapping | None``: FastAPI and Starlette accept a
+        # factory of either, and a union here would match neither under mypy.
         return self._run(app)
 
     @contextlib.asynccontextmanager

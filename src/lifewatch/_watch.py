@@ -221,7 +221,7 @@ class Lifewatch:
         current = router.lifespan_context
         if not (isinstance(current, WatchedLifespan) and current.watch is self):
             parts = flatten_app_lifespan(current)
-            router.lifespan_context = self.lifespan(*parts)  # type: ignore[assignment]
+            router.lifespan_context = self.lifespan(*parts)
         from ._middleware import LifewatchMiddleware
 
         if not any(

@@ -1,0 +1,32 @@
+"""examples/observability.py: the SDK and JSON structlog, configured as the README says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_json_logs_carry_the_ids_of_exported_spans() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.observability"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    logs = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"')]
+    db = next(r for r in logs if r["event"] == "lifespan.phase.end" and r["phase"] == "database")
+    assert db["level"] == "info" and db["service"] == "orders" and db["timestamp"].endswith("Z")
+    failed = next(r for r in logs if r["event"] == "lifespan.phase.failed")
+    assert failed["exception"][0]["exc_type"] == "ConnectionError"  # dict_tracebacks
+    # ConsoleSpanExporter prints each span as indented JSON: the ids match the log's.
+    assert f'"span_id": "0x{db["span_id"]}"' in done.stdout
+    assert f'"trace_id": "0x{db["trace_id"]}"' in done.stdout
+    assert '"name": "lifespan.startup database"' in done.stdout
