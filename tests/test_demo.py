@@ -12,14 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from .servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(url: str, proc: subprocess.Popen[str], status: int = 200, limit: float = 30) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from starlette.applications import Starlette
 from lifewatch import Lifewatch, State
 
 from .probe_helpers import get
+from .servers import free_port
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -151,13 +151,6 @@ APP = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 SERVERS = [
     pytest.param(["--http", "h11", "--loop", "asyncio"], id="h11-asyncio"),
     pytest.param(
@@ -172,7 +165,7 @@ def test_uvicorn_drains_without_dropping_a_request(tmp_path: Path, server_args: 
     drain, shutdown = 2.0, 3.0
     (tmp_path / "drainapp.py").write_text(APP.format(drain=drain, shutdown=shutdown))
     mark = tmp_path / "shutdown.txt"
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": f"{SRC}{os.pathsep}{tmp_path}",
