@@ -141,7 +141,6 @@ class Health(Sink):
                 f"got {func!r}"
             )
         timeout_s = validate_seconds(timeout, f"timeout of check {name!r}", optional=False)
-        assert timeout_s is not None
         interval_s = validate_seconds(interval, f"interval of check {name!r}", optional=True)
         chosen = validate_probes(probes)
         validate_bool(critical, "critical")

@@ -4,6 +4,7 @@ what is accepted."""
 from __future__ import annotations
 
 import math
+from typing import Literal, overload
 
 
 def validate_name(name: object, what: str = "phase name") -> str:
@@ -18,20 +19,31 @@ def validate_bool(value: object, what: str) -> bool:
     return value
 
 
+@overload
 def validate_seconds(
-    value: object, what: str = "timeout", *, optional: bool = True
+    value: object, what: str = ..., *, optional: Literal[False], zero_ok: bool = ...
+) -> float: ...
+@overload
+def validate_seconds(
+    value: object, what: str = ..., *, optional: bool = ..., zero_ok: bool = ...
+) -> float | None: ...
+def validate_seconds(
+    value: object, what: str = "timeout", *, optional: bool = True, zero_ok: bool = False
 ) -> float | None:
-    """A positive, finite number of seconds (or None when ``optional``)."""
+    """A finite number of seconds, positive (or >= 0 when ``zero_ok``; None when ``optional``)."""
     if value is None and optional:
         return None
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not math.isfinite(value)
-        or value <= 0
+        or value < 0
+        or (value == 0 and not zero_ok)
     ):
-        accepted = "a positive number of seconds" + (" or None" if optional else "")
-        raise ValueError(f"{what} must be {accepted}; got {value!r}")
+        accepted = "a number of seconds >= 0" if zero_ok else "a positive number of seconds"
+        raise ValueError(
+            f"{what} must be {accepted}{' or None' if optional else ''}; got {value!r}"
+        )
     return float(value)
 
 

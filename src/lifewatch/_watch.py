@@ -86,29 +86,21 @@ class Lifewatch:
         self.namespace = validate_namespace(namespace)
         self.registry = registry
         self.startup_timeout = validate_seconds(startup_timeout, "startup_timeout")
-        timeout = validate_seconds(shutdown_timeout, "shutdown_timeout")
-        if timeout is None:
-            raise ValueError("shutdown_timeout must be a positive number of seconds; got None")
-        self.shutdown_timeout = timeout
+        self.shutdown_timeout = validate_seconds(
+            shutdown_timeout, "shutdown_timeout", optional=False
+        )
         paths: dict[Probe, str | None] = {
             "liveness": validate_path(livez_path, "livez_path", "/livez"),
             "readiness": validate_path(readyz_path, "readyz_path", "/readyz"),
             "startup": validate_path(startupz_path, "startupz_path", "/startupz"),
         }
         self.expose_details = validate_bool(expose_details, "expose_details")
-        threshold = validate_seconds(slow_check_threshold, "slow_check_threshold", optional=False)
-        assert threshold is not None
-        self.slow_check_threshold = threshold
-        if (
-            isinstance(drain_delay, bool)
-            or not isinstance(drain_delay, (int, float))
-            or not 0 <= drain_delay < float("inf")
-        ):
-            raise ValueError(
-                f"drain_delay must be a number of seconds >= 0 (0 turns draining off); "
-                f"got {drain_delay!r}"
-            )
-        self.drain_delay = float(drain_delay)
+        self.slow_check_threshold = validate_seconds(
+            slow_check_threshold, "slow_check_threshold", optional=False
+        )
+        self.drain_delay = validate_seconds(
+            drain_delay, "drain_delay (0 turns draining off)", optional=False, zero_ok=True
+        )
         self.metrics: Metrics = metrics_for(registry, self.namespace)
         self.process_start = process_start_time()
         from ._tracing import TracingSink
