@@ -198,3 +198,9 @@ async def test_a_sink_is_one_class_and_a_broken_sink_breaks_nothing(
     async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
         pass
     assert [p.name for p in collecting.ended] == ["db", "lifespan", "lifespan"]
+
+
+def test_making_a_lifewatch_logs_nothing(logs: list[dict[str, Any]]) -> None:
+    """It is often made at import, before the app configures structlog."""
+    Lifewatch(registry=CollectorRegistry())
+    assert logs == []

@@ -78,7 +78,10 @@ class LoggingSink(Sink):
         )
 
     def state_changed(self, old: State | None, new: State) -> None:
-        self._log.info("lifespan.state", **{"from": old.value if old else None, "to": new.value})
+        # Not the initial state, set when the Lifewatch is made: that is often
+        # at import, before the app has configured structlog.
+        if old is not None:
+            self._log.info("lifespan.state", **{"from": old.value, "to": new.value})
 
 
 def _describe(exc: BaseException | None) -> str | None:
