@@ -17,11 +17,11 @@ def run(*args: str) -> None:
 
 
 def test_ruff_check() -> None:
-    run("ruff", "check", "src", "tests")
+    run("ruff", "check", "src", "tests", "benchmarks")
 
 
 def test_ruff_format() -> None:
-    run("ruff", "format", "--check", "src", "tests")
+    run("ruff", "format", "--check", "src", "tests", "benchmarks")
 
 
 def test_mypy_strict() -> None:
