@@ -3,12 +3,22 @@
 It watches the ASGI lifespan messages (so even a raw ASGI app gets its startup
 and shutdown timed, and the state tracked) and serves lifewatch's endpoints.
 Every other request passes straight through: one type check and one dict
-lookup, nothing else, on the request path.
+lookup, nothing else, on the request path. On Python 3.12+ not even a frame of
+its own: ``__call__`` returns the app's (or endpoint's) coroutine for the
+server to await, instead of awaiting it inside one more coroutine (about a
+third of what the middleware costs per request). It is marked with
+``inspect.markcoroutinefunction`` so servers that tell ASGI 3 from ASGI 2 by
+``iscoroutinefunction`` (uvicorn, hypercorn, granian) still see an ASGI 3 app;
+before 3.12 there is no public marker that every server honours, so there it
+stays an ``async def``.
 """
 
 from __future__ import annotations
 
+import inspect
+import sys
 import traceback
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,17 +42,26 @@ class LifewatchMiddleware:
         # The watch's own dict, so endpoints added later are served too.
         self.endpoints: dict[str, ASGIApp] = watch.routes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            endpoint = self.endpoints.get(scope["path"])
-            if endpoint is None:
-                await self.app(scope, receive, send)
+    if sys.version_info >= (3, 12):
+
+        def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+            if scope["type"] == "http":
+                return self.endpoints.get(scope["path"], self.app)(scope, receive, send)
+            if scope["type"] == "lifespan":
+                return self._lifespan(scope, receive, send)
+            return self.app(scope, receive, send)
+
+        inspect.markcoroutinefunction(__call__)
+
+    else:
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                await self.endpoints.get(scope["path"], self.app)(scope, receive, send)
+            elif scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
             else:
-                await endpoint(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+                await self.app(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         lc = self.watch._lifecycle
