@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import sys
 import traceback
+import types
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from ._watch import Lifewatch
+
+
+def direct(app: ASGIApp) -> ASGIApp:
+    """What to call for ``app``: an instance's bound ``__call__`` if it is Python code.
+
+    Calling an instance goes through its type's call slot, which looks the
+    method up and repacks the arguments on every call; the bound method is
+    the same code without that (about 80 ns a request on CPython 3.11).
+    """
+    call = getattr(type(app), "__call__", None)  # noqa: B004 - the type's, not callable()
+    if isinstance(call, types.FunctionType):
+        bound: ASGIApp = call.__get__(app, type(app))
+        return bound
+    return app
 
 
 class LifewatchMiddleware:
@@ -42,14 +57,24 @@ class LifewatchMiddleware:
         # The watch's own dict, so endpoints added later are served too.
         self.endpoints: dict[str, ASGIApp] = watch.routes
 
+    @property
+    def app(self) -> ASGIApp:
+        """The wrapped application."""
+        return self._app
+
+    @app.setter
+    def app(self, app: ASGIApp) -> None:
+        self._app = app
+        self._call = direct(app)
+
     if sys.version_info >= (3, 12):
 
         def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
             if scope["type"] == "http":
-                return self.endpoints.get(scope["path"], self.app)(scope, receive, send)
+                return self.endpoints.get(scope["path"], self._call)(scope, receive, send)
             if scope["type"] == "lifespan":
                 return self._lifespan(scope, receive, send)
-            return self.app(scope, receive, send)
+            return self._call(scope, receive, send)
 
         inspect.markcoroutinefunction(__call__)
 
@@ -57,11 +82,11 @@ class LifewatchMiddleware:
 
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http":
-                await self.endpoints.get(scope["path"], self.app)(scope, receive, send)
+                await self.endpoints.get(scope["path"], self._call)(scope, receive, send)
             elif scope["type"] == "lifespan":
                 await self._lifespan(scope, receive, send)
             else:
-                await self.app(scope, receive, send)
+                await self._call(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         lc = self.watch._lifecycle
