@@ -22,7 +22,10 @@ interleaved rounds, see ``timing.py``):
   of live objects after warm-up (``memory.py`` prints the checkpoints).
 
 Not part of the test run: timings on a shared machine are not pass/fail
-material for CI; the memory check has its own bounded test.
+material for CI; the memory check has its own bounded test
+(``tests/test_memory.py``). Beside it, for more detail: ``memory.py`` (the
+checkpoints and tracemalloc), ``bench_probes.py`` (``/readyz`` under uvicorn
+against fastapi-health) and ``bench_metrics.py`` (``/metrics`` per format).
 """
 
 from __future__ import annotations
