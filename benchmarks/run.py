@@ -1,6 +1,6 @@
 """lifewatch's benchmark suite: one command, one table of ratios against targets.
 
-    PYTHONPATH=src python benchmarks/run.py            # the whole suite (~3-4 min)
+    PYTHONPATH=src python benchmarks/run.py            # the whole suite (~2.5 min)
     PYTHONPATH=src python benchmarks/run.py --quick    # fewer rounds (~1 min)
     PYTHONPATH=src python benchmarks/run.py --only passthrough,phases
 
