@@ -17,7 +17,7 @@ import gc
 import logging
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -55,7 +55,7 @@ async def build() -> tuple[CollectorRegistry, Any]:
     await queue.put({"type": "lifespan.startup"})
     started = asyncio.Event()
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"].startswith("lifespan.startup"):
             started.set()
 
@@ -103,11 +103,11 @@ async def main() -> None:
     text_size = len(generate_latest(registry))
     cases = [
         ("text (curl)", scope("", ""), lambda: generate_latest(registry)),
-        ("openmetrics", scope(OPENMETRICS, ""), lambda: openmetrics_latest(registry)),
+        ("openmetrics", scope(OPENMETRICS, ""), lambda: openmetrics_latest(registry)),  # type: ignore[no-untyped-call]
         (
             "openmetrics+gzip (Prometheus)",
             scope(OPENMETRICS, "gzip"),
-            lambda: openmetrics_latest(registry),
+            lambda: openmetrics_latest(registry),  # type: ignore[no-untyped-call]
         ),
     ]
     print(

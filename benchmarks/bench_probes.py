@@ -84,7 +84,7 @@ lifewatch_watch, lifewatch_app = make_lifewatch_app()
 
 def make_fastapi_health_app() -> Any:
     from fastapi import FastAPI
-    from fastapi_health import health
+    from fastapi_health import health  # type: ignore[import-untyped]
 
     app = FastAPI()
     app.add_api_route("/readyz", health([postgres, redis, queue]))

@@ -51,7 +51,10 @@ def test_every_block_says_how_it_is_proven() -> None:
     assert len(BLOCKS) >= 15
     for marker, _lang, body in BLOCKS:
         kind = marker.split(":")[0]
-        assert kind in {"excerpt", "run", "console", "shell", *NAMED}, (marker, body[:80])
+        assert kind in {"excerpt", "run", "console", "shell", "measured", *NAMED}, (
+            marker,
+            body[:80],
+        )
     for name, where in NAMED.items():
         assert (ROOT / where).exists()
         assert name in (ROOT / where).read_text() or name in {"test-command"}, name
@@ -99,10 +102,28 @@ def test_shell_blocks_name_what_their_test_runs() -> None:
         test = ROOT / marker.split(":", 1)[1].strip()
         text = test.read_text()
         for command in body.splitlines():
-            words = [w for w in shlex.split(command) if "=" not in w]
-            assert words[0] in ("rm", "mkdir") or words[0] in text, (command, test)
-            for env in re.findall(r"(\w+)=", command):
+            words = [w for w in shlex.split(command.split("#")[0]) if "=" not in w]
+            assert words[0] in ("rm", "mkdir", "pip") or words[0] in text, (command, test)
+            for env in re.findall(r"(\w+)=", command.split("#")[0]):
                 assert env in text, (env, test)
+            for word in words[1:]:
+                if word.startswith("--"):
+                    assert word in text, (word, test)  # a flag the script has
+                elif word.endswith(".py") and words[0] == "python":
+                    assert (ROOT / word).exists(), word
+
+
+def test_measured_blocks_are_what_their_script_prints() -> None:
+    """Recorded benchmark output: the script's header and every section name."""
+    measured = blocks("measured")
+    assert measured
+    for marker, _, body in measured:
+        script = ROOT / marker.split(":", 1)[1].strip()
+        source = script.read_text() + (script.parent / "timing.py").read_text()
+        lines = body.splitlines()
+        assert lines[0].split() == ["measurement", "median", "spread", "unit", "target", "verdict"]
+        for section in (line.strip("[]") for line in lines if line.startswith("[")):
+            assert section in source, section
 
 
 def same(expected: Any, actual: Any) -> bool:

@@ -28,8 +28,14 @@ class Lifecycle:
         self.service = service
         self.sinks = tuple(sinks)
         self._reversed = tuple(reversed(self.sinks))
-        self._phase_begins = tuple(s.phase_begin for s in self.sinks)
-        self._phase_ends = tuple(s.phase_end for s in self._reversed)
+        # The per-phase path calls only the hooks a sink overrides (the base
+        # ones do nothing), bound once here.
+        self._phase_begins = tuple(
+            s.phase_begin for s in self.sinks if type(s).phase_begin is not Sink.phase_begin
+        )
+        self._phase_ends = tuple(
+            s.phase_end for s in self._reversed if type(s).phase_end is not Sink.phase_end
+        )
         self.state: State | None = None
         self.current: RunRecord | None = None
         self.startup: RunRecord | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import structlog
@@ -10,11 +11,19 @@ from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import State
 
+_NO_IDS: dict[str, str] = {}
+
 
 def _ids(trace_id: int, span_id: int) -> dict[str, str]:
     if not trace_id:
-        return {}
+        return _NO_IDS
     return {"trace_id": format(trace_id, "032x"), "span_id": format(span_id, "016x")}
+
+
+def _debug_enabled(log: Any) -> Any:
+    """The logger's own level test, if it has one (structlog's filtering and stdlib loggers)."""
+    test = getattr(log, "is_enabled_for", None)
+    return test if callable(test) else None
 
 
 class LoggingSink(Sink):
@@ -22,6 +31,7 @@ class LoggingSink(Sink):
 
     def __init__(self, service: str | None) -> None:
         self._log: Any = structlog.get_logger("lifewatch").bind(service=service)
+        self._is_enabled_for = _debug_enabled(self._log)
 
     def run_begin(self, run: RunRecord) -> None:
         self._log.info(f"lifespan.{run.event}.begin", **_ids(run.trace_id, run.span_id))
@@ -47,6 +57,9 @@ class LoggingSink(Sink):
         getattr(self._log, level)(f"lifespan.{run.event}.complete", **fields, **ids)
 
     def phase_begin(self, phase: PhaseRecord) -> None:
+        # Usually filtered out: then skip building the record's fields too.
+        if self._is_enabled_for is not None and not self._is_enabled_for(logging.DEBUG):
+            return
         self._log.debug(
             "lifespan.phase.begin",
             phase=phase.name,

@@ -26,6 +26,7 @@ import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._checks import RESERVED, HealthCheck, Probe
+from ._middleware import direct
 from ._supervise import Supervised
 
 if TYPE_CHECKING:
@@ -309,7 +310,8 @@ class ProbeRoutes:
         for probe, path in self.paths.items():
             if path is None:
                 continue
-            routes[path] = ProbeEndpoint(health, probe, **self._options)
+            # The bound __call__: the middleware calls it for every probe.
+            routes[path] = direct(ProbeEndpoint(health, probe, **self._options))
             if probe != "liveness":
                 self._add(probe, RESERVED)
         health.on_check_added.append(self._check_added)
@@ -318,8 +320,8 @@ class ProbeRoutes:
     def _add(self, probe: Probe, name: str) -> None:
         path = self.paths.get(probe)
         if path is not None:
-            self.routes[f"{path}/{name}"] = ProbeEndpoint(
-                self.health, probe, only=name, **self._options
+            self.routes[f"{path}/{name}"] = direct(
+                ProbeEndpoint(self.health, probe, only=name, **self._options)
             )
 
     def _check_added(self, check: HealthCheck) -> None:

@@ -12,6 +12,7 @@ from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 
 _KEY = "otel"
+_CTX = "otel_ctx"
 
 
 class TracingSink(Sink):
@@ -21,6 +22,7 @@ class TracingSink(Sink):
         self._service = service
         self._provider = tracer_provider
         self._tracer: trace.Tracer | None = None
+        self._base: dict[str, dict[str, Any]] = {}
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -35,10 +37,12 @@ class TracingSink(Sink):
         return self._tracer
 
     def _attributes(self, event: str) -> dict[str, Any]:
-        attrs: dict[str, Any] = {"lifespan.event": event}
-        if self._service:
-            attrs["service.name"] = self._service
-        return attrs
+        base = self._base.get(event)
+        if base is None:
+            base = self._base[event] = {"lifespan.event": event}
+            if self._service:
+                base["service.name"] = self._service
+        return base.copy()
 
     def run_begin(self, run: RunRecord) -> None:
         links = []
@@ -51,6 +55,8 @@ class TracingSink(Sink):
             links=links,
         )
         run.sink_data[_KEY] = span
+        # Kept: every phase of the run starts its span in this context.
+        run.sink_data[_CTX] = trace.set_span_in_context(span)
         ctx = span.get_span_context()
         run.trace_id, run.span_id = ctx.trace_id, ctx.span_id
 
@@ -64,9 +70,9 @@ class TracingSink(Sink):
 
     def phase_begin(self, phase: PhaseRecord) -> None:
         parent = phase.parent if phase.parent is not None else phase.run
-        parent_span: Span | None = None if parent is None else parent.sink_data.get(_KEY)
-        # Outside any lifespan there is no root: nest under whatever is current.
-        parent_ctx = trace.set_span_in_context(parent_span) if parent_span is not None else None
+        # The parent's context, made once when its span started; outside any
+        # lifespan there is no root: nest under whatever is current (None).
+        parent_ctx = None if parent is None else parent.sink_data.get(_CTX)
         attrs = self._attributes(phase.event)
         attrs["lifespan.phase"] = phase.name
         attrs["lifespan.phase.critical"] = phase.critical
@@ -79,12 +85,14 @@ class TracingSink(Sink):
         span = self.tracer.start_span(
             f"lifespan.{phase.event} {phase.name}", context=parent_ctx, attributes=attrs
         )
-        # Current for the phase's body, so the user's own spans nest under it.
-        token = otel_context.attach(trace.set_span_in_context(span))
+        # Current for the phase's body, so the user's own spans nest under it;
+        # kept for the phase's children.
+        ctx = phase.sink_data[_CTX] = trace.set_span_in_context(span)
+        token = otel_context.attach(ctx)
         phase.sink_data[_KEY] = span
         phase.sink_data["otel_token"] = token
-        ctx = span.get_span_context()
-        phase.trace_id, phase.span_id = ctx.trace_id, ctx.span_id
+        span_ctx = span.get_span_context()
+        phase.trace_id, phase.span_id = span_ctx.trace_id, span_ctx.span_id
 
     def phase_end(self, phase: PhaseRecord) -> None:
         span: Span = phase.sink_data[_KEY]

@@ -1,0 +1,760 @@
+"""lifewatch's benchmark suite: one command, one table of ratios against targets.
+
+    PYTHONPATH=src python benchmarks/run.py            # the whole suite (~2.5 min)
+    PYTHONPATH=src python benchmarks/run.py --quick    # fewer rounds (~1 min)
+    PYTHONPATH=src python benchmarks/run.py --only passthrough,phases
+
+Sections (each contender measured side by side with its floor in one run,
+interleaved rounds, see ``timing.py``):
+
+* passthrough: a raw ASGI constant app and a FastAPI "hello" app, bare vs
+  behind lifewatch, in process through the ASGI interface; starlette-exporter
+  and OpenTelemetry's ASGI middleware for context;
+* uvicorn: the same apps served by uvicorn (httptools, uvloop, 1 worker) on
+  loopback, loaded by ``wrk``; ratio of requests/s, bare over wrapped;
+* phases: added cost per phase (span with the SDK tracer, metrics, JSON log
+  records through structlog), 1,000 empty phases per startup, vs the same
+  phases as empty context managers;
+* probes: ``/readyz`` vs a constant 200 app, and ``/metrics`` vs
+  prometheus-client's ``generate_latest`` on the same registry;
+* import: ``import lifewatch`` after ``import fastapi`` in a fresh interpreter;
+* memory: 100,000 requests and 100,000 probes, growth of resident memory and
+  of live objects after warm-up (``memory.py`` prints the checkpoints).
+
+Not part of the test run: timings on a shared machine are not pass/fail
+material for CI; the memory check has its own bounded test
+(``tests/test_memory.py``). Beside it, for more detail: ``memory.py`` (the
+checkpoints and tracemalloc), ``bench_probes.py`` (``/readyz`` under uvicorn
+against fastapi-health) and ``bench_metrics.py`` (``/metrics`` per format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from timing import Row, diffs, interleaved, print_table, ratios, timed  # noqa: E402
+
+import apps  # noqa: E402
+
+
+def quiet() -> None:
+    """lifewatch's own log lines (state changes) are not what is measured: keep them out."""
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+
+
+# -- passthrough, in process ------------------------------------------------------
+
+
+def _requests(app: Any, path: str, n: int) -> Callable[[], Awaitable[float]]:
+    async def run() -> None:
+        for scope in scopes:
+            await app(scope, apps.receive, apps.send)
+
+    scopes: list[dict[str, Any]] = []
+
+    async def batch() -> None:
+        # Fresh scopes each batch, as a server gives (made outside the timing).
+        scopes[:] = [apps.http_scope(path) for _ in range(n)]
+
+    return _with_setup(batch, run)
+
+
+def _with_setup(
+    setup: Callable[[], Awaitable[None]], run: Callable[[], Awaitable[None]]
+) -> Callable[[], Awaitable[float]]:
+    async def batch() -> float:
+        await setup()
+        t = time.perf_counter()
+        await run()
+        return time.perf_counter() - t
+
+    return batch
+
+
+async def passthrough(rounds: int, scale: float) -> list[Row]:
+    rows: list[Row] = []
+    sizes = {"raw": int(2000 * scale), "fastapi": int(200 * scale)}
+    for app_name, (make, path) in apps.APPS.items():
+        n = max(sizes[app_name], 10)
+        batches = {name: _requests(wrap(make()), path, n) for name, wrap in apps.VARIANTS.items()}
+        times = await interleaved(batches, rounds)
+        bare = times["bare"]
+        label = "raw ASGI app" if app_name == "raw" else "FastAPI hello"
+        first = len(rows)
+        for name in ("lifewatch", "starlette-exporter", "opentelemetry-asgi"):
+            ours = name == "lifewatch"
+            if app_name == "raw":
+                rows.append(
+                    Row(
+                        f"{label}: {name}, added per request",
+                        diffs(times[name], bare, 1e6 / n),
+                        "µs",
+                        0.3 if ours else None,
+                    )
+                )
+            rows.append(
+                Row(
+                    f"{label}: {name} / bare",
+                    ratios(times[name], bare),
+                    "x",
+                    1.01 if ours and app_name == "fastapi" else None,
+                )
+            )
+        per_req = statistics.median(bare) / n * 1e6
+        rows[first].note = f"bare {label}: {per_req:.2f} µs/request in process"
+    return rows
+
+
+# -- passthrough, under uvicorn + wrk -----------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _serve(app: str, variant: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
+        "BENCH_APP": app,
+        "BENCH_VARIANT": variant,
+    }
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "--factory", "apps:served"),
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+            *("--http", "httptools", "--loop", "uvloop", "--log-level", "warning"),
+            "--no-access-log",
+        ],
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=1) as r:
+                if r.status == 200:
+                    return proc, port
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"uvicorn serving {app}/{variant} did not come up")
+        time.sleep(0.1)
+
+
+def _wrk(port: int, seconds: float, connections: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/hello"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def under_uvicorn(rounds: int, seconds: float, variants: Sequence[str]) -> list[Row]:
+    if shutil.which("wrk") is None:
+        print("wrk not found: skipping the uvicorn section", file=sys.stderr)
+        return []
+    rows: list[Row] = []
+    for app_name in apps.APPS:
+        servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        try:
+            for variant in variants:
+                servers[variant] = _serve(app_name, variant)
+            for _, port in servers.values():
+                _wrk(port, 1, 16)  # warm up
+            rps: dict[str, list[float]] = {name: [] for name in servers}
+            for r in range(rounds):
+                names = list(servers)
+                k = r % len(names)
+                for name in names[k:] + names[:k]:
+                    rps[name].append(_wrk(servers[name][1], seconds, 32))
+        finally:
+            for proc, _ in servers.values():
+                proc.send_signal(signal.SIGINT)
+            for proc, _ in servers.values():
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        label = "raw ASGI app" if app_name == "raw" else "FastAPI hello"
+        for name in variants[1:]:
+            # Time per request, wrapped over bare: > 1 means the wrapper costs.
+            row = Row(f"{label}: bare req/s / {name} req/s", ratios(rps["bare"], rps[name]), "x")
+            rows.append(row)
+        rows[-len(variants) + 1].note = (
+            f"bare {label}: {statistics.median(rps['bare']):.0f} req/s "
+            f"(wrk -t1 -c32 -d{seconds:g}s, {rounds} interleaved rounds)"
+        )
+    return rows
+
+
+# -- phases ---------------------------------------------------------------------
+
+
+async def phases(rounds: int, count: int) -> list[Row]:
+    import structlog
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from prometheus_client import CollectorRegistry
+    from starlette.applications import Starlette
+
+    from lifewatch import Lifewatch
+
+    class DropExporter(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    class Empty:
+        async def __aenter__(self) -> None:
+            return None
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=100_000))
+    names = [f"phase-{i}" for i in range(count)]
+    devnull = open(os.devnull, "w")  # noqa: SIM115, ASYNC230
+
+    def configure(level: int) -> None:
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso"),
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(file=devnull),
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            cache_logger_on_first_use=True,
+        )
+
+    def bare_app() -> Any:
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Any) -> AsyncIterator[None]:
+            for _name in names:
+                async with Empty():
+                    pass
+            yield
+
+        return Starlette(lifespan=lifespan)
+
+    def wrapped_app(sinks: bool = True) -> Any:
+        watch = Lifewatch(service="bench", registry=CollectorRegistry(), tracer_provider=provider)
+        if not sinks:
+            # lifewatch's phase bookkeeping alone: no span, no metric, no log.
+            lc = watch._lifecycle
+            lc._phase_begins = lc._phase_ends = ()
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Any) -> AsyncIterator[None]:
+            for name in names:
+                async with watch.phase(name):
+                    pass
+            yield
+
+        return watch.instrument(Starlette(lifespan=lifespan))
+
+    def startup(make: Callable[[], Any]) -> Callable[[], Awaitable[float]]:
+        async def batch() -> float:
+            return await _drive_startup(make())
+
+        return batch
+
+    # The floors: what the user's own stack costs for the same work, with
+    # lifewatch nowhere in sight. One SDK span as lifewatch makes it, one
+    # JSON record of lifespan.phase.end, one new labelled gauge child set.
+    from opentelemetry import trace
+    from prometheus_client import Gauge
+
+    tracer = provider.get_tracer("floor")
+    root_ctx = trace.set_span_in_context(tracer.start_span("lifespan.startup"))
+
+    async def sdk_span() -> None:
+        for name in names:
+            span = tracer.start_span(
+                f"lifespan.startup {name}",
+                context=root_ctx,
+                attributes={
+                    "lifespan.event": "startup",
+                    "service.name": "bench",
+                    "lifespan.phase": name,
+                    "lifespan.phase.critical": True,
+                },
+            )
+            span.set_attribute("lifespan.outcome", "ok")
+            span.end()
+
+    async def log_record() -> None:
+        log = structlog.get_logger("lifewatch").bind(service="bench")
+        ids = {"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"}
+        for name in names:
+            log.info(
+                "lifespan.phase.end",
+                phase=name,
+                lifespan_event="startup",
+                duration_s=1.2e-05,
+                outcome="ok",
+                **ids,
+            )
+
+    async def by_hand() -> None:
+        # The same three things per phase, written by hand, in one loop.
+        log = structlog.get_logger("lifewatch").bind(service="bench")
+        gauge = Gauge("h", "h", ("phase", "event"), registry=CollectorRegistry())
+        for name in names:
+            span = tracer.start_span(
+                f"lifespan.startup {name}",
+                context=root_ctx,
+                attributes={
+                    "lifespan.event": "startup",
+                    "service.name": "bench",
+                    "lifespan.phase": name,
+                    "lifespan.phase.critical": True,
+                },
+            )
+            async with Empty():
+                pass
+            span.set_attribute("lifespan.outcome", "ok")
+            span.end()
+            gauge.labels(name, "startup").set(1.2e-05)
+            ctx = span.get_span_context()
+            log.info(
+                "lifespan.phase.end",
+                phase=name,
+                lifespan_event="startup",
+                duration_s=1.2e-05,
+                outcome="ok",
+                trace_id=format(ctx.trace_id, "032x"),
+                span_id=format(ctx.span_id, "016x"),
+            )
+
+    async def gauge_child() -> None:
+        gauge = Gauge("f", "f", ("phase", "event"), registry=CollectorRegistry())
+        for name in names:
+            gauge.labels(name, "startup").set(1.2e-05)
+
+    rows: list[Row] = []
+    for level, label in ((logging.INFO, "INFO"), (logging.DEBUG, "DEBUG")):
+        configure(level)
+        batches = {"bare": startup(bare_app), "lifewatch": startup(wrapped_app)}
+        if level == logging.INFO:
+            batches |= {
+                "core": startup(lambda: wrapped_app(sinks=False)),
+                "by hand": timed(by_hand),
+                "span": timed(sdk_span),
+                "log": timed(log_record),
+                "gauge": timed(gauge_child),
+            }
+        times = await interleaved(batches, rounds)
+        added = diffs(times["lifewatch"], times["bare"], 1e6 / count)
+        rows.append(
+            Row(
+                f"per phase, added (logs at {label})",
+                added,
+                "µs",
+                30.0,
+                note=(
+                    "a production filter: phase.end rendered, phase.begin filtered"
+                    if level == logging.INFO
+                    else "every record rendered: phase.begin and phase.end"
+                ),
+            )
+        )
+        if level != logging.INFO:
+            continue
+        floors = {
+            "span": "  of which SDK: start_span + set_attribute + end",
+            "log": "  of which structlog: one JSON record (phase.end)",
+            "gauge": "  of which prometheus-client: new labelled child + set",
+        }
+        for key, title in floors.items():
+            rows.append(Row(title, [t * 1e6 / count for t in times[key]], "µs"))
+        core = diffs(times["core"], times["bare"], 1e6 / count)
+        rows.append(
+            Row(
+                "  of which lifewatch, phases without sinks",
+                core,
+                "µs",
+                note="records, timing, parent and run bookkeeping, the contextvar",
+            )
+        )
+        hand = [t * 1e6 / count for t in times["by hand"]]
+        rows.append(
+            Row(
+                "  the same three written by hand, in one loop",
+                hand,
+                "µs",
+                note="more than the sum of the three alone: the SDK's batch export thread "
+                "takes the GIL whenever a log write releases it; caches",
+            )
+        )
+        rows.append(
+            Row(
+                "  lifewatch's own: added - by hand",
+                diffs(added, hand),
+                "µs",
+                note="phase bookkeeping + glue: otel context attach/detach, attribute "
+                "dict, the fan-out",
+            )
+        )
+    provider.shutdown()
+    quiet()
+    devnull.close()
+    return rows
+
+
+async def _drive_startup(app: Any) -> float:
+    """Seconds from ``lifespan.startup`` to ``lifespan.startup.complete``, then shut down."""
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    started = asyncio.Event()
+    done: list[float] = []
+    t0 = 0.0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal t0
+        message = next(messages)
+        if message["type"] == "lifespan.startup":
+            t0 = time.perf_counter()
+        else:
+            await started.wait()
+        return message
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            done.append(time.perf_counter() - t0)
+            started.set()
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    return done[0]
+
+
+# -- probes: /readyz and /metrics ---------------------------------------------------
+
+
+async def readyz(rounds: int, scale: float) -> list[Row]:
+    from asgi_lifespan import LifespanManager
+    from prometheus_client import CollectorRegistry
+
+    from lifewatch import Lifewatch
+
+    async def ok() -> bool:
+        return True
+
+    watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
+    for name in ("postgres", "redis", "queue"):
+        watch.add_check(name, ok, interval=60)
+    app = watch.middleware(apps.raw_constant)
+    endpoint = watch.routes["/readyz"]
+    n = max(int(1000 * scale), 10)
+    rows: list[Row] = []
+    async with LifespanManager(app):
+        for _ in range(200):  # until the first run of every interval check is in
+            if all(c.result is not None for c in watch.checks.values()):
+                break
+            await asyncio.sleep(0.01)
+        statuses: list[int] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        def calls(target: Any, path: str) -> Callable[[], Awaitable[float]]:
+            async def run() -> None:
+                for scope in scopes:
+                    await target(scope, apps.receive, send)
+
+            scopes: list[dict[str, Any]] = []
+
+            async def setup() -> None:
+                scopes[:] = [apps.http_scope(path) for _ in range(n)]
+                statuses.clear()
+
+            return _with_setup(setup, run)
+
+        class DoNothing:
+            """The least a class-based ASGI middleware can be: the floor for any."""
+
+            def __init__(self, app: Any) -> None:
+                self.app = app
+
+            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+                await self.app(scope, receive, send)
+
+        times = await interleaved(
+            {
+                "constant": calls(apps.raw_constant, "/readyz"),
+                "constant behind a do-nothing middleware": calls(
+                    DoNothing(apps.raw_constant), "/readyz"
+                ),
+                "constant behind middleware": calls(app, "/hello"),
+                "/readyz": calls(app, "/readyz"),
+                "/readyz endpoint alone": calls(endpoint, "/readyz"),
+            },
+            rounds,
+        )
+        assert set(statuses) == {200}, set(statuses)
+    base = times["constant"]
+    rows.append(Row("/readyz / constant 200 app", ratios(times["/readyz"], base), "x", 1.10))
+    rows.append(
+        Row(
+            "/readyz / constant app behind the same middleware",
+            ratios(times["/readyz"], times["constant behind middleware"]),
+            "x",
+        )
+    )
+    rows.append(
+        Row(
+            "/readyz endpoint alone / constant 200 app",
+            ratios(times["/readyz endpoint alone"], base),
+            "x",
+        )
+    )
+    rows.append(
+        Row(
+            "lifewatch middleware, added per request",
+            diffs(times["constant behind middleware"], base, 1e9 / n),
+            "ns",
+            note=f"constant 200 app: {statistics.median(base) / n * 1e9:.0f} ns/request",
+        )
+    )
+    rows.append(
+        Row(
+            "a do-nothing class middleware, added per request",
+            diffs(times["constant behind a do-nothing middleware"], base, 1e9 / n),
+            "ns",
+            note="the floor for anything served behind a middleware: "
+            "an instance call and one more coroutine",
+        )
+    )
+    return rows
+
+
+async def metrics(rounds: int, scale: float) -> list[Row]:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+    from starlette.applications import Starlette
+
+    from lifewatch import Lifewatch
+
+    quiet()
+    registry = CollectorRegistry()
+    watch = Lifewatch(service="bench", registry=registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        for i in range(50):
+            async with watch.phase(f"phase-{i:02d}", critical=i % 10 != 0):
+                if i % 10 == 0:
+                    raise RuntimeError("non-critical failure")
+        yield
+
+    app = watch.instrument(Starlette(lifespan=lifespan))
+    for i in range(10):
+        check = f"check-{i}"
+        watch.metrics.check_status.labels(check, "readiness").set(1)
+        for j in range(20):
+            watch.metrics.check_duration.labels(check).observe(0.001 * (j + 1))
+        watch.metrics.check_failures.labels(check, "error").inc()
+    await _drive_startup(app)
+    quiet()
+
+    om = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    n = max(int(20 * scale), 5)
+    rows: list[Row] = []
+    cases: list[tuple[str, list[tuple[bytes, bytes]], Callable[[], bytes]]] = [
+        ("text (curl)", [], lambda: generate_latest(registry)),
+        (
+            "OpenMetrics (Prometheus)",
+            [(b"accept", om.encode())],
+            lambda: openmetrics_latest(registry),  # type: ignore[no-untyped-call]
+        ),
+    ]
+    for label, headers, floor in cases:
+        endpoint = watch.routes["/metrics"]
+        scope = apps.http_scope("/metrics", headers)
+
+        async def ours(endpoint: Any = endpoint, scope: dict[str, Any] = scope) -> None:
+            for _ in range(n):
+                await endpoint(scope, apps.receive, apps.send)
+
+        async def base(floor: Callable[[], bytes] = floor) -> None:
+            for _ in range(n):
+                floor()
+
+        times = await interleaved({"floor": timed(base), "ours": timed(ours)}, rounds)
+        rows.append(
+            Row(
+                f"/metrics {label} / generate_latest",
+                ratios(times["ours"], times["floor"]),
+                "x",
+                1.2,
+                note=f"floor: {statistics.median(times['floor']) / n * 1e6:.0f} µs per render "
+                f"({len(generate_latest(registry))} bytes, 50 phases, 10 checks)",
+            )
+        )
+    return rows
+
+
+# -- import -------------------------------------------------------------------
+
+IMPORT_PROBE = """
+import time
+import fastapi
+t = time.perf_counter()
+import lifewatch
+print(time.perf_counter() - t)
+"""
+
+
+def import_cost(rounds: int) -> list[Row]:
+    """Milliseconds, as installed (bytecode cached) and compiled from source each time.
+
+    pip writes ``.pyc`` files when it installs a wheel; a source checkout run
+    with ``PYTHONDONTWRITEBYTECODE=1`` compiles every module on every start.
+    The cached figure is the one users see; the other is shown for context.
+    """
+    import tempfile
+
+    def probe(env: dict[str, str]) -> float:
+        out = subprocess.run(
+            [sys.executable, "-c", IMPORT_PROBE],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        return float(out.stdout.strip().splitlines()[-1]) * 1000
+
+    skip = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    base = {k: v for k, v in os.environ.items() if k not in skip}
+    with tempfile.TemporaryDirectory() as cache:
+        cached_env = {**base, "PYTHONPYCACHEPREFIX": cache}
+        source_env = {**base, "PYTHONDONTWRITEBYTECODE": "1"}
+        probe(cached_env)  # fills the cache
+        cached: list[float] = []
+        source: list[float] = []
+        for _ in range(rounds):
+            cached.append(probe(cached_env))
+            source.append(probe(source_env))
+    return [
+        Row("import lifewatch after fastapi (bytecode cached)", cached, "ms", 30.0),
+        Row(
+            "import lifewatch after fastapi (compiled from source)",
+            source,
+            "ms",
+            note="a checkout run with PYTHONDONTWRITEBYTECODE=1; pip-installed wheels have .pyc",
+        ),
+    ]
+
+
+# -- memory ---------------------------------------------------------------------
+
+
+def memory(requests: int) -> list[Row]:
+    import memory as mem
+
+    report = asyncio.run(mem.measure(requests, checkpoints=4, verbose=False))
+    rows = []
+    for what, (rss_kib, objects) in report.items():
+        rows.append(Row(f"{what}: resident memory growth", [rss_kib], "KiB", 1024.0))
+        rows.append(Row(f"{what}: live objects growth", [objects], "objects", 100.0))
+    rows[0].note = f"after warm-up, over {requests:,} requests each (memory.py prints checkpoints)"
+    return rows
+
+
+# -- main ---------------------------------------------------------------------
+
+SECTIONS = ("passthrough", "uvicorn", "phases", "probes", "import", "memory")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (~1 min)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds in process")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    unknown = only - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    rounds = args.rounds or (15 if args.quick else 41)
+    scale = 0.5 if args.quick else 1.0
+    started = time.monotonic()
+
+    logging.basicConfig(level=logging.CRITICAL)
+    quiet()
+
+    sections: list[tuple[str, list[Row]]] = []
+    if "passthrough" in only:
+        sections.append(("passthrough, in process", asyncio.run(passthrough(rounds, scale))))
+    if "uvicorn" in only:
+        variants = list(apps.VARIANTS)
+        if args.quick:
+            variants = variants[:2]
+        sections.append(
+            (
+                "passthrough under uvicorn (httptools, uvloop) + wrk, loopback",
+                under_uvicorn(2 if args.quick else 5, 1 if args.quick else 2, variants),
+            )
+        )
+    if "phases" in only:
+        sections.append(
+            ("phases: SDK tracer + JSON logs + metrics", asyncio.run(phases(rounds // 2, 1000)))
+        )
+    if "probes" in only:
+        probe_rows = asyncio.run(readyz(rounds, scale))
+        probe_rows += asyncio.run(metrics(rounds, scale))
+        sections.append(("probes, in process", probe_rows))
+    if "import" in only:
+        sections.append(("import, fresh interpreter", import_cost(7 if args.quick else 15)))
+    if "memory" in only:
+        sections.append(("memory", memory(20_000 if args.quick else 100_000)))
+
+    print(
+        f"\nlifewatch benchmarks: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"{rounds} interleaved rounds, {time.monotonic() - started:.0f} s"
+    )
+    print("median over rounds; spread p10..p90 (min..max under 10 rounds)\n")
+    print_table(sections)
+
+
+if __name__ == "__main__":
+    main()
