@@ -204,3 +204,29 @@ def test_making_a_lifewatch_logs_nothing(logs: list[dict[str, Any]]) -> None:
     """It is often made at import, before the app configures structlog."""
     Lifewatch(registry=CollectorRegistry())
     assert logs == []
+
+
+def test_logs_follow_a_structlog_configuration_made_after_the_lifewatch() -> None:
+    """The usual order: ``watch = Lifewatch(...)`` at import, structlog set up in main()."""
+    import io
+    import json
+    import logging
+
+    import structlog
+
+    watch = Lifewatch(service="late", registry=CollectorRegistry())
+    out = io.StringIO()
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+    try:
+        with TestClient(watch.instrument(Starlette())):
+            pass
+    finally:
+        structlog.reset_defaults()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert {r["event"] for r in records} >= {"lifespan.startup.complete", "lifespan.state"}
+    assert all(r["service"] == "late" for r in records)
+    assert "lifespan.phase.begin" not in {r["event"] for r in records}  # debug, filtered

@@ -27,8 +27,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from ._logging import logger
 from ._records import RunRecord
 from ._sink import Sink
 from ._types import State
@@ -66,7 +65,7 @@ class Drainer(Sink):
         self._previous: Handler = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._log: Any = structlog.get_logger("lifewatch").bind(service=service)
+        self._log: Any = logger(service)
 
     def bind(self, lifecycle: Lifecycle) -> None:
         self._lc = lifecycle

@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import structlog
-
 from ._checks import (
     PROBES,
     RESERVED,
@@ -27,6 +25,7 @@ from ._checks import (
     validate_check_name,
     validate_probes,
 )
+from ._logging import logger
 from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 from ._supervise import Supervised, watch_task
@@ -107,7 +106,7 @@ class Health(Sink):
         self.on_supervised: list[Callable[[Supervised], None]] = []
         self._serving = False
         self._state_time = time.time()
-        self._log: Any = structlog.get_logger("lifewatch").bind(service=service)
+        self._log: Any = logger(service)
 
     @property
     def lifecycle(self) -> Lifecycle:

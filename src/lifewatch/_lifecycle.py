@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,8 +108,6 @@ class Lifecycle:
         """Close a run once; later calls (the middleware after the wrapper) do nothing."""
         if run.end is not None:
             return
-        import time
-
         run.end = time.perf_counter()
         if run.outcome is None or outcome != "ok":
             run.outcome = outcome

@@ -20,18 +20,22 @@ def _ids(trace_id: int, span_id: int) -> dict[str, str]:
     return {"trace_id": format(trace_id, "032x"), "span_id": format(span_id, "016x")}
 
 
-def _debug_enabled(log: Any) -> Any:
-    """The logger's own level test, if it has one (structlog's filtering and stdlib loggers)."""
-    test = getattr(log, "is_enabled_for", None)
-    return test if callable(test) else None
+def logger(service: str | None) -> Any:
+    """The ``lifewatch`` logger, bound to ``service``, resolved at each use.
+
+    A lazy proxy, not ``get_logger().bind()``: binding resolves structlog's
+    configuration there and then, and a ``Lifewatch`` is usually made at
+    import, before the app configures structlog. (With the app's
+    ``cache_logger_on_first_use=True`` it resolves once, at the first record.)
+    """
+    return structlog.get_logger("lifewatch", service=service)
 
 
 class LoggingSink(Sink):
     """One record per event, bound to ``service`` and the span it happened in."""
 
     def __init__(self, service: str | None) -> None:
-        self._log: Any = structlog.get_logger("lifewatch").bind(service=service)
-        self._is_enabled_for = _debug_enabled(self._log)
+        self._log = logger(service)
 
     def run_begin(self, run: RunRecord) -> None:
         self._log.info(f"lifespan.{run.event}.begin", **_ids(run.trace_id, run.span_id))
@@ -58,7 +62,8 @@ class LoggingSink(Sink):
 
     def phase_begin(self, phase: PhaseRecord) -> None:
         # Usually filtered out: then skip building the record's fields too.
-        if self._is_enabled_for is not None and not self._is_enabled_for(logging.DEBUG):
+        enabled = getattr(self._log, "is_enabled_for", None)
+        if enabled is not None and not enabled(logging.DEBUG):
             return
         self._log.debug(
             "lifespan.phase.begin",
