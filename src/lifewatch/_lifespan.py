@@ -240,7 +240,7 @@ def _event_handlers(
             if id(handler) in seen:
                 continue
             seen.add(id(handler))
-            name = getattr(handler, "__qualname__", None) or name_of(handler)
+            name = name_of(handler)
             names[name] = names.get(name, 0) + 1
             if names[name] > 1:
                 name = f"{name}[{names[name]}]"
