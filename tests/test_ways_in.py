@@ -345,3 +345,31 @@ def test_two_handlers_with_one_name_get_distinct_phase_names(watch: Lifewatch) -
         pass
     assert ran == ["billing", "search"]
     assert phase_names(watch) == ["startup", "startup[2]"]
+
+
+def test_routers_included_after_instrument_are_phases_and_run_once(watch: Lifewatch) -> None:
+    trail: list[str] = []
+
+    @asynccontextmanager
+    async def app_lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        trail.append("app up")
+        yield {"db": "app-db"}
+        trail.append("app down")
+
+    @asynccontextmanager
+    async def router_lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        trail.append("router up")
+        yield {"extra": "router"}
+        trail.append("router down")
+
+    app = watch.instrument(FastAPI(lifespan=app_lifespan))  # before the routers
+    plain = APIRouter()
+    with pytest.warns(DeprecationWarning):
+        plain.on_event("startup")(lambda: trail.append("handler"))
+    app.include_router(APIRouter(lifespan=router_lifespan))
+    app.include_router(plain)
+    app.add_route("/state", state_endpoint)
+    with TestClient(app) as client:
+        assert client.get("/state").json() == {"db": "app-db", "extra": "router"}
+    assert trail == ["app up", "router up", "handler", "router down", "app down"]
+    assert phase_names(watch) == ["app_lifespan", "router_lifespan", "<lambda>"]

@@ -274,3 +274,27 @@ def flatten_app_lifespan(context: object) -> list[object]:
     if type(context).__name__ == "_DefaultLifespan":
         return []
     return [context]
+
+
+def wrap_router_lifespan(watch: Lifewatch, router: Any) -> None:
+    """Make ``router.lifespan_context`` one ``WatchedLifespan`` of ``watch``.
+
+    Run by ``instrument()`` and again at startup, so routers included after
+    ``instrument()`` (whose lifespans FastAPI nests around the wrapper) are
+    taken apart too: each becomes a phase, and their ``on_event`` handlers,
+    copied to the app's router, run once, as phases of their own.
+    """
+    current = router.lifespan_context
+    if isinstance(current, WatchedLifespan) and current.watch is watch:
+        return
+    components: list[tuple[str, LifespanFactory]] = []
+    taken: dict[str, int] = {}
+    for part in flatten_app_lifespan(current):
+        if isinstance(part, WatchedLifespan) and part.watch is watch:
+            pairs = list(part.components)
+        else:
+            pairs = [(name_of(part), as_factory(part, f"the app's lifespan {part!r}"))]
+        for name, factory in pairs:
+            taken[name] = taken.get(name, 0) + 1
+            components.append((name if taken[name] == 1 else f"{name}[{taken[name]}]", factory))
+    router.lifespan_context = WatchedLifespan(watch, components)

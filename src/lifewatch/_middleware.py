@@ -89,7 +89,12 @@ class LifewatchMiddleware:
                 await self._call(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lc = self.watch._lifecycle
+        watch = self.watch
+        lc = watch._lifecycle
+        if watch._instrumented:
+            # Routers included after instrument() are nested around the
+            # wrapper by FastAPI: take them apart now, before startup.
+            watch._rewrap(scope.get("app"))
         received: list[str] = []
         sent: list[str] = []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ from ._drain import Drainer
 from ._exposition import MetricsEndpoint
 from ._health import Health
 from ._lifecycle import Lifecycle
-from ._lifespan import WatchedLifespan, as_factory, flatten_app_lifespan, name_of
+from ._lifespan import WatchedLifespan, as_factory, name_of, wrap_router_lifespan
 from ._logging import LoggingSink
 from ._metrics import Metrics, MetricsSink, metrics_for, validate_namespace
 from ._phase import Phase
@@ -105,6 +106,8 @@ class Lifewatch:
         self.process_start = process_start_time()
         from ._tracing import TracingSink
 
+        self._instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Apps wrapped by ``instrument``: rewrapped at startup (late routers)."""
         self.routes: dict[str, ASGIApp] = {}
         """Path -> ASGI app served by the middleware in front of the user's app."""
         self.timeline_path = validate_path(timeline_path, "timeline_path", "/lifewatch/timeline")
@@ -209,11 +212,8 @@ class Lifewatch:
                 "instrument() takes a Starlette or FastAPI application; got "
                 f"{app!r}. For any other ASGI app use LifewatchMiddleware(app, watch=watch)."
             )
-        router = app.router
-        current = router.lifespan_context
-        if not (isinstance(current, WatchedLifespan) and current.watch is self):
-            parts = flatten_app_lifespan(current)
-            router.lifespan_context = self.lifespan(*parts)
+        wrap_router_lifespan(self, app.router)
+        self._instrumented.add(app)
         from ._middleware import LifewatchMiddleware
 
         if not any(
@@ -223,6 +223,15 @@ class Lifewatch:
         ):
             app.add_middleware(LifewatchMiddleware, watch=self)
         return app
+
+    def _rewrap(self, app: object) -> None:
+        """At startup: wrap again what ``instrument`` wrapped, if it changed since."""
+        try:
+            instrumented = app in self._instrumented
+        except TypeError:  # not weak-referenceable: not an app we instrumented
+            return
+        if instrumented:
+            wrap_router_lifespan(self, app.router)  # type: ignore[attr-defined]
 
     def middleware(self, app: Any) -> Any:
         """``LifewatchMiddleware(app, watch=self)``, for any ASGI app."""
