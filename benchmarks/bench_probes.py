@@ -27,11 +27,7 @@ import argparse
 import asyncio
 import importlib.util
 import os
-import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,23 +37,13 @@ from prometheus_client import CollectorRegistry
 
 from lifewatch import Lifewatch
 
-HERE = Path(__file__).resolve().parent
-_BODY = b"ok"
-_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"2")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from loadgen import uvicorn_servers, wrk
 
-async def constant_app(scope: Any, receive: Any, send: Any) -> None:
-    """The baseline: a raw ASGI app answering 200 ``ok`` to every request."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    await send({"type": "http.response.start", "status": 200, "headers": list(_HEADERS)})
-    await send({"type": "http.response.body", "body": _BODY})
+import apps
+
+constant_app = apps.raw_constant  # the baseline: a raw ASGI app answering 200 ``ok``
 
 
 async def postgres() -> bool:
@@ -168,89 +154,21 @@ async def in_process(rounds: int, n: int) -> dict[str, list[float]]:
 # -- under uvicorn, with wrk ------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _serve(target: str, server_args: list[str]) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            f"bench_probes:{target}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            *server_args,
-        ],
-        env=env,
-    )
-    import urllib.request
-
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return proc, port
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"uvicorn serving {target} did not come up")
-        time.sleep(0.1)
-
-
-def _wrk(port: int, seconds: int, connections: int) -> float:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/readyz"],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=True,
-    ).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError(f"wrk saw errors:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert match, out
-    return float(match.group(1))
-
-
 def under_uvicorn(
     rounds: int, seconds: int, connections: int, server_args: list[str]
 ) -> dict[str, list[float]]:
     targets = {"constant": "constant_app", "lifewatch /readyz": "lifewatch_app"}
     if fastapi_health_app is not None:
         targets["fastapi-health"] = "fastapi_health_app"
-    servers = {}
-    try:
-        for name, target in targets.items():
-            servers[name] = _serve(target, server_args)
-        for _, port in servers.values():
-            _wrk(port, 1, connections)  # warm up
-        rps: dict[str, list[float]] = {name: [] for name in servers}
+    specs = {name: (f"bench_probes:{target}", server_args, {}) for name, target in targets.items()}
+    with uvicorn_servers(specs, "/readyz") as ports:
+        for port in ports.values():
+            wrk(port, "/readyz", 1, connections)  # warm up
+        rps: dict[str, list[float]] = {name: [] for name in ports}
         for _ in range(rounds):
-            for name, (_, port) in servers.items():
-                rps[name].append(_wrk(port, seconds, connections))
+            for name, port in ports.items():
+                rps[name].append(wrk(port, "/readyz", seconds, connections))
         return rps
-    finally:
-        for proc, _ in servers.values():
-            proc.send_signal(signal.SIGINT)
-        for proc, _ in servers.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 # -- report -----------------------------------------------------------------

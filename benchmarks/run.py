@@ -35,15 +35,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +47,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from loadgen import uvicorn_servers, wrk  # noqa: E402
 from timing import Row, diffs, interleaved, print_table, ratios, timed  # noqa: E402
 
 import apps  # noqa: E402
@@ -129,87 +126,29 @@ async def passthrough(rounds: int, scale: float) -> list[Row]:
 # -- passthrough, under uvicorn + wrk -----------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _serve(app: str, variant: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
-        "BENCH_APP": app,
-        "BENCH_VARIANT": variant,
-    }
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "--factory", "apps:served"),
-            *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-            *("--http", "httptools", "--loop", "uvloop", "--log-level", "warning"),
-            "--no-access-log",
-        ],
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=1) as r:
-                if r.status == 200:
-                    return proc, port
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"uvicorn serving {app}/{variant} did not come up")
-        time.sleep(0.1)
-
-
-def _wrk(port: int, seconds: float, connections: int) -> float:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/hello"],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=True,
-    ).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError(f"wrk saw errors:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert match, out
-    return float(match.group(1))
-
-
 def under_uvicorn(rounds: int, seconds: float, variants: Sequence[str]) -> list[Row]:
     if shutil.which("wrk") is None:
         print("wrk not found: skipping the uvicorn section", file=sys.stderr)
         return []
     rows: list[Row] = []
     for app_name in apps.APPS:
-        servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-        try:
-            for variant in variants:
-                servers[variant] = _serve(app_name, variant)
-            for _, port in servers.values():
-                _wrk(port, 1, 16)  # warm up
-            rps: dict[str, list[float]] = {name: [] for name in servers}
+        specs = {
+            variant: (
+                "apps:served",
+                ("--factory", "--workers", "1", "--http", "httptools", "--loop", "uvloop"),
+                {"BENCH_APP": app_name, "BENCH_VARIANT": variant},
+            )
+            for variant in variants
+        }
+        with uvicorn_servers(specs, "/hello") as ports:
+            for port in ports.values():
+                wrk(port, "/hello", 1, 16)  # warm up
+            rps: dict[str, list[float]] = {name: [] for name in ports}
             for r in range(rounds):
-                names = list(servers)
+                names = list(ports)
                 k = r % len(names)
                 for name in names[k:] + names[:k]:
-                    rps[name].append(_wrk(servers[name][1], seconds, 32))
-        finally:
-            for proc, _ in servers.values():
-                proc.send_signal(signal.SIGINT)
-            for proc, _ in servers.values():
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                    rps[name].append(wrk(ports[name], "/hello", seconds, 32))
         label = "raw ASGI app" if app_name == "raw" else "FastAPI hello"
         for name in variants[1:]:
             # Time per request, wrapped over bare: > 1 means the wrapper costs.
