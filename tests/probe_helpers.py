@@ -46,6 +46,6 @@ async def call(
         sent.append(message)
 
     await app(scope, receive, send)
-    start, body = sent[0], sent[1]
+    start = sent[0]
     assert start["type"] == "http.response.start"
-    return start["status"], dict(start["headers"]), body.get("body", b"")
+    return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])

@@ -21,6 +21,8 @@ from starlette.routing import Route
 
 from lifewatch import Lifewatch, StartupFailed, State
 
+from .probe_helpers import call
+
 pytestmark = pytest.mark.anyio
 
 ODD_NAMES = ('db "primary"', "back\\slash", "two\nlines", "cache-warmup ünïcødé ✓", '{x="1"}')
@@ -30,34 +32,9 @@ async def get(
     app: Any, path: str = "/metrics", method: str = "GET", headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     """One HTTP request straight through ASGI: no client library in between."""
-    messages: list[dict[str, Any]] = []
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": raw,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    await app(scope, receive, send)
-    start = messages[0]
-    heads = {k.decode(): v.decode() for k, v in start["headers"]}
-    body = b"".join(m.get("body", b"") for m in messages[1:])
-    return start["status"], heads, body
+    status, heads, body = await call(app, path, method=method, headers=raw)
+    return status, {k.decode(): v.decode() for k, v in heads.items()}, body
 
 
 def app_with(watch: Lifewatch, lifespan: Any = None) -> Starlette:
