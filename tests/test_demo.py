@@ -7,27 +7,23 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from .servers import free_port
+from .servers import free_port, http_get, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_for(url: str, proc: subprocess.Popen[str], status: int = 200, limit: float = 30) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+def answers(url: str, proc: subprocess.Popen[str]) -> None:
+    """Wait until ``url`` answers 2xx while the demo keeps running."""
+
+    def up() -> str:
         assert proc.poll() is None, "the demo exited early"
-        try:
-            if httpx.get(url, timeout=1).status_code == status:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} never answered {status}")
+        return http_get(url)
+
+    wait_for(url, up, timeout=30, step=0.05)
 
 
 def test_demo_shows_every_feature_and_stops_cleanly_on_ctrl_c() -> None:
@@ -51,13 +47,13 @@ def test_demo_shows_every_feature_and_stops_cleanly_on_ctrl_c() -> None:
         text=True,
     )
     try:
-        wait_for(f"{base}/startupz", proc)
+        answers(f"{base}/startupz", proc)
         # The server is up while the model loads: started, alive, not ready.
         assert httpx.get(f"{base}/livez").status_code == 200
         waiting = httpx.get(f"{base}/readyz?verbose")
         assert waiting.status_code == 503
         assert "background phase(s) running: model-load" in waiting.text
-        wait_for(f"{base}/readyz", proc)
+        answers(f"{base}/readyz", proc)
         health = httpx.get(f"{base}/readyz", headers={"accept": "application/health+json"}).json()
         assert health["status"] == "warn"  # the cache is down, and not critical
         assert set(health["checks"]) == {"lifespan", "database", "cache"}

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .servers import free_port
+from .servers import env, free_port, http_get, uvicorn_argv, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,23 +20,20 @@ ROOT = Path(__file__).resolve().parent.parent
 def serve(target: str) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)],
+        uvicorn_argv(port, target),
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
+
+    def up() -> str:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        return http_get(base + "/livez")
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                httpx.get(base + "/livez", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.05)
+        wait_for(f"{target} on {base}", up, timeout=30, step=0.05)
         yield base
     finally:
         proc.send_signal(signal.SIGINT)  # SIGTERM would wait out the drain delay
