@@ -95,6 +95,31 @@ def with_lifewatch(app: Any) -> Any:
     return watch.instrument(app) if isinstance(app, Starlette) else watch.middleware(app)
 
 
+async def postgres() -> bool:
+    return True
+
+
+async def redis() -> bool:
+    return True
+
+
+async def queue() -> bool:
+    return True
+
+
+CHECKS = (postgres, redis, queue)
+"""Three readiness checks, always passing: what the probe benchmarks serve."""
+
+
+def probed(app: Any = None) -> tuple[Lifewatch, Any]:
+    """``app`` (the constant app by default) behind lifewatch, with ``CHECKS``
+    as interval checks, so probes answer from their cached results."""
+    watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
+    for check in CHECKS:
+        watch.add_check(check.__name__, check, interval=60)
+    return watch, watch.middleware(raw_constant if app is None else app)
+
+
 def with_starlette_exporter(app: Any) -> Any:
     from starlette_exporter import PrometheusMiddleware
 

@@ -33,10 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
-from lifewatch import Lifewatch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import uvicorn_servers, wrk
@@ -46,26 +42,7 @@ import apps
 constant_app = apps.raw_constant  # the baseline: a raw ASGI app answering 200 ``ok``
 
 
-async def postgres() -> bool:
-    return True
-
-
-async def redis() -> bool:
-    return True
-
-
-async def queue() -> bool:
-    return True
-
-
-def make_lifewatch_app() -> tuple[Lifewatch, Any]:
-    watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
-    for check in (postgres, redis, queue):
-        watch.add_check(check.__name__, check, interval=60)
-    return watch, watch.middleware(constant_app)
-
-
-lifewatch_watch, lifewatch_app = make_lifewatch_app()
+lifewatch_watch, lifewatch_app = apps.probed(constant_app)
 
 
 def make_fastapi_health_app() -> Any:
@@ -73,7 +50,7 @@ def make_fastapi_health_app() -> Any:
     from fastapi_health import health  # type: ignore[import-untyped]
 
     app = FastAPI()
-    app.add_api_route("/readyz", health([postgres, redis, queue]))
+    app.add_api_route("/readyz", health(list(apps.CHECKS)))
     return app
 
 

@@ -46,17 +46,8 @@ async def measure(
 ) -> dict[str, tuple[float, int]]:
     """Growth (resident KiB, live objects) after warm-up, per kind of request."""
     from asgi_lifespan import LifespanManager
-    from prometheus_client import CollectorRegistry
 
-    from lifewatch import Lifewatch
-
-    async def ok() -> bool:
-        return True
-
-    watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
-    for name in ("postgres", "redis", "queue"):
-        watch.add_check(name, ok, interval=60)
-    app = watch.middleware(apps.raw_constant)
+    watch, app = apps.probed()
     kinds = {
         "passthrough (middleware)": ("/hello", b""),
         "/readyz (kept answer)": ("/readyz", b""),

@@ -410,17 +410,8 @@ async def _drive_startup(app: Any) -> float:
 
 async def readyz(rounds: int, scale: float) -> list[Row]:
     from asgi_lifespan import LifespanManager
-    from prometheus_client import CollectorRegistry
 
-    from lifewatch import Lifewatch
-
-    async def ok() -> bool:
-        return True
-
-    watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
-    for name in ("postgres", "redis", "queue"):
-        watch.add_check(name, ok, interval=60)
-    app = watch.middleware(apps.raw_constant)
+    watch, app = apps.probed()
     endpoint = watch.routes["/readyz"]
     n = max(int(1000 * scale), 10)
     rows: list[Row] = []
