@@ -7,16 +7,17 @@ structured log line and Prometheus metrics; the app gets Kubernetes probes.
 from __future__ import annotations
 
 from ._checks import CheckResult, HealthCheck, Probe
-from ._errors import LifewatchError, PhaseTimeout, ShutdownFailed, StartupFailed
+from ._errors import LifewatchError, PhaseTimeout
 from ._lifespan import WatchedLifespan
+from ._lifewatch import Lifewatch
 from ._middleware import LifewatchMiddleware
+from ._options import Options
 from ._phase import Phase
 from ._pushgateway import Pushgateway
-from ._records import PhaseRecord, RunRecord
+from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._timeline import Timeline, TimelineEntry
 from ._types import Event, Outcome, Reason, State
-from ._watch import Lifewatch
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,8 @@ __all__ = [
     "Lifewatch",
     "LifewatchError",
     "LifewatchMiddleware",
+    "Notice",
+    "Options",
     "Outcome",
     "Phase",
     "PhaseRecord",
@@ -35,9 +38,7 @@ __all__ = [
     "Pushgateway",
     "Reason",
     "RunRecord",
-    "ShutdownFailed",
     "Sink",
-    "StartupFailed",
     "State",
     "Timeline",
     "TimelineEntry",

@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from ._demo import build_app, configure_logging, configure_tracing
-    from ._watch import Lifewatch
+    from ._lifewatch import Lifewatch
 
     configure_logging(args.json, args.verbose)
     watch = Lifewatch(

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 
-from ._watch import Lifewatch
+from ._lifewatch import Lifewatch
 
 MODEL_LOAD_SECONDS = 4.0
 

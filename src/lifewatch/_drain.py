@@ -27,8 +27,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._logging import logger
-from ._records import RunRecord
+from ._records import Notice, RunRecord
 from ._sink import Sink
 from ._types import State
 
@@ -54,21 +53,19 @@ def _under_reload(handler: Handler) -> bool:
 
 
 class Drainer(Sink):
-    """Installs the SIGTERM hook for the life of the server, on the event flow."""
+    """Installs the SIGTERM hook for the life of the server, on the event flow.
 
-    def __init__(
-        self, lifecycle: Lifecycle | None, drain_delay: float, service: str | None
-    ) -> None:
-        self._lc = lifecycle
+    Whatever fails on the way (a log record, a sink), the signal it took from
+    the server is handed on: a drain may lose a log line, never the shutdown.
+    """
+
+    def __init__(self, lifecycle: Lifecycle, drain_delay: float) -> None:
+        self.lifecycle = lifecycle
         self.drain_delay = drain_delay
         self.installed = False
         self._previous: Handler = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._log: Any = logger(service)
-
-    def bind(self, lifecycle: Lifecycle) -> None:
-        self._lc = lifecycle
 
     # -- on the lifecycle's event flow ---------------------------------------
 
@@ -88,10 +85,7 @@ class Drainer(Sink):
         except RuntimeError:
             return
         previous = signal.getsignal(signal.SIGTERM)
-        if not _hookable(previous):
-            self._log.debug("lifespan.drain.unhooked", handler=repr(previous))
-            return
-        if _under_reload(previous):
+        if not _hookable(previous) or _under_reload(previous):
             return
         self._loop = loop
         self._previous = previous
@@ -117,34 +111,42 @@ class Drainer(Sink):
         # Runs between two bytecodes of whatever the main thread was doing:
         # do the work on the loop, not here.
         loop = self._loop
-        if loop is None or loop.is_closed():
+        try:
+            if loop is None or loop.is_closed():
+                raise RuntimeError("no loop to drain on")
+            loop.call_soon_threadsafe(self._begin, sig)
+        except Exception:
             self._forward(sig)
-            return
-        loop.call_soon_threadsafe(self._begin, sig)
 
     def _begin(self, sig: int) -> None:
-        lc = self._lc
         if self._timer is not None:
             # A second SIGTERM: the operator means it, stop waiting.
-            self._log.warning("lifespan.drain.cut", signal=signal.Signals(sig).name)
             self._timer.cancel()
+            self._timer = None
+            self._tell("lifespan.drain.cut", "warning", sig)
             self._forward(sig)
             return
-        if lc is None or lc.state is not State.READY:
+        lc = self.lifecycle
+        if lc.state is not State.READY:
             # Not ready, so nobody routes here: nothing to drain.
             self._forward(sig)
             return
-        lc.set_state(State.DRAINING)
-        self._log.info(
-            "lifespan.drain.begin", signal=signal.Signals(sig).name, drain_delay_s=self.drain_delay
-        )
         assert self._loop is not None
+        # The timer first: nothing after it can keep the signal from the server.
         self._timer = self._loop.call_later(self.drain_delay, self._end, sig)
+        lc.set_state(State.DRAINING)
+        self._tell("lifespan.drain.begin", "info", sig)
 
     def _end(self, sig: int) -> None:
         self._timer = None
-        self._log.info("lifespan.drain.end", drain_delay_s=self.drain_delay)
-        self._forward(sig)
+        try:
+            self._tell("lifespan.drain.end", "info", sig)
+        finally:
+            self._forward(sig)
+
+    def _tell(self, event: str, level: str, sig: int) -> None:
+        fields = {"signal": signal.Signals(sig).name, "drain_delay_s": self.drain_delay}
+        self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
 
     def _forward(self, sig: int) -> None:
         previous = self._previous

@@ -1,39 +1,54 @@
-"""Exceptions lifewatch raises, each naming the phase it concerns."""
+"""The one exception lifewatch raises of its own, and the note it adds to others.
+
+A failing phase's exception reaches the server and the caller as itself, so
+``except DatabaseDown:`` keeps working; lifewatch only adds a PEP 678 note
+naming the phase, which tracebacks (and so the server's log) print.
+"""
 
 from __future__ import annotations
+
+import sys
+
+NOTE_PREFIX = "lifewatch: "
 
 
 class LifewatchError(Exception):
     """Base class of the errors lifewatch raises itself."""
 
 
-class StartupFailed(LifewatchError):
-    """A critical startup phase failed; the message names it.
-
-    Raised out of the lifespan so that the ASGI server's
-    ``lifespan.startup.failed`` message (and so its log line) says which phase.
-    """
-
-    def __init__(self, phase: str, reason: str, cause: BaseException | None) -> None:
-        self.phase = phase
-        self.reason = reason
-        detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
-        super().__init__(f"lifewatch: startup phase {phase!r} failed ({reason}){detail}")
-
-
-class ShutdownFailed(LifewatchError):
-    """One or more shutdown phases failed; every one of them still ran."""
-
-    def __init__(self, phases: list[str]) -> None:
-        self.phases = phases
-        names = ", ".join(repr(p) for p in phases)
-        super().__init__(f"lifewatch: shutdown phase(s) {names} failed")
-
-
 class PhaseTimeout(TimeoutError, LifewatchError):
-    """A phase ran past its ``timeout`` and was cancelled."""
+    """A phase ran past its ``timeout`` (or the run past its bound) and was cut."""
 
-    def __init__(self, phase: str, timeout: float) -> None:
+    def __init__(
+        self, phase: str, timeout: float, limit: str = "timeout", event: str = "startup"
+    ) -> None:
         self.phase = phase
         self.timeout = timeout
-        super().__init__(f"lifewatch: phase {phase!r} timed out after {timeout:g}s")
+        self.limit = limit
+        """What cut it: the phase's ``timeout``, or ``startup_timeout``/``shutdown_timeout``."""
+        self.event = event
+        # Worded like the note on other failures, so one grep finds both.
+        super().__init__(
+            f"lifewatch: {event} phase {phase!r} failed (timeout): "
+            f"still running after {limit}={timeout:g}s"
+        )
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, once; on Python 3.10 the ``__notes__`` list alone."""
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list) and note in notes:
+        return
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # pragma: no cover - 3.10: kept for code that reads __notes__
+        if not isinstance(notes, list):
+            notes = []
+            exc.__notes__ = notes  # type: ignore[attr-defined]
+        notes.append(note)
+
+
+def has_note(exc: BaseException) -> bool:
+    """Whether lifewatch already named a phase on ``exc`` (the innermost one did)."""
+    notes = getattr(exc, "__notes__", None) or ()
+    return any(isinstance(n, str) and n.startswith(NOTE_PREFIX) for n in notes)

@@ -1,6 +1,8 @@
 """The health of one ``Lifewatch``: checks, supervised tasks, lifecycle truth.
 
-``Health`` is a sink on the lifecycle's one event flow: it starts the
+Checks and supervised tasks report to the lifecycle, which tells every sink
+(metrics and logs come from there, isolated); health writes neither itself.
+``Health`` is a sink on that one event flow: it starts the
 ``interval`` checks' refreshers when startup completes and stops them when
 shutdown begins, and every lifecycle event invalidates the answers the probe
 endpoints keep, so a probe with only cached checks is a few attribute reads.
@@ -25,7 +27,6 @@ from ._checks import (
     validate_check_name,
     validate_probes,
 )
-from ._logging import logger
 from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 from ._supervise import Supervised, watch_task
@@ -34,7 +35,6 @@ from ._validate import validate_bool, validate_seconds
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
-    from ._metrics import Metrics
     from ._probes import ProbeEndpoint
 
 Status = Literal["pass", "warn", "fail"]
@@ -84,17 +84,8 @@ def _overall(entries: Iterable[Entry]) -> Status:
 class Health(Sink):
     """Checks, supervised tasks and the lifecycle, as probe reports."""
 
-    def __init__(
-        self,
-        lifecycle: Lifecycle | None,
-        metrics: Metrics,
-        *,
-        service: str | None,
-        slow_check_threshold: float,
-    ) -> None:
-        self._lc: Lifecycle | None = lifecycle
-        self.metrics = metrics
-        self.slow_check_threshold = slow_check_threshold
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
         self.checks: dict[str, HealthCheck] = {}
         self.by_probe: dict[Probe, list[HealthCheck]] = {p: [] for p in PROBES}
         self.supervised: dict[str, Supervised] = {}
@@ -106,15 +97,6 @@ class Health(Sink):
         self.on_supervised: list[Callable[[Supervised], None]] = []
         self._serving = False
         self._state_time = time.time()
-        self._log: Any = logger(service)
-
-    @property
-    def lifecycle(self) -> Lifecycle:
-        assert self._lc is not None
-        return self._lc
-
-    def bind(self, lifecycle: Lifecycle) -> None:
-        self._lc = lifecycle
 
     def invalidate(self) -> None:
         self.version += 1
@@ -155,7 +137,7 @@ class Health(Sink):
             probes=chosen,
             critical=critical,
             interval=interval_s,
-            on_result=self._on_result,
+            on_result=self.lifecycle.check_result,
         )
         self.checks[name] = check
         for probe in PROBES:
@@ -190,73 +172,30 @@ class Health(Sink):
             )
         record = Supervised(name, task)
         self.supervised[name] = record
-        self.metrics.check_status.labels(record.entry, "liveness").set(1)
-        watch_task(record, self._shutting_down, self._on_death)
+        self.lifecycle.task_started(record)
+        watch_task(record, self._shutting_down, self.lifecycle.task_died)
         for hook in self.on_supervised:
             hook(record)
         self.invalidate()
         return task
 
     def _shutting_down(self) -> bool:
-        lc = self._lc
-        if lc is None:
-            return False
+        lc = self.lifecycle
         current = lc.current
         return lc.state in (State.STOPPING, State.STOPPED) or (
             current is not None and current.event == "shutdown"
         )
 
-    def _on_death(self, record: Supervised) -> None:
-        self.metrics.check_status.labels(record.entry, "liveness").set(0)
-        self.metrics.check_failures.labels(record.entry, record.reason or "error").inc()
-        self._log.error(
-            "lifespan.task.died",
-            task=record.name,
-            check=record.entry,
-            reason=record.reason,
-            error=record.detail,
-            exc_info=record.error,
-        )
-        self.invalidate()
+    # -- results, on the lifecycle's event flow -------------------------------
 
-    # -- results --------------------------------------------------------------
-
-    def _on_result(
+    def check_result(
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
-        metrics = self.metrics
-        metrics.check_duration.labels(check.name).observe(result.duration)
-        for probe in check.probes:
-            metrics.check_status.labels(check.name, probe).set(1 if result.ok else 0)
-        if not result.ok:
-            metrics.check_failures.labels(check.name, result.reason or "error").inc()
         if previous is None or previous.ok != result.ok or previous.detail != result.detail:
             self.invalidate()
-        if not result.ok and (previous is None or previous.ok):
-            level = "error" if check.critical else "warning"
-            getattr(self._log, level)(
-                "lifespan.check.failed",
-                check=check.name,
-                reason=result.reason,
-                error=result.detail,
-                critical=check.critical,
-                probes=sorted(check.probes),
-                duration_s=round(result.duration, 6),
-            )
-        elif result.ok and previous is not None and not previous.ok:
-            self._log.info(
-                "lifespan.check.recovered",
-                check=check.name,
-                failed_for_s=round(result.monotonic - previous.monotonic, 3),
-                duration_s=round(result.duration, 6),
-            )
-        if result.reason != "timeout" and result.duration > self.slow_check_threshold:
-            self._log.warning(
-                "lifespan.check.slow",
-                check=check.name,
-                duration_s=round(result.duration, 6),
-                threshold_s=self.slow_check_threshold,
-            )
+
+    def task_died(self, task: Supervised) -> None:
+        self.invalidate()
 
     # -- background refresh, on the lifecycle's event flow -------------------
 
@@ -301,7 +240,6 @@ class Health(Sink):
     def _lifespan_entry(self, probe: Probe) -> Entry:
         lc = self.lifecycle
         state = lc.state
-        assert state is not None
         when = _iso(self._state_time)
         startup = lc.startup
         degraded = startup is not None and startup.outcome == "degraded"
@@ -313,8 +251,7 @@ class Health(Sink):
                 return Entry(RESERVED, "warn", when, state.value, output=output)
             return Entry(RESERVED, "pass", when, state.value)
         if state is State.STARTING and lc.startup_complete and lc.background:
-            names = sorted(t.get_name().removeprefix("lifewatch:") for t in lc.background)
-            output = "background phase(s) running: " + ", ".join(names)
+            output = "background phase(s) running: " + ", ".join(lc.background_names())
         elif state is State.FAILED and startup is not None and startup.failed_phase:
             output = f"failed: phase {startup.failed_phase!r}"
         else:
@@ -364,9 +301,7 @@ class Health(Sink):
         entries as excluded (``?exclude=``). Checks without a usable cached
         result run now, concurrently, sharing any run already in flight.
         """
-        lc = self.lifecycle
-        state = lc.state
-        assert state is not None
+        state = self.lifecycle.state
         entries: list[Entry] = []
         if probe != "liveness" and only in (None, RESERVED):
             entries.append(self._lifespan_entry(probe))

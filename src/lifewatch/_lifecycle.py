@@ -1,130 +1,347 @@
-"""The lifecycle: runs, phases and state, fanned out to the sinks.
+"""The lifecycle: the one event flow of lifewatch.
 
-This is the single event flow of DESIGN section 7: whoever sees a run or a
-phase begin or end (the lifespan wrapper, a ``phase`` block, the middleware)
-tells the lifecycle, which updates the state and hands one record to every
-sink. A sink that raises is logged and skipped: observability must never take
-the application down.
+Whoever sees something happen (a ``phase`` block, a lifespan wrapper, the
+middleware reading lifespan messages, a health check, a signal) tells the
+lifecycle; the lifecycle decides what it means (the outcome of a phase or a
+run, the state) and hands one record to every sink. It alone writes run and
+phase records, owns each run's bound (its deadline) and the state.
+
+A sink that raises is reported and skipped: observability must never change
+what the app or the server sees.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
+import math
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
-from ._records import PhaseRecord, RunRecord
+import anyio
+
+from ._errors import PhaseTimeout, add_note, has_note
+from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
-from ._types import Event, Outcome, State
+from ._types import Event, Outcome, Reason, State
 
-_log = logging.getLogger("lifewatch")
+if TYPE_CHECKING:
+    from ._checks import CheckResult, HealthCheck
+    from ._supervise import Supervised
+
+_END_HOOKS = ("run_end", "phase_end")
+_HOOKS = (
+    "run_begin",
+    "run_end",
+    "phase_begin",
+    "phase_end",
+    "state_changed",
+    "check_result",
+    "task_started",
+    "task_died",
+    "notice",
+)
+
+
+def _cancelled_class() -> type[BaseException]:
+    try:
+        return anyio.get_cancelled_exc_class()
+    except Exception:  # no async library running: only asyncio's can be about
+        return asyncio.CancelledError
 
 
 class Lifecycle:
-    """State of one ``Lifewatch``: current run, past runs, state, background work."""
+    """Runs, phases, state and background phases of one ``Lifewatch``."""
 
-    def __init__(self, service: str | None, sinks: Sequence[Sink]) -> None:
+    def __init__(
+        self,
+        *,
+        service: str | None,
+        startup_timeout: float | None,
+        shutdown_timeout: float | None,
+        log: Any,
+    ) -> None:
         self.service = service
-        self.sinks = tuple(sinks)
-        self._reversed = tuple(reversed(self.sinks))
-        # The per-phase path calls only the hooks a sink overrides (the base
-        # ones do nothing), bound once here.
-        self._phase_begins = tuple(
-            s.phase_begin for s in self.sinks if type(s).phase_begin is not Sink.phase_begin
-        )
-        self._phase_ends = tuple(
-            s.phase_end for s in self._reversed if type(s).phase_end is not Sink.phase_end
-        )
-        self.state: State | None = None
+        self.startup_timeout = startup_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self._log = log
+        self.sinks: tuple[Sink, ...] = ()
+        self._hooks: dict[str, tuple[Callable[..., None], ...]] = dict.fromkeys(_HOOKS, ())
+        self.state: State = State.STARTING
         self.current: RunRecord | None = None
         self.startup: RunRecord | None = None
         self.shutdown: RunRecord | None = None
         self.startup_complete = False
-        self.background: set[asyncio.Task[Any]] = set()
+        self.background: set[asyncio.Task[None]] = set()
         self.background_failed = False
-        self.deadline_scope: Any = None
-        """The cancel scope bounding the open run, so phases can tell a timeout."""
-        self.set_state(State.STARTING)
+        self._deadline = math.inf
+        self._scopes: list[anyio.CancelScope] = []
+
+    def connect(self, sinks: tuple[Sink, ...]) -> None:
+        """Subscribe the sinks, once; the facade builds them after the lifecycle."""
+        if self.sinks:
+            raise RuntimeError("the sinks of a lifecycle are connected once")
+        self.sinks = sinks
+        for hook in _HOOKS:
+            order = reversed(sinks) if hook in _END_HOOKS else sinks
+            # Only the hooks a sink overrides: the base ones do nothing.
+            self._hooks[hook] = tuple(
+                getattr(s, hook) for s in order if getattr(type(s), hook) is not getattr(Sink, hook)
+            )
+        self._emit("state_changed", None, self.state)
 
     # -- fan-out --------------------------------------------------------------
 
-    def _call(self, sinks: tuple[Sink, ...], hook: str, *args: Any) -> None:
-        for sink in sinks:
+    def _emit(self, hook: str, *args: Any) -> None:
+        for call in self._hooks[hook]:
             try:
-                getattr(sink, hook)(*args)
-            except Exception:
-                _log.exception("lifewatch: sink %s.%s failed", type(sink).__name__, hook)
+                call(*args)
+            except Exception as exc:
+                self._sink_failed(call, exc)
 
-    def _phase_hook(self, hooks: tuple[Any, ...], phase: PhaseRecord) -> None:
-        # The per-phase path: bound methods resolved once, at construction.
-        for hook in hooks:
-            try:
-                hook(phase)
-            except Exception:
-                _log.exception("lifewatch: sink hook %s failed", hook.__qualname__)
+    def _sink_failed(self, call: Callable[..., None], exc: Exception) -> None:
+        # When the logging itself is what broke, there is nothing more to do.
+        with contextlib.suppress(Exception):
+            self._log.error("lifespan.sink.failed", hook=call.__qualname__, exc_info=exc)
 
     def set_state(self, new: State) -> None:
         old = self.state
         if old is new:
             return
         self.state = new
-        self._call(self.sinks, "state_changed", old, new)
+        self._emit("state_changed", old, new)
 
-    # -- runs -----------------------------------------------------------------
+    def notify(self, notice: Notice) -> None:
+        self._emit("notice", notice)
+
+    def check_result(
+        self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
+    ) -> None:
+        self._emit("check_result", check, result, previous)
+
+    def task_started(self, task: Supervised) -> None:
+        self._emit("task_started", task)
+
+    def task_died(self, task: Supervised) -> None:
+        self._emit("task_died", task)
+
+    # -- runs and their bound -------------------------------------------------
 
     def begin_run(self, event: Event, *, rollback: bool = False) -> RunRecord:
         """Open a startup or shutdown run, or join the one already open."""
         current = self.current
         if current is not None and current.event == event:
             return current
-        run = RunRecord(event=event, service=self.service)
+        run = RunRecord(event=event, service=self.service, rollback=rollback)
         if event == "startup":
             self.startup = run
             self.startup_complete = False
-            # A second lifespan in one process (one app serving test after
-            # test) starts afresh instead of staying "stopped" while serving.
+            # One app serving test after test: each startup starts afresh.
             self.background_failed = False
             self.set_state(State.STARTING)
+            self._set_deadline(self.startup_timeout)
         else:
             run.link = self.startup
             self.shutdown = run
             if not rollback:
                 self.set_state(State.STOPPING)
+            self._set_deadline(self.shutdown_timeout)
         self.current = run
-        self._call(self.sinks, "run_begin", run)
+        self._emit("run_begin", run)
         return run
 
     def end_run(
-        self,
-        run: RunRecord,
-        outcome: Outcome,
-        *,
-        failed_phase: str | None = None,
-        error: BaseException | None = None,
-        rollback: bool = False,
+        self, run: RunRecord, error: BaseException | None = None, *, failed: bool = False
     ) -> None:
-        """Close a run once; later calls (the middleware after the wrapper) do nothing."""
+        """Close a run once (the middleware's later call does nothing) and decide its outcome.
+
+        ``error`` is what the run raised; ``failed`` says it failed without one
+        lifewatch saw (a raw app that answered ``lifespan.startup.failed``).
+        """
         if run.end is not None:
             return
         run.end = time.perf_counter()
-        if run.outcome is None or outcome != "ok":
-            run.outcome = outcome
-        if failed_phase is not None and run.failed_phase is None:
-            run.failed_phase = failed_phase
-            run.error = error
+        outcome: Outcome
+        if error is not None:
+            outcome = self._reason(error)
+        elif failed:
+            outcome = "error"
+        elif run.failures:
+            outcome = self._reason(run.failures[0])
+        elif any(p.outcome == "degraded" for p in run.phases):
+            outcome = "degraded"
+        else:
+            outcome = "ok"
+        run.outcome = outcome
+        if outcome not in ("ok", "degraded"):
+            if run.failed_phase is None:
+                run.failed_phase = run.event
+            if run.error is None:
+                run.error = error
         if self.current is run:
             self.current = None
-        self._call(self._reversed, "run_end", run)
+        self._set_deadline(None)
+        self._emit("run_end", run)
         if run.event == "startup":
-            if run.outcome in ("ok", "degraded"):
+            if outcome in ("ok", "degraded"):
                 self.startup_complete = True
                 self.maybe_ready()
             else:
                 self.set_state(State.FAILED)
-        elif not rollback:
+        elif not run.rollback:
             self.set_state(State.STOPPED)
+
+    @contextlib.contextmanager
+    def bound(self) -> Iterator[anyio.CancelScope | None]:
+        """A cancel scope that follows the open run's bound, or None when none applies.
+
+        The lifespan wrapper opens one around each lifespan it enters, and
+        keeps it open for that lifespan's whole life (startup, serving,
+        shutdown), so the scopes the lifespan opens nest inside it, as anyio
+        and trio require. Only the innermost open scope carries the deadline:
+        a timeout cuts what runs now, and the lifespans around it still get
+        their turn (a shutdown's later phases, a rollback after a startup
+        timeout), each cut at once if the deadline has passed.
+        """
+        if self.startup_timeout is None and self.shutdown_timeout is None:
+            yield None
+            return
+        scope = anyio.CancelScope()
+        self._scopes.append(scope)
+        self._retarget()
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._scopes.remove(scope)
+            self._retarget()
+
+    def _set_deadline(self, timeout: float | None) -> None:
+        self._deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        self._retarget()
+
+    def _retarget(self) -> None:
+        for scope in self._scopes[:-1]:
+            scope.deadline = math.inf
+        if self._scopes:
+            self._scopes[-1].deadline = self._deadline
+
+    def bound_hit(self) -> bool:
+        """Whether the open run's bound has cut it (so a cancellation is a timeout)."""
+        return any(scope.cancel_called for scope in self._scopes)
+
+    def _reason(self, error: BaseException) -> Reason:
+        if isinstance(error, PhaseTimeout):
+            return "timeout"
+        if isinstance(error, _cancelled_class()):
+            return "timeout" if self.bound_hit() else "cancelled"
+        return "error"
+
+    def _limit(self, event: Event) -> tuple[float, str]:
+        if event == "startup":
+            return self.startup_timeout or 0.0, "startup_timeout"
+        return self.shutdown_timeout or 0.0, "shutdown_timeout"
+
+    # -- phases ---------------------------------------------------------------
+
+    def open_phase(
+        self,
+        name: str,
+        *,
+        parent: PhaseRecord | None,
+        critical: bool,
+        timeout: float | None,
+        tags: dict[str, str],
+        background: bool = False,
+    ) -> PhaseRecord:
+        """Start a phase record in the open run (the startup one for a background phase)."""
+        run = self.startup if background and self.startup is not None else self.current
+        if parent is not None and parent.run is not run:
+            parent = None
+        event: Event
+        if run is not None:
+            event = run.event
+        else:
+            event = "shutdown" if self.state in (State.STOPPING, State.STOPPED) else "startup"
+        phase = PhaseRecord(
+            name=name,
+            event=event,
+            run=run,
+            parent=parent,
+            critical=critical,
+            timeout=timeout,
+            background=background,
+            tags=tags,
+        )
+        if run is not None:
+            run.phases.append(phase)
+        self._emit("phase_begin", phase)
+        return phase
+
+    def close_phase(self, phase: PhaseRecord, error: BaseException | None) -> bool:
+        """Record how a phase ended; True when its error is to be suppressed.
+
+        Suppressed: a non-critical phase's failure (it degrades, startup goes
+        on) and, during shutdown, any phase's failure (every shutdown phase
+        runs; the errors are raised at the end of the run). Cancellation and
+        ``KeyboardInterrupt`` and the like are never suppressed.
+        """
+        phase.end = time.perf_counter()
+        run = phase.run
+        if error is None:
+            phase.outcome = "ok"
+            self._emit("phase_end", phase)
+            return False
+        reason = self._reason(error)
+        if reason == "timeout" and not isinstance(error, PhaseTimeout):
+            # Cut by the run's bound: say so, rather than "CancelledError".
+            bound, limit = self._limit(phase.event)
+            recorded: BaseException = PhaseTimeout(phase.name, bound, limit, phase.event)
+        else:
+            recorded = error
+        if isinstance(error, Exception) and not isinstance(error, PhaseTimeout):
+            # The innermost phase names itself on the exception, once.
+            origin = not has_note(error)
+            if origin:
+                add_note(error, f"lifewatch: {phase.event} phase {phase.name!r} failed ({reason})")
+        elif run is None:
+            origin = True
+        elif run.event == "shutdown":
+            origin = not any(isinstance(f, PhaseTimeout) for f in run.failures)
+        else:
+            origin = run.failed_phase is None
+        phase.reason, phase.error, phase.origin = reason, recorded, origin
+        suppress = False
+        if not phase.critical and isinstance(error, Exception):
+            phase.outcome = "degraded"
+            suppress = True
+            if run is not None and run.error is error:
+                # A critical child failed inside this non-critical phase: the
+                # failure stops here, so the run did not fail.
+                run.failed_phase = run.error = None
+            if run is not None and run.end is not None and run.outcome == "ok":
+                run.outcome = "degraded"  # a background phase, after startup ended
+        else:
+            phase.outcome = reason
+            if run is not None:
+                if origin and run.failed_phase is None:
+                    run.failed_phase, run.error = phase.name, recorded
+                if run.event == "shutdown":
+                    # Shutdown goes on past a failed phase; the run raises at the end.
+                    suppress = isinstance(error, Exception)
+                    if origin and (suppress or not run.failures):
+                        run.failures.append(recorded)
+        self._emit("phase_end", phase)
+        return suppress
+
+    def cut(self, run: RunRecord, name: str) -> PhaseTimeout:
+        """The error a run raises when its bound cut it, naming the phase it cut."""
+        bound, limit = self._limit(run.event)
+        return PhaseTimeout(run.failed_phase or name, bound, limit, run.event)
+
+    # -- readiness and background phases --------------------------------------
 
     def maybe_ready(self) -> None:
         """Ready once startup completed and no background phase is pending."""
@@ -136,15 +353,39 @@ class Lifecycle:
         ):
             self.set_state(State.READY)
 
-    # -- phases ---------------------------------------------------------------
+    def start_background(
+        self,
+        name: str,
+        phase: AbstractAsyncContextManager[Any],
+        func: Callable[[], Awaitable[Any]],
+    ) -> asyncio.Task[None]:
+        """Run ``func`` inside ``phase`` while the server already serves."""
 
-    def phase_begin(self, phase: PhaseRecord) -> None:
-        if phase.run is not None:
-            phase.run.phases.append(phase)
-        self._phase_hook(self._phase_begins, phase)
+        async def run() -> None:
+            try:
+                async with phase:
+                    await func()
+            except Exception:
+                self.background_failed = True
+                self.set_state(State.FAILED)
 
-    def phase_end(self, phase: PhaseRecord) -> None:
-        run = phase.run
-        if run is not None and phase.outcome == "degraded" and run.outcome in (None, "ok"):
-            run.outcome = "degraded"
-        self._phase_hook(self._phase_ends, phase)
+        task = asyncio.get_running_loop().create_task(run(), name=f"lifewatch:{name}")
+        self.background.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self.background.discard(t)
+            self.maybe_ready()
+
+        task.add_done_callback(done)
+        return task
+
+    def background_names(self) -> list[str]:
+        return sorted(t.get_name().removeprefix("lifewatch:") for t in self.background)
+
+    async def stop_background(self) -> None:
+        """Cancel the background phases still running, and wait for them."""
+        tasks = list(self.background)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

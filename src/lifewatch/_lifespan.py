@@ -1,28 +1,31 @@
 """``watch.lifespan(...)``: wrap or compose lifespans, each one a phase.
 
 Composition follows the ``AsyncExitStack`` pattern: entered in order, exited
-in reverse, only those that were entered, each exit run even when an earlier
-one failed, the whole shutdown bounded by ``shutdown_timeout``.
+in reverse, only those that were entered. Two things differ from a bare
+``AsyncExitStack``, both on purpose: every exit runs even when an earlier one
+failed (each gets the app's own exception, if any, not the previous exit's;
+the errors are raised at the end, chained), and after a failed startup the
+lifespans already started are shut down as usual before the error goes on.
+The whole shutdown is bounded by ``shutdown_timeout``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+import itertools
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._errors import ShutdownFailed, StartupFailed
 from ._phase import Phase
-from ._types import Outcome
 from ._validate import validate_name
 
 if TYPE_CHECKING:
-    from ._watch import Lifewatch
+    from ._lifecycle import Lifecycle
 
 LifespanFactory = Callable[[Any], AbstractAsyncContextManager[Any]]
 
@@ -90,12 +93,14 @@ def _enter(cm: object, name: str) -> Any:
 class WatchedLifespan:
     """What ``watch.lifespan(...)`` returns: a lifespan factory (``app -> CM``).
 
-    ``handlers`` picks up FastAPI ``on_event`` handlers from the app at
-    startup, so they run even though ``lifespan=`` is set.
+    At startup it also picks up FastAPI ``on_event`` handlers from the app,
+    so they run even though ``lifespan=`` is set.
     """
 
-    def __init__(self, watch: Lifewatch, components: Sequence[tuple[str, LifespanFactory]]) -> None:
-        self.watch = watch
+    def __init__(
+        self, lifecycle: Lifecycle, components: Sequence[tuple[str, LifespanFactory]]
+    ) -> None:
+        self.lifecycle = lifecycle
         self.components = tuple(components)
         seen: set[str] = set()
         for name, _ in self.components:
@@ -115,46 +120,33 @@ class WatchedLifespan:
 
     @contextlib.asynccontextmanager
     async def _run(self, app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
-        watch = self.watch
-        lc = watch._lifecycle
-        startup_handlers, shutdown_handlers = _event_handlers(app)
-        entered: list[tuple[str, AbstractAsyncContextManager[Any]]] = []
+        lc = self.lifecycle
+        startup_handlers, shutdown_handlers = event_handlers(app)
         state: dict[str, Any] = {}
         any_state = False
-
+        # Entered as ``async with a: async with b:`` would be, so the cancel
+        # scopes the lifespans hold across ``yield`` nest as anyio requires.
+        stack = contextlib.AsyncExitStack()
         run = lc.begin_run("startup")
         try:
-            with _bounded(watch.startup_timeout) as scope:
-                lc.deadline_scope = scope
-                for name, factory in self.components:
-                    async with Phase(lc, name):
-                        cm = factory(app)
-                        value = await _enter(cm, name)
-                    entered.append((name, cm))
-                    if value is not None:
-                        any_state = True
-                        for key, item in dict(value).items():
-                            state.setdefault(key, item)  # first wins, as FastAPI merges
-                for name, handler in startup_handlers:
-                    async with Phase(lc, name):
-                        await _call_handler(handler)
-            lc.deadline_scope = None
-            if scope.cancelled_caught:
-                raise TimeoutError(f"startup exceeded startup_timeout={watch.startup_timeout:g}s")
+            for name, factory in self.components:
+                value = await stack.enter_async_context(self._component(name, factory, app))
+                if value is not None:
+                    any_state = True
+                    for key, item in dict(value).items():
+                        state.setdefault(key, item)  # first wins, as FastAPI merges
+            await self._handlers(startup_handlers)
         except BaseException as exc:
-            lc.deadline_scope = None
-            failed = run.failed_phase or "startup"
-            outcome: Outcome = "error"
-            if isinstance(exc, TimeoutError):
-                outcome = "timeout"
-            elif isinstance(exc, anyio.get_cancelled_exc_class()):
-                outcome = "cancelled"
-            lc.end_run(run, outcome, failed_phase=failed, error=exc)
-            await self._shutdown(entered, [], None, rollback=True)
-            if isinstance(exc, Exception):
-                raise StartupFailed(failed, outcome, run.error or exc) from exc
+            lc.end_run(run, exc)
+            # Roll back: every lifespan that started is shut down, in reverse,
+            # as in a normal shutdown; then the startup's error goes on.
+            rollback = lc.begin_run("shutdown", rollback=True)
+            try:
+                await stack.__aexit__(None, None, None)
+            finally:
+                lc.end_run(rollback)
             raise
-        lc.end_run(run, "ok")
+        lc.end_run(run)
 
         exc_info: tuple[Any, Any, Any] = (None, None, None)
         try:
@@ -163,60 +155,73 @@ class WatchedLifespan:
             exc_info = (type(exc), exc, exc.__traceback__)
             raise
         finally:
-            await self._shutdown(entered, shutdown_handlers, exc_info)
+            stopping = lc.begin_run("shutdown")
+            error: BaseException | None = None
+            try:
+                await lc.stop_background()
+                await self._handlers(shutdown_handlers)
+                if not await stack.__aexit__(*exc_info) and exc_info[1] is None:
+                    raise_failures(stopping.failures)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                lc.end_run(stopping, None if error is exc_info[1] else error)
 
-    async def _shutdown(
-        self,
-        entered: list[tuple[str, AbstractAsyncContextManager[Any]]],
-        handlers: Sequence[tuple[str, Callable[[], Any]]],
-        exc_info: tuple[Any, Any, Any] | None,
-        *,
-        rollback: bool = False,
-    ) -> None:
-        lc = self.watch._lifecycle
-        run = lc.begin_run("shutdown", rollback=rollback)
-        cancelled = anyio.get_cancelled_exc_class()
-        with _bounded(self.watch.shutdown_timeout) as scope:
-            lc.deadline_scope = scope
-            await self.watch._stop_background()
-            steps: list[tuple[str, Callable[[], Any]]] = list(handlers)
-            for name, cm in reversed(entered):
-                steps.append((name, _exit_step(cm, exc_info)))
-            for name, step in steps:
-                try:
-                    async with Phase(lc, name):
-                        await _call_handler(step)
-                except cancelled:
-                    if not scope.cancel_called:
-                        raise
-        lc.deadline_scope = None
-        failed = [p.name for p in run.phases if p.outcome in ("error", "timeout", "cancelled")]
-        lc.end_run(
-            run,
-            "error" if failed else "ok",
-            failed_phase=failed[0] if failed else None,
-            rollback=rollback,
-        )
-        if failed and not rollback:
-            raise ShutdownFailed(failed)
+    @contextlib.asynccontextmanager
+    async def _component(self, name: str, factory: LifespanFactory, app: Any) -> AsyncIterator[Any]:
+        """One lifespan: a startup phase, its life inside the run's bound, a shutdown phase."""
+        lc = self.lifecycle
+        with lc.bound() as scope:
+            async with Phase(lc, name):
+                cm = factory(app)
+                value = await _enter(cm, name)
+            try:
+                yield value
+            except BaseException as exc:
+                # The app's own error (or a cancellation): passed in, as nesting would.
+                async with Phase(lc, name):
+                    try:
+                        suppressed = await cm.__aexit__(type(exc), exc, exc.__traceback__)
+                    except BaseException as again:
+                        if again is not exc:
+                            raise
+                        suppressed = False
+                if not suppressed:
+                    raise
+            else:
+                async with Phase(lc, name):
+                    await cm.__aexit__(None, None, None)
+        self._check_cut(scope, name)
+
+    async def _handlers(self, handlers: Sequence[tuple[str, Callable[[], Any]]]) -> None:
+        if not handlers:
+            return
+        lc = self.lifecycle
+        with lc.bound() as scope:
+            for name, handler in handlers:
+                async with Phase(lc, name):
+                    await _call_handler(handler)
+        self._check_cut(scope, "startup")
+
+    def _check_cut(self, scope: anyio.CancelScope | None, name: str) -> None:
+        # The bound swallowed its own cancellation: a startup cut is a failure
+        # (a shutdown one was recorded, and shutdown goes on to its end).
+        if scope is not None and scope.cancelled_caught:
+            run = self.lifecycle.current
+            if run is not None and run.event == "startup":
+                raise self.lifecycle.cut(run, name)
 
 
-def _exit_step(
-    cm: AbstractAsyncContextManager[Any], exc_info: tuple[Any, Any, Any] | None
-) -> Callable[[], Any]:
-    et, e, tb = exc_info or (None, None, None)
-
-    def step() -> Any:
-        return cm.__aexit__(et, e, tb)
-
-    return step
-
-
-@contextlib.contextmanager
-def _bounded(timeout: float | None) -> Iterator[anyio.CancelScope]:
-    deadline = float("inf") if timeout is None else anyio.current_time() + timeout
-    with anyio.CancelScope(deadline=deadline) as scope:
-        yield scope
+def raise_failures(failures: Sequence[BaseException]) -> None:
+    """Raise what shutdown went on past: the one error, or the last one chained
+    to the earlier ones as ``__context__``, as ``AsyncExitStack`` would."""
+    if not failures:
+        return
+    for earlier, later in itertools.pairwise(failures):
+        if later.__context__ is None and later is not earlier:
+            later.__context__ = earlier
+    raise failures[-1]
 
 
 async def _call_handler(handler: Callable[[], Any]) -> None:
@@ -225,7 +230,7 @@ async def _call_handler(handler: Callable[[], Any]) -> None:
         await result
 
 
-def _event_handlers(
+def event_handlers(
     app: Any,
 ) -> tuple[list[tuple[str, Callable[[], Any]]], list[tuple[str, Callable[[], Any]]]]:
     """FastAPI ``on_event`` handlers: each once, in registration order, named uniquely."""
@@ -247,54 +252,3 @@ def _event_handlers(
             phases.append((name, handler))
         result.append(phases)
     return result[0], result[1]
-
-
-_FASTAPI_MERGED = "_merge_lifespan_context.<locals>.merged_lifespan"
-
-
-def flatten_app_lifespan(context: object) -> list[object]:
-    """Split FastAPI's merged router lifespans back into their parts.
-
-    ``include_router`` nests the parent's and the router's lifespans in a
-    closure; taking them apart makes each router's lifespan its own phase,
-    and lets the default (``on_event``) lifespans go, since their handlers
-    were copied to the app's router and lifewatch runs those once itself.
-    """
-    wrapped = getattr(context, "__wrapped__", None)
-    if (
-        wrapped is not None
-        and getattr(wrapped, "__qualname__", "") == _FASTAPI_MERGED
-        and wrapped.__closure__ is not None
-    ):
-        cells = dict(zip(wrapped.__code__.co_freevars, wrapped.__closure__, strict=True))
-        if "original_context" in cells and "nested_context" in cells:
-            return flatten_app_lifespan(cells["original_context"].cell_contents) + (
-                flatten_app_lifespan(cells["nested_context"].cell_contents)
-            )
-    if type(context).__name__ == "_DefaultLifespan":
-        return []
-    return [context]
-
-
-def wrap_router_lifespan(watch: Lifewatch, router: Any) -> None:
-    """Make ``router.lifespan_context`` one ``WatchedLifespan`` of ``watch``.
-
-    Run by ``instrument()`` and again at startup, so routers included after
-    ``instrument()`` (whose lifespans FastAPI nests around the wrapper) are
-    taken apart too: each becomes a phase, and their ``on_event`` handlers,
-    copied to the app's router, run once, as phases of their own.
-    """
-    current = router.lifespan_context
-    if isinstance(current, WatchedLifespan) and current.watch is watch:
-        return
-    components: list[tuple[str, LifespanFactory]] = []
-    taken: dict[str, int] = {}
-    for part in flatten_app_lifespan(current):
-        if isinstance(part, WatchedLifespan) and part.watch is watch:
-            pairs = list(part.components)
-        else:
-            pairs = [(name_of(part), as_factory(part, f"the app's lifespan {part!r}"))]
-        for name, factory in pairs:
-            taken[name] = taken.get(name, 0) + 1
-            components.append((name if taken[name] == 1 else f"{name}[{taken[name]}]", factory))
-    router.lifespan_context = WatchedLifespan(watch, components)

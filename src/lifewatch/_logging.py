@@ -1,15 +1,19 @@
-"""Structured log events (DESIGN section 5); never configures structlog."""
+"""Structured log events, from one logger; never configures logging."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ._records import PhaseRecord, RunRecord
+from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import State
+
+if TYPE_CHECKING:
+    from ._checks import CheckResult, HealthCheck
+    from ._supervise import Supervised
 
 _NO_IDS: dict[str, str] = {}
 
@@ -34,8 +38,9 @@ def logger(service: str | None) -> Any:
 class LoggingSink(Sink):
     """One record per event, bound to ``service`` and the span it happened in."""
 
-    def __init__(self, service: str | None) -> None:
-        self._log = logger(service)
+    def __init__(self, log: Any, *, slow_check_threshold: float) -> None:
+        self._log = log
+        self._slow = slow_check_threshold
 
     def run_begin(self, run: RunRecord) -> None:
         self._log.info(f"lifespan.{run.event}.begin", **_ids(run.trace_id, run.span_id))
@@ -76,13 +81,16 @@ class LoggingSink(Sink):
     def phase_end(self, phase: PhaseRecord) -> None:
         ids = _ids(phase.trace_id, phase.span_id)
         if phase.reason is not None:
-            self._log.error(
+            # The traceback once, where the error came from, not again at
+            # every enclosing phase; a non-critical failure is a warning.
+            level = "warning" if phase.outcome == "degraded" else "error"
+            getattr(self._log, level)(
                 "lifespan.phase.failed",
                 phase=phase.name,
                 lifespan_event=phase.event,
                 reason=phase.reason,
                 critical=phase.critical,
-                exc_info=phase.error if phase.reason == "error" else None,
+                exc_info=phase.error if phase.reason == "error" and phase.origin else None,
                 error=_describe(phase.error),
                 **ids,
             )
@@ -100,6 +108,51 @@ class LoggingSink(Sink):
         # at import, before the app has configured structlog.
         if old is not None:
             self._log.info("lifespan.state", **{"from": old.value, "to": new.value})
+
+    def check_result(
+        self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
+    ) -> None:
+        log = self._log
+        if not result.ok and (previous is None or previous.ok):
+            getattr(log, "error" if check.critical else "warning")(
+                "lifespan.check.failed",
+                check=check.name,
+                reason=result.reason,
+                error=result.detail,
+                critical=check.critical,
+                probes=sorted(check.probes),
+                duration_s=round(result.duration, 6),
+            )
+        elif result.ok and previous is not None and not previous.ok:
+            log.info(
+                "lifespan.check.recovered",
+                check=check.name,
+                failed_for_s=round(result.monotonic - previous.monotonic, 3),
+                duration_s=round(result.duration, 6),
+            )
+        if result.reason != "timeout" and result.duration > self._slow:
+            log.warning(
+                "lifespan.check.slow",
+                check=check.name,
+                duration_s=round(result.duration, 6),
+                threshold_s=self._slow,
+            )
+
+    def task_died(self, task: Supervised) -> None:
+        self._log.error(
+            "lifespan.task.died",
+            task=task.name,
+            check=task.entry,
+            reason=task.reason,
+            error=task.detail,
+            exc_info=task.error,
+        )
+
+    def notice(self, notice: Notice) -> None:
+        fields = dict(notice.fields)
+        if notice.error is not None:
+            fields["exc_info"] = notice.error
+        getattr(self._log, notice.level)(notice.event, **fields)
 
 
 def _describe(exc: BaseException | None) -> str | None:

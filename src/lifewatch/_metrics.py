@@ -1,11 +1,11 @@
-"""Prometheus metrics (DESIGN section 3), on the registry the user chose."""
+"""Prometheus metrics, on the registry the user chose, written by one sink."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -13,19 +13,11 @@ from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import State
 
-_NAMESPACE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+if TYPE_CHECKING:
+    from ._checks import CheckResult, HealthCheck
+    from ._supervise import Supervised
 
 CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def validate_namespace(namespace: object) -> str:
-    """The metric name prefix, checked at construction rather than at first scrape."""
-    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
-        raise ValueError(
-            f"namespace={namespace!r} is not a valid Prometheus metric name prefix; "
-            "expected letters, digits, '_' or ':' not starting with a digit, e.g. 'lifespan'"
-        )
-    return namespace
 
 
 class Metrics:
@@ -140,7 +132,11 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
 
 
 class MetricsSink(Sink):
-    """Writes phase, run and state records to the metric families."""
+    """Writes runs, phases, state, check results and supervised tasks to the families.
+
+    The only writer of lifewatch's metrics: a write that fails (an unusable
+    ``PROMETHEUS_MULTIPROC_DIR``) is isolated by the lifecycle like any sink's.
+    """
 
     def __init__(self, metrics: Metrics, process_start: float) -> None:
         self.metrics = metrics
@@ -164,3 +160,20 @@ class MetricsSink(Sink):
             self.metrics.state.labels(state.value).set(1 if state is new else 0)
         if new is State.READY:
             self.metrics.time_to_ready.set(time.time() - self._process_start)
+
+    def check_result(
+        self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
+    ) -> None:
+        metrics = self.metrics
+        metrics.check_duration.labels(check.name).observe(result.duration)
+        for probe in check.probes:
+            metrics.check_status.labels(check.name, probe).set(1 if result.ok else 0)
+        if not result.ok:
+            metrics.check_failures.labels(check.name, result.reason or "error").inc()
+
+    def task_started(self, task: Supervised) -> None:
+        self.metrics.check_status.labels(task.entry, "liveness").set(1)
+
+    def task_died(self, task: Supervised) -> None:
+        self.metrics.check_status.labels(task.entry, "liveness").set(0)
+        self.metrics.check_failures.labels(task.entry, task.reason or "error").inc()

@@ -22,11 +22,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._checks import RESERVED, HealthCheck, Probe
-from ._middleware import direct
+from ._records import Notice
 from ._supervise import Supervised
 
 if TYPE_CHECKING:
@@ -55,8 +54,6 @@ _BROKEN_BODY = b"lifewatch: the probe itself failed (see the log)\n"
 MAX_QUERY_FIELDS = 64
 MAX_ECHOED_NAME = 100
 MAX_DETAIL = 500
-
-_log: Any = structlog.get_logger("lifewatch")
 
 
 def _headers(content_type: bytes, body: bytes) -> tuple[tuple[bytes, bytes], ...]:
@@ -278,12 +275,14 @@ class ProbeEndpoint:
             ):
                 self._plain = (status, headers, body)
             return status, headers, body
-        except Exception:
-            _log.exception(
-                "lifespan.probe.error",
-                service=self.service,
-                probe=self.probe,
-                path=scope.get("path"),
+        except Exception as exc:
+            self.health.lifecycle.notify(
+                Notice(
+                    "lifespan.probe.error",
+                    "error",
+                    {"probe": self.probe, "path": scope.get("path")},
+                    error=exc,
+                )
             )
             return 503, _headers(_TEXT, _BROKEN_BODY), _BROKEN_BODY
 
@@ -311,7 +310,7 @@ class ProbeRoutes:
             if path is None:
                 continue
             # The bound __call__: the middleware calls it for every probe.
-            routes[path] = direct(ProbeEndpoint(health, probe, **self._options))
+            routes[path] = ProbeEndpoint(health, probe, **self._options)
             if probe != "liveness":
                 self._add(probe, RESERVED)
         health.on_check_added.append(self._check_added)
@@ -320,8 +319,8 @@ class ProbeRoutes:
     def _add(self, probe: Probe, name: str) -> None:
         path = self.paths.get(probe)
         if path is not None:
-            self.routes[f"{path}/{name}"] = direct(
-                ProbeEndpoint(self.health, probe, only=name, **self._options)
+            self.routes[f"{path}/{name}"] = ProbeEndpoint(
+                self.health, probe, only=name, **self._options
             )
 
     def _check_added(self, check: HealthCheck) -> None:

@@ -1,4 +1,4 @@
-"""Last words: push the lifespan metrics to a Pushgateway (DESIGN section 3).
+"""Last words: push the lifespan metrics to a Pushgateway.
 
 A failed startup exits at once and shutdown metrics are set while the process
 goes away, so no scrape ever sees them. This sink pushes them when startup
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import math
 import socket
 import threading
@@ -26,7 +27,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from prometheus_client import CollectorRegistry, push_to_gateway
 from prometheus_client.metrics_core import Metric
 
@@ -34,8 +34,6 @@ from ._metrics import Metrics
 from ._records import RunRecord
 from ._sink import Sink
 from ._types import State
-
-_log: Any = structlog.get_logger("lifewatch")
 
 
 @dataclass(frozen=True)
@@ -99,15 +97,15 @@ _pending_lock = threading.Lock()
 
 
 def _wait(deadline_for: Iterator[tuple[threading.Thread, float]]) -> bool:
+    """Join each push until its deadline; False if one is still running then.
+
+    Its sink logs why (``lifespan.pushgateway.failed``) when it gives up.
+    """
     done = True
     for thread, deadline in deadline_for:
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             done = False
-            _log.warning(
-                "lifespan.pushgateway.abandoned",
-                detail="push still running at its deadline; exiting without it",
-            )
     return done
 
 
@@ -127,8 +125,11 @@ class PushgatewaySink(Sink):
     grouping key is ``job``, ``instance`` and ``service``.
     """
 
-    def __init__(self, config: Pushgateway, metrics: Metrics, service: str | None) -> None:
+    def __init__(
+        self, config: Pushgateway, metrics: Metrics, service: str | None, log: Any
+    ) -> None:
         self.config = config
+        self._log = log
         self.metrics = metrics
         self.job = config.job or service or "lifewatch"
         self.grouping_key = {"instance": config.instance or socket.gethostname()}
@@ -207,20 +208,20 @@ class PushgatewaySink(Sink):
             )
         except Exception as exc:
             self._warn(why, f"{type(exc).__name__}: {exc}")
-        else:
-            _log.debug("lifespan.pushgateway.pushed", url=self.config.url, job=self.job, why=why)
         finally:
             self._lock.release()
 
     def _warn(self, why: str, error: str) -> None:
-        _log.warning(
-            "lifespan.pushgateway.failed",
-            url=self.config.url,
-            job=self.job,
-            why=why,
-            timeout_s=self.config.timeout,
-            error=error,
-        )
+        # A push thread has no one to tell that logging broke.
+        with contextlib.suppress(Exception):
+            self._log.warning(
+                "lifespan.pushgateway.failed",
+                url=self.config.url,
+                job=self.job,
+                why=why,
+                timeout_s=self.config.timeout,
+                error=error,
+            )
 
     def wait(self) -> bool:
         """Wait for this sink's pushes, each up to its deadline; True if all ended."""

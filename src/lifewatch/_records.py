@@ -1,11 +1,12 @@
-"""The one record per phase and per run that every sink receives."""
+"""The records every sink receives: one per run, one per phase, one per notice."""
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ._types import Event, Outcome, Reason
 
@@ -14,7 +15,10 @@ _ids = itertools.count(1)
 
 @dataclass(eq=False)
 class RunRecord:
-    """One whole startup or shutdown: the root of its phases."""
+    """One whole startup or shutdown: the root of its phases.
+
+    Only the lifecycle writes it; sinks read it.
+    """
 
     event: Event
     service: str | None
@@ -25,6 +29,10 @@ class RunRecord:
     failed_phase: str | None = None
     error: BaseException | None = None
     phases: list[PhaseRecord] = field(default_factory=list)
+    failures: list[BaseException] = field(default_factory=list)
+    """Shutdown: the errors of failed phases that shutdown went on past, in order."""
+    rollback: bool = False
+    """A shutdown undoing a failed startup: the state stays ``failed``."""
     link: RunRecord | None = None
     """For a shutdown: the startup run it follows (a span link)."""
     trace_id: int = 0
@@ -56,6 +64,9 @@ class PhaseRecord:
     outcome: Outcome | None = None
     reason: Reason | None = None
     error: BaseException | None = None
+    origin: bool = False
+    """This phase is where ``error`` came from, not one it passed through:
+    the one place its traceback is logged."""
     trace_id: int = 0
     span_id: int = 0
     sink_data: dict[str, Any] = field(default_factory=dict)
@@ -64,3 +75,17 @@ class PhaseRecord:
     @property
     def duration(self) -> float | None:
         return None if self.end is None else self.end - self.start
+
+
+Level = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True, eq=False)
+class Notice:
+    """Something worth a log line that is neither a run, a phase nor a check:
+    a drain step, a probe that broke, an app that does not speak lifespan."""
+
+    event: str
+    level: Level = "info"
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None

@@ -1,14 +1,22 @@
-"""The sink interface: one class per signal, fed the same records.
+"""The sink interface: one class per signal, fed the same events.
 
-Adding a signal means adding one subclass; the phase runner never changes.
-Sinks are called in order on ``*_begin`` and in reverse order on ``*_end``,
-so a sink that sets up context (tracing) wraps the ones after it (logging).
+Adding a signal means adding one subclass; nothing that produces events
+changes. Sinks are called in order on ``*_begin`` and in reverse order on
+``*_end``, so a sink that sets up context (tracing) wraps the ones after it
+(logging). Every call is isolated by the lifecycle: a sink that raises is
+reported and skipped, and what the app or the server sees does not change.
 """
 
 from __future__ import annotations
 
-from ._records import PhaseRecord, RunRecord
+from typing import TYPE_CHECKING
+
+from ._records import Notice, PhaseRecord, RunRecord
 from ._types import State
+
+if TYPE_CHECKING:
+    from ._checks import CheckResult, HealthCheck
+    from ._supervise import Supervised
 
 
 class Sink:
@@ -21,10 +29,24 @@ class Sink:
         """A startup or shutdown ended; ``run.outcome`` is set."""
 
     def phase_begin(self, phase: PhaseRecord) -> None:
-        """A phase begins; called in the task that runs it."""
+        """A phase begins; called in the task (or thread) that runs it."""
 
     def phase_end(self, phase: PhaseRecord) -> None:
         """A phase ended; ``phase.outcome`` (and maybe ``reason``) is set."""
 
     def state_changed(self, old: State | None, new: State) -> None:
         """The lifecycle state moved."""
+
+    def check_result(
+        self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
+    ) -> None:
+        """A health check run finished (``previous`` is the result before it)."""
+
+    def task_started(self, task: Supervised) -> None:
+        """A task is now supervised: its death will break liveness."""
+
+    def task_died(self, task: Supervised) -> None:
+        """A supervised task ended before shutdown."""
+
+    def notice(self, notice: Notice) -> None:
+        """Anything else worth telling: a drain step, a probe that broke."""

@@ -8,7 +8,7 @@ was recorded, lifewatch's own record number when tracing is a no-op).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,7 +19,6 @@ from ._types import Event, Outcome, Reason
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from ._watch import Lifewatch
 
 Kind = Literal["run", "phase"]
 
@@ -268,8 +267,8 @@ def wants_json(accept: str) -> bool:
 class TimelineEndpoint:
     """Serves ``watch.timeline`` as HTML, or JSON (``fmt="json"``, or by ``Accept``)."""
 
-    def __init__(self, watch: Lifewatch, fmt: Literal["auto", "json"]) -> None:
-        self.watch = watch
+    def __init__(self, source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> None:
+        self.source = source
         self.fmt = fmt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -289,7 +288,7 @@ class TimelineEndpoint:
             headers.append((b"vary", b"accept"))
             accept = b",".join(v for k, v in scope.get("headers", []) if k.lower() == b"accept")
             as_json = wants_json(accept.decode("latin-1"))
-        timeline = self.watch.timeline
+        timeline = self.source()
         if as_json:
             body = json.dumps(timeline.to_dict(), indent=2).encode()
             headers.append((b"content-type", b"application/json"))
@@ -311,6 +310,9 @@ async def _respond(
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
-def timeline_routes(watch: Lifewatch, path: str) -> dict[str, ASGIApp]:
+def timeline_routes(source: Callable[[], Timeline], path: str) -> dict[str, ASGIApp]:
     """``path`` (HTML, or JSON by ``Accept``) and ``path.json`` (always JSON)."""
-    return {path: TimelineEndpoint(watch, "auto"), f"{path}.json": TimelineEndpoint(watch, "json")}
+    return {
+        path: TimelineEndpoint(source, "auto"),
+        f"{path}.json": TimelineEndpoint(source, "json"),
+    }

@@ -1,4 +1,4 @@
-"""Spans: a root per startup/shutdown, a child per phase (DESIGN section 4)."""
+"""Spans: a root per startup/shutdown, a child per phase."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ class TracingSink(Sink):
         self._provider = tracer_provider
         self._tracer: trace.Tracer | None = None
         self._base: dict[str, dict[str, Any]] = {}
+
+    def use(self, provider: TracerProvider | None) -> TracerProvider | None:
+        """Send the spans to ``provider`` from now on; returns the one used before."""
+        previous, self._provider, self._tracer = self._provider, provider, None
+        return previous
 
     @property
     def tracer(self) -> trace.Tracer:

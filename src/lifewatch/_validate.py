@@ -4,6 +4,7 @@ what is accepted."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal, overload
 
 
@@ -63,3 +64,16 @@ def validate_path(path: object, what: str, example: str) -> str | None:
             f"ending with '/', no spaces, '?' or '#'), or None to not serve it; got {path!r}"
         )
     return path
+
+
+_NAMESPACE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+def validate_namespace(namespace: object) -> str:
+    """The metric name prefix, checked at construction rather than at first scrape."""
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ValueError(
+            f"namespace={namespace!r} is not a valid Prometheus metric name prefix; "
+            "expected letters, digits, '_' or ':' not starting with a digit, e.g. 'lifespan'"
+        )
+    return namespace

@@ -28,9 +28,9 @@ import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.types import Message
 
+from ._lifewatch import Lifewatch
 from ._timeline import Timeline
 from ._tracing import TracingSink
-from ._watch import Lifewatch
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -106,10 +106,9 @@ class LifewatchHarness:
             if not isinstance(watch, Lifewatch):
                 raise TypeError(f"watch must be a lifewatch.Lifewatch; got {watch!r}")
             self.registry = watch.registry if watch.registry is not None else REGISTRY
-            sinks = [s for s in watch._lifecycle.sinks if isinstance(s, TracingSink)]
-            self._tracing = sinks[0] if sinks else None
+            self._tracing = watch.tracing
         self.watch = watch
-        self._saved_tracing: tuple[Any, Any] | None = None
+        self._saved_provider: Any = None
         self._batches: list[list[MutableMapping[str, Any]]] = []
         self._capture: AbstractContextManager[list[MutableMapping[str, Any]]] | None = None
 
@@ -135,16 +134,15 @@ class LifewatchHarness:
         self._capture = structlog.testing.capture_logs()
         self._batches.append(self._capture.__enter__())
         if self._tracing is not None:  # an adopted watch: its spans come here for now
-            self._saved_tracing = (self._tracing._provider, self._tracing._tracer)
-            self._tracing._provider, self._tracing._tracer = self.tracer_provider, None
+            self._saved_provider = self._tracing.use(self.tracer_provider)
 
     def _stop_capture(self) -> None:
         capture, self._capture = self._capture, None
         if capture is not None:
             capture.__exit__(None, None, None)
-        if self._tracing is not None and self._saved_tracing is not None:
-            self._tracing._provider, self._tracing._tracer = self._saved_tracing
-            self._saved_tracing = None
+        if self._tracing is not None:
+            self._tracing.use(self._saved_provider)
+            self._saved_provider = None
 
     @property
     def logs(self) -> list[MutableMapping[str, Any]]:

@@ -1,11 +1,15 @@
-"""``Lifewatch``: the one object a user configures and wires in."""
+"""``Lifewatch``: the one object a user configures and wires in.
+
+A thin facade: it validates the options once, builds the parts once (the
+lifecycle first, then the sinks and the endpoints around it) and hands the
+ways in what they need. It holds no state of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from opentelemetry.trace import TracerProvider
@@ -17,18 +21,22 @@ from ._drain import Drainer
 from ._exposition import MetricsEndpoint
 from ._health import Health
 from ._lifecycle import Lifecycle
-from ._lifespan import WatchedLifespan, as_factory, name_of, wrap_router_lifespan
-from ._logging import LoggingSink
-from ._metrics import Metrics, MetricsSink, metrics_for, validate_namespace
+from ._lifespan import WatchedLifespan, as_factory, name_of
+from ._logging import LoggingSink, logger
+from ._metrics import Metrics, MetricsSink, metrics_for
+from ._middleware import LifewatchMiddleware
+from ._options import Options
 from ._phase import Phase
 from ._probes import ProbeRoutes
 from ._process import process_start_time
 from ._pushgateway import Pushgateway, PushgatewaySink
 from ._records import RunRecord
 from ._sink import Sink
+from ._starlette import instrument
 from ._timeline import Timeline, build_timeline, timeline_routes
+from ._tracing import TracingSink
 from ._types import State
-from ._validate import validate_bool, validate_name, validate_path, validate_seconds
+from ._validate import validate_bool, validate_name, validate_seconds
 
 App = TypeVar("App")
 F = TypeVar("F", bound=Callable[[], Any])
@@ -37,21 +45,27 @@ F = TypeVar("F", bound=Callable[[], Any])
 class Lifewatch:
     """Observes one application's lifespan: phases, state, probes, metrics.
 
-    All options are keyword-only and optional. ``registry`` defaults to
-    prometheus-client's global one; ``tracer_provider`` to the global
-    OpenTelemetry provider. ``shutdown_timeout`` bounds the whole shutdown;
-    ``startup_timeout`` (off by default) bounds the whole startup.
-    ``timeline_path`` (off by default) serves the timeline there as an HTML
-    waterfall (JSON by ``Accept``) and at ``<timeline_path>.json`` as JSON.
+    Args:
+        service: The service name, on every log record, span and push.
+        registry: Where the metrics go; prometheus-client's global one by default.
+        namespace: The metric name prefix (``lifespan``).
+        tracer_provider: Where the spans go; the global OpenTelemetry provider by default.
+        startup_timeout: Bounds the whole startup (off by default).
+        shutdown_timeout: Bounds the whole shutdown (20 s).
+        sinks: More ``Sink`` objects, fed every event.
+        timeline_path: Serves the timeline there as an HTML waterfall (JSON by
+            ``Accept``) and at ``<timeline_path>.json`` as JSON (off by default).
+        livez_path, readyz_path, startupz_path: The probe paths (``None``: not served).
+        expose_details: Shows check failure reasons on the probes (off: an
+            exception text can hold a password).
+        slow_check_threshold: A check run slower than this logs a warning (0.5 s).
+        drain_delay: How long the app keeps serving after SIGTERM with
+            ``/readyz`` failing (5 s; 0 turns draining off).
+        metrics_path: Where ``/metrics`` is served (``None``: not served).
+        pushgateway: A URL or a ``Pushgateway``: pushes the last words of a
+            failed startup and of a completed shutdown.
 
-    Probes: ``livez_path``, ``readyz_path``, ``startupz_path`` (``None`` to not
-    serve one); ``expose_details`` shows check failure reasons on them (off:
-    an exception text can hold a password); ``slow_check_threshold`` is when a
-    check run logs a warning; ``drain_delay`` is how long the app keeps serving
-    after SIGTERM with ``/readyz`` failing (0 turns draining off).
-    ``metrics_path`` is where the middleware serves ``/metrics`` (None: not
-    served). ``pushgateway`` (a URL or a ``Pushgateway``) pushes the last
-    words of a failed startup and of a completed shutdown.
+    The options are validated here, once, and never change (``watch.options``).
     """
 
     def __init__(
@@ -74,89 +88,153 @@ class Lifewatch:
         metrics_path: str | None = "/metrics",
         pushgateway: str | Pushgateway | None = None,
     ) -> None:
-        if service is not None and not isinstance(service, str):
-            raise TypeError(f"service must be a string or None; got {service!r}")
-        if registry is not None and not isinstance(registry, CollectorRegistry):
-            raise TypeError(
-                f"registry must be a prometheus_client.CollectorRegistry or None; got {registry!r}"
-            )
-        for sink in sinks:
-            if not isinstance(sink, Sink):
-                raise TypeError(f"sinks must be lifewatch.Sink instances; got {sink!r}")
-        self.service = service
-        self.namespace = validate_namespace(namespace)
-        self.registry = registry
-        self.startup_timeout = validate_seconds(startup_timeout, "startup_timeout")
-        self.shutdown_timeout = validate_seconds(
-            shutdown_timeout, "shutdown_timeout", optional=False
-        )
-        paths: dict[Probe, str | None] = {
-            "liveness": validate_path(livez_path, "livez_path", "/livez"),
-            "readiness": validate_path(readyz_path, "readyz_path", "/readyz"),
-            "startup": validate_path(startupz_path, "startupz_path", "/startupz"),
-        }
-        self.expose_details = validate_bool(expose_details, "expose_details")
-        self.slow_check_threshold = validate_seconds(
-            slow_check_threshold, "slow_check_threshold", optional=False
-        )
-        self.drain_delay = validate_seconds(
-            drain_delay, "drain_delay (0 turns draining off)", optional=False, zero_ok=True
-        )
-        self.metrics: Metrics = metrics_for(registry, self.namespace)
-        self.process_start = process_start_time()
-        from ._tracing import TracingSink
-
-        self._instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
-        """Apps wrapped by ``instrument``: rewrapped at startup (late routers)."""
-        self.routes: dict[str, ASGIApp] = {}
-        """Path -> ASGI app served by the middleware in front of the user's app."""
-        self.timeline_path = validate_path(timeline_path, "timeline_path", "/lifewatch/timeline")
-        if self.timeline_path is not None:
-            self.routes.update(timeline_routes(self, self.timeline_path))
-        self._health = Health(
-            None, self.metrics, service=service, slow_check_threshold=self.slow_check_threshold
-        )
-        self._drainer = Drainer(None, self.drain_delay, service)
-        self.metrics_path = validate_path(metrics_path, "metrics_path", "/metrics")
-        if self.metrics_path is not None:
-            self.routes[self.metrics_path] = MetricsEndpoint(registry)
-        self.pushgateway = Pushgateway.coerce(pushgateway)
-        extra: tuple[Sink, ...] = ()
-        if self.pushgateway is not None:
-            extra = (PushgatewaySink(self.pushgateway, self.metrics, service),)
-        self._lifecycle = Lifecycle(
-            service,
-            (
-                TracingSink(service, tracer_provider),
-                MetricsSink(self.metrics, self.process_start),
-                LoggingSink(service),
-                self._health,
-                self._drainer,
-                *extra,
-                *sinks,
-            ),
-        )
-        self._health.bind(self._lifecycle)
-        self._drainer.bind(self._lifecycle)
-        ProbeRoutes(
-            self.routes,
-            self._health,
-            paths,
+        options = Options(
             service=service,
-            expose_details=self.expose_details,
+            registry=registry,
+            namespace=namespace,
+            tracer_provider=tracer_provider,
+            startup_timeout=startup_timeout,
+            shutdown_timeout=shutdown_timeout,
+            sinks=sinks,
+            timeline_path=timeline_path,
+            livez_path=livez_path,
+            readyz_path=readyz_path,
+            startupz_path=startupz_path,
+            expose_details=expose_details,
+            slow_check_threshold=slow_check_threshold,
+            drain_delay=drain_delay,
+            metrics_path=metrics_path,
+            pushgateway=pushgateway,  # type: ignore[arg-type] # coerced by Options
+        )
+        self._options = options
+        log = logger(options.service)
+        self._lifecycle = lifecycle = Lifecycle(
+            service=options.service,
+            startup_timeout=options.startup_timeout,
+            shutdown_timeout=options.shutdown_timeout,
+            log=log,
+        )
+        self._metrics = metrics = metrics_for(options.registry, options.namespace)
+        self._process_start = process_start_time()
+        self._health = Health(lifecycle)
+        self._tracing = TracingSink(options.service, options.tracer_provider)
+        pushed: tuple[Sink, ...] = ()
+        if options.pushgateway is not None:
+            pushed = (PushgatewaySink(options.pushgateway, metrics, options.service, log),)
+        lifecycle.connect(
+            (
+                self._tracing,
+                MetricsSink(metrics, self._process_start),
+                LoggingSink(log, slow_check_threshold=options.slow_check_threshold),
+                self._health,
+                Drainer(lifecycle, options.drain_delay),
+                *pushed,
+                *options.sinks,
+            )
+        )
+        self._routes: dict[str, ASGIApp] = {}
+        """Path -> ASGI app served by the middleware in front of the user's app."""
+        if options.timeline_path is not None:
+            self._routes.update(timeline_routes(lambda: self.timeline, options.timeline_path))
+        if options.metrics_path is not None:
+            self._routes[options.metrics_path] = MetricsEndpoint(options.registry)
+        ProbeRoutes(
+            self._routes,
+            self._health,
+            {
+                "liveness": options.livez_path,
+                "readiness": options.readyz_path,
+                "startup": options.startupz_path,
+            },
+            service=options.service,
+            expose_details=options.expose_details,
         )
 
     def __repr__(self) -> str:
         return f"Lifewatch(service={self.service!r}, state={self.state.value!r})"
+
+    # -- what it was built with (read-only) -----------------------------------
+
+    @property
+    def options(self) -> Options:
+        """Every option, validated; frozen."""
+        return self._options
+
+    @property
+    def service(self) -> str | None:
+        return self._options.service
+
+    @property
+    def namespace(self) -> str:
+        return self._options.namespace
+
+    @property
+    def registry(self) -> CollectorRegistry | None:
+        return self._options.registry
+
+    @property
+    def startup_timeout(self) -> float | None:
+        return self._options.startup_timeout
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return self._options.shutdown_timeout
+
+    @property
+    def expose_details(self) -> bool:
+        return self._options.expose_details
+
+    @property
+    def slow_check_threshold(self) -> float:
+        return self._options.slow_check_threshold
+
+    @property
+    def drain_delay(self) -> float:
+        return self._options.drain_delay
+
+    @property
+    def timeline_path(self) -> str | None:
+        return self._options.timeline_path
+
+    @property
+    def metrics_path(self) -> str | None:
+        return self._options.metrics_path
+
+    @property
+    def pushgateway(self) -> Pushgateway | None:
+        return self._options.pushgateway
+
+    @property
+    def metrics(self) -> Metrics:
+        """The metric families (shared by every watch on the same registry and namespace)."""
+        return self._metrics
+
+    @property
+    def process_start(self) -> float:
+        """Wall-clock start of the process: where time to ready counts from."""
+        return self._process_start
+
+    @property
+    def routes(self) -> Mapping[str, ASGIApp]:
+        """Path -> ASGI app: the endpoints the middleware serves."""
+        return self._routes
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The event flow (runs, phases, state): what the ways in and sinks use."""
+        return self._lifecycle
+
+    @property
+    def tracing(self) -> TracingSink:
+        """The tracing sink (``lifewatch.testing`` points it at its own provider)."""
+        return self._tracing
 
     # -- what it knows ------------------------------------------------------
 
     @property
     def state(self) -> State:
         """The current lifecycle state."""
-        state = self._lifecycle.state
-        assert state is not None
-        return state
+        return self._lifecycle.state
 
     @property
     def startup_complete(self) -> bool:
@@ -177,7 +255,7 @@ class Lifewatch:
     def timeline(self) -> Timeline:
         """A snapshot of the last startup and shutdown: every phase, nested, timed."""
         lc = self._lifecycle
-        return build_timeline(self.service, lc.startup, lc.shutdown, self.process_start)
+        return build_timeline(self.service, lc.startup, lc.shutdown, self._process_start)
 
     # -- ways in ------------------------------------------------------------
 
@@ -196,48 +274,23 @@ class Lifewatch:
         """Wrap one lifespan, or compose several, each as a phase.
 
         Positional lifespans are named after ``__name__``, keyword ones by key.
+        Without ``instrument()`` or the middleware no endpoint is served: use
+        ``watch.instrument(app)`` on the app afterwards to add them.
         """
         components = [
             (name_of(ls), as_factory(ls, f"lifespan #{i + 1}")) for i, ls in enumerate(lifespans)
         ]
         components += [(key, as_factory(ls, f"lifespan {key!r}")) for key, ls in named.items()]
-        return WatchedLifespan(self, components)
+        return WatchedLifespan(self._lifecycle, components)
 
     def instrument(self, app: App) -> App:
         """Wrap a Starlette/FastAPI app's lifespan in place and serve the endpoints."""
-        from starlette.applications import Starlette
-
-        if not isinstance(app, Starlette):
-            raise TypeError(
-                "instrument() takes a Starlette or FastAPI application; got "
-                f"{app!r}. For any other ASGI app use LifewatchMiddleware(app, watch=watch)."
-            )
-        wrap_router_lifespan(self, app.router)
-        self._instrumented.add(app)
-        from ._middleware import LifewatchMiddleware
-
-        if not any(
-            m.cls is LifewatchMiddleware  # type: ignore[comparison-overlap]
-            and m.kwargs.get("watch") is self
-            for m in app.user_middleware
-        ):
-            app.add_middleware(LifewatchMiddleware, watch=self)
+        instrument(self, self._lifecycle, app)
         return app
 
-    def _rewrap(self, app: object) -> None:
-        """At startup: wrap again what ``instrument`` wrapped, if it changed since."""
-        try:
-            instrumented = app in self._instrumented
-        except TypeError:  # not weak-referenceable: not an app we instrumented
-            return
-        if instrumented:
-            wrap_router_lifespan(self, app.router)  # type: ignore[attr-defined]
-
-    def middleware(self, app: Any) -> Any:
+    def middleware(self, app: ASGIApp, *, strict: bool = False) -> LifewatchMiddleware:
         """``LifewatchMiddleware(app, watch=self)``, for any ASGI app."""
-        from ._middleware import LifewatchMiddleware
-
-        return LifewatchMiddleware(app, watch=self)
+        return LifewatchMiddleware(app, watch=self, strict=strict)
 
     # -- health -------------------------------------------------------------
 
@@ -334,28 +387,4 @@ class Lifewatch:
             )
         lc = self._lifecycle
         phase = Phase(lc, name, timeout=timeout, critical=critical, background=True)
-
-        async def run() -> None:
-            try:
-                async with phase:
-                    await func()
-            except Exception:
-                lc.background_failed = True
-                lc.set_state(State.FAILED)
-
-        task = asyncio.get_running_loop().create_task(run(), name=f"lifewatch:{name}")
-        lc.background.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            lc.background.discard(t)
-            lc.maybe_ready()
-
-        task.add_done_callback(done)
-        return task
-
-    async def _stop_background(self) -> None:
-        tasks = list(self._lifecycle.background)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        return lc.start_background(name, phase, func)

@@ -1,0 +1,98 @@
+"""The options of a ``Lifewatch``: validated once, then never changed.
+
+Every part is built from them once; a setting changed afterwards would be
+read by some parts and not others, so there is no changing them (a frozen
+dataclass: ``watch.options.drain_delay = 1`` raises). To change one, build a
+new ``Lifewatch``, or ``dataclasses.replace(watch.options, ...)`` and pass its
+fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from ._pushgateway import Pushgateway
+from ._sink import Sink
+from ._validate import validate_bool, validate_namespace, validate_path, validate_seconds
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a ``Lifewatch`` was built with; see ``Lifewatch`` for each one."""
+
+    service: str | None = None
+    registry: CollectorRegistry | None = None
+    namespace: str = "lifespan"
+    tracer_provider: TracerProvider | None = None
+    startup_timeout: float | None = None
+    shutdown_timeout: float = 20.0
+    sinks: tuple[Sink, ...] = ()
+    timeline_path: str | None = None
+    livez_path: str | None = "/livez"
+    readyz_path: str | None = "/readyz"
+    startupz_path: str | None = "/startupz"
+    expose_details: bool = False
+    slow_check_threshold: float = 0.5
+    drain_delay: float = 5.0
+    metrics_path: str | None = "/metrics"
+    pushgateway: Pushgateway | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if self.service is not None and not isinstance(self.service, str):
+            raise TypeError(f"service must be a string or None; got {self.service!r}")
+        if self.registry is not None and not isinstance(self.registry, CollectorRegistry):
+            raise TypeError(
+                "registry must be a prometheus_client.CollectorRegistry or None; "
+                f"got {self.registry!r}"
+            )
+        put("namespace", validate_namespace(self.namespace))
+        put("startup_timeout", validate_seconds(self.startup_timeout, "startup_timeout"))
+        put(
+            "shutdown_timeout",
+            validate_seconds(self.shutdown_timeout, "shutdown_timeout", optional=False),
+        )
+        sinks = tuple(self.sinks)
+        for sink in sinks:
+            if not isinstance(sink, Sink):
+                raise TypeError(f"sinks must be lifewatch.Sink instances; got {sink!r}")
+        put("sinks", sinks)
+        put(
+            "timeline_path",
+            validate_path(self.timeline_path, "timeline_path", "/lifewatch/timeline"),
+        )
+        put("livez_path", validate_path(self.livez_path, "livez_path", "/livez"))
+        put("readyz_path", validate_path(self.readyz_path, "readyz_path", "/readyz"))
+        put("startupz_path", validate_path(self.startupz_path, "startupz_path", "/startupz"))
+        put("metrics_path", validate_path(self.metrics_path, "metrics_path", "/metrics"))
+        put("expose_details", validate_bool(self.expose_details, "expose_details"))
+        put(
+            "slow_check_threshold",
+            validate_seconds(self.slow_check_threshold, "slow_check_threshold", optional=False),
+        )
+        put(
+            "drain_delay",
+            validate_seconds(
+                self.drain_delay, "drain_delay (0 turns draining off)", optional=False, zero_ok=True
+            ),
+        )
+        put("pushgateway", Pushgateway.coerce(self.pushgateway))
+        served = [
+            p
+            for p in (
+                self.livez_path,
+                self.readyz_path,
+                self.startupz_path,
+                self.metrics_path,
+                self.timeline_path,
+            )
+            if p is not None
+        ]
+        if len(set(served)) != len(served):
+            raise ValueError(f"endpoint paths must differ from each other; got {served!r}")
