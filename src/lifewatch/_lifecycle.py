@@ -129,12 +129,21 @@ class Lifecycle:
 
     # -- runs and their bound -------------------------------------------------
 
-    def begin_run(self, event: Event, *, rollback: bool = False) -> RunRecord:
-        """Open a startup or shutdown run, or join the one already open."""
+    def begin_run(
+        self, event: Event, *, rollback: bool = False, goes_on: bool = False
+    ) -> RunRecord:
+        """Open a startup or shutdown run, or join the one already open.
+
+        ``goes_on``: the caller (the lifespan wrapper) raises a shutdown's
+        failures at its end, so a failed shutdown phase may let the next one
+        run. Without it (the middleware alone) a failure goes on as it would
+        without lifewatch.
+        """
         current = self.current
         if current is not None and current.event == event:
+            current.goes_on = current.goes_on or goes_on
             return current
-        run = RunRecord(event=event, service=self.service, rollback=rollback)
+        run = RunRecord(event=event, service=self.service, rollback=rollback, goes_on=goes_on)
         if event == "startup":
             self.startup = run
             self.startup_complete = False
@@ -330,7 +339,7 @@ class Lifecycle:
                     run.failed_phase, run.error = phase.name, recorded
                 if run.event == "shutdown":
                     # Shutdown goes on past a failed phase; the run raises at the end.
-                    suppress = isinstance(error, Exception)
+                    suppress = run.goes_on and isinstance(error, Exception)
                     if origin and (suppress or not run.failures):
                         run.failures.append(recorded)
         self._emit("phase_end", phase)

@@ -140,7 +140,7 @@ class WatchedLifespan:
             lc.end_run(run, exc)
             # Roll back: every lifespan that started is shut down, in reverse,
             # as in a normal shutdown; then the startup's error goes on.
-            rollback = lc.begin_run("shutdown", rollback=True)
+            rollback = lc.begin_run("shutdown", rollback=True, goes_on=True)
             try:
                 await stack.__aexit__(None, None, None)
             finally:
@@ -155,7 +155,7 @@ class WatchedLifespan:
             exc_info = (type(exc), exc, exc.__traceback__)
             raise
         finally:
-            stopping = lc.begin_run("shutdown")
+            stopping = lc.begin_run("shutdown", goes_on=True)
             error: BaseException | None = None
             try:
                 await lc.stop_background()

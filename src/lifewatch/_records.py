@@ -33,6 +33,8 @@ class RunRecord:
     """Shutdown: the errors of failed phases that shutdown went on past, in order."""
     rollback: bool = False
     """A shutdown undoing a failed startup: the state stays ``failed``."""
+    goes_on: bool = False
+    """Shutdown goes on past a failed phase and raises its failures at the end."""
     link: RunRecord | None = None
     """For a shutdown: the startup run it follows (a span link)."""
     trace_id: int = 0
