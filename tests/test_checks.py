@@ -293,35 +293,69 @@ async def _hang_async() -> None:
 
 
 async def test_a_hanging_sync_check_holds_at_most_one_thread(
-    registry: CollectorRegistry,
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watch = detailed(registry)
+    scheduled = threading.Event()  # the OS lets the started threads run
+    entered = threading.Event()
     release = threading.Event()
-    entered = 0
+    lock = threading.Lock()
+    calls = live = peak = 0
 
-    @watch.check("hangs", timeout=0.01)
+    @watch.check("hangs", timeout=0.05)
     def hangs() -> None:
-        nonlocal entered
-        entered += 1
-        release.wait(30)
+        nonlocal calls, live, peak
+        with lock:
+            calls += 1
+            live += 1
+            peak = max(peak, live)
+        entered.set()
+        try:
+            release.wait(30)
+        finally:
+            with lock:
+                live -= 1
 
+    # Under CPU load a thread can be started and yet not run for a while. Make
+    # that certain: threads started now wait for `scheduled` before their run().
+    # A busy flag that the thread sets itself (the old code) is then still down
+    # when the next probes come, and each of them starts another thread.
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def start_late(thread: threading.Thread) -> None:
+        run = thread.run
+
+        def late() -> None:
+            scheduled.wait(30)
+            run()
+
+        thread.run = late  # type: ignore[method-assign]
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_late)
     app = watch.middleware(Starlette())
-    threads = threading.active_count()
     try:
         first = (await get(app, "/readyz?verbose")).text
-        await asyncio.sleep(0.05)
         texts = [(await get(app, "/readyz?verbose")).text for _ in range(20)]
-        assert "[-]hangs failed: timed out after 0.01s\n" in first
+        monkeypatch.undo()
+        assert "[-]hangs failed: timed out after 0.05s\n" in first
         assert all("previous run still running in its thread" in t for t in texts)
-        assert entered == 1
-        assert threading.active_count() <= threads + 1
+        assert len(started) == 1 and started[0].daemon
+        scheduled.set()
+        assert await asyncio.to_thread(entered.wait, 10)
+        texts = [(await get(app, "/readyz?verbose")).text for _ in range(5)]
+        assert all("previous run still running in its thread" in t for t in texts)
+        assert (calls, live, peak) == (1, 1, 1)
     finally:
+        scheduled.set()
         release.set()
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if "[+]hangs ok" in (await get(app, "/readyz?verbose")).text:
-            break
-    assert entered >= 2  # the thread came back, runs go on
+    await asyncio.to_thread(started[0].join, 10)
+    assert not started[0].is_alive()
+    # The thread came back: the flag is down, and the next probe runs the check.
+    assert "[+]hangs ok\n" in (await get(app, "/readyz?verbose")).text
+    assert (calls, live, peak) == (2, 0, 1)
 
 
 async def test_checks_by_probe(watch: Lifewatch) -> None:

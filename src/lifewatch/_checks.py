@@ -1,9 +1,9 @@
 """Health checks: one definition per check, its last result, its single run.
 
-A check is a callable (async, or sync run in a worker thread) that raises or
-returns ``False`` when what it checks is down. Each run is bounded by the
-check's own timeout; concurrent callers share the run in flight, so a burst of
-probes costs the dependency one query. A run is a task of its own, shielded
+A check is a callable (async, or sync run in a daemon thread of its own) that
+raises or returns ``False`` when what it checks is down. Each run is bounded by
+the check's own timeout; concurrent callers share the run in flight, so a burst
+of probes costs the dependency one query. A run is a task of its own, shielded
 from the probe requests that wait on it: a client that goes away never cancels
 a run another probe is waiting for, and the timeout ends every run, so no task
 outlives it.
@@ -12,8 +12,11 @@ outlives it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -77,6 +80,11 @@ def _iso(ts: float) -> str:
     return stamp.replace("+00:00", "Z")
 
 
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if not future.done():  # not if the run timed out (cancelled) meanwhile
+        future.set_result(outcome)
+
+
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """One finished run of a check."""
@@ -105,7 +113,6 @@ class HealthCheck:
     __slots__ = (
         "_busy_thread",
         "_inflight",
-        "_limiter",
         "_on_result",
         "critical",
         "func",
@@ -141,8 +148,8 @@ class HealthCheck:
         """The background task refreshing an ``interval`` check, while serving."""
         self._inflight: asyncio.Task[CheckResult] | None = None
         self._busy_thread = False
-        self._limiter: anyio.CapacityLimiter | None = None
-        """One thread at a time per sync check, apart from the app's thread pool."""
+        """A sync check's thread has not returned yet: set by the loop before the
+        thread starts, cleared by that thread, so there is never a second one."""
         self._on_result = on_result
 
     def __repr__(self) -> str:
@@ -204,11 +211,9 @@ class HealthCheck:
                 if self.is_async:
                     value = await self.func()
                 else:
-                    if self._limiter is None:
-                        self._limiter = anyio.CapacityLimiter(1)
-                    value = await anyio.to_thread.run_sync(
-                        self._call_sync, abandon_on_cancel=True, limiter=self._limiter
-                    )
+                    value, error = await self._in_thread()
+                    if error is not None:
+                        raise error
         except TimeoutError:
             return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
         except Exception as exc:
@@ -229,12 +234,48 @@ class HealthCheck:
             f"returned {type(value).__name__}; a check returns None or a bool, or raises",
         )
 
-    def _call_sync(self) -> Any:
+    def _in_thread(self) -> asyncio.Future[tuple[Any, BaseException | None]]:
+        """Start the sync check in a daemon thread; its outcome comes back here.
+
+        Marked busy and started in one step, with no await in between: no probe
+        can slip in before the thread owns the flag, and a cancellation cannot
+        leave it set for a thread that never started. Only the thread clears it,
+        once the check has returned. Awaiting the future under
+        the timeout abandons, never stops, a hung thread; being a daemon, it
+        never holds up process exit.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
+        thread = threading.Thread(
+            target=self._work,
+            args=(loop, future, contextvars.copy_context()),
+            name=f"lifewatch-check:{self.name}",
+            daemon=True,
+        )
         self._busy_thread = True
         try:
-            return self.func()
+            thread.start()
+        except BaseException:
+            self._busy_thread = False
+            raise
+        return future
+
+    def _work(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[tuple[Any, BaseException | None]],
+        context: contextvars.Context,
+    ) -> None:
+        """The thread's body: call the check, free the check, report to the loop."""
+        outcome: tuple[Any, BaseException | None]
+        try:
+            outcome = (context.run(self.func), None)
+        except BaseException as exc:
+            outcome = (None, exc)
         finally:
             self._busy_thread = False
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
+            loop.call_soon_threadsafe(_settle, future, outcome)
 
     def _passed(self, start: float) -> CheckResult:
         return CheckResult(True, time.perf_counter() - start, time.time(), time.monotonic())
