@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 from lifewatch import Lifewatch, State
 
+from .broken_logging import broken_logging
 from .probe_helpers import get
 from .servers import free_port
 
@@ -252,3 +253,31 @@ def test_uvicorn_drains_without_dropping_a_request(tmp_path: Path, server_args: 
     # The lifespan shutdown phases ran, after the drain.
     shutdown_at = float(mark.read_text().split()[0])
     assert shutdown_at - sigterm_wall >= drain - 0.05
+
+
+def test_logging_that_raises_never_keeps_the_signal_from_the_server(
+    server_handler: list[int], registry: CollectorRegistry
+) -> None:
+    """The drain's log lines fail (a broken pipe, a processor's bug): the SIGTERM
+    lifewatch took is still handed on, so the shutdown phases still run."""
+    watch = Lifewatch(registry=registry, drain_delay=0.2)
+    shut_down: list[str] = []
+
+    async def lifespan(app: Any) -> Any:
+        yield
+        shut_down.append("closed")
+
+    app = watch.instrument(Starlette(lifespan=lifespan))
+
+    async def main() -> None:
+        with broken_logging() as attempted:
+            async with LifespanManager(app):
+                os.kill(os.getpid(), signal.SIGTERM)
+                await _until(lambda: server_handler == [signal.SIGTERM])
+                assert watch.state is State.DRAINING
+                assert "lifespan.drain.begin" in attempted
+                assert "lifespan.drain.end" in attempted
+
+    asyncio.run(main())
+    assert shut_down == ["closed"]
+    assert watch.state is State.STOPPED

@@ -228,7 +228,8 @@ async def test_shutdown_timeout_bounds_the_whole_shutdown(
     start = time.monotonic()
     with pytest.raises(
         PhaseTimeout,
-        match=r"shutdown phase 'stuck' failed \(timeout\): still running after shutdown_timeout=0.2s",
+        match=r"shutdown phase 'stuck' failed \(timeout\): still running after "
+        r"shutdown_timeout=0.2s",
     ):
         async with LifespanManager(
             watch.instrument(Starlette(lifespan=watch.lifespan(first, stuck)))

@@ -211,7 +211,7 @@ def test_page_after_shutdown_shows_both_runs() -> None:
             await asyncio.sleep(0.01)
 
     # Whether a timed-out nested shutdown phase fails the whole shutdown is the
-    # core's call (DESIGN says it does); the page must show whatever was recorded.
+    # core's call (the product contract says it does); the page must show whatever was recorded.
     with contextlib.suppress(LifespanFailed):
         anyio.run(h.run, h.watch.instrument(Starlette(lifespan=lifespan)))
     shutdown = h.timeline.find("lifespan.shutdown", "shutdown")

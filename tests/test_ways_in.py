@@ -1,4 +1,4 @@
-"""Every way in of DESIGN section 1, with FastAPI and plain Starlette."""
+"""Every way in, with FastAPI and plain Starlette."""
 
 from __future__ import annotations
 

@@ -1,0 +1,123 @@
+"""Health produces results as events: metrics and logs are sinks' work, isolated.
+
+A metric write or a log record that fails must never change a probe's answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgi_lifespan import LifespanManager
+from prometheus_client import CollectorRegistry
+
+from lifewatch import Lifewatch
+
+from .broken_logging import broken_logging
+from .probe_helpers import call
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def raw_app() -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"  # no lifespan: the middleware speaks it
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+async def test_a_failing_non_critical_check_says_warn_even_when_logging_raises() -> None:
+    watch = Lifewatch(registry=CollectorRegistry())
+
+    @watch.check("cache", critical=False)
+    async def cache() -> None:
+        raise ConnectionError("redis down")
+
+    app = watch.middleware(raw_app())
+    with broken_logging() as attempted:
+        async with LifespanManager(app):
+            status, _, body = await call(
+                app, "/readyz", headers=[(b"accept", b"application/health+json")]
+            )
+    assert status == 200
+    assert json.loads(body)["status"] == "warn"
+    assert "lifespan.check.failed" in attempted  # it was tried, and it broke
+
+
+async def test_a_broken_probe_answers_503_even_when_its_error_log_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watch = Lifewatch(registry=CollectorRegistry())
+
+    @watch.check("db")
+    async def db() -> None:
+        pass
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug in a renderer")
+
+    monkeypatch.setattr("lifewatch._probes.render_text", broken)
+    app = watch.middleware(raw_app())
+    with broken_logging() as attempted:
+        async with LifespanManager(app):
+            status, _, body = await call(app, "/readyz", query=b"verbose")
+    assert status == 503
+    assert body == b"lifewatch: the probe itself failed (see the log)\n"
+    assert "lifespan.probe.error" in attempted
+
+
+def test_an_unusable_multiprocess_directory_does_not_fail_a_passing_check(
+    tmp_path: Path,
+) -> None:
+    """The directory is deleted under a running pod (a tmp cleaner, a volume gone):
+    every new series then fails to write. prometheus-client picks its
+    multiprocess values at import, hence a process of its own."""
+    gone = tmp_path / "deleted"
+    gone.mkdir()
+    script = textwrap.dedent(
+        """
+        import asyncio, json, shutil, sys
+        sys.path.insert(0, sys.argv[1])
+        from asgi_lifespan import LifespanManager
+        from lifewatch import Lifewatch
+        from tests.probe_helpers import call
+        from tests.test_health import raw_app
+
+        watch = Lifewatch()
+
+        @watch.check("db")
+        async def db():
+            pass
+
+        async def main():
+            shutil.rmtree(sys.argv[2])
+            app = watch.middleware(raw_app())
+            async with LifespanManager(app):
+                status, _, body = await call(app, "/readyz")
+            print(json.dumps({"status": status, "body": body.decode()}))
+
+        asyncio.run(main())
+        """
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(gone)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT), str(gone)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer == {"status": 200, "body": "ok"}, proc.stderr
+    assert not gone.exists()
+    assert "lifespan.sink.failed" in proc.stdout + proc.stderr  # said, not hidden
