@@ -18,8 +18,8 @@ from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._timeline import Timeline, TimelineEntry
 from ._types import Event, Outcome, Reason, State
+from ._version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = [
     "CheckResult",

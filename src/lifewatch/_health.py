@@ -35,7 +35,6 @@ from ._validate import validate_bool, validate_seconds
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
-    from ._probes import ProbeEndpoint
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -91,8 +90,8 @@ class Health(Sink):
         self.supervised: dict[str, Supervised] = {}
         self.version = 0
         """Bumped whenever an answer may change; endpoints compare it."""
-        self.endpoints: list[ProbeEndpoint] = []
-        """The endpoints keeping an answer, told to forget it on any change."""
+        self.listeners: list[Callable[[], None]] = []
+        """Called on any change: the endpoints keeping an answer forget it."""
         self.on_check_added: list[Callable[[HealthCheck], None]] = []
         self.on_supervised: list[Callable[[Supervised], None]] = []
         self._serving = False
@@ -100,8 +99,8 @@ class Health(Sink):
 
     def invalidate(self) -> None:
         self.version += 1
-        for endpoint in self.endpoints:
-            endpoint.forget()
+        for forget in self.listeners:
+            forget()
 
     # -- registration ---------------------------------------------------------
 

@@ -207,7 +207,7 @@ class ProbeEndpoint:
         self.expose = expose_details
         self._plain: tuple[int, tuple[tuple[bytes, bytes], ...], bytes] | None = None
         """The answer to a plain request, kept while nothing changes (see forget)."""
-        health.endpoints.append(self)
+        health.listeners.append(self.forget)
 
     def forget(self) -> None:
         """Something changed: the next request builds the answer again."""

@@ -92,7 +92,7 @@ class Timeline:
         ``event``, ``outcome`` and offsets in seconds beside it, and the same
         facts as ``lifespan.*`` tags (named like the span attributes).
         """
-        from . import __version__
+        from ._version import __version__
 
         runs = [e for e in self.entries if e.kind == "run"]
         start = runs[0].started_at if runs else None

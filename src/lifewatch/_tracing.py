@@ -34,7 +34,7 @@ class TracingSink(Sink):
         # Resolved late: the user may configure the global provider after
         # constructing Lifewatch, as long as it is before startup.
         if self._tracer is None:
-            from . import __version__
+            from ._version import __version__
 
             self._tracer = trace.get_tracer(
                 "lifewatch", __version__, tracer_provider=self._provider

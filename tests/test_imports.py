@@ -1,0 +1,92 @@
+"""Imports point one way: each module of lifewatch imports only the ones below it.
+
+The order is the order data flows: records, the sink interface, the
+lifecycle, the phase and the ways in, the sinks, health, what answers HTTP,
+then the facade and the public modules on top. Every import counts, those
+inside functions and under ``TYPE_CHECKING`` too: a cycle hidden in a function
+is still a cycle in the design.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lifewatch"
+
+LAYERS = [
+    # names every part shares
+    "_types",
+    "_version",
+    "_validate",
+    "_errors",
+    "_process",
+    "_http",
+    "_records",
+    # health as values, then the one event flow
+    "_checks",
+    "_supervise",
+    "_sink",
+    "_lifecycle",
+    # what times a block, and the ways in
+    "_phase",
+    "_lifespan",
+    "_middleware",
+    "_starlette",
+    # the sinks
+    "_tracing",
+    "_metrics",
+    "_logging",
+    "_pushgateway",
+    "_health",
+    "_drain",
+    # what answers HTTP
+    "_probes",
+    "_exposition",
+    "_timeline",
+    "_waterfall",
+    # the facade and the public modules
+    "_options",
+    "_lifewatch",
+    "__init__",
+    "testing",
+    "gunicorn",
+    "_demo",
+    "__main__",
+]
+
+
+def imports_of(path: Path) -> set[str]:
+    """The lifewatch modules ``path`` imports, wherever the import statement is."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif node.level == 0 and node.module and node.module.split(".")[0] == "lifewatch":
+            parts = node.module.split(".")
+            found.add(parts[1] if len(parts) > 1 else "__init__")
+    return found
+
+
+def test_every_module_has_a_place_in_the_layers() -> None:
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    assert modules == set(LAYERS), (
+        f"not in LAYERS: {sorted(modules - set(LAYERS))}; "
+        f"gone: {sorted(set(LAYERS) - modules)}"
+    )
+
+
+def test_imports_point_one_way() -> None:
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = [
+        f"{module} imports {target}"
+        for module in LAYERS
+        for target in sorted(imports_of(PACKAGE / f"{module}.py"))
+        if rank[target] >= rank[module]
+    ]
+    assert upward == []
