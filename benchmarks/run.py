@@ -176,6 +176,9 @@ async def phases(rounds: int, count: int) -> list[Row]:
     from starlette.applications import Starlette
 
     from lifewatch import Lifewatch
+    from lifewatch._lifecycle import Lifecycle
+    from lifewatch._lifespan import WatchedLifespan
+    from lifewatch._phase import Phase
 
     class DropExporter(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -217,19 +220,21 @@ async def phases(rounds: int, count: int) -> list[Row]:
 
     def wrapped_app(sinks: bool = True) -> Any:
         watch = Lifewatch(service="bench", registry=CollectorRegistry(), tracer_provider=provider)
+        lc = watch.lifecycle
         if not sinks:
-            # lifewatch's phase bookkeeping alone: no span, no metric, no log.
-            lc = watch._lifecycle
-            lc._phase_begins = lc._phase_ends = ()
+            # lifewatch's phase bookkeeping alone: a lifecycle with no sink.
+            lc = Lifecycle(service="bench", startup_timeout=None, shutdown_timeout=20, log=None)
+            lc.connect(())
 
         @contextlib.asynccontextmanager
         async def lifespan(app: Any) -> AsyncIterator[None]:
             for name in names:
-                async with watch.phase(name):
+                async with Phase(lc, name):
                     pass
             yield
 
-        return watch.instrument(Starlette(lifespan=lifespan))
+        app = Starlette(lifespan=WatchedLifespan(lc, [("lifespan", lifespan)]))
+        return watch.instrument(app) if sinks else app
 
     def startup(make: Callable[[], Any]) -> Callable[[], Awaitable[float]]:
         async def batch() -> float:

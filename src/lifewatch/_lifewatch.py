@@ -288,7 +288,7 @@ class Lifewatch:
         instrument(self, self._lifecycle, app)
         return app
 
-    def middleware(self, app: ASGIApp, *, strict: bool = False) -> LifewatchMiddleware:
+    def middleware(self, app: Any, *, strict: bool = False) -> LifewatchMiddleware:
         """``LifewatchMiddleware(app, watch=self)``, for any ASGI app."""
         return LifewatchMiddleware(app, watch=self, strict=strict)
 
