@@ -8,11 +8,11 @@ was recorded, lifewatch's own record number when tracing is a no-op).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._http import Header, header_values, iso_utc, negotiate, not_allowed, respond, response_headers
 from ._records import PhaseRecord, RunRecord
 from ._types import Event, Outcome, Reason
 
@@ -144,10 +144,7 @@ def _event_json(e: TimelineEntry) -> dict[str, Any]:
 
 def _instant(t: float | None) -> str | None:
     """Like Java's ``Instant.toString()``: ``2026-01-01T12:00:00.123456Z``."""
-    if t is None:
-        return None
-    stamp = datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds")
-    return stamp.replace("+00:00", "Z")
+    return None if t is None else iso_utc(t, "microseconds")
 
 
 def iso_duration(seconds: float) -> str:
@@ -241,28 +238,16 @@ def build_timeline(
 
 # -- endpoints -----------------------------------------------------------------
 
-_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+_HTML = b"text/html; charset=utf-8"
+_JSON = b"application/json"
+_OFFERS = (_HTML, _JSON)
+"""HTML first: a browser's ``*/*`` (or no ``Accept``) gets the page."""
 _CSP = b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
-def wants_json(accept: str) -> bool:
-    """True when ``Accept`` prefers ``application/json`` over ``text/html``."""
-    best = {"html": 0.0, "json": 0.0}
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            if param.startswith("q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
-        media = media.lower()
-        if media == "application/json" or media.endswith("+json"):
-            best["json"] = max(best["json"], q)
-        elif media in ("text/html", "application/xhtml+xml"):
-            best["html"] = max(best["html"], q)
-    return best["json"] > best["html"]
+def wants_json(accept: bytes | Iterable[bytes]) -> bool:
+    """True when ``Accept`` prefers the timeline's JSON to its HTML page."""
+    return negotiate(accept, _OFFERS) == _JSON
 
 
 class TimelineEndpoint:
@@ -278,37 +263,23 @@ class TimelineEndpoint:
         from ._waterfall import render_html
 
         method = scope.get("method", "GET")
-        headers = list(_HEADERS)
-        if method not in ("GET", "HEAD"):
-            body = b"method not allowed\n"
-            headers += [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")]
-            await _respond(send, 405, headers, body, method)
+        if method != "GET" and method != "HEAD":
+            await not_allowed(send)
             return
         as_json = self.fmt == "json"
+        vary: tuple[Header, ...] = ()
         if self.fmt == "auto":
-            headers.append((b"vary", b"accept"))
-            accept = b",".join(v for k, v in scope.get("headers", []) if k.lower() == b"accept")
-            as_json = wants_json(accept.decode("latin-1"))
+            vary = ((b"vary", b"accept"),)
+            as_json = wants_json(header_values(scope.get("headers", ()), b"accept"))
         timeline = self.watch.timeline
         if as_json:
             body = json.dumps(timeline.to_dict(), indent=2).encode()
-            headers.append((b"content-type", b"application/json"))
+            headers = response_headers(_JSON, body, *vary)
         else:
             name = str(scope.get("path", "")).rsplit("/", 1)[-1]
             body = render_html(timeline, json_href=f"{name}.json" if name else None).encode()
-            headers += [
-                (b"content-type", b"text/html; charset=utf-8"),
-                (b"content-security-policy", _CSP),
-            ]
-        await _respond(send, 200, headers, body, method)
-
-
-async def _respond(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, method: str
-) -> None:
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+            headers = response_headers(_HTML, body, *vary, (b"content-security-policy", _CSP))
+        await respond(send, method, 200, headers, body)
 
 
 def timeline_routes(watch: Lifewatch, path: str) -> dict[str, ASGIApp]:
