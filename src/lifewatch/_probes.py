@@ -27,7 +27,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._checks import RESERVED, HealthCheck, Probe
 from ._http import TEXT, Header, header_values, negotiate, not_allowed, respond, response_headers
-from ._middleware import direct
 from ._supervise import Supervised
 
 if TYPE_CHECKING:
@@ -284,8 +283,7 @@ class ProbeRoutes:
         for probe, path in self.paths.items():
             if path is None:
                 continue
-            # The bound __call__: the middleware calls it for every probe.
-            routes[path] = direct(ProbeEndpoint(health, probe, **self._options))
+            routes[path] = ProbeEndpoint(health, probe, **self._options)
             if probe != "liveness":
                 self._add(probe, RESERVED)
         health.on_check_added.append(self._check_added)
@@ -294,8 +292,8 @@ class ProbeRoutes:
     def _add(self, probe: Probe, name: str) -> None:
         path = self.paths.get(probe)
         if path is not None:
-            self.routes[f"{path}/{name}"] = direct(
-                ProbeEndpoint(self.health, probe, only=name, **self._options)
+            self.routes[f"{path}/{name}"] = ProbeEndpoint(
+                self.health, probe, only=name, **self._options
             )
 
     def _check_added(self, check: HealthCheck) -> None:
