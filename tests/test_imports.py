@@ -76,8 +76,7 @@ def imports_of(path: Path) -> set[str]:
 def test_every_module_has_a_place_in_the_layers() -> None:
     modules = {p.stem for p in PACKAGE.glob("*.py")}
     assert modules == set(LAYERS), (
-        f"not in LAYERS: {sorted(modules - set(LAYERS))}; "
-        f"gone: {sorted(set(LAYERS) - modules)}"
+        f"not in LAYERS: {sorted(modules - set(LAYERS))}; gone: {sorted(set(LAYERS) - modules)}"
     )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from .servers import env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,7 +19,7 @@ def test_json_logs_carry_the_ids_of_exported_spans() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=env(),
     )
     assert done.returncode == 0, done.stderr
     logs = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"')]

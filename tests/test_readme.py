@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -27,6 +26,7 @@ import pytest
 
 from lifewatch import Lifewatch
 
+from .servers import env as server_env
 from .test_examples import serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +180,7 @@ def test_console_blocks_are_what_the_app_answers() -> None:
                 capture_output=True,
                 text=True,
                 timeout=60,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                env=server_env(),
             )
             assert done.returncode == 0, done.stderr
             produced = [json.loads(x) for x in done.stdout.splitlines() if x.startswith('{"')]

@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from lifewatch import Lifewatch, Timeline
-from lifewatch._timeline import iso_duration, wants_json
+from lifewatch._timeline import iso_duration
+from lifewatch._waterfall import wants_json
 from lifewatch.testing import LifespanFailed, LifewatchHarness
 
 pytestmark = pytest.mark.anyio
@@ -242,9 +243,12 @@ def test_timeline_path_is_validated(path: object) -> None:
         ("application/json", True),
         ("text/html,application/json;q=0.9", False),
         ("application/json, text/html;q=0.5", True),
-        ("application/health+json", True),
+        # Not a type the timeline serves: nothing acceptable, so the page.
+        ("application/health+json", False),
         ("text/html;q=bogus, application/json;q=0.1", True),
+        ("text/html;q=0.5, */*", True),  # the specific range sets HTML's q
+        ("text/html;q=0.5, application/*", True),
     ],
 )
 def test_accept_negotiation(accept: str, expected: bool) -> None:
-    assert wants_json(accept) is expected
+    assert wants_json(accept.encode()) is expected

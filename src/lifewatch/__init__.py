@@ -20,7 +20,6 @@ from ._timeline import Timeline, TimelineEntry
 from ._types import Event, Outcome, Reason, State
 from ._version import __version__
 
-
 __all__ = [
     "CheckResult",
     "Event",

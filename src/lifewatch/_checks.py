@@ -20,10 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 import anyio
+
+from ._http import iso_utc
 
 Probe = Literal["liveness", "readiness", "startup"]
 """Which probe endpoint a check answers on: ``/livez``, ``/readyz``, ``/startupz``."""
@@ -75,11 +76,6 @@ def _is_async(func: Callable[..., Any]) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-def _iso(ts: float) -> str:
-    stamp = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
-
-
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
     if not future.done():  # not if the run timed out (cancelled) meanwhile
         future.set_result(outcome)
@@ -104,7 +100,7 @@ class CheckResult:
     @property
     def time(self) -> str:
         """ISO 8601 end time (UTC), the IETF draft's ``time``."""
-        return _iso(self.finished_at)
+        return iso_utc(self.finished_at)
 
 
 class HealthCheck:

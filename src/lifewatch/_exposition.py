@@ -17,6 +17,8 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Receive, Scope, Send
 
+from ._http import Header, header_values, not_allowed, respond, response_headers
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -39,9 +41,7 @@ class MetricsEndpoint:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = REGISTRY if registry is None else registry
 
-    def render(
-        self, accept: str, accept_encoding: str = ""
-    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    def render(self, accept: str, accept_encoding: str = "") -> tuple[bytes, tuple[Header, ...]]:
         """Body and headers for one scrape, in the calling thread."""
         encoder, content_type = choose_encoder(accept)
         directory = multiprocess_dir()
@@ -49,44 +49,29 @@ class MetricsEndpoint:
             body = encoder(self.registry)
         else:
             body = _render_multiprocess(encoder, directory)
-        headers = [(b"content-type", content_type.encode("latin-1"))]
+        extra: tuple[Header, ...] = ()
         if gzip_accepted(accept_encoding):
             body = gzip.compress(body, compresslevel=6)
-            headers.append((b"content-encoding", b"gzip"))
-        headers.append((b"content-length", str(len(body)).encode("latin-1")))
-        headers.append((b"cache-control", b"no-store"))
-        return body, headers
+            extra = ((b"content-encoding", b"gzip"),)
+        return body, response_headers(content_type.encode("latin-1"), body, *extra)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")
-        if method not in ("GET", "HEAD"):
-            await _respond(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+        if method != "GET" and method != "HEAD":
+            await not_allowed(send)
             return
-        accept = accept_encoding = ""
-        for key, value in scope.get("headers", ()):
-            if key == b"accept":
-                accept = value.decode("latin-1")
-            elif key == b"accept-encoding":
-                accept_encoding = value.decode("latin-1")
+        headers = scope.get("headers", ())
+        # Sent more than once, a header's values make one comma-separated list.
+        accept = b",".join(header_values(headers, b"accept")).decode("latin-1")
+        accept_encoding = b",".join(header_values(headers, b"accept-encoding")).decode("latin-1")
         if multiprocess_dir() is None:
-            body, headers = self.render(accept, accept_encoding)
+            body, response = self.render(accept, accept_encoding)
         else:
-            body, headers = await anyio.to_thread.run_sync(self.render, accept, accept_encoding)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+            body, response = await anyio.to_thread.run_sync(self.render, accept, accept_encoding)
+        await respond(send, method, 200, response, body)
 
 
 def _render_multiprocess(encoder: Callable[[CollectorRegistry], bytes], directory: str) -> bytes:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     return encoder(registry)
-
-
-async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode("latin-1")),
-        *extra,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

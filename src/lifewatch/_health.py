@@ -23,10 +23,10 @@ from ._checks import (
     CheckResult,
     HealthCheck,
     Probe,
-    _iso,
     validate_check_name,
     validate_probes,
 )
+from ._http import iso_utc
 from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 from ._supervise import Supervised, watch_task
@@ -239,7 +239,7 @@ class Health(Sink):
     def _lifespan_entry(self, probe: Probe) -> Entry:
         lc = self.lifecycle
         state = lc.state
-        when = _iso(self._state_time)
+        when = iso_utc(self._state_time)
         startup = lc.startup
         degraded = startup is not None and startup.outcome == "degraded"
         ok = lc.startup_complete if probe == "startup" else state is State.READY
@@ -276,7 +276,7 @@ class Health(Sink):
         return Entry(
             record.entry,
             "fail" if record.died else "pass",
-            _iso(record.changed_at),
+            iso_utc(record.changed_at),
             "died" if record.died else "running",
             output=record.detail if record.died else None,
             secret=True,

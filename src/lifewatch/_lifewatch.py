@@ -33,10 +33,11 @@ from ._pushgateway import Pushgateway, PushgatewaySink
 from ._records import RunRecord
 from ._sink import Sink
 from ._starlette import instrument
-from ._timeline import Timeline, build_timeline, timeline_routes
+from ._timeline import Timeline, build_timeline
 from ._tracing import TracingSink
 from ._types import State
 from ._validate import validate_bool, validate_name, validate_seconds
+from ._waterfall import timeline_routes
 
 App = TypeVar("App")
 F = TypeVar("F", bound=Callable[[], Any])

@@ -25,6 +25,7 @@ from urllib.parse import unquote_plus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._checks import RESERVED, HealthCheck, Probe
+from ._http import TEXT, Header, header_values, negotiate, not_allowed, respond, response_headers
 from ._records import Notice
 from ._supervise import Supervised
 
@@ -33,31 +34,16 @@ if TYPE_CHECKING:
 
 LABELS: dict[Probe, str] = {"liveness": "livez", "readiness": "readyz", "startup": "startupz"}
 
-_TEXT = b"text/plain; charset=utf-8"
-_HEALTH_JSON = b"application/health+json"
-_JSON = b"application/json"
+# In order of preference: text for the kubelet and for people, unless JSON
+# is asked for; then the health-check draft's own type over plain JSON.
 # No Vary: Accept: with no-store there is no cache for it to instruct.
-_COMMON = (
-    (b"cache-control", b"no-store"),
-    (b"x-content-type-options", b"nosniff"),
-)
-_NOT_ALLOWED_HEADERS = (
-    (b"allow", b"GET, HEAD"),
-    (b"content-type", _TEXT),
-    (b"content-length", b"19"),
-    *_COMMON,
-)
-_NOT_ALLOWED_BODY = b"method not allowed\n"
+OFFERS = (TEXT, b"application/health+json", b"application/json")
 _ANY = (b"accept", b"*/*")
 _BROKEN_BODY = b"lifewatch: the probe itself failed (see the log)\n"
 
 MAX_QUERY_FIELDS = 64
 MAX_ECHOED_NAME = 100
 MAX_DETAIL = 500
-
-
-def _headers(content_type: bytes, body: bytes) -> tuple[tuple[bytes, bytes], ...]:
-    return ((b"content-type", content_type), (b"content-length", b"%d" % len(body)), *_COMMON)
 
 
 def parse_query(query: bytes) -> tuple[bool, frozenset[str]]:
@@ -77,37 +63,27 @@ def parse_query(query: bytes) -> tuple[bool, frozenset[str]]:
     return verbose, frozenset(exclude)
 
 
-def negotiate(headers: Any) -> bytes | None:
-    """The JSON media type to answer with, if ``Accept`` asks for one; else text."""
+def _surely_text(headers: Any) -> bool:
+    """True when no ``Accept`` can make JSON win over text, so the kept answer is right.
+
+    JSON wins only through a range naming it or ``application/*``, or one
+    that puts ``text/plain`` below ``*/*`` (``text/plain``, ``text/*``); a
+    browser's ``Accept`` has none of these, so it keeps the fast path. Any
+    doubt takes the slow path, which negotiates.
+    """
     for name, value in headers:
-        if name != b"accept" or b"json" not in value:
-            continue
-        chosen: bytes | None = None
-        for media_range in value.split(b",", MAX_QUERY_FIELDS)[:MAX_QUERY_FIELDS]:
-            media_type, *params = media_range.split(b";")
-            media_type = media_type.strip().lower()
-            if media_type not in (_HEALTH_JSON, _JSON):
-                continue
-            q = 1.0
-            for param in params:
-                key, _, val = param.strip().partition(b"=")
-                if key.strip().lower() == b"q":
-                    try:
-                        q = float(val)
-                    except ValueError:
-                        q = 0.0
-            if q > 0 and (chosen is None or media_type == _HEALTH_JSON):
-                chosen = media_type
-        if chosen is not None:
-            return chosen
-    return None
-
-
-def _asks_json(headers: Any) -> bool:
-    for name, value in headers:  # noqa: SIM110 - a loop is twice as fast as any(genexpr)
-        if name == b"accept" and b"json" in value:
-            return True
-    return False
+        if name == b"accept":
+            # As str: its "in" is several times faster than bytes' (which
+            # first tries the operand as an int, and clears the error).
+            accept = value.decode("latin-1").lower()
+            if (
+                "json" in accept
+                or "application/*" in accept
+                or "text/plain" in accept
+                or "text/*" in accept
+            ):
+                return False
+    return True
 
 
 def _clean(text: str, limit: int = MAX_DETAIL) -> str:
@@ -205,7 +181,7 @@ class ProbeEndpoint:
         self.label = LABELS[probe]
         self.service = service
         self.expose = expose_details
-        self._plain: tuple[int, tuple[tuple[bytes, bytes], ...], bytes] | None = None
+        self._plain: tuple[int, tuple[Header, ...], bytes] | None = None
         """The answer to a plain request, kept while nothing changes (see forget)."""
         health.listeners.append(self.forget)
 
@@ -222,8 +198,10 @@ class ProbeEndpoint:
             if method == "GET" or method == "HEAD":
                 headers = scope["headers"]
                 # What the kubelet and curl send, found by a C-level scan; else
-                # look for an Accept that may ask for JSON.
-                if _ANY in headers or not _asks_json(headers):
+                # an Accept that cannot select JSON. (A second Accept beside
+                # "*/*" is not looked at: no client sends one.) Sent here, not
+                # by _http.respond: one coroutine less.
+                if _ANY in headers or _surely_text(headers):
                     await send(
                         {"type": "http.response.start", "status": plain[0], "headers": [*plain[1]]}
                     )
@@ -236,39 +214,35 @@ class ProbeEndpoint:
     async def _slow(self, scope: Scope, send: Send) -> None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 405,
-                    "headers": list(_NOT_ALLOWED_HEADERS),
-                }
-            )
-            await send({"type": "http.response.body", "body": _NOT_ALLOWED_BODY})
+            await not_allowed(send)
             return
         status, headers, body = await self._answer(scope)
-        await send({"type": "http.response.start", "status": status, "headers": list(headers)})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        await respond(send, method, status, headers, body)
 
-    async def _answer(self, scope: Scope) -> tuple[int, tuple[tuple[bytes, bytes], ...], bytes]:
+    async def _answer(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes]:
         try:
             query: bytes = scope.get("query_string") or b""
+            accept = header_values(scope.get("headers") or (), b"accept")
+            # Nothing acceptable gets text too: a probe answers, it does not 406.
+            media_type = negotiate(accept, OFFERS) or TEXT
+            as_json = media_type != TEXT
+            plain = self._plain
+            if plain is not None and not query and not as_json:
+                return plain  # a browser's Accept, say: negotiated, but the kept answer
             verbose, exclude = parse_query(query) if query else (False, frozenset[str]())
             if self.only is not None:
                 exclude = frozenset()
-            media_type = negotiate(scope.get("headers") or ())
             version = self.health.version
             report, cacheable = await self.health.report(self.probe, self.only, exclude)
-            if media_type is not None:
+            if as_json:
                 body = render_json(report, self.service, self.expose)
-                content_type = media_type
             else:
                 body = render_text(report, self.label, verbose, self.expose)
-                content_type = _TEXT
             status = 503 if report.status == "fail" else 200
-            headers = _headers(content_type, body)
+            headers = response_headers(media_type, body)
             if (
                 cacheable
-                and media_type is None
+                and not as_json
                 and not verbose
                 and not exclude
                 and version == self.health.version
@@ -284,7 +258,7 @@ class ProbeEndpoint:
                     error=exc,
                 )
             )
-            return 503, _headers(_TEXT, _BROKEN_BODY), _BROKEN_BODY
+            return 503, response_headers(TEXT, _BROKEN_BODY), _BROKEN_BODY
 
 
 class ProbeRoutes:
@@ -309,7 +283,6 @@ class ProbeRoutes:
         for probe, path in self.paths.items():
             if path is None:
                 continue
-            # The bound __call__: the middleware calls it for every probe.
             routes[path] = ProbeEndpoint(health, probe, **self._options)
             if probe != "liveness":
                 self._add(probe, RESERVED)

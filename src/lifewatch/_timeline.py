@@ -8,16 +8,16 @@ was recorded, lifewatch's own record number when tracing is a no-op).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._http import iso_utc
 from ._records import PhaseRecord, RunRecord
 from ._types import Event, Outcome, Reason
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    pass
 
 
 Kind = Literal["run", "phase"]
@@ -143,10 +143,7 @@ def _event_json(e: TimelineEntry) -> dict[str, Any]:
 
 def _instant(t: float | None) -> str | None:
     """Like Java's ``Instant.toString()``: ``2026-01-01T12:00:00.123456Z``."""
-    if t is None:
-        return None
-    stamp = datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds")
-    return stamp.replace("+00:00", "Z")
+    return None if t is None else iso_utc(t, "microseconds")
 
 
 def iso_duration(seconds: float) -> str:
@@ -236,83 +233,3 @@ def build_timeline(
         if run is not None:
             entries += _run_entries(run)
     return Timeline(service, tuple(entries), process_started_at)
-
-
-# -- endpoints -----------------------------------------------------------------
-
-_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
-_CSP = b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
-
-
-def wants_json(accept: str) -> bool:
-    """True when ``Accept`` prefers ``application/json`` over ``text/html``."""
-    best = {"html": 0.0, "json": 0.0}
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            if param.startswith("q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
-        media = media.lower()
-        if media == "application/json" or media.endswith("+json"):
-            best["json"] = max(best["json"], q)
-        elif media in ("text/html", "application/xhtml+xml"):
-            best["html"] = max(best["html"], q)
-    return best["json"] > best["html"]
-
-
-class TimelineEndpoint:
-    """Serves ``watch.timeline`` as HTML, or JSON (``fmt="json"``, or by ``Accept``)."""
-
-    def __init__(self, source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> None:
-        self.source = source
-        self.fmt = fmt
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        import json
-
-        from ._waterfall import render_html
-
-        method = scope.get("method", "GET")
-        headers = list(_HEADERS)
-        if method not in ("GET", "HEAD"):
-            body = b"method not allowed\n"
-            headers += [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")]
-            await _respond(send, 405, headers, body, method)
-            return
-        as_json = self.fmt == "json"
-        if self.fmt == "auto":
-            headers.append((b"vary", b"accept"))
-            accept = b",".join(v for k, v in scope.get("headers", []) if k.lower() == b"accept")
-            as_json = wants_json(accept.decode("latin-1"))
-        timeline = self.source()
-        if as_json:
-            body = json.dumps(timeline.to_dict(), indent=2).encode()
-            headers.append((b"content-type", b"application/json"))
-        else:
-            name = str(scope.get("path", "")).rsplit("/", 1)[-1]
-            body = render_html(timeline, json_href=f"{name}.json" if name else None).encode()
-            headers += [
-                (b"content-type", b"text/html; charset=utf-8"),
-                (b"content-security-policy", _CSP),
-            ]
-        await _respond(send, 200, headers, body, method)
-
-
-async def _respond(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, method: str
-) -> None:
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
-def timeline_routes(source: Callable[[], Timeline], path: str) -> dict[str, ASGIApp]:
-    """``path`` (HTML, or JSON by ``Accept``) and ``path.json`` (always JSON)."""
-    return {
-        path: TimelineEndpoint(source, "auto"),
-        f"{path}.json": TimelineEndpoint(source, "json"),
-    }

@@ -1,4 +1,5 @@
-"""The timeline as one self-contained HTML page: a waterfall a person reads at a glance.
+"""The timeline as one self-contained HTML page (a waterfall a person reads at
+a glance), and the endpoints that serve it and its JSON.
 
 No JavaScript and no outside assets (inline CSS only), so it works air-gapped
 and under a strict Content-Security-Policy. Every name is HTML-escaped:
@@ -7,10 +8,16 @@ phase names and tags come from code, but nothing here trusts them.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from html import escape
+from typing import Literal
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._http import Header, header_values, negotiate, not_allowed, respond, response_headers
 from ._timeline import Timeline, TimelineEntry
 from ._types import Event
 
@@ -207,3 +214,53 @@ def render_html(timeline: Timeline, json_href: str | None = None) -> str:
         "Failed, timed-out and degraded phases are red or amber and labelled.</p>"
         f"{sections}<footer>Snapshot taken {now} UTC{link}</footer></body></html>"
     )
+
+
+# -- endpoints -----------------------------------------------------------------
+
+_HTML = b"text/html; charset=utf-8"
+_JSON = b"application/json"
+_OFFERS = (_HTML, _JSON)
+"""HTML first: a browser's ``*/*`` (or no ``Accept``) gets the page."""
+_CSP = b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+def wants_json(accept: bytes | Iterable[bytes]) -> bool:
+    """True when ``Accept`` prefers the timeline's JSON to its HTML page."""
+    return negotiate(accept, _OFFERS) == _JSON
+
+
+class TimelineEndpoint:
+    """Serves ``watch.timeline`` as HTML, or JSON (``fmt="json"``, or by ``Accept``)."""
+
+    def __init__(self, source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> None:
+        self.source = source
+        self.fmt = fmt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET")
+        if method != "GET" and method != "HEAD":
+            await not_allowed(send)
+            return
+        as_json = self.fmt == "json"
+        vary: tuple[Header, ...] = ()
+        if self.fmt == "auto":
+            vary = ((b"vary", b"accept"),)
+            as_json = wants_json(header_values(scope.get("headers", ()), b"accept"))
+        timeline = self.source()
+        if as_json:
+            body = json.dumps(timeline.to_dict(), indent=2).encode()
+            headers = response_headers(_JSON, body, *vary)
+        else:
+            name = str(scope.get("path", "")).rsplit("/", 1)[-1]
+            body = render_html(timeline, json_href=f"{name}.json" if name else None).encode()
+            headers = response_headers(_HTML, body, *vary, (b"content-security-policy", _CSP))
+        await respond(send, method, 200, headers, body)
+
+
+def timeline_routes(source: Callable[[], Timeline], path: str) -> dict[str, ASGIApp]:
+    """``path`` (HTML, or JSON by ``Accept``) and ``path.json`` (always JSON)."""
+    return {
+        path: TimelineEndpoint(source, "auto"),
+        f"{path}.json": TimelineEndpoint(source, "json"),
+    }

@@ -1,0 +1,157 @@
+"""The bits of HTTP every lifewatch endpoint shares, written once.
+
+A leaf module (nothing from lifewatch is imported here), so any module can
+use it without an import cycle. The endpoints are plain ASGI: a response is
+two ``send`` calls, and the headers every answer carries (``no-store``,
+``nosniff``, ``content-length``) are set here, in one place, instead of in
+each endpoint's own copy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Literal
+
+from starlette.types import Send
+
+Header = tuple[bytes, bytes]
+
+TEXT = b"text/plain; charset=utf-8"
+
+# An answer about the live state of the process must never be served stale
+# by a cache, nor sniffed into something else (a check's reason is echoed).
+COMMON: tuple[Header, ...] = (
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+)
+
+MAX_RANGES = 64
+"""Media ranges of ``Accept`` looked at, in all: the rest is ignored, so a
+hostile header costs bounded work (browsers send fewer than ten)."""
+MAX_PARAMS = 8
+"""Parameters in one media range, beyond which the range is ignored."""
+
+_NOT_ALLOWED_BODY = b"method not allowed\n"
+_NOT_ALLOWED: tuple[Header, ...] = (
+    (b"allow", b"GET, HEAD"),
+    (b"content-type", TEXT),
+    (b"content-length", b"%d" % len(_NOT_ALLOWED_BODY)),
+    *COMMON,
+)
+# RFC 9110 §12.4.2: "0" to "1" with at most three decimals; anything else is malformed.
+_QVALUE = re.compile(rb"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+
+def response_headers(content_type: bytes, body: bytes, *extra: Header) -> tuple[Header, ...]:
+    """The headers of an answer with ``body``: type, length, ``COMMON``, then ``extra``.
+
+    The length is the body's even for ``HEAD``, which sends no body, so both
+    methods describe the same answer.
+    """
+    return (
+        (b"content-type", content_type),
+        (b"content-length", b"%d" % len(body)),
+        *COMMON,
+        *extra,
+    )
+
+
+async def respond(
+    send: Send, method: str, status: int, headers: Iterable[Header], body: bytes
+) -> None:
+    """Send one whole answer: the start message, then the body (empty for ``HEAD``)."""
+    # A fresh list each time: a middleware further out may append to it.
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+async def not_allowed(send: Send) -> None:
+    """405 with ``Allow: GET, HEAD``: every lifewatch endpoint is read-only."""
+    await respond(send, "GET", 405, _NOT_ALLOWED, _NOT_ALLOWED_BODY)
+
+
+def header_values(scope_headers: Iterable[Header], name: bytes) -> list[bytes]:
+    """Every value of the (lower-case, as ASGI servers pass them) header ``name``."""
+    return [value for key, value in scope_headers if key == name]
+
+
+def negotiate(accept: bytes | Iterable[bytes], offers: Sequence[bytes]) -> bytes | None:
+    """The media type of ``offers`` to answer with, as ``Accept`` asks (RFC 9110 §12.5.1).
+
+    ``accept`` is the header's value, or all its values when sent more than
+    once (they make one list). ``offers`` are full content types (parameters
+    such as ``charset`` are kept in the result, not matched) in the server's
+    order of preference.
+
+    Each offer takes the ``q`` of the most specific range matching it
+    (``type/subtype``, then ``type/*``, then ``*/*``); ``q=0`` or no matching
+    range means not acceptable. The highest ``q`` wins and ties go to the
+    earlier offer. Media-type parameters in ranges are ignored; a malformed
+    ``q`` counts as 0 and a malformed range matches nothing. No ``Accept``
+    (or only empty list elements) accepts anything: the first offer. ``None``
+    when nothing offered is acceptable: the caller decides between a 406 and
+    its default.
+    """
+    # The q of each range, by range ("text/plain", "text/*", "*/*"); a range
+    # sent twice keeps the kinder q.
+    weights: dict[bytes, float] = {}
+    budget = MAX_RANGES
+    seen = False
+    for value in (accept,) if isinstance(accept, bytes) else accept:
+        if budget <= 0:
+            break
+        media_ranges = value.split(b",", budget)[:budget]
+        budget -= len(media_ranges)  # empty elements too: the bound is on work, not ranges
+        for media_range in media_ranges:
+            media_type, semicolon, params = media_range.partition(b";")
+            media_type = media_type.strip().lower()
+            if not media_type and not semicolon:
+                continue  # an empty list element, which RFC 9110 §5.6.1 allows
+            seen = True
+            kind, _, subtype = media_type.partition(b"/")
+            if not kind or not subtype or (kind == b"*" and subtype != b"*"):
+                continue
+            q = _weight(params) if semicolon else 1.0
+            if q is not None and q > weights.get(media_type, -1.0):
+                weights[media_type] = q
+    if not seen:
+        return offers[0] if offers else None
+    chosen: bytes | None = None
+    best = 0.0
+    for offer in offers:
+        media_type = offer.partition(b";")[0].strip().lower()
+        q = weights.get(media_type)
+        if q is None:
+            q = weights.get(media_type.partition(b"/")[0] + b"/*")
+        if q is None:
+            q = weights.get(b"*/*", 0.0)
+        if q > best:  # strictly: a tie keeps the earlier offer
+            chosen, best = offer, q
+    return chosen
+
+
+def _weight(params: bytes) -> float | None:
+    """The ``q`` among a range's parameters (1 if none); ``None`` if too many to look at."""
+    split = params.split(b";", MAX_PARAMS)
+    if len(split) > MAX_PARAMS:
+        return None
+    for param in split:
+        name, _, raw = param.partition(b"=")
+        if name.strip().lower() == b"q":
+            raw = raw.strip()
+            return float(raw) if _QVALUE.fullmatch(raw) else 0.0
+    return 1.0
+
+
+def iso_utc(
+    timestamp: float, timespec: Literal["milliseconds", "microseconds"] = "milliseconds"
+) -> str:
+    """``timestamp`` (Unix seconds) as ISO 8601 in UTC with a ``Z``: ``2026-01-01T12:00:00.123Z``.
+
+    Milliseconds, as the health-check draft's ``time`` examples; the timeline
+    asks for microseconds, as Java's ``Instant.toString()`` writes them.
+    """
+    stamp = datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec=timespec)
+    return stamp.replace("+00:00", "Z")
