@@ -23,7 +23,7 @@ interleaved rounds, see ``timing.py``):
 
 Not part of the test run: timings on a shared machine are not pass/fail
 material for CI; the memory check has its own bounded test
-(``tests/test_memory.py``). Beside it, for more detail: ``memory.py`` (the
+(``tests/perf/test_memory.py``). Beside it, for more detail: ``memory.py`` (the
 checkpoints and tracemalloc), ``bench_probes.py`` (``/readyz`` under uvicorn
 against fastapi-health) and ``bench_metrics.py`` (``/metrics`` per format).
 """

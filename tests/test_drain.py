@@ -9,7 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,9 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from lifewatch import Lifewatch, State
-
-from .broken_logging import broken_logging
-from .probe_helpers import get
-from .servers import free_port
+from tests.support.broken_logging import broken_logging
+from tests.support.probes import get
+from tests.support.servers import free_port
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -263,7 +263,8 @@ def test_logging_that_raises_never_keeps_the_signal_from_the_server(
     watch = Lifewatch(registry=registry, drain_delay=0.2)
     shut_down: list[str] = []
 
-    async def lifespan(app: Any) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
         shut_down.append("closed")
 

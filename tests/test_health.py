@@ -18,9 +18,8 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 
 from lifewatch import Lifewatch
-
-from .broken_logging import broken_logging
-from .probe_helpers import call
+from tests.support.broken_logging import broken_logging
+from tests.support.probes import call
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +87,7 @@ def test_an_unusable_multiprocess_directory_does_not_fail_a_passing_check(
         sys.path.insert(0, sys.argv[1])
         from asgi_lifespan import LifespanManager
         from lifewatch import Lifewatch
-        from tests.probe_helpers import call
+        from tests.support.probes import call
         from tests.test_health import raw_app
 
         watch = Lifewatch()

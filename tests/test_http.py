@@ -23,8 +23,7 @@ from lifewatch._http import (
     response_headers,
 )
 from lifewatch._probes import OFFERS, _surely_text
-
-from .probe_helpers import call, get
+from tests.support.probes import call, get
 
 pytestmark = pytest.mark.anyio
 

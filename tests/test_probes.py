@@ -16,8 +16,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from lifewatch import Lifewatch, State
-
-from .probe_helpers import call, get
+from tests.support.probes import call, get
 
 pytestmark = pytest.mark.anyio
 

@@ -19,8 +19,15 @@ from starlette.applications import Starlette
 
 from lifewatch import Lifewatch, Pushgateway
 from lifewatch._pushgateway import PushgatewaySink
-
-from .servers import env, free_port, http_get, pushgateway, running, uvicorn_argv, wait_for
+from tests.support.servers import (
+    env,
+    free_port,
+    http_get,
+    pushgateway,
+    running,
+    uvicorn_argv,
+    wait_for,
+)
 
 
 @contextmanager

@@ -12,9 +12,8 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from lifewatch import Lifewatch
-
-from .conftest import sample
-from .probe_helpers import get
+from tests.conftest import sample
+from tests.support.probes import get
 
 pytestmark = pytest.mark.anyio
 

@@ -20,8 +20,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from lifewatch import Lifewatch, State
-
-from .probe_helpers import call
+from tests.support.probes import call
 
 pytestmark = pytest.mark.anyio
 

@@ -25,21 +25,21 @@ import httpx
 import pytest
 
 from lifewatch import Lifewatch
+from tests.support.servers import env as server_env
 
-from .servers import env as server_env
 from .test_examples import serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"(?:<!-- (?P<marker>[^>]+?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)\n```", re.S)
 BLOCKS = [(m["marker"] or "", m["lang"], m["body"]) for m in BLOCK.finditer(README)]
 NAMED = {
-    "demo-command": "tests/test_readme.py",
+    "demo-command": "tests/docs/test_readme.py",
     "test-command": ".ci/run",
-    "timeline-example": "tests/test_readme_testing.py",
-    "timeline-json": "tests/test_readme_testing.py",
-    "testing-conftest": "tests/test_readme_testing.py",
-    "testing-example": "tests/test_readme_testing.py",
+    "timeline-example": "tests/docs/test_readme_testing.py",
+    "timeline-json": "tests/docs/test_readme_testing.py",
+    "testing-conftest": "tests/docs/test_readme_testing.py",
+    "testing-example": "tests/docs/test_readme_testing.py",
 }
 
 
@@ -74,7 +74,7 @@ def test_excerpt_is_in_its_file(path: str, body: str) -> None:
         except ValueError:
             raise AssertionError(f"{path} has no line {line!r} (in this order)") from None
     # and the file itself is exercised by the tests
-    tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    tests = "".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     module = path.removesuffix(".py").replace("/", ".")
     assert path in tests or module in tests or Path(path).name in tests, path
 
@@ -202,4 +202,4 @@ def test_console_blocks_are_what_the_app_answers() -> None:
 def test_demo_command_is_the_one_test_demo_runs() -> None:
     demo = next(b for m, _, b in BLOCKS if m == "demo-command")
     assert demo.endswith("pip install -e '.[demo]' && python -m lifewatch demo")
-    assert '"-m", "lifewatch", "demo"' in (ROOT / "tests" / "test_demo.py").read_text()
+    assert '"-m", "lifewatch", "demo"' in (ROOT / "tests" / "servers" / "test_demo.py").read_text()

@@ -18,7 +18,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from .servers import (
+from tests.support.servers import (
     ROOT,
     binary,
     env,

@@ -17,8 +17,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from lifewatch import Lifewatch, PhaseRecord, Sink
-
-from .conftest import Spans, sample
+from tests.conftest import Spans, sample
 
 
 def build(watch: Lifewatch) -> Starlette:

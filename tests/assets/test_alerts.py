@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from .servers import ROOT, binary
+from tests.support.servers import ROOT, binary
 
 RULES = ROOT / "grafana" / "alerts.yaml"
-UNIT_TESTS = ROOT / "tests" / "promtool" / "alerts_test.yaml"
+UNIT_TESTS = ROOT / "tests" / "assets" / "promtool" / "alerts_test.yaml"
 ALERTS = {
     "LifespanStartupFailed",
     "LifespanStartupSlow",

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .servers import env, free_port, http_get, uvicorn_argv, wait_for
+from tests.support.servers import env, free_port, http_get, uvicorn_argv, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager

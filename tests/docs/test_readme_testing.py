@@ -13,7 +13,7 @@ from anyio.pytest_plugin import get_available_backends
 from lifewatch import Lifewatch
 from lifewatch.testing import LifewatchHarness
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def block(marker: str) -> str:

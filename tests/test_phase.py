@@ -15,8 +15,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from lifewatch import Lifewatch, PhaseTimeout, State
-
-from .conftest import Spans, sample
+from tests.conftest import Spans, sample
 
 
 async def run_lifespan(watch: Lifewatch, lifespan: Any) -> None:
@@ -399,3 +398,32 @@ async def test_critical_child_of_a_non_critical_phase_only_degrades(
     events = [e["event"] for e in logs]
     assert "lifespan.startup.failed" not in events
     assert "lifespan.startup.complete" in events
+
+
+async def test_phase_as_decorator_and_nested_children(watch: Lifewatch, spans: Spans) -> None:
+    @watch.phase("load-config")
+    async def load_config() -> str:
+        async with watch.phase("read-file"):
+            await asyncio.sleep(0)
+        return "cfg"
+
+    @watch.phase("flush")
+    async def flush() -> None:
+        pass
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        assert await load_config() == "cfg"
+        yield
+        await flush()
+
+    async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+        pass
+    outer = spans.named("lifespan.startup load-config")
+    inner = spans.named("lifespan.startup read-file")
+    assert inner.parent is not None and inner.parent.span_id == outer.context.span_id
+    assert spans.named("lifespan.shutdown flush").attributes["lifespan.event"] == "shutdown"
+    startup = watch.startup
+    assert startup is not None
+    by_name = {p.name: p for p in startup.phases}
+    assert by_name["read-file"].parent is by_name["load-config"]

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .servers import env
+from tests.support.servers import env
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_json_logs_carry_the_ids_of_exported_spans() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from .servers import free_port, http_get, wait_for
+from tests.support.servers import free_port, http_get, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def answers(url: str, proc: subprocess.Popen[str]) -> None:

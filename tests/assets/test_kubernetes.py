@@ -10,7 +10,7 @@ import yaml
 
 from lifewatch import Lifewatch
 
-MANIFEST = Path(__file__).resolve().parent.parent / "examples" / "kubernetes" / "deployment.yaml"
+MANIFEST = Path(__file__).resolve().parents[2] / "examples" / "kubernetes" / "deployment.yaml"
 
 
 def defaults() -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .servers import env, free_port, http_get, running, wait_for
+from tests.support.servers import env, free_port, http_get, running, wait_for
 
 
 def scrape(port: int) -> dict[str, dict[str, float]]:

@@ -285,9 +285,6 @@ ERRORS = [
     failing("shutdown", None),
 ]
 SCENARIOS = [plain, task_group, cancel_scope, *ERRORS]
-if sys.version_info >= (3, 11):
-    SCENARIOS.append(asyncio_task_group)
-ASYNCIO_ONLY = {asyncio_task_group}
 
 # -- the ways in ----------------------------------------------------------------
 # Each makes the app for a run: the bare app when ``watch`` is None.
@@ -385,11 +382,18 @@ def lifewatch_notes(error: BaseException | None) -> list[str]:
 
 @pytest.mark.parametrize("way", WAYS, ids=name)
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=name)
-async def test_same_outcome_with_and_without_lifewatch(
-    scenario: Scenario, way: Way, anyio_backend: str
-) -> None:
-    if scenario in ASYNCIO_ONLY and anyio_backend != "asyncio":
-        pytest.skip("asyncio.TaskGroup runs on asyncio only")
+async def test_same_outcome_with_and_without_lifewatch(scenario: Scenario, way: Way) -> None:
+    await same_outcome(scenario, way)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is Python 3.11+")
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # asyncio's own task group
+@pytest.mark.parametrize("way", WAYS, ids=name)
+async def test_same_outcome_with_an_asyncio_task_group_across_yield(way: Way) -> None:
+    await same_outcome(asyncio_task_group, way)
+
+
+async def same_outcome(scenario: Scenario, way: Way) -> None:
     bare = await run(through(way, scenario), None)
     watched = await run(through(way, scenario), new_watch())
     if way is composed:

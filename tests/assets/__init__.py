@@ -1,0 +1,1 @@
+"""The operator assets against the real tools: Prometheus, promtool, the manifests."""

@@ -1,0 +1,1 @@
+"""The README and the examples, run as written."""

@@ -1,0 +1,1 @@
+"""Bounded resource checks (no timing: a shared machine is no stopwatch)."""

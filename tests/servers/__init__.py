@@ -1,0 +1,1 @@
+"""Real servers in real processes: uvicorn, gunicorn, the demo."""

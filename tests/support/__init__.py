@@ -1,0 +1,1 @@
+"""What the tests share: real servers, bare ASGI requests, broken logging."""

@@ -1,0 +1,1 @@
+"""The first rule: instrumenting changes nothing but what it adds."""
