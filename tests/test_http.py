@@ -23,6 +23,7 @@ from lifewatch._http import (
     response_headers,
 )
 from lifewatch._probes import OFFERS, _surely_text
+from tests.support.apps import raw_app
 from tests.support.probes import call, get
 
 pytestmark = pytest.mark.anyio
@@ -161,22 +162,6 @@ def test_the_fast_path_never_keeps_text_when_json_would_win(accept: bytes) -> No
 
 
 # -- the probe endpoint --------------------------------------------------------
-
-
-def raw_app() -> Any:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"app"})
-
-    return app
 
 
 async def test_a_probe_answers_text_when_json_is_less_wanted(watch: Lifewatch) -> None:

@@ -10,21 +10,11 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from lifewatch import Lifewatch
-
-
-def phase_names(watch: Lifewatch, event: str = "startup") -> list[str]:
-    run = watch.startup if event == "startup" else watch.shutdown
-    assert run is not None
-    return [p.name for p in run.phases]
-
-
-async def state_endpoint(request: Request) -> JSONResponse:
-    return JSONResponse({"db": request.state.db, "extra": getattr(request.state, "extra", None)})
+from tests.support.apps import phase_names, state_endpoint
 
 
 async def test_lifespan_kinds_async_cm_asyncgen_syncgen(watch: Lifewatch) -> None:

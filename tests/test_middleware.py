@@ -16,12 +16,6 @@ from lifewatch import Lifewatch, LifewatchMiddleware, State
 from tests.conftest import Spans
 
 
-def phase_names(watch: Lifewatch, event: str = "startup") -> list[str]:
-    run = watch.startup if event == "startup" else watch.shutdown
-    assert run is not None
-    return [p.name for p in run.phases]
-
-
 def test_middleware_times_raw_asgi_app_and_passes_requests_through(
     watch: Lifewatch, spans: Spans
 ) -> None:

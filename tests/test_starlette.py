@@ -9,23 +9,12 @@ from typing import Any
 import pytest
 from fastapi import APIRouter, FastAPI
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from lifewatch import Lifewatch, State
 from tests.conftest import Spans
-
-
-def phase_names(watch: Lifewatch, event: str = "startup") -> list[str]:
-    run = watch.startup if event == "startup" else watch.shutdown
-    assert run is not None
-    return [p.name for p in run.phases]
-
-
-async def state_endpoint(request: Request) -> JSONResponse:
-    return JSONResponse({"db": request.state.db, "extra": getattr(request.state, "extra", None)})
+from tests.support.apps import phase_names, state_endpoint
 
 
 @pytest.mark.parametrize("framework", ["fastapi", "starlette"])
