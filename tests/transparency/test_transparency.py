@@ -393,9 +393,20 @@ async def test_same_outcome_with_an_asyncio_task_group_across_yield(way: Way) ->
     await same_outcome(asyncio_task_group, way)
 
 
-async def same_outcome(scenario: Scenario, way: Way) -> None:
+@pytest.mark.parametrize("scenario", [task_group, cancel_scope, plain], ids=name)
+@pytest.mark.parametrize("way", WAYS, ids=name)
+async def test_same_outcome_with_every_bound_set(scenario: Scenario, way: Way) -> None:
+    """With startup_timeout and shutdown_timeout both set, the bound's cancel
+    scopes are open across ``yield`` and their deadlines move: still the same."""
+    bounded = Lifewatch(
+        service="t", registry=CollectorRegistry(), startup_timeout=5, shutdown_timeout=5
+    )
+    await same_outcome(scenario, way, bounded)
+
+
+async def same_outcome(scenario: Scenario, way: Way, watch: Lifewatch | None = None) -> None:
     bare = await run(through(way, scenario), None)
-    watched = await run(through(way, scenario), new_watch())
+    watched = await run(through(way, scenario), watch or new_watch())
     if way is composed:
         documented_difference(bare)
     assert watched.seen() == bare.seen()
