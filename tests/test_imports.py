@@ -51,6 +51,8 @@ LAYERS = [
     "__init__",
     "testing",
     "gunicorn",
+    "_target",
+    "_assets",
     "_demo",
     "__main__",
 ]

@@ -1,4 +1,5 @@
-"""``python -m lifewatch demo``: see what lifewatch shows, in one command."""
+"""``python -m lifewatch demo``: see what lifewatch shows, in one command;
+``python -m lifewatch grafana``: the dashboard and alert rules for an app."""
 
 from __future__ import annotations
 
@@ -68,7 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="how long the background model load takes (default 4)",
     )
+    from ._assets import add_grafana_command, grafana_command
+
+    add_grafana_command(sub)
     args = parser.parse_args(argv)
+    if args.command == "grafana":
+        return grafana_command(args)
 
     try:
         import uvicorn

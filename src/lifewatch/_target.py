@@ -1,0 +1,102 @@
+"""Find the ``Lifewatch`` of an app named as uvicorn names it: ``module:attr``.
+
+The operator commands read an app's settings (namespace, timeouts, paths)
+from the ``Lifewatch`` it was built with, so they import the app and look for
+it: the attribute itself when it is one, else the watch an app carries in its
+middleware. Every way this can go wrong is one ``TargetError`` with one line
+saying what was looked for and what to do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+from ._lifewatch import Lifewatch
+from ._middleware import LifewatchMiddleware
+
+
+class TargetError(Exception):
+    """A ``module:app`` that names no single ``Lifewatch``; the message is one line."""
+
+
+def find_watch(target: str) -> Lifewatch:
+    """The ``Lifewatch`` of ``module`` or ``module:attr`` (attr: the watch or an app)."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or ":" in attr:
+        raise TargetError(
+            f"expected module or module:attribute, e.g. 'orders.main:app'; got {target!r}"
+        )
+    module = _import(module_name)
+    if attr:
+        obj: Any = module
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise TargetError(f"module {module_name!r} has no attribute {attr!r}") from None
+        found = _unique(_carried(obj))
+    else:
+        found = _unique(w for value in vars(module).values() for w in _carried(value, depth=1))
+    if not found:
+        raise TargetError(
+            f"no Lifewatch found in {target!r}: name the Lifewatch itself, or an app wired "
+            "with watch.instrument(app) or LifewatchMiddleware(app, watch=watch)"
+        )
+    if len(found) > 1:
+        names = ", ".join(w.options.service or "unnamed" for w in found)
+        raise TargetError(
+            f"{len(found)} Lifewatch objects found in {target!r} (services: {names}); "
+            "name one with module:attribute"
+        )
+    return found[0]
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise TargetError(
+                f"no module named {name!r}: run from the directory that holds it, "
+                "or add that directory to PYTHONPATH"
+            ) from None
+        raise TargetError(f"importing {name!r} failed: {_one_line(exc)}") from None
+    except Exception as exc:  # the app's own import-time error, said in one line
+        raise TargetError(f"importing {name!r} failed: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _carried(obj: object, depth: int = 8) -> list[Lifewatch]:
+    """The watches ``obj`` is or carries: itself, its middleware, the app it wraps."""
+    if isinstance(obj, Lifewatch):
+        return [obj]
+    if isinstance(obj, LifewatchMiddleware):
+        return [obj.watch]
+    if isinstance(obj, (ModuleType, type)):
+        return []
+    found: list[Lifewatch] = []
+    # Starlette keeps middleware as declarations (cls, args, kwargs) until its first call.
+    declared = getattr(obj, "user_middleware", None)
+    if isinstance(declared, list):
+        for middleware in declared:
+            kwargs = getattr(middleware, "kwargs", None)
+            if isinstance(kwargs, dict) and isinstance(kwargs.get("watch"), Lifewatch):
+                found.append(kwargs["watch"])
+    inner = getattr(obj, "app", None) if depth > 0 else None  # ASGI wrappers keep .app
+    if inner is not None and inner is not obj:
+        found.extend(_carried(inner, depth - 1))
+    return found
+
+
+def _unique(watches: Iterable[Lifewatch]) -> list[Lifewatch]:
+    seen: dict[int, Lifewatch] = {}
+    for watch in watches:
+        seen.setdefault(id(watch), watch)
+    return list(seen.values())
