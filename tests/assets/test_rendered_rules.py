@@ -1,5 +1,7 @@
 """Alert rules rendered for a namespace and an app's settings, checked with promtool.
 
+What ``python -m lifewatch grafana`` writes (the README's commands are these).
+
 The rule tests are rendered too: ``tests/assets/promtool/alerts_test.yaml``
 with every series renamed by the same code, so each alert still fires and
 stays silent on ``orders_*`` series. Thresholds rendered from an app's
@@ -186,3 +188,25 @@ def test_without_a_startup_timeout_startup_is_slow_past_60s(tmp_path: Path) -> N
     rules = rules_of(done.stdout)
     assert "> 60 " in rules["LifespanStartupSlow"]["expr"]
     assert "> 6 " in rules["LifespanShutdownSlow"]["expr"]
+
+
+def test_out_writes_the_files_asked_and_stdout_needs_one(tmp_path: Path) -> None:
+    done = lifewatch("grafana", "--rules", "--out", str(tmp_path / "m"))
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["alerts.yaml"]
+    assert "wrote " in done.stderr and done.stdout == ""
+    done = lifewatch("grafana")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "lifewatch grafana: say --dashboard or --rules to print one file, or --out DIR for both\n"
+    )
+
+
+def test_a_bad_namespace_is_refused_as_the_constructor_refuses_it() -> None:
+    from lifewatch import Lifewatch
+
+    with pytest.raises(ValueError) as constructor:
+        Lifewatch(namespace="orders-v2")
+    done = lifewatch("grafana", "--namespace", "orders-v2", "--rules")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"lifewatch grafana: {constructor.value}\n"
