@@ -41,6 +41,8 @@ from ._options import Options
 from ._validate import validate_namespace
 
 if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
     from ._lifewatch import Lifewatch
 
 DASHBOARD = "lifewatch.json"
@@ -54,23 +56,30 @@ MARK_KEY = "lifewatchThreshold"
 # -- where the assets are -----------------------------------------------------
 
 
-def asset_path(name: str) -> Path | None:
+def _packaged(name: str) -> Traversable:
+    return resources.files("lifewatch") / "grafana" / name
+
+
+def _checkout(name: str) -> Path:
+    return Path(__file__).resolve().parents[2] / "grafana" / name
+
+
+def asset_path(name: str) -> str | None:
     """Where ``name`` is read from: the installed package first, then the checkout."""
-    packaged = resources.files("lifewatch") / "grafana" / name
-    if packaged.is_file():
-        return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[2] / "grafana" / name
-    return checkout if checkout.is_file() else None
+    for found in (_packaged(name), _checkout(name)):
+        if found.is_file():
+            return str(found)
+    return None
 
 
 def asset_text(name: str) -> str:
-    path = asset_path(name)
-    if path is None:
-        raise FileNotFoundError(
-            f"lifewatch's {name} is neither in the installed package (lifewatch/grafana/) "
-            "nor in a checkout (grafana/): reinstall lifewatch from a wheel or sdist"
-        )
-    return path.read_text(encoding="utf-8")
+    for found in (_packaged(name), _checkout(name)):
+        if found.is_file():
+            return found.read_text(encoding="utf-8")
+    raise FileNotFoundError(
+        f"lifewatch's {name} is neither in the installed package (lifewatch/grafana/) "
+        "nor in a checkout (grafana/): reinstall lifewatch from a wheel or sdist"
+    )
 
 
 # -- the metric prefix --------------------------------------------------------
@@ -111,7 +120,6 @@ def thresholds(options: Options | None = None) -> dict[str, float]:
     o = options if options is not None else Options()
     return {
         "startup_slow": 60.0 if o.startup_timeout is None else 0.75 * o.startup_timeout,
-        "startup_timeout": 0.0 if o.startup_timeout is None else o.startup_timeout,
         "shutdown_slow": 0.75 * o.shutdown_timeout,
         "shutdown_timeout": o.shutdown_timeout,
         "drain_delay": o.drain_delay,
