@@ -126,3 +126,44 @@ def test_to_yaml_places_verbatim_yaml_and_separates_documents() -> None:
         {"kind": "A", "spec": {"groups": [{"name": "x", "rules": []}]}},
         {"kind": "B"},
     ]
+
+
+def test_rendering_is_generic_over_the_panels_and_rules_the_files_hold() -> None:
+    """A panel or a rule added later is renamed and follows its markers, untold."""
+    panel = {
+        "title": "new",
+        "targets": [{"expr": "sum(rate(lifespan_check_failures_total[5m])) by (check)"}],
+        "fieldConfig": {
+            "defaults": {
+                "thresholds": {
+                    "steps": [{"value": 1, "lifewatchThreshold": "shutdown_slow*2"}],
+                }
+            }
+        },
+    }
+    source = json.dumps({"uid": "u", "panels": [panel]})
+    rendered = json.loads(render_dashboard("shop", Options(shutdown_timeout=4), source=source))
+    (got,) = rendered["panels"]
+    assert got["targets"][0]["expr"] == "sum(rate(shop_check_failures_total[5m])) by (check)"
+    assert got["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["value"] == 6
+    rules = "groups:\n  - rules:\n      - expr: lifespan_state > 2  # lifewatch:drain_delay\n"
+    assert render_rules("shop", Options(drain_delay=9), source=rules).endswith(
+        "expr: shop_state > 9  # lifewatch:drain_delay\n"
+    )
+
+
+def test_the_dashboards_identity_and_variables_are_kept() -> None:
+    shipped = json.loads((ROOT / "grafana" / "lifewatch.json").read_text())
+    rendered = json.loads(render_dashboard("orders", Options(startup_timeout=5)))
+    for key in ("uid", "title", "id", "schemaVersion", "tags"):
+        assert rendered[key] == shipped[key], key
+    before = {v["name"]: v for v in shipped["templating"]["list"]}
+    after = {v["name"]: v for v in rendered["templating"]["list"]}
+    assert after.keys() == before.keys() >= {"datasource", "job", "instance"}
+    assert after["datasource"] == before["datasource"]
+    for name in ("job", "instance"):
+        for key in set(before[name]) - {"query", "definition"}:
+            assert after[name][key] == before[name][key], (name, key)
+        assert after[name]["definition"] == before[name]["definition"].replace(
+            "lifespan_state", "orders_state"
+        )

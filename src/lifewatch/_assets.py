@@ -175,31 +175,39 @@ def _walk(node: Any, string: Callable[[str], str], values: Mapping[str, float]) 
 # -- rendering ----------------------------------------------------------------
 
 
-def render_dashboard_data(
-    namespace: str = DEFAULT_NAMESPACE, options: Options | None = None
-) -> dict[str, Any]:
-    dashboard = json.loads(asset_text(DASHBOARD))
-    result: dict[str, Any] = _walk(
-        dashboard, lambda s: rename_metrics(s, namespace), thresholds(options)
-    )
-    return result
+def render_dashboard(
+    namespace: str = DEFAULT_NAMESPACE,
+    options: Options | None = None,
+    *,
+    source: str | None = None,
+) -> str:
+    """The dashboard's JSON for metrics prefixed ``namespace``, thresholds from ``options``.
+
+    ``source``: the dashboard to render (default: the shipped one).
+    """
+    dashboard = json.loads(asset_text(DASHBOARD) if source is None else source)
+    rendered = _walk(dashboard, lambda s: rename_metrics(s, namespace), thresholds(options))
+    return json.dumps(rendered, indent=2) + "\n"
 
 
-def render_dashboard(namespace: str = DEFAULT_NAMESPACE, options: Options | None = None) -> str:
-    """The dashboard's JSON for metrics prefixed ``namespace``, thresholds from ``options``."""
-    return json.dumps(render_dashboard_data(namespace, options), indent=2) + "\n"
+def render_rules(
+    namespace: str = DEFAULT_NAMESPACE,
+    options: Options | None = None,
+    *,
+    source: str | None = None,
+) -> str:
+    """The alert rules file for metrics prefixed ``namespace``, thresholds from ``options``.
 
-
-def render_rules(namespace: str = DEFAULT_NAMESPACE, options: Options | None = None) -> str:
-    """The alert rules file for metrics prefixed ``namespace``, thresholds from ``options``."""
+    ``source``: the rules file to render (default: the shipped one).
+    """
     values = thresholds(options)
-    text = set_thresholds(rename_metrics(asset_text(RULES), namespace), values)
+    text = asset_text(RULES) if source is None else source
     header = (
         f"# Rendered by `python -m lifewatch grafana` for namespace={namespace!r}: "
         f"startup slow past {_number(values['startup_slow'])}s, "
         f"shutdown slow past {_number(values['shutdown_slow'])}s.\n"
     )
-    return header + text
+    return header + set_thresholds(rename_metrics(text, namespace), values)
 
 
 # -- the Prometheus Operator and Grafana's sidecar ---------------------------

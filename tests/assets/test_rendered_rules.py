@@ -210,3 +210,16 @@ def test_a_bad_namespace_is_refused_as_the_constructor_refuses_it() -> None:
     done = lifewatch("grafana", "--namespace", "orders-v2", "--rules")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == f"lifewatch grafana: {constructor.value}\n"
+
+
+def test_a_namespace_given_beside_an_app_wins_and_the_thresholds_stay_the_apps(
+    tmp_path: Path,
+) -> None:
+    module = app_module(tmp_path)
+    done = lifewatch("grafana", "--app", module, "--namespace", "other", "--rules", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rules = rules_of(done.stdout)
+    assert (
+        f"(other_startup_duration_seconds) > {STARTUP_SLOW} "
+        in rules["LifespanStartupSlow"]["expr"]
+    )
