@@ -19,7 +19,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from lifewatch._assets import dashboard_config_map, pod_monitor, prometheus_rule, to_yaml
+from lifewatch._assets import (
+    dashboard_config_map,
+    pod_monitor,
+    prometheus_rule,
+    render_dashboard,
+    to_yaml,
+)
 from tests.apps.orders import watch
 from tests.support.servers import binary
 
@@ -88,6 +94,8 @@ def test_the_rules_resource_holds_rules_for_the_apps_settings(tmp_path: Path) ->
 def test_the_dashboard_config_map_is_labelled_for_grafanas_sidecar() -> None:
     (cm,) = [d for d in resources() if d["kind"] == "ConfigMap"]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    # Written as a YAML block and read back byte for byte.
+    assert cm["data"]["lifewatch.json"] == render_dashboard("orders", watch.options)
     dashboard = json.loads(cm["data"]["lifewatch.json"])
     assert dashboard["uid"] == "lifewatch-lifespan"
     assert "orders_state" in json.dumps(dashboard["templating"])
