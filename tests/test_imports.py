@@ -45,6 +45,7 @@ LAYERS = [
     "_exposition",
     "_timeline",
     "_waterfall",
+    "_ops",
     # the facade and the public modules
     "_options",
     "_lifewatch",

@@ -17,6 +17,11 @@ A server that learns of signals through the event loop's wakeup fd
 and one that takes it in a supervisor of its own (granian) leaves nothing to
 hook, so there lifewatch stays out; readiness then flips when
 ``lifespan.shutdown`` arrives.
+
+Under any server the drain can come first instead: ``request()`` (the drain
+endpoint, which ``python -m lifewatch drain`` calls from a Kubernetes
+``preStop`` hook) starts the same drain without a signal. A SIGTERM that
+arrives while it runs waits for its end, then goes on to the server.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -66,11 +72,22 @@ class Drainer(Sink):
         self._previous: Handler = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._serving_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._until: float | None = None
+        """``time.monotonic()`` at which a requested drain ends."""
+        self._held: int | None = None
+        """A signal that came during a requested drain: handed on at its end."""
 
     # -- on the lifecycle's event flow ---------------------------------------
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
+            try:
+                self._serving_loop = asyncio.get_running_loop()
+            except RuntimeError:  # pragma: no cover - lifespans run on a loop
+                self._serving_loop = None
+            self._until = self._held = None
             self.install()
         else:
             self.uninstall()
@@ -96,6 +113,9 @@ class Drainer(Sink):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        held, self._held = self._held, None
+        if held is not None:
+            self._forward(held)  # shutdown began anyway: never sit on a signal
         if not self.installed:
             return
         self.installed = False
@@ -119,6 +139,10 @@ class Drainer(Sink):
             self._forward(sig)
 
     def _begin(self, sig: int) -> None:
+        if self._timer is not None and self._until is not None and self._held is None:
+            # Drained on request (preStop): the signal waits for the drain's end.
+            self._held = sig
+            return
         if self._timer is not None:
             # A second SIGTERM: the operator means it, stop waiting.
             self._timer.cancel()
@@ -144,9 +168,49 @@ class Drainer(Sink):
         finally:
             self._forward(sig)
 
-    def _tell(self, event: str, level: str, sig: int) -> None:
-        fields = {"signal": signal.Signals(sig).name, "drain_delay_s": self.drain_delay}
+    def _tell(self, event: str, level: str, sig: int | None) -> None:
+        cause = "request" if sig is None else signal.Signals(sig).name
+        fields = {"signal": cause, "drain_delay_s": self.drain_delay}
         self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
+
+    # -- on request (preStop), from any thread --------------------------------
+
+    def request(self) -> float:
+        """Drain now, without a signal; the seconds the drain has left (0: none).
+
+        Only a ready instance drains (a starting or failed one gets no
+        traffic); asking again during the drain returns what is left of it.
+        """
+        loop = self._serving_loop
+        with self._lock:
+            if (
+                self._until is None
+                and self.drain_delay > 0
+                and self.lifecycle.state is State.READY
+                and loop is not None
+                and not loop.is_closed()
+            ):
+                self._until = time.monotonic() + self.drain_delay
+                loop.call_soon_threadsafe(self._begin_requested)
+            until = self._until
+        return 0.0 if until is None else max(0.0, until - time.monotonic())
+
+    def _begin_requested(self) -> None:
+        assert self._serving_loop is not None
+        if self.lifecycle.state is not State.READY or self._timer is not None:
+            return  # a signal (or shutdown) came first
+        self._timer = self._serving_loop.call_later(self.drain_delay, self._end_requested)
+        self.lifecycle.set_state(State.DRAINING)
+        self._tell("lifespan.drain.begin", "info", None)
+
+    def _end_requested(self) -> None:
+        self._timer = None
+        held, self._held = self._held, None
+        try:
+            self._tell("lifespan.drain.end", "info", None)
+        finally:
+            if held is not None:
+                self._forward(held)
 
     def _forward(self, sig: int) -> None:
         previous = self._previous

@@ -262,11 +262,11 @@ class ProbeEndpoint:
 
 
 class ProbeRoutes:
-    """Puts the probe endpoints into the watch's routes, per check as checks come."""
+    """Puts the probe endpoints into the routes of every listener, per check as checks come."""
 
     def __init__(
         self,
-        routes: dict[str, ASGIApp],
+        routes: tuple[dict[str, ASGIApp], ...],
         health: Health,
         paths: Mapping[Probe, str | None],
         *,
@@ -283,17 +283,21 @@ class ProbeRoutes:
         for probe, path in self.paths.items():
             if path is None:
                 continue
-            routes[path] = ProbeEndpoint(health, probe, **self._options)
+            self._put(path, ProbeEndpoint(health, probe, **self._options))
             if probe != "liveness":
                 self._add(probe, RESERVED)
         health.on_check_added.append(self._check_added)
         health.on_supervised.append(self._supervised)
 
+    def _put(self, path: str, endpoint: ProbeEndpoint) -> None:
+        for routes in self.routes:
+            routes[path] = endpoint
+
     def _add(self, probe: Probe, name: str) -> None:
         path = self.paths.get(probe)
         if path is not None:
-            self.routes[f"{path}/{name}"] = ProbeEndpoint(
-                self.health, probe, only=name, **self._options
+            self._put(
+                f"{path}/{name}", ProbeEndpoint(self.health, probe, only=name, **self._options)
             )
 
     def _check_added(self, check: HealthCheck) -> None:
