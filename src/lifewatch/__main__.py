@@ -1,4 +1,9 @@
-"""``python -m lifewatch demo``: see what lifewatch shows, in one command."""
+"""``python -m lifewatch``: the demo, and the operator's commands.
+
+``demo`` runs a demo app; ``probe URL`` is a ``HEALTHCHECK`` without curl;
+``drain [URL]`` is a Kubernetes ``preStop`` hook; ``k8s module:app`` prints
+the Deployment wiring that agrees with the app's settings.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import errno
 import socket
 import sys
+import time
 from collections.abc import Sequence
 
 
@@ -68,8 +74,102 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="how long the background model load takes (default 4)",
     )
+    probe = sub.add_parser(
+        "probe", help="GET a probe URL: exit 0 on 200, 1 otherwise (a HEALTHCHECK without curl)"
+    )
+    probe.add_argument("url", help="e.g. http://127.0.0.1:8000/livez")
+    probe.add_argument(
+        "--timeout", type=_seconds, default=2.0, metavar="S", help="seconds (default 2)"
+    )
+    drain = sub.add_parser(
+        "drain",
+        help="a preStop hook: ask this host's app to drain, return when the drain is over",
+    )
+    drain.add_argument(
+        "url",
+        nargs="?",
+        default="http://127.0.0.1:8000/lifewatch/drain",
+        help="the drain endpoint (default http://127.0.0.1:8000/lifewatch/drain)",
+    )
+    drain.add_argument(
+        "--timeout", type=_seconds, default=2.0, metavar="S", help="for the request (default 2)"
+    )
+    k8s = sub.add_parser("k8s", help="print the Kubernetes Deployment wiring for module:app")
+    k8s.add_argument("target", metavar="module:app", help="the app, as uvicorn takes it")
+    k8s.add_argument("--name", help="Deployment and container name (default: the service)")
+    k8s.add_argument("--image", default="registry.example.com/app:1.0", help="container image")
+    k8s.add_argument("--port", type=_port, default=8000, help="the app's port (default 8000)")
+    k8s.add_argument("--replicas", type=int, default=3, help="default 3")
+    k8s.add_argument(
+        "--command",
+        dest="command_line",
+        help="the container command, as one string (default: uvicorn on --port)",
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.command == "probe":
+        return _probe(args.url, args.timeout)
+    if args.command == "drain":
+        return _drain(args.url, args.timeout)
+    if args.command == "k8s":
+        return _k8s(args, argv)
+    return _demo(args)
 
+
+def _probe(url: str, timeout: float) -> int:
+    from ._client import Failed, probe
+
+    try:
+        line = probe(url, timeout)
+    except Failed as exc:
+        print(f"lifewatch probe: {exc}", file=sys.stderr)
+        return 1
+    print(f"lifewatch probe: {url}: {line}", file=sys.stderr)
+    return 0
+
+
+def _drain(url: str, timeout: float) -> int:
+    from ._client import Failed, drain
+
+    try:
+        remaining = drain(url, timeout)
+    except Failed as exc:
+        print(f"lifewatch drain: {exc}", file=sys.stderr)
+        return 1
+    print(f"lifewatch drain: draining, {remaining:g}s to go ({url})", file=sys.stderr, flush=True)
+    time.sleep(remaining)
+    return 0
+
+
+def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
+    import shlex
+
+    from ._k8s import NotFound, deployment, find_watch, header, to_yaml
+
+    try:
+        found = find_watch(args.target)
+    except NotFound as exc:
+        print(f"lifewatch k8s: {exc}", file=sys.stderr)
+        return 2
+    watch = found.watch
+    name = args.name or watch.service or found.module.rsplit(".", 1)[-1].replace("_", "-")
+    if args.command_line is None:
+        command = ["uvicorn", args.target, "--host", "0.0.0.0", "--port", str(args.port)]
+    else:
+        command = shlex.split(args.command_line)
+    manifest = deployment(
+        watch,
+        name=name,
+        image=args.image,
+        command=command,
+        port=args.port,
+        replicas=args.replicas,
+    )
+    sys.stdout.write(to_yaml(manifest, header(watch, shlex.join(argv))))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError:
