@@ -40,9 +40,9 @@ async def fetch_async(url: str, method: str = "GET") -> tuple[int, str, float]:
 
 def test_ops_address_is_validated() -> None:
     for bad in ("9000", "host", "0.0.0.0:http", "0.0.0.0:70000", ":9000", "[::1]9000", 9000):
-        with pytest.raises(ValueError, match="ops_address must be 'host:port'"):
+        with pytest.raises(ValueError, match=r"ops_address must be 'host:port'"):
             Lifewatch(ops_address=bad, registry=CollectorRegistry())  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="ops_only=True .* needs ops_address"):
+    with pytest.raises(ValueError, match=r"ops_only=True .* needs ops_address"):
         Lifewatch(ops_only=True, registry=CollectorRegistry())
     Lifewatch(ops_address="[::1]:0", registry=CollectorRegistry())
 
@@ -108,7 +108,7 @@ async def test_answers_during_startup_while_the_loop_is_blocked_then_closes() ->
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
         except OSError:
             break
-        time.sleep(0.05)
+        time.sleep(0.05)  # noqa: ASYNC251 - the app is gone
     else:
         raise AssertionError("the ops listener still accepts connections after shutdown")
 
@@ -124,7 +124,7 @@ async def test_a_blocked_loop_costs_a_probe_its_check_timeout_not_more() -> None
     async with LifespanManager(app):
         url = f"http://127.0.0.1:{watch.ops_port}/readyz?verbose"
         pending = asyncio.get_running_loop().run_in_executor(None, fetch, url)
-        time.sleep(1.0)  # the loop is blocked for 5x the check's timeout
+        time.sleep(1.0)  # noqa: ASYNC251 - the loop is blocked for 5x the check's timeout
         status, body, took = await pending
         assert status == 503 and "[-]db failed" in body
         assert took < 1.0 + 0.2  # answered when the timeout passed, not when the loop woke

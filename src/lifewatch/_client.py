@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 from urllib.parse import urlsplit
 
 
@@ -31,7 +30,7 @@ def request(url: str, *, method: str = "GET", timeout: float) -> tuple[int, byte
         connection.request(method, target, headers={"User-Agent": "lifewatch"})
         response = connection.getresponse()
         return response.status, response.read()
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise Failed(f"{url}: no answer within {timeout:g}s") from None
     except ConnectionRefusedError:
         raise Failed(f"{url}: connection refused") from None
