@@ -22,6 +22,7 @@ LAYERS = [
     "_errors",
     "_process",
     "_http",
+    "_client",
     "_records",
     # health as values, then the one event flow
     "_checks",
@@ -52,6 +53,7 @@ LAYERS = [
     "__init__",
     "testing",
     "gunicorn",
+    "_k8s",
     "_demo",
     "__main__",
 ]
