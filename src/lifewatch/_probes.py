@@ -211,6 +211,16 @@ class ProbeEndpoint:
                     return
         await self._slow(scope, send)
 
+    def kept(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes] | None:
+        """The kept answer if it answers this request as is (the fast path of
+        ``__call__``), else None: the ops listener answers from it without a
+        trip through an event loop."""
+        plain = self._plain
+        if plain is None or scope["query_string"] or scope["method"] not in ("GET", "HEAD"):
+            return None
+        headers = scope["headers"]
+        return plain if _ANY in headers or _surely_text(headers) else None
+
     async def _slow(self, scope: Scope, send: Send) -> None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
