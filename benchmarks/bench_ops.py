@@ -71,8 +71,10 @@ def get(url: str) -> tuple[int, float]:
 def start(block: float, server_args: list[str]) -> tuple[subprocess.Popen[bytes], int, int]:
     port, ops = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench_ops:app", "--port", str(port), *server_args]
-        + ["--log-level", "warning", "--no-access-log"],
+        [
+            *(sys.executable, "-m", "uvicorn", "bench_ops:app", "--port", str(port)),
+            *(*server_args, "--log-level", "warning", "--no-access-log"),
+        ],
         env={
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
