@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from asgi_lifespan import LifespanManager
@@ -13,7 +17,7 @@ from starlette.applications import Starlette
 
 from lifewatch import Lifewatch, State
 from lifewatch.__main__ import main
-from tests.support.servers import free_port
+from tests.support.servers import env, free_port
 
 
 async def run(*argv: str) -> int:
@@ -59,3 +63,26 @@ async def test_drain_returns_when_the_drain_is_over(capsys: pytest.CaptureFixtur
         assert "lifewatch drain: draining, 0.4s to go" in capsys.readouterr().err
     assert await run("drain", f"http://127.0.0.1:{free_port()}/lifewatch/drain") == 1
     assert capsys.readouterr().err.endswith(": connection refused\n")
+
+
+DOCKERFILE = Path(__file__).resolve().parents[1] / "examples" / "Dockerfile"
+
+
+async def test_the_dockerfile_healthcheck_command() -> None:
+    """examples/Dockerfile's HEALTHCHECK, run as Docker would, against a live listener."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("HEALTHCHECK")]
+    argv = json.loads(line.split(" CMD ", 1)[1])
+    assert argv[:4] == ["python", "-m", "lifewatch", "probe"]
+    watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0")
+    async with LifespanManager(watch.instrument(Starlette())):
+        live = [a.replace(":9000", f":{watch.ops_port}") for a in argv]
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, *live[1:]], env=env(), capture_output=True
+        )
+        assert done.returncode == 0, done.stderr
+    dead = [a.replace(":9000", f":{free_port()}") for a in argv]
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, *dead[1:]], env=env(), capture_output=True, text=True
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr

@@ -136,7 +136,7 @@ def _drain(url: str, timeout: float) -> int:
     except Failed as exc:
         print(f"lifewatch drain: {exc}", file=sys.stderr)
         return 1
-    print(f"lifewatch drain: draining, {remaining:g}s to go ({url})", file=sys.stderr, flush=True)
+    print(f"lifewatch drain: draining, {remaining:.1f}s to go ({url})", file=sys.stderr, flush=True)
     time.sleep(remaining)
     return 0
 
