@@ -53,6 +53,7 @@ LAYERS = [
     "__init__",
     "testing",
     "gunicorn",
+    "_find",
     "_k8s",
     "_demo",
     "__main__",

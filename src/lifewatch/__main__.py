@@ -144,7 +144,8 @@ def _drain(url: str, timeout: float) -> int:
 def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
     import shlex
 
-    from ._k8s import NotFound, deployment, find_watch, header, to_yaml
+    from ._find import NotFound, find_watch
+    from ._k8s import deployment, header, to_yaml
 
     try:
         found = find_watch(args.target)
