@@ -310,3 +310,30 @@ def test_a_sigterm_during_a_requested_drain_waits_for_its_end(
     asyncio.run(main())
     begins = [e for e in logs if e["event"] == "lifespan.drain.begin"]
     assert [b["signal"] for b in begins] == ["request"]
+
+
+def test_a_loop_signal_handler_is_stood_in_front_of(registry: CollectorRegistry) -> None:
+    """hypercorn's way: ``loop.add_signal_handler`` before the lifespan starts.
+
+    lifewatch takes the loop's place, drains, then runs the server's handler.
+    """
+    watch = Lifewatch(registry=registry, drain_delay=0.3)
+    app = watch.instrument(Starlette())
+    received: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: received.append(time.monotonic()))
+        try:
+            async with LifespanManager(app):
+                sent = time.monotonic()
+                os.kill(os.getpid(), signal.SIGTERM)
+                await _until(lambda: watch.state is State.DRAINING)
+                assert received == []
+                assert (await get(app, "/readyz")).status_code == 503
+                await _until(lambda: received != [])
+                assert received[0] - sent >= 0.3 - 0.02
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    asyncio.run(main())

@@ -11,12 +11,12 @@ uvicorn's own graceful shutdown and the lifespan shutdown follow.
 
 The hook is installed when startup begins, in the server process, only where
 it can work: in the main thread, when the SIGTERM handler in place is a Python
-callable that lifewatch can call later (uvicorn's ``Server.handle_exit``).
-A server that learns of signals through the event loop's wakeup fd
-(hypercorn's ``loop.add_signal_handler``) would still see the signal at once,
-and one that takes it in a supervisor of its own (granian) leaves nothing to
-hook, so there lifewatch stays out; readiness then flips when
-``lifespan.shutdown`` arrives.
+callable that lifewatch can call later (uvicorn's ``Server.handle_exit``), or
+one asyncio's loop runs (hypercorn's ``loop.add_signal_handler``): lifewatch
+puts its own in the loop's place and runs the server's when the drain ends.
+A server that takes the signal in a supervisor of its own (granian, hypercorn
+with worker processes) leaves nothing to hook, so there lifewatch stays out;
+readiness then flips when ``lifespan.shutdown`` arrives.
 
 Under any server the drain can come first instead: ``request()`` (the drain
 endpoint, which ``python -m lifewatch drain`` calls from a Kubernetes
@@ -50,6 +50,22 @@ def _hookable(handler: Handler) -> bool:
     # asyncio's add_signal_handler installs this no-op and learns of the signal
     # through the wakeup fd, which replacing the Python handler does not stop.
     return getattr(handler, "__name__", "") != "_sighandler_noop"
+
+
+def _loop_handler(loop: asyncio.AbstractEventLoop) -> asyncio.Handle | None:
+    """The SIGTERM handler set with ``loop.add_signal_handler`` (hypercorn's), if any.
+
+    asyncio offers no public way to read or run it: ``_signal_handlers`` and
+    ``Handle._run`` are CPython's own, looked up defensively. uvloop keeps no
+    such table, and there lifewatch stays out.
+    """
+    handlers = getattr(loop, "_signal_handlers", None)
+    handle = handlers.get(signal.SIGTERM) if isinstance(handlers, dict) else None
+    if not isinstance(handle, asyncio.Handle) or handle.cancelled():
+        return None
+    if not callable(getattr(handle, "_run", None)):
+        return None
+    return handle
 
 
 def _under_reload(handler: Handler) -> bool:
@@ -102,11 +118,25 @@ class Drainer(Sink):
         except RuntimeError:
             return
         previous = signal.getsignal(signal.SIGTERM)
-        if not _hookable(previous) or _under_reload(previous):
+        if not _hookable(previous):
+            self._install_on_loop(loop)
+            return
+        if _under_reload(previous):
             return
         self._loop = loop
         self._previous = previous
         signal.signal(signal.SIGTERM, self._on_signal)
+        self.installed = True
+
+    def _install_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        handle = _loop_handler(loop)
+        if handle is None or getattr(handle, "_callback", None) == self._begin:
+            return
+        self._loop = loop
+        self._previous = lambda sig, frame: handle._run()
+        # Run on the loop from its wakeup fd, as the server's was; it stays
+        # after shutdown begins and hands any later signal on at once.
+        loop.add_signal_handler(signal.SIGTERM, self._begin, signal.SIGTERM)
         self.installed = True
 
     def uninstall(self) -> None:

@@ -51,7 +51,7 @@ SERVERS = {
     ),
     # -w 0: one process, the server itself (hypercorn's worker processes exit
     # 0 after a failed startup: pgjones/hypercorn#269).
-    "hypercorn": Server("hypercorn -w 0 --bind 127.0.0.1:{port} {app}", signal_drain=False),
+    "hypercorn": Server("hypercorn -w 0 --bind 127.0.0.1:{port} {app}", signal_drain=True),
     "granian": Server(
         "granian --interface asgi --host 127.0.0.1 --port {port} --workers 1 {app}",
         signal_drain=False,
