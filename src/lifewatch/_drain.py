@@ -94,6 +94,8 @@ class Drainer(Sink):
         """``time.monotonic()`` at which a requested drain ends."""
         self._held: int | None = None
         """A signal that came during a requested drain: handed on at its end."""
+        self._by_request = False
+        """The drain running now (``_timer``) was requested, not signalled."""
 
     # -- on the lifecycle's event flow ---------------------------------------
 
@@ -104,6 +106,7 @@ class Drainer(Sink):
             except RuntimeError:  # pragma: no cover - lifespans run on a loop
                 self._serving_loop = None
             self._until = self._held = None
+            self._by_request = False
             self.install()
         else:
             self.uninstall()
@@ -169,7 +172,7 @@ class Drainer(Sink):
             self._forward(sig)
 
     def _begin(self, sig: int) -> None:
-        if self._timer is not None and self._until is not None and self._held is None:
+        if self._timer is not None and self._by_request and self._held is None:
             # Drained on request (preStop): the signal waits for the drain's end.
             self._held = sig
             return
@@ -230,11 +233,13 @@ class Drainer(Sink):
         if self.lifecycle.state is not State.READY or self._timer is not None:
             return  # a signal (or shutdown) came first
         self._timer = self._serving_loop.call_later(self.drain_delay, self._end_requested)
+        self._by_request = True
         self.lifecycle.set_state(State.DRAINING)
         self._tell("lifespan.drain.begin", "info", None)
 
     def _end_requested(self) -> None:
         self._timer = None
+        self._by_request = False
         held, self._held = self._held, None
         try:
             self._tell("lifespan.drain.end", "info", None)

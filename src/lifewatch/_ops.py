@@ -285,9 +285,7 @@ class OpsListener(Sink):
             server.routes = self.routes
             server.on_error = self._failed
             self._server = server
-        threading.Thread(
-            target=server.serve_forever, name="lifewatch-ops", daemon=True, kwargs={}
-        ).start()
+        threading.Thread(target=server.serve_forever, name="lifewatch-ops", daemon=True).start()
 
     def stop(self) -> None:
         with self._lock:
