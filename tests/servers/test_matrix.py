@@ -1,7 +1,8 @@
 """The server matrix: each server really installed and run with the same app.
 
 For every server: a failed startup exits non-zero with one line naming the
-phase; the probes answer on the ops listener from startup on; a drain under
+phase; the probes answer on the ops listener from startup on, while a phase
+blocks the event loop; a drain under
 load through the ``preStop`` path (``python -m lifewatch drain``, then
 SIGTERM) fails no request, runs the shutdown phases and exits within drain +
 shutdown + 2 s; where lifewatch stands in front of the server's SIGTERM
@@ -117,15 +118,40 @@ def readyz(url: str) -> int:
         return 0
 
 
+def starting(url: str) -> str | None:
+    """The body of a 503 answer naming the phase that blocks, else None."""
+    try:
+        response = httpx.get(url, timeout=1)
+    except httpx.HTTPError:
+        return None  # not listening yet
+    named = "phase 'load-model' running" in response.text
+    return response.text if response.status_code == 503 and named else None
+
+
 @pytest.mark.parametrize("server", ALL)
 def test_prestop_drain_under_load(server: Server, tmp_path: Path) -> None:
     port, ops = free_ports(2)
     mark = tmp_path / "shutdown.txt"
-    environ = env(OPS_PORT=str(ops), DRAIN=str(DRAIN), SHUTDOWN=str(SHUTDOWN), MARK_FILE=str(mark))
+    environ = env(
+        OPS_PORT=str(ops),
+        BLOCK="1",
+        DRAIN=str(DRAIN),
+        SHUTDOWN=str(SHUTDOWN),
+        MARK_FILE=str(mark),
+    )
     log = tmp_path / "server.log"
     base, opsbase = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops}"
     with running(server.argv(port), log, environ) as proc:
         try:
+            # While a startup phase blocks the event loop for 1 s, the ops
+            # listener answers, naming it.
+            during = wait_for(
+                "/startupz?verbose on the ops listener during startup",
+                lambda: starting(f"{opsbase}/startupz?verbose"),
+                30,
+                step=0.02,
+            )
+            assert "[-]lifespan failed: starting: phase 'load-model' running" in during
             wait_for(
                 "/readyz 200 on the ops listener", lambda: readyz(f"{opsbase}/readyz") == 200, 30
             )
