@@ -58,7 +58,9 @@ def _free(host: str, port: int) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lifewatch", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lifewatch", description="The lifewatch demo, and the operator's commands."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a demo app under uvicorn")
     demo.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
