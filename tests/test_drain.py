@@ -282,3 +282,58 @@ def test_logging_that_raises_never_keeps_the_signal_from_the_server(
     asyncio.run(main())
     assert shut_down == ["closed"]
     assert watch.state is State.STOPPED
+
+
+def test_a_sigterm_during_a_requested_drain_waits_for_its_end(
+    server_handler: list[int], registry: CollectorRegistry, logs: list[dict[str, Any]]
+) -> None:
+    """preStop drained first: the signal that follows reaches the server when the
+    drain is over, not before, and once."""
+    watch = Lifewatch(registry=registry, drain_delay=0.3)
+    app = watch.instrument(Starlette())
+
+    async def main() -> None:
+        async with LifespanManager(app):
+            started = time.monotonic()
+            assert watch.lifecycle.state is State.READY
+            remaining = await asyncio.to_thread(watch.routes["/lifewatch/drain"].request)  # type: ignore[attr-defined]
+            assert 0.2 < remaining <= 0.3
+            await _until(lambda: watch.state is State.DRAINING)
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(0.05)
+            assert server_handler == []  # held: the drain goes on
+            await _until(lambda: server_handler == [signal.SIGTERM])
+            assert time.monotonic() - started >= 0.3 - 0.02
+            # Asking again once it is over: nothing left to wait for.
+            assert watch.routes["/lifewatch/drain"].request() == 0.0  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+    begins = [e for e in logs if e["event"] == "lifespan.drain.begin"]
+    assert [b["signal"] for b in begins] == ["request"]
+
+
+def test_a_loop_signal_handler_is_stood_in_front_of(registry: CollectorRegistry) -> None:
+    """hypercorn's way: ``loop.add_signal_handler`` before the lifespan starts.
+
+    lifewatch takes the loop's place, drains, then runs the server's handler.
+    """
+    watch = Lifewatch(registry=registry, drain_delay=0.3)
+    app = watch.instrument(Starlette())
+    received: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: received.append(time.monotonic()))
+        try:
+            async with LifespanManager(app):
+                sent = time.monotonic()
+                os.kill(os.getpid(), signal.SIGTERM)
+                await _until(lambda: watch.state is State.DRAINING)
+                assert received == []
+                assert (await get(app, "/readyz")).status_code == 503
+                await _until(lambda: received != [])
+                assert received[0] - sent >= 0.3 - 0.02
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    asyncio.run(main())

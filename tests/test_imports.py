@@ -22,6 +22,7 @@ LAYERS = [
     "_errors",
     "_process",
     "_http",
+    "_client",
     "_records",
     # health as values, then the one event flow
     "_checks",
@@ -45,6 +46,7 @@ LAYERS = [
     "_exposition",
     "_timeline",
     "_waterfall",
+    "_ops",
     # the facade and the public modules
     "_options",
     "_lifewatch",
@@ -53,6 +55,7 @@ LAYERS = [
     "gunicorn",
     "_target",
     "_assets",
+    "_k8s",
     "_demo",
     "__main__",
 ]

@@ -30,3 +30,12 @@ def test_a_changed_copy_is_validated_too() -> None:
         dataclasses.replace(options, drain_delay=-1)
     with pytest.raises(ValueError, match="endpoint paths must differ"):
         Options(livez_path="/metrics")
+
+
+def test_ops_address_is_validated() -> None:
+    for bad in ("9000", "host", "0.0.0.0:http", "0.0.0.0:70000", ":9000", "[::1]9000", 9000):
+        with pytest.raises(ValueError, match=r"ops_address must be 'host:port'"):
+            Lifewatch(ops_address=bad, registry=CollectorRegistry())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"ops_only=True .* needs ops_address"):
+        Lifewatch(ops_only=True, registry=CollectorRegistry())
+    Lifewatch(ops_address="[::1]:0", registry=CollectorRegistry())

@@ -203,7 +203,7 @@ async def test_lifecycle_truth_through_startup_background_and_shutdown(
     codes = [(await get(app, p)).status_code for p in ("/livez", "/readyz", "/startupz")]
     assert codes == [200, 503, 503]  # liveness never waits for startup
     text = (await get(app, "/readyz?verbose")).text
-    assert "[-]lifespan failed: starting\n" in text
+    assert "[-]lifespan failed: starting: phase 'database' running\n" in text
     release_startup.set()
     await entering
     try:

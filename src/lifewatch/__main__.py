@@ -1,5 +1,10 @@
-"""``python -m lifewatch demo``: see what lifewatch shows, in one command;
-``python -m lifewatch grafana``: the dashboard and alert rules for an app."""
+"""``python -m lifewatch``: the demo, and the operator's commands.
+
+``demo`` runs a demo app; ``probe URL`` is a ``HEALTHCHECK`` without curl;
+``drain [URL]`` is a Kubernetes ``preStop`` hook; ``k8s module:app`` prints
+the Deployment wiring that agrees with the app's settings; ``grafana`` writes
+the dashboard and alert rules for an app's metric prefix and settings.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import argparse
 import errno
 import socket
 import sys
+import time
 from collections.abc import Sequence
 
 
@@ -53,7 +59,9 @@ def _free(host: str, port: int) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lifewatch", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lifewatch", description="The lifewatch demo, and the operator's commands."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a demo app under uvicorn")
     demo.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
@@ -69,13 +77,155 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="how long the background model load takes (default 4)",
     )
+    probe = sub.add_parser(
+        "probe", help="GET a probe URL: exit 0 on 200, 1 otherwise (a HEALTHCHECK without curl)"
+    )
+    probe.add_argument("url", help="e.g. http://127.0.0.1:8000/livez")
+    probe.add_argument(
+        "--timeout", type=_seconds, default=2.0, metavar="S", help="seconds (default 2)"
+    )
+    drain = sub.add_parser(
+        "drain",
+        help="a preStop hook: ask this host's app to drain, return when the drain is over",
+    )
+    drain.add_argument(
+        "url",
+        nargs="?",
+        default="http://127.0.0.1:8000/lifewatch/drain",
+        help="the drain endpoint (default http://127.0.0.1:8000/lifewatch/drain)",
+    )
+    drain.add_argument(
+        "--timeout", type=_seconds, default=2.0, metavar="S", help="for the request (default 2)"
+    )
+    k8s = sub.add_parser("k8s", help="print the Kubernetes Deployment wiring for module:app")
+    k8s.add_argument("target", metavar="module:app", help="the app, as uvicorn takes it")
+    k8s.add_argument("--name", help="Deployment and container name (default: the service)")
+    k8s.add_argument("--image", default="registry.example.com/app:1.0", help="container image")
+    k8s.add_argument("--port", type=_port, default=8000, help="the app's port (default 8000)")
+    k8s.add_argument("--replicas", type=int, default=3, help="default 3")
+    k8s.add_argument(
+        "--command",
+        dest="command_line",
+        help="the container command, as one string (default: uvicorn on --port)",
+    )
+    k8s.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="add a PodMonitor, a PrometheusRule and a dashboard ConfigMap (Prometheus Operator)",
+    )
+    k8s.add_argument(
+        "--monitoring-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label the Prometheus selects monitors and rules by (e.g. release=kube-prometheus)",
+    )
+    k8s.add_argument(
+        "--dashboard-label",
+        default="grafana_dashboard=1",
+        metavar="KEY=VALUE",
+        help="the label Grafana's sidecar looks for (default grafana_dashboard=1)",
+    )
     from ._assets import add_grafana_command, grafana_command
 
     add_grafana_command(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.command == "grafana":
         return grafana_command(args)
+    if args.command == "probe":
+        return _probe(args.url, args.timeout)
+    if args.command == "drain":
+        return _drain(args.url, args.timeout)
+    if args.command == "k8s":
+        return _k8s(args, argv)
+    return _demo(args)
 
+
+def _probe(url: str, timeout: float) -> int:
+    from ._client import Failed, probe
+
+    try:
+        line = probe(url, timeout)
+    except Failed as exc:
+        print(f"lifewatch probe: {exc}", file=sys.stderr)
+        return 1
+    print(f"lifewatch probe: {url}: {line}", file=sys.stderr)
+    return 0
+
+
+def _drain(url: str, timeout: float) -> int:
+    from ._client import Failed, drain
+
+    try:
+        remaining = drain(url, timeout)
+    except Failed as exc:
+        print(f"lifewatch drain: {exc}", file=sys.stderr)
+        return 1
+    print(f"lifewatch drain: draining, {remaining:.1f}s to go ({url})", file=sys.stderr, flush=True)
+    time.sleep(remaining)
+    return 0
+
+
+def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
+    import shlex
+
+    from ._assets import dashboard_config_map, pod_monitor, prometheus_rule, to_yaml
+    from ._k8s import deployment, header
+    from ._target import TargetError, find_watch
+
+    if "" not in sys.path:  # the app's module is found from here, as uvicorn does
+        sys.path.insert(0, "")
+    try:
+        watch = find_watch(args.target)
+        monitoring_labels = _labels(args.monitoring_label, "--monitoring-label")
+        dashboard_label = _labels([args.dashboard_label], "--dashboard-label")
+    except (TargetError, ValueError) as exc:
+        print(f"lifewatch k8s: {exc}", file=sys.stderr)
+        return 2
+    module = args.target.partition(":")[0]
+    name = args.name or watch.service or module.rsplit(".", 1)[-1].replace("_", "-")
+    if args.command_line is None:
+        command = ["uvicorn", args.target, "--host", "0.0.0.0", "--port", str(args.port)]
+    else:
+        command = shlex.split(args.command_line)
+    manifest = deployment(
+        watch,
+        name=name,
+        image=args.image,
+        command=command,
+        port=args.port,
+        replicas=args.replicas,
+    )
+    documents = [manifest]
+    if args.monitoring:
+        if watch.options.metrics_path is None:
+            print("lifewatch k8s: --monitoring: the app serves no /metrics", file=sys.stderr)
+            return 2
+        # Scraped on the ops port when there is one (the only place with ops_only).
+        port = "ops" if watch.options.ops_address is not None else "http"
+        pod_labels = manifest["spec"]["template"]["metadata"]["labels"]
+        ((key, value),) = dashboard_label.items()
+        documents += [
+            pod_monitor(watch, name=name, port=port, selector=pod_labels, labels=monitoring_labels),
+            prometheus_rule(watch, name=name, labels=monitoring_labels),
+            dashboard_config_map(watch, name=f"{name}-dashboard", label=(key, value)),
+        ]
+    sys.stdout.write(header(watch, shlex.join(argv)) + to_yaml(*documents))
+    return 0
+
+
+def _labels(pairs: list[str], flag: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} takes KEY=VALUE; got {pair!r}")
+        labels[key] = value
+    return labels
+
+
+def _demo(args: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError:

@@ -11,12 +11,17 @@ uvicorn's own graceful shutdown and the lifespan shutdown follow.
 
 The hook is installed when startup begins, in the server process, only where
 it can work: in the main thread, when the SIGTERM handler in place is a Python
-callable that lifewatch can call later (uvicorn's ``Server.handle_exit``).
-A server that learns of signals through the event loop's wakeup fd
-(hypercorn's ``loop.add_signal_handler``) would still see the signal at once,
-and one that takes it in a supervisor of its own (granian) leaves nothing to
-hook, so there lifewatch stays out; readiness then flips when
-``lifespan.shutdown`` arrives.
+callable that lifewatch can call later (uvicorn's ``Server.handle_exit``), or
+one asyncio's loop runs (hypercorn's ``loop.add_signal_handler``): lifewatch
+puts its own in the loop's place and runs the server's when the drain ends.
+A server that takes the signal in a supervisor of its own (granian, hypercorn
+with worker processes) leaves nothing to hook, so there lifewatch stays out;
+readiness then flips when ``lifespan.shutdown`` arrives.
+
+Under any server the drain can come first instead: ``request()`` (the drain
+endpoint, which ``python -m lifewatch drain`` calls from a Kubernetes
+``preStop`` hook) starts the same drain without a signal. A SIGTERM that
+arrives while it runs waits for its end, then goes on to the server.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +52,22 @@ def _hookable(handler: Handler) -> bool:
     return getattr(handler, "__name__", "") != "_sighandler_noop"
 
 
+def _loop_handler(loop: asyncio.AbstractEventLoop) -> asyncio.Handle | None:
+    """The SIGTERM handler set with ``loop.add_signal_handler`` (hypercorn's), if any.
+
+    asyncio offers no public way to read or run it: ``_signal_handlers`` and
+    ``Handle._run`` are CPython's own, looked up defensively. uvloop keeps no
+    such table, and there lifewatch stays out.
+    """
+    handlers = getattr(loop, "_signal_handlers", None)
+    handle = handlers.get(signal.SIGTERM) if isinstance(handlers, dict) else None
+    if not isinstance(handle, asyncio.Handle) or handle.cancelled():
+        return None
+    if not callable(getattr(handle, "_run", None)):
+        return None
+    return handle
+
+
 def _under_reload(handler: Handler) -> bool:
     """uvicorn --reload sends SIGTERM on every file change: no drain wanted there."""
     config = getattr(getattr(handler, "__self__", None), "config", None)
@@ -66,11 +88,25 @@ class Drainer(Sink):
         self._previous: Handler = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._serving_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._until: float | None = None
+        """``time.monotonic()`` at which a requested drain ends."""
+        self._held: int | None = None
+        """A signal that came during a requested drain: handed on at its end."""
+        self._by_request = False
+        """The drain running now (``_timer``) was requested, not signalled."""
 
     # -- on the lifecycle's event flow ---------------------------------------
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
+            try:
+                self._serving_loop = asyncio.get_running_loop()
+            except RuntimeError:  # pragma: no cover - lifespans run on a loop
+                self._serving_loop = None
+            self._until = self._held = None
+            self._by_request = False
             self.install()
         else:
             self.uninstall()
@@ -85,17 +121,34 @@ class Drainer(Sink):
         except RuntimeError:
             return
         previous = signal.getsignal(signal.SIGTERM)
-        if not _hookable(previous) or _under_reload(previous):
+        if not _hookable(previous):
+            self._install_on_loop(loop)
+            return
+        if _under_reload(previous):
             return
         self._loop = loop
         self._previous = previous
         signal.signal(signal.SIGTERM, self._on_signal)
         self.installed = True
 
+    def _install_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        handle = _loop_handler(loop)
+        if handle is None or getattr(handle, "_callback", None) == self._begin:
+            return
+        self._loop = loop
+        self._previous = lambda sig, frame: handle._run()
+        # Run on the loop from its wakeup fd, as the server's was; it stays
+        # after shutdown begins and hands any later signal on at once.
+        loop.add_signal_handler(signal.SIGTERM, self._begin, signal.SIGTERM)
+        self.installed = True
+
     def uninstall(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        held, self._held = self._held, None
+        if held is not None:
+            self._forward(held)  # shutdown began anyway: never sit on a signal
         if not self.installed:
             return
         self.installed = False
@@ -119,6 +172,10 @@ class Drainer(Sink):
             self._forward(sig)
 
     def _begin(self, sig: int) -> None:
+        if self._timer is not None and self._by_request and self._held is None:
+            # Drained on request (preStop): the signal waits for the drain's end.
+            self._held = sig
+            return
         if self._timer is not None:
             # A second SIGTERM: the operator means it, stop waiting.
             self._timer.cancel()
@@ -144,9 +201,51 @@ class Drainer(Sink):
         finally:
             self._forward(sig)
 
-    def _tell(self, event: str, level: str, sig: int) -> None:
-        fields = {"signal": signal.Signals(sig).name, "drain_delay_s": self.drain_delay}
+    def _tell(self, event: str, level: str, sig: int | None) -> None:
+        cause = "request" if sig is None else signal.Signals(sig).name
+        fields = {"signal": cause, "drain_delay_s": self.drain_delay}
         self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
+
+    # -- on request (preStop), from any thread --------------------------------
+
+    def request(self) -> float:
+        """Drain now, without a signal; the seconds the drain has left (0: none).
+
+        Only a ready instance drains (a starting or failed one gets no
+        traffic); asking again during the drain returns what is left of it.
+        """
+        loop = self._serving_loop
+        with self._lock:
+            if (
+                self._until is None
+                and self.drain_delay > 0
+                and self.lifecycle.state is State.READY
+                and loop is not None
+                and not loop.is_closed()
+            ):
+                self._until = time.monotonic() + self.drain_delay
+                loop.call_soon_threadsafe(self._begin_requested)
+            until = self._until
+        return 0.0 if until is None else max(0.0, until - time.monotonic())
+
+    def _begin_requested(self) -> None:
+        assert self._serving_loop is not None
+        if self.lifecycle.state is not State.READY or self._timer is not None:
+            return  # a signal (or shutdown) came first
+        self._timer = self._serving_loop.call_later(self.drain_delay, self._end_requested)
+        self._by_request = True
+        self.lifecycle.set_state(State.DRAINING)
+        self._tell("lifespan.drain.begin", "info", None)
+
+    def _end_requested(self) -> None:
+        self._timer = None
+        self._by_request = False
+        held, self._held = self._held, None
+        try:
+            self._tell("lifespan.drain.end", "info", None)
+        finally:
+            if held is not None:
+                self._forward(held)
 
     def _forward(self, sig: int) -> None:
         previous = self._previous

@@ -38,8 +38,11 @@ class MetricsEndpoint:
     files and must not stall the event loop that serves requests.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, inline: bool = False) -> None:
         self.registry = REGISTRY if registry is None else registry
+        self.inline = inline
+        """Always render in the calling thread: on the ops listener, whose
+        threads stall no app."""
 
     def render(self, accept: str, accept_encoding: str = "") -> tuple[bytes, tuple[Header, ...]]:
         """Body and headers for one scrape, in the calling thread."""
@@ -64,7 +67,7 @@ class MetricsEndpoint:
         # Sent more than once, a header's values make one comma-separated list.
         accept = b",".join(header_values(headers, b"accept")).decode("latin-1")
         accept_encoding = b",".join(header_values(headers, b"accept-encoding")).decode("latin-1")
-        if multiprocess_dir() is None:
+        if self.inline or multiprocess_dir() is None:
             body, response = self.render(accept, accept_encoding)
         else:
             body, response = await anyio.to_thread.run_sync(self.render, accept, accept_encoding)

@@ -7,11 +7,17 @@ Checks and supervised tasks report to the lifecycle, which tells every sink
 shutdown begins, and every lifecycle event invalidates the answers the probe
 endpoints keep, so a probe with only cached checks is a few attribute reads.
 It turns all of it into a ``Report`` per probe; ``_probes`` renders reports.
+
+A probe may be answered on another thread's loop (the ops listener): the
+checks still run on the app's own loop, the one the lifespan runs on, handed
+over and waited for under their timeout, so a blocked loop costs a probe its
+timeout and answers the check failed (``timeout``), never a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ from ._checks import (
     validate_probes,
 )
 from ._http import iso_utc
-from ._records import PhaseRecord, RunRecord
+from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._supervise import Supervised, watch_task
 from ._types import State
@@ -96,6 +102,8 @@ class Health(Sink):
         self.on_supervised: list[Callable[[Supervised], None]] = []
         self._serving = False
         self._state_time = time.time()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The app's event loop (the lifespan's): where checks run."""
 
     def invalidate(self) -> None:
         self.version += 1
@@ -210,6 +218,9 @@ class Health(Sink):
         )
 
     def run_begin(self, run: RunRecord) -> None:
+        if run.event == "startup":
+            with contextlib.suppress(RuntimeError):  # lifespans run on a loop
+                self.loop = asyncio.get_running_loop()
         if run.event == "shutdown":
             self._serving = False
             for check in self.checks.values():
@@ -226,8 +237,17 @@ class Health(Sink):
                     self._start_refresher(check)
         self.invalidate()
 
+    def phase_begin(self, phase: PhaseRecord) -> None:
+        # A failing /startupz names the phase running now.
+        if phase.event == "startup" and not phase.background:
+            self.invalidate()
+
     def phase_end(self, phase: PhaseRecord) -> None:
         # A background phase may degrade the startup after it ended.
+        self.invalidate()
+
+    def notice(self, notice: Notice) -> None:
+        # Traffic refused or accepted by hand, a drain step: the reason shows.
         self.invalidate()
 
     def state_changed(self, old: State | None, new: State) -> None:
@@ -249,8 +269,13 @@ class Health(Sink):
                 output = "degraded: non-critical phase(s) failed: " + ", ".join(names)
                 return Entry(RESERVED, "warn", when, state.value, output=output)
             return Entry(RESERVED, "pass", when, state.value)
-        if state is State.STARTING and lc.startup_complete and lc.background:
+        if state is State.DRAINING and lc.refusal is not None:
+            output = f"refusing traffic: {lc.refusal}"
+        elif state is State.STARTING and lc.startup_complete and lc.background:
             output = "background phase(s) running: " + ", ".join(lc.background_names())
+        elif state is State.STARTING and startup is not None and startup.end is None:
+            running = [p.name for p in startup.phases if p.end is None and not p.background]
+            output = f"starting: phase {running[-1]!r} running" if running else "starting"
         elif state is State.FAILED and startup is not None and startup.failed_phase:
             output = f"failed: phase {startup.failed_phase!r}"
         else:
@@ -326,8 +351,15 @@ class Health(Sink):
             entries.append(self._check_entry(check, result))
         if pending:
             cacheable = False
-            tasks = [check.start() for _, check in pending]
-            outs = await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+            loop = asyncio.get_running_loop()
+            home = self.loop
+            if home is None or home is loop or home.is_closed():
+                tasks = [check.start() for _, check in pending]
+                outs = await asyncio.gather(
+                    *(asyncio.shield(t) for t in tasks), return_exceptions=True
+                )
+            else:
+                outs = await asyncio.gather(*(_run_on(home, check) for _, check in pending))
             for (index, check), out in zip(pending, outs, strict=True):
                 if not isinstance(out, CheckResult):
                     if not isinstance(out, asyncio.CancelledError):  # pragma: no cover
@@ -344,3 +376,31 @@ class Health(Sink):
         else:
             unknown = []
         return Report(probe, _overall(entries), state, entries, unknown), cacheable
+
+
+async def _run_on(home: asyncio.AbstractEventLoop, check: HealthCheck) -> CheckResult:
+    """Run ``check`` on the app's loop from another loop, bounded by its timeout.
+
+    A blocked app loop never starts the run: the answer is the check failed
+    (``timeout``) once its timeout has passed, and the run left behind is
+    cancelled (it is shielded there, so a run other probes share goes on).
+    """
+    start = time.perf_counter()
+
+    def failed(detail: str) -> CheckResult:
+        elapsed = time.perf_counter() - start
+        return CheckResult(False, elapsed, time.time(), time.monotonic(), "timeout", detail)
+
+    run = check.run()
+    try:
+        future = asyncio.run_coroutine_threadsafe(run, home)
+    except RuntimeError:  # closed in between
+        run.close()
+        return failed("the app's event loop is closed")
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), check.timeout)
+    except asyncio.TimeoutError:
+        future.cancel()
+        return failed(
+            f"the app's event loop did not run the check within {check.timeout:g}s (blocked?)"
+        )

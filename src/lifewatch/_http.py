@@ -67,9 +67,10 @@ async def respond(
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
-async def not_allowed(send: Send) -> None:
-    """405 with ``Allow: GET, HEAD``: every lifewatch endpoint is read-only."""
-    await respond(send, "GET", 405, _NOT_ALLOWED, _NOT_ALLOWED_BODY)
+async def not_allowed(send: Send, allow: bytes = b"GET, HEAD") -> None:
+    """405 with ``Allow``: every lifewatch endpoint but the drain is read-only."""
+    headers = _NOT_ALLOWED if allow == b"GET, HEAD" else ((b"allow", allow), *_NOT_ALLOWED[1:])
+    await respond(send, "GET", 405, headers, _NOT_ALLOWED_BODY)
 
 
 def header_values(scope_headers: Iterable[Header], name: bytes) -> list[bytes]:

@@ -78,6 +78,9 @@ class Lifecycle:
         self.background_failed = False
         self._deadline = math.inf
         self._scopes: list[anyio.CancelScope] = []
+        self.refusal: str | None = None
+        """Why traffic is refused by hand (``refuse_traffic``), or None."""
+        self._refusal_drains = False
 
     def connect(self, sinks: tuple[Sink, ...]) -> None:
         """Subscribe the sinks, once; the facade builds them after the lifecycle."""
@@ -353,13 +356,40 @@ class Lifecycle:
     # -- readiness and background phases --------------------------------------
 
     def maybe_ready(self) -> None:
-        """Ready once startup completed and no background phase is pending."""
+        """Ready once startup completed and no background phase is pending.
+
+        Traffic refused by hand: ``draining`` instead, until it is accepted.
+        """
         if (
             self.state is State.STARTING
             and self.startup_complete
             and not self.background
             and not self.background_failed
         ):
+            self.set_state(State.READY if self.refusal is None else State.DRAINING)
+
+    def refuse_traffic(self, reason: str) -> None:
+        """Out of rotation by hand: readiness fails (state ``draining``) with ``reason``.
+
+        Spring's ``REFUSING_TRAFFIC``: the process goes on serving what still
+        comes, and ``accept_traffic`` puts it back. Only a ready (or starting)
+        instance moves; one stopping or failed stays as it is.
+        """
+        if self.refusal is None:
+            # The drain is the refusal's own only if it made it.
+            self._refusal_drains = self.state in (State.READY, State.STARTING)
+        self.refusal = reason
+        self.notify(Notice("lifespan.traffic.refused", "warning", {"reason": reason}))
+        if self.state is State.READY:
+            self.set_state(State.DRAINING)
+
+    def accept_traffic(self) -> None:
+        """Back into rotation after ``refuse_traffic``; nothing else changes."""
+        if self.refusal is None:
+            return
+        self.refusal = None
+        self.notify(Notice("lifespan.traffic.accepted", "info", {}))
+        if self.state is State.DRAINING and self._refusal_drains:
             self.set_state(State.READY)
 
     def start_background(

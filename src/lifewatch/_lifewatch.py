@@ -25,6 +25,7 @@ from ._lifespan import WatchedLifespan, as_factory, name_of
 from ._logging import LoggingSink, logger
 from ._metrics import Metrics, MetricsSink, metrics_for
 from ._middleware import LifewatchMiddleware
+from ._ops import DrainEndpoint, OpsListener
 from ._options import Options
 from ._phase import Phase
 from ._probes import ProbeRoutes
@@ -65,6 +66,16 @@ class Lifewatch:
         metrics_path: Where ``/metrics`` is served (``None``: not served).
         pushgateway: A URL or a ``Pushgateway``: pushes the last words of a
             failed startup and of a completed shutdown.
+        ops_address: ``host:port`` of the ops listener (off by default): the
+            probes, ``/metrics``, the timeline and the drain endpoint on a port
+            of their own, answering from the first lifespan event on, even
+            while the app's event loop is blocked.
+        ops_only: Takes ``/metrics`` and the timeline off the app's port (needs
+            ``ops_address``); the probes stay on both.
+        drain_path: Where ``POST`` from this host starts a drain (what
+            ``python -m lifewatch drain`` asks for in a ``preStop`` hook); on
+            the ops listener when there is one, else on the app's port
+            (``None``: not served).
 
     The options are validated here, once, and never change (``watch.options``).
     """
@@ -88,6 +99,9 @@ class Lifewatch:
         drain_delay: float = 5.0,
         metrics_path: str | None = "/metrics",
         pushgateway: str | Pushgateway | None = None,
+        ops_address: str | None = None,
+        ops_only: bool = False,
+        drain_path: str | None = "/lifewatch/drain",
     ) -> None:
         options = Options(
             service=service,
@@ -106,6 +120,9 @@ class Lifewatch:
             drain_delay=drain_delay,
             metrics_path=metrics_path,
             pushgateway=pushgateway,  # type: ignore[arg-type] # coerced by Options
+            ops_address=ops_address,
+            ops_only=ops_only,
+            drain_path=drain_path,
         )
         self._options = options
         log = logger(options.service)
@@ -122,25 +139,45 @@ class Lifewatch:
         pushed: tuple[Sink, ...] = ()
         if options.pushgateway is not None:
             pushed = (PushgatewaySink(options.pushgateway, metrics, options.service, log),)
+        self._drainer = drainer = Drainer(lifecycle, options.drain_delay)
+        self._routes: dict[str, ASGIApp] = {}
+        """Path -> ASGI app served by the middleware in front of the user's app."""
+        self._ops_routes: dict[str, ASGIApp] = {}
+        """Path -> ASGI app served by the ops listener."""
+        self._ops: OpsListener | None = None
+        listeners: tuple[Sink, ...] = ()
+        if options.ops_address is not None:
+            self._ops = OpsListener(lifecycle, options.ops_address, self._ops_routes)
+            listeners = (self._ops,)
         lifecycle.connect(
             (
                 self._tracing,
                 MetricsSink(metrics, self._process_start),
                 LoggingSink(log, slow_check_threshold=options.slow_check_threshold),
                 self._health,
-                Drainer(lifecycle, options.drain_delay),
+                drainer,
+                *listeners,
                 *pushed,
                 *options.sinks,
             )
         )
-        self._routes: dict[str, ASGIApp] = {}
-        """Path -> ASGI app served by the middleware in front of the user's app."""
+        on_app = not options.ops_only
         if options.timeline_path is not None:
-            self._routes.update(timeline_routes(lambda: self.timeline, options.timeline_path))
+            timeline = timeline_routes(lambda: self.timeline, options.timeline_path)
+            self._ops_routes.update(timeline)
+            if on_app:
+                self._routes.update(timeline)
         if options.metrics_path is not None:
-            self._routes[options.metrics_path] = MetricsEndpoint(options.registry)
+            self._ops_routes[options.metrics_path] = MetricsEndpoint(options.registry, inline=True)
+            if on_app:
+                self._routes[options.metrics_path] = MetricsEndpoint(options.registry)
+        if options.drain_path is not None:
+            drain = DrainEndpoint(drainer.request, options.drain_delay)
+            self._ops_routes[options.drain_path] = drain
+            if self._ops is None:
+                self._routes[options.drain_path] = drain
         ProbeRoutes(
-            self._routes,
+            (self._routes, self._ops_routes),
             self._health,
             {
                 "liveness": options.livez_path,
@@ -204,6 +241,20 @@ class Lifewatch:
     @property
     def pushgateway(self) -> Pushgateway | None:
         return self._options.pushgateway
+
+    @property
+    def ops_address(self) -> str | None:
+        return self._options.ops_address
+
+    @property
+    def ops_port(self) -> int | None:
+        """The ops listener's port while it listens (the one picked for port 0), else None."""
+        return None if self._ops is None else self._ops.port
+
+    @property
+    def ops_routes(self) -> Mapping[str, ASGIApp]:
+        """Path -> ASGI app: the endpoints the ops listener serves."""
+        return self._ops_routes
 
     @property
     def metrics(self) -> Metrics:
@@ -362,6 +413,22 @@ class Lifewatch:
         lifewatch never cancels it.
         """
         return self._health.supervise(task, name)
+
+    # -- taking the instance out of rotation by hand ---------------------------
+
+    def refuse_traffic(self, reason: str) -> None:
+        """Fail readiness with ``reason`` (shown by ``/readyz?verbose``), e.g. for maintenance.
+
+        The state becomes ``draining`` (logged and counted as any state
+        change); the app goes on serving what still comes. Spring's
+        ``REFUSING_TRAFFIC``. ``accept_traffic()`` undoes it.
+        """
+        validate_name(reason, "reason")
+        self._lifecycle.refuse_traffic(reason)
+
+    def accept_traffic(self) -> None:
+        """Undo ``refuse_traffic``: readiness follows the lifecycle again."""
+        self._lifecycle.accept_traffic()
 
     # -- background phases --------------------------------------------------
 

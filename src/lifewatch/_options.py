@@ -17,7 +17,13 @@ from prometheus_client import CollectorRegistry
 
 from ._pushgateway import Pushgateway
 from ._sink import Sink
-from ._validate import validate_bool, validate_namespace, validate_path, validate_seconds
+from ._validate import (
+    validate_address,
+    validate_bool,
+    validate_namespace,
+    validate_path,
+    validate_seconds,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,9 @@ class Options:
     drain_delay: float = 5.0
     metrics_path: str | None = "/metrics"
     pushgateway: Pushgateway | None = field(default=None)
+    ops_address: str | None = None
+    ops_only: bool = False
+    drain_path: str | None = "/lifewatch/drain"
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -83,6 +92,15 @@ class Options:
             ),
         )
         put("pushgateway", Pushgateway.coerce(self.pushgateway))
+        if self.ops_address is not None:
+            validate_address(self.ops_address, "ops_address")
+        put("ops_only", validate_bool(self.ops_only, "ops_only"))
+        if self.ops_only and self.ops_address is None:
+            raise ValueError(
+                "ops_only=True moves /metrics and the timeline to the ops listener, which "
+                "needs ops_address (e.g. ops_address='0.0.0.0:9000'); got ops_address=None"
+            )
+        put("drain_path", validate_path(self.drain_path, "drain_path", "/lifewatch/drain"))
         served = [
             p
             for p in (
@@ -91,6 +109,7 @@ class Options:
                 self.startupz_path,
                 self.metrics_path,
                 self.timeline_path,
+                self.drain_path,
             )
             if p is not None
         ]

@@ -211,6 +211,16 @@ class ProbeEndpoint:
                     return
         await self._slow(scope, send)
 
+    def kept(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes] | None:
+        """The kept answer if it answers this request as is (the fast path of
+        ``__call__``), else None: the ops listener answers from it without a
+        trip through an event loop."""
+        plain = self._plain
+        if plain is None or scope["query_string"] or scope["method"] not in ("GET", "HEAD"):
+            return None
+        headers = scope["headers"]
+        return plain if _ANY in headers or _surely_text(headers) else None
+
     async def _slow(self, scope: Scope, send: Send) -> None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
@@ -262,11 +272,11 @@ class ProbeEndpoint:
 
 
 class ProbeRoutes:
-    """Puts the probe endpoints into the watch's routes, per check as checks come."""
+    """Puts the probe endpoints into the routes of every listener, per check as checks come."""
 
     def __init__(
         self,
-        routes: dict[str, ASGIApp],
+        routes: tuple[dict[str, ASGIApp], ...],
         health: Health,
         paths: Mapping[Probe, str | None],
         *,
@@ -283,17 +293,21 @@ class ProbeRoutes:
         for probe, path in self.paths.items():
             if path is None:
                 continue
-            routes[path] = ProbeEndpoint(health, probe, **self._options)
+            self._put(path, ProbeEndpoint(health, probe, **self._options))
             if probe != "liveness":
                 self._add(probe, RESERVED)
         health.on_check_added.append(self._check_added)
         health.on_supervised.append(self._supervised)
 
+    def _put(self, path: str, endpoint: ProbeEndpoint) -> None:
+        for routes in self.routes:
+            routes[path] = endpoint
+
     def _add(self, probe: Probe, name: str) -> None:
         path = self.paths.get(probe)
         if path is not None:
-            self.routes[f"{path}/{name}"] = ProbeEndpoint(
-                self.health, probe, only=name, **self._options
+            self._put(
+                f"{path}/{name}", ProbeEndpoint(self.health, probe, only=name, **self._options)
             )
 
     def _check_added(self, check: HealthCheck) -> None:

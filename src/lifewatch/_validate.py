@@ -77,3 +77,28 @@ def validate_namespace(namespace: object) -> str:
             "expected letters, digits, '_' or ':' not starting with a digit, e.g. 'lifespan'"
         )
     return namespace
+
+
+def validate_address(address: object, what: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9000`` for IPv6) to listen on; port 0 picks a free one."""
+    host: str | None = None
+    port_text = ""
+    if isinstance(address, str):
+        if address.startswith("["):
+            inner, bracket, rest = address[1:].partition("]")
+            if bracket and rest.startswith(":") and ":" in inner:
+                host, port_text = inner, rest[1:]
+        elif address.count(":") == 1:
+            host, _, port_text = address.partition(":")
+    if (
+        host is None
+        or not host
+        or any(c.isspace() or c in "/?#@" for c in host)
+        or not port_text.isdigit()
+        or not 0 <= int(port_text) <= 65535
+    ):
+        raise ValueError(
+            f"{what} must be 'host:port' with a port from 0 to 65535, e.g. '0.0.0.0:9000' "
+            f"or '[::]:9000'; got {address!r}"
+        )
+    return host, int(port_text)

@@ -1,0 +1,240 @@
+"""The server matrix: each server really installed and run with the same app.
+
+For every server: a failed startup exits non-zero with one line naming the
+phase; the probes answer on the ops listener from startup on, while a phase
+blocks the event loop; a drain under
+load through the ``preStop`` path (``python -m lifewatch drain``, then
+SIGTERM) fails no request, runs the shutdown phases and exits within drain +
+shutdown + 2 s; where lifewatch stands in front of the server's SIGTERM
+handler, the signal alone does the same. The README's server table is this
+file's results.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.servers import env, free_ports, running, wait_for
+
+DRAIN, SHUTDOWN = 1.0, 3.0
+APP = "tests.apps.matrix:app"
+
+
+@dataclass(frozen=True)
+class Server:
+    command: str
+    """``python -m`` this, with ``{port}`` and ``{app}`` filled in."""
+    signal_drain: bool
+    """lifewatch stands in front of its SIGTERM handler."""
+    workers: int = 1
+
+    def argv(self, port: int) -> list[str]:
+        return [sys.executable, "-m", *self.command.format(port=port, app=APP).split()]
+
+
+PY = sys.executable
+SERVERS = {
+    "uvicorn-h11": Server(
+        "uvicorn {app} --port {port} --http h11 --loop asyncio --lifespan on", signal_drain=True
+    ),
+    "uvicorn-httptools": Server(
+        "uvicorn {app} --port {port} --http httptools --loop uvloop --lifespan on",
+        signal_drain=True,
+    ),
+    # -w 0: one process, the server itself (hypercorn's worker processes exit
+    # 0 after a failed startup: pgjones/hypercorn#269).
+    "hypercorn": Server("hypercorn -w 0 --bind 127.0.0.1:{port} {app}", signal_drain=True),
+    "granian": Server(
+        "granian --interface asgi --host 127.0.0.1 --port {port} --workers 1 {app}",
+        signal_drain=False,
+    ),
+    "gunicorn-uvicorn-workers": Server(
+        "gunicorn -k uvicorn_worker.UvicornWorker -w 2 --bind 127.0.0.1:{port} "
+        "--graceful-timeout 10 {app}",
+        signal_drain=True,
+        workers=2,
+    ),
+}
+ALL = [pytest.param(s, id=name) for name, s in SERVERS.items()]
+SIGNAL = [pytest.param(s, id=name) for name, s in SERVERS.items() if s.signal_drain]
+
+
+@pytest.mark.parametrize("server", ALL)
+def test_a_failed_startup_exits_non_zero_naming_the_phase(server: Server, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    done = subprocess.run(
+        server.argv(port),
+        env=env(FAIL="1"),
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "lifewatch: startup phase 'database' failed (error)" in output.splitlines(), output
+
+
+class Load:
+    """Requests without pause on a kept-alive and a fresh connection; every failure kept."""
+
+    def __init__(self, base: str) -> None:
+        self.kept = httpx.Client(base_url=base, timeout=5)
+        self.fresh = httpx.Client(
+            base_url=base, timeout=5, limits=httpx.Limits(max_keepalive_connections=0)
+        )
+        self.failures: list[str] = []
+        self.served = 0
+
+    def once(self) -> None:
+        for client in (self.kept, self.fresh):
+            try:
+                response = client.get("/")
+                if response.status_code == 200 and response.text == "home":
+                    self.served += 1
+                else:
+                    self.failures.append(f"{response.status_code} {response.text[:80]}")
+            except httpx.HTTPError as exc:
+                self.failures.append(repr(exc))
+
+    def close(self) -> None:
+        self.kept.close()
+        self.fresh.close()
+
+
+def readyz(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def starting(url: str) -> str | None:
+    """The body of a 503 answer naming the phase that blocks, else None."""
+    try:
+        response = httpx.get(url, timeout=1)
+    except httpx.HTTPError:
+        return None  # not listening yet
+    named = "phase 'load-model' running" in response.text
+    return response.text if response.status_code == 503 and named else None
+
+
+@pytest.mark.parametrize("server", ALL)
+def test_prestop_drain_under_load(server: Server, tmp_path: Path) -> None:
+    port, ops = free_ports(2)
+    mark = tmp_path / "shutdown.txt"
+    environ = env(
+        OPS_PORT=str(ops),
+        BLOCK="1",
+        DRAIN=str(DRAIN),
+        SHUTDOWN=str(SHUTDOWN),
+        MARK_FILE=str(mark),
+    )
+    log = tmp_path / "server.log"
+    base, opsbase = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops}"
+    with running(server.argv(port), log, environ) as proc:
+        try:
+            # While a startup phase blocks the event loop for 1 s, the ops
+            # listener answers, naming it.
+            during = wait_for(
+                "/startupz?verbose on the ops listener during startup",
+                lambda: starting(f"{opsbase}/startupz?verbose"),
+                30,
+                step=0.02,
+            )
+            assert "[-]lifespan failed: starting: phase 'load-model' running" in during
+            wait_for(
+                "/readyz 200 on the ops listener", lambda: readyz(f"{opsbase}/readyz") == 200, 30
+            )
+            wait_for("the app's port", lambda: readyz(f"{base}/readyz") == 200, 30)
+            # The probes, as documented, on the ops listener; /metrics only there.
+            for path in ("/livez", "/startupz", "/readyz/loop"):
+                assert httpx.get(f"{opsbase}{path}").status_code == 200, path
+            assert "lifespan_state" in httpx.get(f"{opsbase}/metrics").text
+            assert httpx.get(f"{base}/metrics").status_code == 404
+            load = Load(base)
+            codes: list[int] = []
+            started = time.monotonic()
+            while time.monotonic() - started < 0.3:
+                load.once()
+            drain = subprocess.Popen(
+                [PY, "-m", "lifewatch", "drain", f"{opsbase}/lifewatch/drain"],
+                env=env(),
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            drain_at, drain_wall = time.monotonic(), time.time()
+            while drain.poll() is None:  # the preStop hook runs: traffic goes on
+                load.once()
+                codes.append(readyz(f"{opsbase}/readyz"))
+            assert drain.returncode == 0, drain.stderr.read() if drain.stderr else ""
+            assert time.monotonic() - drain_at >= DRAIN - 0.05
+            load.close()
+            os.kill(proc.pid, signal.SIGTERM)  # then the kubelet's SIGTERM
+            returncode = proc.wait(DRAIN + SHUTDOWN + 2 + 5)
+            exited = time.monotonic() - drain_at
+        except BaseException:
+            print(log.read_text()[-5000:])
+            raise
+    output = log.read_text()
+    assert load.failures == [], load.failures[:5]
+    assert load.served > 20
+    assert 503 in codes[len(codes) // 2 :], codes  # readiness failed during the drain
+    if server.workers == 1:
+        assert set(codes[len(codes) // 2 :]) == {503}, codes
+    assert exited <= DRAIN + SHUTDOWN + 2, (exited, output[-3000:])
+    assert returncode in (0, -signal.SIGTERM), (returncode, output[-3000:])
+    # Every worker's shutdown phases ran, after the drain began.
+    marks = [float(t) for t in mark.read_text().split()]
+    assert len(marks) == server.workers, output[-3000:]
+    assert min(marks) - drain_wall >= DRAIN - 0.05
+
+
+@pytest.mark.parametrize("server", SIGNAL)
+def test_signal_drain_under_load(server: Server, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    mark = tmp_path / "shutdown.txt"
+    environ = env(DRAIN=str(DRAIN), SHUTDOWN=str(SHUTDOWN), MARK_FILE=str(mark))
+    log = tmp_path / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    with running(server.argv(port), log, environ) as proc:
+        try:
+            wait_for("/readyz 200", lambda: readyz(f"{base}/readyz") == 200, 30)
+            if server.workers > 1:  # every worker up
+                time.sleep(0.5)
+            load = Load(base)
+            codes: list[tuple[float, int]] = []
+            started = time.monotonic()
+            sigterm_at: float | None = None
+            sigterm_wall = 0.0
+            while sigterm_at is None or time.monotonic() < sigterm_at + DRAIN - 0.2:
+                if sigterm_at is None and time.monotonic() - started >= 0.3:
+                    os.kill(proc.pid, signal.SIGTERM)
+                    sigterm_at, sigterm_wall = time.monotonic(), time.time()
+                load.once()
+                codes.append((time.monotonic(), readyz(f"{base}/readyz")))
+            load.close()
+            assert sigterm_at is not None
+            returncode = proc.wait(DRAIN + SHUTDOWN + 2 + 5)
+            exited = time.monotonic() - sigterm_at
+        except BaseException:
+            print(log.read_text()[-5000:])
+            raise
+    output = log.read_text()
+    assert load.failures == [], load.failures[:5]
+    after = [code for t, code in codes if t > sigterm_at + 0.2]
+    assert after and set(after) == {503}, codes
+    assert exited <= DRAIN + SHUTDOWN + 2, (exited, output[-3000:])
+    assert returncode in (0, -signal.SIGTERM), (returncode, output[-3000:])
+    marks = [float(t) for t in mark.read_text().split()]
+    assert len(marks) == server.workers, output[-3000:]
+    assert min(marks) - sigterm_wall >= DRAIN - 0.05

@@ -1,0 +1,249 @@
+"""The ops listener and the drain endpoint, in process: a real socket, a real lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from asgi_lifespan import LifespanManager
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from lifewatch import Lifewatch, State
+from tests.support.probes import call, get
+from tests.support.servers import free_port
+
+
+def fetch(url: str, method: str = "GET", timeout: float = 5.0) -> tuple[int, str, float]:
+    """Status, body and seconds taken, from a thread other than the app's loop."""
+    start = time.perf_counter()
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, body = response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read().decode()
+    return status, body, time.perf_counter() - start
+
+
+async def fetch_async(url: str, method: str = "GET") -> tuple[int, str, float]:
+    return await asyncio.to_thread(fetch, url, method)
+
+
+async def test_answers_during_startup_while_the_loop_is_blocked_then_closes() -> None:
+    release = threading.Event()
+    watch = Lifewatch(
+        registry=CollectorRegistry(), ops_address="127.0.0.1:0", ops_only=True, drain_delay=0
+    )
+
+    @watch.check("db", timeout=0.3)
+    async def db() -> None:
+        await asyncio.sleep(0)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with watch.phase("load-model"):
+            release.wait(10)  # blocks the event loop, as a sync model load does
+        yield
+
+    app = watch.instrument(Starlette(lifespan=lifespan))
+    answers: list[tuple[int, str, float]] = []
+
+    def poll() -> None:
+        while watch.ops_port is None:
+            time.sleep(0.01)
+        base = f"http://127.0.0.1:{watch.ops_port}"
+        for _ in range(5):
+            answers.append(fetch(f"{base}/startupz?verbose"))
+        answers.append(fetch(f"{base}/readyz?verbose"))
+        answers.append(fetch(f"{base}/metrics"))
+        release.set()
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    async with LifespanManager(app, startup_timeout=20):
+        poller.join()
+        port = watch.ops_port
+        assert port is not None
+        base = f"http://127.0.0.1:{port}"
+        for status, body, _ in answers[:5]:
+            assert status == 503
+            assert "[-]lifespan failed: starting: phase 'load-model' running\n" in body
+        # The kubelet's probe timeout is 1 s: every answer came well within it.
+        assert max(t for *_, t in answers[:5]) < 0.5, answers
+        status, body, took = answers[5]
+        # The readiness check could not run on the blocked loop: it failed on
+        # its own timeout, not the probe's.
+        assert status == 503 and "[-]db failed: reason withheld" in body, body
+        assert took < 0.3 * 3, took
+        assert answers[6][0] == 200 and "lifespan_state" in answers[6][1]
+        # Once serving: the same endpoints, the checks on the app's loop.
+        status, body, _ = await fetch_async(f"{base}/readyz?verbose")
+        assert status == 200 and "[+]db ok" in body, body
+        assert (await fetch_async(f"{base}/nope"))[0] == 404
+        # ops_only: no /metrics on the app's port; the probes stay.
+        assert (await get(app, "/metrics")).status_code == 404
+        assert (await get(app, "/readyz")).status_code == 200
+    # Closed with the shutdown, within a second.
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            break
+        time.sleep(0.05)  # noqa: ASYNC251 - the app is gone
+    else:
+        raise AssertionError("the ops listener still accepts connections after shutdown")
+
+
+async def test_a_blocked_loop_costs_a_probe_its_check_timeout_not_more() -> None:
+    watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
+
+    @watch.check("db", timeout=0.2)
+    async def db() -> None:
+        await asyncio.sleep(0)
+
+    app = watch.instrument(Starlette())
+    async with LifespanManager(app):
+        url = f"http://127.0.0.1:{watch.ops_port}/readyz?verbose"
+        pending = asyncio.get_running_loop().run_in_executor(None, fetch, url)
+        time.sleep(1.0)  # noqa: ASYNC251 - the loop is blocked for 5x the check's timeout
+        status, body, took = await pending
+        assert status == 503 and "[-]db failed" in body
+        assert took < 1.0 + 0.2  # answered when the timeout passed, not when the loop woke
+    assert watch.ops_port is None
+
+
+async def test_a_port_in_use_is_one_line_naming_the_address(
+    logs: list[dict[str, Any]],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        watch = Lifewatch(registry=CollectorRegistry(), ops_address=address)
+        app = watch.instrument(Starlette())
+        async with LifespanManager(app):
+            assert watch.ops_port is None
+            assert (await get(app, "/readyz")).status_code == 200  # the app still starts
+    (failed,) = [e for e in logs if e["event"] == "lifespan.ops.failed"]
+    assert failed["address"] == address and "exc_info" not in failed
+    assert failed["detail"].startswith(f"cannot listen on {address}: ")
+    assert "\n" not in failed["detail"]
+
+
+async def test_workers_share_the_port() -> None:
+    port = free_port()
+    watches = [
+        Lifewatch(registry=CollectorRegistry(), ops_address=f"127.0.0.1:{port}") for _ in range(2)
+    ]
+    apps = [w.instrument(Starlette()) for w in watches]
+    async with LifespanManager(apps[0]), LifespanManager(apps[1]):
+        assert [w.ops_port for w in watches] == [port, port]
+        assert (await fetch_async(f"http://127.0.0.1:{port}/livez"))[0] == 200
+
+
+async def test_drain_endpoint_loopback_only_post_only(registry: CollectorRegistry) -> None:
+    watch = Lifewatch(registry=registry, drain_delay=0.3)
+    app = watch.instrument(Starlette())
+    async with LifespanManager(app):
+        headers = [(b"host", b"x")]
+        status, _, _ = await call(app, "/lifewatch/drain", method="GET", headers=headers)
+        assert status == 405
+        outsider = {"client": ("10.0.0.7", 5555)}
+        status, _, body = await _call_from(app, "/lifewatch/drain", outsider)
+        assert status == 403 and b"from this host only" in body
+        assert watch.state is State.READY
+        status, _, body = await _call_from(app, "/lifewatch/drain", {"client": ("::1", 1)})
+        assert status == 202 and b'"draining": true' in body, body
+        await asyncio.sleep(0.01)
+        assert watch.state is State.DRAINING
+        assert (await get(app, "/readyz")).status_code == 503
+        assert (await get(app, "/livez")).status_code == 200  # still serving
+
+
+async def _call_from(app: Any, path: str, extra: dict[str, Any]) -> tuple[int, Any, bytes]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"x")],
+        "server": ("127.0.0.1", 80),
+        **extra,
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], dict(sent[0]["headers"]), b"".join(m.get("body", b"") for m in sent)
+
+
+async def test_with_an_ops_listener_the_drain_is_served_there_only(
+    registry: CollectorRegistry, logs: list[dict[str, Any]]
+) -> None:
+    watch = Lifewatch(registry=registry, drain_delay=0.2, ops_address="127.0.0.1:0")
+    app = watch.instrument(Starlette())
+    assert "/lifewatch/drain" not in watch.routes
+    async with LifespanManager(app):
+        url = f"http://127.0.0.1:{watch.ops_port}/lifewatch/drain"
+        status, body, _ = await fetch_async(url, "POST")
+        assert status == 202 and '"remaining": 0.2' in body
+        await asyncio.sleep(0.3)
+        status, body, _ = await fetch_async(url, "POST")
+        assert status == 202 and '"draining": false' in body  # over: nothing left to wait
+    events = [e["event"] for e in logs]
+    assert events.index("lifespan.drain.begin") < events.index("lifespan.drain.end")
+    begin = next(e for e in logs if e["event"] == "lifespan.drain.begin")
+    assert begin["signal"] == "request"
+
+
+async def test_refuse_and_accept_traffic(
+    registry: CollectorRegistry, logs: list[dict[str, Any]]
+) -> None:
+    watch = Lifewatch(registry=registry)
+    app = watch.instrument(Starlette())
+    async with LifespanManager(app):
+        watch.refuse_traffic("maintenance: reindexing")
+        assert watch.state is State.DRAINING
+        response = await get(app, "/readyz?verbose")
+        assert response.status_code == 503
+        assert "[-]lifespan failed: refusing traffic: maintenance: reindexing\n" in response.text
+        assert (await get(app, "/livez")).status_code == 200
+        assert registry.get_sample_value("lifespan_state", {"state": "draining"}) == 1
+        watch.accept_traffic()
+        assert watch.state is State.READY
+        assert (await get(app, "/readyz")).status_code == 200
+    moves = [(e["from"], e["to"]) for e in logs if e["event"] == "lifespan.state"]
+    assert ("ready", "draining") in moves and ("draining", "ready") in moves
+    assert [e["reason"] for e in logs if e["event"] == "lifespan.traffic.refused"] == [
+        "maintenance: reindexing"
+    ]
+    assert any(e["event"] == "lifespan.traffic.accepted" for e in logs)
+
+
+async def test_refused_before_ready_stays_out_until_accepted(registry: CollectorRegistry) -> None:
+    watch = Lifewatch(registry=registry)
+    watch.refuse_traffic("warming up by hand")
+    app = watch.instrument(Starlette())
+    async with LifespanManager(app):
+        assert watch.state is State.DRAINING
+        watch.accept_traffic()
+        assert watch.state is State.READY
