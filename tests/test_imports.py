@@ -23,6 +23,7 @@ LAYERS = [
     "_process",
     "_http",
     "_records",
+    "_watchdog",
     # health as values, then the one event flow
     "_checks",
     "_supervise",

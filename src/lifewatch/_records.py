@@ -66,6 +66,8 @@ class PhaseRecord:
     outcome: Outcome | None = None
     reason: Reason | None = None
     error: BaseException | None = None
+    overran: bool = False
+    """The watchdog found it still running at its deadline (a stuck thread or loop)."""
     origin: bool = False
     """This phase is where ``error`` came from, not one it passed through:
     the one place its traceback is logged."""
@@ -91,3 +93,5 @@ class Notice:
     level: Level = "info"
     fields: Mapping[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
+    phase: PhaseRecord | None = None
+    """The phase it is about, if any (its span gets the notice as an event)."""
