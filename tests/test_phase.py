@@ -504,7 +504,7 @@ async def test_a_sync_phase_over_its_timeout_is_a_timeout_naming_the_stuck_line(
         nonlocal stuck_line
         with watch.phase("migrations", timeout=timeout):
             stuck_line = _line_after()
-            time.sleep(timeout * 10)  # blocking: nothing can cancel it
+            time.sleep(timeout * 10)  # noqa: ASYNC251 - blocking, on purpose
         yield
 
     with pytest.raises(PhaseTimeout, match=r"phase 'migrations' failed \(timeout\)") as info:
@@ -513,7 +513,7 @@ async def test_a_sync_phase_over_its_timeout_is_a_timeout_naming_the_stuck_line(
     (overrun,) = [e for e in logs if e["event"] == "lifespan.phase.overrun"]
     assert overrun["phase"] == "migrations" and overrun["timeout_s"] == timeout
     assert overrun["stuck_at"].startswith(f"{__file__}:{stuck_line} in lifespan")
-    assert f'line {stuck_line}, in lifespan' in overrun["stack"]
+    assert f"line {stuck_line}, in lifespan" in overrun["stack"]
     assert overrun["log_level"] == "warning"
     span = spans.named("lifespan.startup migrations")
     assert span.attributes["lifespan.outcome"] == "timeout"
@@ -544,7 +544,7 @@ async def test_an_async_phase_on_a_blocked_loop_is_a_timeout_too(
         nonlocal stuck_line
         async with watch.phase("warmup", timeout=timeout, critical=False):
             stuck_line = _line_after()
-            time.sleep(timeout * 12)  # blocks the loop: the cancel scope cannot fire
+            time.sleep(timeout * 12)  # noqa: ASYNC251 - the loop blocked: no cancel fires
         yield
 
     await run_lifespan(watch, lifespan)  # non-critical: startup goes on

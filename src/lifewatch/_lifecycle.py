@@ -347,9 +347,7 @@ class Lifecycle:
                 phase.end = time.perf_counter()
                 watch.cancel()
         run = phase.run
-        if phase.timeout is not None and (
-            phase.overran or phase.end - phase.start > phase.timeout
-        ):
+        if phase.timeout is not None and (phase.overran or phase.end - phase.start > phase.timeout):
             error = self._overran(phase, error)
         if error is None:
             phase.outcome = "ok"

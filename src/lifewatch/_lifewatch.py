@@ -22,7 +22,8 @@ from ._exposition import MetricsEndpoint
 from ._health import Health
 from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, name_of
-from ._logging import LoggingSink, logger
+from ._logging import LoggingSink
+from ._logging import logger as event_log
 from ._metrics import Metrics, MetricsSink, metrics_for
 from ._middleware import LifewatchMiddleware
 from ._options import Options
@@ -65,6 +66,11 @@ class Lifewatch:
         metrics_path: Where ``/metrics`` is served (``None``: not served).
         pushgateway: A URL or a ``Pushgateway``: pushes the last words of a
             failed startup and of a completed shutdown.
+        logger: Where lifewatch's records go. ``"auto"`` (the default):
+            through structlog if the app configured structlog, else through
+            the stdlib logger ``lifewatch`` (the app's handlers and format
+            apply). ``"structlog"``, ``"stdlib"``, a ``logging.Logger`` or a
+            structlog logger choose.
 
     The options are validated here, once, and never change (``watch.options``).
     """
@@ -88,6 +94,7 @@ class Lifewatch:
         drain_delay: float = 5.0,
         metrics_path: str | None = "/metrics",
         pushgateway: str | Pushgateway | None = None,
+        logger: Any = "auto",
     ) -> None:
         options = Options(
             service=service,
@@ -106,9 +113,10 @@ class Lifewatch:
             drain_delay=drain_delay,
             metrics_path=metrics_path,
             pushgateway=pushgateway,  # type: ignore[arg-type] # coerced by Options
+            logger=logger,
         )
         self._options = options
-        log = logger(options.service)
+        log = event_log(options.service, options.logger)
         self._lifecycle = lifecycle = Lifecycle(
             service=options.service,
             startup_timeout=options.startup_timeout,

@@ -9,12 +9,14 @@ fields.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from ._logging import MODES, is_structlog_logger
 from ._pushgateway import Pushgateway
 from ._sink import Sink
 from ._validate import validate_bool, validate_namespace, validate_path, validate_seconds
@@ -40,6 +42,7 @@ class Options:
     drain_delay: float = 5.0
     metrics_path: str | None = "/metrics"
     pushgateway: Pushgateway | None = field(default=None)
+    logger: Any = "auto"
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -83,6 +86,17 @@ class Options:
             ),
         )
         put("pushgateway", Pushgateway.coerce(self.pushgateway))
+        if self.logger is None:
+            put("logger", "auto")
+        elif not (
+            (isinstance(self.logger, str) and self.logger in MODES)
+            or isinstance(self.logger, logging.Logger)
+            or (not isinstance(self.logger, str) and is_structlog_logger(self.logger))
+        ):
+            raise TypeError(
+                "logger must be 'auto', 'structlog', 'stdlib', a logging.Logger or a "
+                f"structlog logger; got {self.logger!r}"
+            )
         served = [
             p
             for p in (

@@ -140,7 +140,7 @@ class Phase:
         if suppress:
             return True
         error = record.error
-        if cut and error is exc:
+        if cut and error is not None and error is exc:
             raise error from None  # cut by its own scope: not "CancelledError"
         if error is not exc and isinstance(error, PhaseTimeout) and error.limit == "timeout":
             raise error  # ran past its timeout without being cut: the lifecycle says so
