@@ -226,6 +226,7 @@ def test_page_after_shutdown_shows_both_runs() -> None:
     page = Rows()
     page.feed(dom)
     assert [r["name"] for r in page.rows] == [
+        "boot (process start to lifespan)",
         "startup (whole)",
         "lifespan",
         "database",
@@ -237,4 +238,4 @@ def test_page_after_shutdown_shows_both_runs() -> None:
     assert "outcome-timeout" in page.named("drain-queue")["classes"]
     assert "timed out" in page.named("drain-queue")["status"]
     assert "Shutdown has not run yet" not in dom
-    assert f"outcome-{shutdown.outcome}" in page.rows[3]["classes"]
+    assert f"outcome-{shutdown.outcome}" in page.rows[4]["classes"]

@@ -70,8 +70,12 @@ class Lifecycle:
         startup_timeout: float | None,
         shutdown_timeout: float | None,
         log: Any,
+        process_start: float | None = None,
     ) -> None:
         self.service = service
+        self.process_start = process_start
+        """Wall-clock start of the process: the first startup measures its boot from it."""
+        self.boot: float | None = None
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
         self._log = log
@@ -155,6 +159,8 @@ class Lifecycle:
             return current
         run = RunRecord(event=event, service=self.service, rollback=rollback, goes_on=goes_on)
         if event == "startup":
+            if self.boot is None and self.process_start is not None:
+                self.boot = run.boot = max(0.0, run.started_at - self.process_start)
             self.startup = run
             self.startup_complete = False
             # One app serving test after test: each startup starts afresh.

@@ -117,14 +117,15 @@ class Lifewatch:
         )
         self._options = options
         log = event_log(options.service, options.logger)
+        self._process_start = process_start_time()
         self._lifecycle = lifecycle = Lifecycle(
             service=options.service,
             startup_timeout=options.startup_timeout,
             shutdown_timeout=options.shutdown_timeout,
             log=log,
+            process_start=self._process_start,
         )
         self._metrics = metrics = metrics_for(options.registry, options.namespace)
-        self._process_start = process_start_time()
         self._health = Health(lifecycle)
         self._tracing = TracingSink(options.service, options.tracer_provider)
         pushed: tuple[Sink, ...] = ()

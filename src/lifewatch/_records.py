@@ -37,6 +37,9 @@ class RunRecord:
     """Shutdown goes on past a failed phase and raises its failures at the end."""
     link: RunRecord | None = None
     """For a shutdown: the startup run it follows (a span link)."""
+    boot: float | None = None
+    """For the process's first startup: seconds from process start to it
+    (interpreter, imports, building the app), which lifespan timing misses."""
     trace_id: int = 0
     span_id: int = 0
     sink_data: dict[str, Any] = field(default_factory=dict)

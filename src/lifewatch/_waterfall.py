@@ -55,6 +55,7 @@ padding:0 .35rem;margin-left:.3rem;font-weight:400}
 transparent calc(var(--tick) - 1px),var(--line) calc(var(--tick) - 1px),var(--line) var(--tick))}
 .bar{position:absolute;top:.3rem;bottom:.3rem;min-width:3px;border-radius:3px;background:var(--ok)}
 .depth-0 .bar{background:var(--run)}
+.kind-boot .bar{background:#9aa0a6}
 .dur{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .status{white-space:nowrap;font-size:.82rem}
 b[class^=label-]{padding:.05rem .4rem;border-radius:.3rem}
@@ -124,11 +125,11 @@ def _status(e: TimelineEntry) -> str:
     return f'<b class="label-{key}">{escape(label)}</b>'
 
 
-def _row(e: TimelineEntry, scale: float) -> str:
+def _row(e: TimelineEntry, scale: float, origin: float) -> str:
     outcome = "running" if e.outcome is None else e.outcome
-    left = 100 * e.start / scale
+    left = 100 * (e.start - origin) / scale
     width = max(0.0, min(100 - left, 100 * e.elapsed / scale))
-    classes = f"row outcome-{outcome} depth-{min(e.depth, 9)}" + (
+    classes = f"row kind-{e.kind} outcome-{outcome} depth-{min(e.depth, 9)}" + (
         " sub-phase" if e.depth > 1 else ""
     )
     flags = ""
@@ -138,7 +139,9 @@ def _row(e: TimelineEntry, scale: float) -> str:
         flags += '<span class="flag">background</span>'
     for key, value in e.tags.items():
         flags += f'<span class="flag">{escape(key)}={escape(value)}</span>'
-    shown = f"{e.event} (whole)" if e.kind == "run" else e.name
+    shown = {"run": f"{e.event} (whole)", "boot": "boot (process start to lifespan)"}.get(
+        e.kind, e.name
+    )
     duration = format_seconds(e.elapsed)
     if e.duration is None:
         duration = f"\u2265 {duration}"  # still running: at least this long
@@ -167,8 +170,10 @@ def _section(event: Event, entries: tuple[TimelineEntry, ...]) -> str:
             else "Shutdown has not run yet: the application is serving."
         )
         return f'<section id="{event}"><h2>{title}</h2><p class="empty">{what}</p></section>'
-    run = entries[0]
-    scale = max(max(e.start + e.elapsed for e in entries), 1e-6)
+    run = next(e for e in entries if e.kind == "run")
+    # Boot (before the first startup) starts the axis at process start.
+    origin = min(e.start for e in entries)
+    scale = max(max(e.start + e.elapsed for e in entries) - origin, 1e-6)
     step = _tick_step(scale)
     ticks = []
     n = 0
@@ -180,11 +185,12 @@ def _section(event: Event, entries: tuple[TimelineEntry, ...]) -> str:
         n += 1
     tick_pct = 100 * step / scale
     failed = [e for e in entries if e.kind == "phase" and e.failed]
-    summary = f"{len(entries) - 1} phase{'s' if len(entries) != 2 else ''}"
+    phases = sum(e.kind == "phase" for e in entries)
+    summary = f"{phases} phase{'s' if phases != 1 else ''}"
     if failed:
         summary += f", {len(failed)} not ok"
     started = datetime.fromtimestamp(run.started_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    rows = "".join(_row(e, scale) for e in entries)
+    rows = "".join(_row(e, scale, origin) for e in entries)
     return (
         f'<section id="{event}" class="run run-{run.outcome or "running"}">'
         f"<h2>{title} {_status(run)}"
