@@ -12,6 +12,7 @@ and a traceback is passed as ``exc_info`` for the app's formatter to render
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -52,21 +53,24 @@ def is_structlog_logger(obj: Any) -> bool:
     return all(callable(getattr(obj, m, None)) for m in ("bind", "debug", "info", "error"))
 
 
+_PLAIN = re.compile(r"[^\s'\"=]+").fullmatch
+
+
 def message(event: str, fields: dict[str, Any]) -> str:
     """``lifespan.phase.end phase=database duration_s=0.31 outcome=ok``; multi-line values after."""
     parts = [event]
-    tail = []
+    tail: list[str] = []
     for key, value in fields.items():
         if value is None or key in _QUIET:
             continue
-        text = value if isinstance(value, str) else str(value)
-        if "\n" in text:
-            tail.append(f"{key}:\n{text.rstrip()}")
-        elif isinstance(value, str) and (not text or any(c in text for c in " \"'=")):
-            parts.append(f"{key}={text!r}")
+        if value.__class__ is not str or _PLAIN(value):
+            parts.append(f"{key}={value}")
+        elif "\n" in value:
+            tail.append(f"{key}:\n{value.rstrip()}")
         else:
-            parts.append(f"{key}={text}")
-    return "\n".join([" ".join(parts), *tail])
+            parts.append(f"{key}={value!r}")
+    text = " ".join(parts)
+    return "\n".join([text, *tail]) if tail else text
 
 
 class EventLog:
@@ -112,6 +116,10 @@ class EventLog:
         return True if enabled is None else bool(enabled(level))
 
     def log(self, level: str, event: str, **fields: Any) -> None:
+        self.emit(level, event, fields)
+
+    def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        """One record; ``fields`` is the record's own (``exc_info`` is taken out of it)."""
         if self._use_structlog():
             getattr(self._structlog, level)(event, **fields)
             return
@@ -121,22 +129,47 @@ class EventLog:
         if not logger.isEnabledFor(levelno):
             return
         exc = fields.pop("exc_info", None)
-        extra: dict[str, Any] = {"event": event, "service": self._service}
+        if exc is not None:
+            exc = (type(exc), exc, exc.__traceback__)
+        # Built directly rather than through logger.log(): no caller lookup
+        # (it would name this module), and the extra keys are known safe.
+        record = logger.makeRecord(
+            logger.name, levelno, __file__, 0, _Message(event, fields), (), exc
+        )
+        attrs = record.__dict__
+        attrs["event"] = event
+        attrs["service"] = self._service
         for key, value in fields.items():
-            extra[f"lifewatch_{key}" if key in _RESERVED else key] = value
-        logger.log(levelno, message(event, fields), exc_info=exc, extra=extra)
+            attrs["lifewatch_" + key if key in _RESERVED else key] = value
+        logger.handle(record)
 
     def debug(self, event: str, **fields: Any) -> None:
-        self.log("debug", event, **fields)
+        self.emit("debug", event, fields)
 
     def info(self, event: str, **fields: Any) -> None:
-        self.log("info", event, **fields)
+        self.emit("info", event, fields)
 
     def warning(self, event: str, **fields: Any) -> None:
-        self.log("warning", event, **fields)
+        self.emit("warning", event, fields)
 
     def error(self, event: str, **fields: Any) -> None:
-        self.log("error", event, **fields)
+        self.emit("error", event, fields)
+
+
+class _Message:
+    """A record's message, made readable only when a handler formats it."""
+
+    __slots__ = ("_event", "_fields", "_text")
+
+    def __init__(self, event: str, fields: dict[str, Any]) -> None:
+        self._event = event
+        self._fields = fields
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = message(self._event, self._fields)
+        return self._text
 
 
 class _Bound:
