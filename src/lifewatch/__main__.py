@@ -7,6 +7,7 @@ import errno
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _port(text: str) -> int:
@@ -106,7 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # --json: the logging configured above renders uvicorn's lines too.
+    quiet_uvicorn: dict[str, Any] = {"log_config": None} if args.json else {}
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", **quiet_uvicorn)
     return 0
 
 

@@ -112,7 +112,9 @@ class EventLog:
         if not self._use_structlog():
             assert self._stdlib is not None
             return self._stdlib.isEnabledFor(level)
-        enabled = getattr(self._structlog, "is_enabled_for", None)
+        log = self._structlog
+        # structlog's filtering loggers, or its stdlib BoundLogger
+        enabled = getattr(log, "is_enabled_for", None) or getattr(log, "isEnabledFor", None)
         return True if enabled is None else bool(enabled(level))
 
     def log(self, level: str, event: str, **fields: Any) -> None:
