@@ -69,6 +69,7 @@ def test_example_serves_and_answers_probes(target: str, path: str, body: str, re
 
 async def test_blocking_example_times_out_both_phases_and_cuts_the_thread() -> None:
     from examples import blocking
+
     from lifewatch.testing import LifewatchHarness
 
     with LifewatchHarness(blocking.watch) as h:
