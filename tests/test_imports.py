@@ -51,6 +51,7 @@ LAYERS = [
     "_lifewatch",
     "__init__",
     "testing",
+    "checks",
     "gunicorn",
     "_demo",
     "__main__",
