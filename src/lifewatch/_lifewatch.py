@@ -277,7 +277,13 @@ class Lifewatch:
         critical: bool = True,
         tags: dict[str, str] | None = None,
     ) -> Phase:
-        """A phase: ``async with watch.phase(...)`` or ``@watch.phase(...)``."""
+        """A phase: ``async with``/``with watch.phase(...)``, or ``@watch.phase(...)``
+        on an async or a plain function.
+
+        ``timeout``: an async block is cancelled at it; any block still running
+        then is reported by the watchdog (``lifespan.phase.overrun``, with where
+        it is stuck) and ends with outcome ``timeout``.
+        """
         return Phase(self._lifecycle, name, timeout=timeout, critical=critical, tags=tags)
 
     def lifespan(self, *lifespans: Any, **named: Any) -> WatchedLifespan:
