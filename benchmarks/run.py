@@ -379,10 +379,103 @@ async def phases(rounds: int, count: int) -> list[Row]:
                 "dict, the fan-out",
             )
         )
+    rows += await _stdlib_phases(rounds, names, tracer, root_ctx, startup, wrapped_app, bare_app)
     provider.shutdown()
     quiet()
     devnull.close()
     return rows
+
+
+async def _stdlib_phases(
+    rounds: int,
+    names: list[str],
+    tracer: Any,
+    root_ctx: Any,
+    startup: Callable[[Callable[[], Any]], Callable[[], Awaitable[float]]],
+    wrapped_app: Callable[[], Any],
+    bare_app: Callable[[], Any],
+) -> list[Row]:
+    """An app that never configured structlog: lifewatch logs through the stdlib.
+
+    Against the same work by hand: the span, the gauge and one stdlib record
+    (the app's handler and format) per phase.
+    """
+    import structlog
+    from prometheus_client import CollectorRegistry, Gauge
+
+    structlog.reset_defaults()
+    devnull = open(os.devnull, "w")  # noqa: SIM115, ASYNC230
+    handler = logging.StreamHandler(devnull)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger("lifewatch"), logging.getLogger("byhand")]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+    class Empty:
+        async def __aenter__(self) -> None:
+            return None
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    async def by_hand() -> None:
+        log = loggers[1]
+        gauge = Gauge("s", "s", ("phase", "event"), registry=CollectorRegistry())
+        for name in names:
+            span = tracer.start_span(
+                f"lifespan.startup {name}",
+                context=root_ctx,
+                attributes={
+                    "lifespan.event": "startup",
+                    "service.name": "bench",
+                    "lifespan.phase": name,
+                    "lifespan.phase.critical": True,
+                },
+            )
+            async with Empty():
+                pass
+            span.set_attribute("lifespan.outcome", "ok")
+            span.end()
+            gauge.labels(name, "startup").set(1.2e-05)
+            log.info(
+                "phase %s ended in %ss: %s",
+                name,
+                1.2e-05,
+                "ok",
+                extra={"phase": name, "lifespan_event": "startup", "outcome": "ok"},
+            )
+
+    try:
+        times = await interleaved(
+            {
+                "bare": startup(bare_app),
+                "lifewatch": startup(wrapped_app),
+                "by hand": timed(by_hand),
+            },
+            rounds,
+        )
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
+        devnull.close()
+    count = len(names)
+    added = diffs(times["lifewatch"], times["bare"], 1e6 / count)
+    hand = [t * 1e6 / count for t in times["by hand"]]
+    return [
+        Row(
+            "structlog unconfigured: per phase, added / by hand",
+            ratios(added, hand),
+            "x",
+            1.3,
+            note="stdlib logging at INFO; by hand: span + gauge + one stdlib record per phase",
+        ),
+        Row("  per phase, added (stdlib logging)", added, "µs"),
+        Row("  span + gauge + stdlib record, by hand", hand, "µs"),
+    ]
 
 
 async def _drive_startup(app: Any) -> float:

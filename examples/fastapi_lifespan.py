@@ -1,4 +1,4 @@
-"""FastAPI with ``lifespan=``: phases marked inside, state passed to requests.
+"""FastAPI with ``lifespan=``: phases marked inside, sync and async, state passed to requests.
 
 uvicorn examples.fastapi_lifespan:app
 """
@@ -6,6 +6,7 @@ uvicorn examples.fastapi_lifespan:app
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +18,7 @@ from lifewatch import Lifewatch
 watch = Lifewatch(service="orders")
 
 
-class Database:
+class Database:  # stands in for your database client
     async def connect(self) -> Database:
         await asyncio.sleep(0.01)
         return self
@@ -26,10 +27,16 @@ class Database:
         await asyncio.sleep(0)
 
 
+@watch.phase("migrations")  # plain functions too: SQLAlchemy, alembic, model loading
+def run_migrations() -> None:
+    time.sleep(0.01)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     async with watch.phase("database", timeout=10):
         db = await Database().connect()
+        run_migrations()  # nested: a child of "database"
     async with watch.phase("cache-warmup", critical=False, timeout=5):
         raise ConnectionError("cache unreachable")  # degrades, does not abort startup
     yield {"db": db}
@@ -45,4 +52,4 @@ async def orders(request: Request) -> dict[str, Any]:
     return {"db": type(request.state.db).__name__}
 
 
-watch.instrument(app)
+watch.instrument(app)  # wraps the lifespan and serves /livez, /readyz, /startupz, /metrics

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from starlette.applications import Starlette
 from lifewatch import Lifewatch
 from tests.conftest import sample
 from tests.support.probes import call, get
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -397,3 +400,154 @@ async def test_an_interval_check_added_while_serving_starts_refreshing(watch: Li
         assert calls >= 2
         assert watch.checks["late"].refresher is not None
     assert watch.checks["late"].refresher is None
+
+
+# -- lifewatch.checks: ready-made checks, each against the real thing ---------------
+
+
+def _ready_watch() -> Lifewatch:
+    from prometheus_client import CollectorRegistry
+
+    return Lifewatch(registry=CollectorRegistry())
+
+
+async def test_sqlalchemy_sync_engine_against_sqlite(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from lifewatch import checks
+
+    watch = _ready_watch()
+    up = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    down = sa.create_engine(f"sqlite:///{tmp_path / 'missing' / 'app.db'}")
+    watch.add_check("up", checks.sqlalchemy(up))
+    watch.add_check("down", checks.sqlalchemy(down))
+    assert (await watch.run_check("up")).ok
+    failed = await watch.run_check("down")
+    assert not failed.ok and failed.reason == "error"
+    assert "unable to open database file" in (failed.detail or "")
+    with pytest.raises(TypeError, match="takes an Engine or an AsyncEngine"):
+        checks.sqlalchemy("sqlite://")
+    up.dispose()
+    down.dispose()
+
+
+async def test_sqlalchemy_async_engine_against_sqlite(tmp_path: Path) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from lifewatch import checks
+
+    watch = _ready_watch()
+    up = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    down = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'app.db'}")
+    watch.add_check("up", checks.sqlalchemy(up))
+    watch.add_check("down", checks.sqlalchemy(down))
+    assert (await watch.run_check("up")).ok
+    assert not (await watch.run_check("down")).ok
+    await up.dispose()
+    await down.dispose()
+
+
+@pytest.fixture
+def http_dependency() -> Iterator[str]:
+    """A real HTTP server on loopback: 200 on /healthz, 503 on /down."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_http_dependency(http_dependency: str) -> None:
+    import httpx
+
+    from lifewatch import checks
+
+    watch = _ready_watch()
+    closed = free_port()
+    watch.add_check("up", checks.http(f"{http_dependency}/healthz"))
+    watch.add_check("sick", checks.http(f"{http_dependency}/down"))
+    watch.add_check("gone", checks.http(f"http://127.0.0.1:{closed}/healthz"))
+    async with httpx.AsyncClient() as client:
+        watch.add_check("shared", checks.http(f"{http_dependency}/healthz", client=client))
+        assert (await watch.run_check("shared")).ok
+    assert (await watch.run_check("up")).ok
+    sick = await watch.run_check("sick")
+    assert not sick.ok and "answered 503" in (sick.detail or "")
+    assert not (await watch.run_check("gone")).ok
+    with pytest.raises(ValueError, match="http:// or https:// URL"):
+        checks.http("payments:8080")
+
+
+async def test_disk_free(tmp_path: Path) -> None:
+    from lifewatch import checks
+
+    watch = _ready_watch()
+    watch.add_check("roomy", checks.disk_free(tmp_path, min_bytes=1))
+    watch.add_check("full", checks.disk_free(tmp_path, min_bytes=1 << 62))
+    watch.add_check("ratio", checks.disk_free(tmp_path, min_ratio=1.0))
+    assert (await watch.run_check("roomy")).ok
+    full = await watch.run_check("full")
+    assert not full.ok and "bytes free, below" in (full.detail or "")
+    assert not (await watch.run_check("ratio")).ok
+    with pytest.raises(ValueError, match="needs min_bytes=, min_ratio= or both"):
+        checks.disk_free(tmp_path)
+
+
+async def test_redis_against_a_real_redis_server(tmp_path: Path) -> None:
+    import redis.asyncio
+
+    from lifewatch import checks
+    from tests.support.servers import redis_server, running, stop
+
+    port = free_port()
+    with running(redis_server(tmp_path, port), tmp_path / "redis.log") as proc:
+        client = redis.asyncio.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+        watch = _ready_watch()
+        watch.add_check("redis", checks.redis(client))
+        await wait_for_async(lambda: watch.run_check("redis"), 10)
+        assert (await watch.run_check("redis")).ok
+        stop(proc)
+        down = await watch.run_check("redis")
+        assert not down.ok
+        await client.aclose()
+    with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis client"):
+        checks.redis(object())
+
+
+async def wait_for_async(run: Any, timeout: float) -> None:
+    """Until the check passes (the server is accepting), within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (await run()).ok:
+        assert time.monotonic() < deadline, "redis-server did not come up"
+        await asyncio.sleep(0.05)
+
+
+def test_importing_the_checks_imports_none_of_their_libraries() -> None:
+    import subprocess
+    import sys
+
+    from tests.support.servers import env
+
+    code = (
+        "import sys, lifewatch.checks; "
+        "print([m for m in ('sqlalchemy', 'redis', 'httpx') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stderr

@@ -24,6 +24,7 @@ LAYERS = [
     "_http",
     "_client",
     "_records",
+    "_watchdog",
     # health as values, then the one event flow
     "_checks",
     "_supervise",
@@ -52,6 +53,7 @@ LAYERS = [
     "_lifewatch",
     "__init__",
     "testing",
+    "checks",
     "gunicorn",
     "_target",
     "_assets",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
@@ -427,3 +429,161 @@ async def test_phase_as_decorator_and_nested_children(watch: Lifewatch, spans: S
     assert startup is not None
     by_name = {p.name: p for p in startup.phases}
     assert by_name["read-file"].parent is by_name["load-config"]
+
+
+# -- sync phases and honest timeouts ---------------------------------------------
+
+
+def _line_after() -> int:
+    """The line number right after the caller's line: where a test's block is stuck."""
+    frame = inspect.currentframe()
+    assert frame is not None and frame.f_back is not None
+    return frame.f_back.f_lineno + 1
+
+
+async def test_sync_phases_nest_from_async_code_sync_code_and_worker_threads(
+    watch: Lifewatch, registry: CollectorRegistry, spans: Spans, logs: list[dict[str, Any]]
+) -> None:
+    @watch.phase("migrations")
+    def run_migrations() -> str:
+        with watch.phase("revision-1"):
+            pass
+        return "head"
+
+    def init_db() -> str:  # the app's own sync code, called from the lifespan
+        return run_migrations()
+
+    revisions: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        with watch.phase("database", timeout=30):
+            revisions.append(init_db())
+        async with watch.phase("models"):
+            await anyio.to_thread.run_sync(lambda: watch.phase("load")(lambda: None)())
+        yield
+
+    await run_lifespan(watch, lifespan)
+    assert revisions == ["head"]
+    timeline = watch.timeline
+    by_id = {e.id: e.name for e in timeline.entries}
+    parent = {e.name: by_id[e.parent_id] for e in timeline.entries if e.parent_id}
+    assert parent["database"] == "lifespan"
+    assert parent["migrations"] == "database"
+    assert parent["revision-1"] == "migrations"
+    assert parent["load"] == "models"
+    span = {s.name: s for s in spans.finished()}
+    assert span["lifespan.startup revision-1"].parent.span_id == (
+        span["lifespan.startup migrations"].context.span_id
+    )
+    assert span["lifespan.startup migrations"].parent.span_id == (
+        span["lifespan.startup database"].context.span_id
+    )
+    assert span["lifespan.startup load"].parent.span_id == (
+        span["lifespan.startup models"].context.span_id
+    )
+    assert span["lifespan.startup database"].attributes["lifespan.outcome"] == "ok"
+    for name in ("database", "migrations", "revision-1", "load"):
+        assert (
+            sample(registry, "lifespan_phase_duration_seconds", phase=name, event="startup")
+            is not None
+        )
+    ends = {e["phase"]: e["outcome"] for e in logs if e["event"] == "lifespan.phase.end"}
+    assert ends["migrations"] == ends["database"] == "ok"
+    assert not [e for e in logs if e["event"] == "lifespan.phase.overrun"]
+
+
+async def test_a_sync_phase_over_its_timeout_is_a_timeout_naming_the_stuck_line(
+    watch: Lifewatch, registry: CollectorRegistry, spans: Spans, logs: list[dict[str, Any]]
+) -> None:
+    timeout = 0.05
+    stuck_line = 0
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        nonlocal stuck_line
+        with watch.phase("migrations", timeout=timeout):
+            stuck_line = _line_after()
+            time.sleep(timeout * 10)  # noqa: ASYNC251 - blocking, on purpose
+        yield
+
+    with pytest.raises(PhaseTimeout, match=r"phase 'migrations' failed \(timeout\)") as info:
+        await run_lifespan(watch, lifespan)
+    assert info.value.__cause__ is None
+    (overrun,) = [e for e in logs if e["event"] == "lifespan.phase.overrun"]
+    assert overrun["phase"] == "migrations" and overrun["timeout_s"] == timeout
+    assert overrun["stuck_at"].startswith(f"{__file__}:{stuck_line} in lifespan")
+    assert f"line {stuck_line}, in lifespan" in overrun["stack"]
+    assert overrun["log_level"] == "warning"
+    span = spans.named("lifespan.startup migrations")
+    assert span.attributes["lifespan.outcome"] == "timeout"
+    (event,) = [e for e in span.events if e.name == "lifespan.phase.overrun"]
+    assert str(stuck_line) in event.attributes["stuck_at"]
+    assert (
+        sample(
+            registry,
+            "lifespan_phase_failures_total",
+            phase="migrations",
+            event="startup",
+            reason="timeout",
+        )
+        == 1
+    )
+    assert watch.state is State.FAILED
+    assert watch.startup is not None and watch.startup.failed_phase == "migrations"
+
+
+async def test_an_async_phase_on_a_blocked_loop_is_a_timeout_too(
+    watch: Lifewatch, logs: list[dict[str, Any]]
+) -> None:
+    timeout = 0.05
+    stuck_line = 0
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        nonlocal stuck_line
+        async with watch.phase("warmup", timeout=timeout, critical=False):
+            stuck_line = _line_after()
+            time.sleep(timeout * 12)  # noqa: ASYNC251 - the loop blocked: no cancel fires
+        yield
+
+    await run_lifespan(watch, lifespan)  # non-critical: startup goes on
+    entry = watch.timeline.find("warmup")
+    assert (entry.outcome, entry.reason) == ("degraded", "timeout")
+    (overrun,) = [e for e in logs if e["event"] == "lifespan.phase.overrun"]
+    assert f":{stuck_line} in lifespan" in overrun["stuck_at"]
+
+
+async def test_a_block_that_raises_after_its_timeout_raises_phase_timeout_from_it(
+    watch: Lifewatch,
+) -> None:
+    def blocking_then_broken() -> None:
+        with watch.phase("load", timeout=0.02):
+            time.sleep(0.3)
+            raise ValueError("bad model file")
+
+    with pytest.raises(PhaseTimeout) as info:
+        blocking_then_broken()
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_a_sync_phase_within_its_timeout_is_ok_and_raises_as_itself(watch: Lifewatch) -> None:
+    with watch.phase("quick", timeout=30):
+        pass
+    with pytest.raises(KeyError) as info, watch.phase("broken", timeout=30):
+        raise KeyError("x")
+    assert "lifewatch: startup phase 'broken' failed (error)" in info.value.__notes__
+    assert watch.timeline  # no run: the phases ran outside any lifespan
+
+
+async def test_an_async_phase_cut_by_its_own_timeout_reports_no_overrun(
+    watch: Lifewatch, logs: list[dict[str, Any]]
+) -> None:
+    async def cut() -> None:
+        async with watch.phase("slow", timeout=0.02, critical=False):
+            await asyncio.sleep(5)
+
+    await cut()
+    await asyncio.sleep(0.4)  # past the watchdog's look
+    assert [e["event"] for e in logs if e.get("phase") == "slow"][-1] == "lifespan.phase.end"
+    assert not [e for e in logs if e["event"] == "lifespan.phase.overrun"]

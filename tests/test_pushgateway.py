@@ -250,7 +250,8 @@ def test_a_hung_gateway_delays_exit_by_at_most_the_timeout(tmp_path: Path) -> No
         assert delay < timeout + 0.5, (
             f"{run.__name__}: exit delayed {delay:.2f}s by a hung gateway (timeout {timeout}s)"
         )
-        assert "lifespan.pushgateway.failed" in out and "warning" in out, out[-3000:]
+        # A warning: shown by stdlib's last-resort handler in an app without logging set up.
+        assert "lifespan.pushgateway.failed" in out, out[-3000:]
         print(
             f"{run.__name__}: exit {baseline:.2f}s without a gateway, "
             f"{hung:.2f}s with a hung one (timeout {timeout}s)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -76,6 +77,29 @@ def test_metrics_for_phases_runs_and_state(watch: Lifewatch, registry: Collector
         pass
     db = sample(registry, "lifespan_phase_duration_seconds", phase="database", event="startup")
     assert db is not None and db >= 0.01
+    # parent: the enclosing phase (instrument() makes the app's lifespan one), "" at top level
+    assert (
+        sample(
+            registry,
+            "lifespan_phase_duration_seconds",
+            phase="database",
+            parent="lifespan",
+            event="startup",
+        )
+        == db
+    )
+    assert (
+        sample(
+            registry,
+            "lifespan_phase_duration_seconds",
+            phase="lifespan",
+            parent="",
+            event="startup",
+        )
+        is not None
+    )
+    boot = sample(registry, "lifespan_boot_duration_seconds")
+    assert boot is not None and 0 < boot < time.time() - watch.process_start
     assert (
         sample(registry, "lifespan_phase_duration_seconds", phase="database", event="shutdown")
         is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from lifewatch import Lifewatch, Timeline
 from lifewatch._timeline import iso_duration
@@ -62,6 +64,7 @@ async def test_entries_nest_in_order_with_the_span_ids() -> None:
     await h.run(shop(h.watch))
     tl = h.timeline
     assert [e.name for e in tl.run("startup")] == [
+        "boot",  # process start to the first lifespan event
         "lifespan.startup",
         "lifespan",  # the wrapped lifespan itself is a phase
         "config",
@@ -75,7 +78,7 @@ async def test_entries_nest_in_order_with_the_span_ids() -> None:
     assert [e.name for e in tl.run("shutdown")] == ["lifespan.shutdown", "lifespan", "flush"]
     by_id = {e.id: e for e in tl.entries}
     assert len(by_id) == len(tl.entries)
-    for entry in tl.entries:
+    for entry in tl.entries[1:]:
         span_name = entry.name if entry.kind == "run" else f"lifespan.{entry.event} {entry.name}"
         span = [s for s in h.spans if s.name == span_name and entry.id in _ids(s)]
         assert len(span) == 1, entry
@@ -109,7 +112,8 @@ async def test_without_an_sdk_the_record_numbers_are_the_ids() -> None:
     h = LifewatchHarness()
     await h.run(shop(watch))
     tl = watch.timeline
-    assert all(e.id.isdigit() for e in tl.entries)
+    assert tl.entries[0].id == "boot"
+    assert all(e.id.isdigit() for e in tl.entries[1:])
     assert len({e.id for e in tl.entries}) == len(tl.entries)
     assert tl.find("connect").parent_id == tl.find("database").id
     assert tl.find("config").parent_id == tl.find("lifespan").id
@@ -123,10 +127,11 @@ async def test_json_has_the_spring_boot_startup_shape() -> None:
     events = doc["timeline"]["events"]
     assert doc["timeline"]["startTime"] == events[0]["startTime"]
     spans = {format(s.context.span_id, "016x"): s for s in h.spans}
+    assert events[0]["startupStep"]["id"] == "boot"  # no span: before any lifespan event
     for ev in events:
         step = ev["startupStep"]
         assert set(step) == {"id", "parentId", "name", "tags"}
-        assert step["id"] in spans
+        assert step["id"] in spans or step["id"] == "boot"
         assert step["parentId"] is None or step["parentId"] in spans
         assert re.fullmatch(r"PT(\d+H)?(\d+M)?(\d+(\.\d+)?S)?", ev["duration"]), ev["duration"]
         start, end = (
@@ -252,3 +257,23 @@ def test_timeline_path_is_validated(path: object) -> None:
 )
 def test_accept_negotiation(accept: str, expected: bool) -> None:
     assert wants_json(accept.encode()) is expected
+
+
+def test_boot_is_the_first_row_of_the_first_startup_only(watch: Lifewatch) -> None:
+    app = watch.instrument(Starlette())
+    before = time.time()
+    with TestClient(app):
+        pass
+    boot = watch.timeline.entries[0]
+    assert (boot.name, boot.kind, boot.event, boot.outcome) == ("boot", "boot", "startup", "ok")
+    assert boot.duration is not None and boot.start == -boot.duration
+    run = watch.timeline.entries[1]
+    assert run.kind == "run"
+    # From process start to the first lifespan event: this process started before the test.
+    assert boot.started_at == pytest.approx(watch.process_start, abs=0.01)
+    assert boot.started_at + boot.duration == pytest.approx(run.started_at, abs=0.01)
+    assert run.started_at >= before
+    assert watch.timeline.to_dict()["timeline"]["events"][0]["kind"] == "boot"
+    with TestClient(app):  # a second startup of the same watch: no boot before it
+        pass
+    assert watch.timeline.entries[0].kind == "run"

@@ -79,9 +79,16 @@ def test_critical_must_be_a_bool(lw: Lifewatch) -> None:
         lw.phase("x", critical="no")  # type: ignore[arg-type]
 
 
-def test_decorating_a_sync_function(lw: Lifewatch) -> None:
-    with pytest.raises(TypeError, match=r"decorates async functions"):
-        lw.phase("x")(lambda: None)
+def test_decorating_a_generator_function_or_a_non_callable(lw: Lifewatch) -> None:
+    def gen() -> Any:
+        yield
+
+    async def agen() -> Any:
+        yield
+
+    for target in (gen, agen, "not a function"):
+        with pytest.raises(TypeError, match=r"decorates functions and async functions"):
+            lw.phase("x")(target)
 
 
 @pytest.mark.parametrize("app", [object(), lambda scope, r, s: None, "app"])

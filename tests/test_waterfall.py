@@ -226,6 +226,7 @@ def test_page_after_shutdown_shows_both_runs() -> None:
     page = Rows()
     page.feed(dom)
     assert [r["name"] for r in page.rows] == [
+        "boot (process start to lifespan)",
         "startup (whole)",
         "lifespan",
         "database",
@@ -237,4 +238,45 @@ def test_page_after_shutdown_shows_both_runs() -> None:
     assert "outcome-timeout" in page.named("drain-queue")["classes"]
     assert "timed out" in page.named("drain-queue")["status"]
     assert "Shutdown has not run yet" not in dom
-    assert f"outcome-{shutdown.outcome}" in page.rows[3]["classes"]
+    assert f"outcome-{shutdown.outcome}" in page.rows[4]["classes"]
+
+
+def test_a_boot_longer_than_its_startup_is_squeezed_in_front_not_to_scale() -> None:
+    from lifewatch import Timeline, TimelineEntry
+    from lifewatch._waterfall import render_html
+
+    def page(boot_seconds: float) -> str:
+        boot = TimelineEntry(
+            id="boot",
+            parent_id=None,
+            name="boot",
+            event="startup",
+            kind="boot",
+            start=-boot_seconds,
+            duration=boot_seconds,
+            outcome="ok",
+            elapsed=boot_seconds,
+            depth=0,
+        )
+        run = TimelineEntry(
+            id="1",
+            parent_id=None,
+            name="lifespan.startup",
+            event="startup",
+            kind="run",
+            start=0.0,
+            duration=1.0,
+            outcome="ok",
+            elapsed=1.0,
+        )
+        return render_html(Timeline("orders", (boot, run)))
+
+    squeezed = page(120.0)  # minutes of imports beside a one-second startup
+    assert "kind-boot outcome-ok depth-0 compressed" in squeezed
+    assert "not to scale: boot" in squeezed
+    assert "width:19.000%" in squeezed  # the boot's fixed share; the run keeps its own axis
+    assert 'class="row kind-run outcome-ok depth-0" ' in squeezed
+    assert "left:20.000%;width:80.000%" in squeezed
+    to_scale = page(0.5)  # comparable: one axis from process start
+    assert "depth-0 compressed" not in to_scale
+    assert "left:33.333%;width:66.667%" in to_scale

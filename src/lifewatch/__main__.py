@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 
 def _port(text: str) -> int:
@@ -262,7 +263,9 @@ def _demo(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # --json: the logging configured above renders uvicorn's lines too.
+    quiet_uvicorn: dict[str, Any] = {"log_config": None} if args.json else {}
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", **quiet_uvicorn)
     return 0
 
 

@@ -25,20 +25,65 @@ from ._lifewatch import Lifewatch
 MODEL_LOAD_SECONDS = 4.0
 
 
+def configure_json_logging(level: int = logging.INFO) -> None:
+    """One JSON object per line for every record: structlog's, the stdlib's, uvicorn's.
+
+    structlog hands its records to the stdlib, and one ``ProcessorFormatter``
+    renders them all; ``ExtraAdder`` turns a stdlib record's ``extra`` into
+    fields. uvicorn's loggers send to the root handler too (uvicorn configures
+    them before importing the app, so this may run at import).
+    """
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.dict_tracebacks,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
+
 def configure_logging(json: bool, verbose: bool = False) -> None:
     """Readable lines in a terminal, JSON for a log pipeline (the demo is an app).
 
     Phase begin records and one line per finished span are at debug level,
     shown with ``--verbose``.
     """
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    if json:
+        configure_json_logging(logging.DEBUG if verbose else logging.INFO)
+        return
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.format_exc_info if json else structlog.dev.set_exc_info,
-            renderer,
+            structlog.dev.set_exc_info,
+            structlog.dev.ConsoleRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if verbose else logging.INFO

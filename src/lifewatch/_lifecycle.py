@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -26,10 +27,17 @@ from ._errors import PhaseTimeout, add_note, has_note
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import Event, Outcome, Reason, State
+from ._watchdog import WATCHDOG, Watch, describe
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from ._checks import CheckResult, HealthCheck
     from ._supervise import Supervised
+
+ASYNC_GRACE = 0.25
+"""An async phase's own cancel scope fires at its deadline; the watchdog looks
+this much later, so it only speaks when the event loop could not."""
 
 _END_HOOKS = ("run_end", "phase_end")
 _HOOKS = (
@@ -62,8 +70,12 @@ class Lifecycle:
         startup_timeout: float | None,
         shutdown_timeout: float | None,
         log: Any,
+        process_start: float | None = None,
     ) -> None:
         self.service = service
+        self.process_start = process_start
+        """Wall-clock start of the process: the first startup measures its boot from it."""
+        self.boot: float | None = None
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
         self._log = log
@@ -81,6 +93,8 @@ class Lifecycle:
         self.refusal: str | None = None
         """Why traffic is refused by hand (``refuse_traffic``), or None."""
         self._refusal_drains = False
+        self._watches: dict[int, Watch] = {}
+        self._overrun_lock = threading.Lock()
 
     def connect(self, sinks: tuple[Sink, ...]) -> None:
         """Subscribe the sinks, once; the facade builds them after the lifecycle."""
@@ -148,6 +162,8 @@ class Lifecycle:
             return current
         run = RunRecord(event=event, service=self.service, rollback=rollback, goes_on=goes_on)
         if event == "startup":
+            if self.boot is None and self.process_start is not None:
+                self.boot = run.boot = max(0.0, run.started_at - self.process_start)
             self.startup = run
             self.startup_complete = False
             # One app serving test after test: each startup starts afresh.
@@ -267,8 +283,15 @@ class Lifecycle:
         timeout: float | None,
         tags: dict[str, str],
         background: bool = False,
+        sync: bool = False,
     ) -> PhaseRecord:
-        """Start a phase record in the open run (the startup one for a background phase)."""
+        """Start a phase record in the open run (the startup one for a background phase).
+
+        Called in the thread that runs the phase: with a ``timeout``, the
+        watchdog watches that thread (``sync``: a plain ``with`` block, which
+        nothing can cancel; otherwise an event loop, which its own cancel
+        scope cuts unless the loop is blocked).
+        """
         run = self.startup if background and self.startup is not None else self.current
         if parent is not None and parent.run is not run:
             parent = None
@@ -290,7 +313,32 @@ class Lifecycle:
         if run is not None:
             run.phases.append(phase)
         self._emit("phase_begin", phase)
+        if timeout is not None:
+            deadline = phase.start + timeout + (0.0 if sync else ASYNC_GRACE)
+            self._watches[phase.id] = WATCHDOG.watch(
+                deadline, threading.get_ident(), lambda frame: self._overrun(phase, frame)
+            )
         return phase
+
+    def _overrun(self, phase: PhaseRecord, frame: FrameType | None) -> None:
+        """The watchdog's report (in its thread): ``phase`` is still running past its timeout."""
+        where, stack = describe(frame)  # reads source lines: here, not on the loop
+        with self._overrun_lock:
+            if phase.end is not None:
+                return
+            phase.overran = True
+            fields: dict[str, Any] = {
+                "phase": phase.name,
+                "lifespan_event": phase.event,
+                "timeout_s": phase.timeout,
+                "stuck_at": where,
+                "stack": stack,
+            }
+            if phase.trace_id:
+                fields["trace_id"] = format(phase.trace_id, "032x")
+                fields["span_id"] = format(phase.span_id, "016x")
+            # Under the lock: the phase cannot end (and its span close) meanwhile.
+            self.notify(Notice("lifespan.phase.overrun", "warning", fields, phase=phase))
 
     def close_phase(self, phase: PhaseRecord, error: BaseException | None) -> bool:
         """Record how a phase ended; True when its error is to be suppressed.
@@ -300,8 +348,16 @@ class Lifecycle:
         runs; the errors are raised at the end of the run). Cancellation and
         ``KeyboardInterrupt`` and the like are never suppressed.
         """
-        phase.end = time.perf_counter()
+        watch = self._watches.pop(phase.id, None) if self._watches else None
+        if watch is None:
+            phase.end = time.perf_counter()
+        else:
+            with self._overrun_lock:
+                phase.end = time.perf_counter()
+                watch.cancel()
         run = phase.run
+        if phase.timeout is not None and (phase.overran or phase.end - phase.start > phase.timeout):
+            error = self._overran(phase, error)
         if error is None:
             phase.outcome = "ok"
             self._emit("phase_end", phase)
@@ -347,6 +403,22 @@ class Lifecycle:
                         run.failures.append(recorded)
         self._emit("phase_end", phase)
         return suppress
+
+    def _overran(self, phase: PhaseRecord, error: BaseException | None) -> BaseException | None:
+        """A phase that ended past its timeout without being cut by it: a timeout.
+
+        Blocking code, or an event loop too blocked to fire the phase's own
+        cancel scope. Never ``ok``: the error becomes a ``PhaseTimeout`` with
+        what the block raised, if anything, as its cause. A cancellation, or a
+        timeout already raised, stays what it is.
+        """
+        if error is not None and (
+            not isinstance(error, Exception) or isinstance(error, PhaseTimeout)
+        ):
+            return error
+        timeout = PhaseTimeout(phase.name, phase.timeout or 0.0, "timeout", phase.event)
+        timeout.__cause__ = error
+        return timeout
 
     def cut(self, run: RunRecord, name: str) -> PhaseTimeout:
         """The error a run raises when its bound cut it, naming the phase it cut."""

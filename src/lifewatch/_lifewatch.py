@@ -22,7 +22,8 @@ from ._exposition import MetricsEndpoint
 from ._health import Health
 from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, name_of
-from ._logging import LoggingSink, logger
+from ._logging import LoggingSink
+from ._logging import logger as event_log
 from ._metrics import Metrics, MetricsSink, metrics_for
 from ._middleware import LifewatchMiddleware
 from ._ops import DrainEndpoint, OpsListener
@@ -76,6 +77,11 @@ class Lifewatch:
             ``python -m lifewatch drain`` asks for in a ``preStop`` hook); on
             the ops listener when there is one, else on the app's port
             (``None``: not served).
+        logger: Where lifewatch's records go. ``"auto"`` (the default):
+            through structlog if the app configured structlog, else through
+            the stdlib logger ``lifewatch`` (the app's handlers and format
+            apply). ``"structlog"``, ``"stdlib"``, a ``logging.Logger`` or a
+            structlog logger choose.
 
     The options are validated here, once, and never change (``watch.options``).
     """
@@ -102,6 +108,7 @@ class Lifewatch:
         ops_address: str | None = None,
         ops_only: bool = False,
         drain_path: str | None = "/lifewatch/drain",
+        logger: Any = "auto",
     ) -> None:
         options = Options(
             service=service,
@@ -123,17 +130,19 @@ class Lifewatch:
             ops_address=ops_address,
             ops_only=ops_only,
             drain_path=drain_path,
+            logger=logger,
         )
         self._options = options
-        log = logger(options.service)
+        log = event_log(options.service, options.logger)
+        self._process_start = process_start_time()
         self._lifecycle = lifecycle = Lifecycle(
             service=options.service,
             startup_timeout=options.startup_timeout,
             shutdown_timeout=options.shutdown_timeout,
             log=log,
+            process_start=self._process_start,
         )
         self._metrics = metrics = metrics_for(options.registry, options.namespace)
-        self._process_start = process_start_time()
         self._health = Health(lifecycle)
         self._tracing = TracingSink(options.service, options.tracer_provider)
         pushed: tuple[Sink, ...] = ()
@@ -319,7 +328,13 @@ class Lifewatch:
         critical: bool = True,
         tags: dict[str, str] | None = None,
     ) -> Phase:
-        """A phase: ``async with watch.phase(...)`` or ``@watch.phase(...)``."""
+        """A phase: ``async with``/``with watch.phase(...)``, or ``@watch.phase(...)``
+        on an async or a plain function.
+
+        ``timeout``: an async block is cancelled at it; any block still running
+        then is reported by the watchdog (``lifespan.phase.overrun``, with where
+        it is stuck) and ends with outcome ``timeout``.
+        """
         return Phase(self._lifecycle, name, timeout=timeout, critical=critical, tags=tags)
 
     def lifespan(self, *lifespans: Any, **named: Any) -> WatchedLifespan:

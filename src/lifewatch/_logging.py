@@ -1,8 +1,18 @@
-"""Structured log events, from one logger; never configures logging."""
+"""Log records where the app's logs go; never configures logging.
+
+Through structlog when the app configured structlog, otherwise through the
+stdlib logger ``lifewatch``, so the handlers and formatters the app and its
+server (uvicorn) installed apply: the same format, the same destination, the
+same level. A record's fields go as ``extra`` (what JSON formatters and
+``structlog.stdlib.ProcessorFormatter`` read), its message is readable as is,
+and a traceback is passed as ``exc_info`` for the app's formatter to render
+(lifewatch never formats one itself).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -16,6 +26,20 @@ if TYPE_CHECKING:
     from ._supervise import Supervised
 
 _NO_IDS: dict[str, str] = {}
+MODES = ("auto", "structlog", "stdlib")
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+# A LogRecord's own attributes: an ``extra`` key among them is an error.
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+}
+# In ``extra`` and on the record, not repeated in the readable message.
+_QUIET = frozenset(("service", "trace_id", "span_id"))
 
 
 def _ids(trace_id: int, span_id: int) -> dict[str, str]:
@@ -24,21 +48,157 @@ def _ids(trace_id: int, span_id: int) -> dict[str, str]:
     return {"trace_id": format(trace_id, "032x"), "span_id": format(span_id, "016x")}
 
 
-def logger(service: str | None) -> Any:
-    """The ``lifewatch`` logger, bound to ``service``, resolved at each use.
+def is_structlog_logger(obj: Any) -> bool:
+    """Looks like a structlog logger: ``bind`` and the level methods."""
+    return all(callable(getattr(obj, m, None)) for m in ("bind", "debug", "info", "error"))
 
-    A lazy proxy, not ``get_logger().bind()``: binding resolves structlog's
-    configuration there and then, and a ``Lifewatch`` is usually made at
-    import, before the app configures structlog. (With the app's
-    ``cache_logger_on_first_use=True`` it resolves once, at the first record.)
+
+_PLAIN = re.compile(r"[^\s'\"=]+").fullmatch
+
+
+def message(event: str, fields: dict[str, Any]) -> str:
+    """``lifespan.phase.end phase=database duration_s=0.31 outcome=ok``; multi-line values after."""
+    parts = [event]
+    tail: list[str] = []
+    for key, value in fields.items():
+        if value is None or key in _QUIET:
+            continue
+        if value.__class__ is not str or _PLAIN(value):
+            parts.append(f"{key}={value}")
+        elif "\n" in value:
+            tail.append(f"{key}:\n{value.rstrip()}")
+        else:
+            parts.append(f"{key}={value!r}")
+    text = " ".join(parts)
+    return "\n".join([text, *tail]) if tail else text
+
+
+class EventLog:
+    """lifewatch's logger: ``log.info("lifespan.phase.end", phase=..., ...)``.
+
+    ``choice``: ``"auto"`` (structlog if the app configured it, checked at
+    each record since apps configure logging after building their
+    ``Lifewatch``), ``"structlog"``, ``"stdlib"``, a ``logging.Logger``, or a
+    structlog logger.
     """
-    return structlog.get_logger("lifewatch", service=service)
+
+    __slots__ = ("_auto", "_service", "_stdlib", "_structlog")
+
+    def __init__(self, service: str | None, choice: Any = "auto") -> None:
+        self._service = service
+        self._auto = choice == "auto"
+        self._stdlib: logging.Logger | None = None
+        self._structlog: Any = None
+        if isinstance(choice, logging.Logger):
+            self._stdlib = choice
+        elif choice == "stdlib":
+            self._stdlib = logging.getLogger("lifewatch")
+        elif choice in ("auto", "structlog"):
+            # A lazy proxy, resolved at each use (or once, with the app's
+            # cache_logger_on_first_use): binding now would freeze structlog's
+            # configuration before the app made it.
+            self._structlog = structlog.get_logger("lifewatch", service=service)
+            if self._auto:
+                self._stdlib = logging.getLogger("lifewatch")
+        else:  # a structlog logger of the app's
+            self._structlog = choice if service is None else _Bound(choice, service)
+
+    def _use_structlog(self) -> bool:
+        if self._auto:
+            return structlog.is_configured()
+        return self._stdlib is None
+
+    def is_enabled_for(self, level: int) -> bool:
+        if not self._use_structlog():
+            assert self._stdlib is not None
+            return self._stdlib.isEnabledFor(level)
+        log = self._structlog
+        # structlog's filtering loggers, or its stdlib BoundLogger
+        enabled = getattr(log, "is_enabled_for", None) or getattr(log, "isEnabledFor", None)
+        return True if enabled is None else bool(enabled(level))
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        self.emit(level, event, fields)
+
+    def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        """One record; ``fields`` is the record's own (``exc_info`` is taken out of it)."""
+        if self._use_structlog():
+            getattr(self._structlog, level)(event, **fields)
+            return
+        logger = self._stdlib
+        assert logger is not None
+        levelno = _LEVELS[level]
+        if not logger.isEnabledFor(levelno):
+            return
+        exc = fields.pop("exc_info", None)
+        if exc is not None:
+            exc = (type(exc), exc, exc.__traceback__)
+        # Built directly rather than through logger.log(): no caller lookup
+        # (it would name this module), and the extra keys are known safe.
+        record = logger.makeRecord(
+            logger.name, levelno, __file__, 0, _Message(event, fields), (), exc
+        )
+        attrs = record.__dict__
+        attrs["event"] = event
+        attrs["service"] = self._service
+        for key, value in fields.items():
+            attrs["lifewatch_" + key if key in _RESERVED else key] = value
+        logger.handle(record)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self.emit("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.emit("error", event, fields)
+
+
+class _Message:
+    """A record's message, made readable only when a handler formats it."""
+
+    __slots__ = ("_event", "_fields", "_text")
+
+    def __init__(self, event: str, fields: dict[str, Any]) -> None:
+        self._event = event
+        self._fields = fields
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = message(self._event, self._fields)
+        return self._text
+
+
+class _Bound:
+    """An app's structlog logger, with ``service`` on every record, bound at each use."""
+
+    __slots__ = ("_logger", "_service")
+
+    def __init__(self, logger: Any, service: str) -> None:
+        self._logger = logger
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._logger, name)
+        if name not in _LEVELS:
+            return method
+        return lambda event, **kw: method(event, service=self._service, **kw)
+
+
+def logger(service: str | None, choice: Any = "auto") -> EventLog:
+    """The log lifewatch writes to (see ``EventLog``)."""
+    return EventLog(service, choice)
 
 
 class LoggingSink(Sink):
     """One record per event, bound to ``service`` and the span it happened in."""
 
-    def __init__(self, log: Any, *, slow_check_threshold: float) -> None:
+    def __init__(self, log: EventLog, *, slow_check_threshold: float) -> None:
         self._log = log
         self._slow = slow_check_threshold
 
@@ -63,12 +223,11 @@ class LoggingSink(Sink):
             )
             return
         level = "info" if run.outcome in ("ok", None) else "warning"
-        getattr(self._log, level)(f"lifespan.{run.event}.complete", **fields, **ids)
+        self._log.log(level, f"lifespan.{run.event}.complete", **fields, **ids)
 
     def phase_begin(self, phase: PhaseRecord) -> None:
         # Usually filtered out: then skip building the record's fields too.
-        enabled = getattr(self._log, "is_enabled_for", None)
-        if enabled is not None and not enabled(logging.DEBUG):
+        if not self._log.is_enabled_for(logging.DEBUG):
             return
         self._log.debug(
             "lifespan.phase.begin",
@@ -84,7 +243,8 @@ class LoggingSink(Sink):
             # The traceback once, where the error came from, not again at
             # every enclosing phase; a non-critical failure is a warning.
             level = "warning" if phase.outcome == "degraded" else "error"
-            getattr(self._log, level)(
+            self._log.log(
+                level,
                 "lifespan.phase.failed",
                 phase=phase.name,
                 lifespan_event=phase.event,
@@ -114,7 +274,8 @@ class LoggingSink(Sink):
     ) -> None:
         log = self._log
         if not result.ok and (previous is None or previous.ok):
-            getattr(log, "error" if check.critical else "warning")(
+            log.log(
+                "error" if check.critical else "warning",
                 "lifespan.check.failed",
                 check=check.name,
                 reason=result.reason,
@@ -152,7 +313,7 @@ class LoggingSink(Sink):
         fields = dict(notice.fields)
         if notice.error is not None:
             fields["exc_info"] = notice.error
-        getattr(self._log, notice.level)(notice.event, **fields)
+        self._log.log(notice.level, notice.event, **fields)
 
 
 def _describe(exc: BaseException | None) -> str | None:

@@ -42,8 +42,9 @@ class Metrics:
         ns = namespace
         self.phase_duration = Gauge(
             f"{ns}_phase_duration_seconds",
-            "Duration of the last run of a lifespan phase.",
-            ("phase", "event"),
+            "Duration of the last run of a lifespan phase (parent: the enclosing phase, "
+            "empty at top level).",
+            ("phase", "parent", "event"),
             multiprocess_mode="liveall",
             registry=registry,
         )
@@ -63,6 +64,12 @@ class Metrics:
             f"{ns}_shutdown_duration_seconds",
             "Duration of the whole lifespan shutdown.",
             multiprocess_mode="mostrecent",
+            registry=registry,
+        )
+        self.boot_duration = Gauge(
+            f"{ns}_boot_duration_seconds",
+            "Seconds from process start to the first lifespan event (imports, app construction).",
+            multiprocess_mode="liveall",
             registry=registry,
         )
         self.time_to_ready = Gauge(
@@ -106,6 +113,7 @@ class Metrics:
             self.phase_failures,
             self.startup_duration,
             self.shutdown_duration,
+            self.boot_duration,
             self.time_to_ready,
             self.state,
             self.check_status,
@@ -142,6 +150,10 @@ class MetricsSink(Sink):
         self.metrics = metrics
         self._process_start = process_start
 
+    def run_begin(self, run: RunRecord) -> None:
+        if run.boot is not None:
+            self.metrics.boot_duration.set(run.boot)
+
     def run_end(self, run: RunRecord) -> None:
         gauge = (
             self.metrics.startup_duration
@@ -151,7 +163,10 @@ class MetricsSink(Sink):
         gauge.set(run.duration or 0.0)
 
     def phase_end(self, phase: PhaseRecord) -> None:
-        self.metrics.phase_duration.labels(phase.name, phase.event).set(phase.duration or 0.0)
+        parent = "" if phase.parent is None else phase.parent.name
+        self.metrics.phase_duration.labels(phase.name, parent, phase.event).set(
+            phase.duration or 0.0
+        )
         if phase.reason is not None:
             self.metrics.phase_failures.labels(phase.name, phase.event, phase.reason).inc()
 

@@ -9,12 +9,14 @@ fields.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from ._logging import MODES, is_structlog_logger
 from ._pushgateway import Pushgateway
 from ._sink import Sink
 from ._validate import (
@@ -49,6 +51,7 @@ class Options:
     ops_address: str | None = None
     ops_only: bool = False
     drain_path: str | None = "/lifewatch/drain"
+    logger: Any = "auto"
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -101,6 +104,17 @@ class Options:
                 "needs ops_address (e.g. ops_address='0.0.0.0:9000'); got ops_address=None"
             )
         put("drain_path", validate_path(self.drain_path, "drain_path", "/lifewatch/drain"))
+        if self.logger is None:
+            put("logger", "auto")
+        elif not (
+            (isinstance(self.logger, str) and self.logger in MODES)
+            or isinstance(self.logger, logging.Logger)
+            or (not isinstance(self.logger, str) and is_structlog_logger(self.logger))
+        ):
+            raise TypeError(
+                "logger must be 'auto', 'structlog', 'stdlib', a logging.Logger or a "
+                f"structlog logger; got {self.logger!r}"
+            )
         served = [
             p
             for p in (

@@ -1,14 +1,15 @@
 """``watch.phase(...)``: one timed, traced, logged step of startup or shutdown.
 
-A phase times a block and reports what happened to it; the lifecycle decides
-what that means (outcome, reason, whether the error goes on).
+A phase times a block (``async with`` or ``with``) and reports what happened
+to it; the lifecycle decides what that means (outcome, reason, whether the
+error goes on).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,18 +23,22 @@ from ._validate import validate_bool, validate_name, validate_seconds
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+F = TypeVar("F", bound=Callable[..., Any])
 
 current_phase: ContextVar[PhaseRecord | None] = ContextVar("lifewatch_phase", default=None)
 
 
 class Phase:
-    """An async context manager, and a decorator for async functions.
+    """A context manager (sync and async), and a decorator (sync and async functions).
 
-    Each ``async with`` (or each call of a decorated function) is one run of
-    the phase. The event (startup or shutdown) and the parent come from where
-    it runs: the open run of the lifespan, and the enclosing phase. A
-    ``timeout`` opens a cancel scope around the block, and only then.
+    Each ``with``/``async with`` (or each call of a decorated function) is one
+    run of the phase. The event (startup or shutdown) and the parent come from
+    where it runs: the open run of the lifespan, and the enclosing phase in
+    that thread (a context variable: code called from a phase, or run by
+    ``anyio.to_thread.run_sync`` inside one, nests under it). A ``timeout``
+    opens a cancel scope around an async block, and only then; nothing can
+    cancel a sync block, so there the timeout is the watchdog's alone: the
+    block runs to its end, and its outcome is ``timeout``.
     """
 
     __slots__ = (
@@ -84,17 +89,32 @@ class Phase:
         )
 
     def __call__(self, func: F) -> F:
-        if not inspect.iscoroutinefunction(func):
-            raise TypeError(f"@watch.phase({self.name!r}) decorates async functions; got {func!r}")
+        if (
+            not callable(func)
+            or inspect.isgeneratorfunction(func)
+            or inspect.isasyncgenfunction(func)
+        ):
+            raise TypeError(
+                f"@watch.phase({self.name!r}) decorates functions and async functions "
+                f"(not generator functions); got {func!r}"
+            )
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with self._copy():
+                    return await func(*args, **kwargs)
+
+            return wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            async with self._copy():
-                return await func(*args, **kwargs)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self._copy():
+                return func(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return sync_wrapper  # type: ignore[return-value]
 
-    async def __aenter__(self) -> PhaseRecord:
+    def _open(self, sync: bool) -> PhaseRecord:
         if self._record is not None:
             raise RuntimeError(f"phase {self.name!r} is already running; use a new watch.phase()")
         record = self._lifecycle.open_phase(
@@ -104,9 +124,41 @@ class Phase:
             timeout=self.timeout,
             tags=self.tags,
             background=self.background,
+            sync=sync,
         )
         self._record = record
         self._token = current_phase.set(record)
+        return record
+
+    def _close(self, exc: BaseException | None, cut: bool) -> bool:
+        record, self._record = self._record, None
+        assert record is not None
+        if self._token is not None:
+            current_phase.reset(self._token)
+            self._token = None
+        suppress = self._lifecycle.close_phase(record, exc)
+        if suppress:
+            return True
+        error = record.error
+        if cut and error is not None and error is exc:
+            raise error from None  # cut by its own scope: not "CancelledError"
+        if error is not exc and isinstance(error, PhaseTimeout) and error.limit == "timeout":
+            raise error  # ran past its timeout without being cut: the lifecycle says so
+        return False
+
+    def __enter__(self) -> PhaseRecord:
+        return self._open(sync=True)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        return self._close(exc, cut=False)
+
+    async def __aenter__(self) -> PhaseRecord:
+        record = self._open(sync=False)
         if self.timeout is not None:
             self._scope = anyio.CancelScope(deadline=anyio.current_time() + self.timeout)
             self._scope.__enter__()
@@ -118,15 +170,10 @@ class Phase:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        record = self._record
-        assert record is not None
         scope, self._scope = self._scope, None
+        cut = False
         if scope is not None and scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
-            exc = PhaseTimeout(self.name, self.timeout or 0.0, "timeout", record.event)
-        if self._token is not None:
-            current_phase.reset(self._token)
-            self._token = None
-        suppress = self._lifecycle.close_phase(record, exc)
-        if isinstance(exc, PhaseTimeout) and exc.limit == "timeout" and not suppress:
-            raise exc from None
-        return suppress
+            assert self._record is not None
+            exc = PhaseTimeout(self.name, self.timeout or 0.0, "timeout", self._record.event)
+            cut = True
+        return self._close(exc, cut)

@@ -37,6 +37,9 @@ class RunRecord:
     """Shutdown goes on past a failed phase and raises its failures at the end."""
     link: RunRecord | None = None
     """For a shutdown: the startup run it follows (a span link)."""
+    boot: float | None = None
+    """For the process's first startup: seconds from process start to it
+    (interpreter, imports, building the app), which lifespan timing misses."""
     trace_id: int = 0
     span_id: int = 0
     sink_data: dict[str, Any] = field(default_factory=dict)
@@ -66,6 +69,8 @@ class PhaseRecord:
     outcome: Outcome | None = None
     reason: Reason | None = None
     error: BaseException | None = None
+    overran: bool = False
+    """The watchdog found it still running at its deadline (a stuck thread or loop)."""
     origin: bool = False
     """This phase is where ``error`` came from, not one it passed through:
     the one place its traceback is logged."""
@@ -91,3 +96,5 @@ class Notice:
     level: Level = "info"
     fields: Mapping[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
+    phase: PhaseRecord | None = None
+    """The phase it is about, if any (its span gets the notice as an event)."""

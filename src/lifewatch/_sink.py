@@ -49,4 +49,8 @@ class Sink:
         """A supervised task ended before shutdown."""
 
     def notice(self, notice: Notice) -> None:
-        """Anything else worth telling: a drain step, a probe that broke."""
+        """Anything else worth telling: a drain step, a probe that broke.
+
+        ``lifespan.phase.overrun`` (``notice.phase`` set) comes from the
+        watchdog's thread, while the phase is still running elsewhere.
+        """

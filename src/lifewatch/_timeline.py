@@ -20,12 +20,16 @@ if TYPE_CHECKING:
     pass
 
 
-Kind = Literal["run", "phase"]
+Kind = Literal["boot", "run", "phase"]
 
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    """One bar of the waterfall: a whole startup/shutdown run, or one phase in it."""
+    """One bar of the waterfall: a whole startup/shutdown run, or one phase in it.
+
+    The first startup of a process is preceded by ``boot`` (kind ``boot``):
+    process start to the first lifespan event, at a negative offset.
+    """
 
     id: str
     """The span id (16 hex digits) when a span was recorded, else lifewatch's record number."""
@@ -36,7 +40,7 @@ class TimelineEntry:
     event: Event
     kind: Kind
     start: float
-    """Seconds from the start of its run (0 for the run itself)."""
+    """Seconds from the start of its run (0 for the run itself; minus its duration for boot)."""
     duration: float | None
     """Seconds; ``None`` while it still runs (a background phase, say)."""
     outcome: Outcome | None
@@ -94,8 +98,8 @@ class Timeline:
         """
         from ._version import __version__
 
-        runs = [e for e in self.entries if e.kind == "run"]
-        start = runs[0].started_at if runs else None
+        # The first entry: boot (from process start) when known, else the startup run.
+        start = self.entries[0].started_at if self.entries else None
         return {
             "lifewatchVersion": __version__,
             "service": self.service,
@@ -229,6 +233,22 @@ def build_timeline(
 ) -> Timeline:
     """A snapshot of the given runs; cheap, taken fresh on every request."""
     entries: list[TimelineEntry] = []
+    if startup is not None and startup.boot is not None:
+        boot = startup.boot
+        entries.append(
+            TimelineEntry(
+                id="boot",
+                parent_id=None,
+                name="boot",
+                event="startup",
+                kind="boot",
+                start=-boot,
+                duration=boot,
+                outcome="ok",
+                elapsed=boot,
+                started_at=startup.started_at - boot,
+            )
+        )
     for run in (startup, shutdown):
         if run is not None:
             entries += _run_entries(run)

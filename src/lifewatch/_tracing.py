@@ -8,7 +8,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, Status, StatusCode, TracerProvider
 
-from ._records import PhaseRecord, RunRecord
+from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 
 _KEY = "otel"
@@ -117,3 +117,14 @@ class TracingSink(Sink):
             otel_context.detach(phase.sink_data.pop("otel_token"))
         finally:
             span.end()
+
+    def notice(self, notice: Notice) -> None:
+        # A notice about a running phase (the watchdog's overrun) is an event on its span.
+        phase = notice.phase
+        span: Span | None = None if phase is None else phase.sink_data.get(_KEY)
+        if span is None or phase is None or phase.end is not None:
+            return
+        span.add_event(
+            notice.event,
+            {k: v for k, v in notice.fields.items() if isinstance(v, (str, bool, int, float))},
+        )

@@ -52,9 +52,13 @@ padding-left:calc((var(--d) - 1) * 1.3rem)}
 .flag{font-size:.72rem;color:var(--muted);border:1px solid var(--line);border-radius:.6rem;
 padding:0 .35rem;margin-left:.3rem;font-weight:400}
 .track{position:relative;background:repeating-linear-gradient(90deg,transparent 0,
-transparent calc(var(--tick) - 1px),var(--line) calc(var(--tick) - 1px),var(--line) var(--tick))}
+transparent calc(var(--tick) - 1px),var(--line) calc(var(--tick) - 1px),var(--line) var(--tick));
+background-position-x:var(--off,0)}
 .bar{position:absolute;top:.3rem;bottom:.3rem;min-width:3px;border-radius:3px;background:var(--ok)}
 .depth-0 .bar{background:var(--run)}
+.kind-boot .bar{background:#9aa0a6}
+.compressed .bar{background:repeating-linear-gradient(135deg,#9aa0a6 0,#9aa0a6 8px,
+#d5d8db 8px,#d5d8db 11px)}
 .dur{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .status{white-space:nowrap;font-size:.82rem}
 b[class^=label-]{padding:.05rem .4rem;border-radius:.3rem}
@@ -124,13 +128,18 @@ def _status(e: TimelineEntry) -> str:
     return f'<b class="label-{key}">{escape(label)}</b>'
 
 
-def _row(e: TimelineEntry, scale: float) -> str:
+BOOT_SHARE = 20.0
+"""Percent of the track a boot longer than its startup gets, not to scale, so
+the phases stay readable beside minutes of imports."""
+
+
+def _row(e: TimelineEntry, left: float, width: float, compressed: bool = False) -> str:
     outcome = "running" if e.outcome is None else e.outcome
-    left = 100 * e.start / scale
-    width = max(0.0, min(100 - left, 100 * e.elapsed / scale))
-    classes = f"row outcome-{outcome} depth-{min(e.depth, 9)}" + (
+    classes = f"row kind-{e.kind} outcome-{outcome} depth-{min(e.depth, 9)}" + (
         " sub-phase" if e.depth > 1 else ""
     )
+    if compressed:
+        classes += " compressed"
     flags = ""
     if e.kind == "phase" and not e.critical:
         flags += '<span class="flag">non-critical</span>'
@@ -138,12 +147,15 @@ def _row(e: TimelineEntry, scale: float) -> str:
         flags += '<span class="flag">background</span>'
     for key, value in e.tags.items():
         flags += f'<span class="flag">{escape(key)}={escape(value)}</span>'
-    shown = f"{e.event} (whole)" if e.kind == "run" else e.name
+    shown = {"run": f"{e.event} (whole)", "boot": "boot (process start to lifespan)"}.get(
+        e.kind, e.name
+    )
     duration = format_seconds(e.elapsed)
     if e.duration is None:
         duration = f"\u2265 {duration}"  # still running: at least this long
     title = (
-        f"{e.name} \u2014 starts at +{format_seconds(e.start)}, "
+        ("not to scale: " if compressed else "")
+        + f"{e.name} \u2014 starts at +{format_seconds(e.start)}, "
         f"{'runs for' if e.duration is None else 'took'} {format_seconds(e.elapsed)}, "
         f"outcome {e.outcome or 'running'}{f' ({e.reason})' if e.reason else ''}; id {e.id}"
     )
@@ -167,30 +179,49 @@ def _section(event: Event, entries: tuple[TimelineEntry, ...]) -> str:
             else "Shutdown has not run yet: the application is serving."
         )
         return f'<section id="{event}"><h2>{title}</h2><p class="empty">{what}</p></section>'
-    run = entries[0]
-    scale = max(max(e.start + e.elapsed for e in entries), 1e-6)
+    run = next(e for e in entries if e.kind == "run")
+    boot = next((e for e in entries if e.kind == "boot"), None)
+    end = max(e.start + e.elapsed for e in entries if e.kind != "boot")
+    offset = 0.0  # percent of the track before the run's 0
+    origin = 0.0
+    if boot is not None and boot.elapsed > end:
+        offset = BOOT_SHARE  # boot squeezed in front, the run on its own axis
+    elif boot is not None:
+        origin = boot.start  # one axis from process start
+    scale = max(end - origin, 1e-6)
+    room = 100 - offset
+
+    def place(e: TimelineEntry) -> tuple[float, float]:
+        if offset and e.kind == "boot":
+            return 0.0, offset - 1.0
+        left = offset + room * (e.start - origin) / scale
+        return left, max(0.0, min(100 - left, room * e.elapsed / scale))
+
     step = _tick_step(scale)
     ticks = []
     n = 0
     while n * step <= scale * 1.0001:
-        pct = 100 * n * step / scale
-        cls = "tick first" if n == 0 else "tick"
+        pct = offset + room * n * step / scale
+        cls = "tick first" if n == 0 and not offset else "tick"
         label = _tick_label(n * step)
         ticks.append(f'<span class="{cls}" style="left:{pct:.3f}%">{label}</span>')
         n += 1
-    tick_pct = 100 * step / scale
+    tick_pct = room * step / scale
     failed = [e for e in entries if e.kind == "phase" and e.failed]
-    summary = f"{len(entries) - 1} phase{'s' if len(entries) != 2 else ''}"
+    phases = sum(e.kind == "phase" for e in entries)
+    summary = f"{phases} phase{'s' if phases != 1 else ''}"
     if failed:
         summary += f", {len(failed)} not ok"
     started = datetime.fromtimestamp(run.started_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    rows = "".join(_row(e, scale) for e in entries)
+    rows = "".join(
+        _row(e, *place(e), compressed=bool(offset) and e.kind == "boot") for e in entries
+    )
     return (
         f'<section id="{event}" class="run run-{run.outcome or "running"}">'
         f"<h2>{title} {_status(run)}"
         f'<span class="total">{escape(format_seconds(run.elapsed))}</span>'
         f'<span class="sub">{escape(summary)} \u00b7 began {started} UTC</span></h2>'
-        f'<div class="grid" style="--tick:{tick_pct:.4f}%">'
+        f'<div class="grid" style="--tick:{tick_pct:.4f}%;--off:{offset:.1f}%">'
         f'<div class="axis"><span class="cell">phase</span><span class="cell track">'
         f'{"".join(ticks)}</span><span class="cell dur">duration</span>'
         f'<span class="cell status">outcome</span></div>'

@@ -198,8 +198,11 @@ class LifewatchHarness:
     def metric(self, name: str, **labels: str) -> float | None:
         """A sample's value, e.g. ``metric("lifespan_phase_duration_seconds",
         phase="db", event="startup")``; ``None`` when there is no such sample.
+
+        The labels given may be some of the sample's (``parent`` left out),
+        as long as they pick one sample.
         """
-        return self.registry.get_sample_value(name, labels)
+        return sample_value(self.registry, name, labels)
 
     def events(self, event: str | None = None, **fields: Any) -> list[MutableMapping[str, Any]]:
         """Captured log events, filtered by ``event`` name and field values."""
@@ -300,3 +303,21 @@ with contextlib.suppress(ImportError):
         """A fresh ``LifewatchHarness``, capturing log events for the whole test."""
         with LifewatchHarness() as harness:
             yield harness
+
+
+def sample_value(registry: CollectorRegistry, name: str, labels: dict[str, str]) -> float | None:
+    """The value of the one sample of ``name`` carrying ``labels`` (an exact match first)."""
+    exact = registry.get_sample_value(name, labels)
+    if exact is not None:
+        return exact
+    found = [
+        s
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    ]
+    if len(found) > 1:
+        raise AssertionError(
+            f"{len(found)} samples of {name} carry {labels}: {[s.labels for s in found]}"
+        )
+    return found[0].value if found else None

@@ -91,8 +91,17 @@ def test_dashboard_is_importable_as_is() -> None:
         "Shutdown duration per instance",
         "Check status over time",
         "Check latency",
+        "Boot vs lifespan startup duration",
+        "Nested phases: duration by parent (drill-down)",
     ):
         assert wanted in titles
+    # Top-level phases add up to the run; nested ones are shown apart, never stacked with them.
+    for panel in d["panels"]:
+        for target in panel.get("targets", []):
+            if "lifespan_phase_duration_seconds" in target["expr"]:
+                assert 'parent=""' in target["expr"] or 'parent!=""' in target["expr"], panel[
+                    "title"
+                ]
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids))
     for panel in d["panels"]:

@@ -53,6 +53,7 @@ def serve(target: str) -> Iterator[str]:
         ("examples.starlette_app:app", "/", "hello world", "pass"),
         ("examples.raw_asgi:app", "/anything", "raw hello", "pass"),
         ("examples.checks:app", "/livez/event-loop", "ok", "warn"),
+        ("examples.blocking:app", "/livez", "ok", "warn"),
     ],
 )
 def test_example_serves_and_answers_probes(target: str, path: str, body: str, readyz: str) -> None:
@@ -64,3 +65,20 @@ def test_example_serves_and_answers_probes(target: str, path: str, body: str, re
             assert response.text == "ok"
         health = httpx.get(base + "/readyz", headers={"accept": "application/health+json"})
         assert health.json()["status"] == readyz
+
+
+async def test_blocking_example_times_out_both_phases_and_cuts_the_thread() -> None:
+    from examples import blocking
+
+    from lifewatch.testing import LifewatchHarness
+
+    with LifewatchHarness(blocking.watch) as h:
+        async with h.serving(blocking.app):
+            pass
+    model, cut = h.timeline.find("model"), h.timeline.find("model-in-a-thread")
+    assert (model.outcome, model.reason) == ("degraded", "timeout")
+    assert (cut.outcome, cut.reason) == ("degraded", "timeout")
+    # Cut at its timeout (0.1 s), long before the thread's 0.5 s were over.
+    assert cut.duration is not None and cut.duration < 4 * 0.1
+    (overrun,) = h.events("lifespan.phase.overrun")
+    assert overrun["phase"] == "model" and "in load_model: time.sleep(0.5)" in overrun["stuck_at"]

@@ -16,6 +16,7 @@ import itertools
 import json
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 
 from lifewatch import Lifewatch
 from tests.support.servers import env as server_env
+from tests.support.servers import free_port, http_get, uvicorn_argv, wait_for
 
 from .test_examples import serve
 
@@ -40,6 +42,7 @@ NAMED = {
     "timeline-json": "tests/docs/test_readme_testing.py",
     "testing-conftest": "tests/docs/test_readme_testing.py",
     "testing-example": "tests/docs/test_readme_testing.py",
+    "overrun-log": "tests/docs/test_readme.py",
 }
 
 
@@ -80,7 +83,7 @@ def test_excerpt_is_in_its_file(path: str, body: str) -> None:
 
 
 def test_run_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POD_NAME", "orders-0")
+    monkeypatch.delenv("POD_NAME", raising=False)  # outside Kubernetes too
     ran = 0
     for _, lang, body in blocks("run"):
         if lang == "python":
@@ -203,3 +206,41 @@ def test_demo_command_is_the_one_test_demo_runs() -> None:
     demo = next(b for m, _, b in BLOCKS if m == "demo-command")
     assert demo.endswith("pip install -e '.[demo]' && python -m lifewatch demo")
     assert '"-m", "lifewatch", "demo"' in (ROOT / "tests" / "servers" / "test_demo.py").read_text()
+
+
+def test_overrun_log_is_what_uvicorn_prints() -> None:
+    """The overrun-log block: lifewatch's warning under uvicorn, for an app without logging."""
+    (body,) = [b for m, _, b in BLOCKS if m == "overrun-log"]
+    port = free_port()
+    proc = subprocess.Popen(
+        uvicorn_argv(port, "examples.blocking:app"),
+        cwd=ROOT,
+        env=server_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for("examples.blocking", lambda: http_get(f"http://127.0.0.1:{port}/livez"), 30)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    lines = out.splitlines()
+    at = 0
+    for line in body.splitlines():
+        if line.strip() == "...":
+            continue
+        line = line.replace("/srv/app", str(ROOT))
+        assert line in lines[at:], (line, out[-3000:])
+        at = lines.index(line, at) + 1
+
+
+def test_five_minutes_is_a_whole_file() -> None:
+    """Runnable as copied: the block is the example file, every line of it."""
+    section = README[README.index("## Five minutes") :]
+    marker, _, body = next(b for b in BLOCKS if b[2] in section)
+    assert marker == "excerpt: examples/fastapi_lifespan.py"
+    assert body == (ROOT / "examples" / "fastapi_lifespan.py").read_text().rstrip("\n")

@@ -83,6 +83,11 @@ def test_demo_shows_every_feature_and_stops_cleanly_on_ctrl_c() -> None:
     ]
     assert shutdown_phases[-2:] == ["database", "lifespan"]
     assert any(r.get("trace_id") for r in records)
+    # One JSON format for every line (structlog.stdlib.ProcessorFormatter): uvicorn's too.
+    assert not [line for line in out.splitlines() if line.startswith(("INFO:", "ERROR:"))]
+    uvicorn = [r for r in records if r.get("logger", "").startswith("uvicorn")]
+    assert any(r["event"] == "Application startup complete." for r in uvicorn), uvicorn
+    assert {"timestamp", "level"} <= records[-1].keys()
 
 
 def test_demo_port_in_use_is_one_clear_line() -> None:

@@ -25,7 +25,8 @@ def binary(name: str) -> str:
     """A binary the test needs: missing means a failure, never a skip."""
     path = shutil.which(name)
     assert path, (
-        f"{name} is not installed; .ci/run installs it (apt: prometheus, prometheus-pushgateway)"
+        f"{name} is not installed; .ci/run installs it "
+        "(apt: prometheus, prometheus-pushgateway, redis-server)"
     )
     return path
 
@@ -129,4 +130,21 @@ def pushgateway(tmp: Path, port: int) -> list[str]:
         binary("prometheus-pushgateway"),
         f"--web.listen-address=127.0.0.1:{port}",
         f"--persistence.file={tmp / 'pushgateway.db'}",
+    ]
+
+
+def redis_server(tmp: Path, port: int) -> list[str]:
+    """A throwaway redis-server on loopback: no persistence, no config file."""
+    return [
+        binary("redis-server"),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp),
     ]

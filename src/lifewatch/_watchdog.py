@@ -1,0 +1,131 @@
+"""One watchdog thread per process: it keeps phase timeouts honest.
+
+Code that blocks (SQLAlchemy, alembic, a model load) cannot be cancelled, and
+an event loop it blocks cannot fire a timeout. So a daemon thread, started the
+first time a phase with a timeout runs, wakes at each deadline and, when the
+phase is still running, hands the frame of the thread running it to a
+callback: that frame is where the thread is stuck. Reading another thread's
+frame needs no cooperation from it (``sys._current_frames()``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import sys
+import sysconfig
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from types import FrameType
+
+STACK_LIMIT = 40
+"""Innermost frames kept: enough to reach the app's own code from a driver's."""
+
+
+class Watch:
+    """One deadline; ``cancel()`` when the phase ends before it."""
+
+    __slots__ = ("callback", "cancelled", "deadline", "thread_id")
+
+    def __init__(
+        self, deadline: float, thread_id: int, callback: Callable[[FrameType | None], None]
+    ) -> None:
+        self.deadline = deadline
+        self.thread_id = thread_id
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Watchdog:
+    """Deadlines on ``time.perf_counter()``, the clock phase records use."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Watch]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(
+        self, deadline: float, thread_id: int, callback: Callable[[FrameType | None], None]
+    ) -> Watch:
+        """Call ``callback(frame of thread_id)`` at ``deadline`` unless cancelled first."""
+        entry = Watch(deadline, thread_id, callback)
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._seq), entry))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="lifewatch-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return entry
+
+    def _next(self) -> Watch:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2].cancelled:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.perf_counter()
+                if wait <= 0:
+                    return heapq.heappop(self._heap)[2]
+                self._cond.wait(wait)
+
+    def _run(self) -> None:
+        while True:
+            entry = self._next()
+            if entry.cancelled:
+                continue
+            frame = sys._current_frames().get(entry.thread_id)
+            try:
+                entry.callback(frame)
+            except Exception:  # the callback reports through the lifecycle; never die
+                pass
+            finally:
+                del frame
+
+    def _after_fork(self) -> None:
+        # The thread does not survive a fork (gunicorn's workers): start afresh.
+        self._cond = threading.Condition(threading.Lock())
+        self._heap = []
+        self._thread = None
+
+
+WATCHDOG = Watchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=WATCHDOG._after_fork)
+
+
+_PATHS = sysconfig.get_paths()
+_STDLIB = tuple(os.path.join(_PATHS[k], "") for k in ("stdlib", "platstdlib"))
+_PACKAGES = tuple(os.path.join(_PATHS[k], "") for k in ("purelib", "platlib"))
+
+
+def _in_stdlib(filename: str) -> bool:
+    # site-packages may sit inside the stdlib directory (no virtualenv)
+    return filename.startswith(_STDLIB) and not filename.startswith(_PACKAGES)
+
+
+def describe(frame: FrameType | None) -> tuple[str, str]:
+    """Where a thread is stuck, and its stack (innermost last).
+
+    Where: the innermost line outside Python's standard library (the app's
+    ``event.wait()`` rather than ``threading.py``'s), else the innermost line.
+    """
+    if frame is None:
+        return "unknown (the thread has ended)", ""
+    summary = traceback.StackSummary.from_list(traceback.extract_stack(frame)[-STACK_LIMIT:])
+    outside = [f for f in summary if not _in_stdlib(f.filename)]
+    last = outside[-1] if outside else summary[-1]
+    where = f"{last.filename}:{last.lineno} in {last.name}"
+    if last.line:
+        where += f": {last.line.strip()}"
+    return where, "".join(summary.format())

@@ -1,0 +1,148 @@
+"""Where lifewatch's records go: the app's structlog, or else the stdlib logger ``lifewatch``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import structlog
+from asgi_lifespan import LifespanManager
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from structlog.testing import capture_logs
+
+from lifewatch import Lifewatch, Notice
+from lifewatch._logging import message
+
+
+@pytest.fixture
+def unconfigured() -> Iterator[None]:
+    """structlog as an app that never configured it leaves it."""
+    was, config = structlog.is_configured(), structlog.get_config()
+    structlog.reset_defaults()
+    assert not structlog.is_configured()
+    yield
+    structlog.reset_defaults()
+    if was:
+        structlog.configure(**config)
+
+
+def app(watch: Lifewatch) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        with watch.phase("database"):
+            pass
+        async with watch.phase("cache", critical=False):
+            raise ConnectionError("no redis")
+        yield
+
+    return watch.instrument(Starlette(lifespan=lifespan))
+
+
+def ours(caplog: pytest.LogCaptureFixture, name: str = "lifewatch") -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == name]
+
+
+async def test_without_structlog_configured_records_go_to_the_stdlib_logger(
+    unconfigured: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lifewatch")
+    watch = Lifewatch(service="orders", registry=CollectorRegistry())
+    async with LifespanManager(app(watch)):
+        pass
+    records = ours(caplog)
+    events = [r.event for r in records]  # type: ignore[attr-defined]
+    assert "lifespan.phase.begin" not in events  # DEBUG, and the app did not enable it
+    (end,) = [r for r in records if r.event == "lifespan.phase.end" and r.phase == "database"]  # type: ignore[attr-defined]
+    assert end.levelno == logging.INFO
+    assert end.service == "orders" and end.outcome == "ok"  # type: ignore[attr-defined]
+    assert end.getMessage().startswith(
+        "lifespan.phase.end phase=database lifespan_event=startup duration_s="
+    )
+    (failed,) = [r for r in records if r.event == "lifespan.phase.failed"]  # type: ignore[attr-defined]
+    assert failed.levelno == logging.WARNING  # non-critical
+    # The traceback is handed to the app's formatter, not rendered by lifewatch.
+    assert failed.exc_info is not None and isinstance(failed.exc_info[1], ConnectionError)
+    assert failed.exc_text is None or "ConnectionError" in failed.exc_text
+    assert "error='ConnectionError: no redis'" in failed.getMessage()
+
+
+async def test_debug_records_only_when_the_app_enables_debug(
+    unconfigured: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="lifewatch")
+    watch = Lifewatch(registry=CollectorRegistry())
+    async with LifespanManager(app(watch)):
+        pass
+    begins = [r for r in ours(caplog) if r.event == "lifespan.phase.begin"]  # type: ignore[attr-defined]
+    assert begins and all(r.levelno == logging.DEBUG for r in begins)
+
+
+async def test_with_structlog_configured_records_go_through_structlog(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="lifewatch")
+    watch = Lifewatch(service="orders", registry=CollectorRegistry())
+    with capture_logs() as logs:  # configures structlog, as an app would
+        async with LifespanManager(app(watch)):
+            pass
+    assert {"event": "lifespan.phase.end", "phase": "database"}.items() <= next(
+        e for e in logs if e["event"] == "lifespan.phase.end"
+    ).items()
+    assert all(e["service"] == "orders" for e in logs)
+    assert ours(caplog) == []
+
+
+async def test_logger_option_picks_the_stdlib(caplog: pytest.LogCaptureFixture) -> None:
+    for choice in ("stdlib", "a logger"):
+        name = "lifewatch" if choice == "stdlib" else "myapp.lifespan"
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger=name)
+        option: Any = choice if choice == "stdlib" else logging.getLogger(name)
+        watch = Lifewatch(registry=CollectorRegistry(), logger=option)
+        with capture_logs() as logs:  # structlog is configured, and still not used
+            async with LifespanManager(app(watch)):
+                pass
+        assert logs == []
+        events = [r.event for r in ours(caplog, name)]  # type: ignore[attr-defined]
+        assert "lifespan.startup.complete" in events
+
+
+async def test_logger_option_takes_a_structlog_logger(unconfigured: None) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def keep(logger: Any, method: str, event: dict[str, Any]) -> Any:
+        seen.append(event)
+        raise structlog.DropEvent
+
+    log = structlog.wrap_logger(structlog.PrintLogger(), processors=[keep])
+    watch = Lifewatch(service="orders", registry=CollectorRegistry(), logger=log)
+    async with LifespanManager(app(watch)):
+        pass
+    assert any(e["event"] == "lifespan.phase.end" and e["service"] == "orders" for e in seen)
+
+
+@pytest.mark.parametrize("bad", [42, "json", logging])
+def test_logger_option_is_validated(bad: Any) -> None:
+    with pytest.raises(TypeError, match=r"logger must be 'auto', 'structlog', 'stdlib', a logging"):
+        Lifewatch(logger=bad)
+
+
+def test_fields_named_like_log_record_attributes_are_renamed(
+    unconfigured: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lifewatch")
+    watch = Lifewatch(registry=CollectorRegistry())
+    watch.lifecycle.notify(Notice("lifespan.probe.error", "warning", {"name": "x", "msg": "y"}))
+    (record,) = ours(caplog)
+    assert record.lifewatch_name == "x" and record.lifewatch_msg == "y"  # type: ignore[attr-defined]
+    assert record.getMessage() == "lifespan.probe.error name=x msg=y"
+
+
+def test_the_message_is_readable() -> None:
+    fields = {"phase": "db", "ok": True, "error": "E: a b", "none": None, "service": "s"}
+    assert message("ev", fields) == "ev phase=db ok=True error='E: a b'"
+    assert message("ev", {"stack": "a\nb\n"}) == "ev\nstack:\na\nb"
