@@ -187,7 +187,7 @@ def render_dashboard(
     """
     dashboard = json.loads(asset_text(DASHBOARD) if source is None else source)
     rendered = _walk(dashboard, lambda s: rename_metrics(s, namespace), thresholds(options))
-    return json.dumps(rendered, indent=2) + "\n"
+    return json.dumps(rendered, indent=2, ensure_ascii=False) + "\n"
 
 
 def render_rules(
