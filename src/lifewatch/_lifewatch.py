@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from opentelemetry.trace import TracerProvider
@@ -32,7 +32,7 @@ from ._process import process_start_time
 from ._pushgateway import Pushgateway, PushgatewaySink
 from ._records import RunRecord
 from ._sink import Sink
-from ._starlette import instrument
+from ._starlette import Mounts, instrument
 from ._timeline import Timeline, build_timeline
 from ._tracing import TracingSink
 from ._types import State
@@ -284,9 +284,20 @@ class Lifewatch:
         components += [(key, as_factory(ls, f"lifespan {key!r}")) for key, ls in named.items()]
         return WatchedLifespan(self._lifecycle, components)
 
-    def instrument(self, app: App) -> App:
-        """Wrap a Starlette/FastAPI app's lifespan in place and serve the endpoints."""
-        instrument(self, self._lifecycle, app)
+    def instrument(
+        self, app: App, *, mounts: bool = True, skip_mounts: Collection[str] = ()
+    ) -> App:
+        """Wrap a Starlette/FastAPI app's lifespan in place and serve the endpoints.
+
+        Args:
+            mounts: Also run the lifespan of each Starlette/FastAPI app mounted
+                with ``Mount(path, app=...)`` (Starlette never does), as a
+                phase ``mount:<path>`` after the app's own, its state reaching
+                its own requests.
+            skip_mounts: Mount paths whose lifespans are left alone (a nested
+                mount by its full path, e.g. ``/v2/admin``).
+        """
+        instrument(self, self._lifecycle, app, Mounts.of(mounts, skip_mounts))
         return app
 
     def middleware(self, app: Any, *, strict: bool = False) -> LifewatchMiddleware:
