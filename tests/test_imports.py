@@ -21,6 +21,7 @@ LAYERS = [
     "_validate",
     "_errors",
     "_process",
+    "_build",
     "_http",
     "_records",
     # health as values, then the one event flow

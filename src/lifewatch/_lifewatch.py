@@ -16,6 +16,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
+from ._build import BuildInfo, resolve_build
 from ._checks import CheckResult, HealthCheck, Probe
 from ._drain import Drainer
 from ._exposition import MetricsEndpoint
@@ -65,6 +66,10 @@ class Lifewatch:
         metrics_path: Where ``/metrics`` is served (``None``: not served).
         pushgateway: A URL or a ``Pushgateway``: pushes the last words of a
             failed startup and of a completed shutdown.
+        version, revision: What is running, for ``lifespan_build_info`` and the
+            spans' ``service.version``; read from the environment
+            (``APP_VERSION``, ``GIT_COMMIT``, ...) or the distribution named
+            ``service`` when not given.
 
     The options are validated here, once, and never change (``watch.options``).
     """
@@ -88,6 +93,8 @@ class Lifewatch:
         drain_delay: float = 5.0,
         metrics_path: str | None = "/metrics",
         pushgateway: str | Pushgateway | None = None,
+        version: str | None = None,
+        revision: str | None = None,
     ) -> None:
         options = Options(
             service=service,
@@ -106,8 +113,11 @@ class Lifewatch:
             drain_delay=drain_delay,
             metrics_path=metrics_path,
             pushgateway=pushgateway,  # type: ignore[arg-type] # coerced by Options
+            version=version,
+            revision=revision,
         )
         self._options = options
+        self._build = build = resolve_build(options.service, options.version, options.revision)
         log = logger(options.service)
         self._lifecycle = lifecycle = Lifecycle(
             service=options.service,
@@ -118,14 +128,14 @@ class Lifewatch:
         self._metrics = metrics = metrics_for(options.registry, options.namespace)
         self._process_start = process_start_time()
         self._health = Health(lifecycle)
-        self._tracing = TracingSink(options.service, options.tracer_provider)
+        self._tracing = TracingSink(options.service, options.tracer_provider, build)
         pushed: tuple[Sink, ...] = ()
         if options.pushgateway is not None:
             pushed = (PushgatewaySink(options.pushgateway, metrics, options.service, log),)
         lifecycle.connect(
             (
                 self._tracing,
-                MetricsSink(metrics, self._process_start),
+                MetricsSink(metrics, self._process_start, build.labels()),
                 LoggingSink(log, slow_check_threshold=options.slow_check_threshold),
                 self._health,
                 Drainer(lifecycle, options.drain_delay),
@@ -164,6 +174,11 @@ class Lifewatch:
     @property
     def service(self) -> str | None:
         return self._options.service
+
+    @property
+    def build(self) -> BuildInfo:
+        """Service, version and revision as exported (``lifespan_build_info``)."""
+        return self._build
 
     @property
     def namespace(self) -> str:

@@ -40,6 +40,8 @@ class Options:
     drain_delay: float = 5.0
     metrics_path: str | None = "/metrics"
     pushgateway: Pushgateway | None = field(default=None)
+    version: str | None = None
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -52,6 +54,13 @@ class Options:
                 "registry must be a prometheus_client.CollectorRegistry or None; "
                 f"got {self.registry!r}"
             )
+        for name in ("version", "revision"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise TypeError(
+                    f"{name} must be a non-empty string, or None to read it from the "
+                    f"environment; got {value!r}"
+                )
         put("namespace", validate_namespace(self.namespace))
         put("startup_timeout", validate_seconds(self.startup_timeout, "startup_timeout"))
         put(
