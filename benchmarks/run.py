@@ -17,6 +17,9 @@ interleaved rounds, see ``timing.py``):
   phases as empty context managers;
 * probes: ``/readyz`` vs a constant 200 app, and ``/metrics`` vs
   prometheus-client's ``generate_latest`` on the same registry;
+* checks: ``/readyz`` with 1, 10 and 100 checks run on every probe (no
+  ``interval``), one probe at a time and in bursts of 32, against a
+  hand-written ``asyncio.gather`` floor and fastapi-health;
 * import: ``import lifewatch`` after ``import fastapi`` in a fresh interpreter;
 * memory: 100,000 requests and 100,000 probes, growth of resident memory and
   of live objects after warm-up (``memory.py`` prints the checkpoints).
@@ -502,6 +505,120 @@ async def readyz(rounds: int, scale: float) -> list[Row]:
     return rows
 
 
+async def uncached_checks(rounds: int, scale: float) -> list[Row]:
+    """``/readyz`` running its checks on every probe, against the least that can.
+
+    The checks are trivial (an ``async def`` returning None), so what is
+    measured is the machinery around them. The floor is a raw ASGI app doing
+    ``asyncio.gather`` of the same checks and answering 200; fastapi-health
+    is the same checks behind ``fastapi_health.health`` on a FastAPI route.
+    One probe at a time, and bursts of 32 concurrent probes (lifewatch's
+    concurrent probes share one run of each check; the others run them all).
+    """
+    from asgi_lifespan import LifespanManager
+    from fastapi import FastAPI
+    from fastapi_health import health  # type: ignore[import-untyped]
+    from prometheus_client import CollectorRegistry
+
+    from lifewatch import Lifewatch
+
+    def make_checks(count: int) -> list[Callable[[], Awaitable[bool]]]:
+        def one(i: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return True
+
+            check.__name__ = f"check{i}"
+            return check
+
+        return [one(i) for i in range(count)]
+
+    rows: list[Row] = []
+    for count in (1, 10, 100):
+        checks = make_checks(count)
+
+        async def floor(scope: Any, receive: Any, send: Any, checks: Any = checks) -> None:
+            results = await asyncio.gather(*(c() for c in checks))
+            status = 200 if all(results) else 503
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
+        for check in checks:
+            watch.add_check(check.__name__, check)
+        ours = watch.middleware(apps.raw_constant)
+        peer = FastAPI()
+        peer.add_api_route("/readyz", health(list(checks)))
+        n = max(int((200 if count < 100 else 40) * scale), 5)
+        statuses: list[int] = []
+
+        async def send(message: dict[str, Any], statuses: list[int] = statuses) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        def one_at_a_time(target: Any, n: int = n) -> Callable[[], Awaitable[float]]:
+            scopes: list[dict[str, Any]] = []
+
+            async def setup() -> None:
+                scopes[:] = [apps.http_scope("/readyz") for _ in range(n)]
+
+            async def run() -> None:
+                for scope in scopes:
+                    await target(scope, apps.receive, send)
+
+            return _with_setup(setup, run)
+
+        def bursts(target: Any, n: int = n) -> Callable[[], Awaitable[float]]:
+            groups: list[list[dict[str, Any]]] = []
+
+            async def setup() -> None:
+                groups[:] = [
+                    [apps.http_scope("/readyz") for _ in range(32)] for _ in range(max(n // 8, 2))
+                ]
+
+            async def run() -> None:
+                for group in groups:
+                    await asyncio.gather(*(target(sc, apps.receive, send) for sc in group))
+
+            return _with_setup(setup, run)
+
+        probes = {"one at a time": n, "bursts of 32": max(n // 8, 2) * 32}
+
+        async with LifespanManager(ours), LifespanManager(peer):
+            for mode, make in (("one at a time", one_at_a_time), ("bursts of 32", bursts)):
+                times = await interleaved(
+                    {"floor": make(floor), "lifewatch": make(ours), "fastapi-health": make(peer)},
+                    max(rounds // 2, 5),
+                )
+                assert set(statuses) == {200}, set(statuses)
+                statuses.clear()
+                label = f"/readyz, {count} uncached check{'s' if count > 1 else ''}, {mode}"
+                rows.append(
+                    Row(
+                        f"{label}: lifewatch / gather floor",
+                        ratios(times["lifewatch"], times["floor"]),
+                        "x",
+                        1.5,
+                        note=f"floor: {statistics.median(times['floor']) / probes[mode] * 1e6:.1f}"
+                        " µs per probe",
+                    )
+                )
+                rows.append(
+                    Row(
+                        f"{label}: lifewatch / fastapi-health",
+                        ratios(times["lifewatch"], times["fastapi-health"]),
+                        "x",
+                        1.0,
+                    )
+                )
+    return rows
+
+
 async def metrics(rounds: int, scale: float) -> list[Row]:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
@@ -637,7 +754,7 @@ def memory(requests: int) -> list[Row]:
 
 # -- main ---------------------------------------------------------------------
 
-SECTIONS = ("passthrough", "uvicorn", "phases", "probes", "import", "memory")
+SECTIONS = ("passthrough", "uvicorn", "phases", "probes", "checks", "import", "memory")
 
 
 def main() -> None:
@@ -678,6 +795,13 @@ def main() -> None:
         probe_rows = asyncio.run(readyz(rounds, scale))
         probe_rows += asyncio.run(metrics(rounds, scale))
         sections.append(("probes, in process", probe_rows))
+    if "checks" in only:
+        sections.append(
+            (
+                "/readyz with uncached checks, in process",
+                asyncio.run(uncached_checks(rounds, scale)),
+            )
+        )
     if "import" in only:
         sections.append(("import, fresh interpreter", import_cost(7 if args.quick else 15)))
     if "memory" in only:

@@ -6,7 +6,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.samples import Sample
@@ -179,6 +179,9 @@ class MetricsSink(Sink):
     ) -> None:
         self.metrics = metrics
         self._process_start = process_start
+        self._checks: dict[str, tuple[Any, tuple[Gauge, ...]]] = {}
+        """Check name -> its latency and status children: looked up once, not
+        on every run of an uncached check (two label lookups each)."""
         if build is not None:
             # What is running is known from the start: scraped during startup too.
             metrics.build_info.labels(*build).set(1)
@@ -205,12 +208,20 @@ class MetricsSink(Sink):
     def check_result(
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
-        metrics = self.metrics
-        metrics.check_duration.labels(check.name).observe(result.duration)
-        for probe in check.probes:
-            metrics.check_status.labels(check.name, probe).set(1 if result.ok else 0)
+        children = self._checks.get(check.name)
+        if children is None:
+            metrics = self.metrics
+            children = self._checks[check.name] = (
+                metrics.check_duration.labels(check.name),
+                tuple(metrics.check_status.labels(check.name, p) for p in sorted(check.probes)),
+            )
+        latency, statuses = children
+        latency.observe(result.duration)
+        if previous is None or previous.ok != result.ok:
+            for status in statuses:
+                status.set(1 if result.ok else 0)
         if not result.ok:
-            metrics.check_failures.labels(check.name, result.reason or "error").inc()
+            self.metrics.check_failures.labels(check.name, result.reason or "error").inc()
 
     def task_started(self, task: Supervised) -> None:
         self.metrics.check_status.labels(task.entry, "liveness").set(1)
