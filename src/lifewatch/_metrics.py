@@ -179,6 +179,7 @@ class MetricsSink(Sink):
     ) -> None:
         self.metrics = metrics
         self._process_start = process_start
+        self._states: list[tuple[State, Gauge]] | None = None
         self._checks: dict[str, tuple[Any, tuple[Gauge, ...]]] = {}
         """Check name -> its latency and status children: looked up once, not
         on every run of an uncached check (two label lookups each)."""
@@ -200,8 +201,11 @@ class MetricsSink(Sink):
             self.metrics.phase_failures.labels(phase.name, phase.event, phase.reason).inc()
 
     def state_changed(self, old: State | None, new: State) -> None:
-        for state in State:
-            self.metrics.state.labels(state.value).set(1 if state is new else 0)
+        states = self._states
+        if states is None:
+            states = self._states = [(s, self.metrics.state.labels(s.value)) for s in State]
+        for state, child in states:
+            child.set(1 if state is new else 0)
         if new is State.READY:
             self.metrics.time_to_ready.set(time.time() - self._process_start)
 
