@@ -716,9 +716,15 @@ IMPORT_PROBE = """
 import time
 import fastapi
 t = time.perf_counter()
-import lifewatch
+import {module}
 print(time.perf_counter() - t)
 """
+
+IMPORT_PEERS = {
+    "lifewatch": "lifewatch",
+    "starlette-exporter": "starlette_exporter",
+    "prometheus-fastapi-instrumentator": "prometheus_fastapi_instrumentator",
+}
 
 
 def import_cost(rounds: int) -> list[Row]:
@@ -730,9 +736,9 @@ def import_cost(rounds: int) -> list[Row]:
     """
     import tempfile
 
-    def probe(env: dict[str, str]) -> float:
+    def probe(env: dict[str, str], module: str = "lifewatch") -> float:
         out = subprocess.run(
-            [sys.executable, "-c", IMPORT_PROBE],
+            [sys.executable, "-c", IMPORT_PROBE.format(module=module)],
             capture_output=True,
             text=True,
             check=True,
@@ -740,19 +746,24 @@ def import_cost(rounds: int) -> list[Row]:
         )
         return float(out.stdout.strip().splitlines()[-1]) * 1000
 
+    import importlib.util
+
+    peers = {k: m for k, m in IMPORT_PEERS.items() if importlib.util.find_spec(m) is not None}
     skip = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
     base = {k: v for k, v in os.environ.items() if k not in skip}
     with tempfile.TemporaryDirectory() as cache:
         cached_env = {**base, "PYTHONPYCACHEPREFIX": cache}
         source_env = {**base, "PYTHONDONTWRITEBYTECODE": "1"}
-        probe(cached_env)  # fills the cache
-        cached: list[float] = []
+        for module in peers.values():
+            probe(cached_env, module)  # fills the cache
+        cached: dict[str, list[float]] = {name: [] for name in peers}
         source: list[float] = []
         for _ in range(rounds):
-            cached.append(probe(cached_env))
+            for name, module in peers.items():  # interleaved, side by side
+                cached[name].append(probe(cached_env, module))
             source.append(probe(source_env))
-    return [
-        Row("import lifewatch after fastapi (bytecode cached)", cached, "ms", 30.0),
+    rows = [
+        Row("import lifewatch after fastapi (bytecode cached)", cached["lifewatch"], "ms", 15.0),
         Row(
             "import lifewatch after fastapi (compiled from source)",
             source,
@@ -760,6 +771,16 @@ def import_cost(rounds: int) -> list[Row]:
             note="a checkout run with PYTHONDONTWRITEBYTECODE=1; pip-installed wheels have .pyc",
         ),
     ]
+    for name in peers:
+        if name != "lifewatch":
+            rows.append(
+                Row(
+                    f"import lifewatch / import {name} (after fastapi)",
+                    ratios(cached["lifewatch"], cached[name]),
+                    "x",
+                )
+            )
+    return rows
 
 
 # -- memory ---------------------------------------------------------------------

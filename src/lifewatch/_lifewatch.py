@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -30,15 +30,18 @@ from ._options import Options
 from ._phase import Phase
 from ._probes import ProbeRoutes
 from ._process import process_start_time
-from ._pushgateway import Pushgateway, PushgatewaySink
 from ._records import RunRecord
 from ._sink import Sink
 from ._starlette import Mounts, instrument
-from ._timeline import Timeline, build_timeline
 from ._tracing import TracingSink
 from ._types import State
 from ._validate import validate_bool, validate_name, validate_seconds
-from ._waterfall import timeline_routes
+
+if TYPE_CHECKING:
+    # Imported where used: an app without a Pushgateway or a served timeline
+    # never loads them (``import lifewatch`` is part of every start).
+    from ._pushgateway import Pushgateway
+    from ._timeline import Timeline
 
 App = TypeVar("App")
 F = TypeVar("F", bound=Callable[[], Any])
@@ -131,6 +134,8 @@ class Lifewatch:
         self._tracing = TracingSink(options.service, options.tracer_provider, build)
         pushed: tuple[Sink, ...] = ()
         if options.pushgateway is not None:
+            from ._pushgateway import PushgatewaySink
+
             pushed = (PushgatewaySink(options.pushgateway, metrics, options.service, log),)
         lifecycle.connect(
             (
@@ -146,6 +151,8 @@ class Lifewatch:
         self._routes: dict[str, ASGIApp] = {}
         """Path -> ASGI app served by the middleware in front of the user's app."""
         if options.timeline_path is not None:
+            from ._waterfall import timeline_routes
+
             self._routes.update(timeline_routes(lambda: self.timeline, options.timeline_path))
         if options.metrics_path is not None:
             self._routes[options.metrics_path] = MetricsEndpoint(options.registry)
@@ -270,6 +277,8 @@ class Lifewatch:
     @property
     def timeline(self) -> Timeline:
         """A snapshot of the last startup and shutdown: every phase, nested, timed."""
+        from ._timeline import build_timeline
+
         lc = self._lifecycle
         return build_timeline(self.service, lc.startup, lc.shutdown, self._process_start)
 

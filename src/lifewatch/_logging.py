@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import State
@@ -31,8 +29,27 @@ def logger(service: str | None) -> Any:
     configuration there and then, and a ``Lifewatch`` is usually made at
     import, before the app configures structlog. (With the app's
     ``cache_logger_on_first_use=True`` it resolves once, at the first record.)
+    structlog itself is imported at the first record too, not with lifewatch.
     """
-    return structlog.get_logger("lifewatch", service=service)
+    return _Deferred(service)
+
+
+class _Deferred:
+    """structlog's logger, looked up (and structlog imported) at first use."""
+
+    __slots__ = ("_logger", "_service")
+
+    def __init__(self, service: str | None) -> None:
+        self._service = service
+        self._logger: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        logger = self._logger
+        if logger is None:
+            import structlog
+
+            logger = self._logger = structlog.get_logger("lifewatch", service=self._service)
+        return getattr(logger, name)
 
 
 class LoggingSink(Sink):

@@ -10,14 +10,16 @@ fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from ._pushgateway import Pushgateway
 from ._sink import Sink
 from ._validate import validate_bool, validate_namespace, validate_path, validate_seconds
+
+if TYPE_CHECKING:
+    from ._pushgateway import Pushgateway
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,10 @@ class Options:
                 self.drain_delay, "drain_delay (0 turns draining off)", optional=False, zero_ok=True
             ),
         )
-        put("pushgateway", Pushgateway.coerce(self.pushgateway))
+        if self.pushgateway is not None:
+            from ._pushgateway import Pushgateway
+
+            put("pushgateway", Pushgateway.coerce(self.pushgateway))
         served = [
             p
             for p in (

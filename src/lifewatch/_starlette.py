@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -74,7 +73,6 @@ def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, Lif
     return components
 
 
-@dataclass(frozen=True)
 class Mounts:
     """Which mounted apps ``instrument()`` runs the lifespans of.
 
@@ -83,8 +81,11 @@ class Mounts:
     app decides, not a mark on the sub-app, which may be mounted elsewhere too.
     """
 
-    enabled: bool = True
-    skip: frozenset[str] = frozenset()
+    __slots__ = ("enabled", "skip")
+
+    def __init__(self, enabled: bool = True, skip: frozenset[str] = frozenset()) -> None:
+        self.enabled = enabled
+        self.skip = skip
 
     @classmethod
     def of(cls, mounts: object, skip_mounts: object) -> Mounts:
