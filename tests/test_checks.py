@@ -397,3 +397,64 @@ async def test_an_interval_check_added_while_serving_starts_refreshing(watch: Li
         assert calls >= 2
         assert watch.checks["late"].refresher is not None
     assert watch.checks["late"].refresher is None
+
+
+async def test_checks_that_answer_at_once_and_checks_that_wait_mix_in_one_probe(
+    registry: CollectorRegistry,
+) -> None:
+    """A check that finishes without waiting runs with no task of its own; one
+    that waits goes on in a task: both answer right, fail right, time out right."""
+    import contextvars
+
+    seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="untouched")
+    watch = detailed(registry)
+    forever = asyncio.Event()
+
+    @watch.check("flag")
+    async def flag() -> bool:
+        seen.set("changed by a check")  # must not reach the request's context
+        return True
+
+    @watch.check("broken-at-once")
+    async def broken() -> None:
+        raise ConnectionError("refused")
+
+    @watch.check("waits")
+    async def waits() -> None:
+        seen.set("changed by a check")
+        await asyncio.sleep(0.001)
+        assert seen.get() == "changed by a check"  # its own context, across the wait
+
+    @watch.check("hangs", timeout=0.05, critical=False)
+    async def hangs() -> None:
+        await forever.wait()
+
+    app = watch.middleware(Starlette())
+    await asyncio.sleep(0)
+    baseline = len(asyncio.all_tasks())
+    status, _, body = await call(app, "/readyz", query=b"verbose")
+    assert status == 503, body
+    assert seen.get() == "untouched"
+    text = body.decode()
+    assert "[+]flag ok" in text
+    assert "[+]waits ok" in text
+    assert "[-]broken-at-once failed: ConnectionError: refused" in text
+    assert "[-]hangs failed (non-critical): timed out after 0.05s" in text
+    assert sample(registry, "lifespan_check_failures_total", check="hangs", reason="timeout") == 1
+    assert sample(registry, "lifespan_check_status", check="flag", probe="readiness") == 1
+    # Concurrent probes still share the run of a check that waits.
+    runs = 0
+
+    @watch.check("shared")
+    async def shared() -> None:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(call(app, "/readyz/shared") for _ in range(20)))
+    assert runs == 1
+    for _ in range(100):
+        if len(asyncio.all_tasks()) <= baseline:
+            break
+        await asyncio.sleep(0.01)
+    assert len(asyncio.all_tasks()) == baseline

@@ -16,9 +16,11 @@ import contextlib
 import contextvars
 import inspect
 import re
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import types
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -81,8 +83,9 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
 
 def start_all(
     checks: Iterable[HealthCheck],
-) -> tuple[list[asyncio.Task[CheckResult]], list[asyncio.TimerHandle]]:
-    """Start (or join) the runs of several checks at once.
+) -> tuple[list[CheckResult | asyncio.Task[CheckResult]], list[asyncio.TimerHandle]]:
+    """Start (or join) the runs of several checks at once: each one's result
+    when it finished at once (``begin``), else the task running it.
 
     One timer per distinct timeout bounds the runs started here, not one per
     check: with a hundred checks on every probe, timers in asyncio's heap are
@@ -90,13 +93,16 @@ def start_all(
     done, and leaves them when it goes away first: they still bound the runs.
     """
     loop = asyncio.get_running_loop()
-    tasks: list[asyncio.Task[CheckResult]] = []
+    tasks: list[CheckResult | asyncio.Task[CheckResult]] = []
     fresh: dict[float, list[tuple[HealthCheck, asyncio.Task[CheckResult]]]] = {}
     for check in checks:
         task = check._inflight
         if task is None:
-            task = check.start(timed=False)
-            fresh.setdefault(check.timeout, []).append((check, task))
+            begun = check.begin()
+            if isinstance(begun, asyncio.Task):
+                fresh.setdefault(check.timeout, []).append((check, begun))
+            tasks.append(begun)
+            continue
         tasks.append(task)
     timers = [loop.call_later(timeout, _expire_all, group) for timeout, group in fresh.items()]
     return tasks, timers
@@ -105,6 +111,32 @@ def start_all(
 def _expire_all(group: list[tuple[HealthCheck, asyncio.Task[CheckResult]]]) -> None:
     for check, task in group:
         check.expire(task)
+
+
+_EAGER = sys.version_info >= (3, 11)
+"""``create_task(context=...)``, which going on with a started check needs."""
+
+
+@types.coroutine
+def _go_on(coro: Any, yielded: Any) -> Generator[Any, Any, Any]:
+    """Go on driving, from inside a task, a coroutine whose first step ran
+    outside one: hand the task what it waits for, pass back what wakes it."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,9 +257,56 @@ class HealthCheck:
             result = await self._execute(start, timed)
         finally:
             self._inflight = None
+        return self._record(result)
+
+    def _record(self, result: CheckResult) -> CheckResult:
         previous, self.result = self.result, result
         self._on_result(self, result, previous)
         return result
+
+    def begin(self) -> CheckResult | asyncio.Task[CheckResult]:
+        """Start a run eagerly, as an eager task would: the result, if the
+        check finished without waiting, else the task that goes on with it.
+
+        An uncached check that answers from memory (a flag, a pool's state)
+        then costs no task and no timer; one that waits goes on in a task
+        like any other, bounded by the caller (``start_all``). Its first step
+        runs in a copy of the caller's context, the rest in the same copy.
+        """
+        task = self._inflight
+        if task is not None:
+            return task
+        if not self.is_async or not _EAGER:
+            return self.start(timed=False)
+        start = time.perf_counter()
+        context = contextvars.copy_context()
+        try:
+            coro = self.func()
+            yielded = context.run(coro.send, None)
+        except StopIteration as stop:
+            return self._record(self._judge(start, stop.value))
+        except BaseException as exc:
+            return self._record(self._caught(exc, start, None))
+        task = asyncio.get_running_loop().create_task(
+            self._resume(coro, yielded, start),
+            name=self._task_name,
+            context=context,  # type: ignore[call-arg,unused-ignore] # Python 3.11+
+        )
+        self._inflight = task
+        return task
+
+    async def _resume(self, coro: Any, yielded: Any, start: float) -> CheckResult:
+        task = asyncio.current_task()
+        self._timed_out = False
+        try:
+            value = await _go_on(coro, yielded)
+        except BaseException as exc:
+            result = self._caught(exc, start, task)
+        else:
+            result = self._judge(start, value)
+        finally:
+            self._inflight = None
+        return self._record(result)
 
     async def _execute(self, start: float, timed: bool = True) -> CheckResult:
         if not self.is_async and self._busy_thread:
@@ -253,20 +332,33 @@ class HealthCheck:
                 value, error = await self._in_thread()
                 if error is not None:
                     raise error
-        except asyncio.CancelledError:
+        except BaseException as exc:
+            return self._caught(exc, start, task)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return self._judge(start, value)
+
+    def _caught(
+        self, exc: BaseException, start: float, task: asyncio.Task[Any] | None
+    ) -> CheckResult:
+        """What an exception out of a check means: a result, or raised on."""
+        if isinstance(exc, asyncio.CancelledError):
+            if task is None:  # the check cancelled itself, before any timer
+                return self._failed(start, "timeout", "cancelled")
             if not self._timed_out:
-                raise  # cancelled from outside: the loop is going away
+                raise exc  # cancelled from outside: the loop is going away
             uncancel = getattr(task, "uncancel", None)  # Python 3.11+: as asyncio.timeout does
             if uncancel is not None:
                 uncancel()
             return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
-        except TimeoutError:  # the check's own, e.g. a driver's: a timeout too
+        if isinstance(exc, TimeoutError):  # the check's own, e.g. a driver's: a timeout too
             return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
-        except Exception as exc:
+        if isinstance(exc, Exception):
             return self._failed(start, "error", f"{type(exc).__name__}: {exc}")
-        finally:
-            if timer is not None:
-                timer.cancel()
+        raise exc
+
+    def _judge(self, start: float, value: Any) -> CheckResult:
         if value is None or value is True:
             return self._passed(start)
         if value is False:
