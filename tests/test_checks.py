@@ -399,6 +399,42 @@ async def test_an_interval_check_added_while_serving_starts_refreshing(watch: Li
     assert watch.checks["late"].refresher is None
 
 
+async def test_a_checks_own_timeouts_and_cancel_scopes_work_inside_it(
+    registry: CollectorRegistry,
+) -> None:
+    """``asyncio.timeout`` and anyio's cancel scopes hold on to the current task:
+    a run must be its own task from its first step, or a check's own timeout
+    would cancel the probe that runs it."""
+    import anyio
+
+    watch = detailed(registry)
+
+    @watch.check("anyio-scope")
+    async def scoped() -> None:
+        with anyio.fail_after(1):
+            await asyncio.sleep(0.001)
+
+    @watch.check("own-timeout", timeout=5)
+    async def own() -> None:
+        with anyio.fail_after(0.01):
+            await asyncio.sleep(5)
+
+    app = watch.middleware(Starlette())
+    status, _, body = await asyncio.wait_for(call(app, "/readyz", query=b"verbose"), 5)
+    assert status == 503, body
+    assert b"[+]anyio-scope ok" in body
+    assert b"[-]own-timeout failed" in body
+    if hasattr(asyncio, "timeout"):  # Python 3.11+
+
+        @watch.check("asyncio-timeout", timeout=5)
+        async def asyncio_own() -> None:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(5)
+
+        status, _, body = await asyncio.wait_for(call(app, "/readyz/asyncio-timeout"), 5)
+        assert status == 503, body
+
+
 async def test_checks_that_answer_at_once_and_checks_that_wait_mix_in_one_probe(
     registry: CollectorRegistry,
 ) -> None:

@@ -19,8 +19,7 @@ import re
 import sys
 import threading
 import time
-import types
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,9 +82,8 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
 
 def start_all(
     checks: Iterable[HealthCheck],
-) -> tuple[list[CheckResult | asyncio.Task[CheckResult]], list[asyncio.TimerHandle]]:
-    """Start (or join) the runs of several checks at once: each one's result
-    when it finished at once (``begin``), else the task running it.
+) -> tuple[list[asyncio.Task[CheckResult]], list[asyncio.TimerHandle]]:
+    """Start (or join) the runs of several checks at once (``begin``).
 
     One timer per distinct timeout bounds the runs started here, not one per
     check: with a hundred checks on every probe, timers in asyncio's heap are
@@ -93,16 +91,14 @@ def start_all(
     done, and leaves them when it goes away first: they still bound the runs.
     """
     loop = asyncio.get_running_loop()
-    tasks: list[CheckResult | asyncio.Task[CheckResult]] = []
+    tasks: list[asyncio.Task[CheckResult]] = []
     fresh: dict[float, list[tuple[HealthCheck, asyncio.Task[CheckResult]]]] = {}
     for check in checks:
         task = check._inflight
         if task is None:
-            begun = check.begin()
-            if isinstance(begun, asyncio.Task):
-                fresh.setdefault(check.timeout, []).append((check, begun))
-            tasks.append(begun)
-            continue
+            task = check.begin()
+            if not task.done():
+                fresh.setdefault(check.timeout, []).append((check, task))
         tasks.append(task)
     timers = [loop.call_later(timeout, _expire_all, group) for timeout, group in fresh.items()]
     return tasks, timers
@@ -113,30 +109,8 @@ def _expire_all(group: list[tuple[HealthCheck, asyncio.Task[CheckResult]]]) -> N
         check.expire(task)
 
 
-_EAGER = sys.version_info >= (3, 11)
-"""``create_task(context=...)``, which going on with a started check needs."""
-
-
-@types.coroutine
-def _go_on(coro: Any, yielded: Any) -> Generator[Any, Any, Any]:
-    """Go on driving, from inside a task, a coroutine whose first step ran
-    outside one: hand the task what it waits for, pass back what wakes it."""
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
+_EAGER = sys.version_info >= (3, 12)
+"""``asyncio.Task(..., eager_start=True)``: a check that answers at once costs no loop trip."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,49 +238,29 @@ class HealthCheck:
         self._on_result(self, result, previous)
         return result
 
-    def begin(self) -> CheckResult | asyncio.Task[CheckResult]:
-        """Start a run eagerly, as an eager task would: the result, if the
-        check finished without waiting, else the task that goes on with it.
+    def begin(self) -> asyncio.Task[CheckResult]:
+        """Start (or join) a run bounded by the caller (``start_all``), eagerly
+        where asyncio can (3.12+): a check that answers without waiting is
+        done before this returns, with no trip through the event loop.
 
-        An uncached check that answers from memory (a flag, a pool's state)
-        then costs no task and no timer; one that waits goes on in a task
-        like any other, bounded by the caller (``start_all``). Its first step
-        runs in a copy of the caller's context, the rest in the same copy.
+        Only asyncio's own eager start will do: it makes the run's task the
+        current one from its first step, which ``asyncio.timeout`` and anyio's
+        cancel scopes inside a check rely on.
         """
         task = self._inflight
         if task is not None:
             return task
-        if not self.is_async or not _EAGER:
+        if not _EAGER:
             return self.start(timed=False)
-        start = time.perf_counter()
-        context = contextvars.copy_context()
-        try:
-            coro = self.func()
-            yielded = context.run(coro.send, None)
-        except StopIteration as stop:
-            return self._record(self._judge(start, stop.value))
-        except BaseException as exc:
-            return self._record(self._caught(exc, start, None))
-        task = asyncio.get_running_loop().create_task(
-            self._resume(coro, yielded, start),
+        task = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
+            self._run(False),
+            loop=asyncio.get_running_loop(),
             name=self._task_name,
-            context=context,  # type: ignore[call-arg,unused-ignore] # Python 3.11+
+            eager_start=True,
         )
-        self._inflight = task
+        if not task.done():
+            self._inflight = task
         return task
-
-    async def _resume(self, coro: Any, yielded: Any, start: float) -> CheckResult:
-        task = asyncio.current_task()
-        self._timed_out = False
-        try:
-            value = await _go_on(coro, yielded)
-        except BaseException as exc:
-            result = self._caught(exc, start, task)
-        else:
-            result = self._judge(start, value)
-        finally:
-            self._inflight = None
-        return self._record(result)
 
     async def _execute(self, start: float, timed: bool = True) -> CheckResult:
         if not self.is_async and self._busy_thread:

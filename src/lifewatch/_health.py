@@ -328,7 +328,7 @@ class Health(Sink):
         if pending:
             cacheable = False
             tasks, timers = start_all(check for _, check in pending)
-            running = {t for t in tasks if isinstance(t, asyncio.Task) and not t.done()}
+            running = {t for t in tasks if not t.done()}
             if running:
                 # Not gather: a probe that goes away must not cancel runs that
                 # other probes share, and ``wait`` never cancels what it waits on
@@ -337,9 +337,7 @@ class Health(Sink):
             for timer in timers:
                 timer.cancel()
             for (index, check), task in zip(pending, tasks, strict=True):
-                if isinstance(task, CheckResult):  # finished at once
-                    out = task
-                elif task.cancelled():  # the loop is going away
+                if task.cancelled():  # the loop is going away
                     now = time.time()
                     out = CheckResult(False, 0.0, now, time.monotonic(), "timeout", "cancelled")
                 else:
