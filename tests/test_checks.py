@@ -438,8 +438,9 @@ async def test_a_checks_own_timeouts_and_cancel_scopes_work_inside_it(
 async def test_checks_that_answer_at_once_and_checks_that_wait_mix_in_one_probe(
     registry: CollectorRegistry,
 ) -> None:
-    """A check that finishes without waiting runs with no task of its own; one
-    that waits goes on in a task: both answer right, fail right, time out right."""
+    """A check that finishes without waiting (done at once where asyncio starts
+    tasks eagerly) and one that waits: both answer right, fail right, time out
+    right, each in a context of its own."""
     import contextvars
 
     seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="untouched")
