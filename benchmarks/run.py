@@ -17,6 +17,9 @@ interleaved rounds, see ``timing.py``):
   phases as empty context managers;
 * probes: ``/readyz`` vs a constant 200 app, and ``/metrics`` vs
   prometheus-client's ``generate_latest`` on the same registry;
+* checks: ``/readyz`` with 1, 10 and 100 checks run on every probe (no
+  ``interval``), one probe at a time and in bursts of 32, against a
+  hand-written ``asyncio.gather`` floor and fastapi-health;
 * import: ``import lifewatch`` after ``import fastapi`` in a fresh interpreter;
 * memory: 100,000 requests and 100,000 probes, growth of resident memory and
   of live objects after warm-up (``memory.py`` prints the checkpoints).
@@ -280,9 +283,15 @@ async def phases(rounds: int, count: int) -> list[Row]:
             )
 
     async def by_hand() -> None:
-        # The same three things per phase, written by hand, in one loop.
+        # The same three things per phase, written by hand, in one loop; and
+        # around them what a startup itself reports: a root span, a record
+        # when it begins and when it is complete, its duration.
         log = structlog.get_logger("lifewatch").bind(service="bench")
-        gauge = Gauge("h", "h", ("phase", "event"), registry=CollectorRegistry())
+        hand_registry = CollectorRegistry()
+        gauge = Gauge("h", "h", ("phase", "event"), registry=hand_registry)
+        total = Gauge("t", "t", registry=hand_registry)
+        root = tracer.start_span("lifespan.startup", context=trace.set_span_in_context(None))
+        log.info("lifespan.startup.begin")
         for name in names:
             span = tracer.start_span(
                 f"lifespan.startup {name}",
@@ -309,6 +318,10 @@ async def phases(rounds: int, count: int) -> list[Row]:
                 trace_id=format(ctx.trace_id, "032x"),
                 span_id=format(ctx.span_id, "016x"),
             )
+        root.set_attribute("lifespan.outcome", "ok")
+        root.end()
+        total.set(1.2e-05)
+        log.info("lifespan.startup.complete", duration_s=1.2e-05, phase_count=count, outcome="ok")
 
     async def gauge_child() -> None:
         gauge = Gauge("f", "f", ("phase", "event"), registry=CollectorRegistry())
@@ -343,6 +356,21 @@ async def phases(rounds: int, count: int) -> list[Row]:
             )
         )
         if level != logging.INFO:
+            continue
+        rows.append(
+            Row(
+                f"startup with {count:,} phases: lifewatch / (bare + by hand)",
+                ratios(
+                    times["lifewatch"],
+                    [b + h for b, h in zip(times["bare"], times["by hand"], strict=True)],
+                ),
+                "x",
+                1.3,
+                note="by hand: per phase a span, a gauge, a JSON record; per startup a root span, "
+                "two records, a gauge",
+            )
+        )
+        if count < 100:
             continue
         floors = {
             "span": "  of which SDK: start_span + set_attribute + end",
@@ -595,6 +623,120 @@ async def readyz(rounds: int, scale: float) -> list[Row]:
     return rows
 
 
+async def uncached_checks(rounds: int, scale: float) -> list[Row]:
+    """``/readyz`` running its checks on every probe, against the least that can.
+
+    The checks are trivial (an ``async def`` returning None), so what is
+    measured is the machinery around them. The floor is a raw ASGI app doing
+    ``asyncio.gather`` of the same checks and answering 200; fastapi-health
+    is the same checks behind ``fastapi_health.health`` on a FastAPI route.
+    One probe at a time, and bursts of 32 concurrent probes (lifewatch's
+    concurrent probes share one run of each check; the others run them all).
+    """
+    from asgi_lifespan import LifespanManager
+    from fastapi import FastAPI
+    from fastapi_health import health  # type: ignore[import-untyped]
+    from prometheus_client import CollectorRegistry
+
+    from lifewatch import Lifewatch
+
+    def make_checks(count: int) -> list[Callable[[], Awaitable[bool]]]:
+        def one(i: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return True
+
+            check.__name__ = f"check{i}"
+            return check
+
+        return [one(i) for i in range(count)]
+
+    rows: list[Row] = []
+    for count in (1, 10, 100):
+        checks = make_checks(count)
+
+        async def floor(scope: Any, receive: Any, send: Any, checks: Any = checks) -> None:
+            results = await asyncio.gather(*(c() for c in checks))
+            status = 200 if all(results) else 503
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
+        for check in checks:
+            watch.add_check(check.__name__, check)
+        ours = watch.middleware(apps.raw_constant)
+        peer = FastAPI()
+        peer.add_api_route("/readyz", health(list(checks)))
+        n = max(int((200 if count < 100 else 40) * scale), 5)
+        statuses: list[int] = []
+
+        async def send(message: dict[str, Any], statuses: list[int] = statuses) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        def one_at_a_time(target: Any, n: int = n) -> Callable[[], Awaitable[float]]:
+            scopes: list[dict[str, Any]] = []
+
+            async def setup() -> None:
+                scopes[:] = [apps.http_scope("/readyz") for _ in range(n)]
+
+            async def run() -> None:
+                for scope in scopes:
+                    await target(scope, apps.receive, send)
+
+            return _with_setup(setup, run)
+
+        def bursts(target: Any, n: int = n) -> Callable[[], Awaitable[float]]:
+            groups: list[list[dict[str, Any]]] = []
+
+            async def setup() -> None:
+                groups[:] = [
+                    [apps.http_scope("/readyz") for _ in range(32)] for _ in range(max(n // 8, 2))
+                ]
+
+            async def run() -> None:
+                for group in groups:
+                    await asyncio.gather(*(target(sc, apps.receive, send) for sc in group))
+
+            return _with_setup(setup, run)
+
+        probes = {"one at a time": n, "bursts of 32": max(n // 8, 2) * 32}
+
+        async with LifespanManager(ours), LifespanManager(peer):
+            for mode, make in (("one at a time", one_at_a_time), ("bursts of 32", bursts)):
+                times = await interleaved(
+                    {"floor": make(floor), "lifewatch": make(ours), "fastapi-health": make(peer)},
+                    max(rounds // 2, 5),
+                )
+                assert set(statuses) == {200}, set(statuses)
+                statuses.clear()
+                label = f"/readyz, {count} uncached check{'s' if count > 1 else ''}, {mode}"
+                rows.append(
+                    Row(
+                        f"{label}: lifewatch / gather floor",
+                        ratios(times["lifewatch"], times["floor"]),
+                        "x",
+                        1.5,
+                        note=f"floor: {statistics.median(times['floor']) / probes[mode] * 1e6:.1f}"
+                        " µs per probe",
+                    )
+                )
+                rows.append(
+                    Row(
+                        f"{label}: lifewatch / fastapi-health",
+                        ratios(times["lifewatch"], times["fastapi-health"]),
+                        "x",
+                        1.0,
+                    )
+                )
+    return rows
+
+
 async def metrics(rounds: int, scale: float) -> list[Row]:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
@@ -667,9 +809,15 @@ IMPORT_PROBE = """
 import time
 import fastapi
 t = time.perf_counter()
-import lifewatch
+import {module}
 print(time.perf_counter() - t)
 """
+
+IMPORT_PEERS = {
+    "lifewatch": "lifewatch",
+    "starlette-exporter": "starlette_exporter",
+    "prometheus-fastapi-instrumentator": "prometheus_fastapi_instrumentator",
+}
 
 
 def import_cost(rounds: int) -> list[Row]:
@@ -681,9 +829,9 @@ def import_cost(rounds: int) -> list[Row]:
     """
     import tempfile
 
-    def probe(env: dict[str, str]) -> float:
+    def probe(env: dict[str, str], module: str = "lifewatch") -> float:
         out = subprocess.run(
-            [sys.executable, "-c", IMPORT_PROBE],
+            [sys.executable, "-c", IMPORT_PROBE.format(module=module)],
             capture_output=True,
             text=True,
             check=True,
@@ -691,19 +839,24 @@ def import_cost(rounds: int) -> list[Row]:
         )
         return float(out.stdout.strip().splitlines()[-1]) * 1000
 
+    import importlib.util
+
+    peers = {k: m for k, m in IMPORT_PEERS.items() if importlib.util.find_spec(m) is not None}
     skip = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
     base = {k: v for k, v in os.environ.items() if k not in skip}
     with tempfile.TemporaryDirectory() as cache:
         cached_env = {**base, "PYTHONPYCACHEPREFIX": cache}
         source_env = {**base, "PYTHONDONTWRITEBYTECODE": "1"}
-        probe(cached_env)  # fills the cache
-        cached: list[float] = []
+        for module in peers.values():
+            probe(cached_env, module)  # fills the cache
+        cached: dict[str, list[float]] = {name: [] for name in peers}
         source: list[float] = []
         for _ in range(rounds):
-            cached.append(probe(cached_env))
+            for name, module in peers.items():  # interleaved, side by side
+                cached[name].append(probe(cached_env, module))
             source.append(probe(source_env))
-    return [
-        Row("import lifewatch after fastapi (bytecode cached)", cached, "ms", 30.0),
+    rows = [
+        Row("import lifewatch after fastapi (bytecode cached)", cached["lifewatch"], "ms", 15.0),
         Row(
             "import lifewatch after fastapi (compiled from source)",
             source,
@@ -711,6 +864,16 @@ def import_cost(rounds: int) -> list[Row]:
             note="a checkout run with PYTHONDONTWRITEBYTECODE=1; pip-installed wheels have .pyc",
         ),
     ]
+    for name in peers:
+        if name != "lifewatch":
+            rows.append(
+                Row(
+                    f"import lifewatch / import {name} (after fastapi)",
+                    ratios(cached["lifewatch"], cached[name]),
+                    "x",
+                )
+            )
+    return rows
 
 
 # -- memory ---------------------------------------------------------------------
@@ -730,7 +893,7 @@ def memory(requests: int) -> list[Row]:
 
 # -- main ---------------------------------------------------------------------
 
-SECTIONS = ("passthrough", "uvicorn", "phases", "probes", "import", "memory")
+SECTIONS = ("passthrough", "uvicorn", "phases", "probes", "checks", "import", "memory")
 
 
 def main() -> None:
@@ -764,13 +927,20 @@ def main() -> None:
             )
         )
     if "phases" in only:
-        sections.append(
-            ("phases: SDK tracer + JSON logs + metrics", asyncio.run(phases(rounds // 2, 1000)))
-        )
+        phase_rows = asyncio.run(phases(rounds // 2, 1000))
+        phase_rows += [r for r in asyncio.run(phases(rounds, 10)) if r.unit == "x"]
+        sections.append(("phases: SDK tracer + JSON logs + metrics", phase_rows))
     if "probes" in only:
         probe_rows = asyncio.run(readyz(rounds, scale))
         probe_rows += asyncio.run(metrics(rounds, scale))
         sections.append(("probes, in process", probe_rows))
+    if "checks" in only:
+        sections.append(
+            (
+                "/readyz with uncached checks, in process",
+                asyncio.run(uncached_checks(rounds, scale)),
+            )
+        )
     if "import" in only:
         sections.append(("import, fresh interpreter", import_cost(7 if args.quick else 15)))
     if "memory" in only:

@@ -75,3 +75,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
             item.add_marker(pytest.mark.anyio)
+
+
+@pytest.fixture(autouse=True)
+def _no_build_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI's own ``GIT_COMMIT`` (Jenkins) or ``SOURCE_VERSION`` (Heroku) must not
+    become the version and revision of every Lifewatch the tests make."""
+    from lifewatch._build import REVISION_VARIABLES, VERSION_VARIABLES
+
+    for name in (*VERSION_VARIABLES, *REVISION_VARIABLES, "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(name, raising=False)

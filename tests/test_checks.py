@@ -551,3 +551,101 @@ def test_importing_the_checks_imports_none_of_their_libraries() -> None:
         [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=60
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+async def test_a_checks_own_timeouts_and_cancel_scopes_work_inside_it(
+    registry: CollectorRegistry,
+) -> None:
+    """``asyncio.timeout`` and anyio's cancel scopes hold on to the current task:
+    a run must be its own task from its first step, or a check's own timeout
+    would cancel the probe that runs it."""
+    import anyio
+
+    watch = detailed(registry)
+
+    @watch.check("anyio-scope")
+    async def scoped() -> None:
+        with anyio.fail_after(1):
+            await asyncio.sleep(0.001)
+
+    @watch.check("own-timeout", timeout=5)
+    async def own() -> None:
+        with anyio.fail_after(0.01):
+            await asyncio.sleep(5)
+
+    app = watch.middleware(Starlette())
+    status, _, body = await asyncio.wait_for(call(app, "/readyz", query=b"verbose"), 5)
+    assert status == 503, body
+    assert b"[+]anyio-scope ok" in body
+    assert b"[-]own-timeout failed" in body
+    if hasattr(asyncio, "timeout"):  # Python 3.11+
+
+        @watch.check("asyncio-timeout", timeout=5)
+        async def asyncio_own() -> None:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(5)
+
+        status, _, body = await asyncio.wait_for(call(app, "/readyz/asyncio-timeout"), 5)
+        assert status == 503, body
+
+
+async def test_checks_that_answer_at_once_and_checks_that_wait_mix_in_one_probe(
+    registry: CollectorRegistry,
+) -> None:
+    """A check that finishes without waiting (done at once where asyncio starts
+    tasks eagerly) and one that waits: both answer right, fail right, time out
+    right, each in a context of its own."""
+    import contextvars
+
+    seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="untouched")
+    watch = detailed(registry)
+    forever = asyncio.Event()
+
+    @watch.check("flag")
+    async def flag() -> bool:
+        seen.set("changed by a check")  # must not reach the request's context
+        return True
+
+    @watch.check("broken-at-once")
+    async def broken() -> None:
+        raise ConnectionError("refused")
+
+    @watch.check("waits")
+    async def waits() -> None:
+        seen.set("changed by a check")
+        await asyncio.sleep(0.001)
+        assert seen.get() == "changed by a check"  # its own context, across the wait
+
+    @watch.check("hangs", timeout=0.05, critical=False)
+    async def hangs() -> None:
+        await forever.wait()
+
+    app = watch.middleware(Starlette())
+    await asyncio.sleep(0)
+    baseline = len(asyncio.all_tasks())
+    status, _, body = await call(app, "/readyz", query=b"verbose")
+    assert status == 503, body
+    assert seen.get() == "untouched"
+    text = body.decode()
+    assert "[+]flag ok" in text
+    assert "[+]waits ok" in text
+    assert "[-]broken-at-once failed: ConnectionError: refused" in text
+    assert "[-]hangs failed (non-critical): timed out after 0.05s" in text
+    assert sample(registry, "lifespan_check_failures_total", check="hangs", reason="timeout") == 1
+    assert sample(registry, "lifespan_check_status", check="flag", probe="readiness") == 1
+    # Concurrent probes still share the run of a check that waits.
+    runs = 0
+
+    @watch.check("shared")
+    async def shared() -> None:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(call(app, "/readyz/shared") for _ in range(20)))
+    assert runs == 1
+    for _ in range(100):
+        if len(asyncio.all_tasks()) <= baseline:
+            break
+        await asyncio.sleep(0.01)
+    assert len(asyncio.all_tasks()) == baseline

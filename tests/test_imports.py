@@ -21,6 +21,7 @@ LAYERS = [
     "_validate",
     "_errors",
     "_process",
+    "_build",
     "_http",
     "_client",
     "_records",
@@ -96,3 +97,39 @@ def test_imports_point_one_way() -> None:
         if rank[target] >= rank[module]
     ]
     assert upward == []
+
+
+def test_import_lifewatch_loads_only_what_every_app_needs() -> None:
+    """The Pushgateway, the timeline and its HTML, multiprocess exposition,
+    the demo, the CLI and structlog load when used, not with ``import lifewatch``
+    (which is part of every start of every app)."""
+    import subprocess
+    import sys
+
+    from tests.support.servers import env
+
+    probe = (
+        "import sys, lifewatch; "
+        "print(sorted(m for m in sys.modules if m.startswith(('lifewatch.', 'structlog', "
+        "'prometheus_client.multiprocess'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env(), check=True
+    ).stdout
+    loaded = set(ast.literal_eval(out))
+    for lazy in (
+        "lifewatch._pushgateway",
+        "lifewatch._timeline",
+        "lifewatch._waterfall",
+        "lifewatch._demo",
+        "lifewatch.__main__",
+        "structlog",
+        "prometheus_client.multiprocess",
+    ):
+        assert lazy not in loaded, lazy
+    # ...and still there when asked for.
+    check = "import lifewatch; print(lifewatch.Pushgateway.__module__, lifewatch.Timeline)"
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, env=env(), check=True
+    ).stdout
+    assert out.startswith("lifewatch <class 'lifewatch.Timeline'>"), out

@@ -6,6 +6,8 @@ structured log line and Prometheus metrics; the app gets Kubernetes probes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._checks import CheckResult, HealthCheck, Probe
 from ._errors import LifewatchError, PhaseTimeout
 from ._lifespan import WatchedLifespan
@@ -13,10 +15,8 @@ from ._lifewatch import Lifewatch
 from ._middleware import LifewatchMiddleware
 from ._options import Options
 from ._phase import Phase
-from ._pushgateway import Pushgateway
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
-from ._timeline import Timeline, TimelineEntry
 from ._types import Event, Outcome, Reason, State
 from ._version import __version__
 
@@ -47,7 +47,27 @@ __all__ = [
 
 # Tracebacks and reprs name the public path (lifewatch.StartupFailed), not the module.
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     if isinstance(_obj, type):
         _obj.__module__ = __name__
 del _name, _obj
+
+
+def __getattr__(name: str) -> Any:
+    """Loaded on first use: most apps never touch them, and every start imports lifewatch."""
+    module: Any
+    if name == "Pushgateway":
+        from . import _pushgateway as module
+    elif name in ("Timeline", "TimelineEntry"):
+        from . import _timeline as module
+    else:
+        raise AttributeError(f"module 'lifewatch' has no attribute {name!r}")
+    found = getattr(module, name)
+    found.__module__ = __name__
+    globals()[name] = found
+    return found
+
+
+if TYPE_CHECKING:
+    from ._pushgateway import Pushgateway
+    from ._timeline import Timeline, TimelineEntry

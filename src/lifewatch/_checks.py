@@ -16,13 +16,12 @@ import contextlib
 import contextvars
 import inspect
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import anyio
 
 from ._http import iso_utc
 
@@ -81,6 +80,39 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
         future.set_result(outcome)
 
 
+def start_all(
+    checks: Iterable[HealthCheck],
+) -> tuple[list[asyncio.Task[CheckResult]], list[asyncio.TimerHandle]]:
+    """Start (or join) the runs of several checks at once (``begin``).
+
+    One timer per distinct timeout bounds the runs started here, not one per
+    check: with a hundred checks on every probe, timers in asyncio's heap are
+    a cost of their own. The caller cancels the timers once every run is
+    done, and leaves them when it goes away first: they still bound the runs.
+    """
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[CheckResult]] = []
+    fresh: dict[float, list[tuple[HealthCheck, asyncio.Task[CheckResult]]]] = {}
+    for check in checks:
+        task = check._inflight
+        if task is None:
+            task = check.begin()
+            if not task.done():
+                fresh.setdefault(check.timeout, []).append((check, task))
+        tasks.append(task)
+    timers = [loop.call_later(timeout, _expire_all, group) for timeout, group in fresh.items()]
+    return tasks, timers
+
+
+def _expire_all(group: list[tuple[HealthCheck, asyncio.Task[CheckResult]]]) -> None:
+    for check, task in group:
+        check.expire(task)
+
+
+_EAGER = sys.version_info >= (3, 12)
+"""``asyncio.Task(..., eager_start=True)``: a check that answers at once costs no loop trip."""
+
+
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """One finished run of a check."""
@@ -110,6 +142,8 @@ class HealthCheck:
         "_busy_thread",
         "_inflight",
         "_on_result",
+        "_task_name",
+        "_timed_out",
         "critical",
         "func",
         "interval",
@@ -147,6 +181,9 @@ class HealthCheck:
         """A sync check's thread has not returned yet: set by the loop before the
         thread starts, cleared by that thread, so there is never a second one."""
         self._on_result = on_result
+        self._task_name = f"lifewatch-check:{name}"
+        self._timed_out = False
+        """The run in flight was cancelled by its own timeout (not from outside)."""
 
     def __repr__(self) -> str:
         return f"HealthCheck({self.name!r}, probes={sorted(self.probes)}, critical={self.critical})"
@@ -166,13 +203,14 @@ class HealthCheck:
             return result
         return None
 
-    def start(self) -> asyncio.Task[CheckResult]:
-        """The run in flight, started if there is none (single-flight)."""
+    def start(self, *, timed: bool = True) -> asyncio.Task[CheckResult]:
+        """The run in flight, started if there is none (single-flight).
+
+        ``timed=False``: the caller bounds the run with ``expire`` (``start_all``).
+        """
         task = self._inflight
         if task is None:
-            task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"lifewatch-check:{self.name}"
-            )
+            task = asyncio.get_running_loop().create_task(self._run(timed), name=self._task_name)
             self._inflight = task
         return task
 
@@ -187,33 +225,94 @@ class HealthCheck:
                 return self._failed(time.perf_counter(), "timeout", "cancelled")
             raise
 
-    async def _run(self) -> CheckResult:
+    async def _run(self, timed: bool = True) -> CheckResult:
         start = time.perf_counter()
         try:
-            result = await self._execute(start)
+            result = await self._execute(start, timed)
         finally:
             self._inflight = None
+        return self._record(result)
+
+    def _record(self, result: CheckResult) -> CheckResult:
         previous, self.result = self.result, result
         self._on_result(self, result, previous)
         return result
 
-    async def _execute(self, start: float) -> CheckResult:
+    def begin(self) -> asyncio.Task[CheckResult]:
+        """Start (or join) a run bounded by the caller (``start_all``), eagerly
+        where asyncio can (3.12+): a check that answers without waiting is
+        done before this returns, with no trip through the event loop.
+
+        Only asyncio's own eager start will do: it makes the run's task the
+        current one from its first step, which ``asyncio.timeout`` and anyio's
+        cancel scopes inside a check rely on.
+        """
+        task = self._inflight
+        if task is not None:
+            return task
+        if not _EAGER:
+            return self.start(timed=False)
+        task = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
+            self._run(False),
+            loop=asyncio.get_running_loop(),
+            name=self._task_name,
+            eager_start=True,
+        )
+        if not task.done():
+            self._inflight = task
+        return task
+
+    async def _execute(self, start: float, timed: bool = True) -> CheckResult:
         if not self.is_async and self._busy_thread:
             # A sync check cannot be cancelled: never pile up threads behind one
             # that hangs; report it as the timeout it is.
             return self._failed(start, "timeout", "previous run still running in its thread")
+        # The timeout, asyncio's own way and no more: a run is a task of its
+        # own (``start``), so one timer cancels it. Checks run on asyncio only
+        # (``create_task``), and anyio's ``fail_after`` costs a third of an
+        # uncached probe (it detects the backend three times per check).
+        task = asyncio.current_task()
+        assert task is not None
+        self._timed_out = False
+        timer = (
+            asyncio.get_running_loop().call_later(self.timeout, self.expire, task)
+            if timed
+            else None
+        )
         try:
-            with anyio.fail_after(self.timeout):
-                if self.is_async:
-                    value = await self.func()
-                else:
-                    value, error = await self._in_thread()
-                    if error is not None:
-                        raise error
-        except TimeoutError:
+            if self.is_async:
+                value = await self.func()
+            else:
+                value, error = await self._in_thread()
+                if error is not None:
+                    raise error
+        except BaseException as exc:
+            return self._caught(exc, start, task)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return self._judge(start, value)
+
+    def _caught(
+        self, exc: BaseException, start: float, task: asyncio.Task[Any] | None
+    ) -> CheckResult:
+        """What an exception out of a check means: a result, or raised on."""
+        if isinstance(exc, asyncio.CancelledError):
+            if task is None:  # the check cancelled itself, before any timer
+                return self._failed(start, "timeout", "cancelled")
+            if not self._timed_out:
+                raise exc  # cancelled from outside: the loop is going away
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: as asyncio.timeout does
+            if uncancel is not None:
+                uncancel()
             return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
-        except Exception as exc:
+        if isinstance(exc, TimeoutError):  # the check's own, e.g. a driver's: a timeout too
+            return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
+        if isinstance(exc, Exception):
             return self._failed(start, "error", f"{type(exc).__name__}: {exc}")
+        raise exc
+
+    def _judge(self, start: float, value: Any) -> CheckResult:
         if value is None or value is True:
             return self._passed(start)
         if value is False:
@@ -229,6 +328,12 @@ class HealthCheck:
             "invalid",
             f"returned {type(value).__name__}; a check returns None or a bool, or raises",
         )
+
+    def expire(self, task: asyncio.Task[CheckResult]) -> None:
+        """The run's timeout is up: cancel it, as a timeout."""
+        if not task.done():
+            self._timed_out = True
+            task.cancel()
 
     def _in_thread(self) -> asyncio.Future[tuple[Any, BaseException | None]]:
         """Start the sync check in a daemon thread; its outcome comes back here.

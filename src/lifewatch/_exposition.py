@@ -11,10 +11,8 @@ import gzip
 import os
 from collections.abc import Callable
 
-import anyio.to_thread
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
-from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Receive, Scope, Send
 
 from ._http import Header, header_values, not_allowed, respond, response_headers
@@ -70,11 +68,15 @@ class MetricsEndpoint:
         if self.inline or multiprocess_dir() is None:
             body, response = self.render(accept, accept_encoding)
         else:
+            import anyio.to_thread
+
             body, response = await anyio.to_thread.run_sync(self.render, accept, accept_encoding)
         await respond(send, method, 200, response, body)
 
 
 def _render_multiprocess(encoder: Callable[[CollectorRegistry], bytes], directory: str) -> bytes:
     registry = CollectorRegistry()
+    from prometheus_client.multiprocess import MultiProcessCollector
+
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     return encoder(registry)

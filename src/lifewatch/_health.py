@@ -29,10 +29,10 @@ from ._checks import (
     CheckResult,
     HealthCheck,
     Probe,
+    start_all,
     validate_check_name,
     validate_probes,
 )
-from ._http import iso_utc
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._supervise import Supervised, watch_task
@@ -51,7 +51,8 @@ class Entry:
 
     name: str
     status: Status
-    time: str
+    at: float | None
+    """When (Unix seconds), formatted only for a JSON answer."""
     observed_value: Any = None
     observed_unit: str | None = None
     output: str | None = None
@@ -259,7 +260,7 @@ class Health(Sink):
     def _lifespan_entry(self, probe: Probe) -> Entry:
         lc = self.lifecycle
         state = lc.state
-        when = iso_utc(self._state_time)
+        when = self._state_time
         startup = lc.startup
         degraded = startup is not None and startup.outcome == "degraded"
         ok = lc.startup_complete if probe == "startup" else state is State.READY
@@ -288,8 +289,8 @@ class Health(Sink):
         return Entry(
             check.name,
             status,
-            result.time,
-            round(result.duration, 6),
+            result.finished_at,
+            result.duration,
             "s",
             output=None if result.ok else result.detail,
             secret=True,
@@ -301,7 +302,7 @@ class Health(Sink):
         return Entry(
             record.entry,
             "fail" if record.died else "pass",
-            iso_utc(record.changed_at),
+            record.changed_at,
             "died" if record.died else "running",
             output=record.detail if record.died else None,
             secret=True,
@@ -339,12 +340,12 @@ class Health(Sink):
             if only is not None and only != check.name:
                 continue
             if check.name in exclude:
-                entries.append(Entry(check.name, "pass", "", critical=check.critical))
+                entries.append(Entry(check.name, "pass", None, critical=check.critical))
                 continue
             result = check.cached()
             if result is None:
                 pending.append((len(entries), check))
-                entries.append(Entry(check.name, "fail", ""))  # filled in below
+                entries.append(Entry(check.name, "fail", None))  # filled in below
                 continue
             if check.refresher is None:
                 cacheable = False
@@ -353,19 +354,27 @@ class Health(Sink):
             cacheable = False
             loop = asyncio.get_running_loop()
             home = self.loop
-            if home is None or home is loop or home.is_closed():
-                tasks = [check.start() for _, check in pending]
-                outs = await asyncio.gather(
-                    *(asyncio.shield(t) for t in tasks), return_exceptions=True
-                )
-            else:
+            if home is not None and home is not loop and not home.is_closed():
+                # Asked from another loop (the ops listener's): run on the app's.
                 outs = await asyncio.gather(*(_run_on(home, check) for _, check in pending))
-            for (index, check), out in zip(pending, outs, strict=True):
-                if not isinstance(out, CheckResult):
-                    if not isinstance(out, asyncio.CancelledError):  # pragma: no cover
-                        raise out  # runs never raise anything else
+                for (index, check), out in zip(pending, outs, strict=True):
+                    entries[index] = self._check_entry(check, out)
+                pending = []
+            tasks, timers = start_all(check for _, check in pending)
+            running = {t for t in tasks if not t.done()}
+            if running:
+                # Not gather: a probe that goes away must not cancel runs that
+                # other probes share, and ``wait`` never cancels what it waits on
+                # (one waiter for all, where ``shield`` costs a future per run).
+                await asyncio.wait(running)
+            for timer in timers:
+                timer.cancel()
+            for (index, check), task in zip(pending, tasks, strict=True):
+                if task.cancelled():  # the loop is going away
                     now = time.time()
                     out = CheckResult(False, 0.0, now, time.monotonic(), "timeout", "cancelled")
+                else:
+                    out = task.result()  # runs never raise
                 entries[index] = self._check_entry(check, out)
         if exclude:
             for entry in entries:

@@ -98,10 +98,17 @@ class WatchedLifespan:
     """
 
     def __init__(
-        self, lifecycle: Lifecycle, components: Sequence[tuple[str, LifespanFactory]]
+        self,
+        lifecycle: Lifecycle,
+        components: Sequence[tuple[str, LifespanFactory]],
+        *,
+        mounts: Callable[[Any], Sequence[tuple[str, LifespanFactory]]] | None = None,
     ) -> None:
         self.lifecycle = lifecycle
         self.components = tuple(components)
+        self.mounts = mounts
+        """app -> the lifespans of its mounted apps, each one more phase after the
+        app's own (``instrument()`` sets it; Starlette never runs them)."""
         seen: set[str] = set()
         for name, _ in self.components:
             validate_name(name, "lifespan name")
@@ -121,28 +128,18 @@ class WatchedLifespan:
     @contextlib.asynccontextmanager
     async def _run(self, app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
         lc = self.lifecycle
-        startup_handlers, shutdown_handlers = event_handlers(app)
-        state: dict[str, Any] = {}
-        any_state = False
-        # Entered as ``async with a: async with b:`` would be, so the cancel
-        # scopes the lifespans hold across ``yield`` nest as anyio requires.
-        stack = contextlib.AsyncExitStack()
+        mounts = self.mounts(app) if self.mounts is not None else ()
+        composed = Composed(lc, self.components, event_handlers(app), mounts)
         run = lc.begin_run("startup")
         try:
-            for name, factory in self.components:
-                value = await stack.enter_async_context(self._component(name, factory, app))
-                if value is not None:
-                    any_state = True
-                    for key, item in dict(value).items():
-                        state.setdefault(key, item)  # first wins, as FastAPI merges
-            await self._handlers(startup_handlers)
+            state = await composed.start(app)
         except BaseException as exc:
             lc.end_run(run, exc)
             # Roll back: every lifespan that started is shut down, in reverse,
             # as in a normal shutdown; then the startup's error goes on.
             rollback = lc.begin_run("shutdown", rollback=True, goes_on=True)
             try:
-                await stack.__aexit__(None, None, None)
+                await composed.rollback()
             finally:
                 lc.end_run(rollback)
             raise
@@ -150,7 +147,7 @@ class WatchedLifespan:
 
         exc_info: tuple[Any, Any, Any] = (None, None, None)
         try:
-            yield state if any_state else None
+            yield state
         except BaseException as exc:
             exc_info = (type(exc), exc, exc.__traceback__)
             raise
@@ -159,8 +156,7 @@ class WatchedLifespan:
             error: BaseException | None = None
             try:
                 await lc.stop_background()
-                await self._handlers(shutdown_handlers)
-                if not await stack.__aexit__(*exc_info) and exc_info[1] is None:
+                if not await composed.stop(exc_info) and exc_info[1] is None:
                     raise_failures(stopping.failures)
             except BaseException as exc:
                 error = exc
@@ -168,49 +164,109 @@ class WatchedLifespan:
             finally:
                 lc.end_run(stopping, None if error is exc_info[1] else error)
 
-    @contextlib.asynccontextmanager
-    async def _component(self, name: str, factory: LifespanFactory, app: Any) -> AsyncIterator[Any]:
-        """One lifespan: a startup phase, its life inside the run's bound, a shutdown phase."""
+
+class Composed:
+    """One app's lifespans, ``on_event`` handlers and mounted apps, in that order.
+
+    Entered as ``async with a: async with b:`` would be, so the cancel scopes
+    the lifespans hold across ``yield`` nest as anyio requires; shut down in
+    reverse: the mounted apps, the handlers, the lifespans.
+    """
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        components: Sequence[tuple[str, LifespanFactory]],
+        handlers: tuple[Handlers, Handlers],
+        mounts: Sequence[tuple[str, LifespanFactory]] = (),
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.components = components
+        self.startup_handlers, self.shutdown_handlers = handlers
+        self.mounts = mounts
+        self.stack = contextlib.AsyncExitStack()
+        self.mounted = contextlib.AsyncExitStack()
+        self.handlers_ran = False
+
+    async def start(self, app: Any) -> dict[str, Any] | None:
+        """Start everything; the merged state, or None when no lifespan yielded any."""
         lc = self.lifecycle
-        with lc.bound() as scope:
+        state: dict[str, Any] = {}
+        any_state = False
+        for name, factory in self.components:
+            value = await self.stack.enter_async_context(component(lc, name, factory, app))
+            if value is not None:
+                any_state = True
+                for key, item in dict(value).items():
+                    state.setdefault(key, item)  # first wins, as FastAPI merges
+        self.handlers_ran = True
+        await run_handlers(lc, self.startup_handlers)
+        for name, factory in self.mounts:
+            await self.mounted.enter_async_context(component(lc, name, factory, app))
+        return state if any_state else None
+
+    async def rollback(self) -> None:
+        """After a failed start: shut down what started, in reverse."""
+        await self.mounted.__aexit__(None, None, None)
+        await self.stack.__aexit__(None, None, None)
+
+    async def stop(self, exc_info: tuple[Any, Any, Any]) -> bool:
+        """Shut everything down, in reverse; whether an exit suppressed the app's error."""
+        suppressed = await self.mounted.__aexit__(*exc_info)
+        if self.handlers_ran:
+            await run_handlers(self.lifecycle, self.shutdown_handlers)
+        return bool(await self.stack.__aexit__(*exc_info)) or bool(suppressed)
+
+
+@contextlib.asynccontextmanager
+async def component(
+    lc: Lifecycle, name: str, factory: LifespanFactory, app: Any
+) -> AsyncIterator[Any]:
+    """One lifespan: a startup phase, its life inside the run's bound, a shutdown phase."""
+    with lc.bound() as scope:
+        async with Phase(lc, name):
+            cm = factory(app)
+            value = await _enter(cm, name)
+        try:
+            yield value
+        except BaseException as exc:
+            # The app's own error (or a cancellation): passed in, as nesting would.
             async with Phase(lc, name):
-                cm = factory(app)
-                value = await _enter(cm, name)
-            try:
-                yield value
-            except BaseException as exc:
-                # The app's own error (or a cancellation): passed in, as nesting would.
-                async with Phase(lc, name):
-                    try:
-                        suppressed = await cm.__aexit__(type(exc), exc, exc.__traceback__)
-                    except BaseException as again:
-                        if again is not exc:
-                            raise
-                        suppressed = False
-                if not suppressed:
-                    raise
-            else:
-                async with Phase(lc, name):
-                    await cm.__aexit__(None, None, None)
-        self._check_cut(scope, name)
+                try:
+                    suppressed = await cm.__aexit__(type(exc), exc, exc.__traceback__)
+                except BaseException as again:
+                    if again is not exc:
+                        raise
+                    suppressed = False
+            if not suppressed:
+                raise
+        else:
+            async with Phase(lc, name):
+                await cm.__aexit__(None, None, None)
+    check_cut(lc, scope, name)
 
-    async def _handlers(self, handlers: Sequence[tuple[str, Callable[[], Any]]]) -> None:
-        if not handlers:
-            return
-        lc = self.lifecycle
-        with lc.bound() as scope:
-            for name, handler in handlers:
-                async with Phase(lc, name):
-                    await _call_handler(handler)
-        self._check_cut(scope, "startup")
 
-    def _check_cut(self, scope: anyio.CancelScope | None, name: str) -> None:
-        # The bound swallowed its own cancellation: a startup cut is a failure
-        # (a shutdown one was recorded, and shutdown goes on to its end).
-        if scope is not None and scope.cancelled_caught:
-            run = self.lifecycle.current
-            if run is not None and run.event == "startup":
-                raise self.lifecycle.cut(run, name)
+Handlers = Sequence[tuple[str, Callable[[], Any]]]
+
+
+async def run_handlers(lc: Lifecycle, handlers: Handlers) -> None:
+    """``on_event`` handlers, each a phase, inside the run's bound."""
+    if not handlers:
+        return
+    with lc.bound() as scope:
+        for name, handler in handlers:
+            async with Phase(lc, name):
+                await _call_handler(handler)
+    check_cut(lc, scope, "startup")
+
+
+def check_cut(lc: Lifecycle, scope: anyio.CancelScope | None, name: str) -> None:
+    # The bound swallowed its own cancellation: a startup cut is a failure
+    # (a shutdown one was recorded, and shutdown goes on to its end).
+    if scope is not None and scope.cancelled_caught:
+        run = lc.current
+        if run is not None and run.event == "startup":
+            raise lc.cut(run, name)
 
 
 def raise_failures(failures: Sequence[BaseException]) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
+from ._build import BuildInfo, resolve_build
 from ._checks import CheckResult, HealthCheck, Probe
 from ._drain import Drainer
 from ._exposition import MetricsEndpoint
@@ -31,15 +32,18 @@ from ._options import Options
 from ._phase import Phase
 from ._probes import ProbeRoutes
 from ._process import process_start_time
-from ._pushgateway import Pushgateway, PushgatewaySink
 from ._records import RunRecord
 from ._sink import Sink
-from ._starlette import instrument
-from ._timeline import Timeline, build_timeline
+from ._starlette import Mounts, instrument
 from ._tracing import TracingSink
 from ._types import State
 from ._validate import validate_bool, validate_name, validate_seconds
-from ._waterfall import timeline_routes
+
+if TYPE_CHECKING:
+    # Imported where used: an app without a Pushgateway or a served timeline
+    # never loads them (``import lifewatch`` is part of every start).
+    from ._pushgateway import Pushgateway
+    from ._timeline import Timeline
 
 App = TypeVar("App")
 F = TypeVar("F", bound=Callable[[], Any])
@@ -82,6 +86,10 @@ class Lifewatch:
             the stdlib logger ``lifewatch`` (the app's handlers and format
             apply). ``"structlog"``, ``"stdlib"``, a ``logging.Logger`` or a
             structlog logger choose.
+        version, revision: What is running, for ``lifespan_build_info`` and the
+            spans' ``service.version``; read from the environment
+            (``APP_VERSION``, ``GIT_COMMIT``, ...) or the distribution named
+            ``service`` when not given.
 
     The options are validated here, once, and never change (``watch.options``).
     """
@@ -109,6 +117,8 @@ class Lifewatch:
         ops_only: bool = False,
         drain_path: str | None = "/lifewatch/drain",
         logger: Any = "auto",
+        version: str | None = None,
+        revision: str | None = None,
     ) -> None:
         options = Options(
             service=service,
@@ -131,8 +141,11 @@ class Lifewatch:
             ops_only=ops_only,
             drain_path=drain_path,
             logger=logger,
+            version=version,
+            revision=revision,
         )
         self._options = options
+        self._build = build = resolve_build(options.service, options.version, options.revision)
         log = event_log(options.service, options.logger)
         self._process_start = process_start_time()
         self._lifecycle = lifecycle = Lifecycle(
@@ -144,9 +157,11 @@ class Lifewatch:
         )
         self._metrics = metrics = metrics_for(options.registry, options.namespace)
         self._health = Health(lifecycle)
-        self._tracing = TracingSink(options.service, options.tracer_provider)
+        self._tracing = TracingSink(options.service, options.tracer_provider, build)
         pushed: tuple[Sink, ...] = ()
         if options.pushgateway is not None:
+            from ._pushgateway import PushgatewaySink
+
             pushed = (PushgatewaySink(options.pushgateway, metrics, options.service, log),)
         self._drainer = drainer = Drainer(lifecycle, options.drain_delay)
         self._routes: dict[str, ASGIApp] = {}
@@ -161,7 +176,7 @@ class Lifewatch:
         lifecycle.connect(
             (
                 self._tracing,
-                MetricsSink(metrics, self._process_start),
+                MetricsSink(metrics, self._process_start, build.labels()),
                 LoggingSink(log, slow_check_threshold=options.slow_check_threshold),
                 self._health,
                 drainer,
@@ -172,6 +187,8 @@ class Lifewatch:
         )
         on_app = not options.ops_only
         if options.timeline_path is not None:
+            from ._waterfall import timeline_routes
+
             timeline = timeline_routes(lambda: self.timeline, options.timeline_path)
             self._ops_routes.update(timeline)
             if on_app:
@@ -210,6 +227,11 @@ class Lifewatch:
     @property
     def service(self) -> str | None:
         return self._options.service
+
+    @property
+    def build(self) -> BuildInfo:
+        """Service, version and revision as exported (``lifespan_build_info``)."""
+        return self._build
 
     @property
     def namespace(self) -> str:
@@ -315,6 +337,8 @@ class Lifewatch:
     @property
     def timeline(self) -> Timeline:
         """A snapshot of the last startup and shutdown: every phase, nested, timed."""
+        from ._timeline import build_timeline
+
         lc = self._lifecycle
         return build_timeline(self.service, lc.startup, lc.shutdown, self._process_start)
 
@@ -350,9 +374,20 @@ class Lifewatch:
         components += [(key, as_factory(ls, f"lifespan {key!r}")) for key, ls in named.items()]
         return WatchedLifespan(self._lifecycle, components)
 
-    def instrument(self, app: App) -> App:
-        """Wrap a Starlette/FastAPI app's lifespan in place and serve the endpoints."""
-        instrument(self, self._lifecycle, app)
+    def instrument(
+        self, app: App, *, mounts: bool = True, skip_mounts: Collection[str] = ()
+    ) -> App:
+        """Wrap a Starlette/FastAPI app's lifespan in place and serve the endpoints.
+
+        Args:
+            mounts: Also run the lifespan of each Starlette/FastAPI app mounted
+                with ``Mount(path, app=...)`` (Starlette never does), as a
+                phase ``mount:<path>`` after the app's own, its state reaching
+                its own requests.
+            skip_mounts: Mount paths whose lifespans are left alone (a nested
+                mount by its full path, e.g. ``/v2/admin``).
+        """
+        instrument(self, self._lifecycle, app, Mounts.of(mounts, skip_mounts))
         return app
 
     def middleware(self, app: Any, *, strict: bool = False) -> LifewatchMiddleware:

@@ -15,8 +15,6 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import State
@@ -97,7 +95,7 @@ class EventLog:
             # A lazy proxy, resolved at each use (or once, with the app's
             # cache_logger_on_first_use): binding now would freeze structlog's
             # configuration before the app made it.
-            self._structlog = structlog.get_logger("lifewatch", service=service)
+            self._structlog = _Deferred(service)
             if self._auto:
                 self._stdlib = logging.getLogger("lifewatch")
         else:  # a structlog logger of the app's
@@ -105,6 +103,8 @@ class EventLog:
 
     def _use_structlog(self) -> bool:
         if self._auto:
+            import structlog  # at the first record, not with lifewatch
+
             return structlog.is_configured()
         return self._stdlib is None
 
@@ -193,6 +193,24 @@ class _Bound:
 def logger(service: str | None, choice: Any = "auto") -> EventLog:
     """The log lifewatch writes to (see ``EventLog``)."""
     return EventLog(service, choice)
+
+
+class _Deferred:
+    """structlog's logger, looked up (and structlog imported) at first use."""
+
+    __slots__ = ("_logger", "_service")
+
+    def __init__(self, service: str | None) -> None:
+        self._service = service
+        self._logger: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        logger = self._logger
+        if logger is None:
+            import structlog
+
+            logger = self._logger = structlog.get_logger("lifewatch", service=self._service)
+        return getattr(logger, name)
 
 
 class LoggingSink(Sink):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.samples import Sample
 
 from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
@@ -18,6 +20,32 @@ if TYPE_CHECKING:
     from ._supervise import Supervised
 
 CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class UnsetGauge(Gauge):
+    """A gauge without labels that is absent until it is first set.
+
+    prometheus-client exports an unlabelled gauge as 0 from the moment it is
+    registered: ``lifespan_shutdown_duration_seconds 0.0`` before any
+    shutdown reads as a shutdown that took no time. The value (and, under
+    ``PROMETHEUS_MULTIPROC_DIR``, its entry in the worker's file) is made on
+    the first ``set``, so until then the family has no sample.
+    """
+
+    def _metric_init(self) -> None:
+        self._unset = True
+        self._init_lock = threading.Lock()
+
+    def set(self, value: float) -> None:
+        if self._unset:
+            with self._init_lock:
+                if self._unset:
+                    super()._metric_init()
+                    self._unset = False
+        super().set(value)
+
+    def _child_samples(self) -> Iterable[Sample]:
+        return () if self._unset else super()._child_samples()
 
 
 class Metrics:
@@ -54,25 +82,25 @@ class Metrics:
             ("phase", "event", "reason"),
             registry=registry,
         )
-        self.startup_duration = Gauge(
+        self.startup_duration = UnsetGauge(
             f"{ns}_startup_duration_seconds",
             "Duration of the whole lifespan startup.",
             multiprocess_mode="liveall",
             registry=registry,
         )
-        self.shutdown_duration = Gauge(
+        self.shutdown_duration = UnsetGauge(
             f"{ns}_shutdown_duration_seconds",
             "Duration of the whole lifespan shutdown.",
             multiprocess_mode="mostrecent",
             registry=registry,
         )
-        self.boot_duration = Gauge(
+        self.boot_duration = UnsetGauge(
             f"{ns}_boot_duration_seconds",
             "Seconds from process start to the first lifespan event (imports, app construction).",
             multiprocess_mode="liveall",
             registry=registry,
         )
-        self.time_to_ready = Gauge(
+        self.time_to_ready = UnsetGauge(
             f"{ns}_time_to_ready_seconds",
             "Seconds from process start (imports included) to ready.",
             multiprocess_mode="liveall",
@@ -105,6 +133,13 @@ class Metrics:
             ("check", "reason"),
             registry=registry,
         )
+        self.build_info = Gauge(
+            f"{ns}_build_info",
+            "What is running: 1 per service, version and revision.",
+            ("service", "version", "revision"),
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
 
     def all(self) -> tuple[Gauge | Counter | Histogram, ...]:
         """Every family, e.g. to push exactly these and nothing else."""
@@ -119,6 +154,7 @@ class Metrics:
             self.check_status,
             self.check_duration,
             self.check_failures,
+            self.build_info,
         )
 
 
@@ -146,9 +182,18 @@ class MetricsSink(Sink):
     ``PROMETHEUS_MULTIPROC_DIR``) is isolated by the lifecycle like any sink's.
     """
 
-    def __init__(self, metrics: Metrics, process_start: float) -> None:
+    def __init__(
+        self, metrics: Metrics, process_start: float, build: tuple[str, str, str] | None = None
+    ) -> None:
         self.metrics = metrics
         self._process_start = process_start
+        self._states: list[tuple[State, Gauge]] | None = None
+        self._checks: dict[str, tuple[Any, tuple[Gauge, ...]]] = {}
+        """Check name -> its latency and status children: looked up once, not
+        on every run of an uncached check (two label lookups each)."""
+        if build is not None:
+            # What is running is known from the start: scraped during startup too.
+            metrics.build_info.labels(*build).set(1)
 
     def run_begin(self, run: RunRecord) -> None:
         if run.boot is not None:
@@ -171,20 +216,31 @@ class MetricsSink(Sink):
             self.metrics.phase_failures.labels(phase.name, phase.event, phase.reason).inc()
 
     def state_changed(self, old: State | None, new: State) -> None:
-        for state in State:
-            self.metrics.state.labels(state.value).set(1 if state is new else 0)
+        states = self._states
+        if states is None:
+            states = self._states = [(s, self.metrics.state.labels(s.value)) for s in State]
+        for state, child in states:
+            child.set(1 if state is new else 0)
         if new is State.READY:
             self.metrics.time_to_ready.set(time.time() - self._process_start)
 
     def check_result(
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
-        metrics = self.metrics
-        metrics.check_duration.labels(check.name).observe(result.duration)
-        for probe in check.probes:
-            metrics.check_status.labels(check.name, probe).set(1 if result.ok else 0)
+        children = self._checks.get(check.name)
+        if children is None:
+            metrics = self.metrics
+            children = self._checks[check.name] = (
+                metrics.check_duration.labels(check.name),
+                tuple(metrics.check_status.labels(check.name, p) for p in sorted(check.probes)),
+            )
+        latency, statuses = children
+        latency.observe(result.duration)
+        if previous is None or previous.ok != result.ok:
+            for status in statuses:
+                status.set(1 if result.ok else 0)
         if not result.ok:
-            metrics.check_failures.labels(check.name, result.reason or "error").inc()
+            self.metrics.check_failures.labels(check.name, result.reason or "error").inc()
 
     def task_started(self, task: Supervised) -> None:
         self.metrics.check_status.labels(task.entry, "liveness").set(1)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from ._logging import MODES, is_structlog_logger
-from ._pushgateway import Pushgateway
 from ._sink import Sink
 from ._validate import (
     validate_address,
@@ -26,6 +25,9 @@ from ._validate import (
     validate_path,
     validate_seconds,
 )
+
+if TYPE_CHECKING:
+    from ._pushgateway import Pushgateway
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class Options:
     ops_only: bool = False
     drain_path: str | None = "/lifewatch/drain"
     logger: Any = "auto"
+    version: str | None = None
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -64,6 +68,13 @@ class Options:
                 "registry must be a prometheus_client.CollectorRegistry or None; "
                 f"got {self.registry!r}"
             )
+        for name in ("version", "revision"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise TypeError(
+                    f"{name} must be a non-empty string, or None to read it from the "
+                    f"environment; got {value!r}"
+                )
         put("namespace", validate_namespace(self.namespace))
         put("startup_timeout", validate_seconds(self.startup_timeout, "startup_timeout"))
         put(
@@ -94,7 +105,6 @@ class Options:
                 self.drain_delay, "drain_delay (0 turns draining off)", optional=False, zero_ok=True
             ),
         )
-        put("pushgateway", Pushgateway.coerce(self.pushgateway))
         if self.ops_address is not None:
             validate_address(self.ops_address, "ops_address")
         put("ops_only", validate_bool(self.ops_only, "ops_only"))
@@ -115,6 +125,10 @@ class Options:
                 "logger must be 'auto', 'structlog', 'stdlib', a logging.Logger or a "
                 f"structlog logger; got {self.logger!r}"
             )
+        if self.pushgateway is not None:
+            from ._pushgateway import Pushgateway
+
+            put("pushgateway", Pushgateway.coerce(self.pushgateway))
         served = [
             p
             for p in (

@@ -25,7 +25,16 @@ from urllib.parse import unquote_plus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._checks import RESERVED, HealthCheck, Probe
-from ._http import TEXT, Header, header_values, negotiate, not_allowed, respond, response_headers
+from ._http import (
+    TEXT,
+    Header,
+    header_values,
+    iso_utc,
+    negotiate,
+    not_allowed,
+    respond,
+    response_headers,
+)
 from ._records import Notice
 from ._supervise import Supervised
 
@@ -134,9 +143,13 @@ def render_json(report: Report, service: str | None, expose: bool) -> bytes:
         if entry.excluded:
             notes.append(f"excluded: {entry.name}")
             continue
-        item: dict[str, Any] = {"status": entry.status, "time": entry.time}
-        if entry.observed_value is not None:
-            item["observedValue"] = entry.observed_value
+        item: dict[str, Any] = {
+            "status": entry.status,
+            "time": "" if entry.at is None else iso_utc(entry.at),
+        }
+        value = entry.observed_value
+        if value is not None:
+            item["observedValue"] = round(value, 6) if isinstance(value, float) else value
         if entry.observed_unit is not None:
             item["observedUnit"] = entry.observed_unit
         if entry.status != "pass":

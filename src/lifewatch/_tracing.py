@@ -8,6 +8,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, Status, StatusCode, TracerProvider
 
+from ._build import OTEL_REVISION, OTEL_VERSION, BuildInfo
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 
@@ -18,8 +19,14 @@ _CTX = "otel_ctx"
 class TracingSink(Sink):
     """Opens a span per run and per phase; never keeps one open while serving."""
 
-    def __init__(self, service: str | None, tracer_provider: TracerProvider | None) -> None:
+    def __init__(
+        self,
+        service: str | None,
+        tracer_provider: TracerProvider | None,
+        build: BuildInfo | None = None,
+    ) -> None:
         self._service = service
+        self._build = build or BuildInfo()
         self._provider = tracer_provider
         self._tracer: trace.Tracer | None = None
         self._base: dict[str, dict[str, Any]] = {}
@@ -27,6 +34,7 @@ class TracingSink(Sink):
     def use(self, provider: TracerProvider | None) -> TracerProvider | None:
         """Send the spans to ``provider`` from now on; returns the one used before."""
         previous, self._provider, self._tracer = self._provider, provider, None
+        self._base.clear()
         return previous
 
     @property
@@ -47,7 +55,26 @@ class TracingSink(Sink):
             base = self._base[event] = {"lifespan.event": event}
             if self._service:
                 base["service.name"] = self._service
+            base.update(self._build_attributes())
         return base.copy()
+
+    def _build_attributes(self) -> dict[str, str]:
+        """Version and revision where the provider's resource has none.
+
+        They belong on the resource, but the resource is the user's: fixed
+        when their provider was made, shared by every span of the app. So
+        lifewatch only fills the gap, on its own spans, as span attributes
+        under the resource attributes' names.
+        """
+        provider = self._provider or trace.get_tracer_provider()
+        resource = getattr(provider, "resource", None)
+        has = getattr(resource, "attributes", None) or {}
+        found = {}
+        if self._build.version and OTEL_VERSION not in has:
+            found[OTEL_VERSION] = self._build.version
+        if self._build.revision and OTEL_REVISION not in has:
+            found[OTEL_REVISION] = self._build.revision
+        return found
 
     def run_begin(self, run: RunRecord) -> None:
         links = []

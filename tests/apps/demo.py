@@ -1,7 +1,9 @@
 """A small app with several phases, run under real servers by the tests.
 
 Environment: ``LW_MODE`` (``ok``, or ``fail`` for a critical startup failure),
-``LW_PUSHGATEWAY`` (URL), ``LW_JOB``, ``LW_INSTANCE``, ``LW_PUSH_TIMEOUT``.
+``LW_PUSHGATEWAY`` (URL), ``LW_JOB``, ``LW_INSTANCE``, ``LW_PUSH_TIMEOUT``,
+``LW_DRAIN_DELAY``, ``LW_SLOWER`` (seconds more in a startup phase: a slower
+version); ``APP_VERSION`` and ``GIT_COMMIT`` as lifewatch reads them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ URL = os.environ.get("LW_PUSHGATEWAY")
 watch = Lifewatch(
     service="demo",
     shutdown_timeout=10,
+    drain_delay=float(os.environ.get("LW_DRAIN_DELAY", "5")),
     pushgateway=Pushgateway(
         URL,
         job=os.environ.get("LW_JOB"),
@@ -71,7 +74,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             await asyncio.sleep(0.03)
             raise RuntimeError("migration 42 failed")
     async with watch.phase("search-index"):
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1 + float(os.environ.get("LW_SLOWER", "0")))
     yield
     async with watch.phase("flush-queue"):
         await asyncio.sleep(0.05)

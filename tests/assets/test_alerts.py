@@ -18,6 +18,7 @@ ALERTS = {
     "LifespanReadinessFlapping",
     "LifespanCheckFailing",
     "LifespanShutdownSlow",
+    "LifespanVersionStartsSlower",
 }
 
 

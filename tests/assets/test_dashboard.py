@@ -244,7 +244,7 @@ def test_every_panel_returns_data_from_a_real_prometheus(tmp_path: Path) -> None
             # The alert rules load into a real Prometheus, healthy.
             rules = json.loads(http_get(f"http://127.0.0.1:{prom}/api/v1/rules"))["data"]
             loaded = [r for g in rules["groups"] for r in g["rules"]]
-            assert len(loaded) == 6 and all(r["health"] != "err" for r in loaded), loaded
+            assert len(loaded) == 7 and all(r["health"] != "err" for r in loaded), loaded
         except BaseException:
             for log in sorted(logs.glob("*.log")):
                 print(f"--- {log.name}\n{log.read_text()[-2000:]}")
