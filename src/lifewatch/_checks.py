@@ -7,6 +7,14 @@ of probes costs the dependency one query. A run is a task of its own, shielded
 from the probe requests that wait on it: a client that goes away never cancels
 a run another probe is waiting for, and the timeout ends every run, so no task
 outlives it.
+
+What a check does cannot stretch a probe: a waiter gives up on a run
+``ABANDON_GRACE`` seconds after its timeout (a check that swallows its
+cancellation keeps running, abandoned: counted and logged once, and the next
+probes fail at once instead of stacking more runs behind it); an exception of
+any kind (``SystemExit`` too) is a failed check; a run that outlived its
+timeout (it ignored the cancel, or blocked the event loop past its deadline)
+is a ``timeout``, never a pass.
 """
 
 from __future__ import annotations
@@ -22,9 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import anyio
-
 from ._http import iso_utc
+from ._records import Notice
 
 Probe = Literal["liveness", "readiness", "startup"]
 """Which probe endpoint a check answers on: ``/livez``, ``/readyz``, ``/startupz``."""
@@ -36,6 +43,9 @@ CheckReason = Literal["error", "timeout", "false", "invalid"]
 
 RESERVED = "lifespan"
 """The name of the lifecycle entry in ``/readyz`` and ``/startupz``."""
+
+ABANDON_GRACE = 0.1
+"""Seconds past its timeout a probe waits for a run before it abandons it."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
@@ -108,8 +118,12 @@ class HealthCheck:
 
     __slots__ = (
         "_busy_thread",
+        "_deadline",
         "_inflight",
+        "_notify",
         "_on_result",
+        "_started",
+        "_stuck",
         "critical",
         "func",
         "interval",
@@ -131,6 +145,7 @@ class HealthCheck:
         critical: bool,
         interval: float | None,
         on_result: Callable[[HealthCheck, CheckResult, CheckResult | None], None],
+        notify: Callable[[Notice], None] | None = None,
     ) -> None:
         self.name = name
         self.func = func
@@ -147,6 +162,13 @@ class HealthCheck:
         """A sync check's thread has not returned yet: set by the loop before the
         thread starts, cleared by that thread, so there is never a second one."""
         self._on_result = on_result
+        self._notify = notify
+        self._started = 0.0
+        """``perf_counter()`` when the run in flight started."""
+        self._deadline = 0.0
+        """Loop time at which waiters give up on the run in flight."""
+        self._stuck: tuple[asyncio.Task[CheckResult], CheckResult] | None = None
+        """An abandoned run still going, and the result its waiters were given."""
 
     def __repr__(self) -> str:
         return f"HealthCheck({self.name!r}, probes={sorted(self.probes)}, critical={self.critical})"
@@ -170,50 +192,121 @@ class HealthCheck:
         """The run in flight, started if there is none (single-flight)."""
         task = self._inflight
         if task is None:
-            task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"lifewatch-check:{self.name}"
-            )
+            loop = asyncio.get_running_loop()
+            self._started = time.perf_counter()
+            self._deadline = loop.time() + self.timeout + ABANDON_GRACE
+            task = loop.create_task(self._run(), name=f"lifewatch-check:{self.name}")
             self._inflight = task
         return task
 
+    @property
+    def deadline(self) -> float:
+        """Loop time at which waiters abandon the run in flight."""
+        return self._deadline
+
     async def run(self) -> CheckResult:
-        """Join (or start) a run and wait for its result; never raises."""
+        """Join (or start) a run and wait for its result, bounded; never raises."""
         task = self.start()
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
+        loop = asyncio.get_running_loop()
+        # asyncio.wait never cancels the run: a client that goes away leaves
+        # it to the other waiters.
+        await asyncio.wait((task,), timeout=max(0.0, self._deadline - loop.time()))
+        return self.outcome(task)
+
+    def outcome(self, task: asyncio.Task[CheckResult]) -> CheckResult:
+        """The result of a run its waiters stopped waiting for: abandoned if still going."""
+        if task.done():
             if task.cancelled():
                 # The run was cancelled (the loop is going away), not us.
-                return self._failed(time.perf_counter(), "timeout", "cancelled")
-            raise
+                return self._failed(self._started, "timeout", "cancelled")
+            return task.result()
+        stuck = self._stuck
+        if stuck is not None and stuck[0] is task:
+            return stuck[1]
+        # Past its timeout and the grace: the check ignored its cancellation.
+        result = self._failed(
+            self._started,
+            "timeout",
+            f"timed out after {self.timeout:g}s and ignored its cancellation "
+            "(abandoned, still running)",
+        )
+        self._stuck = (task, result)
+        if self._inflight is task:
+            self._inflight = None
+        task.add_done_callback(self._unstuck)
+        previous, self.result = self.result, result
+        self._on_result(self, result, previous)
+        if self._notify is not None:
+            self._notify(
+                Notice(
+                    "lifespan.check.abandoned",
+                    "warning",
+                    {
+                        "check": self.name,
+                        "timeout_s": self.timeout,
+                        "grace_s": ABANDON_GRACE,
+                        "detail": "the check swallowed its cancellation: its run goes on "
+                        "unwatched; probes fail at once until it returns",
+                    },
+                )
+            )
+        return result
+
+    def _unstuck(self, task: asyncio.Task[CheckResult]) -> None:
+        if self._stuck is not None and self._stuck[0] is task:
+            self._stuck = None
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" noise
 
     async def _run(self) -> CheckResult:
-        start = time.perf_counter()
+        start = self._started
         try:
             result = await self._execute(start)
         finally:
-            self._inflight = None
+            if self._inflight is asyncio.current_task():
+                self._inflight = None
+        stuck = self._stuck
+        if stuck is not None and stuck[0] is asyncio.current_task():
+            return result  # abandoned: its waiters were answered, and it was counted then
         previous, self.result = self.result, result
         self._on_result(self, result, previous)
         return result
 
     async def _execute(self, start: float) -> CheckResult:
-        if not self.is_async and self._busy_thread:
-            # A sync check cannot be cancelled: never pile up threads behind one
-            # that hangs; report it as the timeout it is.
-            return self._failed(start, "timeout", "previous run still running in its thread")
+        if self._stuck is not None or (not self.is_async and self._busy_thread):
+            # A hung run cannot be stopped: never pile up runs (or threads)
+            # behind it; report it as the timeout it is.
+            where = "in its thread" if not self.is_async else "(it ignored its cancellation)"
+            return self._failed(start, "timeout", f"previous run still running {where}")
+        loop = asyncio.get_running_loop()
+        # asyncio's timeout, not anyio's: anyio re-delivers a cancel on every
+        # turn of the loop until the task gives in, so a check that swallows
+        # it would spin; asyncio cancels once, and says whether it fired.
+        bound = asyncio.timeout(self.timeout)
         try:
-            with anyio.fail_after(self.timeout):
+            async with bound:
                 if self.is_async:
                     value = await self.func()
                 else:
                     value, error = await self._in_thread()
                     if error is not None:
                         raise error
-        except TimeoutError:
-            return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
-        except Exception as exc:
+        except TimeoutError as exc:
+            if bound.expired():
+                return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
             return self._failed(start, "error", f"{type(exc).__name__}: {exc}")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled from outside: the loop is going away
+            return self._failed(start, "error", "CancelledError raised by the check")
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt and the like too: a check that
+            # raises them has failed; it does not get to stop the server.
+            return self._failed(start, "error", f"{type(exc).__name__}: {exc}")
+        when = bound.when()
+        if bound.expired() or (when is not None and loop.time() > when):
+            return self._late(start, blocked=self.is_async and not bound.expired())
         if value is None or value is True:
             return self._passed(start)
         if value is False:
@@ -229,6 +322,34 @@ class HealthCheck:
             "invalid",
             f"returned {type(value).__name__}; a check returns None or a bool, or raises",
         )
+
+    def _late(self, start: float, *, blocked: bool) -> CheckResult:
+        """A run that returned past its deadline: a timeout, whatever it returned."""
+        if not blocked:
+            return self._failed(
+                start, "timeout", f"timed out after {self.timeout:g}s (ignored its cancellation)"
+            )
+        # The deadline passed and the cancel never got its turn: the check
+        # held the event loop (no await) past its timeout.
+        result = self._failed(
+            start, "timeout", f"timed out after {self.timeout:g}s (blocked the event loop)"
+        )
+        if self._notify is not None:
+            self._notify(
+                Notice(
+                    "lifespan.check.blocked",
+                    "warning",
+                    {
+                        "check": self.name,
+                        "blocked_s": round(result.duration, 6),
+                        "timeout_s": self.timeout,
+                        "detail": "an async check ran without awaiting past its timeout, "
+                        "stalling every request; run blocking code in a thread "
+                        "(a sync def check does)",
+                    },
+                )
+            )
+        return result
 
     def _in_thread(self) -> asyncio.Future[tuple[Any, BaseException | None]]:
         """Start the sync check in a daemon thread; its outcome comes back here.

@@ -9,17 +9,31 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 from collections.abc import Callable
 
 import anyio.to_thread
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Receive, Scope, Send
 
-from ._http import Header, header_values, not_allowed, respond, response_headers
+from ._http import (
+    Header,
+    coding_accepted,
+    header_values,
+    not_allowed,
+    ranked,
+    respond,
+    response_headers,
+)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# What prometheus-client's content types look like: it echoes the version the
+# scraper asked for, so anything else in it came from a hostile header.
+_FORMATS = (b"application/openmetrics-text", b"text/plain", b"text/*", b"*/*")
+_SAFE_TYPE = re.compile(r"[a-z/.-]+(?:; [a-z]+=[A-Za-z0-9._-]+)*")
 
 
 def multiprocess_dir() -> str | None:
@@ -42,18 +56,39 @@ class MetricsEndpoint:
         self.registry = REGISTRY if registry is None else registry
 
     def render(self, accept: str, accept_encoding: str = "") -> tuple[bytes, tuple[Header, ...]]:
-        """Body and headers for one scrape, in the calling thread."""
-        encoder, content_type = choose_encoder(accept)
+        """Body and headers for one scrape, in the calling thread.
+
+        Any header gets a valid exposition: ``Accept`` is ranked by ``q``
+        first (prometheus-client takes the first range it knows and ignores
+        ``q``), and a version it cannot parse, or would echo oddly, gets the
+        classic text format; ``gzip;q=0`` gets no gzip.
+        """
         directory = multiprocess_dir()
-        if directory is None:
-            body = encoder(self.registry)
-        else:
-            body = _render_multiprocess(encoder, directory)
+        try:
+            wanted = ""
+            for element in ranked(accept.encode("latin-1")):
+                if element.partition(b";")[0].strip().lower() in _FORMATS:
+                    wanted = element.decode("latin-1")  # the most wanted format decides
+                    break
+            encoder, content_type = choose_encoder(wanted)
+            if not _SAFE_TYPE.fullmatch(content_type):
+                raise ValueError(f"unexpected content type {content_type!r}")
+            body = self._encode(encoder, directory)
+        except Exception:
+            encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+            body = self._encode(encoder, directory)
         extra: tuple[Header, ...] = ()
-        if gzip_accepted(accept_encoding):
+        if coding_accepted(accept_encoding.encode("latin-1"), b"gzip"):
             body = gzip.compress(body, compresslevel=6)
             extra = ((b"content-encoding", b"gzip"),)
         return body, response_headers(content_type.encode("latin-1"), body, *extra)
+
+    def _encode(
+        self, encoder: Callable[[CollectorRegistry], bytes], directory: str | None
+    ) -> bytes:
+        if directory is None:
+            return encoder(self.registry)
+        return _render_multiprocess(encoder, directory)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")

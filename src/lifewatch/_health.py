@@ -137,6 +137,7 @@ class Health(Sink):
             critical=critical,
             interval=interval_s,
             on_result=self.lifecycle.check_result,
+            notify=self.lifecycle.notify,
         )
         self.checks[name] = check
         for probe in PROBES:
@@ -327,14 +328,20 @@ class Health(Sink):
         if pending:
             cacheable = False
             tasks = [check.start() for _, check in pending]
-            outs = await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
-            for (index, check), out in zip(pending, outs, strict=True):
-                if not isinstance(out, CheckResult):
-                    if not isinstance(out, asyncio.CancelledError):  # pragma: no cover
-                        raise out  # runs never raise anything else
-                    now = time.time()
-                    out = CheckResult(False, 0.0, now, time.monotonic(), "timeout", "cancelled")
-                entries[index] = self._check_entry(check, out)
+            # Bounded whatever the checks do: a run still going at its
+            # deadline (its timeout plus a grace) is abandoned, not awaited.
+            # asyncio.wait never cancels the runs: other probes may share them.
+            loop = asyncio.get_running_loop()
+            deadline = max(check.deadline for _, check in pending)
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+            for (index, check), task in zip(pending, tasks, strict=True):
+                entries[index] = self._check_entry(check, check.outcome(task))
+        if only is not None and only != RESERVED:
+            # /readyz/<check> reports that check, as the kube-apiserver does:
+            # a failing non-critical check is a failure there, not a warning.
+            for entry in entries:
+                if entry.status == "warn":
+                    entry.status = "fail"
         if exclude:
             for entry in entries:
                 if entry.name in exclude:

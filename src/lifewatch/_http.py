@@ -132,6 +132,55 @@ def negotiate(accept: bytes | Iterable[bytes], offers: Sequence[bytes]) -> bytes
     return chosen
 
 
+def ranked(accept: bytes | Iterable[bytes]) -> list[bytes]:
+    """The elements of ``Accept`` (or ``Accept-Encoding``), highest ``q`` first.
+
+    Ranges with ``q=0`` (not acceptable) or a malformed ``q`` are left out;
+    ties keep the client's order; bounded like ``negotiate``. For a library
+    that takes the first match of a list (prometheus-client's encoder
+    choice) and knows nothing of ``q``.
+    """
+    weighted: list[tuple[float, int, bytes]] = []
+    budget = MAX_RANGES
+    for value in (accept,) if isinstance(accept, bytes) else accept:
+        if budget <= 0:
+            break
+        elements = value.split(b",", budget)[:budget]
+        budget -= len(elements)
+        for element in elements:
+            token, semicolon, params = element.partition(b";")
+            if not token.strip():
+                continue
+            q = _weight(params) if semicolon else 1.0
+            if q:
+                weighted.append((-q, len(weighted), element.strip()))
+    return [element for _, _, element in sorted(weighted)]
+
+
+def coding_accepted(accept_encoding: bytes | Iterable[bytes], coding: bytes) -> bool:
+    """Whether ``Accept-Encoding`` allows ``coding`` (RFC 9110 §12.5.3): ``q=0`` refuses it.
+
+    The coding's own element decides; else ``*``; else it is not acceptable
+    (the server then sends ``identity``, which is always fine).
+    """
+    star: float | None = None
+    budget = MAX_RANGES
+    for value in (accept_encoding,) if isinstance(accept_encoding, bytes) else accept_encoding:
+        if budget <= 0:
+            break
+        elements = value.split(b",", budget)[:budget]
+        budget -= len(elements)
+        for element in elements:
+            token, semicolon, params = element.partition(b";")
+            token = token.strip().lower()
+            q = _weight(params) if semicolon else 1.0
+            if token == coding:
+                return bool(q)
+            if token == b"*" and q is not None:
+                star = q
+    return bool(star)
+
+
 def _weight(params: bytes) -> float | None:
     """The ``q`` among a range's parameters (1 if none); ``None`` if too many to look at."""
     split = params.split(b";", MAX_PARAMS)

@@ -78,6 +78,8 @@ class Lifecycle:
         self.background_failed = False
         self._deadline = math.inf
         self._scopes: list[anyio.CancelScope] = []
+        self._stopping_background = False
+        """Shutdown is cancelling the background phases: their end is no failure."""
 
     def connect(self, sinks: tuple[Sink, ...]) -> None:
         """Subscribe the sinks, once; the facade builds them after the lifecycle."""
@@ -304,6 +306,11 @@ class Lifecycle:
             self._emit("phase_end", phase)
             return False
         reason = self._reason(error)
+        if phase.background and reason == "cancelled" and self._stopping_background:
+            # Shutdown came before it finished: a cancellation, not a failure.
+            phase.outcome = "cancelled"
+            self._emit("phase_end", phase)
+            return False
         if reason == "timeout" and not isinstance(error, PhaseTimeout):
             # Cut by the run's bound: say so, rather than "CancelledError".
             bound, limit = self._limit(phase.event)
@@ -394,7 +401,11 @@ class Lifecycle:
     async def stop_background(self) -> None:
         """Cancel the background phases still running, and wait for them."""
         tasks = list(self.background)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        self._stopping_background = True
+        try:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._stopping_background = False
