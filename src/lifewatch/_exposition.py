@@ -7,6 +7,7 @@ escaping of odd label values and format details stay prometheus-client's job.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
@@ -19,6 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Receive, Scope, Send
 
 from ._http import (
+    TEXT,
     Header,
     coding_accepted,
     header_values,
@@ -27,13 +29,15 @@ from ._http import (
     respond,
     response_headers,
 )
+from ._records import Notice
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_BROKEN = b"lifewatch: the metrics could not be collected (see the log)\n"
 
 # What prometheus-client's content types look like: it echoes the version the
 # scraper asked for, so anything else in it came from a hostile header.
 _FORMATS = (b"application/openmetrics-text", b"text/plain", b"text/*", b"*/*")
-_SAFE_TYPE = re.compile(r"[a-z/.-]+(?:; [a-z]+=[A-Za-z0-9._-]+)*")
+_SAFE_TYPE = re.compile(r"[a-z/.-]+(?:; (?:version=\d{1,3}(?:\.\d{1,3}){0,2}|[a-z]+=[a-z0-9_-]+))*")
 
 
 def multiprocess_dir() -> str | None:
@@ -52,8 +56,14 @@ class MetricsEndpoint:
     files and must not stall the event loop that serves requests.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        notify: Callable[[Notice], None] | None = None,
+    ) -> None:
         self.registry = REGISTRY if registry is None else registry
+        self._notify = notify
 
     def render(self, accept: str, accept_encoding: str = "") -> tuple[bytes, tuple[Header, ...]]:
         """Body and headers for one scrape, in the calling thread.
@@ -99,10 +109,23 @@ class MetricsEndpoint:
         # Sent more than once, a header's values make one comma-separated list.
         accept = b",".join(header_values(headers, b"accept")).decode("latin-1")
         accept_encoding = b",".join(header_values(headers, b"accept-encoding")).decode("latin-1")
-        if multiprocess_dir() is None:
-            body, response = self.render(accept, accept_encoding)
-        else:
-            body, response = await anyio.to_thread.run_sync(self.render, accept, accept_encoding)
+        try:
+            if multiprocess_dir() is None:
+                body, response = self.render(accept, accept_encoding)
+            else:
+                body, response = await anyio.to_thread.run_sync(
+                    self.render, accept, accept_encoding
+                )
+        except Exception as exc:
+            # The multiprocess directory deleted under a running pod, a
+            # collector that raises: a scrape that fails says so, never 500.
+            if self._notify is not None:
+                with contextlib.suppress(Exception):
+                    self._notify(
+                        Notice("lifespan.metrics.error", "error", {"path": scope.get("path")}, exc)
+                    )
+            await respond(send, method, 503, response_headers(TEXT, _BROKEN), _BROKEN)
+            return
         await respond(send, method, 200, response, body)
 
 

@@ -138,7 +138,9 @@ class Lifewatch:
         if options.timeline_path is not None:
             self._routes.update(timeline_routes(lambda: self.timeline, options.timeline_path))
         if options.metrics_path is not None:
-            self._routes[options.metrics_path] = MetricsEndpoint(options.registry)
+            self._routes[options.metrics_path] = MetricsEndpoint(
+                options.registry, notify=lifecycle.notify
+            )
         ProbeRoutes(
             self._routes,
             self._health,
