@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ._errors import scrub
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import State
@@ -35,11 +37,48 @@ def logger(service: str | None) -> Any:
     return structlog.get_logger("lifewatch", service=service)
 
 
+class Scrubbed:
+    """A logger whose records never carry URL credentials.
+
+    Every string field is scrubbed; an exception whose traceback would show
+    credentials is logged as that traceback, rendered here and scrubbed
+    (``exception``, what structlog's ``format_exc_info`` would have made),
+    instead of as ``exc_info`` for a renderer to print as is.
+    """
+
+    __slots__ = ("_log",)
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def is_enabled_for(self, level: int) -> bool:
+        enabled = getattr(self._log, "is_enabled_for", None)
+        return True if enabled is None else bool(enabled(level))
+
+    def __getattr__(self, level: str) -> Any:
+        method = getattr(self._log, level)
+
+        def log(event: str, **fields: Any) -> Any:
+            for key, value in fields.items():
+                if isinstance(value, str) and "@" in value:
+                    fields[key] = scrub(value)
+            error = fields.get("exc_info")
+            if isinstance(error, BaseException):
+                text = "".join(traceback.format_exception(error))
+                clean = scrub(text)
+                if clean != text:
+                    del fields["exc_info"]
+                    fields["exception"] = clean.rstrip("\n")
+            return method(event, **fields)
+
+        return log
+
+
 class LoggingSink(Sink):
     """One record per event, bound to ``service`` and the span it happened in."""
 
     def __init__(self, log: Any, *, slow_check_threshold: float) -> None:
-        self._log = log
+        self._log = Scrubbed(log)
         self._slow = slow_check_threshold
 
     def run_begin(self, run: RunRecord) -> None:
