@@ -9,6 +9,7 @@ each endpoint's own copy.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -42,6 +43,21 @@ _NOT_ALLOWED: tuple[Header, ...] = (
 )
 # RFC 9110 §12.4.2: "0" to "1" with at most three decimals; anything else is malformed.
 _QVALUE = re.compile(rb"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+
+_HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def json_body(value: object, *, indent: int | None = None) -> bytes:
+    """``value`` as JSON whose strings never carry ``<``, ``>`` or ``&`` as such.
+
+    Names and reasons come from code and from clients (``?exclude=``); escaped
+    like this (as Go's encoder does), no sniffing browser or page embedding
+    the answer can take them for markup. Still the same JSON to a parser.
+    """
+    separators = (",", ":") if indent is None else (",", ": ")
+    text = json.dumps(value, indent=indent, separators=separators)
+    return text.translate(_HTML_SAFE).encode()
 
 
 def response_headers(content_type: bytes, body: bytes, *extra: Header) -> tuple[Header, ...]:

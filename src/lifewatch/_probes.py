@@ -25,7 +25,16 @@ from urllib.parse import unquote_plus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._checks import RESERVED, HealthCheck, Probe
-from ._http import TEXT, Header, header_values, negotiate, not_allowed, respond, response_headers
+from ._http import (
+    TEXT,
+    Header,
+    header_values,
+    json_body,
+    negotiate,
+    not_allowed,
+    respond,
+    response_headers,
+)
 from ._records import Notice
 from ._supervise import Supervised
 
@@ -158,7 +167,7 @@ def render_json(report: Report, service: str | None, expose: bool) -> bytes:
     body["checks"] = checks
     if notes:
         body["notes"] = notes
-    return json.dumps(body, separators=(",", ":")).encode()
+    return json_body(body)
 
 
 class ProbeEndpoint:
