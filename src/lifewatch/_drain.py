@@ -22,6 +22,7 @@ hook, so there lifewatch stays out; readiness then flips when
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 from types import FrameType
@@ -53,7 +54,7 @@ def _under_reload(handler: Handler) -> bool:
 
 
 class Drainer(Sink):
-    """Installs the SIGTERM hook for the life of the server, on the event flow.
+    """Joins the process's drain for the life of the server, on the event flow.
 
     Whatever fails on the way (a log record, a sink), the signal it took from
     the server is handed on: a drain may lose a log line, never the shutdown.
@@ -63,9 +64,6 @@ class Drainer(Sink):
         self.lifecycle = lifecycle
         self.drain_delay = drain_delay
         self.installed = False
-        self._previous: Handler = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
     # -- on the lifecycle's event flow ---------------------------------------
 
@@ -76,41 +74,85 @@ class Drainer(Sink):
             self.uninstall()
 
     def install(self) -> None:
-        if self.installed or self.drain_delay <= 0:
-            return
+        if not self.installed and self.drain_delay > 0:
+            self.installed = _PROCESS.join(self)
+
+    def uninstall(self) -> None:
+        if self.installed:
+            self.installed = False
+            _PROCESS.leave(self)
+
+    # -- told by the process's drain -----------------------------------------
+
+    def begin(self, sig: int) -> bool:
+        """Drain if ready (nobody routes to an instance that is not); True if so."""
+        if self.lifecycle.state is not State.READY:
+            return False
+        self.lifecycle.set_state(State.DRAINING)
+        self.tell("lifespan.drain.begin", "info", sig)
+        return True
+
+    def tell(self, event: str, level: str, sig: int) -> None:
+        fields = {"signal": signal.Signals(sig).name, "drain_delay_s": self.drain_delay}
+        with contextlib.suppress(Exception):  # the signal goes on regardless
+            self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
+
+
+class _ProcessDrain:
+    """One drain per process, whatever the number of ``Lifewatch`` objects.
+
+    An app mounted in another has a watch of its own; chaining a hook per
+    watch drained them one after the other (the delays added up) and left the
+    outer one ready meanwhile. One hook stands in front of the server's
+    handler: on SIGTERM every watch that is ready flips to ``draining`` at
+    once, and the signal reaches the server after the longest delay.
+    """
+
+    def __init__(self) -> None:
+        self.drainers: list[Drainer] = []
+        self.previous: Handler = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.draining: list[Drainer] = []
+
+    def join(self, drainer: Drainer) -> bool:
         if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread
+            return False  # signal handlers can only be set from the main thread
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return
-        previous = signal.getsignal(signal.SIGTERM)
-        if not _hookable(previous) or _under_reload(previous):
-            return
-        self._loop = loop
-        self._previous = previous
-        signal.signal(signal.SIGTERM, self._on_signal)
-        self.installed = True
+            return False
+        if not self.drainers:
+            previous = signal.getsignal(signal.SIGTERM)
+            if not _hookable(previous) or _under_reload(previous):
+                return False
+            self.previous, self.loop = previous, loop
+            signal.signal(signal.SIGTERM, self._on_signal)
+        elif loop is not self.loop:
+            return False  # another event loop (a test's): it has a server of its own
+        self.drainers.append(drainer)
+        return True
 
-    def uninstall(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self.installed:
+    def leave(self, drainer: Drainer) -> None:
+        with contextlib.suppress(ValueError):
+            self.drainers.remove(drainer)
+        if self.drainers:
             return
-        self.installed = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.draining = []
         if (
             threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) == self._on_signal
         ):
-            signal.signal(signal.SIGTERM, self._previous)
-
-    # -- the signal -----------------------------------------------------------
+            signal.signal(signal.SIGTERM, self.previous)
+        self.loop = None
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         # Runs between two bytecodes of whatever the main thread was doing:
         # do the work on the loop, not here.
-        loop = self._loop
+        loop = self.loop
         try:
             if loop is None or loop.is_closed():
                 raise RuntimeError("no loop to drain on")
@@ -119,36 +161,40 @@ class Drainer(Sink):
             self._forward(sig)
 
     def _begin(self, sig: int) -> None:
-        if self._timer is not None:
+        if self.timer is not None:
             # A second SIGTERM: the operator means it, stop waiting.
-            self._timer.cancel()
-            self._timer = None
-            self._tell("lifespan.drain.cut", "warning", sig)
+            self.timer.cancel()
+            self.timer = None
+            for drainer in self.draining:
+                drainer.tell("lifespan.drain.cut", "warning", sig)
             self._forward(sig)
             return
-        lc = self.lifecycle
-        if lc.state is not State.READY:
+        assert self.loop is not None
+        ready = [d for d in self.drainers if d.lifecycle.state is State.READY]
+        if not ready:
             # Not ready, so nobody routes here: nothing to drain.
             self._forward(sig)
             return
-        assert self._loop is not None
         # The timer first: nothing after it can keep the signal from the server.
-        self._timer = self._loop.call_later(self.drain_delay, self._end, sig)
-        lc.set_state(State.DRAINING)
-        self._tell("lifespan.drain.begin", "info", sig)
+        delay = max(d.drain_delay for d in ready)
+        self.timer = self.loop.call_later(delay, self._end, sig)
+        self.draining = ready
+        for drainer in ready:
+            with contextlib.suppress(Exception):
+                drainer.begin(sig)
 
     def _end(self, sig: int) -> None:
-        self._timer = None
+        self.timer = None
         try:
-            self._tell("lifespan.drain.end", "info", sig)
+            for drainer in self.draining:
+                drainer.tell("lifespan.drain.end", "info", sig)
         finally:
             self._forward(sig)
 
-    def _tell(self, event: str, level: str, sig: int) -> None:
-        fields = {"signal": signal.Signals(sig).name, "drain_delay_s": self.drain_delay}
-        self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
-
     def _forward(self, sig: int) -> None:
-        previous = self._previous
+        previous = self.previous
         if callable(previous):
             previous(sig, None)
+
+
+_PROCESS = _ProcessDrain()

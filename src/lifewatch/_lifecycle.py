@@ -70,6 +70,9 @@ class Lifecycle:
         self.sinks: tuple[Sink, ...] = ()
         self._hooks: dict[str, tuple[Callable[..., None], ...]] = dict.fromkeys(_HOOKS, ())
         self.state: State = State.STARTING
+        self.closing = False
+        """Draining or stopping: responses ask keep-alive clients to go (one
+        attribute for the request path to read)."""
         self.current: RunRecord | None = None
         self.startup: RunRecord | None = None
         self.shutdown: RunRecord | None = None
@@ -113,6 +116,7 @@ class Lifecycle:
         if old is new:
             return
         self.state = new
+        self.closing = new is State.DRAINING or new is State.STOPPING
         self._emit("state_changed", old, new)
 
     def notify(self, notice: Notice) -> None:
