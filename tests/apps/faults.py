@@ -56,6 +56,17 @@ if FAULT == "check-exits":
         raise KeyboardInterrupt
 
 
+if FAULT == "check-swallows":
+
+    @watch.check("stubborn", timeout=float(os.environ.get("CHECK_TIMEOUT", "0.2")))
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass  # the fault: it will not be cancelled
+
+
 app = watch.instrument(FastAPI(lifespan=lifespan))
 
 

@@ -148,3 +148,28 @@ def test_a_hung_shutdown_phase(tmp_path: Path) -> None:
     assert "phase=close" in out and "reason=timeout" in out
     assert code == -signal.SIGTERM, out  # uvicorn logs the failure, then re-raises SIGTERM
     assert "Application shutdown failed" in out
+
+
+def test_a_check_swallowing_its_cancel_under_uvicorn(tmp_path: Path) -> None:
+    """Row (issue point 1): 200 probes each answered by timeout + grace, no
+    task pile-up holding the shutdown; SIGTERM exits at once."""
+    timeout, shutdown = 0.2, 3.0
+    with uvicorn(
+        tmp_path,
+        "stubborn",
+        FAULT="check-swallows",
+        CHECK_TIMEOUT=str(timeout),
+        SHUTDOWN_TIMEOUT=str(shutdown),
+    ) as (proc, base):
+        wait_for("the app", lambda: served(base), 20)
+        started = time.monotonic()
+        assert [status_of(f"{base}/readyz") for _ in range(200)] == [503] * 200
+        took = time.monotonic() - started
+        assert took < (timeout + 0.1) * SLACK + 200 * 0.05, f"{took:.2f}s for 200 probes"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == -signal.SIGTERM
+        assert time.monotonic() - started < shutdown  # nothing waits for the abandoned run
+    out = output(tmp_path, "stubborn")
+    assert out.count("lifespan.check.abandoned") == 1
+    assert "close phase ran" in out
