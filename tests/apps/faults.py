@@ -7,6 +7,7 @@ through the stdlib logger ``lifewatch``, to uvicorn's handlers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -61,10 +62,8 @@ if FAULT == "check-swallows":
     @watch.check("stubborn", timeout=float(os.environ.get("CHECK_TIMEOUT", "0.2")))
     async def stubborn() -> None:
         while True:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # the fault: no cancelling it
                 await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                pass  # the fault: it will not be cancelled
 
 
 app = watch.instrument(FastAPI(lifespan=lifespan))
