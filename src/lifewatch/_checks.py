@@ -91,6 +91,45 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
         future.set_result(outcome)
 
 
+class _Bound:
+    """Cancel the running task once at the deadline, and say whether that fired.
+
+    Not anyio's ``fail_after``: it re-delivers the cancel on every turn of
+    the loop until the task gives in, so a check that swallows it would
+    spin. (``asyncio.timeout`` does this too, from Python 3.11 on only.)
+    """
+
+    __slots__ = ("_delay", "_handle", "_task", "fired", "when")
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+        self.fired = False
+        self.when = 0.0
+
+    async def __aenter__(self) -> _Bound:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.when = loop.time() + self._delay
+        self._handle = loop.call_at(self.when, self._fire)
+        return self
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._task.cancel()
+
+    async def __aexit__(self, kind: Any, error: Any, tb: Any) -> bool:
+        self._handle.cancel()
+        if self.fired:
+            uncancel = getattr(self._task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()  # ours, handled here: not a cancel from outside
+            if kind is not None and issubclass(kind, asyncio.CancelledError):
+                raise TimeoutError from error
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """One finished run of a check."""
@@ -279,10 +318,7 @@ class HealthCheck:
             where = "in its thread" if not self.is_async else "(it ignored its cancellation)"
             return self._failed(start, "timeout", f"previous run still running {where}")
         loop = asyncio.get_running_loop()
-        # asyncio's timeout, not anyio's: anyio re-delivers a cancel on every
-        # turn of the loop until the task gives in, so a check that swallows
-        # it would spin; asyncio cancels once, and says whether it fired.
-        bound = asyncio.timeout(self.timeout)
+        bound = _Bound(self.timeout)
         try:
             async with bound:
                 if self.is_async:
@@ -292,21 +328,20 @@ class HealthCheck:
                     if error is not None:
                         raise error
         except TimeoutError as exc:
-            if bound.expired():
+            if bound.fired:
                 return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
             return self._failed(start, "error", f"{type(exc).__name__}: {exc}")
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            cancelling = getattr(asyncio.current_task(), "cancelling", None)
+            if cancelling is None or cancelling():
                 raise  # cancelled from outside: the loop is going away
             return self._failed(start, "error", "CancelledError raised by the check")
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt and the like too: a check that
             # raises them has failed; it does not get to stop the server.
             return self._failed(start, "error", f"{type(exc).__name__}: {exc}")
-        when = bound.when()
-        if bound.expired() or (when is not None and loop.time() > when):
-            return self._late(start, blocked=self.is_async and not bound.expired())
+        if bound.fired or loop.time() > bound.when:
+            return self._late(start, blocked=self.is_async and not bound.fired)
         if value is None or value is True:
             return self._passed(start)
         if value is False:
