@@ -34,16 +34,20 @@ def logger(service: str | None) -> Any:
     import, before the app configures structlog. (With the app's
     ``cache_logger_on_first_use=True`` it resolves once, at the first record.)
     """
-    return structlog.get_logger("lifewatch", service=service)
+    return Scrubbed(structlog.get_logger("lifewatch", service=service))
 
 
 class Scrubbed:
-    """A logger whose records never carry URL credentials.
+    """A logger whose records never carry URL credentials nor local variables.
 
-    Every string field is scrubbed; an exception whose traceback would show
-    credentials is logged as that traceback, rendered here and scrubbed
-    (``exception``, what structlog's ``format_exc_info`` would have made),
-    instead of as ``exc_info`` for a renderer to print as is.
+    Every string field is scrubbed. An exception is logged as its traceback,
+    rendered here in the plain format and scrubbed (``exception``, what
+    structlog's ``format_exc_info`` would have made), instead of as
+    ``exc_info``, when that traceback would show credentials, or when the app
+    has not configured structlog: its default renderer prints every frame's
+    local variables when ``rich`` is installed, and a local can hold a
+    password. An app that configured structlog gets ``exc_info`` for its own
+    processors to render.
     """
 
     __slots__ = ("_log",)
@@ -66,7 +70,7 @@ class Scrubbed:
             if isinstance(error, BaseException):
                 text = "".join(traceback.format_exception(error))
                 clean = scrub(text)
-                if clean != text:
+                if clean != text or not structlog.is_configured():
                     del fields["exc_info"]
                     fields["exception"] = clean.rstrip("\n")
             return method(event, **fields)
@@ -78,7 +82,7 @@ class LoggingSink(Sink):
     """One record per event, bound to ``service`` and the span it happened in."""
 
     def __init__(self, log: Any, *, slow_check_threshold: float) -> None:
-        self._log = Scrubbed(log)
+        self._log = log if isinstance(log, Scrubbed) else Scrubbed(log)
         self._slow = slow_check_threshold
 
     def run_begin(self, run: RunRecord) -> None:

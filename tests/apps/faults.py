@@ -38,7 +38,8 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
             await asyncio.sleep(float(os.environ.get("HANG", "30")))
     async with watch.phase("cache", critical=False):
         if FAULT == "cache-fails":
-            raise ConnectionError("redis://:S3cr3t@cache:6379 refused")
+            token = "L0cal-t0ken"  # a local a traceback renderer must not print
+            raise ConnectionError(f"redis://:S3cr3t@cache:6379 refused ({len(token)})")
     yield
     async with watch.phase("close", timeout=float(os.environ.get("CLOSE_TIMEOUT", "5"))):
         if FAULT == "shutdown-hangs":

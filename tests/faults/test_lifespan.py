@@ -4,6 +4,10 @@ cut by shutdown, secrets in failures."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +21,7 @@ from lifewatch import Lifewatch, Sink, State
 from lifewatch._sink import Sink as BaseSink
 from tests.support.faults import Resources, probes, settled
 from tests.support.probes import call
+from tests.support.servers import ROOT, env
 
 pytestmark = pytest.mark.anyio
 
@@ -138,3 +143,51 @@ async def test_secrets_in_failures_stay_out_of_lifewatch_records(
     assert "postgres://***@db:5432/orders refused" in failed["exception"]
     check = next(e for e in logs if e["event"] == "lifespan.check.failed")
     assert check["error"] == "ConnectionRefusedError: postgres://***@db:5432/orders refused"
+
+
+LOCALS_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    from contextlib import asynccontextmanager
+    from asgi_lifespan import LifespanManager
+    from starlette.applications import Starlette
+    from lifewatch import Lifewatch
+
+    watch = Lifewatch(service="faults")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async with watch.phase("cache", critical=False):
+            token = "L0cal-t0ken"  # what a traceback with locals would print
+            raise ConnectionError(f"cache down ({len(token)})")
+        yield
+
+    async def main():
+        async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+            pass
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_failure_with_structlog_unconfigured_prints_no_locals() -> None:
+    """Row (issue point 9): structlog's default renderer prints every frame's
+    locals when rich is installed; lifewatch's record carries a plain
+    traceback instead, once."""
+    assert importlib.util.find_spec("rich"), "rich is in the test extra: pip install rich"
+    proc = subprocess.run(
+        [sys.executable, "-c", LOCALS_SCRIPT],
+        env=env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert out.count("Traceback (most recent call last)") == 1, out
+    assert "ConnectionError: cache down (11)" in out
+    assert "L0cal-t0ken" not in out, out
+    failed = [line for line in out.splitlines() if "lifespan.phase.failed" in line]
+    assert len(failed) == 1 and "warning" in failed[0]
