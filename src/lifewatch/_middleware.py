@@ -47,7 +47,7 @@ class LifewatchMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if self.lifecycle.closing:
+            if self.lifecycle.closing and scope.get("http_version") in _KEEP_ALIVE:
                 send = _closing(send)
             await self.endpoints.get(scope["path"], self.app)(scope, receive, send)
         elif kind == "lifespan":
@@ -134,6 +134,8 @@ class LifewatchMiddleware:
 
 
 _CLOSE = (b"connection", b"close")
+_KEEP_ALIVE = ("1.1", "1.0")
+"""HTTP/2 and 3 forbid a ``Connection`` header (the server sends GOAWAY there)."""
 
 
 def _closing(send: Send) -> Send:

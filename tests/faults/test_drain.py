@@ -64,6 +64,8 @@ async def test_two_watches_drain_as_one(
         for app in (outer_app, inner_app):
             status, sent, _ = await call(app, "/readyz")
             assert status == 503 and sent[b"connection"] == b"close"
+            _, sent, _ = await call(app, "/readyz", http_version="2")
+            assert b"connection" not in sent  # forbidden in HTTP/2
         while not server_handler:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
