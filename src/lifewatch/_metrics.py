@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.samples import Sample
 
+from ._errors import add_note
 from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import State
@@ -171,7 +173,21 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
         by_ns = _banks.setdefault(registry, {})
         bank = by_ns.get(namespace)
         if bank is None:
-            bank = by_ns[namespace] = Metrics(registry, namespace)
+            try:
+                bank = Metrics(registry, namespace)
+            except OSError as exc:
+                # prometheus-client opens its per-process files as each metric
+                # is made: say which setting is wrong, keeping the error's type.
+                directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                if directory:
+                    add_note(
+                        exc,
+                        f"lifewatch: PROMETHEUS_MULTIPROC_DIR={directory!r} must be an "
+                        "existing, writable directory before the app starts "
+                        "(create it, or unset the variable for a single process)",
+                    )
+                raise
+            by_ns[namespace] = bank
         return bank
 
 
