@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 import weakref
@@ -173,12 +174,17 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
         by_ns = _banks.setdefault(registry, {})
         bank = by_ns.get(namespace)
         if bank is None:
+            directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             try:
+                if directory:
+                    # prometheus-client opens its per-process files as each
+                    # child is made, some only at the first write: try the
+                    # directory now, so Lifewatch() fails, not a later write.
+                    with tempfile.TemporaryFile(dir=directory):
+                        pass
                 bank = Metrics(registry, namespace)
             except OSError as exc:
-                # prometheus-client opens its per-process files as each metric
-                # is made: say which setting is wrong, keeping the error's type.
-                directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                # Say which setting is wrong, keeping the error's type.
                 if directory:
                     add_note(
                         exc,
