@@ -1,13 +1,15 @@
 """One app for the fault rows run under a real uvicorn; ``FAULT`` picks the fault.
 
 structlog is left unconfigured, as in most apps: lifewatch's records then go
-through the stdlib logger ``lifewatch``, to uvicorn's handlers.
+through the stdlib logger ``lifewatch``; the app sends INFO and up to stderr
+(``logging.basicConfig``, uvicorn sets up only its own loggers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +20,7 @@ from fastapi import FastAPI
 from lifewatch import Lifewatch
 
 FAULT = os.environ.get("FAULT", "")
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 watch = Lifewatch(
     service="faults",

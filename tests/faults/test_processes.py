@@ -72,7 +72,8 @@ def test_a_non_critical_failure_under_uvicorn(tmp_path: Path) -> None:
     out = output(tmp_path, "degraded")
     assert out.count("Traceback (most recent call last)") == 1, out
     failed = [line for line in out.splitlines() if "lifespan.phase.failed" in line]
-    assert len(failed) == 1 and "[warning" in failed[0] and "phase=cache" in failed[0]
+    assert len(failed) == 1 and "phase=cache" in failed[0]
+    assert failed[0].startswith("WARNING lifewatch:")
     assert SECRET not in out
 
 
