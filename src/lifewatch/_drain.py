@@ -170,12 +170,31 @@ class Drainer(Sink):
         return 0.0 if until is None else max(0.0, until - time.monotonic())
 
     def _begin_requested(self) -> None:
-        assert self._serving_loop is not None
-        if self.lifecycle.state is not State.READY or self._timer is not None:
-            return  # a signal (or shutdown) came first
-        self._timer = self._serving_loop.call_later(self.drain_delay, self.end_requested)
+        if not self._drain_requested():
+            return
+        if self.installed:
+            # One drain per process: the other watches (a mounted app's) go too.
+            for other in list(_PROCESS.drainers):
+                if other is not self:
+                    with contextlib.suppress(Exception):
+                        other.follow()
+
+    def follow(self) -> None:
+        """Drain on request because another watch of this process was asked to."""
+        with self._lock:
+            if self._until is not None or self.drain_delay <= 0:
+                return
+            self._until = time.monotonic() + self.drain_delay
+        self._drain_requested()
+
+    def _drain_requested(self) -> bool:
+        loop = self._serving_loop
+        if loop is None or self.lifecycle.state is not State.READY or self._timer is not None:
+            return False  # a signal (or shutdown) came first
+        self._timer = loop.call_later(self.drain_delay, self.end_requested)
         self.lifecycle.set_state(State.DRAINING)
         self.tell("lifespan.drain.begin", "info", None)
+        return True
 
     def end_requested(self) -> None:
         timer, self._timer = self._timer, None

@@ -77,6 +77,43 @@ async def test_two_watches_drain_as_one(
     assert sorted(ends) == ["inner", "outer"]
 
 
+async def test_a_requested_drain_drains_every_watch_and_holds_the_signal(
+    server_handler: list[float], logs: list[dict[str, Any]]
+) -> None:
+    """One drain per process on request too (a preStop on the outer app's
+    drain endpoint): both watches flip at once, and a SIGTERM during the drain
+    reaches the server once, when the longest of them is over."""
+    short, long = 0.2, 0.6
+    outer = Lifewatch(service="outer", registry=CollectorRegistry(), drain_delay=short)
+    inner = Lifewatch(service="inner", registry=CollectorRegistry(), drain_delay=long)
+    outer_app = outer.instrument(Starlette())
+    inner_app = inner.instrument(Starlette())
+    async with LifespanManager(outer_app), LifespanManager(inner_app):
+        started = time.monotonic()
+        drain = outer.routes["/lifewatch/drain"]
+        left = await asyncio.to_thread(drain.request)  # type: ignore[attr-defined]
+        assert 0 < left <= short
+        deadline = time.monotonic() + 5
+        while outer.state is not State.DRAINING:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        assert (outer.state, inner.state) == (State.DRAINING, State.DRAINING)  # at once
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(short / 2)
+        assert server_handler == []  # held: the drain goes on
+        while not server_handler:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(short)
+        assert len(server_handler) == 1
+    took = server_handler[0] - started
+    assert took >= long - 0.02, f"{took:.2f}s: the signal did not wait for the longest drain"
+    begins = sorted(
+        (e["service"], e["signal"]) for e in logs if e["event"] == "lifespan.drain.begin"
+    )
+    assert begins == [("inner", "request"), ("outer", "request")]
+
+
 def test_no_keep_alive_client_is_reset_at_the_end_of_a_drain(tmp_path: Path) -> None:
     """Row (issue point 7): 100 keep-alive clients through a drain under a real
     uvicorn. Told ``Connection: close`` during the drain, each goes (as it
