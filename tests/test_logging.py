@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from lifewatch import Lifewatch, Notice
 from lifewatch._logging import message
+from tests.support.probes import call
 
 
 @pytest.fixture
@@ -68,6 +69,41 @@ async def test_without_structlog_configured_records_go_to_the_stdlib_logger(
     assert failed.exc_info is not None and isinstance(failed.exc_info[1], ConnectionError)
     assert failed.exc_text is None or "ConnectionError" in failed.exc_text
     assert "error='ConnectionError: no redis'" in failed.getMessage()
+
+
+async def test_stdlib_records_carry_no_url_credentials(
+    unconfigured: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10's scrubbing holds on the stdlib way too: fields, the readable
+    message and the traceback (plain text, scrubbed, instead of ``exc_info``,
+    which the app's formatter would render with the secret)."""
+    caplog.set_level(logging.INFO, logger="lifewatch")
+    dsn = "postgres://admin:S3cr3t@db:5432/orders"
+    watch = Lifewatch(service="orders", registry=CollectorRegistry())
+
+    @watch.check("db")
+    async def db() -> None:
+        raise ConnectionRefusedError(f"{dsn} refused")
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with watch.phase("cache", critical=False):
+            raise ConnectionRefusedError(f"{dsn} refused")
+        yield
+
+    instrumented = watch.instrument(Starlette(lifespan=lifespan))
+    async with LifespanManager(instrumented):
+        assert (await call(instrumented, "/readyz"))[0] == 503
+    records = ours(caplog)
+    formatter = logging.Formatter("%(levelname)s %(message)s")
+    text = "\n".join(formatter.format(r) for r in records)
+    assert "lifespan.check.failed" in text and "lifespan.phase.failed" in text
+    assert "S3cr3t" not in text and "S3cr3t" not in repr([r.__dict__ for r in records])
+    (failed,) = [r for r in records if r.event == "lifespan.phase.failed"]  # type: ignore[attr-defined]
+    assert failed.exc_info is None
+    assert failed.exc_text is not None and failed.exc_text.startswith("Traceback")
+    assert "postgres://***@db:5432/orders refused" in failed.exc_text
+    assert text.count("Traceback (most recent call last)") == 1
 
 
 async def test_debug_records_only_when_the_app_enables_debug(

@@ -7,6 +7,16 @@ of probes costs the dependency one query. A run is a task of its own, shielded
 from the probe requests that wait on it: a client that goes away never cancels
 a run another probe is waiting for, and the timeout ends every run, so no task
 outlives it.
+
+What a check does cannot stretch a probe: a waiter gives up on a run
+``ABANDON_GRACE`` seconds after its timeout (a check that swallows its
+cancellation keeps running, abandoned: counted and logged once, and the next
+probes fail at once instead of stacking more runs behind it); an exception of
+any kind (``SystemExit`` too) is a failed check; a run that outlived its
+timeout (it ignored the cancel, or blocked the event loop past its deadline)
+is a ``timeout``, never a pass. The timeout cancels a run once (asyncio's
+own timer, not anyio's ``fail_after``, which re-delivers the cancel on every
+turn of the loop, so a check that swallows it would spin).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._http import iso_utc
+from ._records import Notice
 
 Probe = Literal["liveness", "readiness", "startup"]
 """Which probe endpoint a check answers on: ``/livez``, ``/readyz``, ``/startupz``."""
@@ -35,6 +46,9 @@ CheckReason = Literal["error", "timeout", "false", "invalid"]
 
 RESERVED = "lifespan"
 """The name of the lifecycle entry in ``/readyz`` and ``/startupz``."""
+
+ABANDON_GRACE = 0.1
+"""Seconds past its timeout a probe waits for a run before it abandons it."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
@@ -140,8 +154,12 @@ class HealthCheck:
 
     __slots__ = (
         "_busy_thread",
+        "_deadline",
         "_inflight",
+        "_notify",
         "_on_result",
+        "_started",
+        "_stuck",
         "_task_name",
         "_timed_out",
         "critical",
@@ -165,6 +183,7 @@ class HealthCheck:
         critical: bool,
         interval: float | None,
         on_result: Callable[[HealthCheck, CheckResult, CheckResult | None], None],
+        notify: Callable[[Notice], None] | None = None,
     ) -> None:
         self.name = name
         self.func = func
@@ -184,6 +203,13 @@ class HealthCheck:
         self._task_name = f"lifewatch-check:{name}"
         self._timed_out = False
         """The run in flight was cancelled by its own timeout (not from outside)."""
+        self._notify = notify
+        self._started = 0.0
+        """``perf_counter()`` when the run in flight started."""
+        self._deadline = 0.0
+        """Loop time at which waiters give up on the run in flight."""
+        self._stuck: tuple[asyncio.Task[CheckResult], CheckResult] | None = None
+        """An abandoned run still going, and the result its waiters were given."""
 
     def __repr__(self) -> str:
         return f"HealthCheck({self.name!r}, probes={sorted(self.probes)}, critical={self.critical})"
@@ -210,27 +236,87 @@ class HealthCheck:
         """
         task = self._inflight
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._run(timed), name=self._task_name)
+            loop = self._starting()
+            task = loop.create_task(self._run(timed), name=self._task_name)
             self._inflight = task
         return task
 
+    def _starting(self) -> asyncio.AbstractEventLoop:
+        """Stamp a new run's start and the deadline its waiters keep."""
+        loop = asyncio.get_running_loop()
+        self._started = time.perf_counter()
+        self._deadline = loop.time() + self.timeout + ABANDON_GRACE
+        return loop
+
+    @property
+    def deadline(self) -> float:
+        """Loop time at which waiters abandon the run in flight."""
+        return self._deadline
+
     async def run(self) -> CheckResult:
-        """Join (or start) a run and wait for its result; never raises."""
+        """Join (or start) a run and wait for its result, bounded; never raises."""
         task = self.start()
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
+        if not task.done():
+            # asyncio.wait never cancels the run: a client that goes away
+            # leaves it to the other waiters.
+            loop = asyncio.get_running_loop()
+            await asyncio.wait((task,), timeout=max(0.0, self._deadline - loop.time()))
+        return self.outcome(task)
+
+    def outcome(self, task: asyncio.Task[CheckResult]) -> CheckResult:
+        """The result of a run its waiters stopped waiting for: abandoned if still going."""
+        if task.done():
             if task.cancelled():
                 # The run was cancelled (the loop is going away), not us.
-                return self._failed(time.perf_counter(), "timeout", "cancelled")
-            raise
+                return self._failed(self._started, "timeout", "cancelled")
+            return task.result()  # runs never raise
+        stuck = self._stuck
+        if stuck is not None and stuck[0] is task:
+            return stuck[1]
+        # Past its timeout and the grace: the check ignored its cancellation.
+        result = self._failed(
+            self._started,
+            "timeout",
+            f"timed out after {self.timeout:g}s and ignored its cancellation "
+            "(abandoned, still running)",
+        )
+        self._stuck = (task, result)
+        if self._inflight is task:
+            self._inflight = None
+        task.add_done_callback(self._unstuck)
+        self._record(result)
+        if self._notify is not None:
+            self._notify(
+                Notice(
+                    "lifespan.check.abandoned",
+                    "warning",
+                    {
+                        "check": self.name,
+                        "timeout_s": self.timeout,
+                        "grace_s": ABANDON_GRACE,
+                        "detail": "the check swallowed its cancellation: its run goes on "
+                        "unwatched; probes fail at once until it returns",
+                    },
+                )
+            )
+        return result
+
+    def _unstuck(self, task: asyncio.Task[CheckResult]) -> None:
+        if self._stuck is not None and self._stuck[0] is task:
+            self._stuck = None
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" noise
 
     async def _run(self, timed: bool = True) -> CheckResult:
-        start = time.perf_counter()
+        start = self._started
         try:
             result = await self._execute(start, timed)
         finally:
-            self._inflight = None
+            if self._inflight is asyncio.current_task():
+                self._inflight = None
+        stuck = self._stuck
+        if stuck is not None and stuck[0] is asyncio.current_task():
+            return result  # abandoned: its waiters were answered, and it was counted then
         return self._record(result)
 
     def _record(self, result: CheckResult) -> CheckResult:
@@ -252,9 +338,10 @@ class HealthCheck:
             return task
         if not _EAGER:
             return self.start(timed=False)
+        loop = self._starting()
         task = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
             self._run(False),
-            loop=asyncio.get_running_loop(),
+            loop=loop,
             name=self._task_name,
             eager_start=True,
         )
@@ -263,22 +350,21 @@ class HealthCheck:
         return task
 
     async def _execute(self, start: float, timed: bool = True) -> CheckResult:
-        if not self.is_async and self._busy_thread:
-            # A sync check cannot be cancelled: never pile up threads behind one
-            # that hangs; report it as the timeout it is.
-            return self._failed(start, "timeout", "previous run still running in its thread")
+        if self._stuck is not None or (not self.is_async and self._busy_thread):
+            # A hung run cannot be stopped: never pile up runs (or threads)
+            # behind it; report it as the timeout it is.
+            where = "in its thread" if not self.is_async else "(it ignored its cancellation)"
+            return self._failed(start, "timeout", f"previous run still running {where}")
         # The timeout, asyncio's own way and no more: a run is a task of its
         # own (``start``), so one timer cancels it. Checks run on asyncio only
         # (``create_task``), and anyio's ``fail_after`` costs a third of an
         # uncached probe (it detects the backend three times per check).
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
         self._timed_out = False
-        timer = (
-            asyncio.get_running_loop().call_later(self.timeout, self.expire, task)
-            if timed
-            else None
-        )
+        due = self._deadline - ABANDON_GRACE
+        timer = loop.call_at(due, self.expire, task) if timed else None
         try:
             if self.is_async:
                 value = await self.func()
@@ -291,7 +377,17 @@ class HealthCheck:
         finally:
             if timer is not None:
                 timer.cancel()
+        if self._timed_out or loop.time() > due:
+            if self._timed_out:
+                self._uncancel(task)
+            return self._late(start, blocked=self.is_async and not self._timed_out)
         return self._judge(start, value)
+
+    @staticmethod
+    def _uncancel(task: asyncio.Task[Any]) -> None:
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+: as asyncio.timeout does
+        if uncancel is not None:
+            uncancel()  # ours, handled here: not a cancel from outside
 
     def _caught(
         self, exc: BaseException, start: float, task: asyncio.Task[Any] | None
@@ -301,16 +397,45 @@ class HealthCheck:
             if task is None:  # the check cancelled itself, before any timer
                 return self._failed(start, "timeout", "cancelled")
             if not self._timed_out:
-                raise exc  # cancelled from outside: the loop is going away
-            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: as asyncio.timeout does
-            if uncancel is not None:
-                uncancel()
+                cancelling = getattr(task, "cancelling", None)
+                if cancelling is None or cancelling():
+                    raise exc  # cancelled from outside: the loop is going away
+                return self._failed(start, "error", "CancelledError raised by the check")
+            self._uncancel(task)
             return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
         if isinstance(exc, TimeoutError):  # the check's own, e.g. a driver's: a timeout too
             return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
-        if isinstance(exc, Exception):
-            return self._failed(start, "error", f"{type(exc).__name__}: {exc}")
-        raise exc
+        # Any other kind, SystemExit and KeyboardInterrupt too: a check that
+        # raises them has failed; it does not get to stop the server.
+        return self._failed(start, "error", f"{type(exc).__name__}: {exc}")
+
+    def _late(self, start: float, *, blocked: bool) -> CheckResult:
+        """A run that returned past its deadline: a timeout, whatever it returned."""
+        if not blocked:
+            return self._failed(
+                start, "timeout", f"timed out after {self.timeout:g}s (ignored its cancellation)"
+            )
+        # The deadline passed and the cancel never got its turn: the check
+        # held the event loop (no await) past its timeout.
+        result = self._failed(
+            start, "timeout", f"timed out after {self.timeout:g}s (blocked the event loop)"
+        )
+        if self._notify is not None:
+            self._notify(
+                Notice(
+                    "lifespan.check.blocked",
+                    "warning",
+                    {
+                        "check": self.name,
+                        "blocked_s": round(result.duration, 6),
+                        "timeout_s": self.timeout,
+                        "detail": "an async check ran without awaiting past its timeout, "
+                        "stalling every request; run blocking code in a thread "
+                        "(a sync def check does)",
+                    },
+                )
+            )
+        return result
 
     def _judge(self, start: float, value: Any) -> CheckResult:
         if value is None or value is True:

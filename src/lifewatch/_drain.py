@@ -22,11 +22,17 @@ Under any server the drain can come first instead: ``request()`` (the drain
 endpoint, which ``python -m lifewatch drain`` calls from a Kubernetes
 ``preStop`` hook) starts the same drain without a signal. A SIGTERM that
 arrives while it runs waits for its end, then goes on to the server.
+
+There is one drain per process, whatever the number of ``Lifewatch`` objects
+(an app mounted in another has a watch of its own): one hook stands in front
+of the server's handler, every watch that is ready flips to ``draining`` at
+once, and the signal reaches the server once, after the longest delay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -75,7 +81,8 @@ def _under_reload(handler: Handler) -> bool:
 
 
 class Drainer(Sink):
-    """Installs the SIGTERM hook for the life of the server, on the event flow.
+    """Joins the process's drain for the life of the server, on the event flow;
+    drains its own watch on request (preStop).
 
     Whatever fails on the way (a log record, a sink), the signal it took from
     the server is handed on: a drain may lose a log line, never the shutdown.
@@ -85,17 +92,12 @@ class Drainer(Sink):
         self.lifecycle = lifecycle
         self.drain_delay = drain_delay
         self.installed = False
-        self._previous: Handler = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._serving_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._until: float | None = None
         """``time.monotonic()`` at which a requested drain ends."""
-        self._held: int | None = None
-        """A signal that came during a requested drain: handed on at its end."""
-        self._by_request = False
-        """The drain running now (``_timer``) was requested, not signalled."""
+        self._timer: asyncio.TimerHandle | None = None
+        """The end of the requested drain running now."""
 
     # -- on the lifecycle's event flow ---------------------------------------
 
@@ -105,106 +107,45 @@ class Drainer(Sink):
                 self._serving_loop = asyncio.get_running_loop()
             except RuntimeError:  # pragma: no cover - lifespans run on a loop
                 self._serving_loop = None
-            self._until = self._held = None
-            self._by_request = False
+            self._until = None
             self.install()
         else:
             self.uninstall()
 
     def install(self) -> None:
-        if self.installed or self.drain_delay <= 0:
-            return
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        previous = signal.getsignal(signal.SIGTERM)
-        if not _hookable(previous):
-            self._install_on_loop(loop)
-            return
-        if _under_reload(previous):
-            return
-        self._loop = loop
-        self._previous = previous
-        signal.signal(signal.SIGTERM, self._on_signal)
-        self.installed = True
-
-    def _install_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        handle = _loop_handler(loop)
-        if handle is None or getattr(handle, "_callback", None) == self._begin:
-            return
-        self._loop = loop
-        self._previous = lambda sig, frame: handle._run()
-        # Run on the loop from its wakeup fd, as the server's was; it stays
-        # after shutdown begins and hands any later signal on at once.
-        loop.add_signal_handler(signal.SIGTERM, self._begin, signal.SIGTERM)
-        self.installed = True
+        if not self.installed and self.drain_delay > 0:
+            self.installed = _PROCESS.join(self)
 
     def uninstall(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        held, self._held = self._held, None
-        if held is not None:
-            self._forward(held)  # shutdown began anyway: never sit on a signal
-        if not self.installed:
-            return
-        self.installed = False
-        if (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) == self._on_signal
-        ):
-            signal.signal(signal.SIGTERM, self._previous)
+        if self.installed:
+            self.installed = False
+            _PROCESS.leave(self)
 
-    # -- the signal -----------------------------------------------------------
+    # -- told by the process's drain -----------------------------------------
 
-    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
-        # Runs between two bytecodes of whatever the main thread was doing:
-        # do the work on the loop, not here.
-        loop = self._loop
-        try:
-            if loop is None or loop.is_closed():
-                raise RuntimeError("no loop to drain on")
-            loop.call_soon_threadsafe(self._begin, sig)
-        except Exception:
-            self._forward(sig)
+    def begin(self, sig: int) -> bool:
+        """Drain if ready (nobody routes to an instance that is not); True if so."""
+        if self.lifecycle.state is not State.READY:
+            return False
+        self.lifecycle.set_state(State.DRAINING)
+        self.tell("lifespan.drain.begin", "info", sig)
+        return True
 
-    def _begin(self, sig: int) -> None:
-        if self._timer is not None and self._by_request and self._held is None:
-            # Drained on request (preStop): the signal waits for the drain's end.
-            self._held = sig
-            return
-        if self._timer is not None:
-            # A second SIGTERM: the operator means it, stop waiting.
-            self._timer.cancel()
-            self._timer = None
-            self._tell("lifespan.drain.cut", "warning", sig)
-            self._forward(sig)
-            return
-        lc = self.lifecycle
-        if lc.state is not State.READY:
-            # Not ready, so nobody routes here: nothing to drain.
-            self._forward(sig)
-            return
-        assert self._loop is not None
-        # The timer first: nothing after it can keep the signal from the server.
-        self._timer = self._loop.call_later(self.drain_delay, self._end, sig)
-        lc.set_state(State.DRAINING)
-        self._tell("lifespan.drain.begin", "info", sig)
+    def requested_left(self) -> float | None:
+        """Seconds left of the requested drain running now, or None."""
+        timer, loop = self._timer, self._serving_loop
+        if timer is None or loop is None:
+            return None
+        return max(0.0, timer.when() - loop.time())
 
-    def _end(self, sig: int) -> None:
-        self._timer = None
-        try:
-            self._tell("lifespan.drain.end", "info", sig)
-        finally:
-            self._forward(sig)
-
-    def _tell(self, event: str, level: str, sig: int | None) -> None:
+    def tell(self, event: str, level: str, sig: int | None) -> None:
         cause = "request" if sig is None else signal.Signals(sig).name
         fields = {"signal": cause, "drain_delay_s": self.drain_delay}
-        self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
+        with contextlib.suppress(Exception):  # the signal goes on regardless
+            self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
 
     # -- on request (preStop), from any thread --------------------------------
 
@@ -229,25 +170,175 @@ class Drainer(Sink):
         return 0.0 if until is None else max(0.0, until - time.monotonic())
 
     def _begin_requested(self) -> None:
-        assert self._serving_loop is not None
-        if self.lifecycle.state is not State.READY or self._timer is not None:
-            return  # a signal (or shutdown) came first
-        self._timer = self._serving_loop.call_later(self.drain_delay, self._end_requested)
-        self._by_request = True
-        self.lifecycle.set_state(State.DRAINING)
-        self._tell("lifespan.drain.begin", "info", None)
+        if not self._drain_requested():
+            return
+        if self.installed:
+            # One drain per process: the other watches (a mounted app's) go too.
+            for other in list(_PROCESS.drainers):
+                if other is not self:
+                    with contextlib.suppress(Exception):
+                        other.follow()
 
-    def _end_requested(self) -> None:
-        self._timer = None
-        self._by_request = False
-        held, self._held = self._held, None
+    def follow(self) -> None:
+        """Drain on request because another watch of this process was asked to."""
+        with self._lock:
+            if self._until is not None or self.drain_delay <= 0:
+                return
+            self._until = time.monotonic() + self.drain_delay
+        self._drain_requested()
+
+    def _drain_requested(self) -> bool:
+        loop = self._serving_loop
+        if loop is None or self.lifecycle.state is not State.READY or self._timer is not None:
+            return False  # a signal (or shutdown) came first
+        self._timer = loop.call_later(self.drain_delay, self.end_requested)
+        self.lifecycle.set_state(State.DRAINING)
+        self.tell("lifespan.drain.begin", "info", None)
+        return True
+
+    def end_requested(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()  # ended early by the process's drain (a held signal)
+        self.tell("lifespan.drain.end", "info", None)
+
+
+class _ProcessDrain:
+    """One drain per process, whatever the number of ``Lifewatch`` objects.
+
+    An app mounted in another has a watch of its own; chaining a hook per
+    watch drained them one after the other (the delays added up) and left the
+    outer one ready meanwhile. One hook stands in front of the server's
+    handler: on SIGTERM every watch that is ready flips to ``draining`` at
+    once, and the signal reaches the server after the longest delay (or the
+    end of a drain requested before it, whichever is later).
+    """
+
+    def __init__(self) -> None:
+        self.drainers: list[Drainer] = []
+        self.previous: Handler = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.draining: list[Drainer] = []
+        self.held: int | None = None
+        """A signal that came during a requested drain: handed on at its end."""
+
+    def join(self, drainer: Drainer) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False  # signal handlers can only be set from the main thread
         try:
-            self._tell("lifespan.drain.end", "info", None)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        if not self.drainers:
+            if not self._hook(loop):
+                return False
+        elif loop is not self.loop:
+            return False  # another event loop (a test's): it has a server of its own
+        self.drainers.append(drainer)
+        return True
+
+    def _hook(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Stand in front of the server's SIGTERM handler; False where none can be."""
+        previous = signal.getsignal(signal.SIGTERM)
+        if _hookable(previous):
+            if _under_reload(previous):
+                return False
+            self.previous, self.loop = previous, loop
+            signal.signal(signal.SIGTERM, self._on_signal)
+            return True
+        handle = _loop_handler(loop)
+        if handle is None:
+            return False
+        if getattr(handle, "_callback", None) == self._begin:
+            # Ours, left on this loop by an earlier server run: the server's
+            # handler is still the one kept.
+            return loop is self.loop
+        self.loop = loop
+        self.previous = lambda sig, frame: handle._run()
+        # Run on the loop from its wakeup fd, as the server's was; it stays
+        # after shutdown begins and hands any later signal on at once.
+        loop.add_signal_handler(signal.SIGTERM, self._begin, signal.SIGTERM)
+        return True
+
+    def leave(self, drainer: Drainer) -> None:
+        with contextlib.suppress(ValueError):
+            self.drainers.remove(drainer)
+        if self.drainers:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.draining = []
+        held, self.held = self.held, None
+        if held is not None:
+            self._forward(held)  # shutdown began anyway: never sit on a signal
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == self._on_signal
+        ):
+            signal.signal(signal.SIGTERM, self.previous)
+            self.loop = None
+        # A handler on the loop stays (see _hook): it keeps the loop.
+
+    # -- the signal -----------------------------------------------------------
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        # Runs between two bytecodes of whatever the main thread was doing:
+        # do the work on the loop, not here.
+        loop = self.loop
+        try:
+            if loop is None or loop.is_closed():
+                raise RuntimeError("no loop to drain on")
+            loop.call_soon_threadsafe(self._begin, sig)
+        except Exception:
+            self._forward(sig)
+
+    def _begin(self, sig: int) -> None:
+        if self.timer is not None:
+            # A second SIGTERM: the operator means it, stop waiting.
+            self.timer.cancel()
+            self.timer = None
+            self.held = None
+            for drainer in self.draining:
+                drainer.tell("lifespan.drain.cut", "warning", sig)
+            self._forward(sig)
+            return
+        ready = [d for d in self.drainers if d.lifecycle.state is State.READY]
+        requested = [
+            left for left in (d.requested_left() for d in self.drainers) if left is not None
+        ]
+        if not ready and not requested:
+            # Not ready, so nobody routes here: nothing to drain.
+            self._forward(sig)
+            return
+        assert self.loop is not None
+        # The timer first: nothing after it can keep the signal from the server.
+        # Drained on request (preStop) already: the signal waits for that end.
+        delay = max([d.drain_delay for d in ready] + requested)
+        self.timer = self.loop.call_later(delay, self._end, sig)
+        self.held = sig if requested else None
+        self.draining = ready
+        for drainer in ready:
+            with contextlib.suppress(Exception):
+                drainer.begin(sig)
+
+    def _end(self, sig: int) -> None:
+        self.timer = None
+        self.held = None
+        try:
+            for drainer in self.drainers:
+                if drainer.requested_left() is not None:
+                    drainer.end_requested()  # due now too: its end before the signal
+            for drainer in self.draining:
+                drainer.tell("lifespan.drain.end", "info", sig)
         finally:
-            if held is not None:
-                self._forward(held)
+            self._forward(sig)
 
     def _forward(self, sig: int) -> None:
-        previous = self._previous
+        previous = self.previous
         if callable(previous):
             previous(sig, None)
+
+
+_PROCESS = _ProcessDrain()

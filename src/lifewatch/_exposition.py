@@ -7,17 +7,35 @@ escaping of odd label values and format details stay prometheus-client's job.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import re
 from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
 from starlette.types import Receive, Scope, Send
 
-from ._http import Header, header_values, not_allowed, respond, response_headers
+from ._http import (
+    TEXT,
+    Header,
+    coding_accepted,
+    header_values,
+    not_allowed,
+    ranked,
+    respond,
+    response_headers,
+)
+from ._records import Notice
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_BROKEN = b"lifewatch: the metrics could not be collected (see the log)\n"
+
+# What prometheus-client's content types look like: it echoes the version the
+# scraper asked for, so anything else in it came from a hostile header.
+_FORMATS = (b"application/openmetrics-text", b"text/plain", b"text/*", b"*/*")
+_SAFE_TYPE = re.compile(r"[a-z/.-]+(?:; (?:version=\d{1,3}(?:\.\d{1,3}){0,2}|[a-z]+=[a-z0-9_-]+))*")
 
 
 def multiprocess_dir() -> str | None:
@@ -36,25 +54,53 @@ class MetricsEndpoint:
     files and must not stall the event loop that serves requests.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, inline: bool = False) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        inline: bool = False,
+        notify: Callable[[Notice], None] | None = None,
+    ) -> None:
         self.registry = REGISTRY if registry is None else registry
         self.inline = inline
         """Always render in the calling thread: on the ops listener, whose
         threads stall no app."""
+        self._notify = notify
 
     def render(self, accept: str, accept_encoding: str = "") -> tuple[bytes, tuple[Header, ...]]:
-        """Body and headers for one scrape, in the calling thread."""
-        encoder, content_type = choose_encoder(accept)
+        """Body and headers for one scrape, in the calling thread.
+
+        Any header gets a valid exposition: ``Accept`` is ranked by ``q``
+        first (prometheus-client takes the first range it knows and ignores
+        ``q``), and a version it cannot parse, or would echo oddly, gets the
+        classic text format; ``gzip;q=0`` gets no gzip.
+        """
         directory = multiprocess_dir()
-        if directory is None:
-            body = encoder(self.registry)
-        else:
-            body = _render_multiprocess(encoder, directory)
+        try:
+            wanted = ""
+            for element in ranked(accept.encode("latin-1")):
+                if element.partition(b";")[0].strip().lower() in _FORMATS:
+                    wanted = element.decode("latin-1")  # the most wanted format decides
+                    break
+            encoder, content_type = choose_encoder(wanted)
+            if not _SAFE_TYPE.fullmatch(content_type):
+                raise ValueError(f"unexpected content type {content_type!r}")
+            body = self._encode(encoder, directory)
+        except Exception:
+            encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+            body = self._encode(encoder, directory)
         extra: tuple[Header, ...] = ()
-        if gzip_accepted(accept_encoding):
+        if coding_accepted(accept_encoding.encode("latin-1"), b"gzip"):
             body = gzip.compress(body, compresslevel=6)
             extra = ((b"content-encoding", b"gzip"),)
         return body, response_headers(content_type.encode("latin-1"), body, *extra)
+
+    def _encode(
+        self, encoder: Callable[[CollectorRegistry], bytes], directory: str | None
+    ) -> bytes:
+        if directory is None:
+            return encoder(self.registry)
+        return _render_multiprocess(encoder, directory)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")
@@ -65,12 +111,25 @@ class MetricsEndpoint:
         # Sent more than once, a header's values make one comma-separated list.
         accept = b",".join(header_values(headers, b"accept")).decode("latin-1")
         accept_encoding = b",".join(header_values(headers, b"accept-encoding")).decode("latin-1")
-        if self.inline or multiprocess_dir() is None:
-            body, response = self.render(accept, accept_encoding)
-        else:
-            import anyio.to_thread
+        try:
+            if self.inline or multiprocess_dir() is None:
+                body, response = self.render(accept, accept_encoding)
+            else:
+                import anyio.to_thread
 
-            body, response = await anyio.to_thread.run_sync(self.render, accept, accept_encoding)
+                body, response = await anyio.to_thread.run_sync(
+                    self.render, accept, accept_encoding
+                )
+        except Exception as exc:
+            # The multiprocess directory deleted under a running pod, a
+            # collector that raises: a scrape that fails says so, never 500.
+            if self._notify is not None:
+                with contextlib.suppress(Exception):
+                    self._notify(
+                        Notice("lifespan.metrics.error", "error", {"path": scope.get("path")}, exc)
+                    )
+            await respond(send, method, 503, response_headers(TEXT, _BROKEN), _BROKEN)
+            return
         await respond(send, method, 200, response, body)
 
 

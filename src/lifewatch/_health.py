@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._checks import (
+    ABANDON_GRACE,
     PROBES,
     RESERVED,
     CheckResult,
@@ -146,6 +147,7 @@ class Health(Sink):
             critical=critical,
             interval=interval_s,
             on_result=self.lifecycle.check_result,
+            notify=self.lifecycle.notify,
         )
         self.checks[name] = check
         for probe in PROBES:
@@ -366,16 +368,26 @@ class Health(Sink):
                 # Not gather: a probe that goes away must not cancel runs that
                 # other probes share, and ``wait`` never cancels what it waits on
                 # (one waiter for all, where ``shield`` costs a future per run).
-                await asyncio.wait(running)
-            for timer in timers:
-                timer.cancel()
+                # Bounded whatever the checks do: a run still going at its
+                # deadline (its timeout plus a grace) is abandoned, not awaited.
+                deadline = max(
+                    check.deadline
+                    for (_, check), t in zip(pending, tasks, strict=True)
+                    if t in running
+                )
+                await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
+            if all(t.done() for t in tasks):
+                for timer in timers:
+                    timer.cancel()
+            # else: leave them; they bound the runs still going (a no-op once fired)
             for (index, check), task in zip(pending, tasks, strict=True):
-                if task.cancelled():  # the loop is going away
-                    now = time.time()
-                    out = CheckResult(False, 0.0, now, time.monotonic(), "timeout", "cancelled")
-                else:
-                    out = task.result()  # runs never raise
-                entries[index] = self._check_entry(check, out)
+                entries[index] = self._check_entry(check, check.outcome(task))
+        if only is not None and only != RESERVED:
+            # /readyz/<check> reports that check, as the kube-apiserver does:
+            # a failing non-critical check is a failure there, not a warning.
+            for entry in entries:
+                if entry.status == "warn":
+                    entry.status = "fail"
         if exclude:
             for entry in entries:
                 if entry.name in exclude:
@@ -388,11 +400,13 @@ class Health(Sink):
 
 
 async def _run_on(home: asyncio.AbstractEventLoop, check: HealthCheck) -> CheckResult:
-    """Run ``check`` on the app's loop from another loop, bounded by its timeout.
+    """Run ``check`` on the app's loop from another loop, bounded as a run is.
 
     A blocked app loop never starts the run: the answer is the check failed
-    (``timeout``) once its timeout has passed, and the run left behind is
-    cancelled (it is shielded there, so a run other probes share goes on).
+    (``timeout``) once its timeout and the grace have passed (the bound a run's
+    waiters keep on the app's loop, so a check that ignores its cancellation is
+    abandoned there first), and the waiter left behind is cancelled (never the
+    run: a run other probes share goes on).
     """
     start = time.perf_counter()
 
@@ -407,7 +421,8 @@ async def _run_on(home: asyncio.AbstractEventLoop, check: HealthCheck) -> CheckR
         run.close()
         return failed("the app's event loop is closed")
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), check.timeout)
+        bound = check.timeout + ABANDON_GRACE
+        return await asyncio.wait_for(asyncio.wrap_future(future), bound)
     except asyncio.TimeoutError:
         future.cancel()
         return failed(

@@ -9,6 +9,7 @@ each endpoint's own copy.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -42,6 +43,21 @@ _NOT_ALLOWED: tuple[Header, ...] = (
 )
 # RFC 9110 §12.4.2: "0" to "1" with at most three decimals; anything else is malformed.
 _QVALUE = re.compile(rb"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+
+_HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def json_body(value: object, *, indent: int | None = None) -> bytes:
+    """``value`` as JSON whose strings never carry ``<``, ``>`` or ``&`` as such.
+
+    Names and reasons come from code and from clients (``?exclude=``); escaped
+    like this (as Go's encoder does), no sniffing browser or page embedding
+    the answer can take them for markup. Still the same JSON to a parser.
+    """
+    separators = (",", ":") if indent is None else (",", ": ")
+    text = json.dumps(value, indent=indent, separators=separators)
+    return text.translate(_HTML_SAFE).encode()
 
 
 def response_headers(content_type: bytes, body: bytes, *extra: Header) -> tuple[Header, ...]:
@@ -131,6 +147,55 @@ def negotiate(accept: bytes | Iterable[bytes], offers: Sequence[bytes]) -> bytes
         if q > best:  # strictly: a tie keeps the earlier offer
             chosen, best = offer, q
     return chosen
+
+
+def ranked(accept: bytes | Iterable[bytes]) -> list[bytes]:
+    """The elements of ``Accept`` (or ``Accept-Encoding``), highest ``q`` first.
+
+    Ranges with ``q=0`` (not acceptable) or a malformed ``q`` are left out;
+    ties keep the client's order; bounded like ``negotiate``. For a library
+    that takes the first match of a list (prometheus-client's encoder
+    choice) and knows nothing of ``q``.
+    """
+    weighted: list[tuple[float, int, bytes]] = []
+    budget = MAX_RANGES
+    for value in (accept,) if isinstance(accept, bytes) else accept:
+        if budget <= 0:
+            break
+        elements = value.split(b",", budget)[:budget]
+        budget -= len(elements)
+        for element in elements:
+            token, semicolon, params = element.partition(b";")
+            if not token.strip():
+                continue
+            q = _weight(params) if semicolon else 1.0
+            if q:
+                weighted.append((-q, len(weighted), element.strip()))
+    return [element for _, _, element in sorted(weighted)]
+
+
+def coding_accepted(accept_encoding: bytes | Iterable[bytes], coding: bytes) -> bool:
+    """Whether ``Accept-Encoding`` allows ``coding`` (RFC 9110 §12.5.3): ``q=0`` refuses it.
+
+    The coding's own element decides; else ``*``; else it is not acceptable
+    (the server then sends ``identity``, which is always fine).
+    """
+    star: float | None = None
+    budget = MAX_RANGES
+    for value in (accept_encoding,) if isinstance(accept_encoding, bytes) else accept_encoding:
+        if budget <= 0:
+            break
+        elements = value.split(b",", budget)[:budget]
+        budget -= len(elements)
+        for element in elements:
+            token, semicolon, params = element.partition(b";")
+            token = token.strip().lower()
+            q = _weight(params) if semicolon else 1.0
+            if token == coding:
+                return bool(q)
+            if token == b"*" and q is not None:
+                star = q
+    return bool(star)
 
 
 def _weight(params: bytes) -> float | None:

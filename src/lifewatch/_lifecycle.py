@@ -82,6 +82,9 @@ class Lifecycle:
         self.sinks: tuple[Sink, ...] = ()
         self._hooks: dict[str, tuple[Callable[..., None], ...]] = dict.fromkeys(_HOOKS, ())
         self.state: State = State.STARTING
+        self.closing = False
+        """Draining or stopping: responses ask keep-alive clients to go (one
+        attribute for the request path to read)."""
         self.current: RunRecord | None = None
         self.startup: RunRecord | None = None
         self.shutdown: RunRecord | None = None
@@ -95,6 +98,8 @@ class Lifecycle:
         self._refusal_drains = False
         self._watches: dict[int, Watch] = {}
         self._overrun_lock = threading.Lock()
+        self._stopping_background = False
+        """Shutdown is cancelling the background phases: their end is no failure."""
 
     def connect(self, sinks: tuple[Sink, ...]) -> None:
         """Subscribe the sinks, once; the facade builds them after the lifecycle."""
@@ -128,6 +133,7 @@ class Lifecycle:
         if old is new:
             return
         self.state = new
+        self.closing = new is State.DRAINING or new is State.STOPPING
         self._emit("state_changed", old, new)
 
     def notify(self, notice: Notice) -> None:
@@ -363,6 +369,11 @@ class Lifecycle:
             self._emit("phase_end", phase)
             return False
         reason = self._reason(error)
+        if phase.background and reason == "cancelled" and self._stopping_background:
+            # Shutdown came before it finished: a cancellation, not a failure.
+            phase.outcome = "cancelled"
+            self._emit("phase_end", phase)
+            return False
         if reason == "timeout" and not isinstance(error, PhaseTimeout):
             # Cut by the run's bound: say so, rather than "CancelledError".
             bound, limit = self._limit(phase.event)
@@ -496,7 +507,11 @@ class Lifecycle:
     async def stop_background(self) -> None:
         """Cancel the background phases still running, and wait for them."""
         tasks = list(self.background)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        self._stopping_background = True
+        try:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._stopping_background = False

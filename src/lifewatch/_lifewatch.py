@@ -194,9 +194,13 @@ class Lifewatch:
             if on_app:
                 self._routes.update(timeline)
         if options.metrics_path is not None:
-            self._ops_routes[options.metrics_path] = MetricsEndpoint(options.registry, inline=True)
+            self._ops_routes[options.metrics_path] = MetricsEndpoint(
+                options.registry, inline=True, notify=lifecycle.notify
+            )
             if on_app:
-                self._routes[options.metrics_path] = MetricsEndpoint(options.registry)
+                self._routes[options.metrics_path] = MetricsEndpoint(
+                    options.registry, notify=lifecycle.notify
+                )
         if options.drain_path is not None:
             drain = DrainEndpoint(drainer.request, options.drain_delay)
             self._ops_routes[options.drain_path] = drain

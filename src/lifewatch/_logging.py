@@ -5,16 +5,19 @@ stdlib logger ``lifewatch``, so the handlers and formatters the app and its
 server (uvicorn) installed apply: the same format, the same destination, the
 same level. A record's fields go as ``extra`` (what JSON formatters and
 ``structlog.stdlib.ProcessorFormatter`` read), its message is readable as is,
-and a traceback is passed as ``exc_info`` for the app's formatter to render
-(lifewatch never formats one itself).
+and a traceback is passed as ``exc_info`` for the app's formatter to render,
+unless it would show URL credentials (see ``EventLog.emit``): lifewatch's own
+records never carry a secret, whichever way they go.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import traceback
 from typing import TYPE_CHECKING, Any
 
+from ._errors import scrub
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import State
@@ -121,8 +124,25 @@ class EventLog:
         self.emit(level, event, fields)
 
     def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
-        """One record; ``fields`` is the record's own (``exc_info`` is taken out of it)."""
+        """One record; ``fields`` is the record's own (``exc_info`` is taken out of it).
+
+        Scrubbed on both ways out: no string field carries URL credentials,
+        and a traceback that would show them goes as plain text, scrubbed
+        (``exception``), never as ``exc_info``. With structlog unconfigured
+        (its default renderer prints every frame's locals when ``rich`` is
+        installed, and a local can hold a password) a traceback always goes
+        as plain text.
+        """
         if self._use_structlog():
+            _scrub_fields(fields)
+            error = fields.get("exc_info")
+            if isinstance(error, BaseException):
+                import structlog  # loaded already, by the app or _use_structlog
+
+                text, clean = _traceback(error)
+                if clean != text or not structlog.is_configured():
+                    del fields["exc_info"]
+                    fields["exception"] = clean
             getattr(self._structlog, level)(event, **fields)
             return
         logger = self._stdlib
@@ -130,9 +150,15 @@ class EventLog:
         levelno = _LEVELS[level]
         if not logger.isEnabledFor(levelno):
             return
-        exc = fields.pop("exc_info", None)
-        if exc is not None:
-            exc = (type(exc), exc, exc.__traceback__)
+        _scrub_fields(fields)
+        error = fields.pop("exc_info", None)
+        exc = exc_text = None
+        if error is not None:
+            text, clean = _traceback(error)
+            if clean == text:
+                exc = (type(error), error, error.__traceback__)
+            else:
+                exc_text = clean  # a stdlib formatter prints it after the message
         # Built directly rather than through logger.log(): no caller lookup
         # (it would name this module), and the extra keys are known safe.
         record = logger.makeRecord(
@@ -143,6 +169,9 @@ class EventLog:
         attrs["service"] = self._service
         for key, value in fields.items():
             attrs["lifewatch_" + key if key in _RESERVED else key] = value
+        if exc_text is not None:
+            record.exc_text = exc_text
+            attrs["exception"] = exc_text  # for JSON formatters, which read no exc_text
         logger.handle(record)
 
     def debug(self, event: str, **fields: Any) -> None:
@@ -156,6 +185,20 @@ class EventLog:
 
     def error(self, event: str, **fields: Any) -> None:
         self.emit("error", event, fields)
+
+
+def _scrub_fields(fields: dict[str, Any]) -> None:
+    """URL credentials out of every string field, in place."""
+    for key, value in fields.items():
+        if value.__class__ is str and "@" in value:
+            fields[key] = scrub(value)
+
+
+def _traceback(error: BaseException) -> tuple[str, str]:
+    """The plain traceback (never locals), and the same scrubbed."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    text = text.rstrip("\n")
+    return text, scrub(text)
 
 
 class _Message:

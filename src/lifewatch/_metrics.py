@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
 import weakref
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.samples import Sample
 
+from ._errors import add_note
 from ._records import PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import State
@@ -171,7 +174,26 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
         by_ns = _banks.setdefault(registry, {})
         bank = by_ns.get(namespace)
         if bank is None:
-            bank = by_ns[namespace] = Metrics(registry, namespace)
+            directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            try:
+                if directory:
+                    # prometheus-client opens its per-process files as each
+                    # child is made, some only at the first write: try the
+                    # directory now, so Lifewatch() fails, not a later write.
+                    with tempfile.TemporaryFile(dir=directory):
+                        pass
+                bank = Metrics(registry, namespace)
+            except OSError as exc:
+                # Say which setting is wrong, keeping the error's type.
+                if directory:
+                    add_note(
+                        exc,
+                        f"lifewatch: PROMETHEUS_MULTIPROC_DIR={directory!r} must be an "
+                        "existing, writable directory before the app starts "
+                        "(create it, or unset the variable for a single process)",
+                    )
+                raise
+            by_ns[namespace] = bank
         return bank
 
 

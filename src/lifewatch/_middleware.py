@@ -47,6 +47,8 @@ class LifewatchMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            if self.lifecycle.closing and scope.get("http_version") in _KEEP_ALIVE:
+                send = _closing(send)
             await self.endpoints.get(scope["path"], self.app)(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(scope, receive, send)
@@ -129,3 +131,30 @@ class LifewatchMiddleware:
                 lc.end_run(run)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+_CLOSE = (b"connection", b"close")
+_KEEP_ALIVE = ("1.1", "1.0")
+"""HTTP/2 and 3 forbid a ``Connection`` header (the server sends GOAWAY there)."""
+
+
+def _closing(send: Send) -> Send:
+    """``send`` adding ``Connection: close`` to the response, while draining.
+
+    Load balancers stop routing to the pod during the drain, but a keep-alive
+    client would keep its connection until the server closes it at the end,
+    and a request sent just then is reset. Asked to close after each
+    response, the client reconnects, to a pod that is in rotation (what Envoy
+    and nginx do when they drain). Servers that honour the header (uvicorn)
+    close the connection once the response is sent.
+    """
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(k.lower() == b"connection" for k, _ in headers):
+                headers.append(_CLOSE)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return closing_send

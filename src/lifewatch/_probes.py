@@ -30,6 +30,7 @@ from ._http import (
     Header,
     header_values,
     iso_utc,
+    json_body,
     negotiate,
     not_allowed,
     respond,
@@ -171,7 +172,7 @@ def render_json(report: Report, service: str | None, expose: bool) -> bytes:
     body["checks"] = checks
     if notes:
         body["notes"] = notes
-    return json.dumps(body, separators=(",", ":")).encode()
+    return json_body(body)
 
 
 class ProbeEndpoint:

@@ -23,13 +23,16 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, push_to_gateway
+from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.metrics_core import Metric
 
+from ._errors import scrub
 from ._metrics import Metrics
 from ._records import RunRecord
 from ._sink import Sink
@@ -53,6 +56,15 @@ class Pushgateway:
     """Default: ``socket.gethostname()``."""
     timeout: float = 2.0
     """Seconds a push may take, and so the most an exit is delayed."""
+    username: str | None = None
+    """Basic auth, through prometheus-client's ``basic_auth_handler``;
+    credentials in the URL (``http://user:pass@host``) are used the same way,
+    and never logged."""
+    password: str | None = field(default=None, repr=False)
+    handler: Callable[..., Callable[[], None]] | None = field(default=None, repr=False)
+    """A prometheus-client push handler (``(url, method, timeout, headers,
+    data) -> callable``), e.g. one adding a bearer token or TLS client
+    certificates; it replaces the basic auth above."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.strip():
@@ -66,9 +78,47 @@ class Pushgateway:
                 raise ValueError(
                     f"Pushgateway {name} must be a non-empty string or None; got {value!r}"
                 )
+        for name in ("username", "password"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"Pushgateway {name} must be a string or None; got a {type(value)}")
+        if self.handler is not None and not callable(self.handler):
+            raise TypeError(
+                "Pushgateway handler must be a prometheus-client push handler (a callable), "
+                f"e.g. prometheus_client.exposition.basic_auth_handler; got {self.handler!r}"
+            )
         t = self.timeout
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
             raise ValueError(f"Pushgateway timeout must be a positive number of seconds; got {t!r}")
+
+    def __repr__(self) -> str:
+        # Options get logged and printed: never with the URL's password.
+        return (
+            f"Pushgateway(url={scrub(self.url)!r}, job={self.job!r}, instance={self.instance!r}, "
+            f"timeout={self.timeout!r}, username={self.username!r})"
+        )
+
+    def target(self) -> tuple[str, Callable[..., Callable[[], None]]]:
+        """The URL to push to (credentials taken out) and the handler to push with."""
+        parts = urlsplit(self.url if "://" in self.url else "http://" + self.url)
+        url = self.url
+        username, password = self.username, self.password
+        if parts.username is not None or parts.password is not None:
+            netloc = parts.netloc.rpartition("@")[2]
+            url = urlunsplit(parts._replace(netloc=netloc))
+            username = unquote(parts.username or "") if username is None else username
+            password = unquote(parts.password or "") if password is None else password
+        if self.handler is not None:
+            return url, self.handler
+        if username is None and password is None:
+            return url, default_handler
+
+        def handler(
+            url: str, method: str, timeout: float | None, headers: list[Any], data: bytes
+        ) -> Callable[[], None]:
+            return basic_auth_handler(url, method, timeout, headers, data, username, password)
+
+        return url, handler
 
     @classmethod
     def coerce(cls, value: object) -> Pushgateway | None:
@@ -197,8 +247,10 @@ class PushgatewaySink(Sink):
             if left <= 0.01:
                 self._warn(why, "no time left before the deadline")
                 return
+            url, handler = self.config.target()
             push_to_gateway(
-                self.config.url,
+                url,
+                handler=handler,
                 job=self.job,
                 registry=registry,
                 grouping_key=self.grouping_key,
@@ -216,11 +268,11 @@ class PushgatewaySink(Sink):
         with contextlib.suppress(Exception):
             self._log.warning(
                 "lifespan.pushgateway.failed",
-                url=self.config.url,
+                url=scrub(self.config.url),
                 job=self.job,
                 why=why,
                 timeout_s=self.config.timeout,
-                error=error,
+                error=scrub(error),
             )
 
     def wait(self) -> bool:

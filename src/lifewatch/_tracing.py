@@ -136,7 +136,7 @@ class TracingSink(Sink):
             )
         if phase.error is not None:
             span.record_exception(phase.error)
-        if phase.outcome not in (None, "ok"):
+        if phase.reason is not None:
             span.set_status(
                 Status(StatusCode.ERROR, f"phase {phase.name!r} failed: {phase.reason}")
             )

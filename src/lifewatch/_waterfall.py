@@ -8,7 +8,6 @@ phase names and tags come from code, but nothing here trusts them.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -17,7 +16,15 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._http import Header, header_values, negotiate, not_allowed, respond, response_headers
+from ._http import (
+    Header,
+    header_values,
+    json_body,
+    negotiate,
+    not_allowed,
+    respond,
+    response_headers,
+)
 from ._timeline import Timeline, TimelineEntry
 from ._types import Event
 
@@ -280,7 +287,7 @@ class TimelineEndpoint:
             as_json = wants_json(header_values(scope.get("headers", ()), b"accept"))
         timeline = self.source()
         if as_json:
-            body = json.dumps(timeline.to_dict(), indent=2).encode()
+            body = json_body(timeline.to_dict(), indent=2)
             headers = response_headers(_JSON, body, *vary)
         else:
             name = str(scope.get("path", "")).rsplit("/", 1)[-1]

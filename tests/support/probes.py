@@ -21,12 +21,13 @@ async def call(
     method: str = "GET",
     query: bytes = b"",
     headers: list[tuple[bytes, bytes]] | None = None,
+    http_version: str = "1.1",
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     """One bare ASGI request: what a server hands over, without HTTP's limits."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
-        "http_version": "1.1",
+        "http_version": http_version,
         "method": method,
         "scheme": "http",
         "path": path,

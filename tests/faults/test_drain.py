@@ -1,0 +1,171 @@
+"""Fault rows of the drain: one drain per process, and no keep-alive client
+reset at its end."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgi_lifespan import LifespanManager
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from lifewatch import Lifewatch, State
+from tests.support.probes import call
+from tests.support.servers import env, free_port, http_get, running, uvicorn_argv, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def server_handler() -> Iterator[list[float]]:
+    """A SIGTERM handler standing in for uvicorn's: when it heard the signal."""
+    heard: list[float] = []
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        heard.append(time.monotonic())
+
+    previous = signal.signal(signal.SIGTERM, handle_exit)
+    try:
+        yield heard
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def test_two_watches_drain_as_one(
+    server_handler: list[float], logs: list[dict[str, Any]]
+) -> None:
+    """Row (issue point 6): an app mounted in another, each with its watch.
+    Both flip at once; the server hears the signal once, after the longest
+    delay (not after their sum); responses during the drain ask to close."""
+    short, long = 0.2, 0.6
+    outer = Lifewatch(service="outer", registry=CollectorRegistry(), drain_delay=short)
+    inner = Lifewatch(service="inner", registry=CollectorRegistry(), drain_delay=long)
+    outer_app = outer.instrument(Starlette())
+    inner_app = inner.instrument(Starlette())
+    async with LifespanManager(outer_app), LifespanManager(inner_app):
+        _, sent, _ = await call(outer_app, "/readyz")
+        assert b"connection" not in sent
+        sent_at = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while outer.state is not State.DRAINING and inner.state is not State.DRAINING:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        assert (outer.state, inner.state) == (State.DRAINING, State.DRAINING)  # at once
+        for app in (outer_app, inner_app):
+            status, sent, _ = await call(app, "/readyz")
+            assert status == 503 and sent[b"connection"] == b"close"
+            _, sent, _ = await call(app, "/readyz", http_version="2")
+            assert b"connection" not in sent  # forbidden in HTTP/2
+        while not server_handler:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(long)
+        assert len(server_handler) == 1  # once, not once per watch
+    took = server_handler[0] - sent_at
+    assert long <= took < short + long, f"{took:.2f}s: the delays added up"
+    ends = [e["service"] for e in logs if e["event"] == "lifespan.drain.end"]
+    assert sorted(ends) == ["inner", "outer"]
+
+
+async def test_a_requested_drain_drains_every_watch_and_holds_the_signal(
+    server_handler: list[float], logs: list[dict[str, Any]]
+) -> None:
+    """One drain per process on request too (a preStop on the outer app's
+    drain endpoint): both watches flip at once, and a SIGTERM during the drain
+    reaches the server once, when the longest of them is over."""
+    short, long = 0.2, 0.6
+    outer = Lifewatch(service="outer", registry=CollectorRegistry(), drain_delay=short)
+    inner = Lifewatch(service="inner", registry=CollectorRegistry(), drain_delay=long)
+    outer_app = outer.instrument(Starlette())
+    inner_app = inner.instrument(Starlette())
+    async with LifespanManager(outer_app), LifespanManager(inner_app):
+        started = time.monotonic()
+        drain = outer.routes["/lifewatch/drain"]
+        left = await asyncio.to_thread(drain.request)  # type: ignore[attr-defined]
+        assert 0 < left <= short
+        deadline = time.monotonic() + 5
+        while outer.state is not State.DRAINING:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        assert (outer.state, inner.state) == (State.DRAINING, State.DRAINING)  # at once
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(short / 2)
+        assert server_handler == []  # held: the drain goes on
+        while not server_handler:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(short)
+        assert len(server_handler) == 1
+    took = server_handler[0] - started
+    assert took >= long - 0.02, f"{took:.2f}s: the signal did not wait for the longest drain"
+    begins = sorted(
+        (e["service"], e["signal"]) for e in logs if e["event"] == "lifespan.drain.begin"
+    )
+    assert begins == [("inner", "request"), ("outer", "request")]
+
+
+def test_no_keep_alive_client_is_reset_at_the_end_of_a_drain(tmp_path: Path) -> None:
+    """Row (issue point 7): 100 keep-alive clients through a drain under a real
+    uvicorn. Told ``Connection: close`` during the drain, each goes (as it
+    would to another pod); none is reset when the server closes."""
+    port = free_port()
+    delay = 1.5
+    clients = 100
+    resets: list[str] = []
+    answered = 0
+    closed_by_server = 0
+    started = threading.Barrier(clients + 1)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client() -> None:
+        nonlocal answered, closed_by_server
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        first = True
+        try:
+            while not stop.is_set():
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                with lock:
+                    answered += 1
+                if first:
+                    first = False
+                    started.wait(30)
+                if response.getheader("connection", "").lower() == "close":
+                    with lock:
+                        closed_by_server += 1
+                    return  # it goes to another pod
+                time.sleep(0.02)
+        except (ConnectionError, http.client.HTTPException, OSError) as exc:
+            with lock:
+                resets.append(repr(exc))
+        finally:
+            conn.close()
+
+    argv = uvicorn_argv(port, "tests.apps.faults:app")
+    with running(argv, tmp_path / "drain.log", env(DRAIN_DELAY=str(delay))) as proc:
+        wait_for("ready", lambda: http_get(f"http://127.0.0.1:{port}/readyz") == "ok", 20)
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        started.wait(30)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert code == -signal.SIGTERM
+    assert resets == [], f"{len(resets)} of {clients} clients reset: {resets[:3]}"
+    assert closed_by_server == clients
+    assert answered >= clients * 2
