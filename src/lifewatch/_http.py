@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -114,25 +114,19 @@ def negotiate(accept: bytes | Iterable[bytes], offers: Sequence[bytes]) -> bytes
     # The q of each range, by range ("text/plain", "text/*", "*/*"); a range
     # sent twice keeps the kinder q.
     weights: dict[bytes, float] = {}
-    budget = MAX_RANGES
     seen = False
-    for value in (accept,) if isinstance(accept, bytes) else accept:
-        if budget <= 0:
-            break
-        media_ranges = value.split(b",", budget)[:budget]
-        budget -= len(media_ranges)  # empty elements too: the bound is on work, not ranges
-        for media_range in media_ranges:
-            media_type, semicolon, params = media_range.partition(b";")
-            media_type = media_type.strip().lower()
-            if not media_type and not semicolon:
-                continue  # an empty list element, which RFC 9110 §5.6.1 allows
-            seen = True
-            kind, _, subtype = media_type.partition(b"/")
-            if not kind or not subtype or (kind == b"*" and subtype != b"*"):
-                continue
-            q = _weight(params) if semicolon else 1.0
-            if q is not None and q > weights.get(media_type, -1.0):
-                weights[media_type] = q
+    for media_range in _elements(accept):
+        media_type, semicolon, params = media_range.partition(b";")
+        media_type = media_type.strip().lower()
+        if not media_type and not semicolon:
+            continue  # an empty list element, which RFC 9110 §5.6.1 allows
+        seen = True
+        kind, _, subtype = media_type.partition(b"/")
+        if not kind or not subtype or (kind == b"*" and subtype != b"*"):
+            continue
+        q = _weight(params) if semicolon else 1.0
+        if q is not None and q > weights.get(media_type, -1.0):
+            weights[media_type] = q
     if not seen:
         return offers[0] if offers else None
     chosen: bytes | None = None
@@ -158,19 +152,13 @@ def ranked(accept: bytes | Iterable[bytes]) -> list[bytes]:
     choice) and knows nothing of ``q``.
     """
     weighted: list[tuple[float, int, bytes]] = []
-    budget = MAX_RANGES
-    for value in (accept,) if isinstance(accept, bytes) else accept:
-        if budget <= 0:
-            break
-        elements = value.split(b",", budget)[:budget]
-        budget -= len(elements)
-        for element in elements:
-            token, semicolon, params = element.partition(b";")
-            if not token.strip():
-                continue
-            q = _weight(params) if semicolon else 1.0
-            if q:
-                weighted.append((-q, len(weighted), element.strip()))
+    for element in _elements(accept):
+        token, semicolon, params = element.partition(b";")
+        if not token.strip():
+            continue
+        q = _weight(params) if semicolon else 1.0
+        if q:
+            weighted.append((-q, len(weighted), element.strip()))
     return [element for _, _, element in sorted(weighted)]
 
 
@@ -181,21 +169,27 @@ def coding_accepted(accept_encoding: bytes | Iterable[bytes], coding: bytes) -> 
     (the server then sends ``identity``, which is always fine).
     """
     star: float | None = None
+    for element in _elements(accept_encoding):
+        token, semicolon, params = element.partition(b";")
+        token = token.strip().lower()
+        q = _weight(params) if semicolon else 1.0
+        if token == coding:
+            return bool(q)
+        if token == b"*" and q is not None:
+            star = q
+    return bool(star)
+
+
+def _elements(values: bytes | Iterable[bytes]) -> Iterator[bytes]:
+    """The comma-separated elements of a header sent once or more, at most
+    ``MAX_RANGES`` in all (empty ones count: the bound is on work, not ranges)."""
     budget = MAX_RANGES
-    for value in (accept_encoding,) if isinstance(accept_encoding, bytes) else accept_encoding:
+    for value in (values,) if isinstance(values, bytes) else values:
         if budget <= 0:
-            break
+            return
         elements = value.split(b",", budget)[:budget]
         budget -= len(elements)
-        for element in elements:
-            token, semicolon, params = element.partition(b";")
-            token = token.strip().lower()
-            q = _weight(params) if semicolon else 1.0
-            if token == coding:
-                return bool(q)
-            if token == b"*" and q is not None:
-                star = q
-    return bool(star)
+        yield from elements
 
 
 def _weight(params: bytes) -> float | None:

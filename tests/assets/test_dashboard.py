@@ -18,9 +18,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from tests.support import servers
 from tests.support.servers import (
     ROOT,
-    binary,
     env,
     free_ports,
     http_get,
@@ -140,29 +140,13 @@ def label_values(port: int, label: str, match: str) -> list[str]:
 def test_every_panel_returns_data_from_a_real_prometheus(tmp_path: Path) -> None:
     started = time.monotonic()
     gw, prom, live, failed_port, stopped_port = free_ports(5)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        json.dumps(  # JSON is YAML
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(ROOT / "grafana" / "alerts.yaml")],
-                "scrape_configs": [
-                    {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{live}"]}]},
-                    {
-                        "job_name": "pushgateway",
-                        "honor_labels": True,
-                        "static_configs": [{"targets": [f"127.0.0.1:{gw}"]}],
-                    },
-                ],
-            }
-        )
+    prometheus = servers.prometheus(
+        tmp_path,
+        prom,
+        rules=str(ROOT / "grafana" / "alerts.yaml"),
+        app={"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{live}"]}]},
+        gateway=gw,
     )
-    prometheus = [
-        binary("prometheus"),
-        f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{prom}",
-    ]
     push = {"LW_PUSHGATEWAY": f"http://127.0.0.1:{gw}", "LW_JOB": JOB}
 
     def app_env(port: int, mode: str) -> dict[str, str]:

@@ -25,9 +25,9 @@ from tests.assets.test_dashboard import (
     substitute,
     targets,
 )
+from tests.support import servers
 from tests.support.servers import (
     ROOT,
-    binary,
     env,
     free_ports,
     http_get,
@@ -59,33 +59,17 @@ def render(tmp: Path) -> tuple[dict[str, Any], Path]:
 def test_a_dashboard_rendered_for_a_namespace_has_data_for_every_panel(tmp_path: Path) -> None:
     dashboard, rules = render(tmp_path)
     gw, prom, live, failed_port, stopped_port = free_ports(5)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        json.dumps(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(rules)],
-                "scrape_configs": [
-                    {
-                        "job_name": JOB,
-                        "metrics_path": "/internal/metrics",
-                        "static_configs": [{"targets": [f"127.0.0.1:{live}"]}],
-                    },
-                    {
-                        "job_name": "pushgateway",
-                        "honor_labels": True,
-                        "static_configs": [{"targets": [f"127.0.0.1:{gw}"]}],
-                    },
-                ],
-            }
-        )
+    prometheus = servers.prometheus(
+        tmp_path,
+        prom,
+        rules=str(rules),
+        app={
+            "job_name": JOB,
+            "metrics_path": "/internal/metrics",
+            "static_configs": [{"targets": [f"127.0.0.1:{live}"]}],
+        },
+        gateway=gw,
     )
-    prometheus = [
-        binary("prometheus"),
-        f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{prom}",
-    ]
 
     def app_env(port: int, mode: str) -> dict[str, str]:
         return env(

@@ -19,9 +19,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from tests.support import servers
 from tests.support.servers import (
     ROOT,
-    binary,
     env,
     free_ports,
     http_get,
@@ -59,32 +59,16 @@ def test_a_rolling_restart_reads_as_old_and_new_side_by_side(tmp_path: Path) -> 
 
     live = list(old_ports)
     publish(live)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        json.dumps(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(ROOT / "grafana" / "alerts.yaml")],
-                "scrape_configs": [
-                    {
-                        "job_name": JOB,
-                        "file_sd_configs": [{"files": [str(sd)], "refresh_interval": "1s"}],
-                    },
-                    {
-                        "job_name": "pushgateway",
-                        "honor_labels": True,
-                        "static_configs": [{"targets": [f"127.0.0.1:{gw}"]}],
-                    },
-                ],
-            }
-        )
+    prometheus = servers.prometheus(
+        tmp_path,
+        prom,
+        rules=str(ROOT / "grafana" / "alerts.yaml"),
+        app={
+            "job_name": JOB,
+            "file_sd_configs": [{"files": [str(sd)], "refresh_interval": "1s"}],
+        },
+        gateway=gw,
     )
-    prometheus = [
-        binary("prometheus"),
-        f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{prom}",
-    ]
 
     def app_env(port: int, version: str) -> dict[str, str]:
         return env(

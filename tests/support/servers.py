@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
@@ -147,4 +148,35 @@ def redis_server(tmp: Path, port: int) -> list[str]:
         "no",
         "--dir",
         str(tmp),
+    ]
+
+
+def prometheus(
+    tmp: Path, port: int, *, rules: Path | str, app: dict[str, Any], gateway: int
+) -> list[str]:
+    """The argv of a real Prometheus on loopback, scraping every second: ``app``
+    (a scrape config) and the Pushgateway on ``gateway`` (``honor_labels``),
+    evaluating ``rules``."""
+    config = tmp / "prometheus.yml"
+    config.write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(rules)],
+                "scrape_configs": [
+                    app,
+                    {
+                        "job_name": "pushgateway",
+                        "honor_labels": True,
+                        "static_configs": [{"targets": [f"127.0.0.1:{gateway}"]}],
+                    },
+                ],
+            }
+        )
+    )
+    return [
+        binary("prometheus"),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
     ]
