@@ -33,17 +33,8 @@ class Raising(Sink):
     """A sink whose every hook raises: a bug in a user's sink."""
 
 
-for _hook in (
-    "run_begin",
-    "run_end",
-    "phase_begin",
-    "phase_end",
-    "state_changed",
-    "check_result",
-    "task_started",
-    "task_died",
-    "notice",
-):
+# Every hook the Sink interface has (a hook added later raises here too).
+for _hook in [name for name in vars(BaseSink) if not name.startswith("_")]:
 
     def _raise(self: Any, *args: Any, _hook: str = _hook) -> None:
         raise RuntimeError(f"sink bug in {_hook}")
