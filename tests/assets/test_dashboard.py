@@ -56,6 +56,33 @@ def substitute(expr: str, variables: dict[str, str]) -> str:
     return expr
 
 
+def wait_for_every_panel(prom: int, queries: list[tuple[str, str, str]], timeout: float) -> None:
+    """Until every (title, refId, expr) query has data, or fail naming the broken ones."""
+
+    def broken() -> list[str]:
+        out = []
+        for title, ref, q in queries:
+            try:
+                if has_data(query(prom, q)):
+                    continue
+                why = "no data"
+            except OSError as exc:  # URLError, HTTPError (a bad query: 400)
+                why = repr(exc)
+            out.append(f"{title} [{ref}]: {q} -> {why}")
+        return out
+
+    last: list[str] = []
+
+    def all_have_data() -> bool:
+        last[:] = broken()
+        return not last
+
+    try:
+        wait_for("every panel to have data", all_have_data, timeout, step=1)
+    except AssertionError:
+        raise AssertionError("broken panels:\n  " + "\n  ".join(last)) from None
+
+
 def test_dashboard_is_importable_as_is() -> None:
     d = load()
     assert d["uid"] == "lifewatch-lifespan"
@@ -179,29 +206,7 @@ def test_every_panel_returns_data_from_a_real_prometheus(tmp_path: Path) -> None
             variables = {"$job": ".*", "$instance": ".*", **BUILTINS}
             queries = [(t, r, substitute(e, variables)) for t, r, e in targets(d)]
 
-            def broken() -> list[str]:
-                out = []
-                for title, ref, q in queries:
-                    try:
-                        if has_data(query(prom, q)):
-                            continue
-                        why = "no data"
-                    except OSError as exc:  # URLError, HTTPError (a bad query: 400)
-                        why = repr(exc)
-                    out.append(f"{title} [{ref}]: {q} -> {why}")
-                return out
-
-            last: list[str] = []
-
-            def all_have_data() -> bool:
-                nonlocal last
-                last = broken()
-                return not last
-
-            try:
-                wait_for("every panel to have data", all_have_data, 45, step=1)
-            except AssertionError:
-                raise AssertionError("broken panels:\n  " + "\n  ".join(last)) from None
+            wait_for_every_panel(prom, queries, 45)
 
             # The template variables offer what the panels need.
             var = {v["name"]: v for v in d["templating"]["list"]}

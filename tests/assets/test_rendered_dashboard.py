@@ -24,6 +24,7 @@ from tests.assets.test_dashboard import (
     query,
     substitute,
     targets,
+    wait_for_every_panel,
 )
 from tests.support import servers
 from tests.support.servers import (
@@ -103,20 +104,7 @@ def test_a_dashboard_rendered_for_a_namespace_has_data_for_every_panel(tmp_path:
             queries = [(t, r, substitute(e, variables)) for t, r, e in targets(dashboard)]
             assert queries and all("lifespan_" not in q for _, _, q in queries)
 
-            last: list[str] = []
-
-            def all_have_data() -> bool:
-                last[:] = [
-                    f"{title} [{ref}]: {q}"
-                    for title, ref, q in queries
-                    if not has_data(query(prom, q))
-                ]
-                return not last
-
-            try:
-                wait_for("every panel to have data", all_have_data, 45, step=1)
-            except AssertionError:
-                raise AssertionError("panels without data:\n  " + "\n  ".join(last)) from None
+            wait_for_every_panel(prom, queries, 45)
 
             # The template variables find the app's job and instances.
             var = {v["name"]: v for v in dashboard["templating"]["list"]}

@@ -31,7 +31,14 @@ from tests.support.servers import (
     wait_for,
 )
 
-from .test_dashboard import BUILTINS, has_data, load, query, substitute, targets
+from .test_dashboard import (
+    BUILTINS,
+    load,
+    query,
+    substitute,
+    targets,
+    wait_for_every_panel,
+)
 
 JOB = "lifewatch-rollout"
 OLD, NEW = "1.0.0", "2.0.0"
@@ -119,18 +126,9 @@ def test_a_rolling_restart_reads_as_old_and_new_side_by_side(tmp_path: Path) -> 
             # Every panel of the dashboard has data.
             d = load()
             variables = {"$job": JOB, "$instance": ".*", **BUILTINS}
-            queries = {(title, ref): substitute(expr, variables) for title, ref, expr in targets(d)}
-            last: list[str] = []
-
-            def all_have_data() -> bool:
-                nonlocal last
-                last = [f"{k}: {q}" for k, q in queries.items() if not has_data(query(prom, q))]
-                return not last
-
-            try:
-                wait_for("every panel to have data", all_have_data, 30, step=1)
-            except AssertionError:
-                raise AssertionError("panels without data:\n  " + "\n  ".join(last)) from None
+            panels = [(t, r, substitute(e, variables)) for t, r, e in targets(d)]
+            wait_for_every_panel(prom, panels, 30)
+            queries = {(title, ref): q for title, ref, q in panels}
 
             # Old and new side by side, now (the old from their pushed last words)
             # and over the rollout.
