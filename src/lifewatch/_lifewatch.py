@@ -287,11 +287,6 @@ class Lifewatch:
         return None if self._ops is None else self._ops.port
 
     @property
-    def ops_routes(self) -> Mapping[str, ASGIApp]:
-        """Path -> ASGI app: the endpoints the ops listener serves."""
-        return self._ops_routes
-
-    @property
     def metrics(self) -> Metrics:
         """The metric families (shared by every watch on the same registry and namespace)."""
         return self._metrics
