@@ -10,8 +10,8 @@ drift in a shared machine hits both alike. Run from the repository root:
 Per phase: 1,000 phases in one startup through ``instrument()`` with the
 OpenTelemetry SDK (batch processor, spans dropped), JSON logs through
 structlog and the metrics, minus a bare startup of 1,000 empty context
-managers; the best of three startups per round. Import: ``import lifewatch``
-after ``import fastapi``.
+managers; the best of three startups per round. Import: ``from lifewatch import
+Lifewatch`` after ``import fastapi``.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ asyncio.run(main())
 """
 
 IMPORT = (
-    "import fastapi, time; t = time.perf_counter(); import lifewatch; "
+    "import fastapi, time; t = time.perf_counter(); from lifewatch import Lifewatch; "
     "print((time.perf_counter() - t) * 1000)"
 )
 

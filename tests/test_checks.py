@@ -98,8 +98,9 @@ def test_bad_registrations_are_clear_errors(watch: Lifewatch) -> None:
         watch.add_check("a", lambda: None, timeout=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="interval of check 'a'"):
         watch.add_check("a", lambda: None, interval=-1)
-    with pytest.raises(ValueError, match="check name must be"):
-        watch.add_check("has space", lambda: None)
+    for bad in ("has space", "db\n", "x" * 101):  # a newline once passed "$"
+        with pytest.raises(ValueError, match="check name must be"):
+            watch.add_check(bad, lambda: None)
     with pytest.raises(ValueError, match="reserved"):
         watch.add_check("lifespan", lambda: None)
     with pytest.raises(TypeError, match="callable"):

@@ -39,3 +39,12 @@ def test_ops_address_is_validated() -> None:
     with pytest.raises(ValueError, match=r"ops_only=True .* needs ops_address"):
         Lifewatch(ops_only=True, registry=CollectorRegistry())
     Lifewatch(ops_address="[::1]:0", registry=CollectorRegistry())
+
+
+def test_options_compare_hash_and_show_as_the_dataclass_did() -> None:
+    a, b = Options(service="orders", drain_delay=1), Options(service="orders", drain_delay=1.0)
+    assert a == b and hash(a) == hash(b) and a != Options(service="orders")
+    assert [f.name for f in dataclasses.fields(Options)][:2] == ["service", "registry"]
+    assert repr(a).startswith("Options(service='orders', registry=None, namespace='lifespan',")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del a.service

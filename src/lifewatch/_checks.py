@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError
 from typing import Any, Literal
 
 from ._http import iso_utc
@@ -50,12 +50,13 @@ RESERVED = "lifespan"
 ABANDON_GRACE = 0.1
 """Seconds past its timeout a probe waits for a run before it abandons it."""
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"
+"""Compiled when the first check is added (re caches it), not by every import."""
 
 
 def validate_check_name(name: object) -> str:
     """A check name is a path segment and a label value: keep it plain."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not re.fullmatch(_NAME, name):
         raise ValueError(
             f"check name must be 1-100 characters of letters, digits, '_', '.', ':' or '-', "
             f"starting with a letter or digit (it becomes the path /readyz/<name>); got {name!r}"
@@ -127,9 +128,13 @@ _EAGER = sys.version_info >= (3, 12)
 """``asyncio.Task(..., eager_start=True)``: a check that answers at once costs no loop trip."""
 
 
-@dataclass(frozen=True, slots=True)
 class CheckResult:
-    """One finished run of a check."""
+    """One finished run of a check: frozen, equal to another with the same values.
+
+    A plain class, not a dataclass: ``@dataclass`` runs ``exec`` at import.
+    """
+
+    __slots__ = ("detail", "duration", "finished_at", "monotonic", "ok", "reason")
 
     ok: bool
     duration: float
@@ -138,10 +143,51 @@ class CheckResult:
     """Wall clock (``time.time()``) at the end of the run."""
     monotonic: float
     """``time.monotonic()`` at the end of the run: how old the result is."""
-    reason: CheckReason | None = None
-    detail: str | None = None
+    reason: CheckReason | None
+    detail: str | None
     """What went wrong, e.g. the exception text: may hold secrets, so only
     logged, and shown on the endpoints only with ``expose_details=True``."""
+
+    def __init__(
+        self,
+        ok: bool,
+        duration: float,
+        finished_at: float,
+        monotonic: float,
+        reason: CheckReason | None = None,
+        detail: str | None = None,
+    ) -> None:
+        put = object.__setattr__
+        put(self, "ok", ok)
+        put(self, "duration", duration)
+        put(self, "finished_at", finished_at)
+        put(self, "monotonic", monotonic)
+        put(self, "reason", reason)
+        put(self, "detail", detail)
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.ok, self.duration, self.finished_at, self.monotonic, self.reason, self.detail)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CheckResult) and other.__class__ is self.__class__:
+            return self._values() == other._values()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __repr__(self) -> str:
+        return (
+            f"CheckResult(ok={self.ok!r}, duration={self.duration!r}, "
+            f"finished_at={self.finished_at!r}, monotonic={self.monotonic!r}, "
+            f"reason={self.reason!r}, detail={self.detail!r})"
+        )
 
     @property
     def time(self) -> str:

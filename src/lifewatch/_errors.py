@@ -56,7 +56,8 @@ def has_note(exc: BaseException) -> bool:
 
 
 # userinfo of a URL (RFC 3986 §3.2.1): "postgres://admin:S3cr3t@db", "redis://:pw@cache".
-_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,30}://)[^\s/@?#]{1,256}@")
+# Compiled on first use by re's own cache: compiling it costs about 0.6 ms of every import.
+_CREDENTIALS = r"(?i)\b([a-z][a-z0-9+.-]{0,30}://)[^\s/@?#]{1,256}@"
 
 
 def scrub(text: str) -> str:
@@ -67,4 +68,4 @@ def scrub(text: str) -> str:
     """
     if "@" not in text:
         return text
-    return _CREDENTIALS.sub(r"\1***@", text)
+    return re.sub(_CREDENTIALS, r"\1***@", text)

@@ -35,7 +35,8 @@ _BROKEN = b"lifewatch: the metrics could not be collected (see the log)\n"
 # What prometheus-client's content types look like: it echoes the version the
 # scraper asked for, so anything else in it came from a hostile header.
 _FORMATS = (b"application/openmetrics-text", b"text/plain", b"text/*", b"*/*")
-_SAFE_TYPE = re.compile(r"[a-z/.-]+(?:; (?:version=\d{1,3}(?:\.\d{1,3}){0,2}|[a-z]+=[a-z0-9_-]+))*")
+# Compiled on the first scrape (re caches it), not by every import.
+_SAFE_TYPE = r"[a-z/.-]+(?:; (?:version=\d{1,3}(?:\.\d{1,3}){0,2}|[a-z]+=[a-z0-9_-]+))*"
 
 
 def multiprocess_dir() -> str | None:
@@ -83,7 +84,7 @@ class MetricsEndpoint:
                     wanted = element.decode("latin-1")  # the most wanted format decides
                     break
             encoder, content_type = choose_encoder(wanted)
-            if not _SAFE_TYPE.fullmatch(content_type):
+            if not re.fullmatch(_SAFE_TYPE, content_type):
                 raise ValueError(f"unexpected content type {content_type!r}")
             body = self._encode(encoder, directory)
         except Exception:

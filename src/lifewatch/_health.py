@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._checks import (
@@ -46,34 +45,85 @@ if TYPE_CHECKING:
 Status = Literal["pass", "warn", "fail"]
 
 
-@dataclass(slots=True)
 class Entry:
-    """One line of a probe answer: a check, a supervised task, or the lifecycle."""
+    """One line of a probe answer: a check, a supervised task, or the lifecycle.
+
+    Plain classes here, not dataclasses: ``@dataclass`` runs ``exec`` at import.
+    """
+
+    __slots__ = (
+        "at",
+        "critical",
+        "excluded",
+        "name",
+        "observed_unit",
+        "observed_value",
+        "output",
+        "secret",
+        "status",
+    )
 
     name: str
     status: Status
     at: float | None
     """When (Unix seconds), formatted only for a JSON answer."""
-    observed_value: Any = None
-    observed_unit: str | None = None
-    output: str | None = None
+    observed_value: Any
+    observed_unit: str | None
+    output: str | None
     """Why it is not ``pass``."""
-    secret: bool = False
+    secret: bool
     """``output`` may carry secrets (exception text): withheld unless
     ``expose_details=True``. The lifecycle's own words never are."""
-    critical: bool = True
-    excluded: bool = False
+    critical: bool
+    excluded: bool
+
+    def __init__(
+        self,
+        name: str,
+        status: Status,
+        at: float | None,
+        observed_value: Any = None,
+        observed_unit: str | None = None,
+        output: str | None = None,
+        secret: bool = False,
+        critical: bool = True,
+        excluded: bool = False,
+    ) -> None:
+        self.name = name
+        self.status = status
+        self.at = at
+        self.observed_value = observed_value
+        self.observed_unit = observed_unit
+        self.output = output
+        self.secret = secret
+        self.critical = critical
+        self.excluded = excluded
+
+    def __repr__(self) -> str:
+        return f"Entry(name={self.name!r}, status={self.status!r}, output={self.output!r})"
 
 
-@dataclass(slots=True)
 class Report:
     """The answer of one probe at one moment."""
 
-    probe: Probe
-    status: Status
-    state: State
-    entries: list[Entry] = field(default_factory=list)
-    unknown_excludes: list[str] = field(default_factory=list)
+    __slots__ = ("entries", "probe", "state", "status", "unknown_excludes")
+
+    def __init__(
+        self,
+        probe: Probe,
+        status: Status,
+        state: State,
+        entries: list[Entry] | None = None,
+        unknown_excludes: list[str] | None = None,
+    ) -> None:
+        self.probe = probe
+        self.status = status
+        self.state = state
+        self.entries: list[Entry] = [] if entries is None else entries
+        self.unknown_excludes: list[str] = [] if unknown_excludes is None else unknown_excludes
+
+    def __repr__(self) -> str:
+        return f"Report(probe={self.probe!r}, status={self.status!r}, state={self.state!r})"
 
 
 def _overall(entries: Iterable[Entry]) -> Status:

@@ -42,7 +42,8 @@ _NOT_ALLOWED: tuple[Header, ...] = (
     *COMMON,
 )
 # RFC 9110 §12.4.2: "0" to "1" with at most three decimals; anything else is malformed.
-_QVALUE = re.compile(rb"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+# Compiled by re's cache on the first q-value seen, not by every import.
+_QVALUE = rb"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?"
 
 
 _HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
@@ -201,7 +202,7 @@ def _weight(params: bytes) -> float | None:
         name, _, raw = param.partition(b"=")
         if name.strip().lower() == b"q":
             raw = raw.strip()
-            return float(raw) if _QVALUE.fullmatch(raw) else 0.0
+            return float(raw) if re.fullmatch(_QVALUE, raw) else 0.0
     return 1.0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 SUPERVISED_PREFIX = "supervised/"
@@ -20,19 +19,43 @@ SUPERVISED_PREFIX = "supervised/"
 kube-apiserver's ``poststarthook/<name>`` entries."""
 
 
-@dataclass(eq=False)
 class Supervised:
-    """One supervised task and how it ended, if it did."""
+    """One supervised task and how it ended, if it did.
+
+    A plain class, not a dataclass: ``@dataclass`` runs ``exec`` at import.
+    """
+
+    __slots__ = (
+        "changed_at",
+        "changed_monotonic",
+        "detail",
+        "died",
+        "error",
+        "name",
+        "reason",
+        "task",
+    )
 
     name: str
     task: asyncio.Task[Any]
-    died: bool = False
-    reason: str | None = None
+    died: bool
+    reason: str | None
     """``error``, ``cancelled`` or ``exited``."""
-    detail: str | None = None
-    error: BaseException | None = None
-    changed_at: float = field(default_factory=time.time)
-    changed_monotonic: float = field(default_factory=time.monotonic)
+    detail: str | None
+    error: BaseException | None
+    changed_at: float
+    changed_monotonic: float
+
+    def __init__(self, name: str, task: asyncio.Task[Any]) -> None:
+        self.name = name
+        self.task = task
+        self.died = False
+        self.reason = self.detail = self.error = None
+        self.changed_at = time.time()
+        self.changed_monotonic = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"Supervised(name={self.name!r}, died={self.died!r}, reason={self.reason!r})"
 
     @property
     def entry(self) -> str:

@@ -10,11 +10,11 @@ frame needs no cooperation from it (``sys._current_frames()``).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import os
 import sys
-import sysconfig
 import threading
 import time
 import traceback
@@ -104,14 +104,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=WATCHDOG._after_fork)
 
 
-_PATHS = sysconfig.get_paths()
-_STDLIB = tuple(os.path.join(_PATHS[k], "") for k in ("stdlib", "platstdlib"))
-_PACKAGES = tuple(os.path.join(_PATHS[k], "") for k in ("purelib", "platlib"))
+@functools.cache
+def _roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The stdlib and site-packages directories, read on the first overrun
+    (``sysconfig.get_paths()`` costs about 1 ms, too much for every import)."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return (
+        tuple(os.path.join(paths[k], "") for k in ("stdlib", "platstdlib")),
+        tuple(os.path.join(paths[k], "") for k in ("purelib", "platlib")),
+    )
 
 
 def _in_stdlib(filename: str) -> bool:
+    stdlib, packages = _roots()
     # site-packages may sit inside the stdlib directory (no virtualenv)
-    return filename.startswith(_STDLIB) and not filename.startswith(_PACKAGES)
+    return filename.startswith(stdlib) and not filename.startswith(packages)
 
 
 def describe(frame: FrameType | None) -> tuple[str, str]:
