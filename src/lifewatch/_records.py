@@ -43,7 +43,7 @@ class RunRecord:
     trace_id: int = 0
     span_id: int = 0
     sink_data: dict[str, Any] = field(default_factory=dict)
-    id: int = field(default_factory=lambda: next(_ids))
+    id: int = field(default_factory=_ids.__next__)
 
     @property
     def duration(self) -> float | None:
@@ -77,7 +77,7 @@ class PhaseRecord:
     trace_id: int = 0
     span_id: int = 0
     sink_data: dict[str, Any] = field(default_factory=dict)
-    id: int = field(default_factory=lambda: next(_ids))
+    id: int = field(default_factory=_ids.__next__)
 
     @property
     def duration(self) -> float | None:
