@@ -120,3 +120,64 @@ def test_an_unusable_multiprocess_directory_does_not_fail_a_passing_check(
     assert answer == {"status": 200, "body": "ok"}, proc.stderr
     assert not gone.exists()
     assert "lifespan.sink.failed" in proc.stdout + proc.stderr  # said, not hidden
+
+
+async def test_startupz_names_the_phase_running_now_from_its_kept_answer() -> None:
+    """The plain answer is kept between probes; every phase that begins or
+    ends makes it stale, however many come between two probes."""
+    watch = Lifewatch(registry=CollectorRegistry())
+    seen: list[bytes] = []
+
+    async def probe() -> None:
+        for _ in range(2):  # the second one is answered from the kept answer
+            status, _, body = await call(app, "/startupz")
+            assert status == 503
+            seen.append(body.split(b"\n")[0])
+
+    async def lifespan(app_: Any) -> Any:
+        async with watch.phase("database"):
+            await probe()
+        async with watch.phase("cache"):
+            async with watch.phase("warm"):
+                await probe()
+            async with watch.phase("index"):
+                pass
+            await probe()  # three phases began and ended since the last probe
+        yield
+
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+
+    app = watch.instrument(Starlette(lifespan=asynccontextmanager(lifespan)))
+    async with LifespanManager(app):
+        status, _, body = await call(app, "/startupz")
+    assert status == 200 and body == b"ok"
+    assert seen == [
+        b"[-]lifespan failed: starting: phase 'database' running",
+        b"[-]lifespan failed: starting: phase 'database' running",
+        b"[-]lifespan failed: starting: phase 'warm' running",
+        b"[-]lifespan failed: starting: phase 'warm' running",
+        b"[-]lifespan failed: starting: phase 'cache' running",
+        b"[-]lifespan failed: starting: phase 'cache' running",
+    ]
+
+
+async def test_endpoints_forget_their_answers_only_when_one_may_be_kept() -> None:
+    """Every phase begins and ends with an invalidation: telling each endpoint
+    to forget is for when a report was made since they last forgot."""
+    from lifewatch._health import Health
+    from lifewatch._lifecycle import Lifecycle
+
+    health = Health(Lifecycle(service=None, startup_timeout=None, shutdown_timeout=None, log=None))
+    told: list[int] = []
+    health.listeners.append(lambda: told.append(health.version))
+    health.invalidate()
+    assert told == []  # nothing was reported: nothing is kept
+    await health.report("startup")
+    health.invalidate()
+    health.invalidate()
+    assert told == [2]  # once, after the report
+    await health.report("readiness")
+    health.invalidate()
+    assert told == [2, 4]

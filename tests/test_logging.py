@@ -182,3 +182,33 @@ def test_the_message_is_readable() -> None:
     fields = {"phase": "db", "ok": True, "error": "E: a b", "none": None, "service": "s"}
     assert message("ev", fields) == "ev phase=db ok=True error='E: a b'"
     assert message("ev", {"stack": "a\nb\n"}) == "ev\nstack:\na\nb"
+
+
+async def test_records_follow_structlog_as_its_own_lazy_logger_does(unconfigured: None) -> None:
+    """Reconfigured between two startups: without ``cache_logger_on_first_use``
+    the second startup's records follow the new configuration; with it, they
+    keep going where the first record went, as structlog's own loggers do."""
+
+    def into(seen: list[str]) -> Any:
+        def keep(logger: Any, method: str, event: dict[str, Any]) -> Any:
+            seen.append(event["event"])
+            raise structlog.DropEvent
+
+        return keep
+
+    for caching in (False, True):
+        first: list[str] = []
+        second: list[str] = []
+        mine = structlog.get_logger("mine")  # an app's own lazy logger, made at import too
+        watch = Lifewatch(service="orders", registry=CollectorRegistry())
+        served = app(watch)
+        structlog.configure(processors=[into(first)], cache_logger_on_first_use=caching)
+        async with LifespanManager(served):
+            mine.info("app.first")
+        structlog.configure(processors=[into(second)], cache_logger_on_first_use=caching)
+        async with LifespanManager(served):
+            mine.info("app.second")
+        assert first.count("lifespan.startup.complete") == (2 if caching else 1)
+        assert ("app.second" in first) is caching
+        assert ("lifespan.startup.complete" in second) is not caching
+        assert ("app.second" in second) is not caching

@@ -153,14 +153,21 @@ class Health(Sink):
         self.on_check_added: list[Callable[[HealthCheck], None]] = []
         self.on_supervised: list[Callable[[Supervised], None]] = []
         self._serving = False
+        self._reported = False
+        """A report was made since the endpoints last forgot their answers."""
         self._state_time = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
         """The app's event loop (the lifespan's): where checks run."""
 
     def invalidate(self) -> None:
         self.version += 1
-        for forget in self.listeners:
-            forget()
+        # An endpoint keeps only an answer made by ``report``: none was made
+        # since the last time they all forgot, so none is kept (every phase
+        # begins and ends here, probes come every few seconds).
+        if self._reported:
+            self._reported = False
+            for forget in self.listeners:
+                forget()
 
     # -- registration ---------------------------------------------------------
 
@@ -378,6 +385,7 @@ class Health(Sink):
         entries as excluded (``?exclude=``). Checks without a usable cached
         result run now, concurrently, sharing any run already in flight.
         """
+        self._reported = True  # before anything is read: see invalidate
         state = self.lifecycle.state
         entries: list[Entry] = []
         if probe != "liveness" and only in (None, RESERVED):

@@ -81,6 +81,8 @@ class Lifecycle:
         self._log = log
         self.sinks: tuple[Sink, ...] = ()
         self._hooks: dict[str, tuple[Callable[..., None], ...]] = dict.fromkeys(_HOOKS, ())
+        self._phase_begin: tuple[Callable[[PhaseRecord], None], ...] = ()
+        self._phase_end: tuple[Callable[[PhaseRecord], None], ...] = ()
         self.state: State = State.STARTING
         self.closing = False
         """Draining or stopping: responses ask keep-alive clients to go (one
@@ -112,6 +114,8 @@ class Lifecycle:
             self._hooks[hook] = tuple(
                 getattr(s, hook) for s in order if getattr(type(s), hook) is not getattr(Sink, hook)
             )
+        self._phase_begin = self._hooks["phase_begin"]
+        self._phase_end = self._hooks["phase_end"]
         self._emit("state_changed", None, self.state)
 
     # -- fan-out --------------------------------------------------------------
@@ -257,10 +261,13 @@ class Lifecycle:
         self._retarget()
 
     def _retarget(self) -> None:
-        for scope in self._scopes[:-1]:
-            scope.deadline = math.inf
-        if self._scopes:
-            self._scopes[-1].deadline = self._deadline
+        # Only where it changes: setting a scope's deadline reschedules its timer.
+        scopes = self._scopes
+        for scope in scopes[:-1]:
+            if scope.deadline != math.inf:
+                scope.deadline = math.inf
+        if scopes and scopes[-1].deadline != self._deadline:
+            scopes[-1].deadline = self._deadline
 
     def bound_hit(self) -> bool:
         """Whether the open run's bound has cut it (so a cancellation is a timeout)."""
@@ -318,7 +325,12 @@ class Lifecycle:
         )
         if run is not None:
             run.phases.append(phase)
-        self._emit("phase_begin", phase)
+        # The fan-out of _emit, inline: this and phase_end run for every phase.
+        for call in self._phase_begin:
+            try:
+                call(phase)
+            except Exception as exc:
+                self._sink_failed(call, exc)
         if timeout is not None:
             deadline = phase.start + timeout + (0.0 if sync else ASYNC_GRACE)
             self._watches[phase.id] = WATCHDOG.watch(
@@ -366,7 +378,11 @@ class Lifecycle:
             error = self._overran(phase, error)
         if error is None:
             phase.outcome = "ok"
-            self._emit("phase_end", phase)
+            for call in self._phase_end:
+                try:
+                    call(phase)
+                except Exception as exc:
+                    self._sink_failed(call, exc)
             return False
         reason = self._reason(error)
         if phase.background and reason == "cancelled" and self._stopping_background:

@@ -83,13 +83,15 @@ class EventLog:
     structlog logger.
     """
 
-    __slots__ = ("_auto", "_service", "_stdlib", "_structlog")
+    __slots__ = ("_auto", "_configured", "_service", "_stdlib", "_structlog")
 
     def __init__(self, service: str | None, choice: Any = "auto") -> None:
         self._service = service
         self._auto = choice == "auto"
+        self._configured: Any = None
+        """``structlog.is_configured``, once structlog is loaded (auto only)."""
         self._stdlib: logging.Logger | None = None
-        self._structlog: Any = None
+        self._structlog: _Deferred | _Bound | None = None
         if isinstance(choice, logging.Logger):
             self._stdlib = choice
         elif choice == "stdlib":
@@ -102,20 +104,28 @@ class EventLog:
             if self._auto:
                 self._stdlib = logging.getLogger("lifewatch")
         else:  # a structlog logger of the app's
-            self._structlog = choice if service is None else _Bound(choice, service)
+            self._structlog = _Bound(choice, service)
 
-    def _use_structlog(self) -> bool:
+    def _target(self) -> Any:
+        """The structlog logger to write to now, or None: the stdlib one."""
         if self._auto:
-            import structlog  # at the first record, not with lifewatch
+            configured = self._configured
+            if configured is None:
+                import structlog  # at the first record, not with lifewatch
 
-            return structlog.is_configured()
-        return self._stdlib is None
+                configured = self._configured = structlog.is_configured
+            if not configured():
+                return None
+        elif self._stdlib is not None:
+            return None
+        assert self._structlog is not None
+        return self._structlog.resolve()
 
     def is_enabled_for(self, level: int) -> bool:
-        if not self._use_structlog():
+        log = self._target()
+        if log is None:
             assert self._stdlib is not None
             return self._stdlib.isEnabledFor(level)
-        log = self._structlog
         # structlog's filtering loggers, or its stdlib BoundLogger
         enabled = getattr(log, "is_enabled_for", None) or getattr(log, "isEnabledFor", None)
         return True if enabled is None else bool(enabled(level))
@@ -133,17 +143,18 @@ class EventLog:
         installed, and a local can hold a password) a traceback always goes
         as plain text.
         """
-        if self._use_structlog():
+        log = self._target()
+        if log is not None:
             _scrub_fields(fields)
             error = fields.get("exc_info")
             if isinstance(error, BaseException):
-                import structlog  # loaded already, by the app or _use_structlog
+                import structlog  # loaded already, by the app or _target
 
                 text, clean = _traceback(error)
                 if clean != text or not structlog.is_configured():
                     del fields["exc_info"]
                     fields["exception"] = clean
-            getattr(self._structlog, level)(event, **fields)
+            getattr(log, level)(event, **fields)
             return
         logger = self._stdlib
         assert logger is not None
@@ -222,9 +233,12 @@ class _Bound:
 
     __slots__ = ("_logger", "_service")
 
-    def __init__(self, logger: Any, service: str) -> None:
+    def __init__(self, logger: Any, service: str | None) -> None:
         self._logger = logger
         self._service = service
+
+    def resolve(self) -> Any:
+        return self if self._service is not None else self._logger
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._logger, name)
@@ -239,21 +253,38 @@ def logger(service: str | None, choice: Any = "auto") -> EventLog:
 
 
 class _Deferred:
-    """structlog's logger, looked up (and structlog imported) at first use."""
+    """structlog's logger, looked up (and structlog imported) at first use.
 
-    __slots__ = ("_logger", "_service")
+    Bound at each use, as structlog's own lazy proxy does; when the app's
+    configuration caches the bound logger (``cache_logger_on_first_use``),
+    the proxy hands out that one logger for good, so it is kept here too:
+    one lookup per record, not three.
+    """
+
+    __slots__ = ("_cached", "_probed", "_proxy", "_service")
 
     def __init__(self, service: str | None) -> None:
         self._service = service
-        self._logger: Any = None
+        self._proxy: Any = None
+        self._cached: Any = None
+        self._probed = False
 
-    def __getattr__(self, name: str) -> Any:
-        logger = self._logger
-        if logger is None:
+    def resolve(self) -> Any:
+        cached = self._cached
+        if cached is not None:
+            return cached
+        proxy = self._proxy
+        if proxy is None:
             import structlog
 
-            logger = self._logger = structlog.get_logger("lifewatch", service=self._service)
-        return getattr(logger, name)
+            proxy = self._proxy = structlog.get_logger("lifewatch", service=self._service)
+        bound = proxy.bind()
+        if not self._probed:
+            # Cached by structlog: the same logger at every bind, for good.
+            self._probed = True
+            if proxy.bind() is bound:
+                self._cached = bound
+        return bound
 
 
 class LoggingSink(Sink):
@@ -299,8 +330,8 @@ class LoggingSink(Sink):
         )
 
     def phase_end(self, phase: PhaseRecord) -> None:
-        ids = _ids(phase.trace_id, phase.span_id)
         if phase.reason is not None:
+            ids = _ids(phase.trace_id, phase.span_id)
             # The traceback once, where the error came from, not again at
             # every enclosing phase; a non-critical failure is a warning.
             level = "warning" if phase.outcome == "degraded" else "error"
@@ -315,14 +346,18 @@ class LoggingSink(Sink):
                 error=_describe(phase.error),
                 **ids,
             )
-        self._log.info(
-            "lifespan.phase.end",
-            phase=phase.name,
-            lifespan_event=phase.event,
-            duration_s=round(phase.duration or 0.0, 6),
-            outcome=phase.outcome,
-            **ids,
-        )
+        # The record of every phase: its fields made once, in one dict.
+        end = phase.end
+        fields: dict[str, Any] = {
+            "phase": phase.name,
+            "lifespan_event": phase.event,
+            "duration_s": round(end - phase.start, 6) if end is not None else 0.0,
+            "outcome": phase.outcome,
+        }
+        if phase.trace_id:
+            fields["trace_id"] = format(phase.trace_id, "032x")
+            fields["span_id"] = format(phase.span_id, "016x")
+        self._log.emit("info", "lifespan.phase.end", fields)
 
     def state_changed(self, old: State | None, new: State) -> None:
         # Not the initial state, set when the Lifewatch is made: that is often

@@ -14,6 +14,7 @@ from ._sink import Sink
 
 _KEY = "otel"
 _CTX = "otel_ctx"
+_TOKEN = "otel_token"
 
 
 class TracingSink(Sink):
@@ -30,12 +31,23 @@ class TracingSink(Sink):
         self._provider = tracer_provider
         self._tracer: trace.Tracer | None = None
         self._base: dict[str, dict[str, Any]] = {}
+        if tracer_provider is not None:
+            # Given, so final: its tracer and the spans' fixed attributes are
+            # made once here rather than in the first startup.
+            self._resolve()
 
     def use(self, provider: TracerProvider | None) -> TracerProvider | None:
         """Send the spans to ``provider`` from now on; returns the one used before."""
         previous, self._provider, self._tracer = self._provider, provider, None
         self._base.clear()
+        if provider is not None:
+            self._resolve()
         return previous
+
+    def _resolve(self) -> None:
+        self.tracer  # noqa: B018 - resolves it
+        for event in ("startup", "shutdown"):
+            self._attributes(event)
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -112,17 +124,19 @@ class TracingSink(Sink):
             attrs["lifespan.phase.timeout"] = phase.timeout
         if phase.background:
             attrs["lifespan.phase.background"] = True
-        for key, value in phase.tags.items():
-            attrs[f"lifespan.tag.{key}"] = value
-        span = self.tracer.start_span(
+        if phase.tags:
+            for key, value in phase.tags.items():
+                attrs[f"lifespan.tag.{key}"] = value
+        span = (self._tracer or self.tracer).start_span(
             f"lifespan.{phase.event} {phase.name}", context=parent_ctx, attributes=attrs
         )
         # Current for the phase's body, so the user's own spans nest under it;
         # kept for the phase's children.
-        ctx = phase.sink_data[_CTX] = trace.set_span_in_context(span)
-        token = otel_context.attach(ctx)
-        phase.sink_data[_KEY] = span
-        phase.sink_data["otel_token"] = token
+        ctx = trace.set_span_in_context(span)
+        data = phase.sink_data
+        data[_CTX] = ctx
+        data[_KEY] = span
+        data[_TOKEN] = otel_context.attach(ctx)
         span_ctx = span.get_span_context()
         phase.trace_id, phase.span_id = span_ctx.trace_id, span_ctx.span_id
 
@@ -141,7 +155,7 @@ class TracingSink(Sink):
                 Status(StatusCode.ERROR, f"phase {phase.name!r} failed: {phase.reason}")
             )
         try:
-            otel_context.detach(phase.sink_data.pop("otel_token"))
+            otel_context.detach(phase.sink_data.pop(_TOKEN))
         finally:
             span.end()
 
