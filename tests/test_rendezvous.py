@@ -1,0 +1,185 @@
+"""The drain's rendezvous: every worker of a group drains on one request, bounded.
+
+Siblings are stood in for by members bound in this process under names of
+their own (a real multi-worker server is in ``tests/servers/test_matrix.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgi_lifespan import LifespanManager
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from lifewatch import Lifewatch, State
+from lifewatch.__main__ import main
+from lifewatch._rendezvous import (
+    ASK_TIMEOUT,
+    PREFIX,
+    Rendezvous,
+    _Member,
+    ask,
+    group_of,
+    listens_on,
+    members,
+)
+from tests.support.servers import free_port
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="abstract unix sockets: Linux only"
+)
+
+
+def ops_watch(delay: float) -> Lifewatch:
+    return Lifewatch(registry=CollectorRegistry(), drain_delay=delay, ops_address="127.0.0.1:0")
+
+
+def fetch(url: str) -> tuple[int, dict[str, Any]]:
+    import http.client
+
+    host, _, rest = url.removeprefix("http://").partition("/")
+    connection = http.client.HTTPConnection(host, timeout=10)
+    try:
+        connection.request("POST", "/" + rest)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@contextmanager
+def sibling(group: str, answer: Callable[[int | None], dict[str, Any]]) -> Iterator[list[Any]]:
+    """A member of ``group`` that is not this process's own: what it was asked."""
+    asked: list[Any] = []
+
+    def record(port: int | None) -> dict[str, Any]:
+        asked.append(port)
+        return answer(port)
+
+    member = _Member(f"{PREFIX}/{group}/4242-1", record)
+    try:
+        yield asked
+    finally:
+        member.close()
+
+
+async def test_a_worker_is_a_member_from_startup_to_shutdown() -> None:
+    watch = ops_watch(0.2)
+    async with LifespanManager(watch.instrument(Starlette())):
+        assert watch.ops_port is not None
+        group = group_of(watch.ops_port)
+        (name,) = members(group)
+        assert name.startswith(f"{PREFIX}/{os.getuid()}/ops-{watch.ops_port}/{os.getpid()}-")
+    assert members(group) == []  # left at shutdown
+
+
+async def test_a_drain_reaches_every_member_and_answers_with_the_longest(
+    logs: list[dict[str, Any]],
+) -> None:
+    watch = ops_watch(0.2)
+    async with LifespanManager(watch.instrument(Starlette())):
+        group = group_of(watch.ops_port)
+        answer = {"pid": 4242, "draining": True, "remaining": 0.7}
+        with sibling(group, lambda port: answer) as asked:
+            url = f"http://127.0.0.1:{watch.ops_port}/lifewatch/drain"
+            status, body = await asyncio.to_thread(fetch, url)
+        assert status == 202
+        assert body["workers"] == 2 and body["failed"] == {} and body["remaining"] == 0.7
+        assert asked == [None]  # on the ops port: no port check
+        assert watch.state is State.DRAINING
+    (told,) = [e for e in logs if e["event"] == "lifespan.drain.workers"]
+    assert told["workers"] == 2 and told["failed"] == {} and told["log_level"] == "info"
+
+
+async def test_a_member_that_never_answers_fails_within_the_bound(
+    capsys: pytest.CaptureFixture[str], logs: list[dict[str, Any]]
+) -> None:
+    """A hung sibling costs the hook ``ASK_TIMEOUT``, is named, and the command
+    still waits the drain out, then exits 1 (the kubelet's FailedPreStopHook)."""
+    watch = ops_watch(0.3)
+    async with LifespanManager(watch.instrument(Starlette())):
+        group = group_of(watch.ops_port)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+            silent.bind(f"\0{PREFIX}/{group}/4343-1")
+            silent.listen()  # the backlog accepts; nobody ever answers
+            url = f"http://127.0.0.1:{watch.ops_port}/lifewatch/drain"
+            started = time.monotonic()
+            status = await asyncio.to_thread(main, ["drain", url, "--timeout", "5"])
+            took = time.monotonic() - started
+    assert status == 1
+    assert ASK_TIMEOUT <= took < (ASK_TIMEOUT + 0.3) * 3  # the drain, within the bound
+    err = capsys.readouterr().err
+    assert "lifewatch drain: draining, 0.3s to go" in err
+    assert f"worker 4343 did not drain: no answer within {ASK_TIMEOUT:g}s" in err
+    (told,) = [e for e in logs if e["event"] == "lifespan.drain.workers"]
+    assert told["log_level"] == "warning" and "4343" in told["failed"]
+
+
+async def test_another_group_is_never_asked() -> None:
+    """Another ops port is another pod's (or app's): no cross-talk."""
+    watch = ops_watch(0.2)
+    async with LifespanManager(watch.instrument(Starlette())):
+        other = group_of(free_port())
+        with sibling(other, lambda port: {"draining": True, "remaining": 9}) as asked:
+            url = f"http://127.0.0.1:{watch.ops_port}/lifewatch/drain"
+            status, body = await asyncio.to_thread(fetch, url)
+        assert status == 202 and body["workers"] == 1 and 0 < body["remaining"] <= 0.2
+        assert asked == []
+
+
+async def test_on_the_app_port_only_members_listening_there_drain() -> None:
+    """The app's port groups by parent process; a member that does not listen
+    on the port the request came to (another app of the same parent) stays."""
+    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=0.2)
+    requested: list[int] = []
+
+    def request() -> float:
+        requested.append(1)
+        return 0.0
+
+    rendezvous = Rendezvous(watch.lifecycle, request, None)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert listens_on(port) is True
+        assert rendezvous._answer(port)["draining"] is False  # asked: not ready, no drain
+        assert requested == [1]
+    assert listens_on(port) is False
+    assert rendezvous._answer(port) == {"pid": os.getpid(), "member": False}
+    assert requested == [1]
+    async with LifespanManager(watch.instrument(Starlette())):
+        (name,) = members(group_of(None))
+        assert name.startswith(f"{PREFIX}/{os.getuid()}/app-")
+        assert f"-{os.getppid()}/{os.getpid()}-" in name
+
+
+def test_an_ask_of_a_member_gone_is_none() -> None:
+    assert ask(f"{PREFIX}/{os.getuid()}/ops-1/1-1", None, timeout=0.5) is None
+
+
+def test_members_are_the_listening_names_of_the_group(tmp_path: Path) -> None:
+    table = tmp_path / "unix"
+    g = f"{PREFIX}/0/ops-9000"
+    table.write_text(
+        "Num       RefCount Protocol Flags    Type St Inode Path\n"
+        f"0000000000000001: 00000002 00000000 00010000 0001 01 11 @{g}/7-1\n"
+        f"0000000000000002: 00000003 00000000 00000000 0001 03 12 @{g}/7-1\n"  # accepted
+        f"0000000000000003: 00000002 00000000 00010000 0001 01 13 @{g}/8-1\n"
+        f"0000000000000004: 00000002 00000000 00010000 0001 01 14 @{PREFIX}/0/ops-9001/9-1\n"
+        f"0000000000000005: 00000002 00000000 00010000 0001 01 15 /{g}/10-1\n"  # a file
+        "0000000000000006: 00000002 00000000 00010000 0001 01 16\n"
+    )
+    assert members("0/ops-9000", str(table)) == [f"{g}/7-1", f"{g}/8-1"]
+    assert members("0/ops-9000", str(tmp_path / "missing")) == []
