@@ -146,14 +146,22 @@ def ask(name: str, port: int | None, timeout: float = ASK_TIMEOUT) -> dict[str, 
             sock.connect("\0" + name)
         except (ConnectionRefusedError, FileNotFoundError):
             return None  # closed between the listing and now: it is going away
-        sock.sendall(json.dumps({"port": port}).encode() + b"\n")
         data = b""
-        while not data.endswith(b"\n") and len(data) < MAX_ANSWER:
-            chunk = sock.recv(MAX_ANSWER)
-            if not chunk:
-                break
-            data += chunk
-    answer = json.loads(data)
+        try:
+            sock.sendall(json.dumps({"port": port}).encode() + b"\n")
+            while not data.endswith(b"\n") and len(data) < MAX_ANSWER:
+                chunk = sock.recv(MAX_ANSWER)
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""  # hung up on us: another user's ask, or a member going away
+    if not data:
+        raise ValueError("closed the connection without an answer")
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
     if not isinstance(answer, dict):
         raise ValueError(f"not a member's answer: {data[:80]!r}")
     return answer
@@ -174,7 +182,9 @@ def ask_all(
             results[name] = ask(name, port, timeout)
         except TimeoutError:
             results[name] = f"no answer within {timeout:g}s"
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:
+            results[name] = str(exc)
+        except OSError as exc:
             results[name] = f"{type(exc).__name__}: {exc}"
 
     threads = [
