@@ -356,6 +356,12 @@ def test_prestop_drain_reaches_every_worker(server: Server, on: str, tmp_path: P
     assert exited <= DRAIN + SHUTDOWN + 2, (exited, output[-3000:])
     assert returncode in (0, -signal.SIGTERM), (returncode, output[-3000:])
     marks = [float(t) for t in mark.read_text().split()]
+    per_worker = {pid: sum(1 for p, _ in late if p == pid) for pid in seen}
+    print(
+        f"{server.command.split()[0]} {on}: hook answered at {answered:.2f}s, returned at"
+        f" {took:.2f}s; 503 from every worker after it {per_worker}; {load.served} requests"
+        f" served, {len(load.failures)} failed; exit {exited:.2f}s after the hook began"
+    )
     expected = {server.workers} if server.every_shutdown else set(range(1, server.workers + 1))
     assert len(marks) in expected, output[-3000:]
     assert min(marks) - drain_wall >= DRAIN - 0.05
