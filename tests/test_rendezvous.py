@@ -13,8 +13,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,9 @@ def sibling(group: str, answer: Callable[[int | None], dict[str, Any]]) -> Itera
     """A member of ``group`` that is not this process's own: what it was asked."""
     asked: list[Any] = []
 
-    def record(port: int | None) -> dict[str, Any]:
+    def record(port: int | None, drain: bool) -> dict[str, Any]:
+        if not drain:  # a worker that just became ready, asking what is left
+            return {"pid": 4242, "left": 0.0}
         asked.append(port)
         return answer(port)
 
@@ -123,11 +125,11 @@ async def test_on_the_app_port_only_members_listening_there_drain() -> None:
     watch = Lifewatch(registry=CollectorRegistry(), drain_delay=0.2)
     requested: list[int] = []
 
-    def request() -> float:
+    def request(seconds: float | None) -> float:
         requested.append(1)
         return 0.0
 
-    rendezvous = Rendezvous(watch.lifecycle, request, None)
+    rendezvous = Rendezvous(watch.lifecycle, request, lambda: None, None)
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()
@@ -180,3 +182,83 @@ def test_a_member_that_closes_without_answering_is_named() -> None:
         results = ask_all([name], None, timeout=2)
         thread.join(5)
     assert results == {name: "closed the connection without an answer"}
+
+
+async def test_a_worker_ready_during_its_siblings_drain_drains_for_what_they_have_left(
+    logs: list[dict[str, Any]],
+) -> None:
+    """A worker the server restarted during the preStop hook does not come
+    back into rotation: it drains for the rest of its siblings' drain."""
+    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=5, ops_address="127.0.0.1:0")
+    asked: list[bool] = []
+
+    def draining_sibling(port: int | None, drain: bool) -> dict[str, Any]:
+        asked.append(drain)
+        return {"pid": 4545, "left": 0.6}
+
+    members_left: list[_Member] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        # The sibling, in the group this worker joined when startup began.
+        members_left.append(
+            _Member(f"{PREFIX}/{group_of(watch.ops_port)}/4545-1", draining_sibling)
+        )
+        yield
+
+    try:
+        async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+            deadline = time.monotonic() + 5
+            while watch.state is not State.DRAINING:
+                assert time.monotonic() < deadline, watch.state
+                await asyncio.sleep(0.01)
+            started = time.monotonic()
+            assert asked and set(asked) == {False}  # asked what is left, not told to drain
+            while not any(e["event"] == "lifespan.drain.end" for e in logs):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            # Its own drain is the siblings' rest (0.6 s), not its drain_delay (5 s).
+            assert time.monotonic() - started < 0.6 * 3
+            assert watch.state is State.DRAINING  # out of rotation until SIGTERM
+    finally:
+        for member in members_left:
+            member.close()
+    (begin,) = [e for e in logs if e["event"] == "lifespan.drain.begin"]
+    assert begin["signal"] == "request"
+
+
+async def test_a_worker_ready_while_no_sibling_drains_stays_ready() -> None:
+    watch = ops_watch(5)
+    with_sibling: list[_Member] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        with_sibling.append(
+            _Member(f"{PREFIX}/{group_of(watch.ops_port)}/4646-1", lambda p, d: {"left": 0.0})
+        )
+        yield
+
+    try:
+        async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+            await asyncio.sleep(0.3)
+            assert watch.state is State.READY
+    finally:
+        for member in with_sibling:
+            member.close()
+
+
+def test_a_member_that_dies_while_asked_is_gone_not_failed() -> None:
+    name = f"{PREFIX}/{os.getuid()}/ops-1/4747-1"
+    dying = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dying.bind("\0" + name)
+    dying.listen()
+
+    def die() -> None:
+        conn, _ = dying.accept()
+        dying.close()  # the name goes first, as when a process dies
+        conn.close()
+
+    thread = threading.Thread(target=die, daemon=True)
+    thread.start()
+    assert ask_all([name], None, timeout=2) == {name: None}
+    thread.join(5)

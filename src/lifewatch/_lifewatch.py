@@ -180,7 +180,10 @@ class Lifewatch:
         if options.drain_path is not None and options.drain_delay > 0:
             ops = self._ops
             rendezvous = Rendezvous(
-                lifecycle, drainer.request, None if ops is None else lambda: ops.port
+                lifecycle,
+                drainer.request,
+                drainer.requested_left,
+                None if ops is None else lambda: ops.port,
             )
         lifecycle.connect(
             (

@@ -60,6 +60,8 @@ PREFIX = "lifewatch-drain"
 ASK_TIMEOUT = 1.0
 """Seconds a member has to answer: its answer needs no event loop, only its thread."""
 MAX_ANSWER = 4096
+MIN_DRAIN = 0.05
+"""Seconds of a sibling's drain too few to join: over before a probe would see it."""
 
 _serial = itertools.count(1)
 _ours: set[str] = set()
@@ -134,8 +136,11 @@ def _pid_of(name: str) -> str:
     return name.rsplit("/", 1)[-1].partition("-")[0]
 
 
-def ask(name: str, port: int | None, timeout: float = ASK_TIMEOUT) -> dict[str, Any] | None:
-    """One member's answer to "drain"; None when it is gone (nothing listens there).
+def ask(
+    name: str, port: int | None, timeout: float = ASK_TIMEOUT, *, drain: bool = True
+) -> dict[str, Any] | None:
+    """One member's answer to "drain" (or, ``drain=False``, to "how long is
+    your requested drain still"); None when it is gone (nothing listens there).
 
     Raises ``OSError`` (``TimeoutError`` included) or ``ValueError`` when it is
     there but did not answer as a member does.
@@ -148,7 +153,7 @@ def ask(name: str, port: int | None, timeout: float = ASK_TIMEOUT) -> dict[str, 
             return None  # closed between the listing and now: it is going away
         data = b""
         try:
-            sock.sendall(json.dumps({"port": port}).encode() + b"\n")
+            sock.sendall(json.dumps({"port": port, "drain": drain}).encode() + b"\n")
             while not data.endswith(b"\n") and len(data) < MAX_ANSWER:
                 chunk = sock.recv(MAX_ANSWER)
                 if not chunk:
@@ -157,6 +162,9 @@ def ask(name: str, port: int | None, timeout: float = ASK_TIMEOUT) -> dict[str, 
         except (ConnectionResetError, BrokenPipeError):
             data = b""  # hung up on us: another user's ask, or a member going away
     if not data:
+        group = name.removeprefix(f"{PREFIX}/").rsplit("/", 1)[0]
+        if name not in members(group):
+            return None  # it died while asked: gone, not failed
         raise ValueError("closed the connection without an answer")
     try:
         answer = json.loads(data)
@@ -168,7 +176,7 @@ def ask(name: str, port: int | None, timeout: float = ASK_TIMEOUT) -> dict[str, 
 
 
 def ask_all(
-    names: Iterable[str], port: int | None, timeout: float = ASK_TIMEOUT
+    names: Iterable[str], port: int | None, timeout: float = ASK_TIMEOUT, *, drain: bool = True
 ) -> dict[str, dict[str, Any] | str | None]:
     """Every member's answer (or why it failed, a string), asked in parallel.
 
@@ -179,7 +187,7 @@ def ask_all(
 
     def one(name: str) -> None:
         try:
-            results[name] = ask(name, port, timeout)
+            results[name] = ask(name, port, timeout, drain=drain)
         except TimeoutError:
             results[name] = f"no answer within {timeout:g}s"
         except ValueError as exc:
@@ -201,8 +209,9 @@ def ask_all(
 class _Member:
     """This worker's place in its group: a thread answering its siblings' "drain"."""
 
-    def __init__(self, name: str, answer: Callable[[int | None], dict[str, Any]]) -> None:
+    def __init__(self, name: str, answer: Callable[[int | None, bool], dict[str, Any]]) -> None:
         self.name = name
+        self.group = name.removeprefix(f"{PREFIX}/").rsplit("/", 1)[0]
         self.answer = answer
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -231,8 +240,12 @@ class _Member:
                         break
                     data += chunk
                 asked = json.loads(data)
-                port = asked.get("port") if isinstance(asked, dict) else None
-                reply = self.answer(port if isinstance(port, int) else None)
+                if not isinstance(asked, dict):
+                    continue
+                port = asked.get("port")
+                reply = self.answer(
+                    port if isinstance(port, int) else None, asked.get("drain") is not False
+                )
                 conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def close(self) -> None:
@@ -261,15 +274,22 @@ class Rendezvous(Sink):
     def __init__(
         self,
         lifecycle: Lifecycle,
-        request: Callable[[], float],
+        request: Callable[[float | None], float],
+        left: Callable[[], float | None],
         ops_port: Callable[[], int | None] | None,
     ) -> None:
         self.lifecycle = lifecycle
         self.request = request
+        """Drain this worker (for so many seconds, or its ``drain_delay``)."""
+        self.left = left
+        """Seconds left of this worker's requested drain, None when none runs."""
         self.ops_port = ops_port
         """The ops listener's port when the drain endpoint is there; None: the app's port."""
         self._member: _Member | None = None
         self._lock = threading.Lock()
+        self._group_until: float | None = None
+        """``time.monotonic()`` at which the drain of the group, seen while
+        this worker started, ends."""
 
     @property
     def name(self) -> str | None:
@@ -284,6 +304,38 @@ class Rendezvous(Sink):
         failed_startup = run.event == "startup" and run.outcome not in ("ok", "degraded")
         if failed_startup or (run.event == "shutdown" and not run.rollback):
             self.leave()
+
+    def state_changed(self, old: State | None, new: State) -> None:
+        if old is not State.STARTING or new is not State.READY or self._member is None:
+            return
+        # Ready while its siblings drain (a worker the server restarted during
+        # the preStop hook): drain with them, for what they have left. Known
+        # since startup began: at once, before a probe sees it ready; a drain
+        # that began during its startup is asked for now, from a thread.
+        until = self._group_until
+        if until is not None and until - time.monotonic() > MIN_DRAIN:
+            self.request(until - time.monotonic())
+        threading.Thread(
+            target=self._catch_up, args=(True,), name="lifewatch-drain-catch-up", daemon=True
+        ).start()
+
+    def _catch_up(self, drain: bool) -> None:
+        """How long the group's drain runs on; drain for that long when ``drain``."""
+        member = self._member
+        if member is None:
+            return
+        others = [n for n in members(member.group) if n not in _ours]
+        if not others:
+            return
+        answers = ask_all(others, None, drain=False).values()
+        left = max(
+            (float(a.get("left") or 0.0) for a in answers if isinstance(a, dict)), default=0.0
+        )
+        if left <= MIN_DRAIN:
+            return
+        self._group_until = time.monotonic() + left
+        if drain:
+            self.request(left)
 
     def join(self) -> None:
         if not supported():
@@ -306,6 +358,10 @@ class Rendezvous(Sink):
                 )
                 return
             _ours.add(name)
+            self._group_until = None
+        threading.Thread(
+            target=self._catch_up, args=(False,), name="lifewatch-drain-look", daemon=True
+        ).start()
 
     def leave(self) -> None:
         with self._lock:
@@ -314,11 +370,14 @@ class Rendezvous(Sink):
             _ours.discard(member.name)
             member.close()
 
-    def _answer(self, port: int | None) -> dict[str, Any]:
-        """A sibling asks: drain (if this worker serves the port it was asked on)."""
+    def _answer(self, port: int | None, drain: bool = True) -> dict[str, Any]:
+        """A sibling asks: drain (if this worker serves the port it was asked
+        on), or how long its requested drain still runs."""
         if port is not None and listens_on(port) is False:
             return {"pid": os.getpid(), "member": False}
-        remaining = self.request()
+        if not drain:
+            return {"pid": os.getpid(), "left": round(self.left() or 0.0, 3)}
+        remaining = self.request(None)
         # The state flips on the app's loop: answer once it has (the drain has
         # begun), or half the asker's patience later (a loop blocked for now).
         deadline = time.monotonic() + ASK_TIMEOUT / 2
@@ -339,8 +398,7 @@ class Rendezvous(Sink):
         port = None
         if self.ops_port is None and isinstance(server, (tuple, list)) and len(server) == 2:
             port = server[1] if isinstance(server[1], int) else None
-        group = member.name.removeprefix(f"{PREFIX}/").rsplit("/", 1)[0]
-        others = [n for n in members(group) if n not in _ours]
+        others = [n for n in members(member.group) if n not in _ours]
         if not others:
             return combined
         results = await anyio.to_thread.run_sync(ask_all, others, port)

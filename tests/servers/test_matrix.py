@@ -365,3 +365,55 @@ def test_prestop_drain_reaches_every_worker(server: Server, on: str, tmp_path: P
     expected = {server.workers} if server.every_shutdown else set(range(1, server.workers + 1))
     assert len(marks) in expected, output[-3000:]
     assert min(marks) - drain_wall >= DRAIN - 0.05
+
+
+def test_a_worker_restarted_during_the_prestop_drain_drains_too(tmp_path: Path) -> None:
+    """gunicorn restarts a worker killed during the hook: the new one never
+    answers ready, it drains for what its sibling has left."""
+    server, drain_delay = SERVERS["gunicorn-uvicorn-workers"], 4.0
+    port, ops = free_ports(2)
+    environ = env(OPS_PORT=str(ops), DRAIN=str(drain_delay), NAME_WORKER="1")
+    log = tmp_path / "server.log"
+    readyz = f"http://127.0.0.1:{ops}/readyz?verbose"
+    fresh = httpx.Client(timeout=2, limits=httpx.Limits(max_keepalive_connections=0))
+    with fresh, running(server.argv(port), log, environ) as proc:
+        try:
+            seen: set[int] = set()
+
+            def all_ready() -> bool:
+                pid, status = which_worker(fresh, readyz)
+                if status == 200:
+                    seen.add(pid)
+                return len(seen) == server.workers
+
+            wait_for("2 workers ready", all_ready, 60, step=0.01)
+            drain = subprocess.Popen(
+                [PY, "-m", "lifewatch", "drain", f"http://127.0.0.1:{ops}/lifewatch/drain"],
+                env=env(),
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            drain_at = time.monotonic()
+            assert drain.stderr is not None
+            said = drain.stderr.readline()  # the answer: both workers drain
+            assert "draining 2 workers" in said, said
+            victim = min(seen)
+            os.kill(victim, signal.SIGKILL)
+            answers: list[tuple[int, int]] = []
+            while drain.poll() is None:
+                answers.append(which_worker(fresh, readyz))
+            assert drain.returncode == 0, drain.stderr.read()
+            assert time.monotonic() - drain_at >= drain_delay - 0.05
+            drain.stderr.close()
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(drain_delay + SHUTDOWN + 2 + 5)
+            exited = time.monotonic() - drain_at
+        except BaseException:
+            print(log.read_text()[-5000:])
+            raise
+    restarted = {pid for pid, _ in answers} - seen - {0}
+    assert restarted, f"no restarted worker answered: {answers[-5:]}"
+    theirs = [status for pid, status in answers if pid in restarted]
+    print(f"restarted worker {restarted}: {len(theirs)} answers, {theirs.count(200)} of them 200")
+    assert set(theirs) == {503}, theirs
+    assert exited <= drain_delay + SHUTDOWN + 2
