@@ -28,6 +28,10 @@ The group is the set of processes sharing the port the request came to:
   request came to goes along, and a member that does not listen on it
   (another app the same parent started) does not drain.
 
+A worker that becomes ready while its group drains (one the server
+restarted during the hook) asks the others how long they have left, and
+drains for that long instead of coming back into rotation.
+
 Nothing here writes a metric or a log line: a member drains through the
 drain's ``request``, and the outcome is a ``Notice`` to the lifecycle.
 """
@@ -290,11 +294,6 @@ class Rendezvous(Sink):
         self._group_until: float | None = None
         """``time.monotonic()`` at which the drain of the group, seen while
         this worker started, ends."""
-
-    @property
-    def name(self) -> str | None:
-        member = self._member
-        return None if member is None else member.name
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
