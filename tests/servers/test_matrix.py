@@ -6,7 +6,10 @@ blocks the event loop; a drain under
 load through the ``preStop`` path (``python -m lifewatch drain``, then
 SIGTERM) fails no request, runs the shutdown phases and exits within drain +
 shutdown + 2 s; where lifewatch stands in front of the server's SIGTERM
-handler, the signal alone does the same. The README's server table is this
+handler, the signal alone does the same. With several workers sharing the
+port (gunicorn, ``uvicorn --workers``, ``hypercorn -w``, ``granian
+--workers``), one ``preStop`` request takes every worker out of rotation,
+a worker restarted during it included. The README's server table is this
 file's results.
 """
 
