@@ -43,6 +43,7 @@ LAYERS = [
     "_pushgateway",
     "_health",
     "_drain",
+    "_rendezvous",
     # what answers HTTP
     "_probes",
     "_exposition",

@@ -159,13 +159,24 @@ def _drain(url: str, timeout: float) -> int:
     from ._client import Failed, drain
 
     try:
-        remaining = drain(url, timeout)
+        answer = drain(url, timeout)
     except Failed as exc:
         print(f"lifewatch drain: {exc}", file=sys.stderr)
         return 1
-    print(f"lifewatch drain: draining, {remaining:.1f}s to go ({url})", file=sys.stderr, flush=True)
+    remaining, failed = answer["remaining"], answer["failed"]
+    workers, not_ready = answer.get("workers", 1), answer.get("not_ready", 0)
+    who = f" {workers} workers" if workers != 1 else ""
+    idle = f" ({not_ready} not ready)" if not_ready and workers else ""
+    print(
+        f"lifewatch drain: draining{who}{idle}, {remaining:.1f}s to go ({url})",
+        file=sys.stderr,
+        flush=True,
+    )
+    for pid, reason in failed.items():
+        print(f"lifewatch drain: worker {pid} did not drain: {reason}", file=sys.stderr)
     time.sleep(remaining)
-    return 0
+    # Still waited out: the others drained. Non-zero tells the kubelet (FailedPreStopHook).
+    return 1 if failed else 0
 
 
 def _k8s(args: argparse.Namespace, argv: list[str]) -> int:

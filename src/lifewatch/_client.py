@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -51,13 +52,18 @@ def probe(url: str, timeout: float) -> str:
     return first[0] if first else "ok"
 
 
-def drain(url: str, timeout: float) -> float:
-    """Ask the local process to drain; the seconds its drain has left."""
+def drain(url: str, timeout: float) -> dict[str, Any]:
+    """Ask the local process to drain; its answer (``remaining``: the seconds
+    the drain has left, for every worker; ``workers``, ``not_ready``, ``failed``)."""
     status, body = request(url, method="POST", timeout=timeout)
     if status != 202:
         text = body.decode("utf-8", "replace").strip().splitlines()
         raise Failed(f"{url}: {status} {text[0] if text else ''}".rstrip())
     try:
-        return float(json.loads(body)["remaining"])
+        answer = json.loads(body)
+        answer["remaining"] = float(answer["remaining"])
     except (ValueError, KeyError, TypeError):
         raise Failed(f"{url}: an answer that is not lifewatch's drain: {body[:80]!r}") from None
+    if not isinstance(answer.get("failed"), dict):
+        answer["failed"] = {}  # an older lifewatch: one worker, no rendezvous
+    return dict(answer)

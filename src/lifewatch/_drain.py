@@ -98,6 +98,8 @@ class Drainer(Sink):
         """``time.monotonic()`` at which a requested drain ends."""
         self._timer: asyncio.TimerHandle | None = None
         """The end of the requested drain running now."""
+        self._length = drain_delay
+        """Seconds the requested drain lasts."""
 
     # -- on the lifecycle's event flow ---------------------------------------
 
@@ -149,22 +151,26 @@ class Drainer(Sink):
 
     # -- on request (preStop), from any thread --------------------------------
 
-    def request(self) -> float:
+    def request(self, seconds: float | None = None) -> float:
         """Drain now, without a signal; the seconds the drain has left (0: none).
 
         Only a ready instance drains (a starting or failed one gets no
         traffic); asking again during the drain returns what is left of it.
+        ``seconds``: a shorter drain, the rest of the one its sibling workers
+        began before this one was ready.
         """
+        length = self.drain_delay if seconds is None else min(seconds, self.drain_delay)
         loop = self._serving_loop
         with self._lock:
             if (
                 self._until is None
-                and self.drain_delay > 0
+                and length > 0
                 and self.lifecycle.state is State.READY
                 and loop is not None
                 and not loop.is_closed()
             ):
-                self._until = time.monotonic() + self.drain_delay
+                self._until = time.monotonic() + length
+                self._length = length
                 loop.call_soon_threadsafe(self._begin_requested)
             until = self._until
         return 0.0 if until is None else max(0.0, until - time.monotonic())
@@ -185,13 +191,14 @@ class Drainer(Sink):
             if self._until is not None or self.drain_delay <= 0:
                 return
             self._until = time.monotonic() + self.drain_delay
+            self._length = self.drain_delay
         self._drain_requested()
 
     def _drain_requested(self) -> bool:
         loop = self._serving_loop
         if loop is None or self.lifecycle.state is not State.READY or self._timer is not None:
             return False  # a signal (or shutdown) came first
-        self._timer = loop.call_later(self.drain_delay, self.end_requested)
+        self._timer = loop.call_later(self._length, self.end_requested)
         self.lifecycle.set_state(State.DRAINING)
         self.tell("lifespan.drain.begin", "info", None)
         return True

@@ -33,6 +33,7 @@ from ._phase import Phase
 from ._probes import ProbeRoutes
 from ._process import process_start_time
 from ._records import RunRecord
+from ._rendezvous import Rendezvous
 from ._sink import Sink
 from ._starlette import Mounts, instrument
 from ._tracing import TracingSink
@@ -173,6 +174,17 @@ class Lifewatch:
         if options.ops_address is not None:
             self._ops = OpsListener(lifecycle, options.ops_address, self._ops_routes)
             listeners = (self._ops,)
+        # The other workers sharing the port drain with this one (after the
+        # ops listener in the sinks: its port is known when the group is joined).
+        rendezvous: Rendezvous | None = None
+        if options.drain_path is not None and options.drain_delay > 0:
+            ops = self._ops
+            rendezvous = Rendezvous(
+                lifecycle,
+                drainer.request,
+                drainer.requested_left,
+                None if ops is None else lambda: ops.port,
+            )
         lifecycle.connect(
             (
                 self._tracing,
@@ -181,6 +193,7 @@ class Lifewatch:
                 self._health,
                 drainer,
                 *listeners,
+                *((rendezvous,) if rendezvous is not None else ()),
                 *pushed,
                 *options.sinks,
             )
@@ -202,7 +215,7 @@ class Lifewatch:
                     options.registry, notify=lifecycle.notify
                 )
         if options.drain_path is not None:
-            drain = DrainEndpoint(drainer.request, options.drain_delay)
+            drain = DrainEndpoint(drainer.request, options.drain_delay, rendezvous)
             self._ops_routes[options.drain_path] = drain
             if self._ops is None:
                 self._routes[options.drain_path] = drain

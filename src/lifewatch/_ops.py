@@ -41,6 +41,7 @@ from ._validate import validate_address
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
+    from ._rendezvous import Rendezvous
 
 MAX_BODY = 65536
 """Bytes of a request body read (and dropped): no endpoint takes one."""
@@ -66,11 +67,19 @@ class DrainEndpoint:
     Readiness fails at once and the app goes on serving; the answer says how
     many seconds the drain has left, which ``python -m lifewatch drain``
     waits out. Anyone else gets 403: a drain takes the instance out of rotation.
+    With a ``rendezvous``, the other workers sharing the port drain too, and
+    the answer counts them (``workers``, ``not_ready``, ``failed``).
     """
 
-    def __init__(self, request: Callable[[], float], drain_delay: float) -> None:
+    def __init__(
+        self,
+        request: Callable[[], float],
+        drain_delay: float,
+        rendezvous: Rendezvous | None = None,
+    ) -> None:
         self.request = request
         self.drain_delay = drain_delay
+        self.rendezvous = rendezvous
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")
@@ -82,11 +91,16 @@ class DrainEndpoint:
             await respond(send, method, 403, response_headers(TEXT, body), body)
             return
         remaining = self.request()
-        answer = {
+        answer: dict[str, Any] = {
             "draining": remaining > 0,
             "remaining": round(remaining, 3),
             "drain_delay": self.drain_delay,
+            "workers": int(remaining > 0),
+            "not_ready": int(remaining <= 0),
+            "failed": {},
         }
+        if self.rendezvous is not None:
+            answer = await self.rendezvous.forward(answer, scope.get("server"))
         body = json.dumps(answer).encode() + b"\n"
         await respond(send, method, 202, response_headers(b"application/json", body), body)
 

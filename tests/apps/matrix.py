@@ -3,7 +3,8 @@
 OPS_PORT: serve the ops listener on 127.0.0.1:OPS_PORT (ops_only); BLOCK: a
 startup phase blocks the event loop that long; FAIL: the phase 'database'
 fails; DRAIN / SHUTDOWN: drain_delay and shutdown_timeout; MARK_FILE: the
-shutdown phase writes the time there.
+shutdown phase writes the time there; NAME_WORKER: a readiness check named
+``worker-<pid>``, so ``/readyz?verbose`` says which worker answered.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ watch = Lifewatch(
 @watch.check("loop", timeout=0.5)
 async def loop_check() -> None:
     await asyncio.sleep(0)
+
+
+if os.environ.get("NAME_WORKER"):
+
+    @watch.check(f"worker-{os.getpid()}")
+    async def worker_check() -> None:
+        """Always passes: its name says which worker of several answered."""
 
 
 @asynccontextmanager

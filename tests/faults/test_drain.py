@@ -1,12 +1,16 @@
-"""Fault rows of the drain: one drain per process, and no keep-alive client
-reset at its end."""
+"""Fault rows of the drain: one drain per process, no keep-alive client
+reset at its end, and a worker of several that hangs or died."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +23,8 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from lifewatch import Lifewatch, State
+from lifewatch.__main__ import main
+from lifewatch._rendezvous import ASK_TIMEOUT, PREFIX, group_of, members
 from tests.support.probes import call
 from tests.support.servers import env, free_port, http_get, running, uvicorn_argv, wait_for
 
@@ -169,3 +175,63 @@ def test_no_keep_alive_client_is_reset_at_the_end_of_a_drain(tmp_path: Path) -> 
     assert resets == [], f"{len(resets)} of {clients} clients reset: {resets[:3]}"
     assert closed_by_server == clients
     assert answered >= clients * 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets: Linux")
+async def test_a_member_that_never_answers_fails_within_the_bound(
+    capsys: pytest.CaptureFixture[str], logs: list[dict[str, Any]]
+) -> None:
+    """A hung sibling costs the hook ``ASK_TIMEOUT``, is named, and the command
+    still waits the drain out, then exits 1 (the kubelet's FailedPreStopHook)."""
+    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=0.3, ops_address="127.0.0.1:0")
+    async with LifespanManager(watch.instrument(Starlette())):
+        group = group_of(watch.ops_port)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+            silent.bind(f"\0{PREFIX}/{group}/4343-1")
+            silent.listen()  # the backlog accepts; nobody ever answers
+            url = f"http://127.0.0.1:{watch.ops_port}/lifewatch/drain"
+            started = time.monotonic()
+            status = await asyncio.to_thread(main, ["drain", url, "--timeout", "5"])
+            took = time.monotonic() - started
+    assert status == 1
+    assert ASK_TIMEOUT <= took < (ASK_TIMEOUT + 0.3) * 3  # the drain, within the bound
+    err = capsys.readouterr().err
+    assert "lifewatch drain: draining, 0.3s to go" in err
+    assert f"worker 4343 did not drain: no answer within {ASK_TIMEOUT:g}s" in err
+    (told,) = [e for e in logs if e["event"] == "lifespan.drain.workers"]
+    assert told["log_level"] == "warning" and "4343" in told["failed"]
+
+
+@contextlib.contextmanager
+def member_process(group: str) -> Iterator[None]:
+    """Another process holding a member's name in ``group``; killed -9 at the end."""
+    code = (
+        "import os, socket, time\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.bind('\\0{PREFIX}/{group}/' + str(os.getpid()) + '-1')\n"
+        "s.listen(); print('up', flush=True); time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
+        yield
+    finally:
+        child.kill()
+        child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets: Linux")
+async def test_a_worker_killed_leaves_nothing_behind(capsys: pytest.CaptureFixture[str]) -> None:
+    """A sibling killed -9 takes its name with it: the next drain neither waits
+    for it nor calls it failed."""
+    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=0.2, ops_address="127.0.0.1:0")
+    async with LifespanManager(watch.instrument(Starlette())):
+        group = group_of(watch.ops_port)
+        with member_process(group):
+            assert len(members(group)) == 2
+        assert len(members(group)) == 1  # gone with the killed process
+        url = f"http://127.0.0.1:{watch.ops_port}/lifewatch/drain"
+        assert await asyncio.to_thread(main, ["drain", url]) == 0
+    assert "did not drain" not in capsys.readouterr().err

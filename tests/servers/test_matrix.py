@@ -6,16 +6,21 @@ blocks the event loop; a drain under
 load through the ``preStop`` path (``python -m lifewatch drain``, then
 SIGTERM) fails no request, runs the shutdown phases and exits within drain +
 shutdown + 2 s; where lifewatch stands in front of the server's SIGTERM
-handler, the signal alone does the same. The README's server table is this
+handler, the signal alone does the same. With several workers sharing the
+port (gunicorn, ``uvicorn --workers``, ``hypercorn -w``, ``granian
+--workers``), one ``preStop`` request takes every worker out of rotation,
+a worker restarted during it included. The README's server table is this
 file's results.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +41,8 @@ class Server:
     signal_drain: bool
     """lifewatch stands in front of its SIGTERM handler."""
     workers: int = 1
+    every_shutdown: bool = True
+    """Every worker's shutdown phases run: the server lets each finish."""
 
     def argv(self, port: int) -> list[str]:
         return [sys.executable, "-m", *self.command.format(port=port, app=APP).split()]
@@ -238,3 +245,178 @@ def test_signal_drain_under_load(server: Server, tmp_path: Path) -> None:
     marks = [float(t) for t in mark.read_text().split()]
     assert len(marks) == server.workers, output[-3000:]
     assert min(marks) - sigterm_wall >= DRAIN - 0.05
+
+
+# Several workers in one container: the port is shared, so the drain request
+# reaches one of them; it must take every one out of rotation.
+MULTI = {
+    "gunicorn-uvicorn-workers": SERVERS["gunicorn-uvicorn-workers"],
+    "uvicorn-workers": Server(
+        "uvicorn {app} --port {port} --workers 2 --lifespan on", signal_drain=True, workers=2
+    ),
+    # hypercorn's supervisor sends SIGTERM to the other workers as soon as one
+    # exits (hypercorn/run.py: terminate() after the first sentinel), which
+    # kills them in their lifespan shutdown: the first one's phases run, the
+    # others' only if they are quick enough.
+    "hypercorn-workers": Server(
+        "hypercorn -w 2 --bind 127.0.0.1:{port} {app}",
+        signal_drain=False,
+        workers=2,
+        every_shutdown=False,
+    ),
+    "granian-workers": Server(
+        "granian --interface asgi --host 127.0.0.1 --port {port} --workers 2 {app}",
+        signal_drain=False,
+        workers=2,
+    ),
+}
+WORKER = re.compile(rb"worker-(\d+)")
+
+
+def which_worker(fresh: httpx.Client, url: str) -> tuple[int, int]:
+    """(the pid of the worker that answered, its status); ``fresh`` keeps no
+    connection, so the kernel picks a worker each time."""
+    try:
+        response = fresh.get(url)
+    except httpx.HTTPError:
+        return 0, 0
+    found = WORKER.search(response.content)
+    return (int(found.group(1)) if found else 0), response.status_code
+
+
+@pytest.mark.parametrize("on", ["ops", "app"])
+@pytest.mark.parametrize("server", [pytest.param(s, id=n) for n, s in MULTI.items()])
+def test_prestop_drain_reaches_every_worker(server: Server, on: str, tmp_path: Path) -> None:
+    """One preStop request, on the ops listener or the app's port: every
+    worker's /readyz fails for the whole drain, the hook returns after it,
+    no request fails, and SIGTERM then runs every worker's shutdown phases."""
+    port, ops = free_ports(2)
+    mark = tmp_path / "shutdown.txt"
+    extra = {"OPS_PORT": str(ops)} if on == "ops" else {}
+    environ = env(
+        DRAIN=str(DRAIN), SHUTDOWN=str(SHUTDOWN), MARK_FILE=str(mark), NAME_WORKER="1", **extra
+    )
+    log = tmp_path / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    probes = f"http://127.0.0.1:{ops if on == 'ops' else port}"
+    readyz = f"{probes}/readyz?verbose"
+    fresh = httpx.Client(timeout=2, limits=httpx.Limits(max_keepalive_connections=0))
+    with fresh, running(server.argv(port), log, environ) as proc:
+        try:
+            # Every worker answers on the shared port, ready.
+            seen: set[int] = set()
+
+            def all_ready() -> bool:
+                pid, status = which_worker(fresh, readyz)
+                if status == 200:
+                    seen.add(pid)
+                return len(seen) == server.workers
+
+            wait_for(f"{server.workers} workers ready", all_ready, 60, step=0.01)
+            load = Load(base)
+            drain = subprocess.Popen(
+                [PY, "-m", "lifewatch", "drain", f"{probes}/lifewatch/drain"],
+                env=env(),
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            drain_at, drain_wall = time.monotonic(), time.time()
+            said: list[tuple[float, str]] = []  # the hook's lines, when they came
+
+            def read() -> None:
+                assert drain.stderr is not None
+                for line in drain.stderr:
+                    said.append((time.monotonic() - drain_at, line))
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            answers: list[tuple[float, int, int]] = []
+            while drain.poll() is None:  # the preStop hook runs: traffic goes on
+                load.once()
+                for _ in range(3):
+                    answers.append((time.monotonic() - drain_at, *which_worker(fresh, readyz)))
+            took = time.monotonic() - drain_at
+            reader.join(5)
+            assert drain.returncode == 0, said
+            load.close()
+            os.kill(proc.pid, signal.SIGTERM)  # then the kubelet's SIGTERM
+            returncode = proc.wait(DRAIN + SHUTDOWN + 2 + 5)
+            exited = time.monotonic() - drain_at
+        except BaseException:
+            print(log.read_text()[-5000:])
+            raise
+    output = log.read_text()
+    assert said, "the hook said nothing"
+    answered = said[0][0]  # every worker has begun draining
+    # From the hook's answer to its end, every worker answers 503.
+    late = [(pid, status) for t, pid, status in answers if t > answered]
+    assert {pid for pid, _ in late} == seen, (seen, answers)
+    assert {status for _, status in late} == {503}, [a for a in answers if a[0] > answered][:20]
+    assert f"draining {server.workers} workers" in said[0][1], said
+    assert took - answered >= DRAIN - 0.05, said
+    assert load.failures == [], load.failures[:5]
+    assert load.served > 20
+    assert exited <= DRAIN + SHUTDOWN + 2, (exited, output[-3000:])
+    assert returncode in (0, -signal.SIGTERM), (returncode, output[-3000:])
+    marks = [float(t) for t in mark.read_text().split()]
+    per_worker = {pid: sum(1 for p, _ in late if p == pid) for pid in seen}
+    print(
+        f"{server.command.split()[0]} {on}: hook answered at {answered:.2f}s, returned at"
+        f" {took:.2f}s; 503 from every worker after it {per_worker}; {load.served} requests"
+        f" served, {len(load.failures)} failed; exit {exited:.2f}s after the hook began"
+    )
+    expected = {server.workers} if server.every_shutdown else set(range(1, server.workers + 1))
+    assert len(marks) in expected, output[-3000:]
+    assert min(marks) - drain_wall >= DRAIN - 0.05
+
+
+def test_a_worker_restarted_during_the_prestop_drain_drains_too(tmp_path: Path) -> None:
+    """gunicorn restarts a worker killed during the hook: the new one never
+    answers ready, it drains for what its sibling has left."""
+    server, drain_delay = SERVERS["gunicorn-uvicorn-workers"], 4.0
+    port, ops = free_ports(2)
+    environ = env(OPS_PORT=str(ops), DRAIN=str(drain_delay), NAME_WORKER="1")
+    log = tmp_path / "server.log"
+    readyz = f"http://127.0.0.1:{ops}/readyz?verbose"
+    fresh = httpx.Client(timeout=2, limits=httpx.Limits(max_keepalive_connections=0))
+    with fresh, running(server.argv(port), log, environ) as proc:
+        try:
+            seen: set[int] = set()
+
+            def all_ready() -> bool:
+                pid, status = which_worker(fresh, readyz)
+                if status == 200:
+                    seen.add(pid)
+                return len(seen) == server.workers
+
+            wait_for("2 workers ready", all_ready, 60, step=0.01)
+            drain = subprocess.Popen(
+                [PY, "-m", "lifewatch", "drain", f"http://127.0.0.1:{ops}/lifewatch/drain"],
+                env=env(),
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            drain_at = time.monotonic()
+            assert drain.stderr is not None
+            said = drain.stderr.readline()  # the answer: both workers drain
+            assert "draining 2 workers" in said, said
+            victim = min(seen)
+            os.kill(victim, signal.SIGKILL)
+            answers: list[tuple[int, int]] = []
+            while drain.poll() is None:
+                answers.append(which_worker(fresh, readyz))
+            assert drain.returncode == 0, drain.stderr.read()
+            assert time.monotonic() - drain_at >= drain_delay - 0.05
+            drain.stderr.close()
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(drain_delay + SHUTDOWN + 2 + 5)
+            exited = time.monotonic() - drain_at
+        except BaseException:
+            print(log.read_text()[-5000:])
+            raise
+    restarted = {pid for pid, _ in answers} - seen - {0}
+    assert restarted, f"no restarted worker answered: {answers[-5:]}"
+    theirs = [status for pid, status in answers if pid in restarted]
+    print(f"restarted worker {restarted}: {len(theirs)} answers, {theirs.count(200)} of them 200")
+    assert set(theirs) == {503}, theirs
+    assert exited <= drain_delay + SHUTDOWN + 2
