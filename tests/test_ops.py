@@ -31,12 +31,14 @@ from tests.support.servers import env, free_port
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["uvicorn", "http.server"])
+@pytest.fixture(params=["uvicorn/uvloop", "uvicorn/asyncio", "http.server"])
 def served_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each ops listener test under both of its servers: uvicorn's httptools
-    protocol where httptools imports, else the standard library's."""
-    if request.param == "http.server":
-        monkeypatch.setitem(sys.modules, "httptools", None)  # as where it is not installed
+    """Each ops listener test under each of its servers: uvicorn's httptools
+    protocol where httptools imports (on uvloop where that imports), else the
+    standard library's."""
+    missing = {"uvicorn/asyncio": "uvloop", "http.server": "httptools"}.get(request.param)
+    if missing:
+        monkeypatch.setitem(sys.modules, missing, None)  # as where it is not installed
     return str(request.param)
 
 
@@ -235,10 +237,38 @@ async def test_one_kept_alive_connection_answers_what_changes(served_by: str) ->
         await asyncio.to_thread(exchange)
 
 
+@pytest.mark.parametrize("served_by", ["uvicorn/uvloop", "uvicorn/asyncio"], indirect=True)
+async def test_closing_cuts_off_an_answer_still_under_way_after_close_wait(
+    served_by: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn's loop stops: an answer waiting on a slow check gets ``CLOSE_WAIT``,
+    then a 503 saying why, quietly, and nothing is left open behind the loop."""
+    release = asyncio.Event()
+    watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
+
+    @watch.check("slow", timeout=CLOSE_WAIT * 10)
+    async def slow() -> None:
+        await release.wait()
+
+    app = watch.instrument(Starlette())
+    async with LifespanManager(app):
+        url = f"http://127.0.0.1:{watch.ops_port}/readyz?verbose"
+        pending = asyncio.create_task(asyncio.to_thread(fetch, url, "GET", CLOSE_WAIT * 10))
+        await asyncio.sleep(0.2)
+        closed_at = time.perf_counter()
+    status, body, _ = await pending
+    took = time.perf_counter() - closed_at
+    release.set()
+    assert status == 503 and "is closing" in body, (status, body)
+    assert CLOSE_WAIT * 0.9 < took < CLOSE_WAIT * 3, took
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("uvicorn")] == []
+
+
 _EXITING = """
 import asyncio, socket, sys, time
-if sys.argv[1] == "http.server":
-    sys.modules["httptools"] = None
+missing = {"uvicorn/asyncio": "uvloop", "http.server": "httptools"}.get(sys.argv[1])
+if missing:
+    sys.modules[missing] = None
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 from lifewatch import Lifewatch

@@ -57,6 +57,8 @@ CLOSE_WAIT = 1.0
 """Seconds answers under way get to finish once the listener closes."""
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _NOT_FOUND = b"not found\n"
+_FAILED = b"lifewatch: the endpoint failed (see the log)\n"
+_CLOSING = b"lifewatch: no answer: the listener or the app's event loop is closing\n"
 
 
 def is_loopback(client: Any) -> bool:
@@ -134,6 +136,7 @@ class _Served:
     """What the listener needs of a running server: its port, and a way to close it."""
 
     port: int
+    name: str
 
     def close(self) -> None:
         raise NotImplementedError
@@ -148,7 +151,8 @@ def _uvicorn(
     """A way to serve ``routes`` with uvicorn's httptools protocol, or None.
 
     None unless uvicorn and httptools are importable (the app runs under
-    uvicorn[standard], say): lifewatch depends on neither. uvicorn's
+    uvicorn[standard], say): lifewatch depends on neither. The loop is
+    uvloop's where it imports, else asyncio's, as uvicorn picks. uvicorn's
     protocol is driven directly, not through ``uvicorn.Server``, which
     would log a second "Started server process" into the app's log; one
     protocol is built here to find out early that this uvicorn's
@@ -201,8 +205,14 @@ def _uvicorn(
     except Exception:  # not importable, or not the uvicorn this was written for
         return None
 
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    with contextlib.suppress(ImportError):  # uvicorn's own choice, as --loop auto makes it
+        import uvloop
+
+        new_loop = uvloop.new_event_loop
+
     def serve(sock: socket.socket) -> _Served:
-        return _UvicornServed(sock, protocol, _State(), on_error)
+        return _UvicornServed(sock, protocol, _State(), new_loop(), on_error)
 
     return serve
 
@@ -216,11 +226,15 @@ def _router(
         path = scope["path"]
         try:
             await routes.get(path, _not_found)(scope, receive, send)
+        except asyncio.CancelledError:
+            # The listener closing (CLOSE_WAIT over) or the app's loop gone
+            # under a check: no answer is coming, which is no error to log.
+            with contextlib.suppress(Exception):  # unless it had begun its answer
+                await respond(send, "GET", 503, response_headers(TEXT, _CLOSING), _CLOSING)
         except Exception as exc:  # an endpoint never raises; if one does, say so
             on_error(exc, path)
-            content = b"lifewatch: the endpoint failed (see the log)\n"
-            with contextlib.suppress(Exception):  # unless it had begun its answer
-                await respond(send, "GET", 503, response_headers(TEXT, content), content)
+            with contextlib.suppress(Exception):
+                await respond(send, "GET", 503, response_headers(TEXT, _FAILED), _FAILED)
 
     return app
 
@@ -233,10 +247,12 @@ class _UvicornServed(_Served):
         sock: socket.socket,
         protocol: Callable[[Any, asyncio.AbstractEventLoop], asyncio.Protocol],
         state: Any,
+        loop: asyncio.AbstractEventLoop,
         on_error: Callable[[BaseException, str], None],
     ) -> None:
         self.port = int(sock.getsockname()[1])
-        self._loop = loop = asyncio.new_event_loop()
+        self.name = "uvicorn/" + type(loop).__module__.partition(".")[0]
+        self._loop = loop
         self._closing = asyncio.Event()
 
         async def serve() -> None:
@@ -250,6 +266,16 @@ class _UvicornServed(_Served):
             deadline = loop.time() + CLOSE_WAIT
             while state.connections and loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
+            answering = list(state.tasks)
+            for task in answering:  # still waiting (on a check): they answer 503
+                task.cancel()
+            if answering:
+                await asyncio.wait(answering, timeout=0.1)
+            for connection in list(state.connections):  # still open: cut off
+                transport = getattr(connection, "transport", None)
+                if transport is not None:
+                    transport.abort()
+            await asyncio.sleep(0)  # their connection_lost
 
         def run() -> None:
             asyncio.set_event_loop(loop)
@@ -342,6 +368,7 @@ class _StdlibServed(_Served):
         server.routes = routes
         server.on_error = on_error
         self.port = int(sock.getsockname()[1])
+        self.name = "http.server"
         self._server = server
         threading.Thread(target=server.serve_forever, name="lifewatch-ops", daemon=True).start()
 
@@ -436,10 +463,11 @@ class _Handler(BaseHTTPRequestHandler):
             start = messages[0]
             content = b"".join(m.get("body", b"") for m in messages[1:])
             return int(start["status"]), start.get("headers", ()), content
+        except asyncio.CancelledError:  # the app's loop gone under a check
+            return 503, response_headers(TEXT, _CLOSING), _CLOSING
         except Exception as exc:  # an endpoint never raises; if one does, say so
             self.server.on_error(exc, path)
-            content = b"lifewatch: the endpoint failed (see the log)\n"
-            return 503, response_headers(TEXT, content), content
+            return 503, response_headers(TEXT, _FAILED), _FAILED
 
     def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         """Status line and headers: with the body, the whole answer in one write."""
@@ -491,11 +519,10 @@ class OpsListener(Sink):
 
     @property
     def served_by(self) -> str | None:
-        """``"uvicorn"`` (its httptools protocol) or ``"http.server"``; None when closed."""
+        """``"uvicorn/uvloop"`` or ``"uvicorn/asyncio"`` (its httptools protocol on
+        that loop), or ``"http.server"``; None when not listening."""
         served = self._served
-        if served is None:
-            return None
-        return "uvicorn" if isinstance(served, _UvicornServed) else "http.server"
+        return None if served is None else served.name
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
