@@ -4,9 +4,16 @@
    ops listener's ``/startupz`` is polled every 100 ms all along; each answer's
    latency is reported as a ratio to the kubelet's default probe timeout (1 s).
 2. ``/readyz`` under ``wrk`` on the ops listener and on the app's port of the
-   same uvicorn process, in interleaved rounds: the cost per probe on the ops
-   listener as a ratio to the app's port (requests/s of the app's port over
-   the ops listener's).
+   same uvicorn process, in interleaved rounds, under uvicorn's h11 and its
+   httptools: the cost per probe on the ops listener as a ratio to the app's
+   port (requests/s of the app's port over the ops listener's). Each uvicorn
+   mode runs twice: the ops listener as shipped (uvicorn's httptools protocol,
+   importable here) and its fallback, the standard library's ``http.server``
+   (what serves it where httptools is not installed). The server process's
+   CPU time per request (from ``/proc``) is printed beside: less swayed than
+   requests/s by what else runs on the machine.
+
+Both parts run once per ops listener server (``--ops-server`` picks one).
 
 Run: ``PYTHONPATH=src python benchmarks/bench_ops.py`` (needs ``wrk``).
 """
@@ -35,9 +42,19 @@ PROBE_TIMEOUT = 1.0
 """The kubelet's default ``timeoutSeconds``."""
 
 
+OPS_SERVERS = ("uvicorn", "http.server")
+
+
 def build_app() -> Any:
-    """The app under test, set up by the environment (``OPS_PORT``, ``BLOCK``)."""
+    """The app under test, set up by the environment (``OPS_PORT``, ``BLOCK``, ``OPS_SERVER``)."""
     from starlette.applications import Starlette
+
+    if os.environ.get("OPS_SERVER") == "http.server":
+        # The ops listener as where httptools is not installed; uvicorn's
+        # protocol imported first, so the app's port keeps it.
+        import uvicorn.protocols.http.httptools_impl  # noqa: F401
+
+        sys.modules["httptools"] = None
 
     from lifewatch import Lifewatch
 
@@ -68,7 +85,9 @@ def get(url: str) -> tuple[int, float]:
     return status, time.perf_counter() - start
 
 
-def start(block: float, server_args: list[str]) -> tuple[subprocess.Popen[bytes], int, int]:
+def start(
+    block: float, server_args: list[str], ops_server: str
+) -> tuple[subprocess.Popen[bytes], int, int]:
     port, ops = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -80,6 +99,7 @@ def start(block: float, server_args: list[str]) -> tuple[subprocess.Popen[bytes]
             "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
             "OPS_PORT": str(ops),
             "BLOCK": str(block),
+            "OPS_SERVER": ops_server,
         },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -96,8 +116,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def blocked_startup(block: float) -> None:
-    proc, _, ops = start(block, [])
+def blocked_startup(block: float, ops_server: str) -> None:
+    proc, _, ops = start(block, [], ops_server)
     url = f"http://127.0.0.1:{ops}/startupz"
     latencies: list[float] = []
     codes: list[int] = []
@@ -121,7 +141,7 @@ def blocked_startup(block: float) -> None:
     worst = max(latencies)
     print(
         f"\n1. startup blocking the event loop for {block:g} s; /startupz on the ops "
-        f"listener every 100 ms\n"
+        f"listener ({ops_server}) every 100 ms\n"
         f"   polls answered during startup: {len(codes)}, all 503: {set(codes) == {503}}\n"
         f"   latency: median {statistics.median(latencies) * 1e3:.1f} ms, "
         f"max {worst * 1e3:.1f} ms\n"
@@ -131,40 +151,73 @@ def blocked_startup(block: float) -> None:
     )
 
 
-def under_wrk(rounds: int, seconds: int, connections: int, server_args: list[str]) -> None:
-    proc, port, ops = start(0, server_args)
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def up(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not come up")
+        time.sleep(0.1)
+
+
+def under_wrk(
+    rounds: int, seconds: int, connections: int, server_args: list[str], ops_servers: list[str]
+) -> None:
+    """Every contender of every round in turn: app's port, then ops listener, per process."""
+    procs = {name: start(0, server_args, name) for name in ops_servers}
+    rps: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not come up")
-            time.sleep(0.1)
-        wrk(port, "/readyz", 1, connections)  # warm up
-        wrk(ops, "/readyz", 1, connections)
-        rps: dict[str, list[float]] = {"app's port": [], "ops listener": []}
+        for _, port, ops in procs.values():
+            up(port)
+            wrk(port, "/readyz", 1, connections)  # warm up
+            wrk(ops, "/readyz", 1, connections)
         for _ in range(rounds):
-            rps["app's port"].append(wrk(port, "/readyz", seconds, connections))
-            rps["ops listener"].append(wrk(ops, "/readyz", seconds, connections))
+            for name, (proc, port, ops) in procs.items():
+                for where, target in (("app's port", port), ("ops listener", ops)):
+                    before = cpu_seconds(proc.pid)
+                    rate = wrk(target, "/readyz", seconds, connections)
+                    spent = cpu_seconds(proc.pid) - before
+                    rps.setdefault((name, where), []).append(rate)
+                    cpu.setdefault((name, where), []).append(spent / (rate * seconds))
     finally:
-        stop(proc)
-    ratios = [a / o for a, o in zip(rps["app's port"], rps["ops listener"], strict=True)]
-    label = " ".join(server_args) or "uvicorn defaults"
+        for proc, _, _ in procs.values():
+            stop(proc)
+    label = " ".join(server_args)
     print(
         f"\n2. GET /readyz under wrk -t1 -c{connections} -d{seconds}s x {rounds} "
         f"interleaved rounds (uvicorn {label})"
     )
-    for name, values in rps.items():
-        print(f"   {name:<14} {statistics.median(values):>9.0f} req/s (median)")
-    print(
-        f"   cost on the ops listener / on the app's port: {statistics.median(ratios):.2f} "
-        f"(spread {min(ratios):.2f}-{max(ratios):.2f}; target <= 1.5: "
-        f"{'met' if statistics.median(ratios) <= 1.5 else 'missed'})"
-    )
+    for name in procs:
+        app, ops = rps[(name, "app's port")], rps[(name, "ops listener")]
+        ratios = [a / o for a, o in zip(app, ops, strict=True)]
+        cpu_app, cpu_ops = cpu[(name, "app's port")], cpu[(name, "ops listener")]
+        cpu_ratios = [o / a for a, o in zip(cpu_app, cpu_ops, strict=True)]
+        median = statistics.median(ratios)
+        print(f"   ops listener served by {name}:")
+        for where, values, spent in (("app's port", app, cpu_app), ("ops listener", ops, cpu_ops)):
+            print(
+                f"     {where:<14} {statistics.median(values):>7.0f} req/s (median; "
+                f"{min(values):.0f}-{max(values):.0f}), "
+                f"{statistics.median(spent) * 1e6:5.1f} us CPU/request"
+            )
+        print(
+            f"     cost on the ops listener / on the app's port: {median:.2f} "
+            f"(spread {min(ratios):.2f}-{max(ratios):.2f}; target <= 1.5: "
+            f"{'met' if median <= 1.5 else 'missed'}); CPU per request: "
+            f"{statistics.median(cpu_ratios):.2f} "
+            f"({min(cpu_ratios):.2f}-{max(cpu_ratios):.2f})"
+        )
 
 
 def main() -> None:
@@ -173,11 +226,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--ops-server", choices=OPS_SERVERS, action="append")
+    parser.add_argument("--skip-startup", action="store_true", help="part 2 only")
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    blocked_startup(args.block)
+    ops_servers = args.ops_server or list(OPS_SERVERS)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}")
+    if not args.skip_startup:
+        for ops_server in ops_servers:
+            blocked_startup(args.block, ops_server)
     for server_args in (["--http", "h11", "--loop", "asyncio"], ["--http", "httptools"]):
-        under_wrk(args.rounds, args.seconds, args.connections, server_args)
+        under_wrk(args.rounds, args.seconds, args.connections, server_args, ops_servers)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nload average at the end: {load}")
 
 
 if __name__ == "__main__":
