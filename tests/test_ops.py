@@ -39,6 +39,9 @@ def served_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     missing = {"uvicorn/asyncio": "uvloop", "http.server": "httptools"}.get(request.param)
     if missing:
         monkeypatch.setitem(sys.modules, missing, None)  # as where it is not installed
+    if request.param.startswith("uvicorn"):
+        import uvicorn  # noqa: F401  # the app runs under uvicorn
+
     return str(request.param)
 
 
@@ -269,6 +272,8 @@ import asyncio, socket, sys, time
 missing = {"uvicorn/asyncio": "uvloop", "http.server": "httptools"}.get(sys.argv[1])
 if missing:
     sys.modules[missing] = None
+if sys.argv[1].startswith("uvicorn"):
+    import uvicorn  # the app runs under uvicorn
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 from lifewatch import Lifewatch
@@ -408,3 +413,30 @@ async def test_refused_before_ready_stays_out_until_accepted(registry: Collector
         assert watch.state is State.DRAINING
         watch.accept_traffic()
         assert watch.state is State.READY
+
+
+_ELSEWHERE = """
+import asyncio, logging, sys
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+from lifewatch import Lifewatch
+
+watch = Lifewatch(ops_address="127.0.0.1:0", drain_delay=0)
+
+async def main():
+    async with LifespanManager(watch.instrument(Starlette())):
+        print(watch._ops.served_by, "uvicorn" in sys.modules, logging.getLevelName(5))
+
+asyncio.run(main())
+"""
+
+
+def test_under_another_server_uvicorn_is_not_imported() -> None:
+    """uvicorn installed but not serving the app (hypercorn, granian): the
+    standard library's server answers, and uvicorn's import-time effects
+    (its ``TRACE`` level name) stay out of the app's process."""
+    out = subprocess.run(
+        [sys.executable, "-c", _ELSEWHERE], env=env(), capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["http.server", "False", "Level", "5"], out.stdout

@@ -164,14 +164,18 @@ def _uvicorn(
 ) -> Callable[[socket.socket], _Served] | None:
     """A way to serve ``routes`` with uvicorn's httptools protocol, or None.
 
-    None unless uvicorn and httptools are importable (the app runs under
-    uvicorn[standard], say): lifewatch depends on neither. The loop is
+    None unless the process runs under uvicorn (it is imported already) and
+    httptools imports: lifewatch depends on neither, and an app served by
+    another server gets none of uvicorn's import-time effects (its ``TRACE``
+    level name, its import time). The loop is
     uvloop's where it imports, else asyncio's, as uvicorn picks. uvicorn's
     protocol is driven directly, not through ``uvicorn.Server``, which
     would log a second "Started server process" into the app's log; one
     protocol is built here to find out early that this uvicorn's
     constructor is the one known (else the standard library serves).
     """
+    if "uvicorn" not in sys.modules:
+        return None
     try:
         import httptools  # noqa: F401
         from uvicorn.config import Config
