@@ -246,9 +246,12 @@ class ProbeEndpoint:
     async def _answer(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes]:
         try:
             query: bytes = scope.get("query_string") or b""
-            accept = header_values(scope.get("headers") or (), b"accept")
-            # Nothing acceptable gets text too: a probe answers, it does not 406.
-            media_type = negotiate(accept, OFFERS) or TEXT
+            headers = scope.get("headers") or ()
+            if _surely_text(headers):  # the kubelet's, a browser's: nothing to rank
+                media_type = TEXT
+            else:
+                # Nothing acceptable gets text too: a probe answers, it does not 406.
+                media_type = negotiate(header_values(headers, b"accept"), OFFERS) or TEXT
             as_json = media_type != TEXT
             plain = self._plain
             if plain is not None and not query and not as_json:
