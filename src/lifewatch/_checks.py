@@ -223,12 +223,10 @@ class Starter:
         self._context = self._pristine = contextvars.Context()
 
     @staticmethod
-    def for_loop(starter: Starter | None, loop: asyncio.AbstractEventLoop) -> Starter | None:
-        """``starter`` if it serves ``loop``, else a new one (None where runs
-        cannot start by hand: Python 3.10)."""
-        if not _HOSTED:
-            return None
-        return starter if starter is not None and starter.loop is loop else Starter(loop)
+    def for_loop(loop: asyncio.AbstractEventLoop) -> Starter | None:
+        """A starter for ``loop``; None where runs cannot start by hand
+        (Python 3.10: no ``Task(context=...)``), and each gets a task."""
+        return Starter(loop) if _HOSTED else None
 
     def resume(self, loop: asyncio.AbstractEventLoop) -> None:
         """Before the runs of one probe: whose task to come back to, and
@@ -251,7 +249,7 @@ class Starter:
                 name=_IDLE,
                 context=self._context,  # type: ignore[call-arg,unused-ignore] # Python 3.11+
             )
-        check._starting(loop)
+        check._started = time.perf_counter()  # the deadline only if it waits (below)
         coro = check._run(False)
         caller = self._caller
         if caller is not None:
@@ -267,9 +265,12 @@ class Starter:
             self._task = None
             return check._failed(check._started, "timeout", "cancelled")
         else:
-            # It waits: the task is the run's own from now on.
+            # It waits: the task is the run's own from now on, its waiters
+            # bound from its start.
             self._host.adopt(coro, waits_on)
             task.set_name(check._task_name)
+            elapsed = time.perf_counter() - check._started
+            check._deadline = loop.time() - elapsed + check.timeout + ABANDON_GRACE
             check._inflight = task
             self._task = None
             return task
@@ -428,10 +429,9 @@ class HealthCheck:
             self._inflight = task
         return task
 
-    def _starting(self, loop: asyncio.AbstractEventLoop | None = None) -> asyncio.AbstractEventLoop:
+    def _starting(self) -> asyncio.AbstractEventLoop:
         """Stamp a new run's start and the deadline its waiters keep."""
-        if loop is None:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._started = time.perf_counter()
         self._deadline = loop.time() + self.timeout + ABANDON_GRACE
         return loop
@@ -515,23 +515,27 @@ class HealthCheck:
                 # its own, so one timer cancels it. Checks run on asyncio only,
                 # and anyio's ``fail_after`` costs a third of an uncached probe
                 # (it detects the backend three times per check).
-                loop = asyncio.get_running_loop()
                 self._timed_out = False
-                due = self._deadline - ABANDON_GRACE
-                timer = loop.call_at(due, self.expire, asyncio.current_task()) if timed else None
+                timer = None
+                if timed:
+                    timer = asyncio.get_running_loop().call_at(
+                        self._deadline - ABANDON_GRACE, self.expire, asyncio.current_task()
+                    )
                 try:
                     value = await (self.func() if self.is_async else self._threaded())
                 except BaseException as exc:
                     result = self._caught(exc, start, asyncio.current_task())
                 else:
-                    if self._timed_out or loop.time() > due:
+                    # Late (by the clock, not the loop's: a check that held the
+                    # loop past its timeout is late though no timer could fire)
+                    # is a timeout, whatever it returned.
+                    elapsed = time.perf_counter() - start
+                    if self._timed_out or elapsed > self.timeout:
                         if self._timed_out:
                             self._uncancel(asyncio.current_task())
                         result = self._late(start, blocked=self.is_async and not self._timed_out)
                     elif value is None or value is True:
-                        result = CheckResult(
-                            True, time.perf_counter() - start, time.time(), time.monotonic()
-                        )
+                        result = CheckResult(True, elapsed, time.time(), time.monotonic())
                     else:
                         result = self._judge(start, value)
                 finally:

@@ -360,7 +360,7 @@ class Health(Sink):
             if check.name in exclude:
                 entries.append(Entry(check.name, "pass", None, critical=check.critical))
                 continue
-            result = check.cached()
+            result = None if check.interval is None else check.cached()
             if result is None:
                 pending.append((len(entries), check))
                 entries.append(_PENDING)  # filled in below
@@ -378,31 +378,35 @@ class Health(Sink):
                 for (index, check), out in zip(pending, outs, strict=True):
                     entries[index] = self._check_entry(check, out)
                 pending = []
-            starter = self._starter = Starter.for_loop(self._starter, loop)
-            runs, timers = start_all((check for _, check in pending), starter)
-            tasks: list[asyncio.Task[CheckResult]] = []
-            running: list[asyncio.Task[CheckResult]] = []
-            deadline = 0.0
-            for (_, check), run in zip(pending, runs, strict=True):
-                if isinstance(run, asyncio.Task):  # else it finished at once
-                    tasks.append(run)
-                    if not run.done():
-                        running.append(run)
-                        deadline = max(deadline, check.deadline)
-            if running:
-                # Not gather: a probe that goes away must not cancel runs that
-                # other probes share, and ``wait`` never cancels what it waits on
-                # (one waiter for all, where ``shield`` costs a future per run).
-                # Bounded whatever the checks do: a run still going at its
-                # deadline (its timeout plus a grace) is abandoned, not awaited.
-                await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
-            if timers and all(t.done() for t in tasks):
-                for timer in timers:
-                    timer.cancel()
-            # else: leave them; they bound the runs still going (a no-op once fired)
+            starter = self._starter
+            if starter is None or starter.loop is not loop:
+                starter = self._starter = Starter.for_loop(loop)
+            runs, timers = start_all([check for _, check in pending], starter)
+            waiting: list[tuple[int, HealthCheck, asyncio.Task[CheckResult]]] = []
             for (index, check), run in zip(pending, runs, strict=True):
-                out = check.outcome(run) if isinstance(run, asyncio.Task) else run
-                entries[index] = self._check_entry(check, out)
+                if isinstance(run, CheckResult):  # finished at once
+                    entries[index] = self._check_entry(check, run)
+                else:
+                    waiting.append((index, check, run))
+            if waiting:
+                running = [(check, task) for _, check, task in waiting if not task.done()]
+                if running:
+                    # Not gather: a probe that goes away must not cancel runs
+                    # that other probes share, and ``wait`` never cancels what
+                    # it waits on (one waiter for all, where ``shield`` costs a
+                    # future per run). Bounded whatever the checks do: a run
+                    # still going at its deadline (its timeout plus a grace) is
+                    # abandoned, not awaited.
+                    deadline = max(check.deadline for check, _ in running)
+                    await asyncio.wait(
+                        [task for _, task in running], timeout=max(0.0, deadline - loop.time())
+                    )
+                if all(task.done() for _, _, task in waiting):
+                    for timer in timers:
+                        timer.cancel()
+                # else: leave them; they bound the runs still going (a no-op once fired)
+                for index, check, task in waiting:
+                    entries[index] = self._check_entry(check, check.outcome(task))
         if only is not None and only != RESERVED:
             # /readyz/<check> reports that check, as the kube-apiserver does:
             # a failing non-critical check is a failure there, not a warning.

@@ -50,6 +50,8 @@ LABELS: dict[Probe, str] = {"liveness": "livez", "readiness": "readyz", "startup
 OFFERS = (TEXT, b"application/health+json", b"application/json")
 _ANY = (b"accept", b"*/*")
 _BROKEN_BODY = b"lifewatch: the probe itself failed (see the log)\n"
+_OK_HEADERS = response_headers(TEXT, b"ok")
+"""The headers of the commonest answer, made once: uncached checks make it on every probe."""
 
 MAX_QUERY_FIELDS = 64
 MAX_ECHOED_NAME = 100
@@ -266,7 +268,7 @@ class ProbeEndpoint:
             else:
                 body = render_text(report, self.label, verbose, self.expose)
             status = 503 if report.status == "fail" else 200
-            headers = response_headers(media_type, body)
+            headers = _OK_HEADERS if body == b"ok" else response_headers(media_type, body)
             if (
                 cacheable
                 and not as_json
