@@ -526,9 +526,9 @@ class HealthCheck:
                 except BaseException as exc:
                     result = self._caught(exc, start, asyncio.current_task())
                 else:
-                    # Late (by the clock, not the loop's: a check that held the
-                    # loop past its timeout is late though no timer could fire)
-                    # is a timeout, whatever it returned.
+                    # Late (its duration past its timeout: a check that held the
+                    # loop that long is late though no timer could fire) is a
+                    # timeout, whatever it returned.
                     elapsed = time.perf_counter() - start
                     if self._timed_out or elapsed > self.timeout:
                         if self._timed_out:
