@@ -99,16 +99,21 @@ def start_all(
     checks: Iterable[HealthCheck], starter: Starter | None = None
 ) -> tuple[list[CheckResult | asyncio.Task[CheckResult]], list[asyncio.TimerHandle]]:
     """Start (or join) the runs of several checks at once: each one's result
-    if it finished at once, else the task it goes on in (``Starter``).
+    if it finished at once, else the task it goes on in (``Starter``, which
+    serves the running loop).
 
     One timer per distinct timeout bounds the runs that wait, not one per
     check: with a hundred checks on every probe, timers in asyncio's heap are
     a cost of their own. The caller cancels the timers once every run is
     done, and leaves them when it goes away first: they still bound the runs.
     """
-    loop = asyncio.get_running_loop()
+    # The starter's loop, if any: each get_running_loop() costs a getpid() (a
+    # system call), and the caller made sure of the loop already.
     if starter is not None:
-        starter.resume(loop)
+        loop = starter.loop
+        starter.resume()
+    else:
+        loop = asyncio.get_running_loop()
     runs: list[CheckResult | asyncio.Task[CheckResult]] = []
     fresh: dict[float, list[tuple[HealthCheck, asyncio.Task[CheckResult]]]] = {}
     for check in checks:
@@ -228,10 +233,10 @@ class Starter:
         (Python 3.10: no ``Task(context=...)``), and each gets a task."""
         return Starter(loop) if _HOSTED else None
 
-    def resume(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Before the runs of one probe: whose task to come back to, and
-        whether the task left from the last probe may still serve."""
-        self._caller = asyncio.current_task(loop)
+    def resume(self) -> None:
+        """Before the runs of one probe (on ``loop``): whose task to come back
+        to, and whether the task left from the last probe may still serve."""
+        self._caller = asyncio.current_task(self.loop)
         task = self._task
         if task is not None and (task.done() or contextvars.copy_context() != self._pristine):
             self._task = None

@@ -225,7 +225,14 @@ class ProbeEndpoint:
                         {"type": "http.response.body", "body": plain[2] if method == "GET" else b""}
                     )
                     return
-        await self._slow(scope, send)
+        # Everything else; inline too (no coroutine of its own): with checks
+        # that run on every probe, this is the common path.
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            await not_allowed(send)
+            return
+        status, headers, body = await self._answer(scope)
+        await respond(send, method, status, headers, body)
 
     def kept(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes] | None:
         """The kept answer if it answers this request as is (the fast path of
@@ -236,14 +243,6 @@ class ProbeEndpoint:
             return None
         headers = scope["headers"]
         return plain if _ANY in headers or _surely_text(headers) else None
-
-    async def _slow(self, scope: Scope, send: Send) -> None:
-        method = scope["method"]
-        if method != "GET" and method != "HEAD":
-            await not_allowed(send)
-            return
-        status, headers, body = await self._answer(scope)
-        await respond(send, method, status, headers, body)
 
     async def _answer(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes]:
         try:
