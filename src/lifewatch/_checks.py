@@ -129,6 +129,8 @@ def start_all(
                 task = run
             fresh.setdefault(check.timeout, []).append((check, task))
         runs.append(task)
+    if not fresh:  # every run finished at once (no comprehension: it is a call of its own)
+        return runs, []
     timers = [loop.call_later(timeout, _expire_all, group) for timeout, group in fresh.items()]
     return runs, timers
 

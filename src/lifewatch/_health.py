@@ -354,6 +354,7 @@ class Health(Sink):
                     entries.append(self._task_entry(record))
         cacheable = True
         pending: list[tuple[int, HealthCheck]] = []
+        to_run: list[HealthCheck] = []
         for check in self.by_probe[probe]:
             if only is not None and only != check.name:
                 continue
@@ -363,6 +364,7 @@ class Health(Sink):
             result = None if check.interval is None else check.cached()
             if result is None:
                 pending.append((len(entries), check))
+                to_run.append(check)
                 entries.append(_PENDING)  # filled in below
                 continue
             if check.refresher is None:
@@ -377,11 +379,11 @@ class Health(Sink):
                 outs = await asyncio.gather(*(_run_on(home, check) for _, check in pending))
                 for (index, check), out in zip(pending, outs, strict=True):
                     entries[index] = self._check_entry(check, out)
-                pending = []
+                pending, to_run = [], []
             starter = self._starter
             if starter is None or starter.loop is not loop:
                 starter = self._starter = Starter.for_loop(loop)
-            runs, timers = start_all([check for _, check in pending], starter)
+            runs, timers = start_all(to_run, starter)
             waiting: list[tuple[int, HealthCheck, asyncio.Task[CheckResult]]] = []
             for (index, check), run in zip(pending, runs, strict=True):
                 if isinstance(run, CheckResult):  # finished at once
