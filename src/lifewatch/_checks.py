@@ -3,10 +3,11 @@
 A check is a callable (async, or sync run in a daemon thread of its own) that
 raises or returns ``False`` when what it checks is down. Each run is bounded by
 the check's own timeout; concurrent callers share the run in flight, so a burst
-of probes costs the dependency one query. A run is a task of its own, shielded
-from the probe requests that wait on it: a client that goes away never cancels
-a run another probe is waiting for, and the timeout ends every run, so no task
-outlives it.
+of probes costs the dependency one query. A run that waits is a task of its
+own, shielded from the probe requests that wait on it: a client that goes away
+never cancels a run another probe is waiting for, and the timeout ends every
+run, so no task outlives it. A run that answers at once (``Starter``) is over
+before the probe goes on: no task of its own, no timer, no wait.
 
 What a check does cannot stretch a probe: a waiter gives up on a run
 ``ABANDON_GRACE`` seconds after its timeout (a check that swallows its
