@@ -50,6 +50,7 @@ LABELS: dict[Probe, str] = {"liveness": "livez", "readiness": "readyz", "startup
 OFFERS = (TEXT, b"application/health+json", b"application/json")
 _ANY = (b"accept", b"*/*")
 _BROKEN_BODY = b"lifewatch: the probe itself failed (see the log)\n"
+_NO_NAMES: frozenset[str] = frozenset()
 _OK_HEADERS = response_headers(TEXT, b"ok")
 """The headers of the commonest answer, made once: uncached checks make it on every probe."""
 
@@ -248,7 +249,9 @@ class ProbeEndpoint:
         try:
             query: bytes = scope.get("query_string") or b""
             headers = scope.get("headers") or ()
-            if _surely_text(headers):  # the kubelet's, a browser's: nothing to rank
+            if _ANY in headers or _surely_text(headers):
+                # The kubelet's, a browser's: nothing to rank (the same test as
+                # the kept answer's, so both answer a request alike).
                 media_type = TEXT
             else:
                 # Nothing acceptable gets text too: a probe answers, it does not 406.
@@ -257,9 +260,9 @@ class ProbeEndpoint:
             plain = self._plain
             if plain is not None and not query and not as_json:
                 return plain  # a browser's Accept, say: negotiated, but the kept answer
-            verbose, exclude = parse_query(query) if query else (False, frozenset[str]())
+            verbose, exclude = parse_query(query) if query else (False, _NO_NAMES)
             if self.only is not None:
-                exclude = frozenset()
+                exclude = _NO_NAMES
             version = self.health.version
             report, cacheable = await self.health.report(self.probe, self.only, exclude)
             if as_json:
