@@ -883,3 +883,20 @@ async def test_without_runs_started_by_hand_every_run_is_a_task(
     assert "[+]at-once ok" in text and "[+]waits ok" in text
     assert "[-]raises failed: ConnectionError: refused" in text
     assert "[-]hangs failed (non-critical): timed out after 0.05s" in text
+
+
+async def test_a_cancelled_idle_task_is_not_the_next_runs(watch: Lifewatch) -> None:
+    """The task left from one probe, cancelled from outside before it ran (all
+    tasks cancelled, say): the next probe's runs start in a new one."""
+
+    @watch.check("async-at-once")
+    async def at_once() -> None:
+        pass
+
+    app = watch.middleware(Starlette())
+    assert (await call(app, "/readyz/async-at-once"))[0] == 200
+    (idle,) = [t for t in asyncio.all_tasks() if t.get_name() == "lifewatch-check"]
+    idle.cancel()
+    assert (await call(app, "/readyz/async-at-once"))[0] == 200
+    await asyncio.sleep(0)
+    assert idle.cancelled()

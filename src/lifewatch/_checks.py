@@ -241,7 +241,11 @@ class Starter:
         to, and whether the task left from the last probe may still serve."""
         self._caller = asyncio.current_task(self.loop)
         task = self._task
-        if task is not None and (task.done() or contextvars.copy_context() != self._pristine):
+        if task is not None and (
+            task.done()
+            or task.cancelling()  # type: ignore[attr-defined,unused-ignore] # Python 3.11+
+            or contextvars.copy_context() != self._pristine
+        ):
             self._task = None
 
     def start(self, check: HealthCheck) -> CheckResult | asyncio.Task[CheckResult]:
