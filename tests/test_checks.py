@@ -652,3 +652,252 @@ async def test_checks_that_answer_at_once_and_checks_that_wait_mix_in_one_probe(
             break
         await asyncio.sleep(0.01)
     assert len(asyncio.all_tasks()) == baseline
+
+
+async def test_a_check_that_answers_at_once_on_one_run_and_waits_on_the_next(
+    registry: CollectorRegistry,
+) -> None:
+    """The same check finishes without waiting on some runs (no task of its own,
+    no timer) and waits on others (a task, bounded by its timeout, shared by
+    concurrent probes): every run answers right, whichever way it went."""
+    watch = detailed(registry)
+    runs = 0
+    release = asyncio.Event()
+    plan: list[str] = []
+
+    @watch.check("flaky", timeout=0.2)
+    async def flaky() -> bool:
+        nonlocal runs
+        runs += 1
+        step = plan.pop(0)
+        if step == "wait":
+            await release.wait()
+        elif step == "hang":
+            await asyncio.Event().wait()
+        elif step == "raise at once":
+            raise ConnectionError("refused")
+        return step != "false at once"
+
+    app = watch.middleware(Starlette())
+    await asyncio.sleep(0)
+    baseline = len(asyncio.all_tasks())
+
+    plan[:] = ["at once"]
+    assert (await call(app, "/readyz/flaky"))[0] == 200
+    plan[:] = ["wait"]
+    waiting = [asyncio.ensure_future(call(app, "/readyz/flaky")) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    assert runs == 2  # one run in flight, joined by the other four probes
+    release.set()
+    assert [status for status, _, _ in await asyncio.gather(*waiting)] == [200] * 5
+    plan[:] = ["false at once"]
+    status, _, body = await call(app, "/readyz/flaky")
+    assert status == 503 and b"returned False" in body
+    plan[:] = ["hang"]
+    started = time.monotonic()
+    status, _, body = await call(app, "/readyz/flaky")
+    assert status == 503 and b"timed out after 0.2s" in body
+    assert time.monotonic() - started < 0.2 + 2.0
+    plan[:] = ["raise at once"]
+    status, _, body = await call(app, "/readyz/flaky")
+    assert status == 503 and b"ConnectionError: refused" in body
+    plan[:] = ["at once"]
+    assert (await call(app, "/readyz/flaky"))[0] == 200
+    assert runs == 6
+    assert sample(registry, "lifespan_check_failures_total", check="flaky", reason="timeout") == 1
+    assert sample(registry, "lifespan_check_failures_total", check="flaky", reason="error") == 1
+    assert sample(registry, "lifespan_check_failures_total", check="flaky", reason="false") == 1
+    for _ in range(100):
+        if len(asyncio.all_tasks()) <= baseline:
+            break
+        await asyncio.sleep(0.01)
+    assert len(asyncio.all_tasks()) == baseline
+
+
+async def test_a_run_goes_on_in_the_task_it_started_in_never_the_probes(
+    watch: Lifewatch,
+) -> None:
+    """A run's first step happens by hand, as an eager task's does: in a task
+    that is not the probe's, and the one the run goes on in if it waits; runs
+    that wait each get their own; the probe's task is current again after."""
+    seen: dict[str, tuple[asyncio.Task[Any] | None, asyncio.Task[Any] | None]] = {}
+
+    def recorder(name: str, waits: bool) -> Any:
+        async def check() -> None:
+            first = asyncio.current_task()
+            if waits:
+                await asyncio.sleep(0.001)
+            seen[name] = (first, asyncio.current_task())
+
+        return check
+
+    for name, waits in [("a", False), ("b", True), ("c", False), ("d", True), ("e", False)]:
+        watch.add_check(name, recorder(name, waits))
+    probe_tasks: list[asyncio.Task[Any] | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the probe path never reaches the app")
+
+    watched = watch.middleware(app)
+
+    async def probe(scope: Any, receive: Any, send: Any) -> None:
+        before = asyncio.current_task()
+        await watched(scope, receive, send)
+        probe_tasks.append(before)
+        assert asyncio.current_task() is before
+
+    assert (await call(probe, "/readyz/lifespan"))[0] == 503  # not started: no lifespan ran
+    await call(probe, "/readyz")
+    me = probe_tasks[-1]
+    assert set(seen) == {"a", "b", "c", "d", "e"}
+    for first, then in seen.values():
+        assert first is then  # the same task from the first step to the end
+        assert first is not me and first is not None
+    assert seen["b"][0] is not seen["d"][0]  # each run that waits has its own
+
+
+async def test_every_run_starts_in_a_fresh_copy_of_its_probes_context(watch: Lifewatch) -> None:
+    """Runs that finish at once share a task while nothing tells them apart; a
+    context variable set by a check, or a probe asked in another context,
+    gets the next run a fresh copy: no run sees another's."""
+    import contextvars
+
+    request: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+    scratch: contextvars.ContextVar[str] = contextvars.ContextVar("scratch", default="clean")
+    seen: list[tuple[str, str, str]] = []
+    waiting = {"d"}
+
+    def check(name: str, dirties: bool) -> Any:
+        async def run() -> None:
+            seen.append((name, request.get(), scratch.get()))
+            if dirties:
+                scratch.set(f"dirtied by {name}")
+            if name in waiting:
+                await asyncio.sleep(0.001)
+            if dirties:
+                assert scratch.get() == f"dirtied by {name}"  # its own, across the wait
+
+        return run
+
+    for name, dirties in [("a", False), ("b", True), ("c", False), ("d", True), ("e", False)]:
+        watch.add_check(name, check(name, dirties))
+    app = watch.middleware(Starlette())
+    values = ("first", "second", "second", "third")
+    for value in values:
+        request.set(value)
+        await call(app, "/readyz")
+    assert seen == [(name, value, "clean") for value in values for name in "abcde"]
+    # Without a trip through the loop between probes (no run waits): the task
+    # left from one probe serves the next only in the same context.
+    seen.clear()
+    waiting.clear()
+    for value in values:
+        request.set(value)
+        await call(app, "/readyz")
+    assert seen == [(name, value, "clean") for value in values for name in "abcde"]
+    assert scratch.get() == "clean"
+
+
+async def test_a_check_that_cancels_its_own_run_at_once(registry: CollectorRegistry) -> None:
+    """Answered as a run in a task of its own would be (cancelled), and the
+    checks after it in the same probe run as if it had not."""
+    watch = detailed(registry)
+    order: list[str] = []
+
+    @watch.check("self-cancelling")
+    async def self_cancelling() -> None:
+        order.append("self-cancelling")
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+
+    @watch.check("after-it")
+    async def after_it() -> None:
+        order.append("after-it")
+        await asyncio.sleep(0.001)
+
+    @watch.check("raises-its-cancel")
+    async def raises_its_cancel() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        raise asyncio.CancelledError
+
+    _, _, body = await call(watch.middleware(Starlette()), "/readyz", query=b"verbose")
+    text = body.decode()
+    assert "[-]self-cancelling failed: cancelled" in text
+    assert "[+]after-it ok" in text
+    assert "[-]raises-its-cancel failed: cancelled" in text
+    assert order == ["self-cancelling", "after-it"]
+
+
+async def test_a_run_cancelled_before_its_task_took_over(watch: Lifewatch) -> None:
+    """A run that waits is cancelled before its task's first step (the loop is
+    going away): what it waits on is cancelled, as a task's own would be."""
+    from lifewatch._checks import Starter, start_all
+
+    loop = asyncio.get_running_loop()
+    waited: asyncio.Future[None] = loop.create_future()
+
+    @watch.check("waits")
+    async def waits() -> None:
+        await waited
+
+    check = watch.checks["waits"]
+    runs, timers = start_all([check], Starter(loop))
+    (task,) = runs
+    assert isinstance(task, asyncio.Task) and not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert waited.cancelled()
+    assert check.outcome(task).detail == "cancelled"
+    for timer in timers:
+        timer.cancel()
+
+
+async def test_without_runs_started_by_hand_every_run_is_a_task(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.10 (no ``Task(context=...)``): every run gets a task of its own
+    and a timer, and answers the same."""
+    from lifewatch import _checks
+
+    monkeypatch.setattr(_checks, "_HOSTED", False)
+    watch = detailed(registry)
+    watch.add_check("at-once", lambda: None)
+
+    @watch.check("raises")
+    async def raises() -> None:
+        raise ConnectionError("refused")
+
+    @watch.check("hangs", timeout=0.05, critical=False)
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    @watch.check("waits")
+    async def waits() -> None:
+        await asyncio.sleep(0.001)
+
+    _, _, body = await call(watch.middleware(Starlette()), "/readyz", query=b"verbose")
+    text = body.decode()
+    assert "[+]at-once ok" in text and "[+]waits ok" in text
+    assert "[-]raises failed: ConnectionError: refused" in text
+    assert "[-]hangs failed (non-critical): timed out after 0.05s" in text
+
+
+async def test_a_cancelled_idle_task_is_not_the_next_runs(watch: Lifewatch) -> None:
+    """The task left from one probe, cancelled from outside before it ran (all
+    tasks cancelled, say): the next probe's runs start in a new one."""
+
+    @watch.check("async-at-once")
+    async def at_once() -> None:
+        pass
+
+    app = watch.middleware(Starlette())
+    assert (await call(app, "/readyz/async-at-once"))[0] == 200
+    (idle,) = [t for t in asyncio.all_tasks() if t.get_name() == "lifewatch-check"]
+    idle.cancel()
+    assert (await call(app, "/readyz/async-at-once"))[0] == 200
+    await asyncio.sleep(0)
+    assert idle.cancelled()

@@ -3,10 +3,11 @@
 A check is a callable (async, or sync run in a daemon thread of its own) that
 raises or returns ``False`` when what it checks is down. Each run is bounded by
 the check's own timeout; concurrent callers share the run in flight, so a burst
-of probes costs the dependency one query. A run is a task of its own, shielded
-from the probe requests that wait on it: a client that goes away never cancels
-a run another probe is waiting for, and the timeout ends every run, so no task
-outlives it.
+of probes costs the dependency one query. A run that waits is a task of its
+own, shielded from the probe requests that wait on it: a client that goes away
+never cancels a run another probe is waiting for, and the timeout ends every
+run, so no task outlives it. A run that answers at once (``Starter``) is over
+before the probe goes on: no task of its own, no timer, no wait.
 
 What a check does cannot stretch a probe: a waiter gives up on a run
 ``ABANDON_GRACE`` seconds after its timeout (a check that swallows its
@@ -29,7 +30,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from asyncio.tasks import _enter_task, _leave_task
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from dataclasses import FrozenInstanceError
 from typing import Any, Literal
 
@@ -96,27 +98,43 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
 
 
 def start_all(
-    checks: Iterable[HealthCheck],
-) -> tuple[list[asyncio.Task[CheckResult]], list[asyncio.TimerHandle]]:
-    """Start (or join) the runs of several checks at once (``begin``).
+    checks: Iterable[HealthCheck], starter: Starter | None = None
+) -> tuple[list[CheckResult | asyncio.Task[CheckResult]], list[asyncio.TimerHandle]]:
+    """Start (or join) the runs of several checks at once: each one's result
+    if it finished at once, else the task it goes on in (``Starter``, which
+    serves the running loop).
 
-    One timer per distinct timeout bounds the runs started here, not one per
+    One timer per distinct timeout bounds the runs that wait, not one per
     check: with a hundred checks on every probe, timers in asyncio's heap are
     a cost of their own. The caller cancels the timers once every run is
     done, and leaves them when it goes away first: they still bound the runs.
     """
-    loop = asyncio.get_running_loop()
-    tasks: list[asyncio.Task[CheckResult]] = []
+    # The starter's loop, if any: each get_running_loop() costs a getpid() (a
+    # system call), and the caller made sure of the loop already.
+    if starter is not None:
+        loop = starter.loop
+        starter.resume()
+    else:
+        loop = asyncio.get_running_loop()
+    runs: list[CheckResult | asyncio.Task[CheckResult]] = []
     fresh: dict[float, list[tuple[HealthCheck, asyncio.Task[CheckResult]]]] = {}
     for check in checks:
         task = check._inflight
         if task is None:
-            task = check.begin()
-            if not task.done():
-                fresh.setdefault(check.timeout, []).append((check, task))
-        tasks.append(task)
+            if starter is None:
+                task = check.start(timed=False)
+            else:
+                run = starter.start(check)
+                if not isinstance(run, asyncio.Task):
+                    runs.append(run)  # finished at once: no timer, no wait
+                    continue
+                task = run
+            fresh.setdefault(check.timeout, []).append((check, task))
+        runs.append(task)
+    if not fresh:  # every run finished at once (no comprehension: it is a call of its own)
+        return runs, []
     timers = [loop.call_later(timeout, _expire_all, group) for timeout, group in fresh.items()]
-    return tasks, timers
+    return runs, timers
 
 
 def _expire_all(group: list[tuple[HealthCheck, asyncio.Task[CheckResult]]]) -> None:
@@ -124,8 +142,163 @@ def _expire_all(group: list[tuple[HealthCheck, asyncio.Task[CheckResult]]]) -> N
         check.expire(task)
 
 
-_EAGER = sys.version_info >= (3, 12)
-"""``asyncio.Task(..., eager_start=True)``: a check that answers at once costs no loop trip."""
+_HOSTED = sys.version_info >= (3, 11)
+"""``asyncio.Task(..., context=...)``, which a run started by hand in a task needs."""
+
+_IDLE = "lifewatch-check"
+"""The name of a host task no run went on in."""
+
+_NOTHING: Any = object()
+
+
+class _Host(Coroutine[Any, Any, Any]):
+    """What a host task drives: a run that waits, adopted after its first step.
+
+    The first step of the run already happened by hand (``Starter``), so the
+    task's own first step hands over what that step yielded (the future the
+    run waits on) and every later one goes to the run. A host whose runs all
+    finished at once adopts none, and its task ends at its first step.
+    """
+
+    __slots__ = ("_coro", "_waits_on")
+
+    def __init__(self) -> None:
+        self._coro: Coroutine[Any, Any, Any] | None = None
+        self._waits_on: Any = _NOTHING
+
+    def adopt(self, coro: Coroutine[Any, Any, Any], waits_on: Any) -> None:
+        self._coro = coro
+        self._waits_on = waits_on
+
+    def send(self, value: Any) -> Any:
+        coro = self._coro
+        if coro is None:
+            raise StopIteration
+        waits_on = self._waits_on
+        if waits_on is not _NOTHING:
+            self._waits_on = _NOTHING
+            return waits_on
+        return coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
+        exc = typ if val is None else val
+        coro = self._coro
+        if coro is None:
+            raise exc
+        waits_on = self._waits_on
+        if waits_on is not _NOTHING:
+            # Cancelled before the task took over what the run waits on:
+            # cancel that too, as Task.cancel does with the future it waits on.
+            self._waits_on = _NOTHING
+            cancel = getattr(waits_on, "cancel", None)
+            if cancel is not None:
+                cancel()
+        return coro.throw(exc)
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        raise TypeError("a host of check runs is driven by its task, not awaited")
+
+
+class Starter:
+    """Starts runs the way an eager task does, one task for all that finish at once.
+
+    A run's first step happens here, by hand, with a task current and in that
+    task's context, as asyncio's eager start (3.12+) does it: a check's own
+    ``asyncio.timeout`` or anyio cancel scope holds the current task, so the
+    task a run starts in must be the one it goes on in. A run that waits
+    goes on in that task (it adopts it) and the next run gets a new one. A
+    run that finishes at once leaves the task to the next run, even of the
+    next probe while the task has not run yet, unless it changed the task's
+    context (a context variable set) or cancelled the task; nor is it kept
+    for a probe whose context differs: every run starts in a fresh copy of
+    its probe's context, as in a task of its own. A check that answers at
+    once (most do: a flag, a pool's state) then costs no task, no timer and
+    no trip through the event loop; the probe's task is current again
+    between runs. One per ``Health`` and event loop (``for_loop``).
+    """
+
+    __slots__ = ("_caller", "_context", "_host", "_pristine", "_task", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._caller: asyncio.Task[Any] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        """The task the next run starts in; None: a new one."""
+        self._host = _Host()
+        self._context = self._pristine = contextvars.Context()
+
+    @staticmethod
+    def for_loop(loop: asyncio.AbstractEventLoop) -> Starter | None:
+        """A starter for ``loop``; None where runs cannot start by hand
+        (Python 3.10: no ``Task(context=...)``), and each gets a task."""
+        return Starter(loop) if _HOSTED else None
+
+    def resume(self) -> None:
+        """Before the runs of one probe (on ``loop``): whose task to come back
+        to, and whether the task left from the last probe may still serve."""
+        self._caller = asyncio.current_task(self.loop)
+        task = self._task
+        if task is not None and (
+            task.done()
+            or task.cancelling()  # type: ignore[attr-defined,unused-ignore] # Python 3.11+
+            or contextvars.copy_context() != self._pristine
+        ):
+            self._task = None
+
+    def start(self, check: HealthCheck) -> CheckResult | asyncio.Task[CheckResult]:
+        loop = self.loop
+        task = self._task
+        if task is None:
+            self._host = _Host()
+            self._context = contextvars.copy_context()
+            self._pristine = self._context.copy()
+            task = self._task = asyncio.Task(
+                self._host,
+                loop=loop,
+                name=_IDLE,
+                context=self._context,  # type: ignore[call-arg,unused-ignore] # Python 3.11+
+            )
+        check._started = time.perf_counter()  # the deadline only if it waits (below)
+        coro = check._run(False)
+        caller = self._caller
+        if caller is not None:
+            _leave_task(loop, caller)
+        _enter_task(loop, task)
+        try:
+            waits_on = self._context.run(coro.send, None)
+        except StopIteration as stop:
+            result: CheckResult = stop.value
+        except asyncio.CancelledError:
+            # Raised out of a run only on a cancel of its task: the check
+            # cancelled the task it runs in, and then raised.
+            self._task = None
+            return check._failed(check._started, "timeout", "cancelled")
+        else:
+            # It waits: the task is the run's own from now on, its waiters
+            # bound from its start.
+            self._host.adopt(coro, waits_on)
+            task.set_name(check._task_name)
+            elapsed = time.perf_counter() - check._started
+            check._deadline = loop.time() - elapsed + check.timeout + ABANDON_GRACE
+            check._inflight = task
+            self._task = None
+            return task
+        finally:
+            _leave_task(loop, task)
+            if caller is not None:
+                _enter_task(loop, caller)
+        if task.cancelling():  # type: ignore[attr-defined,unused-ignore] # Python 3.11+
+            # The check cancelled its task and returned: a run in a task of
+            # its own would have ended cancelled, and answered as such.
+            self._task = None
+            return check._failed(check._started, "timeout", "cancelled")
+        if self._context != self._pristine:
+            self._task = None
+        return result
 
 
 class CheckResult:
@@ -157,13 +330,15 @@ class CheckResult:
         reason: CheckReason | None = None,
         detail: str | None = None,
     ) -> None:
-        put = object.__setattr__
-        put(self, "ok", ok)
-        put(self, "duration", duration)
-        put(self, "finished_at", finished_at)
-        put(self, "monotonic", monotonic)
-        put(self, "reason", reason)
-        put(self, "detail", detail)
+        # Each slot set directly: the generated __init__ of a frozen class goes
+        # through object.__setattr__ per field, twice the cost, on every run of
+        # every uncached check.
+        _SET_OK(self, ok)
+        _SET_DURATION(self, duration)
+        _SET_FINISHED_AT(self, finished_at)
+        _SET_MONOTONIC(self, monotonic)
+        _SET_REASON(self, reason)
+        _SET_DETAIL(self, detail)
 
     def _values(self) -> tuple[Any, ...]:
         return (self.ok, self.duration, self.finished_at, self.monotonic, self.reason, self.detail)
@@ -193,6 +368,14 @@ class CheckResult:
     def time(self) -> str:
         """ISO 8601 end time (UTC), the IETF draft's ``time``."""
         return iso_utc(self.finished_at)
+
+
+_SET_OK = CheckResult.__dict__["ok"].__set__
+_SET_DURATION = CheckResult.__dict__["duration"].__set__
+_SET_FINISHED_AT = CheckResult.__dict__["finished_at"].__set__
+_SET_MONOTONIC = CheckResult.__dict__["monotonic"].__set__
+_SET_REASON = CheckResult.__dict__["reason"].__set__
+_SET_DETAIL = CheckResult.__dict__["detail"].__set__
 
 
 class HealthCheck:
@@ -354,11 +537,54 @@ class HealthCheck:
             task.exception()  # retrieved: no "never retrieved" noise
 
     async def _run(self, timed: bool = True) -> CheckResult:
+        """One run: bounded, judged, recorded; never raises but on a cancel from outside.
+
+        In a task of its own (``start``), or started by hand in one
+        (``Starter``); ``timed=False``: the caller bounds it (``start_all``).
+        One coroutine for all of it: on every run of every uncached check, a
+        frame more is a cost of its own.
+        """
         start = self._started
         try:
-            result = await self._execute(start, timed)
+            if self._stuck is not None or (not self.is_async and self._busy_thread):
+                # A hung run cannot be stopped: never pile up runs (or threads)
+                # behind it; report it as the timeout it is.
+                where = "in its thread" if not self.is_async else "(it ignored its cancellation)"
+                result = self._failed(start, "timeout", f"previous run still running {where}")
+            else:
+                # The timeout, asyncio's own way and no more: a run is a task of
+                # its own, so one timer cancels it. Checks run on asyncio only,
+                # and anyio's ``fail_after`` costs a third of an uncached probe
+                # (it detects the backend three times per check).
+                self._timed_out = False
+                timer = None
+                if timed:
+                    timer = asyncio.get_running_loop().call_at(
+                        self._deadline - ABANDON_GRACE, self.expire, asyncio.current_task()
+                    )
+                try:
+                    value = await (self.func() if self.is_async else self._threaded())
+                except BaseException as exc:
+                    result = self._caught(exc, start, asyncio.current_task())
+                else:
+                    # Late (its duration past its timeout: a check that held the
+                    # loop that long is late though no timer could fire) is a
+                    # timeout, whatever it returned.
+                    elapsed = time.perf_counter() - start
+                    if self._timed_out or elapsed > self.timeout:
+                        if self._timed_out:
+                            self._uncancel(asyncio.current_task())
+                        result = self._late(start, blocked=self.is_async and not self._timed_out)
+                    elif value is None or value is True:
+                        result = CheckResult(True, elapsed, time.time(), time.monotonic())
+                    else:
+                        result = self._judge(start, value)
+                finally:
+                    if timer is not None:
+                        timer.cancel()
         finally:
-            if self._inflight is asyncio.current_task():
+            inflight = self._inflight
+            if inflight is not None and inflight is asyncio.current_task():
                 self._inflight = None
         stuck = self._stuck
         if stuck is not None and stuck[0] is asyncio.current_task():
@@ -370,67 +596,15 @@ class HealthCheck:
         self._on_result(self, result, previous)
         return result
 
-    def begin(self) -> asyncio.Task[CheckResult]:
-        """Start (or join) a run bounded by the caller (``start_all``), eagerly
-        where asyncio can (3.12+): a check that answers without waiting is
-        done before this returns, with no trip through the event loop.
-
-        Only asyncio's own eager start will do: it makes the run's task the
-        current one from its first step, which ``asyncio.timeout`` and anyio's
-        cancel scopes inside a check rely on.
-        """
-        task = self._inflight
-        if task is not None:
-            return task
-        if not _EAGER:
-            return self.start(timed=False)
-        loop = self._starting()
-        task = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
-            self._run(False),
-            loop=loop,
-            name=self._task_name,
-            eager_start=True,
-        )
-        if not task.done():
-            self._inflight = task
-        return task
-
-    async def _execute(self, start: float, timed: bool = True) -> CheckResult:
-        if self._stuck is not None or (not self.is_async and self._busy_thread):
-            # A hung run cannot be stopped: never pile up runs (or threads)
-            # behind it; report it as the timeout it is.
-            where = "in its thread" if not self.is_async else "(it ignored its cancellation)"
-            return self._failed(start, "timeout", f"previous run still running {where}")
-        # The timeout, asyncio's own way and no more: a run is a task of its
-        # own (``start``), so one timer cancels it. Checks run on asyncio only
-        # (``create_task``), and anyio's ``fail_after`` costs a third of an
-        # uncached probe (it detects the backend three times per check).
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        self._timed_out = False
-        due = self._deadline - ABANDON_GRACE
-        timer = loop.call_at(due, self.expire, task) if timed else None
-        try:
-            if self.is_async:
-                value = await self.func()
-            else:
-                value, error = await self._in_thread()
-                if error is not None:
-                    raise error
-        except BaseException as exc:
-            return self._caught(exc, start, task)
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if self._timed_out or loop.time() > due:
-            if self._timed_out:
-                self._uncancel(task)
-            return self._late(start, blocked=self.is_async and not self._timed_out)
-        return self._judge(start, value)
+    async def _threaded(self) -> Any:
+        """The sync check's value, from its thread; what it raised, raised here."""
+        value, error = await self._in_thread()
+        if error is not None:
+            raise error
+        return value
 
     @staticmethod
-    def _uncancel(task: asyncio.Task[Any]) -> None:
+    def _uncancel(task: asyncio.Task[Any] | None) -> None:
         uncancel = getattr(task, "uncancel", None)  # Python 3.11+: as asyncio.timeout does
         if uncancel is not None:
             uncancel()  # ours, handled here: not a cancel from outside
@@ -500,9 +674,9 @@ class HealthCheck:
             f"returned {type(value).__name__}; a check returns None or a bool, or raises",
         )
 
-    def expire(self, task: asyncio.Task[CheckResult]) -> None:
+    def expire(self, task: asyncio.Task[Any] | None) -> None:
         """The run's timeout is up: cancel it, as a timeout."""
-        if not task.done():
+        if task is not None and not task.done():
             self._timed_out = True
             task.cancel()
 

@@ -29,6 +29,7 @@ from ._checks import (
     CheckResult,
     HealthCheck,
     Probe,
+    Starter,
     start_all,
     validate_check_name,
     validate_probes,
@@ -126,6 +127,10 @@ class Report:
         return f"Report(probe={self.probe!r}, status={self.status!r}, state={self.state!r})"
 
 
+_PENDING = Entry("", "fail", None)
+"""The place of a check's entry in a report, until its run answers."""
+
+
 def _overall(entries: Iterable[Entry]) -> Status:
     status: Status = "pass"
     for entry in entries:
@@ -158,6 +163,7 @@ class Health(Sink):
         self._state_time = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
         """The app's event loop (the lifespan's): where checks run."""
+        self._starter: Starter | None = None
 
     def invalidate(self) -> None:
         self.version += 1
@@ -344,14 +350,24 @@ class Health(Sink):
 
     @staticmethod
     def _check_entry(check: HealthCheck, result: CheckResult) -> Entry:
-        status: Status = "pass" if result.ok else ("fail" if check.critical else "warn")
+        if result.ok:  # positional: keywords double the cost, paid per check per probe
+            return Entry(
+                check.name,
+                "pass",
+                result.finished_at,
+                result.duration,
+                "s",
+                None,
+                True,
+                check.critical,
+            )
         return Entry(
             check.name,
-            status,
+            "fail" if check.critical else "warn",
             result.finished_at,
             result.duration,
             "s",
-            output=None if result.ok else result.detail,
+            output=result.detail,
             secret=True,
             critical=check.critical,
         )
@@ -396,16 +412,18 @@ class Health(Sink):
                     entries.append(self._task_entry(record))
         cacheable = True
         pending: list[tuple[int, HealthCheck]] = []
+        to_run: list[HealthCheck] = []
         for check in self.by_probe[probe]:
             if only is not None and only != check.name:
                 continue
             if check.name in exclude:
                 entries.append(Entry(check.name, "pass", None, critical=check.critical))
                 continue
-            result = check.cached()
+            result = None if check.interval is None else check.cached()
             if result is None:
                 pending.append((len(entries), check))
-                entries.append(Entry(check.name, "fail", None))  # filled in below
+                to_run.append(check)
+                entries.append(_PENDING)  # filled in below
                 continue
             if check.refresher is None:
                 cacheable = False
@@ -419,27 +437,36 @@ class Health(Sink):
                 outs = await asyncio.gather(*(_run_on(home, check) for _, check in pending))
                 for (index, check), out in zip(pending, outs, strict=True):
                     entries[index] = self._check_entry(check, out)
-                pending = []
-            tasks, timers = start_all(check for _, check in pending)
-            running = {t for t in tasks if not t.done()}
-            if running:
-                # Not gather: a probe that goes away must not cancel runs that
-                # other probes share, and ``wait`` never cancels what it waits on
-                # (one waiter for all, where ``shield`` costs a future per run).
-                # Bounded whatever the checks do: a run still going at its
-                # deadline (its timeout plus a grace) is abandoned, not awaited.
-                deadline = max(
-                    check.deadline
-                    for (_, check), t in zip(pending, tasks, strict=True)
-                    if t in running
-                )
-                await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
-            if all(t.done() for t in tasks):
-                for timer in timers:
-                    timer.cancel()
-            # else: leave them; they bound the runs still going (a no-op once fired)
-            for (index, check), task in zip(pending, tasks, strict=True):
-                entries[index] = self._check_entry(check, check.outcome(task))
+                pending, to_run = [], []
+            starter = self._starter
+            if starter is None or starter.loop is not loop:
+                starter = self._starter = Starter.for_loop(loop)
+            runs, timers = start_all(to_run, starter)
+            waiting: list[tuple[int, HealthCheck, asyncio.Task[CheckResult]]] = []
+            for (index, check), run in zip(pending, runs, strict=True):
+                if isinstance(run, CheckResult):  # finished at once
+                    entries[index] = self._check_entry(check, run)
+                else:
+                    waiting.append((index, check, run))
+            if waiting:
+                running = [(check, task) for _, check, task in waiting if not task.done()]
+                if running:
+                    # Not gather: a probe that goes away must not cancel runs
+                    # that other probes share, and ``wait`` never cancels what
+                    # it waits on (one waiter for all, where ``shield`` costs a
+                    # future per run). Bounded whatever the checks do: a run
+                    # still going at its deadline (its timeout plus a grace) is
+                    # abandoned, not awaited.
+                    deadline = max(check.deadline for check, _ in running)
+                    await asyncio.wait(
+                        [task for _, task in running], timeout=max(0.0, deadline - loop.time())
+                    )
+                if all(task.done() for _, _, task in waiting):
+                    for timer in timers:
+                        timer.cancel()
+                # else: leave them; they bound the runs still going (a no-op once fired)
+                for index, check, task in waiting:
+                    entries[index] = self._check_entry(check, check.outcome(task))
         if only is not None and only != RESERVED:
             # /readyz/<check> reports that check, as the kube-apiserver does:
             # a failing non-critical check is a failure there, not a warning.

@@ -146,7 +146,12 @@ class Lifecycle:
     def check_result(
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
-        self._emit("check_result", check, result, previous)
+        # _emit, inlined: paid on every run of every uncached check.
+        for call in self._hooks["check_result"]:
+            try:
+                call(check, result, previous)
+            except Exception as exc:
+                self._sink_failed(call, exc)
 
     def task_started(self, task: Supervised) -> None:
         self._emit("task_started", task)

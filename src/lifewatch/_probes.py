@@ -50,6 +50,9 @@ LABELS: dict[Probe, str] = {"liveness": "livez", "readiness": "readyz", "startup
 OFFERS = (TEXT, b"application/health+json", b"application/json")
 _ANY = (b"accept", b"*/*")
 _BROKEN_BODY = b"lifewatch: the probe itself failed (see the log)\n"
+_NO_NAMES: frozenset[str] = frozenset()
+_OK_HEADERS = response_headers(TEXT, b"ok")
+"""The headers of the commonest answer, made once: uncached checks make it on every probe."""
 
 MAX_QUERY_FIELDS = 64
 MAX_ECHOED_NAME = 100
@@ -223,7 +226,14 @@ class ProbeEndpoint:
                         {"type": "http.response.body", "body": plain[2] if method == "GET" else b""}
                     )
                     return
-        await self._slow(scope, send)
+        # Everything else; inline too (no coroutine of its own): with checks
+        # that run on every probe, this is the common path.
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            await not_allowed(send)
+            return
+        status, headers, body = await self._answer(scope)
+        await respond(send, method, status, headers, body)
 
     def kept(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes] | None:
         """The kept answer if it answers this request as is (the fast path of
@@ -235,27 +245,24 @@ class ProbeEndpoint:
         headers = scope["headers"]
         return plain if _ANY in headers or _surely_text(headers) else None
 
-    async def _slow(self, scope: Scope, send: Send) -> None:
-        method = scope["method"]
-        if method != "GET" and method != "HEAD":
-            await not_allowed(send)
-            return
-        status, headers, body = await self._answer(scope)
-        await respond(send, method, status, headers, body)
-
     async def _answer(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes]:
         try:
             query: bytes = scope.get("query_string") or b""
-            accept = header_values(scope.get("headers") or (), b"accept")
-            # Nothing acceptable gets text too: a probe answers, it does not 406.
-            media_type = negotiate(accept, OFFERS) or TEXT
+            headers = scope.get("headers") or ()
+            if _ANY in headers or _surely_text(headers):
+                # The kubelet's, a browser's: nothing to rank (the same test as
+                # the kept answer's, so both answer a request alike).
+                media_type = TEXT
+            else:
+                # Nothing acceptable gets text too: a probe answers, it does not 406.
+                media_type = negotiate(header_values(headers, b"accept"), OFFERS) or TEXT
             as_json = media_type != TEXT
             plain = self._plain
             if plain is not None and not query and not as_json:
                 return plain  # a browser's Accept, say: negotiated, but the kept answer
-            verbose, exclude = parse_query(query) if query else (False, frozenset[str]())
+            verbose, exclude = parse_query(query) if query else (False, _NO_NAMES)
             if self.only is not None:
-                exclude = frozenset()
+                exclude = _NO_NAMES
             version = self.health.version
             report, cacheable = await self.health.report(self.probe, self.only, exclude)
             if as_json:
@@ -263,7 +270,7 @@ class ProbeEndpoint:
             else:
                 body = render_text(report, self.label, verbose, self.expose)
             status = 503 if report.status == "fail" else 200
-            headers = response_headers(media_type, body)
+            headers = _OK_HEADERS if body == b"ok" else response_headers(media_type, body)
             if (
                 cacheable
                 and not as_json
