@@ -58,18 +58,25 @@ def fetch(url: str) -> tuple[int, dict[str, Any]]:
         connection.close()
 
 
+def serving(name: str, answer: Callable[[int | None, bool, float | None], Any]) -> _Member:
+    """A member answering from a thread of its own, as a sibling process's does."""
+    member = _Member(name, answer)
+    threading.Thread(target=member.serve, daemon=True).start()
+    return member
+
+
 @contextmanager
 def sibling(group: str, answer: Callable[[int | None], dict[str, Any]]) -> Iterator[list[Any]]:
     """A member of ``group`` that is not this process's own: what it was asked."""
     asked: list[Any] = []
 
-    def record(port: int | None, drain: bool) -> dict[str, Any]:
+    def record(port: int | None, drain: bool, left: float | None) -> dict[str, Any]:
         if not drain:  # a worker that just became ready, asking what is left
             return {"pid": 4242, "left": 0.0}
         asked.append(port)
         return answer(port)
 
-    member = _Member(f"{PREFIX}/{group}/4242-1", record)
+    member = serving(f"{PREFIX}/{group}/4242-1", record)
     try:
         yield asked
     finally:
@@ -189,25 +196,18 @@ async def test_a_worker_ready_during_its_siblings_drain_drains_for_what_they_hav
 ) -> None:
     """A worker the server restarted during the preStop hook does not come
     back into rotation: it drains for the rest of its siblings' drain."""
-    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=5, ops_address="127.0.0.1:0")
+    port = free_port()
+    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=5, ops_address=f"127.0.0.1:{port}")
     asked: list[bool] = []
 
-    def draining_sibling(port: int | None, drain: bool) -> dict[str, Any]:
+    def draining_sibling(port: int | None, drain: bool, left: float | None) -> dict[str, Any]:
         asked.append(drain)
         return {"pid": 4545, "left": 0.6}
 
-    members_left: list[_Member] = []
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        # The sibling, in the group this worker joined when startup began.
-        members_left.append(
-            _Member(f"{PREFIX}/{group_of(watch.ops_port)}/4545-1", draining_sibling)
-        )
-        yield
-
+    # The sibling, draining since before this worker joined its group.
+    member = serving(f"{PREFIX}/{group_of(port)}/4545-1", draining_sibling)
     try:
-        async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+        async with LifespanManager(watch.instrument(Starlette())):
             deadline = time.monotonic() + 5
             while watch.state is not State.DRAINING:
                 assert time.monotonic() < deadline, watch.state
@@ -221,10 +221,36 @@ async def test_a_worker_ready_during_its_siblings_drain_drains_for_what_they_hav
             assert time.monotonic() - started < 0.6 * 3
             assert watch.state is State.DRAINING  # out of rotation until SIGTERM
     finally:
-        for member in members_left:
-            member.close()
+        member.close()
     (begin,) = [e for e in logs if e["event"] == "lifespan.drain.begin"]
     assert begin["signal"] == "request"
+
+
+async def test_a_worker_asked_to_drain_while_starting_drains_once_ready(
+    logs: list[dict[str, Any]],
+) -> None:
+    """A sibling's drain that began while this worker was starting reaches it
+    as a member; it cannot drain yet, and drains for the rest once ready."""
+    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=5, ops_address="127.0.0.1:0")
+    answers: list[dict[str, Any] | None] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        (ours,) = members(group_of(watch.ops_port))
+        answers.append(await asyncio.to_thread(ask, ours, None, left=0.6))
+        yield
+
+    async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+        deadline = time.monotonic() + 5
+        while watch.state is not State.DRAINING:
+            assert time.monotonic() < deadline, watch.state
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        while not any(e["event"] == "lifespan.drain.end" for e in logs):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - started < 0.6 * 3  # the rest of 0.6 s, not 5 s
+    assert answers and answers[0] is not None and answers[0]["draining"] is False, answers
 
 
 async def test_a_worker_ready_while_no_sibling_drains_stays_ready() -> None:
@@ -234,7 +260,7 @@ async def test_a_worker_ready_while_no_sibling_drains_stays_ready() -> None:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         with_sibling.append(
-            _Member(f"{PREFIX}/{group_of(watch.ops_port)}/4646-1", lambda p, d: {"left": 0.0})
+            serving(f"{PREFIX}/{group_of(watch.ops_port)}/4646-1", lambda p, d, left: {"left": 0.0})
         )
         yield
 

@@ -39,6 +39,7 @@ drain's ``request``, and the outcome is a ``Notice`` to the lifecycle.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -141,10 +142,17 @@ def _pid_of(name: str) -> str:
 
 
 def ask(
-    name: str, port: int | None, timeout: float = ASK_TIMEOUT, *, drain: bool = True
+    name: str,
+    port: int | None,
+    timeout: float = ASK_TIMEOUT,
+    *,
+    drain: bool = True,
+    left: float | None = None,
 ) -> dict[str, Any] | None:
     """One member's answer to "drain" (or, ``drain=False``, to "how long is
     your requested drain still"); None when it is gone (nothing listens there).
+    ``left``: seconds the asker's own drain has left, which a member still
+    starting keeps, to drain for what is left of it once ready.
 
     Raises ``OSError`` (``TimeoutError`` included) or ``ValueError`` when it is
     there but did not answer as a member does.
@@ -157,7 +165,8 @@ def ask(
             return None  # closed between the listing and now: it is going away
         data = b""
         try:
-            sock.sendall(json.dumps({"port": port, "drain": drain}).encode() + b"\n")
+            asked = {"port": port, "drain": drain, "left": left}
+            sock.sendall(json.dumps(asked).encode() + b"\n")
             while not data.endswith(b"\n") and len(data) < MAX_ANSWER:
                 chunk = sock.recv(MAX_ANSWER)
                 if not chunk:
@@ -180,7 +189,12 @@ def ask(
 
 
 def ask_all(
-    names: Iterable[str], port: int | None, timeout: float = ASK_TIMEOUT, *, drain: bool = True
+    names: Iterable[str],
+    port: int | None,
+    timeout: float = ASK_TIMEOUT,
+    *,
+    drain: bool = True,
+    left: float | None = None,
 ) -> dict[str, dict[str, Any] | str | None]:
     """Every member's answer (or why it failed, a string), asked in parallel.
 
@@ -191,7 +205,7 @@ def ask_all(
 
     def one(name: str) -> None:
         try:
-            results[name] = ask(name, port, timeout, drain=drain)
+            results[name] = ask(name, port, timeout, drain=drain, left=left)
         except TimeoutError:
             results[name] = f"no answer within {timeout:g}s"
         except ValueError as exc:
@@ -211,9 +225,11 @@ def ask_all(
 
 
 class _Member:
-    """This worker's place in its group: a thread answering its siblings' "drain"."""
+    """This worker's place in its group: a listening socket its siblings ask "drain"."""
 
-    def __init__(self, name: str, answer: Callable[[int | None, bool], dict[str, Any]]) -> None:
+    def __init__(
+        self, name: str, answer: Callable[[int | None, bool, float | None], dict[str, Any]]
+    ) -> None:
         self.name = name
         self.group = name.removeprefix(f"{PREFIX}/").rsplit("/", 1)[0]
         self.answer = answer
@@ -225,9 +241,10 @@ class _Member:
             sock.close()
             raise
         self.sock = sock
-        threading.Thread(target=self._serve, name="lifewatch-drain-member", daemon=True).start()
 
-    def _serve(self) -> None:
+    def serve(self) -> None:
+        """Answers its siblings until closed; asks made before this runs wait
+        in the socket's backlog."""
         while True:
             try:
                 conn, _ = self.sock.accept()
@@ -246,9 +263,11 @@ class _Member:
                 asked = json.loads(data)
                 if not isinstance(asked, dict):
                     continue
-                port = asked.get("port")
+                port, left = asked.get("port"), asked.get("left")
                 reply = self.answer(
-                    port if isinstance(port, int) else None, asked.get("drain") is not False
+                    port if isinstance(port, int) else None,
+                    asked.get("drain") is not False,
+                    float(left) if isinstance(left, (int, float)) else None,
                 )
                 conn.sendall(json.dumps(reply).encode() + b"\n")
 
@@ -270,9 +289,11 @@ def _same_user(conn: socket.socket) -> bool:
 class Rendezvous(Sink):
     """Joins this worker's group while it runs; forwards a drain to the group.
 
-    Joined when startup begins (a bind and a thread: nothing that waits),
-    left when shutdown completes or startup failed; the kernel drops the name
-    anyway when the process dies.
+    Joined when startup begins: a bind, and one thread that looks for a
+    drain of the group already under way, then answers the siblings (asks
+    made before it runs wait in the socket's backlog). Left when shutdown
+    completes or startup failed; the kernel drops the name anyway when the
+    process dies.
     """
 
     def __init__(
@@ -308,21 +329,34 @@ class Rendezvous(Sink):
         if old is not State.STARTING or new is not State.READY or self._member is None:
             return
         # Ready while its siblings drain (a worker the server restarted during
-        # the preStop hook): drain with them, for what they have left. Known
-        # since startup began: at once, before a probe sees it ready; a drain
-        # that began during its startup is asked for now, from a thread.
+        # the preStop hook): drain with them, for what they have left, at once,
+        # before a probe sees it ready. Known from the look when it joined, or
+        # from a sibling that asked while this worker was starting; a look
+        # still under way drains it when it ends (``_look``).
+        self._drain_with_group()
+
+    def _drain_with_group(self) -> None:
+        """Drain for what the group has left; only a ready worker drains."""
         until = self._group_until
         if until is not None and until - time.monotonic() > MIN_DRAIN:
             self.request(until - time.monotonic())
-        threading.Thread(
-            target=self._catch_up, args=(True,), name="lifewatch-drain-catch-up", daemon=True
-        ).start()
 
-    def _catch_up(self, drain: bool) -> None:
-        """How long the group's drain runs on; drain for that long when ``drain``."""
-        member = self._member
-        if member is None:
-            return
+    def _keep_group_drain(self, left: float) -> None:
+        if left > MIN_DRAIN:
+            until = time.monotonic() + left
+            with self._lock:
+                if self._group_until is None or until > self._group_until:
+                    self._group_until = until
+
+    def _run_member(self, member: _Member) -> None:
+        """The member's thread: the look, then its siblings' asks until it leaves."""
+        with contextlib.suppress(Exception):  # a look that fails leaves the answers
+            self._look(member)
+        member.serve()
+
+    def _look(self, member: _Member) -> None:
+        """A drain of the group under way since before this worker joined: how
+        long it runs on; drained for that long if this worker is ready by now."""
         others = [n for n in members(member.group) if n not in _ours]
         if not others:
             return
@@ -330,11 +364,8 @@ class Rendezvous(Sink):
         left = max(
             (float(a.get("left") or 0.0) for a in answers if isinstance(a, dict)), default=0.0
         )
-        if left <= MIN_DRAIN:
-            return
-        self._group_until = time.monotonic() + left
-        if drain:
-            self.request(left)
+        self._keep_group_drain(left)
+        self._drain_with_group()  # ready before the look ended (else a no-op)
 
     def join(self) -> None:
         if not supported():
@@ -349,7 +380,7 @@ class Rendezvous(Sink):
             if self._member is not None:
                 return
             try:
-                self._member = _Member(name, self._answer)
+                member = self._member = _Member(name, self._answer)
             except OSError as exc:
                 detail = f"{exc.strerror or exc}; a preStop drain will reach this worker alone"
                 self.lifecycle.notify(
@@ -359,7 +390,7 @@ class Rendezvous(Sink):
             _ours.add(name)
             self._group_until = None
         threading.Thread(
-            target=self._catch_up, args=(False,), name="lifewatch-drain-look", daemon=True
+            target=self._run_member, args=(member,), name="lifewatch-drain-member", daemon=True
         ).start()
 
     def leave(self) -> None:
@@ -369,13 +400,19 @@ class Rendezvous(Sink):
             _ours.discard(member.name)
             member.close()
 
-    def _answer(self, port: int | None, drain: bool = True) -> dict[str, Any]:
+    def _answer(
+        self, port: int | None, drain: bool = True, left: float | None = None
+    ) -> dict[str, Any]:
         """A sibling asks: drain (if this worker serves the port it was asked
-        on), or how long its requested drain still runs."""
+        on), or how long its requested drain still runs. ``left``: the
+        sibling's own drain, kept by a worker still starting for when it is ready."""
         if port is not None and listens_on(port) is False:
             return {"pid": os.getpid(), "member": False}
         if not drain:
             return {"pid": os.getpid(), "left": round(self.left() or 0.0, 3)}
+        if left is not None and self.lifecycle.state is State.STARTING:
+            self._keep_group_drain(left)
+            self._drain_with_group()  # ready meanwhile: now is when (else a no-op)
         remaining = self.request(None)
         # The state flips on the app's loop: answer once it has (the drain has
         # begun), or half the asker's patience later (a loop blocked for now).
@@ -400,7 +437,10 @@ class Rendezvous(Sink):
         others = [n for n in members(member.group) if n not in _ours]
         if not others:
             return combined
-        results = await anyio.to_thread.run_sync(ask_all, others, port)
+        left = float(combined.get("remaining") or 0.0)
+        results = await anyio.to_thread.run_sync(
+            functools.partial(ask_all, others, port, left=left)
+        )
         failed: dict[str, str] = dict(combined.get("failed", {}))
         workers, not_ready, remaining = combined["workers"], combined["not_ready"], 0.0
         for name, result in results.items():
