@@ -49,6 +49,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+# No .pyc beside the sources from this run: the "compiled from source" import
+# row runs with PYTHONDONTWRITEBYTECODE=1 and must find none there.
+sys.dont_write_bytecode = True
 
 from loadgen import uvicorn_servers, wrk  # noqa: E402
 from timing import Row, diffs, interleaved, print_table, ratios, timed  # noqa: E402
