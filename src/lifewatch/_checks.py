@@ -32,11 +32,10 @@ import threading
 import time
 from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Callable, Coroutine, Generator, Iterable
-from dataclasses import FrozenInstanceError
 from typing import Any, Literal
 
 from ._http import iso_utc
-from ._records import Notice
+from ._records import Frozen, Notice
 
 Probe = Literal["liveness", "readiness", "startup"]
 """Which probe endpoint a check answers on: ``/livez``, ``/readyz``, ``/startupz``."""
@@ -301,7 +300,7 @@ class Starter:
         return result
 
 
-class CheckResult:
+class CheckResult(Frozen):
     """One finished run of a check: frozen, equal to another with the same values.
 
     A plain class, not a dataclass: ``@dataclass`` runs ``exec`` at import.
@@ -350,12 +349,6 @@ class CheckResult:
 
     def __hash__(self) -> int:
         return hash(self._values())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     def __repr__(self) -> str:
         return (

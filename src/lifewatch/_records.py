@@ -231,7 +231,22 @@ class PhaseRecord:
 Level = Literal["debug", "info", "warning", "error"]
 
 
-class Notice:
+class Frozen:
+    """Assignment raises, as on a frozen dataclass: a value every sink shares.
+
+    Subclasses set their slots once, in ``__init__``, with ``object.__setattr__``.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+class Notice(Frozen):
     """Something worth a log line that is neither a run, a phase nor a check:
     a drain step, a probe that broke, an app that does not speak lifespan.
 
@@ -261,12 +276,6 @@ class Notice:
         put(self, "fields", {} if fields is None else fields)
         put(self, "error", error)
         put(self, "phase", phase)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     def __repr__(self) -> str:
         return (
