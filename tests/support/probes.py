@@ -22,6 +22,7 @@ async def call(
     query: bytes = b"",
     headers: list[tuple[bytes, bytes]] | None = None,
     http_version: str = "1.1",
+    client: tuple[str, int] = ("127.0.0.1", 1234),
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     """One bare ASGI request: what a server hands over, without HTTP's limits."""
     scope = {
@@ -35,7 +36,7 @@ async def call(
         "query_string": query,
         "root_path": "",
         "headers": headers if headers is not None else [(b"host", b"probe")],
-        "client": ("127.0.0.1", 1234),
+        "client": client,
         "server": ("127.0.0.1", 80),
     }
     sent: list[dict[str, Any]] = []
