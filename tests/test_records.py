@@ -33,3 +33,22 @@ def test_a_notice_is_frozen_every_sink_gets_the_same_one() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         notice.level = "error"
     assert Notice("x").fields == {} and "event='x'" in repr(Notice("x"))
+
+
+@pytest.mark.parametrize(
+    ("event", "outcome", "rollback", "last"),
+    [
+        ("startup", "ok", False, False),
+        ("startup", "degraded", False, False),
+        ("startup", "error", False, True),  # the process goes away
+        ("startup", "timeout", False, True),
+        ("shutdown", "ok", False, True),
+        ("shutdown", "error", False, True),
+        ("shutdown", "ok", True, False),  # the rollback of a failed startup: that one was last
+    ],
+)
+def test_last_is_the_run_after_which_the_lifespan_is_over(
+    event: str, outcome: str, rollback: bool, last: bool
+) -> None:
+    run = RunRecord(event, None, outcome=outcome, rollback=rollback)  # type: ignore[arg-type]
+    assert run.last is last

@@ -547,8 +547,7 @@ class OpsListener(Sink):
             self.start()
 
     def run_end(self, run: RunRecord) -> None:
-        failed_startup = run.event == "startup" and run.outcome not in ("ok", "degraded")
-        if failed_startup or (run.event == "shutdown" and not run.rollback):
+        if run.last:
             self.stop()
 
     def start(self) -> None:

@@ -121,6 +121,14 @@ class RunRecord:
     def duration(self) -> float | None:
         return None if self.end is None else self.end - self.start
 
+    @property
+    def last(self) -> bool:
+        """Ended, the lifespan is over: a startup that failed, or a shutdown
+        that undoes no failed startup. What the process holds goes with it."""
+        if self.event == "startup":
+            return self.outcome not in ("ok", "degraded")
+        return not self.rollback
+
 
 class PhaseRecord:
     """One run of one phase, filled in as it goes."""

@@ -321,8 +321,7 @@ class Rendezvous(Sink):
             self.join()
 
     def run_end(self, run: RunRecord) -> None:
-        failed_startup = run.event == "startup" and run.outcome not in ("ok", "degraded")
-        if failed_startup or (run.event == "shutdown" and not run.rollback):
+        if run.last:
             self.leave()
 
     def state_changed(self, old: State | None, new: State) -> None:
