@@ -284,6 +284,27 @@ def which_worker(fresh: httpx.Client, url: str) -> tuple[int, int]:
     return (int(found.group(1)) if found else 0), response.status_code
 
 
+def every_worker_ready(fresh: httpx.Client, readyz: str, workers: int) -> set[int]:
+    """The pids of the workers sharing the port, once each answered ready."""
+    seen: set[int] = set()
+
+    def all_ready() -> bool:
+        pid, status = which_worker(fresh, readyz)
+        if status == 200:
+            seen.add(pid)
+        return len(seen) == workers
+
+    wait_for(f"{workers} workers ready", all_ready, 60, step=0.01)
+    return seen
+
+
+def prestop(url: str) -> subprocess.Popen[str]:
+    """``python -m lifewatch drain url``, as the kubelet runs the hook; its lines on stderr."""
+    return subprocess.Popen(
+        [PY, "-m", "lifewatch", "drain", url], env=env(), stderr=subprocess.PIPE, text=True
+    )
+
+
 @pytest.mark.parametrize("on", ["ops", "app"])
 @pytest.mark.parametrize("server", [pytest.param(s, id=n) for n, s in MULTI.items()])
 def test_prestop_drain_reaches_every_worker(server: Server, on: str, tmp_path: Path) -> None:
@@ -304,22 +325,9 @@ def test_prestop_drain_reaches_every_worker(server: Server, on: str, tmp_path: P
     with fresh, running(server.argv(port), log, environ) as proc:
         try:
             # Every worker answers on the shared port, ready.
-            seen: set[int] = set()
-
-            def all_ready() -> bool:
-                pid, status = which_worker(fresh, readyz)
-                if status == 200:
-                    seen.add(pid)
-                return len(seen) == server.workers
-
-            wait_for(f"{server.workers} workers ready", all_ready, 60, step=0.01)
+            seen = every_worker_ready(fresh, readyz, server.workers)
             load = Load(base)
-            drain = subprocess.Popen(
-                [PY, "-m", "lifewatch", "drain", f"{probes}/lifewatch/drain"],
-                env=env(),
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            drain = prestop(f"{probes}/lifewatch/drain")
             drain_at, drain_wall = time.monotonic(), time.time()
             said: list[tuple[float, str]] = []  # the hook's lines, when they came
 
@@ -381,21 +389,8 @@ def test_a_worker_restarted_during_the_prestop_drain_drains_too(tmp_path: Path) 
     fresh = httpx.Client(timeout=2, limits=httpx.Limits(max_keepalive_connections=0))
     with fresh, running(server.argv(port), log, environ) as proc:
         try:
-            seen: set[int] = set()
-
-            def all_ready() -> bool:
-                pid, status = which_worker(fresh, readyz)
-                if status == 200:
-                    seen.add(pid)
-                return len(seen) == server.workers
-
-            wait_for("2 workers ready", all_ready, 60, step=0.01)
-            drain = subprocess.Popen(
-                [PY, "-m", "lifewatch", "drain", f"http://127.0.0.1:{ops}/lifewatch/drain"],
-                env=env(),
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            seen = every_worker_ready(fresh, readyz, server.workers)
+            drain = prestop(f"http://127.0.0.1:{ops}/lifewatch/drain")
             drain_at = time.monotonic()
             assert drain.stderr is not None
             said = drain.stderr.readline()  # the answer: both workers drain
