@@ -413,3 +413,21 @@ def test_under_another_server_uvicorn_is_not_imported() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["http.server", "False", "Level", "5"], out.stdout
+
+
+async def test_an_endpoint_that_raises_answers_503_and_is_logged(
+    served_by: str, logs: list[dict[str, Any]]
+) -> None:
+    """Either server, one router: the error is logged once, the client gets a 503."""
+
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
+    async with LifespanManager(watch.instrument(Starlette())):
+        assert watch._ops is not None and watch._ops.served_by == served_by
+        watch._ops.routes["/broken"] = broken  # type: ignore[index]
+        status, body, _ = await fetch_async(f"http://127.0.0.1:{watch.ops_port}/broken")
+    assert status == 503 and "the endpoint failed" in body, (status, body)
+    (error,) = [e for e in logs if e["event"] == "lifespan.probe.error"]
+    assert error["path"] == "/broken" and error["listener"] == "ops"

@@ -357,6 +357,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # never holds up the process's exit
     block_on_close = False
     routes: Mapping[str, ASGIApp] = {}
+    """The endpoints, asked first for a kept answer."""
+    app: ASGIApp = staticmethod(_not_found)
+    """``_router`` over them: an answer made on this thread's loop."""
     on_error: Callable[[BaseException, str], None] = staticmethod(lambda exc, path: None)
     written: tuple[object, tuple[str, bool, bool], bytes] | None = None
     """The last kept answer written, the date, close and HEAD flags it was written
@@ -384,6 +387,7 @@ class _StdlibServed(_Served):
         server.socket.close()
         server.socket = sock
         server.routes = routes
+        server.app = _router(routes, on_error)
         server.on_error = on_error
         self.port = int(sock.getsockname()[1])
         self.name = "http.server"
@@ -446,7 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
         if answer is not None:  # a probe's kept answer: no event loop needed
             self._write_kept(answer)
             return
-        status, answer_headers, content = self._call(app, scope, body, path)
+        status, answer_headers, content = self._call(scope, body)
         if self.command == "HEAD":
             content = b""
         self.wfile.write(self._head(status, answer_headers) + content)
@@ -461,10 +465,8 @@ class _Handler(BaseHTTPRequestHandler):
             written = self.server.written = (answer, key, data)
         self.wfile.write(written[2])
 
-    def _call(
-        self, app: ASGIApp, scope: Scope, body: bytes, path: str
-    ) -> tuple[int, Iterable[tuple[bytes, bytes]], bytes]:
-        """Run the ASGI endpoint on this thread's own event loop; its whole answer."""
+    def _call(self, scope: Scope, body: bytes) -> tuple[int, Iterable[tuple[bytes, bytes]], bytes]:
+        """Run the ops router on this thread's own event loop; its whole answer."""
         messages: list[Message] = []
 
         async def receive() -> Message:
@@ -476,16 +478,13 @@ class _Handler(BaseHTTPRequestHandler):
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(app(scope, receive, send))
-            start = messages[0]
-            content = b"".join(m.get("body", b"") for m in messages[1:])
-            return int(start["status"]), start.get("headers", ()), content
-        except asyncio.CancelledError:  # the app's loop gone under a check
-            return 503, response_headers(TEXT, _CLOSING), _CLOSING
-        except Exception as exc:  # an endpoint never raises; if one does, say so
-            self.server.on_error(exc, path)
+        # The router answers for an endpoint that raised or was cut off.
+        loop.run_until_complete(self.server.app(scope, receive, send))
+        if not messages:  # not even that answer could be sent
             return 503, response_headers(TEXT, _FAILED), _FAILED
+        start = messages[0]
+        content = b"".join(m.get("body", b"") for m in messages[1:])
+        return int(start["status"]), start.get("headers", ()), content
 
     def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         """Status line and headers: with the body, the whole answer in one write."""
