@@ -43,7 +43,7 @@ LAYERS = [
     "_pushgateway",
     "_health",
     "_drain",
-    "_rendezvous",
+    "_channel",
     # what answers HTTP
     "_probes",
     "_exposition",

@@ -1,7 +1,7 @@
 """``python -m lifewatch``: the demo, and the operator's commands.
 
 ``demo`` runs a demo app; ``probe URL`` is a ``HEALTHCHECK`` without curl;
-``drain [URL]`` is a Kubernetes ``preStop`` hook; ``k8s module:app`` prints
+``drain [--service NAME]`` is a Kubernetes ``preStop`` hook; ``k8s module:app`` prints
 the Deployment wiring that agrees with the app's settings; ``grafana`` writes
 the dashboard and alert rules for an app's metric prefix and settings.
 """
@@ -12,7 +12,6 @@ import argparse
 import errno
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,16 +86,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     drain = sub.add_parser(
         "drain",
-        help="a preStop hook: ask this host's app to drain, return when the drain is over",
+        help="a preStop hook: drain every worker of the app run by this user, "
+        "return when the drain is over",
     )
     drain.add_argument(
-        "url",
-        nargs="?",
-        default="http://127.0.0.1:8000/lifewatch/drain",
-        help="the drain endpoint (default http://127.0.0.1:8000/lifewatch/drain)",
+        "--service",
+        default=None,
+        help="the app's Lifewatch(service=...) (default: none, as Lifewatch())",
     )
     drain.add_argument(
-        "--timeout", type=_seconds, default=2.0, metavar="S", help="for the request (default 2)"
+        "--timeout",
+        type=_seconds,
+        default=2.0,
+        metavar="S",
+        help="seconds each worker has to begin draining (default 2)",
     )
     k8s = sub.add_parser("k8s", help="print the Kubernetes Deployment wiring for module:app")
     k8s.add_argument("target", metavar="module:app", help="the app, as uvicorn takes it")
@@ -137,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "probe":
         return _probe(args.url, args.timeout)
     if args.command == "drain":
-        return _drain(args.url, args.timeout)
+        from ._channel import drain as drain_workers
+
+        return drain_workers(args.service, args.timeout)
     if args.command == "k8s":
         return _k8s(args, argv)
     return _demo(args)
@@ -153,30 +158,6 @@ def _probe(url: str, timeout: float) -> int:
         return 1
     print(f"lifewatch probe: {url}: {line}", file=sys.stderr)
     return 0
-
-
-def _drain(url: str, timeout: float) -> int:
-    from ._client import Failed, drain
-
-    try:
-        answer = drain(url, timeout)
-    except Failed as exc:
-        print(f"lifewatch drain: {exc}", file=sys.stderr)
-        return 1
-    remaining, failed = answer["remaining"], answer["failed"]
-    workers, not_ready = answer.get("workers", 1), answer.get("not_ready", 0)
-    who = f" {workers} workers" if workers != 1 else ""
-    idle = f" ({not_ready} not ready)" if not_ready and workers else ""
-    print(
-        f"lifewatch drain: draining{who}{idle}, {remaining:.1f}s to go ({url})",
-        file=sys.stderr,
-        flush=True,
-    )
-    for pid, reason in failed.items():
-        print(f"lifewatch drain: worker {pid} did not drain: {reason}", file=sys.stderr)
-    time.sleep(remaining)
-    # Still waited out: the others drained. Non-zero tells the kubelet (FailedPreStopHook).
-    return 1 if failed else 0
 
 
 def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
@@ -201,14 +182,18 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
         command = ["uvicorn", args.target, "--host", "0.0.0.0", "--port", str(args.port)]
     else:
         command = shlex.split(args.command_line)
-    manifest = deployment(
-        watch,
-        name=name,
-        image=args.image,
-        command=command,
-        port=args.port,
-        replicas=args.replicas,
-    )
+    try:
+        manifest = deployment(
+            watch,
+            name=name,
+            image=args.image,
+            command=command,
+            port=args.port,
+            replicas=args.replicas,
+        )
+    except ValueError as exc:
+        print(f"lifewatch k8s: {exc}", file=sys.stderr)
+        return 2
     documents = [manifest]
     if args.monitoring:
         if watch.options.metrics_path is None:

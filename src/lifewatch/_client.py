@@ -1,4 +1,4 @@
-"""The client side of ``python -m lifewatch probe`` and ``drain``: one bounded request.
+"""The client side of ``python -m lifewatch probe``: one bounded request.
 
 The standard library's ``http.client``, straight to the address given (no
 proxy from the environment: a probe asks this container, not a proxy), so a
@@ -8,8 +8,6 @@ slim image needs nothing but Python: no curl for a Docker ``HEALTHCHECK``.
 from __future__ import annotations
 
 import http.client
-import json
-from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -50,20 +48,3 @@ def probe(url: str, timeout: float) -> str:
         detail = f" ({'; '.join(reasons)})" if reasons else ""
         raise Failed(f"{url}: {status}{detail}")
     return first[0] if first else "ok"
-
-
-def drain(url: str, timeout: float) -> dict[str, Any]:
-    """Ask the local process to drain; its answer (``remaining``: the seconds
-    the drain has left, for every worker; ``workers``, ``not_ready``, ``failed``)."""
-    status, body = request(url, method="POST", timeout=timeout)
-    if status != 202:
-        text = body.decode("utf-8", "replace").strip().splitlines()
-        raise Failed(f"{url}: {status} {text[0] if text else ''}".rstrip())
-    try:
-        answer = json.loads(body)
-        answer["remaining"] = float(answer["remaining"])
-    except (ValueError, KeyError, TypeError):
-        raise Failed(f"{url}: an answer that is not lifewatch's drain: {body[:80]!r}") from None
-    if not isinstance(answer.get("failed"), dict):
-        answer["failed"] = {}  # an older lifewatch: one worker, no rendezvous
-    return dict(answer)

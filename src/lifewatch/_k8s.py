@@ -2,12 +2,15 @@
 
 ``deployment`` turns a ``Lifewatch``'s settings (found by ``_target``) into a
 Deployment whose probes, ``preStop`` drain and grace period agree with them;
+the kubelet's probes never go to a listener bound to loopback (it connects
+to the pod's IP: such a pod would never be ready);
 ``_assets.to_yaml`` prints it, with the Prometheus Operator resources when
 asked (``--monitoring``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Any
 
@@ -22,6 +25,15 @@ def _timeout_s(watch: Lifewatch, probe: str) -> int:
     """The probe's timeout: above its slowest check's, never under the kubelet's 1 s."""
     slowest = max((c.timeout for c in watch.checks.values() if probe in c.probes), default=0.0)
     return max(1, math.ceil(slowest + 0.5))
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def deployment(
@@ -39,7 +51,13 @@ def deployment(
     probe_port: str = "http"
     local_port = port
     if options.ops_address is not None:
-        _, ops_port = validate_address(options.ops_address, "ops_address")
+        ops_host, ops_port = validate_address(options.ops_address, "ops_address")
+        if _loopback(ops_host):
+            raise ValueError(
+                f"ops_address={options.ops_address!r} listens on loopback only, and the "
+                "kubelet probes the pod's IP: the pod would never be ready; use "
+                f"ops_address='0.0.0.0:{ops_port}'"
+            )
         ports.append({"name": "ops", "containerPort": ops_port})
         probe_port, local_port = "ops", ops_port
     metrics_port = local_port if options.ops_only else port
@@ -77,13 +95,16 @@ def deployment(
             "timeoutSeconds": _timeout_s(watch, "liveness"),
             "failureThreshold": 3,
         }
+    pod: dict[str, Any] = {}
     if options.drain_delay > 0:
-        if options.drain_path is not None:
-            drain = ["python", "-m", "lifewatch", "drain"]
-            drain.append(f"http://127.0.0.1:{local_port}{options.drain_path}")
-        else:
-            drain = ["sleep", f"{options.drain_delay:g}"]
+        drain = ["python", "-m", "lifewatch", "drain"]
+        if watch.service:
+            drain += ["--service", watch.service]
         container["lifecycle"] = {"preStop": {"exec": {"command": drain}}}
+        # The drain channel's private directories live in the temp dir: a
+        # writable /tmp, even with readOnlyRootFilesystem.
+        container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+        pod["volumes"] = [{"name": "tmp", "emptyDir": {}}]
     grace = math.ceil(options.drain_delay + options.shutdown_timeout + MARGIN_S)
     labels = {"app": name}
     annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port)}
@@ -103,6 +124,7 @@ def deployment(
                 "spec": {
                     "terminationGracePeriodSeconds": grace,
                     "containers": [container],
+                    **pod,
                 },
             },
         },
@@ -122,4 +144,10 @@ def header(watch: Lifewatch, arguments: str) -> str:
         f"+ {MARGIN_S} s for the server to finish requests in flight.",
         "preStop drains (readiness 503, the app still serving) before SIGTERM, under any server.",
     ]
+    if o.drain_delay > 0:
+        lines += [
+            "The preStop hook reaches every worker through directories private to the app's",
+            "user in /tmp (no HTTP request drains): /tmp is an emptyDir, so it works with",
+            "readOnlyRootFilesystem: true. Run the hook as the app's user (the container's).",
+        ]
     return "".join(f"# {line}\n" for line in lines)

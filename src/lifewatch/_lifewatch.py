@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
 from ._build import BuildInfo, resolve_build
+from ._channel import DrainChannel
 from ._checks import CheckResult, HealthCheck, Probe
 from ._drain import Drainer
 from ._exposition import MetricsEndpoint
@@ -27,13 +28,12 @@ from ._logging import LoggingSink
 from ._logging import logger as event_log
 from ._metrics import Metrics, MetricsSink, metrics_for
 from ._middleware import LifewatchMiddleware
-from ._ops import DrainEndpoint, OpsListener
+from ._ops import OpsListener
 from ._options import Options
 from ._phase import Phase
 from ._probes import ProbeRoutes
 from ._process import process_start_time
 from ._records import RunRecord
-from ._rendezvous import Rendezvous
 from ._sink import Sink
 from ._starlette import Mounts, instrument
 from ._tracing import TracingSink
@@ -73,15 +73,11 @@ class Lifewatch:
         pushgateway: A URL or a ``Pushgateway``: pushes the last words of a
             failed startup and of a completed shutdown.
         ops_address: ``host:port`` of the ops listener (off by default): the
-            probes, ``/metrics``, the timeline and the drain endpoint on a port
-            of their own, answering from the first lifespan event on, even
-            while the app's event loop is blocked.
+            probes, ``/metrics`` and the timeline on a port of their own,
+            answering from the first lifespan event on, even while the app's
+            event loop is blocked.
         ops_only: Takes ``/metrics`` and the timeline off the app's port (needs
             ``ops_address``); the probes stay on both.
-        drain_path: Where ``POST`` from this host starts a drain (what
-            ``python -m lifewatch drain`` asks for in a ``preStop`` hook); on
-            the ops listener when there is one, else on the app's port
-            (``None``: not served).
         logger: Where lifewatch's records go. ``"auto"`` (the default):
             through structlog if the app configured structlog, else through
             the stdlib logger ``lifewatch`` (the app's handlers and format
@@ -116,7 +112,6 @@ class Lifewatch:
         pushgateway: str | Pushgateway | None = None,
         ops_address: str | None = None,
         ops_only: bool = False,
-        drain_path: str | None = "/lifewatch/drain",
         logger: Any = "auto",
         version: str | None = None,
         revision: str | None = None,
@@ -140,7 +135,6 @@ class Lifewatch:
             pushgateway=pushgateway,  # type: ignore[arg-type] # coerced by Options
             ops_address=ops_address,
             ops_only=ops_only,
-            drain_path=drain_path,
             logger=logger,
             version=version,
             revision=revision,
@@ -174,16 +168,18 @@ class Lifewatch:
         if options.ops_address is not None:
             self._ops = OpsListener(lifecycle, options.ops_address, self._ops_routes)
             listeners = (self._ops,)
-        # The other workers sharing the port drain with this one (after the
-        # ops listener in the sinks: its port is known when the group is joined).
-        rendezvous: Rendezvous | None = None
-        if options.drain_path is not None and options.drain_delay > 0:
-            ops = self._ops
-            rendezvous = Rendezvous(
-                lifecycle,
-                drainer.request,
-                drainer.requested_left,
-                None if ops is None else lambda: ops.port,
+        # python -m lifewatch drain (preStop) reaches every worker through a
+        # directory private to the app's user; no HTTP request drains.
+        channel: tuple[Sink, ...] = ()
+        if options.drain_delay > 0:
+            channel = (
+                DrainChannel(
+                    lifecycle,
+                    options.service,
+                    options.drain_delay,
+                    drainer.request,
+                    drainer.requested_left,
+                ),
             )
         lifecycle.connect(
             (
@@ -193,7 +189,7 @@ class Lifewatch:
                 self._health,
                 drainer,
                 *listeners,
-                *((rendezvous,) if rendezvous is not None else ()),
+                *channel,
                 *pushed,
                 *options.sinks,
             )
@@ -214,11 +210,6 @@ class Lifewatch:
                 self._routes[options.metrics_path] = MetricsEndpoint(
                     options.registry, notify=lifecycle.notify
                 )
-        if options.drain_path is not None:
-            drain = DrainEndpoint(drainer.request, options.drain_delay, rendezvous)
-            self._ops_routes[options.drain_path] = drain
-            if self._ops is None:
-                self._routes[options.drain_path] = drain
         ProbeRoutes(
             (self._routes, self._ops_routes),
             self._health,

@@ -1,4 +1,4 @@
-"""The ops listener, and the drain endpoint.
+"""The ops listener.
 
 ``Lifewatch(ops_address="0.0.0.0:9000")`` serves the probes, ``/metrics``
 and the timeline on a port of their own, from threads of their own, from the
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import json
 import socket
 import sys
 import threading
@@ -39,14 +37,13 @@ from urllib.parse import unquote, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._http import TEXT, not_allowed, respond, response_headers
+from ._http import TEXT, respond, response_headers
 from ._records import Notice, RunRecord
 from ._sink import Sink
 from ._validate import validate_address
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
-    from ._rendezvous import Rendezvous
 
 MAX_BODY = 65536
 """Bytes of a request body read (and dropped): no endpoint takes one."""
@@ -60,63 +57,6 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _NOT_FOUND = b"not found\n"
 _FAILED = b"lifewatch: the endpoint failed (see the log)\n"
 _CLOSING = b"lifewatch: no answer: the listener or the app's event loop is closing\n"
-
-
-def is_loopback(client: Any) -> bool:
-    """Whether an ASGI ``client`` is this host (``127.0.0.0/8``, ``::1``, mapped v4)."""
-    if not client:
-        return False
-    try:
-        address = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
-class DrainEndpoint:
-    """``POST`` from this host: drain now (a ``preStop`` hook's request).
-
-    Readiness fails at once and the app goes on serving; the answer says how
-    many seconds the drain has left, which ``python -m lifewatch drain``
-    waits out. Anyone else gets 403: a drain takes the instance out of rotation.
-    With a ``rendezvous``, the other workers sharing the port drain too, and
-    the answer counts them (``workers``, ``not_ready``, ``failed``).
-    """
-
-    def __init__(
-        self,
-        request: Callable[[], float],
-        drain_delay: float,
-        rendezvous: Rendezvous | None = None,
-    ) -> None:
-        self.request = request
-        self.drain_delay = drain_delay
-        self.rendezvous = rendezvous
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope.get("method", "GET")
-        if method != "POST":
-            await not_allowed(send, b"POST")
-            return
-        if not is_loopback(scope.get("client")):
-            body = b"forbidden: the drain is asked for from this host only\n"
-            await respond(send, method, 403, response_headers(TEXT, body), body)
-            return
-        remaining = self.request()
-        answer: dict[str, Any] = {
-            "draining": remaining > 0,
-            "remaining": round(remaining, 3),
-            "drain_delay": self.drain_delay,
-            "workers": int(remaining > 0),
-            "not_ready": int(remaining <= 0),
-            "failed": {},
-        }
-        if self.rendezvous is not None:
-            answer = await self.rendezvous.forward(answer, scope.get("server"))
-        body = json.dumps(answer).encode() + b"\n"
-        await respond(send, method, 202, response_headers(b"application/json", body), body)
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:

@@ -58,7 +58,6 @@ class Options:
     pushgateway: Pushgateway | None
     ops_address: str | None
     ops_only: bool
-    drain_path: str | None
     logger: Any
     version: str | None
     revision: str | None
@@ -83,7 +82,6 @@ class Options:
         pushgateway: Pushgateway | None = None,
         ops_address: str | None = None,
         ops_only: bool = False,
-        drain_path: str | None = "/lifewatch/drain",
         logger: Any = "auto",
         version: str | None = None,
         revision: str | None = None,
@@ -107,7 +105,6 @@ class Options:
         put(self, "pushgateway", pushgateway)
         put(self, "ops_address", ops_address)
         put(self, "ops_only", ops_only)
-        put(self, "drain_path", drain_path)
         put(self, "logger", logger)
         put(self, "version", version)
         put(self, "revision", revision)
@@ -184,7 +181,6 @@ class Options:
                 "ops_only=True moves /metrics and the timeline to the ops listener, which "
                 "needs ops_address (e.g. ops_address='0.0.0.0:9000'); got ops_address=None"
             )
-        put("drain_path", validate_path(self.drain_path, "drain_path", "/lifewatch/drain"))
         if self.logger is None:
             put("logger", "auto")
         elif not (
@@ -208,7 +204,6 @@ class Options:
                 self.startupz_path,
                 self.metrics_path,
                 self.timeline_path,
-                self.drain_path,
             )
             if p is not None
         ]

@@ -1,0 +1,512 @@
+"""The drain channel: how ``python -m lifewatch drain`` reaches every worker.
+
+A ``preStop`` hook must take every worker of the pod out of rotation
+(``uvicorn --workers``, gunicorn, ``hypercorn -w``, ``granian --workers``), and
+nobody else may: not a request with a forged ``X-Forwarded-For``, not another
+user of the pod or the node (DESIGN §8). So the drain travels through the
+file system, where the kernel checks who asks:
+
+- each worker, when its startup begins, makes a directory of its own with
+  ``tempfile.mkdtemp`` (mode 0700, a random name, created exclusively: nothing
+  another user made beforehand can be taken), named
+  ``lifewatch-<uid>-<service>-<random>``, holding a FIFO (0600) the worker
+  reads on its own event loop (``loop.add_reader``: no thread, no socket), and
+  a small state file (pid, state, the wall-clock end of a drain under way),
+  replaced atomically at each state change;
+- the hook lists the temp directory for its own uid and service, and uses an
+  entry only if it is a real directory (no symlink) owned by its own uid with
+  mode exactly 0700; it writes one line into each FIFO and reads each state
+  file (bounded, every value range-checked) to see the drain begin.
+
+Only the app's user (or root) can open a 0700 directory of the app's user;
+another user can make look-alike names, but not ones its uid does not own,
+and those are skipped. Nothing is bound, so nothing can be squatted. A worker
+that died leaves its directory behind: writing to a FIFO nobody reads fails
+with ``ENXIO``, and the next start (or hook) removes it.
+
+A worker still starting remembers the request and drains for what is left
+of it once ready; a worker that becomes ready while its siblings drain (one
+the server restarted during the hook) reads their state files and drains
+for the rest of theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import math
+import os
+import re
+import shutil
+import stat
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
+
+from ._records import Notice, RunRecord
+from ._sink import Sink
+from ._types import State
+
+if TYPE_CHECKING:
+    from ._lifecycle import Lifecycle
+
+FIFO = "drain"
+STATE = "state.json"
+REQUEST = b"drain\n"
+"""What the hook writes: one line, far below ``PIPE_BUF`` (written atomically)."""
+MAX_READ = 512
+"""Bytes read from the FIFO at a time; anything but a request line is ignored."""
+MAX_STATE = 4096
+"""Bytes of a state file read at most."""
+MAX_AHEAD = 86400.0
+"""Seconds: a drain end further away than this (or as far in the past) is not believed."""
+MIN_DRAIN = 0.05
+"""Seconds of a drain too few to join: over before a probe would see it."""
+BEGIN_TIMEOUT = 2.0
+"""Seconds the hook waits for each worker to begin draining."""
+_PID_MAX = 2**22
+_STATES = {s.value for s in State}
+
+
+class NotOurs(Exception):
+    """An entry named like a channel that is not one of this user's: skipped."""
+
+
+def service_token(service: str | None) -> str:
+    """The service's name as a path part: letters, digits, ``.``, ``_`` (the
+    rest ``_``), at most 64; no ``-``, so the random suffix stays apart."""
+    return re.sub(r"[^A-Za-z0-9._]", "_", service or "")[:64]
+
+
+def prefix(service: str | None) -> str:
+    return f"lifewatch-{os.geteuid()}-{service_token(service)}-"
+
+
+def candidates(service: str | None, base: str) -> list[str]:
+    """Entries of ``base`` named like this user's channels of ``service`` (unchecked)."""
+    start = prefix(service)
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    return sorted(
+        os.path.join(base, name)
+        for name in names
+        if name.startswith(start) and len(name) > len(start) and "-" not in name[len(start) :]
+    )
+
+
+@contextlib.contextmanager
+def open_private(path: str) -> Iterator[int]:
+    """A descriptor of ``path`` if it is a real directory of this user, mode
+    0700; ``NotOurs`` or ``OSError`` otherwise. Opened once and checked on the
+    descriptor, so nothing swapped in after the check is used."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.EPERM):
+            raise NotOurs(f"{path}: {exc.strerror}") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+            raise NotOurs(f"{path}: owner {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_fifo(dir_fd: int) -> int:
+    """The channel's FIFO, opened to write without blocking; ``OSError``
+    ``ENXIO`` when no worker reads it (dead), ``NotOurs`` if it is not a FIFO
+    of this user."""
+    st = os.stat(FIFO, dir_fd=dir_fd, follow_symlinks=False)
+    if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.geteuid():
+        raise NotOurs("not a FIFO of this user")
+    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(FIFO, flags, dir_fd=dir_fd)
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """A state file, checked: what one worker says of itself."""
+
+    pid: int
+    state: str
+    drain_until: float | None
+    """Wall-clock end of the drain under way, or None."""
+
+    def left(self, now: float) -> float:
+        return 0.0 if self.drain_until is None else max(0.0, self.drain_until - now)
+
+
+def parse_state(data: bytes, service: str | None, now: float) -> WorkerState:
+    """``data`` as a state file, every value type- and range-checked; ``ValueError`` says which."""
+    if len(data) > MAX_STATE:
+        raise ValueError(f"over {MAX_STATE} bytes")
+    try:
+        fields = json.loads(data)
+    except ValueError:
+        raise ValueError(f"not JSON: {data[:40]!r}") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"not a JSON object: {data[:40]!r}")
+    pid, state, until = fields.get("pid"), fields.get("state"), fields.get("drain_until")
+    if type(pid) is not int or not 0 < pid <= _PID_MAX:
+        raise ValueError(f"pid {pid!r} is not a process id (1 to {_PID_MAX})")
+    if not isinstance(state, str) or state not in _STATES:
+        raise ValueError(f"state {state!r} is not one of {sorted(_STATES)}")
+    if service_token(fields.get("service") if isinstance(fields.get("service"), str) else "") != (
+        service_token(service)
+    ):
+        raise ValueError(f"service {fields.get('service')!r} is not {service or ''!r}")
+    if until is not None:
+        if type(until) not in (int, float) or not math.isfinite(until):
+            raise ValueError(f"drain_until {until!r} is not a time")
+        if not now - MAX_AHEAD <= until <= now + MAX_AHEAD:
+            raise ValueError(f"drain_until {until!r} is not within a day of now ({now:.0f})")
+        until = float(until)
+    return WorkerState(pid, state, until)
+
+
+def read_state(path: str, service: str | None) -> WorkerState:
+    """The state file of the channel at ``path`` (checked as ``open_private`` does)."""
+    with open_private(path) as dir_fd:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(STATE, flags, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                raise NotOurs("its state file is not a file of this user")
+            data = os.read(fd, MAX_STATE + 1)
+        finally:
+            os.close(fd)
+    return parse_state(data, service, time.time())
+
+
+_open: weakref.WeakSet[DrainChannel] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a process pool in a phase) owns neither the FIFO nor the directory."""
+    for channel in list(_open):
+        channel.forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class DrainChannel(Sink):
+    """This worker's channel, from the start of its startup to the end of its lifespan.
+
+    ``request(seconds)`` drains this worker (the drain's own path: readiness
+    503, ``Connection: close``, the timer, the log lines); ``left()`` is the
+    seconds left of a requested drain, None when none runs.
+    """
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        service: str | None,
+        drain_delay: float,
+        request: Callable[[float | None], float],
+        left: Callable[[], float | None],
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.service = service
+        self.drain_delay = drain_delay
+        self.request = request
+        self.left = left
+        self.path: str | None = None
+        """The channel's directory while open."""
+        self._fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._asked_at: float | None = None
+        """``time.monotonic()`` of a request that came while starting."""
+
+    # -- on the lifecycle's event flow ---------------------------------------
+
+    def run_begin(self, run: RunRecord) -> None:
+        if run.event == "startup" and self.path is None:
+            self.open()
+
+    def run_end(self, run: RunRecord) -> None:
+        if run.last:
+            self.close()
+
+    def state_changed(self, old: State | None, new: State) -> None:
+        if self.path is None:
+            return
+        self._write_state(new)
+        if new is State.READY and old is State.STARTING:
+            self._catch_up()
+
+    # -- open, close ----------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._off("no asyncio event loop runs the lifespan")
+            return
+        try:
+            base = tempfile.gettempdir()
+            self._remove_dead(base)
+            path = tempfile.mkdtemp(prefix=prefix(self.service), dir=base)
+        except OSError as exc:
+            self._off(f"no private directory can be made in the temp dir: {exc}")
+            return
+        fd = None
+        try:
+            os.chmod(path, 0o700)  # exactly, whatever the umask
+            fifo = os.path.join(path, FIFO)
+            os.mkfifo(fifo, 0o600)
+            # Read and write: a writer closing never leaves the FIFO at EOF.
+            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            loop.add_reader(fd, self._on_readable)
+        except (OSError, NotImplementedError) as exc:
+            if fd is not None:
+                os.close(fd)
+            shutil.rmtree(path, ignore_errors=True)
+            why = (
+                "its event loop cannot watch a file"
+                if isinstance(exc, NotImplementedError)
+                else exc
+            )
+            self._off(f"the drain channel in {base} cannot be opened: {why}")
+            return
+        self.path, self._fd, self._loop = path, fd, loop
+        _open.add(self)
+        self._write_state(self.lifecycle.state)
+
+    def close(self) -> None:
+        fd, loop, path = self._fd, self._loop, self.path
+        self._fd = self._loop = self.path = None
+        self._asked_at = None
+        _open.discard(self)
+        if fd is not None:
+            if loop is not None and not loop.is_closed():
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(fd)
+            os.close(fd)
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def forget(self) -> None:
+        """In a forked child: drop the FIFO without touching the parent's directory."""
+        fd, self._fd, self._loop, self.path = self._fd, None, None, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _off(self, detail: str) -> None:
+        detail += "; python -m lifewatch drain cannot reach this worker (SIGTERM still drains it)"
+        self.lifecycle.notify(Notice("lifespan.drain.channel.off", "warning", {"detail": detail}))
+
+    def _remove_dead(self, base: str) -> None:
+        """Directories of this user and service whose FIFO nobody reads: their worker died."""
+        for path in candidates(self.service, base):
+            if is_dead(path):
+                shutil.rmtree(path, ignore_errors=True)
+
+    # -- the channel ------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        asked = False
+        for _ in range(16):  # bounded: the loop has other work
+            fd = self._fd
+            if fd is None:
+                return
+            try:
+                data = os.read(fd, MAX_READ)
+            except OSError:  # BlockingIOError: read it all
+                break
+            asked = asked or REQUEST.strip() in data.split(b"\n")
+        if asked:
+            self._asked()
+
+    def _asked(self) -> None:
+        """A hook asked: a ready worker drains; a starting one remembers when."""
+        state = self.lifecycle.state
+        if state is State.READY:
+            self.request(None)
+        elif state is State.STARTING:
+            self._asked_at = time.monotonic()
+
+    def _catch_up(self) -> None:
+        """Ready now: drain for what is left of a drain asked for while starting,
+        or of one its siblings run (this worker restarted during the hook)."""
+        left = 0.0
+        asked_at, self._asked_at = self._asked_at, None
+        if asked_at is not None:
+            left = asked_at + self.drain_delay - time.monotonic()
+        left = max(left, self._siblings_left())
+        if left > MIN_DRAIN:
+            self.request(left)
+
+    def _siblings_left(self) -> float:
+        base = os.path.dirname(self.path or "")
+        now, left = time.time(), 0.0
+        for path in candidates(self.service, base):
+            if path == self.path:
+                continue
+            try:
+                sibling = read_state(path, self.service)
+            except (OSError, ValueError, NotOurs):
+                continue
+            if sibling.pid != os.getpid() and sibling.state == State.DRAINING.value:
+                left = max(left, sibling.left(now))
+        return left
+
+    def _write_state(self, state: State) -> None:
+        """Replace the state file at once (a temp file, then ``os.replace``)."""
+        until = None
+        if state is State.DRAINING:
+            left = self.left()
+            until = round(time.time() + (self.drain_delay if left is None else left), 3)
+        data = json.dumps(
+            {
+                "pid": os.getpid(),
+                "service": self.service or "",
+                "state": state.value,
+                "drain_until": until,
+            }
+        ).encode()
+        with self._lock:
+            path = self.path
+            if path is None:
+                return
+            temp = os.path.join(path, f".{STATE}.tmp")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temp, flags, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(temp, os.path.join(path, STATE))
+
+
+def is_dead(path: str) -> bool:
+    """Whether ``path`` is this user's channel with nobody reading its FIFO."""
+    try:
+        with open_private(path) as dir_fd:
+            os.close(open_fifo(dir_fd))
+    except OSError as exc:
+        return exc.errno == errno.ENXIO
+    except NotOurs:
+        return False
+    return False
+
+
+# -- the hook's side: python -m lifewatch drain ---------------------------------
+
+
+@dataclass
+class _Worker:
+    path: str
+    pid: int | None = None
+    status: str = "asked"
+    """asked, draining, not ready or failed."""
+    left: float = 0.0
+    reason: str = ""
+
+
+def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | None = None) -> int:
+    """Ask every worker of ``service`` run by this user to drain, say how many
+    do, wait the drain out; 0 when each was reached, 1 otherwise."""
+    err = sys.stderr if out is None else out
+
+    def say(line: str) -> None:
+        print(f"lifewatch drain: {line}", file=err, flush=True)
+
+    try:
+        base = tempfile.gettempdir()
+    except OSError as exc:
+        say(f"no temp directory to look in: {exc}")
+        return 1
+    workers: list[_Worker] = []
+    dead = 0
+    for path in candidates(service, base):
+        try:
+            with open_private(path) as dir_fd:
+                fd = open_fifo(dir_fd)
+                try:
+                    os.write(fd, REQUEST)
+                except BlockingIOError:
+                    pass  # full of requests already: it is asked
+                finally:
+                    os.close(fd)
+        except NotOurs:
+            continue  # another user's look-alike, or not a channel: not ours to use
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nobody reads it: a dead worker's
+                shutil.rmtree(path, ignore_errors=True)
+                dead += 1
+            elif exc.errno != errno.ENOENT:  # ENOENT: made or removed just now
+                workers.append(_Worker(path, status="failed", reason=f"{exc.strerror}"))
+            continue
+        workers.append(_Worker(path))
+    where = os.path.join(base, prefix(service) + "*")
+    if not workers:
+        gone = f" ({dead} left by dead workers, removed)" if dead else ""
+        say(f"no lifewatch worker of this user found: looked for {where}{gone}")
+        return 1
+    _wait_for_begin(workers, service, timeout)
+    draining = [w for w in workers if w.status == "draining"]
+    not_ready = sum(1 for w in workers if w.status == "not ready")
+    failed = [w for w in workers if w.status == "failed"]
+    remaining = max((w.left for w in draining), default=0.0)
+    who = f" {len(draining)} workers" if len(draining) != 1 else ""
+    idle = f" ({not_ready} not ready)" if not_ready else ""
+    say(f"draining{who}{idle}, {remaining:.1f}s to go ({where})")
+    for worker in failed:
+        name = f"worker {worker.pid}" if worker.pid else f"the worker at {worker.path}"
+        say(f"{name} did not drain: {worker.reason}")
+    time.sleep(remaining)
+    # Still waited out: the others drained. Non-zero tells the kubelet (FailedPreStopHook).
+    return 1 if failed else 0
+
+
+def _wait_for_begin(workers: list[_Worker], service: str | None, timeout: float) -> None:
+    """Read each worker's state file until each drains, or ``timeout`` passed."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, str] = {}
+    while True:
+        waiting = [w for w in workers if w.status == "asked"]
+        for worker in waiting:
+            try:
+                state = read_state(worker.path, service)
+            except ValueError as exc:
+                worker.status, worker.reason = "failed", f"its state file is wrong: {exc}"
+                continue
+            except (OSError, NotOurs) as exc:
+                if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
+                    worker.status = "not ready"  # its directory went: it exited
+                else:
+                    worker.status, worker.reason = "failed", f"its state file: {exc}"
+                continue
+            worker.pid = state.pid
+            last[worker.path] = state.state
+            if state.state == State.DRAINING.value:
+                worker.status, worker.left = "draining", state.left(time.time())
+            elif state.state not in (State.READY.value, State.STARTING.value):
+                worker.status = "not ready"  # stopping or failed: no traffic
+        if not any(w.status == "asked" for w in workers) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    for worker in workers:
+        if worker.status != "asked":
+            continue
+        if last.get(worker.path) == State.STARTING.value:
+            worker.status = "not ready"  # it drains for what is left once ready
+        else:
+            worker.status = "failed"
+            worker.reason = f"ready, but did not begin draining within {timeout:g}s"
