@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from lifewatch import Lifewatch, State
+from lifewatch._channel import ask_all, read_state
 from tests.support.broken_logging import broken_logging
 from tests.support.probes import get
 from tests.support.servers import free_port
@@ -289,23 +291,26 @@ def test_a_sigterm_during_a_requested_drain_waits_for_its_end(
 ) -> None:
     """preStop drained first: the signal that follows reaches the server when the
     drain is over, not before, and once."""
-    watch = Lifewatch(registry=registry, drain_delay=0.3)
+    service = f"held-{os.getpid()}"
+    watch = Lifewatch(service=service, registry=registry, drain_delay=0.3)
     app = watch.instrument(Starlette())
 
     async def main() -> None:
         async with LifespanManager(app):
             started = time.monotonic()
             assert watch.lifecycle.state is State.READY
-            remaining = await asyncio.to_thread(watch.routes["/lifewatch/drain"].request)  # type: ignore[attr-defined]
-            assert 0.2 < remaining <= 0.3
+            (worker,), _ = ask_all(service, tempfile.gettempdir())
             await _until(lambda: watch.state is State.DRAINING)
+            assert 0.2 < read_state(worker.path, service).left(time.time()) <= 0.3
             os.kill(os.getpid(), signal.SIGTERM)
             await asyncio.sleep(0.05)
             assert server_handler == []  # held: the drain goes on
             await _until(lambda: server_handler == [signal.SIGTERM])
             assert time.monotonic() - started >= 0.3 - 0.02
             # Asking again once it is over: nothing left to wait for.
-            assert watch.routes["/lifewatch/drain"].request() == 0.0  # type: ignore[attr-defined]
+            ask_all(service, tempfile.gettempdir())
+            await asyncio.sleep(0.05)
+            assert read_state(worker.path, service).left(time.time()) == 0.0
 
     asyncio.run(main())
     begins = [e for e in logs if e["event"] == "lifespan.drain.begin"]

@@ -419,19 +419,9 @@ class _Worker:
     reason: str = ""
 
 
-def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | None = None) -> int:
-    """Ask every worker of ``service`` run by this user to drain, say how many
-    do, wait the drain out; 0 when each was reached, 1 otherwise."""
-    err = sys.stderr if out is None else out
-
-    def say(line: str) -> None:
-        print(f"lifewatch drain: {line}", file=err, flush=True)
-
-    try:
-        base = tempfile.gettempdir()
-    except OSError as exc:
-        say(f"no temp directory to look in: {exc}")
-        return 1
+def ask_all(service: str | None, base: str) -> tuple[list[_Worker], int]:
+    """Write a drain request into every channel of this user and ``service``
+    in ``base``; the workers asked, and how many dead ones were removed."""
     workers: list[_Worker] = []
     dead = 0
     for path in candidates(service, base):
@@ -454,6 +444,23 @@ def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | Non
                 workers.append(_Worker(path, status="failed", reason=f"{exc.strerror}"))
             continue
         workers.append(_Worker(path))
+    return workers, dead
+
+
+def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | None = None) -> int:
+    """Ask every worker of ``service`` run by this user to drain, say how many
+    do, wait the drain out; 0 when each was reached, 1 otherwise."""
+    err = sys.stderr if out is None else out
+
+    def say(line: str) -> None:
+        print(f"lifewatch drain: {line}", file=err, flush=True)
+
+    try:
+        base = tempfile.gettempdir()
+    except OSError as exc:
+        say(f"no temp directory to look in: {exc}")
+        return 1
+    workers, dead = ask_all(service, base)
     where = os.path.join(base, prefix(service) + "*")
     if not workers:
         gone = f" ({dead} left by dead workers, removed)" if dead else ""

@@ -1,5 +1,5 @@
 """Fault rows of the drain: one drain per process, no keep-alive client
-reset at its end, and a worker of several that hangs or died."""
+reset at its end, and a worker of several that is stuck or died."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import contextlib
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 
 from lifewatch import Lifewatch, State
 from lifewatch.__main__ import main
-from lifewatch._rendezvous import ASK_TIMEOUT, PREFIX, group_of, members
+from lifewatch._channel import ask_all
 from tests.support.probes import call
 from tests.support.servers import env, free_port, http_get, running, uvicorn_argv, wait_for
 
@@ -87,7 +87,7 @@ async def test_a_requested_drain_drains_every_watch_and_holds_the_signal(
     server_handler: list[float], logs: list[dict[str, Any]]
 ) -> None:
     """One drain per process on request too (a preStop on the outer app's
-    drain endpoint): both watches flip at once, and a SIGTERM during the drain
+    drain channel): both watches flip at once, and a SIGTERM during the drain
     reaches the server once, when the longest of them is over."""
     short, long = 0.2, 0.6
     outer = Lifewatch(service="outer", registry=CollectorRegistry(), drain_delay=short)
@@ -96,9 +96,7 @@ async def test_a_requested_drain_drains_every_watch_and_holds_the_signal(
     inner_app = inner.instrument(Starlette())
     async with LifespanManager(outer_app), LifespanManager(inner_app):
         started = time.monotonic()
-        drain = outer.routes["/lifewatch/drain"]
-        left = await asyncio.to_thread(drain.request)  # type: ignore[attr-defined]
-        assert 0 < left <= short
+        (_asked,), _ = ask_all("outer", tempfile.gettempdir())
         deadline = time.monotonic() + 5
         while outer.state is not State.DRAINING:
             assert time.monotonic() < deadline
@@ -177,44 +175,24 @@ def test_no_keep_alive_client_is_reset_at_the_end_of_a_drain(tmp_path: Path) -> 
     assert answered >= clients * 2
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets: Linux")
-async def test_a_member_that_never_answers_fails_within_the_bound(
-    capsys: pytest.CaptureFixture[str], logs: list[dict[str, Any]]
-) -> None:
-    """A hung sibling costs the hook ``ASK_TIMEOUT``, is named, and the command
-    still waits the drain out, then exits 1 (the kubelet's FailedPreStopHook)."""
-    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=0.3, ops_address="127.0.0.1:0")
-    async with LifespanManager(watch.instrument(Starlette())):
-        group = group_of(watch.ops_port)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
-            silent.bind(f"\0{PREFIX}/{group}/4343-1")
-            silent.listen()  # the backlog accepts; nobody ever answers
-            url = f"http://127.0.0.1:{watch.ops_port}/lifewatch/drain"
-            started = time.monotonic()
-            status = await asyncio.to_thread(main, ["drain", url, "--timeout", "5"])
-            took = time.monotonic() - started
-    assert status == 1
-    assert ASK_TIMEOUT <= took < (ASK_TIMEOUT + 0.3) * 3  # the drain, within the bound
-    err = capsys.readouterr().err
-    assert "lifewatch drain: draining, 0.3s to go" in err
-    assert f"worker 4343 did not drain: no answer within {ASK_TIMEOUT:g}s" in err
-    (told,) = [e for e in logs if e["event"] == "lifespan.drain.workers"]
-    assert told["log_level"] == "warning" and "4343" in told["failed"]
-
-
 @contextlib.contextmanager
-def member_process(group: str) -> Iterator[None]:
-    """Another process holding a member's name in ``group``; killed -9 at the end."""
+def fake_worker(service: str, state: str = "ready") -> Iterator[str]:
+    """Another process of this user holding a channel of ``service`` that
+    never acts on a request (a worker whose loop is stuck); killed -9 at the end."""
     code = (
-        "import os, socket, time\n"
-        "s = socket.socket(socket.AF_UNIX)\n"
-        f"s.bind('\\0{PREFIX}/{group}/' + str(os.getpid()) + '-1')\n"
-        "s.listen(); print('up', flush=True); time.sleep(60)\n"
+        "import json, os, sys, tempfile, time\n"
+        f"path = tempfile.mkdtemp(prefix=f'lifewatch-{os.geteuid()}-{service}-')\n"
+        "os.mkfifo(os.path.join(path, 'drain'), 0o600)\n"
+        "fd = os.open(os.path.join(path, 'drain'), os.O_RDWR | os.O_NONBLOCK)\n"
+        "with open(os.path.join(path, 'state.json'), 'w') as f:\n"
+        f"    json.dump({{'pid': os.getpid(), 'service': '{service}', 'state': '{state}',"
+        " 'drain_until': None}, f)\n"
+        "print(path, flush=True); time.sleep(60)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        assert child.stdout is not None and child.stdout.readline() == b"up\n"
-        yield
+        assert child.stdout is not None
+        yield child.stdout.readline().strip()
     finally:
         child.kill()
         child.wait(10)
@@ -222,16 +200,46 @@ def member_process(group: str) -> Iterator[None]:
             child.stdout.close()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets: Linux")
-async def test_a_worker_killed_leaves_nothing_behind(capsys: pytest.CaptureFixture[str]) -> None:
-    """A sibling killed -9 takes its name with it: the next drain neither waits
-    for it nor calls it failed."""
-    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=0.2, ops_address="127.0.0.1:0")
+async def test_a_worker_that_never_drains_fails_within_the_bound(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A stuck sibling costs the hook its ``--timeout``, is named, and the
+    command still waits the drain out, then exits 1 (the kubelet's FailedPreStopHook)."""
+    service = f"stuck{os.getpid()}"
+    watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=0.3)
     async with LifespanManager(watch.instrument(Starlette())):
-        group = group_of(watch.ops_port)
-        with member_process(group):
-            assert len(members(group)) == 2
-        assert len(members(group)) == 1  # gone with the killed process
-        url = f"http://127.0.0.1:{watch.ops_port}/lifewatch/drain"
-        assert await asyncio.to_thread(main, ["drain", url]) == 0
-    assert "did not drain" not in capsys.readouterr().err
+        with fake_worker(service):
+            started = time.monotonic()
+            status = await asyncio.to_thread(
+                main, ["drain", "--service", service, "--timeout", "1"]
+            )
+            took = time.monotonic() - started
+            assert watch.state is State.DRAINING
+    assert status == 1
+    assert took >= 1.0  # the bound, then the rest of the drain
+    err = capsys.readouterr().err
+    assert "lifewatch drain: draining, " in err
+    assert "did not drain: ready, but did not begin draining within 1s" in err
+
+
+def test_a_worker_killed_leaves_nothing_behind(capsys: pytest.CaptureFixture[str]) -> None:
+    """A sibling killed -9 leaves its directory, which the next hook removes:
+    it neither waits for it nor calls it failed."""
+    service = f"killed{os.getpid()}"
+    watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=0.2)
+    with fake_worker(service) as path:
+        pass
+    assert os.path.isdir(path)  # left behind by the killed process
+
+    async def drain() -> int:
+        async with LifespanManager(watch.instrument(Starlette())):
+            # the start removed it already; made again to see the hook remove it
+            with fake_worker(service) as again:
+                pass
+            status = await asyncio.to_thread(main, ["drain", "--service", service])
+            return status if not await asyncio.to_thread(os.path.exists, again) else -1
+
+    assert asyncio.run(drain()) == 0
+    assert not os.path.exists(path)  # removed by the start
+    err = capsys.readouterr().err
+    assert "did not drain" not in err and "draining, 0.2s to go" in err
