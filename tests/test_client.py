@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -53,16 +54,18 @@ async def test_probe_is_bounded_by_its_timeout(capsys: pytest.CaptureFixture[str
 
 
 async def test_drain_returns_when_the_drain_is_over(capsys: pytest.CaptureFixture[str]) -> None:
-    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=0.4, ops_address="127.0.0.1:0")
+    service = f"client{os.getpid()}"
+    watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=0.4)
     async with LifespanManager(watch.instrument(Starlette())):
-        url = f"http://127.0.0.1:{watch.ops_port}/lifewatch/drain"
         start = time.monotonic()
-        assert await run("drain", url) == 0
+        assert await run("drain", "--service", service) == 0
         assert time.monotonic() - start >= 0.4 - 0.05
         assert watch.state is State.DRAINING
         assert "lifewatch drain: draining, 0.4s to go" in capsys.readouterr().err
-    assert await run("drain", f"http://127.0.0.1:{free_port()}/lifewatch/drain") == 1
-    assert capsys.readouterr().err.endswith(": connection refused\n")
+    assert await run("drain", "--service", service) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lifewatch drain: no lifewatch worker of this user found: looked for ")
+    assert f"lifewatch-{os.geteuid()}-client{os.getpid()}-*" in err
 
 
 DOCKERFILE = Path(__file__).resolve().parents[1] / "examples" / "Dockerfile"

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from lifewatch import Lifewatch
+from lifewatch.__main__ import main
 from lifewatch._assets import to_yaml
 from lifewatch._k8s import MARGIN_S, deployment
 
@@ -24,7 +25,7 @@ def validate(manifest: dict[str, Any]) -> None:
         {},
         {"ops_address": "0.0.0.0:9000", "ops_only": True},
         {"drain_delay": 0, "startup_timeout": 60, "metrics_path": None},
-        {"drain_path": None, "drain_delay": 2.5, "shutdown_timeout": 7},
+        {"service": "orders-v2", "drain_delay": 2.5, "shutdown_timeout": 7},
     ],
 )
 def test_the_wiring_follows_the_settings_and_is_valid(options: dict[str, Any]) -> None:
@@ -51,14 +52,13 @@ def test_the_wiring_follows_the_settings_and_is_valid(options: dict[str, Any]) -
     if o.drain_delay:
         assert ready["periodSeconds"] * ready["failureThreshold"] <= o.drain_delay
         hook = container["lifecycle"]["preStop"]["exec"]["command"]
-        if o.drain_path:
-            local = 9000 if o.ops_address else 8000
-            assert hook[-1] == f"http://127.0.0.1:{local}{o.drain_path}"
-            assert hook[:4] == ["python", "-m", "lifewatch", "drain"]
-        else:
-            assert hook == ["sleep", "2.5"]
+        service = ["--service", o.service] if o.service else []
+        assert hook == ["python", "-m", "lifewatch", "drain", *service]
+        # The channel's directories: a writable /tmp even with readOnlyRootFilesystem.
+        assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+        assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
     else:
-        assert "lifecycle" not in container
+        assert "lifecycle" not in container and "volumes" not in pod
     if o.startup_timeout:
         startup = container["startupProbe"]
         assert startup["periodSeconds"] * startup["failureThreshold"] >= o.startup_timeout
@@ -70,3 +70,24 @@ def test_an_invalid_manifest_is_caught_by_the_schema() -> None:
     manifest["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["periodSecond"] = 1
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(manifest)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:9000", "localhost:9000", "[::1]:9000"])
+def test_an_ops_listener_on_loopback_is_refused_in_one_line(
+    address: str, capsys: pytest.CaptureFixture[str], tmp_path: Any, monkeypatch: Any
+) -> None:
+    """The kubelet probes the pod's IP: probes on a loopback listener would
+    keep the pod unready forever, so the command says so and writes nothing."""
+    module = f"loopback_app_{abs(hash(address))}"
+    (tmp_path / f"{module}.py").write_text(
+        "from lifewatch import Lifewatch\n"
+        "from starlette.applications import Starlette\n"
+        f"watch = Lifewatch(namespace='loop', ops_address={address!r})\n"
+        "app = watch.instrument(Starlette())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["k8s", f"{module}:app"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"lifewatch k8s: ops_address={address!r} listens on loopback only")

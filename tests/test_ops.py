@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import json
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from starlette.applications import Starlette
 
 from lifewatch import Lifewatch, State
 from lifewatch._ops import CLOSE_WAIT
-from tests.support.probes import call, get
+from tests.support.probes import get
 from tests.support.servers import env, free_port
 
 # Marked here, not only by the conftest: anyio's plugin then keeps the
@@ -312,46 +311,6 @@ def test_connections_under_way_never_hold_up_the_exit(served_by: str) -> None:
     served, shut_down = line.split()
     assert served == served_by
     assert exited - float(shut_down) < CLOSE_WAIT, exited - float(shut_down)
-
-
-async def test_drain_endpoint_loopback_only_post_only(registry: CollectorRegistry) -> None:
-    watch = Lifewatch(registry=registry, drain_delay=0.3)
-    app = watch.instrument(Starlette())
-    async with LifespanManager(app):
-        headers = [(b"host", b"x")]
-        status, _, _ = await call(app, "/lifewatch/drain", method="GET", headers=headers)
-        assert status == 405
-        drain = "/lifewatch/drain"
-        status, _, body = await call(app, drain, method="POST", client=("10.0.0.7", 5555))
-        assert status == 403 and b"from this host only" in body
-        assert watch.state is State.READY
-        status, _, body = await call(app, drain, method="POST", client=("::1", 1))
-        assert status == 202 and b'"draining": true' in body, body
-        await asyncio.sleep(0.01)
-        assert watch.state is State.DRAINING
-        assert (await get(app, "/readyz")).status_code == 503
-        assert (await get(app, "/livez")).status_code == 200  # still serving
-
-
-async def test_with_an_ops_listener_the_drain_is_served_there_only(
-    registry: CollectorRegistry, logs: list[dict[str, Any]], served_by: str
-) -> None:
-    watch = Lifewatch(registry=registry, drain_delay=0.2, ops_address="127.0.0.1:0")
-    app = watch.instrument(Starlette())
-    assert "/lifewatch/drain" not in watch.routes
-    async with LifespanManager(app):
-        url = f"http://127.0.0.1:{watch.ops_port}/lifewatch/drain"
-        status, body, _ = await fetch_async(url, "POST")
-        # What is left once the drain began: the app's loop, woken to begin
-        # it, may run first for a few milliseconds.
-        assert status == 202 and 0.15 < json.loads(body)["remaining"] <= 0.2, body
-        await asyncio.sleep(0.3)
-        status, body, _ = await fetch_async(url, "POST")
-        assert status == 202 and '"draining": false' in body  # over: nothing left to wait
-    events = [e["event"] for e in logs]
-    assert events.index("lifespan.drain.begin") < events.index("lifespan.drain.end")
-    begin = next(e for e in logs if e["event"] == "lifespan.drain.begin")
-    assert begin["signal"] == "request"
 
 
 async def test_refuse_and_accept_traffic(

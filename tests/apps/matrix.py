@@ -1,6 +1,7 @@
 """One app for the server matrix and the ops listener tests, set up by the environment.
 
-OPS_PORT: serve the ops listener on 127.0.0.1:OPS_PORT (ops_only); BLOCK: a
+SERVICE: the service name (each test its own: the preStop drain finds
+workers by it); OPS_PORT: serve the ops listener on 127.0.0.1:OPS_PORT (ops_only); BLOCK: a
 startup phase blocks the event loop that long; FAIL: the phase 'database'
 fails; DRAIN / SHUTDOWN: drain_delay and shutdown_timeout; MARK_FILE: the
 shutdown phase writes the time there; NAME_WORKER: a readiness check named
@@ -25,7 +26,7 @@ from lifewatch import Lifewatch
 
 OPS = os.environ.get("OPS_PORT")
 watch = Lifewatch(
-    service="matrix",
+    service=os.environ.get("SERVICE", "matrix"),
     drain_delay=float(os.environ.get("DRAIN", "1")),
     shutdown_timeout=float(os.environ.get("SHUTDOWN", "3")),
     ops_address=f"127.0.0.1:{OPS}" if OPS else None,

@@ -45,4 +45,7 @@ def test_the_example_is_a_valid_deployment() -> None:
     # The ops listener answers the kubelet; the grace period outlasts drain + shutdown.
     assert container["startupProbe"]["httpGet"]["port"] == "ops"
     assert pod["terminationGracePeriodSeconds"] > 5 + 20
-    assert container["lifecycle"]["preStop"]["exec"]["command"][-1].endswith("/lifewatch/drain")
+    hook = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook == ["python", "-m", "lifewatch", "drain", "--service", "orders"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]

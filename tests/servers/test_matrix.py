@@ -8,7 +8,7 @@ SIGTERM) fails no request, runs the shutdown phases and exits within drain +
 shutdown + 2 s; where lifewatch stands in front of the server's SIGTERM
 handler, the signal alone does the same. With several workers sharing the
 port (gunicorn, ``uvicorn --workers``, ``hypercorn -w``, ``granian
---workers``), one ``preStop`` request takes every worker out of rotation,
+--workers``), one ``preStop`` hook takes every worker out of rotation,
 a worker restarted during it included. The README's server table is this
 file's results.
 """
@@ -139,7 +139,9 @@ def starting(url: str) -> str | None:
 def test_prestop_drain_under_load(server: Server, tmp_path: Path) -> None:
     port, ops = free_ports(2)
     mark = tmp_path / "shutdown.txt"
+    service = unique("load")
     environ = env(
+        SERVICE=service,
         OPS_PORT=str(ops),
         BLOCK="1",
         DRAIN=str(DRAIN),
@@ -174,7 +176,7 @@ def test_prestop_drain_under_load(server: Server, tmp_path: Path) -> None:
             while time.monotonic() - started < 0.3:
                 load.once()
             drain = subprocess.Popen(
-                [PY, "-m", "lifewatch", "drain", f"{opsbase}/lifewatch/drain"],
+                [PY, "-m", "lifewatch", "drain", "--service", service],
                 env=env(),
                 stderr=subprocess.PIPE,
                 text=True,
@@ -247,8 +249,7 @@ def test_signal_drain_under_load(server: Server, tmp_path: Path) -> None:
     assert min(marks) - sigterm_wall >= DRAIN - 0.05
 
 
-# Several workers in one container: the port is shared, so the drain request
-# reaches one of them; it must take every one out of rotation.
+# Several workers in one container: the hook must take every one out of rotation.
 MULTI = {
     "gunicorn-uvicorn-workers": SERVERS["gunicorn-uvicorn-workers"],
     "uvicorn-workers": Server(
@@ -298,24 +299,39 @@ def every_worker_ready(fresh: httpx.Client, readyz: str, workers: int) -> set[in
     return seen
 
 
-def prestop(url: str) -> subprocess.Popen[str]:
-    """``python -m lifewatch drain url``, as the kubelet runs the hook; its lines on stderr."""
+def prestop(service: str) -> subprocess.Popen[str]:
+    """``python -m lifewatch drain --service NAME``, as the kubelet runs the hook;
+    its lines on stderr."""
     return subprocess.Popen(
-        [PY, "-m", "lifewatch", "drain", url], env=env(), stderr=subprocess.PIPE, text=True
+        [PY, "-m", "lifewatch", "drain", "--service", service],
+        env=env(),
+        stderr=subprocess.PIPE,
+        text=True,
     )
+
+
+def unique(name: str) -> str:
+    """A service name no other test running at the same time uses."""
+    return f"{name}{os.getpid()}x{time.monotonic_ns()}"
 
 
 @pytest.mark.parametrize("on", ["ops", "app"])
 @pytest.mark.parametrize("server", [pytest.param(s, id=n) for n, s in MULTI.items()])
 def test_prestop_drain_reaches_every_worker(server: Server, on: str, tmp_path: Path) -> None:
-    """One preStop request, on the ops listener or the app's port: every
+    """One preStop hook, probes on the ops listener or the app's port: every
     worker's /readyz fails for the whole drain, the hook returns after it,
     no request fails, and SIGTERM then runs every worker's shutdown phases."""
     port, ops = free_ports(2)
     mark = tmp_path / "shutdown.txt"
     extra = {"OPS_PORT": str(ops)} if on == "ops" else {}
+    service = unique("every")
     environ = env(
-        DRAIN=str(DRAIN), SHUTDOWN=str(SHUTDOWN), MARK_FILE=str(mark), NAME_WORKER="1", **extra
+        SERVICE=service,
+        DRAIN=str(DRAIN),
+        SHUTDOWN=str(SHUTDOWN),
+        MARK_FILE=str(mark),
+        NAME_WORKER="1",
+        **extra,
     )
     log = tmp_path / "server.log"
     base = f"http://127.0.0.1:{port}"
@@ -327,7 +343,7 @@ def test_prestop_drain_reaches_every_worker(server: Server, on: str, tmp_path: P
             # Every worker answers on the shared port, ready.
             seen = every_worker_ready(fresh, readyz, server.workers)
             load = Load(base)
-            drain = prestop(f"{probes}/lifewatch/drain")
+            drain = prestop(service)
             drain_at, drain_wall = time.monotonic(), time.time()
             said: list[tuple[float, str]] = []  # the hook's lines, when they came
 
@@ -383,14 +399,15 @@ def test_a_worker_restarted_during_the_prestop_drain_drains_too(tmp_path: Path) 
     answers ready, it drains for what its sibling has left."""
     server, drain_delay = SERVERS["gunicorn-uvicorn-workers"], 4.0
     port, ops = free_ports(2)
-    environ = env(OPS_PORT=str(ops), DRAIN=str(drain_delay), NAME_WORKER="1")
+    service = unique("restart")
+    environ = env(SERVICE=service, OPS_PORT=str(ops), DRAIN=str(drain_delay), NAME_WORKER="1")
     log = tmp_path / "server.log"
     readyz = f"http://127.0.0.1:{ops}/readyz?verbose"
     fresh = httpx.Client(timeout=2, limits=httpx.Limits(max_keepalive_connections=0))
     with fresh, running(server.argv(port), log, environ) as proc:
         try:
             seen = every_worker_ready(fresh, readyz, server.workers)
-            drain = prestop(f"http://127.0.0.1:{ops}/lifewatch/drain")
+            drain = prestop(service)
             drain_at = time.monotonic()
             assert drain.stderr is not None
             said = drain.stderr.readline()  # the answer: both workers drain
