@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,9 +177,10 @@ def test_no_keep_alive_client_is_reset_at_the_end_of_a_drain(tmp_path: Path) -> 
 
 
 @contextlib.contextmanager
-def fake_worker(service: str, state: str = "ready") -> Iterator[str]:
+def fake_worker(service: str, state: str = "ready", *, keep: bool = False) -> Iterator[str]:
     """Another process of this user holding a channel of ``service`` that
-    never acts on a request (a worker whose loop is stuck); killed -9 at the end."""
+    never acts on a request (a worker whose loop is stuck); killed -9 at the
+    end, its directory removed unless ``keep`` (a dead worker's, left behind)."""
     code = (
         "import json, os, sys, tempfile, time\n"
         f"path = tempfile.mkdtemp(prefix=f'lifewatch-{os.geteuid()}-{service}-')\n"
@@ -190,14 +192,18 @@ def fake_worker(service: str, state: str = "ready") -> Iterator[str]:
         "print(path, flush=True); time.sleep(60)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    path = ""
     try:
         assert child.stdout is not None
-        yield child.stdout.readline().strip()
+        path = child.stdout.readline().strip()
+        yield path
     finally:
         child.kill()
         child.wait(10)
         if child.stdout is not None:
             child.stdout.close()
+        if path and not keep:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_a_worker_that_never_drains_fails_within_the_bound(
@@ -227,14 +233,14 @@ def test_a_worker_killed_leaves_nothing_behind(capsys: pytest.CaptureFixture[str
     it neither waits for it nor calls it failed."""
     service = f"killed{os.getpid()}"
     watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=0.2)
-    with fake_worker(service) as path:
+    with fake_worker(service, keep=True) as path:
         pass
     assert os.path.isdir(path)  # left behind by the killed process
 
     async def drain() -> int:
         async with LifespanManager(watch.instrument(Starlette())):
             # the start removed it already; made again to see the hook remove it
-            with fake_worker(service) as again:
+            with fake_worker(service, keep=True) as again:
                 pass
             status = await asyncio.to_thread(main, ["drain", "--service", service])
             return status if not await asyncio.to_thread(os.path.exists, again) else -1
