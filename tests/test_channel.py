@@ -262,3 +262,25 @@ async def test_without_a_private_directory_startup_says_so_once(
     assert len(off) == 1 and off[0]["log_level"] == "warning"
     assert "/nonexistent/lifewatch-test" in off[0]["detail"]
     assert "SIGTERM still drains it" in off[0]["detail"]
+
+
+def test_a_channel_being_made_is_not_taken_for_a_dead_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A sibling between ``mkfifo`` and opening its FIFO has no reader yet:
+    neither a start nor the hook removes it; once old, it is a dead worker's."""
+    from lifewatch.__main__ import main
+
+    service = unique("making")
+    path = tempfile.mkdtemp(prefix=f"lifewatch-{os.geteuid()}-{service_token(service)}-")
+    os.mkfifo(os.path.join(path, "drain"), 0o600)
+    watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=0.1)
+    with TestClient(watch.instrument(Starlette())):
+        assert os.path.isdir(path)
+        assert main(["drain", "--service", service]) == 0
+        assert "draining, 0.1s to go" in capsys.readouterr().err
+        assert os.path.isdir(path)
+        old = time.time() - 60
+        os.utime(os.path.join(path, "drain"), (old, old))
+        assert main(["drain", "--service", service]) == 0
+    assert not os.path.exists(path)

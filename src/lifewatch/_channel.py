@@ -22,7 +22,8 @@ Only the app's user (or root) can open a 0700 directory of the app's user;
 another user can make look-alike names, but not ones its uid does not own,
 and those are skipped. Nothing is bound, so nothing can be squatted. A worker
 that died leaves its directory behind: writing to a FIFO nobody reads fails
-with ``ENXIO``, and the next start (or hook) removes it.
+with ``ENXIO``, and the next start (or hook) removes it (unless it was made
+in the last seconds: a worker still starting).
 
 A worker still starting remembers the request and drains for what is left
 of it once ready; a worker that becomes ready while its siblings drain (one
@@ -69,6 +70,8 @@ MAX_AHEAD = 86400.0
 """Seconds: a drain end further away than this (or as far in the past) is not believed."""
 MIN_DRAIN = 0.05
 """Seconds of a drain too few to join: over before a probe would see it."""
+FRESH = 5.0
+"""Seconds a FIFO nobody reads yet is taken for a worker starting, not a dead one."""
 BEGIN_TIMEOUT = 2.0
 """Seconds the hook waits for each worker to begin draining."""
 _PID_MAX = 2**22
@@ -124,15 +127,28 @@ def open_private(path: str) -> Iterator[int]:
         os.close(fd)
 
 
+class NoReader(Exception):
+    """Nobody reads the FIFO: its worker died (or, within ``FRESH`` seconds of
+    its making, has not opened it yet: ``fresh``)."""
+
+    def __init__(self, fresh: bool) -> None:
+        super().__init__("nobody reads its FIFO")
+        self.fresh = fresh
+
+
 def open_fifo(dir_fd: int) -> int:
-    """The channel's FIFO, opened to write without blocking; ``OSError``
-    ``ENXIO`` when no worker reads it (dead), ``NotOurs`` if it is not a FIFO
-    of this user."""
+    """The channel's FIFO, opened to write without blocking; ``NoReader`` when
+    no worker reads it, ``NotOurs`` if it is not a FIFO of this user."""
     st = os.stat(FIFO, dir_fd=dir_fd, follow_symlinks=False)
     if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.geteuid():
         raise NotOurs("not a FIFO of this user")
     flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
-    return os.open(FIFO, flags, dir_fd=dir_fd)
+    try:
+        return os.open(FIFO, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:
+            raise
+        raise NoReader(fresh=time.time() - st.st_mtime < FRESH) from None
 
 
 @dataclass(frozen=True)
@@ -395,13 +411,13 @@ class DrainChannel(Sink):
 
 
 def is_dead(path: str) -> bool:
-    """Whether ``path`` is this user's channel with nobody reading its FIFO."""
+    """Whether ``path`` is this user's channel whose worker died (nobody reads its FIFO)."""
     try:
         with open_private(path) as dir_fd:
             os.close(open_fifo(dir_fd))
-    except OSError as exc:
-        return exc.errno == errno.ENXIO
-    except NotOurs:
+    except NoReader as gone:
+        return not gone.fresh
+    except (OSError, NotOurs):
         return False
     return False
 
@@ -436,11 +452,15 @@ def ask_all(service: str | None, base: str) -> tuple[list[_Worker], int]:
                     os.close(fd)
         except NotOurs:
             continue  # another user's look-alike, or not a channel: not ours to use
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # nobody reads it: a dead worker's
+        except NoReader as gone:
+            if gone.fresh:  # made a moment ago: a worker starting, no traffic yet
+                workers.append(_Worker(path, status="not ready"))
+            else:  # a dead worker's
                 shutil.rmtree(path, ignore_errors=True)
                 dead += 1
-            elif exc.errno != errno.ENOENT:  # ENOENT: made or removed just now
+            continue
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # ENOENT: made or removed just now
                 workers.append(_Worker(path, status="failed", reason=f"{exc.strerror}"))
             continue
         workers.append(_Worker(path))
@@ -471,7 +491,8 @@ def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | Non
     not_ready = sum(1 for w in workers if w.status == "not ready")
     failed = [w for w in workers if w.status == "failed"]
     remaining = max((w.left for w in draining), default=0.0)
-    who = f" {len(draining)} workers" if len(draining) != 1 else ""
+    processes = len({w.pid for w in draining})  # two watches of one process: one worker
+    who = f" {processes} workers" if processes != 1 else ""
     idle = f" ({not_ready} not ready)" if not_ready else ""
     say(f"draining{who}{idle}, {remaining:.1f}s to go ({where})")
     for worker in failed:

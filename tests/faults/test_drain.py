@@ -204,6 +204,9 @@ def fake_worker(service: str, state: str = "ready", *, keep: bool = False) -> It
             child.stdout.close()
         if path and not keep:
             shutil.rmtree(path, ignore_errors=True)
+        elif path:  # dead for a while: not a worker still starting
+            old = time.time() - 60
+            os.utime(os.path.join(path, "drain"), (old, old))
 
 
 async def test_a_worker_that_never_drains_fails_within_the_bound(

@@ -375,7 +375,10 @@ def test_prestop_drain_reaches_every_worker(server: Server, on: str, tmp_path: P
     # From the hook's answer to its end, every worker answers 503.
     late = [(pid, status) for t, pid, status in answers if t > answered]
     assert {pid for pid, _ in late} == seen, (seen, answers)
-    assert {status for _, status in late} == {503}, (said, [a for a in answers if a[0] > answered][:20])
+    assert {status for _, status in late} == {503}, (
+        said,
+        [a for a in answers if a[0] > answered][:20],
+    )
     assert f"draining {server.workers} workers" in said[0][1], said
     assert took - answered >= DRAIN - 0.05, said
     assert load.failures == [], load.failures[:5]
