@@ -278,7 +278,7 @@ def test_a_channel_being_made_is_not_taken_for_a_dead_one(
     with TestClient(watch.instrument(Starlette())):
         assert os.path.isdir(path)
         assert main(["drain", "--service", service]) == 0
-        assert "draining, 0.1s to go" in capsys.readouterr().err
+        assert "draining (1 not ready), 0.1s to go" in capsys.readouterr().err
         assert os.path.isdir(path)
         old = time.time() - 60
         os.utime(os.path.join(path, "drain"), (old, old))
