@@ -48,7 +48,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from ._records import Notice, RunRecord
@@ -151,14 +150,14 @@ def open_fifo(dir_fd: int) -> int:
         raise NoReader(fresh=time.time() - st.st_mtime < FRESH) from None
 
 
-@dataclass(frozen=True)
 class WorkerState:
     """A state file, checked: what one worker says of itself."""
 
-    pid: int
-    state: str
-    drain_until: float | None
-    """Wall-clock end of the drain under way, or None."""
+    def __init__(self, pid: int, state: str, drain_until: float | None) -> None:
+        self.pid = pid
+        self.state = state
+        self.drain_until = drain_until
+        """Wall-clock end of the drain under way, or None."""
 
     def left(self, now: float) -> float:
         return 0.0 if self.drain_until is None else max(0.0, self.drain_until - now)
@@ -425,14 +424,16 @@ def is_dead(path: str) -> bool:
 # -- the hook's side: python -m lifewatch drain ---------------------------------
 
 
-@dataclass
 class _Worker:
-    path: str
-    pid: int | None = None
-    status: str = "asked"
-    """asked, draining, not ready or failed."""
-    left: float = 0.0
-    reason: str = ""
+    """One worker as the hook sees it."""
+
+    def __init__(self, path: str, status: str = "asked", reason: str = "") -> None:
+        self.path = path
+        self.status = status
+        """asked, draining, not ready or failed."""
+        self.reason = reason
+        self.pid: int | None = None
+        self.left = 0.0
 
 
 def ask_all(service: str | None, base: str) -> tuple[list[_Worker], int]:
