@@ -178,10 +178,9 @@ def parse_state(data: bytes, service: str | None, now: float) -> WorkerState:
         raise ValueError(f"pid {pid!r} is not a process id (1 to {_PID_MAX})")
     if not isinstance(state, str) or state not in _STATES:
         raise ValueError(f"state {state!r} is not one of {sorted(_STATES)}")
-    if service_token(fields.get("service") if isinstance(fields.get("service"), str) else "") != (
-        service_token(service)
-    ):
-        raise ValueError(f"service {fields.get('service')!r} is not {service or ''!r}")
+    named = fields.get("service")
+    if not isinstance(named, str) or service_token(named) != service_token(service):
+        raise ValueError(f"service {named!r} is not {service or ''!r}")
     if until is not None:
         if type(until) not in (int, float) or not math.isfinite(until):
             raise ValueError(f"drain_until {until!r} is not a time")

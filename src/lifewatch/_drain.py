@@ -18,9 +18,10 @@ A server that takes the signal in a supervisor of its own (granian, hypercorn
 with worker processes) leaves nothing to hook, so there lifewatch stays out;
 readiness then flips when ``lifespan.shutdown`` arrives.
 
-Under any server the drain can come first instead: ``request()`` (the drain
-endpoint, which ``python -m lifewatch drain`` calls from a Kubernetes
-``preStop`` hook) starts the same drain without a signal. A SIGTERM that
+Under any server the drain can come first instead: ``request()`` (called
+through the drain channel, ``_channel``, which ``python -m lifewatch drain``
+writes to from a Kubernetes ``preStop`` hook) starts the same drain without
+a signal. A SIGTERM that
 arrives while it runs waits for its end, then goes on to the server.
 
 There is one drain per process, whatever the number of ``Lifewatch`` objects

@@ -85,7 +85,7 @@ async def respond(
 
 
 async def not_allowed(send: Send, allow: bytes = b"GET, HEAD") -> None:
-    """405 with ``Allow``: every lifewatch endpoint but the drain is read-only."""
+    """405 with ``Allow``: every lifewatch endpoint is read-only."""
     headers = _NOT_ALLOWED if allow == b"GET, HEAD" else ((b"allow", allow), *_NOT_ALLOWED[1:])
     await respond(send, "GET", 405, headers, _NOT_ALLOWED_BODY)
 
