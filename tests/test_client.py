@@ -66,6 +66,12 @@ async def test_drain_returns_when_the_drain_is_over(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert err.startswith("lifewatch drain: no lifewatch worker of this user found: looked for ")
     assert f"lifewatch-{os.geteuid()}-client{os.getpid()}-*" in err
+    assert err.count("\n") == 1
+    other = Lifewatch(service=f"named{os.getpid()}", registry=CollectorRegistry())
+    async with LifespanManager(other.instrument(Starlette())):
+        assert await run("drain") == 1  # no --service: the unnamed one, and a hint
+    err = capsys.readouterr().err
+    assert "this user runs --service " in err and f"named{os.getpid()}" in err
 
 
 DOCKERFILE = Path(__file__).resolve().parents[1] / "examples" / "Dockerfile"

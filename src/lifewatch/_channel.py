@@ -484,7 +484,9 @@ def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | Non
     where = os.path.join(base, prefix(service) + "*")
     if not workers:
         gone = f" ({dead} left by dead workers, removed)" if dead else ""
-        say(f"no lifewatch worker of this user found: looked for {where}{gone}")
+        others = _other_services(base, service)
+        hint = f"; this user runs --service {', '.join(others)}" if others else ""
+        say(f"no lifewatch worker of this user found: looked for {where}{gone}{hint}")
         return 1
     _wait_for_begin(workers, service, timeout)
     draining = [w for w in workers if w.status == "draining"]
@@ -501,6 +503,23 @@ def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | Non
     time.sleep(remaining)
     # Still waited out: the others drained. Non-zero tells the kubelet (FailedPreStopHook).
     return 1 if failed else 0
+
+
+def _other_services(base: str, service: str | None) -> list[str]:
+    """The services (as path parts) of this user's other channels in ``base``: a hint."""
+    start, own = f"lifewatch-{os.geteuid()}-", service_token(service)
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    found = set()
+    for name in names:
+        parts = name.split("-")
+        if not name.startswith(start) or len(parts) != 4 or parts[2] == own:
+            continue
+        with contextlib.suppress(OSError, NotOurs), open_private(os.path.join(base, name)):
+            found.add(parts[2])
+    return sorted(found)[:5]
 
 
 def _wait_for_begin(workers: list[_Worker], service: str | None, timeout: float) -> None:

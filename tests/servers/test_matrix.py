@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -310,9 +313,24 @@ def prestop(service: str) -> subprocess.Popen[str]:
     )
 
 
+SERVICES: list[str] = []
+
+
 def unique(name: str) -> str:
     """A service name no other test running at the same time uses."""
-    return f"{name}{os.getpid()}x{time.monotonic_ns()}"
+    SERVICES.append(f"{name}{os.getpid()}x{time.monotonic_ns()}")
+    return SERVICES[-1]
+
+
+@pytest.fixture(autouse=True)
+def _no_channel_left() -> Iterator[None]:
+    """Workers killed on purpose (or cut short by their server) leave their
+    drain channel's directory, as a dead worker does: removed here."""
+    yield
+    while SERVICES:
+        pattern = f"lifewatch-{os.geteuid()}-{SERVICES.pop()}-*"
+        for path in Path(tempfile.gettempdir()).glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("on", ["ops", "app"])
