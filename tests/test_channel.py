@@ -104,6 +104,15 @@ def test_a_service_name_becomes_a_path_part_apart_from_its_neighbours() -> None:
     assert found == [f"lifewatch-{uid}-a-abc"]  # not the a_b (a-b) service's
 
 
+def fds_open_on(path: str) -> list[int]:
+    """This process's descriptors open on ``path``."""
+    return [
+        int(fd)
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.realpath(f"/proc/self/fd/{fd}") == path
+    ]
+
+
 async def test_the_channel_is_private_and_goes_with_the_lifespan() -> None:
     service = unique("private")
     watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=0.2)
@@ -112,6 +121,8 @@ async def test_the_channel_is_private_and_goes_with_the_lifespan() -> None:
         here = os.lstat(path)
         fifo = os.lstat(os.path.join(path, "drain"))
         state = read_state(path, service)
+        (held,) = fds_open_on(os.path.join(path, "drain"))
+        assert not os.get_inheritable(held)  # closed across exec
     assert stat.S_ISDIR(here.st_mode) and stat.S_IMODE(here.st_mode) == 0o700
     assert here.st_uid == os.geteuid()
     assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o600
