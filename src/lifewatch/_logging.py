@@ -383,14 +383,10 @@ class LoggingSink(Sink):
         if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled"):
             # The failed phase's record stated the error; this one names the
             # phase. Only a failure no phase recorded is stated here.
-            self._log.error(
-                "lifespan.startup.failed",
-                phase=run.failed_phase,
-                reason=run.outcome,
-                error=None if run.failed_phase else _describe(run.error),
-                **fields,
-                **ids,
-            )
+            failed = {"phase": run.failed_phase, "reason": run.outcome}
+            if run.failed_phase is None:
+                failed["error"] = _describe(run.error)
+            self._log.emit("error", "lifespan.startup.failed", {**failed, **fields, **ids})
             return
         level = "info" if run.outcome in ("ok", None) else "warning"
         self._log.log(level, f"lifespan.{run.event}.complete", **fields, **ids)
@@ -499,15 +495,12 @@ class LoggingSink(Sink):
             )
 
     def task_died(self, task: Supervised) -> None:
-        self._log.error(
-            "lifespan.task.died",
-            task=task.name,
-            check=task.entry,
-            reason=task.reason,
-            # The traceback states the error; the detail, when there is none.
-            error=task.detail if task.error is None else None,
-            exc_info=task.error,
-        )
+        fields: dict[str, Any] = {"task": task.name, "check": task.entry, "reason": task.reason}
+        if task.error is not None:
+            fields["exc_info"] = task.error  # the traceback states the error
+        else:
+            fields["error"] = task.detail
+        self._log.emit("error", "lifespan.task.died", fields)
 
     def notice(self, notice: Notice) -> None:
         fields = dict(notice.fields)
