@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from structlog.testing import capture_logs
 
 from lifewatch import Lifewatch, Notice
-from lifewatch._logging import message
+from lifewatch._logging import EventLog, message
 from tests.support.probes import call
 
 
@@ -340,3 +340,97 @@ async def test_no_secret_reaches_what_structlog_renders(renderer: str, anyio_bac
     assert "lifespan.phase.failed" in written and "Traceback" in written
     assert "password=******" in written and "token: ******" in written
     assert not [s for s in SECRETS if s in written]
+
+
+# -- records survive the app's logging setup (issue 21) ------------------------
+
+
+def test_a_disabled_lifewatch_logger_is_turned_back_on_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What ``fileConfig``/``dictConfig(disable_existing_loggers=True)`` do to
+    every existing logger; the config itself runs under a real uvicorn in
+    tests/servers/test_logs.py."""
+    caplog.set_level(logging.INFO, logger="lifewatch")
+    log = EventLog("orders", "stdlib")
+    own = logging.getLogger("lifewatch")
+    for _ in range(2):  # each time it happens, said once
+        own.disabled = True
+        log.error("lifespan.startup.failed", phase="migrate")
+        log.info("lifespan.state", to="failed")
+    assert not own.disabled
+    events = [(r.levelname, r.event) for r in ours(caplog)]  # type: ignore[attr-defined]
+    assert (
+        events
+        == [
+            ("WARNING", "lifespan.logger.enabled"),
+            ("ERROR", "lifespan.startup.failed"),
+            ("INFO", "lifespan.state"),
+        ]
+        * 2
+    )
+    warning = ours(caplog)[0].getMessage()
+    assert "logging.config" in warning and "setLevel" in warning
+
+
+def test_a_logger_passed_in_and_disabled_is_turned_back_on_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = "myapp.lifespan"
+    caplog.set_level(logging.INFO, logger=name)
+    mine = logging.getLogger(name)
+    log = EventLog("orders", mine)
+    mine.disabled = True
+    log.error("lifespan.startup.failed", phase="migrate")
+    assert [r.event for r in ours(caplog, name)] == [  # type: ignore[attr-defined]
+        "lifespan.logger.enabled",
+        "lifespan.startup.failed",
+    ]
+
+
+@pytest.fixture
+def alone() -> Iterator[logging.Logger]:
+    """A logger that does not propagate: no handler anywhere takes its records
+    once a test takes off the ones pytest adds to such a logger."""
+    logger = logging.getLogger("lifewatch.alone")
+    logger.propagate = False
+    yield logger
+    logger.handlers.clear()
+    logger.setLevel(logging.NOTSET)
+    logging.disable(logging.NOTSET)
+
+
+def test_with_no_handler_anywhere_records_go_to_stderr_in_uvicorns_format(
+    alone: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alone.handlers.clear()  # pytest's, added to a logger that does not propagate
+    log = EventLog("orders", alone)
+    log.debug("lifespan.phase.begin", phase="db")
+    log.info("lifespan.phase.end", phase="db", exc_info=ValueError("password=hunter2"))
+    log.warning("lifespan.check.slow", check="db")
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "INFO:     lifespan.phase.end phase=db",
+        "ValueError: password=******",
+        "WARNING:  lifespan.check.slow check=db",
+    ]
+
+
+@pytest.mark.parametrize(
+    "silence",
+    ["a NullHandler", "a level", "logging.disable"],
+)
+def test_the_stderr_fallback_gives_way_to_any_handler_level_or_disable(
+    alone: logging.Logger, capsys: pytest.CaptureFixture[str], silence: str
+) -> None:
+    alone.handlers.clear()  # pytest's, added to a logger that does not propagate
+    if silence == "a NullHandler":  # the standard way to silence a library
+        alone.addHandler(logging.NullHandler())
+    elif silence == "a level":
+        alone.setLevel(logging.ERROR)
+    else:
+        logging.disable(logging.WARNING)
+    log = EventLog("orders", alone)
+    log.info("lifespan.phase.end", phase="db")
+    log.warning("lifespan.check.slow", check="db")
+    assert capsys.readouterr().err == ""
