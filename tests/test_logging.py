@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 from asgi_lifespan import LifespanManager
@@ -434,3 +435,46 @@ def test_the_stderr_fallback_gives_way_to_any_handler_level_or_disable(
     log.info("lifespan.phase.end", phase="db")
     log.warning("lifespan.check.slow", check="db")
     assert capsys.readouterr().err == ""
+
+
+# -- one error, stated once (issue 21) ----------------------------------------
+
+
+@pytest.mark.parametrize("cut_by", ["the phase's timeout", "startup_timeout", "an error"])
+async def test_enclosing_phases_and_the_run_name_the_failed_phase_without_repeating_it(
+    cut_by: str, logs: list[dict[str, Any]], anyio_backend: str
+) -> None:
+    watch = Lifewatch(
+        service="orders",
+        registry=CollectorRegistry(),
+        startup_timeout=0.2 if cut_by == "startup_timeout" else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        timeout = 0.05 if "phase" in cut_by else None
+        async with watch.phase("database"), watch.phase("migrate", timeout=timeout):
+            if cut_by == "an error":
+                raise RuntimeError("Cannot locate revision\nabc123\n  at env.py:42")
+            await anyio.sleep(30)
+        yield
+
+    with pytest.raises((RuntimeError, TimeoutError)):
+        async with LifespanManager(Starlette(lifespan=watch.lifespan(lifespan))):
+            pass
+    failed = {e["phase"]: e for e in logs if e["event"] == "lifespan.phase.failed"}
+    inner = failed.pop("migrate")
+    if cut_by == "an error":
+        assert inner["exception"].endswith(
+            "RuntimeError: Cannot locate revision\nabc123\n  at env.py:42\n"
+            "lifewatch: startup phase 'migrate' failed (error)"
+        )
+        assert "error" not in inner
+    else:
+        assert inner["error"].startswith("PhaseTimeout: lifewatch: startup phase 'migrate'")
+    assert failed and all(
+        e["failed_phase"] == "migrate" and "error" not in e and "exception" not in e
+        for e in failed.values()
+    ), failed
+    (run,) = [e for e in logs if e["event"] == "lifespan.startup.failed"]
+    assert run["phase"] == "migrate" and "error" not in run and "exception" not in run
