@@ -249,6 +249,8 @@ def _unhandled(logger: logging.Logger, levelno: int) -> bool:
     Not when a level was set on ``lifewatch`` (or a logger above it, the
     root's default aside), or ``logging.disable`` covers the level.
     """
+    # ``manager.disable`` is what ``logging.disable()`` sets and what
+    # ``Logger.isEnabledFor`` reads; the standard library has no getter.
     if levelno < logging.INFO or logger.disabled or logger.manager.disable >= levelno:
         return False
     node: logging.Logger | None = logger
@@ -380,6 +382,7 @@ class LoggingSink(Sink):
             "phase_count": len(run.phases),
             "outcome": run.outcome,
         }
+        self._origin = None  # the run's errors are told; do not keep one alive
         if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled"):
             # The failed phase's record stated the error; this one names the
             # phase. Only a failure no phase recorded is stated here.
