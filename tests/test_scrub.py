@@ -37,6 +37,8 @@ SCRUBBED = [
         f"session={M} session_id={M} sessionid={M} session-key={M}",
     ),
     ("--password=hunter2", f"--password={M}"),
+    # a value that only starts like a word that is none
+    ("password=strong1 token=None2 auth=trueish", f"password={M} token={M} auth={M}"),
     # the value ends at whitespace, a quote, , ; &
     ("password=hunter2, user=app", f"password={M}, user=app"),
     ("password=hunter2;host=db", f"password={M};host=db"),
@@ -92,6 +94,10 @@ KEPT = [
     "cwd=/srv/app",
     "keyword=x",
     "cache_key=users:42",
+    # words that are no value: annotations and defaults in a traceback's source lines
+    "async def connect(password: str, token: Optional[str] = None) -> None:",
+    "def login(api_key: SecretStr, auth=None, session: Any = None):",
+    "password=None token=null auth=true session: false",
     # no separator: a word, not a key
     "invalid token",
     "password authentication failed for user app",

@@ -25,7 +25,9 @@ A value is a quoted string (``"..."`` or ``'...'``, escapes included) or the
 run of characters up to whitespace, a quote, ``,``, ``;`` or ``&``. So a
 value containing a space is scrubbed up to the space only, unless quoted.
 Over-scrubbing prose (``session: closed`` becomes ``session: ******``) is the
-price of never missing ``token: xyz``.
+price of never missing ``token: xyz``; a few words that are no value stay
+(``password: str``, ``token=None``, ``auth=true``), so source lines in a
+traceback still read.
 """
 
 from __future__ import annotations
@@ -56,10 +58,14 @@ _NAMES = "|".join(
         rf"session(?:{_J}(?:id|key))?",
     )
 )
+# Words that stand where a value would and are none: ``password: str``,
+# ``token: Optional[str] = None`` in a traceback's source lines.
+_NO_VALUE = r"(?:none|null|true|false|str|bytes|int|bool|any|optional|secretstr)"
 _KEY_VALUE = rf"""(?ix)
     (?P<key>(?:{_NAMES})\d*)        # the end of the key's name
     (?P<sep>["']?[ \t]*[=:][ \t]*)  # = or :, after a closing quote (JSON, a dict's repr)
     (?P<scheme>(?:bearer|basic|digest|token|negotiate)[ \t]+)?  # Authorization's scheme
+    (?!{_NO_VALUE}\b)               # a type annotation or a default in a traceback's source
     (?P<value>
         "(?:[^"\\\n]|\\.)*"         # a quoted value, whole
       | '(?:[^'\\\n]|\\.)*'
