@@ -478,3 +478,23 @@ async def test_enclosing_phases_and_the_run_name_the_failed_phase_without_repeat
     ), failed
     (run,) = [e for e in logs if e["event"] == "lifespan.startup.failed"]
     assert run["phase"] == "migrate" and "error" not in run and "exception" not in run
+
+
+async def test_a_failed_startup_no_phase_recorded_is_stated_by_the_run(
+    logs: list[dict[str, Any]],
+) -> None:
+    """A raw app under the plain middleware, raising in startup: no phase
+    record told the error, so ``lifespan.startup.failed`` carries it, once."""
+    from lifewatch import LifewatchMiddleware
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raise RuntimeError("token=s3cr3t rejected")
+
+    watch = Lifewatch(service="orders", registry=CollectorRegistry())
+    with pytest.raises(RuntimeError):
+        async with LifespanManager(LifewatchMiddleware(raw, watch=watch)):
+            pass
+    (run,) = [e for e in logs if e["event"] == "lifespan.startup.failed"]
+    assert run["exception"].endswith("RuntimeError: token=****** rejected"), run
+    assert "error" not in run and "s3cr3t" not in repr(logs)

@@ -382,13 +382,17 @@ class LoggingSink(Sink):
             "phase_count": len(run.phases),
             "outcome": run.outcome,
         }
-        self._origin = None  # the run's errors are told; do not keep one alive
+        origin, self._origin = self._origin, None  # told; keep no error alive
         if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled"):
             # The failed phase's record stated the error; this one names the
-            # phase. Only a failure no phase recorded is stated here.
-            failed = {"phase": run.failed_phase, "reason": run.outcome}
-            if run.failed_phase is None:
-                failed["error"] = _describe(run.error)
+            # phase. A failure no phase recorded (an app under the plain
+            # middleware raising) is stated here.
+            failed: dict[str, Any] = {"phase": run.failed_phase, "reason": run.outcome}
+            if origin is None or origin[0] is not run.error:
+                if run.outcome == "error" and run.error is not None:
+                    failed["exc_info"] = run.error
+                else:
+                    failed["error"] = _describe(run.error)
             self._log.emit("error", "lifespan.startup.failed", {**failed, **fields, **ids})
             return
         level = "info" if run.outcome in ("ok", None) else "warning"
