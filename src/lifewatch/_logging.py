@@ -247,11 +247,15 @@ def _unhandled(logger: logging.Logger, levelno: int) -> bool:
     up its own loggers only: Python would print WARNING and above bare
     (``logging.lastResort``) and drop the startup, phase and drain lines.
     Not when a level was set on ``lifewatch`` (or a logger above it, the
-    root's default aside), or ``logging.disable`` covers the level.
+    root's default aside), or ``logging.disable`` covers the level; under
+    uvicorn, not below its own level (``--log-level warning``).
     """
     # ``manager.disable`` is what ``logging.disable()`` sets and what
     # ``Logger.isEnabledFor`` reads; the standard library has no getter.
     if levelno < logging.INFO or logger.disabled or logger.manager.disable >= levelno:
+        return False
+    # Under uvicorn, the level it set on its logger is the server's --log-level.
+    if "uvicorn" in sys.modules and levelno < logging.getLogger("uvicorn.error").level:
         return False
     node: logging.Logger | None = logger
     explicit = False

@@ -88,10 +88,11 @@ app = watch.instrument(Starlette(lifespan=lifespan))
 def failed_startup(tmp_path: Path, app: str, **extra: str) -> str:
     """Run ``app`` (its source) under uvicorn until its startup fails; its output."""
     (tmp_path / "logapp.py").write_text(app)
+    argv = [*uvicorn_argv(0, "logapp:app"), *extra.pop("EXTRA_ARGS", "").split()]
     environ = env(**extra)
     environ["PYTHONPATH"] += f":{tmp_path}"
     proc = subprocess.run(
-        uvicorn_argv(0, "logapp:app"),
+        argv,
         env=environ,
         cwd=tmp_path,
         capture_output=True,
@@ -225,3 +226,11 @@ def test_with_no_logging_configured_lifewatch_lines_show_beside_uvicorns(
     assert output.index("lifespan.startup.complete") < output.index(
         "INFO:     Application startup complete"
     )
+
+
+def test_with_no_logging_configured_uvicorns_log_level_applies(tmp_path: Path) -> None:
+    """``uvicorn --log-level warning``: lifewatch's INFO lines stay quiet too,
+    its warnings and errors still show, in uvicorn's format."""
+    output = failed_startup(tmp_path, APP, LOGGING_SETUP="none", EXTRA_ARGS="--log-level warning")
+    assert "INFO:" not in output, output
+    assert "ERROR:    lifespan.phase.failed phase=seed" in output, output
