@@ -498,3 +498,28 @@ async def test_a_failed_startup_no_phase_recorded_is_stated_by_the_run(
     (run,) = [e for e in logs if e["event"] == "lifespan.startup.failed"]
     assert run["exception"].endswith("RuntimeError: token=****** rejected"), run
     assert "error" not in run and "s3cr3t" not in repr(logs)
+
+
+def test_structlog_through_the_stdlib_survives_a_disabled_logger_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """structlog's stdlib factory writes to the stdlib logger ``lifewatch``:
+    the one ``fileConfig`` disables (README: one JSON format for everything)."""
+    caplog.set_level(logging.INFO, logger="lifewatch")
+    saved = structlog.get_config()
+    structlog.configure(
+        processors=[structlog.stdlib.filter_by_level, structlog.processors.KeyValueRenderer()],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    try:
+        log = EventLog("orders")
+        logging.getLogger("lifewatch").disabled = True
+        log.error("lifespan.startup.failed", phase="migrate")
+    finally:
+        structlog.configure(**saved)
+    messages = [r.getMessage() for r in ours(caplog)]
+    assert len(messages) == 2, messages
+    assert "lifespan.logger.enabled" in messages[0]
+    assert "lifespan.startup.failed" in messages[1] and "phase='migrate'" in messages[1]
