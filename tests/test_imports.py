@@ -19,6 +19,7 @@ LAYERS = [
     "_types",
     "_version",
     "_validate",
+    "_scrub",
     "_errors",
     "_process",
     "_build",

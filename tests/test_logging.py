@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 from asgi_lifespan import LifespanManager
@@ -15,7 +17,7 @@ from starlette.applications import Starlette
 from structlog.testing import capture_logs
 
 from lifewatch import Lifewatch, Notice
-from lifewatch._logging import message
+from lifewatch._logging import EventLog, message
 from tests.support.probes import call
 
 
@@ -65,10 +67,14 @@ async def test_without_structlog_configured_records_go_to_the_stdlib_logger(
     )
     (failed,) = [r for r in records if r.event == "lifespan.phase.failed"]  # type: ignore[attr-defined]
     assert failed.levelno == logging.WARNING  # non-critical
-    # The traceback is handed to the app's formatter, not rendered by lifewatch.
-    assert failed.exc_info is not None and isinstance(failed.exc_info[1], ConnectionError)
-    assert failed.exc_text is None or "ConnectionError" in failed.exc_text
-    assert "error='ConnectionError: no redis'" in failed.getMessage()
+    # The traceback as text lifewatch rendered (and scrubbed), never the
+    # exception for the app's formatter to render; it states the error.
+    assert failed.exc_info is None
+    assert failed.exc_text == failed.exception  # type: ignore[attr-defined]
+    assert failed.exc_text.endswith(
+        "ConnectionError: no redis\nlifewatch: startup phase 'cache' failed (error)"
+    )
+    assert "no redis" not in failed.getMessage()
 
 
 async def test_stdlib_records_carry_no_url_credentials(
@@ -212,3 +218,308 @@ async def test_records_follow_structlog_as_its_own_lazy_logger_does(unconfigured
         assert ("app.second" in first) is caching
         assert ("lifespan.startup.complete" in second) is not caching
         assert ("app.second" in second) is not caching
+
+
+# -- no secret in any record (issue 18) --------------------------------------
+
+SECRETS = ("hunter2", "=abc", "xyz")
+
+
+def leaky(logger: str) -> Starlette:
+    """A real lifespan whose phase fails with secrets in the message and in a local."""
+    watch = Lifewatch(service="orders", registry=CollectorRegistry(), logger=logger)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with watch.phase("database"):
+            dsn = "host=db password=hunter2"  # a local: what rich and dict_tracebacks print
+            raise RuntimeError(f"connect failed: password={dsn[-7:]} api_key=abc token: xyz")
+        yield
+
+    return watch.instrument(Starlette(lifespan=lifespan))
+
+
+async def started(app: Starlette) -> RuntimeError:
+    """The exception the app's startup raised, as the server gets it."""
+    with pytest.raises(RuntimeError) as raised:
+        async with LifespanManager(app):
+            pass
+    return raised.value
+
+
+def unchanged(error: RuntimeError) -> None:
+    """DESIGN §0: the app's exception is itself, message and all; lifewatch only adds its note."""
+    assert str(error) == "connect failed: password=hunter2 api_key=abc token: xyz"
+    assert error.__notes__ == ["lifewatch: startup phase 'database' failed (error)"]
+
+
+def stdlib_formatters() -> dict[str, logging.Formatter]:
+    from structlog.stdlib import ExtraAdder, ProcessorFormatter
+
+    def processor(*processors: Any) -> logging.Formatter:
+        return ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_log_level, ExtraAdder()],
+            processors=[ProcessorFormatter.remove_processors_meta, *processors],
+        )
+
+    return {
+        "logging.Formatter": logging.Formatter("%(levelname)s %(name)s %(message)s"),
+        "ProcessorFormatter(ConsoleRenderer)": processor(
+            structlog.dev.ConsoleRenderer(colors=False)
+        ),
+        "ProcessorFormatter(dict_tracebacks, JSONRenderer)": processor(
+            structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()
+        ),
+    }
+
+
+@pytest.mark.parametrize("formatter", list(stdlib_formatters()))
+async def test_no_secret_reaches_what_a_stdlib_formatter_writes(
+    formatter: str, anyio_backend: str
+) -> None:
+    """Message, fields, traceback (rendered by lifewatch: the formatter never
+    gets the exception to render, locals and all) and notes: no secret, in
+    what the app's real formatter writes and on the records themselves."""
+    app = leaky("stdlib")
+    records: list[logging.LogRecord] = []
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(stdlib_formatters()[formatter])
+    handler.addFilter(lambda r: bool(records.append(r)) or True)
+    logger = logging.getLogger("lifewatch")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        unchanged(await started(app))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    written = out.getvalue()
+    assert "lifespan.phase.failed" in written and "Traceback" in written
+    assert "password=******" in written and "api_key=******" in written
+    assert "token: ******" in written and "startup phase 'database' failed" in written
+    seen = written + repr([r.__dict__ for r in records])
+    assert not [s for s in SECRETS if s in seen]
+    assert all(r.exc_info is None for r in records)
+
+
+def structlog_renderers() -> dict[str, list[Any]]:
+    return {
+        "ConsoleRenderer": [
+            structlog.processors.format_exc_info,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        "format_exc_info, JSONRenderer": [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        "dict_tracebacks, JSONRenderer": [
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(),
+        ],
+    }
+
+
+@pytest.mark.parametrize("renderer", list(structlog_renderers()))
+async def test_no_secret_reaches_what_structlog_renders(renderer: str, anyio_backend: str) -> None:
+    """The structlog way, through its real renderers: the traceback goes as
+    the ``exception`` string lifewatch rendered and scrubbed, never as
+    ``exc_info`` (``dict_tracebacks`` would write every frame's locals)."""
+    app = leaky("structlog")
+    out = io.StringIO()
+    saved = structlog.get_config()
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, *structlog_renderers()[renderer]],
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        unchanged(await started(app))
+    finally:
+        structlog.configure(**saved)
+    written = out.getvalue()
+    assert "lifespan.phase.failed" in written and "Traceback" in written
+    assert "password=******" in written and "token: ******" in written
+    assert not [s for s in SECRETS if s in written]
+
+
+# -- records survive the app's logging setup (issue 21) ------------------------
+
+
+def test_a_disabled_lifewatch_logger_is_turned_back_on_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What ``fileConfig``/``dictConfig(disable_existing_loggers=True)`` do to
+    every existing logger; the config itself runs under a real uvicorn in
+    tests/servers/test_logs.py."""
+    caplog.set_level(logging.INFO, logger="lifewatch")
+    log = EventLog("orders", "stdlib")
+    own = logging.getLogger("lifewatch")
+    for _ in range(2):  # each time it happens, said once
+        own.disabled = True
+        log.error("lifespan.startup.failed", phase="migrate")
+        log.info("lifespan.state", to="failed")
+    assert not own.disabled
+    events = [(r.levelname, r.event) for r in ours(caplog)]  # type: ignore[attr-defined]
+    assert (
+        events
+        == [
+            ("WARNING", "lifespan.logger.enabled"),
+            ("ERROR", "lifespan.startup.failed"),
+            ("INFO", "lifespan.state"),
+        ]
+        * 2
+    )
+    warning = ours(caplog)[0].getMessage()
+    assert "logging.config" in warning and "setLevel" in warning
+
+
+def test_a_logger_passed_in_and_disabled_is_turned_back_on_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = "myapp.lifespan"
+    caplog.set_level(logging.INFO, logger=name)
+    mine = logging.getLogger(name)
+    log = EventLog("orders", mine)
+    mine.disabled = True
+    log.error("lifespan.startup.failed", phase="migrate")
+    assert [r.event for r in ours(caplog, name)] == [  # type: ignore[attr-defined]
+        "lifespan.logger.enabled",
+        "lifespan.startup.failed",
+    ]
+
+
+@pytest.fixture
+def alone() -> Iterator[logging.Logger]:
+    """A logger that does not propagate: no handler anywhere takes its records
+    once a test takes off the ones pytest adds to such a logger."""
+    logger = logging.getLogger("lifewatch.alone")
+    logger.propagate = False
+    yield logger
+    logger.handlers.clear()
+    logger.setLevel(logging.NOTSET)
+    logging.disable(logging.NOTSET)
+
+
+def test_with_no_handler_anywhere_records_go_to_stderr_in_uvicorns_format(
+    alone: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alone.handlers.clear()  # pytest's, added to a logger that does not propagate
+    log = EventLog("orders", alone)
+    log.debug("lifespan.phase.begin", phase="db")
+    log.info("lifespan.phase.end", phase="db", exc_info=ValueError("password=hunter2"))
+    log.warning("lifespan.check.slow", check="db")
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "INFO:     lifespan.phase.end phase=db",
+        "ValueError: password=******",
+        "WARNING:  lifespan.check.slow check=db",
+    ]
+
+
+@pytest.mark.parametrize(
+    "silence",
+    ["a NullHandler", "a level", "logging.disable"],
+)
+def test_the_stderr_fallback_gives_way_to_any_handler_level_or_disable(
+    alone: logging.Logger, capsys: pytest.CaptureFixture[str], silence: str
+) -> None:
+    alone.handlers.clear()  # pytest's, added to a logger that does not propagate
+    if silence == "a NullHandler":  # the standard way to silence a library
+        alone.addHandler(logging.NullHandler())
+    elif silence == "a level":
+        alone.setLevel(logging.ERROR)
+    else:
+        logging.disable(logging.WARNING)
+    log = EventLog("orders", alone)
+    log.info("lifespan.phase.end", phase="db")
+    log.warning("lifespan.check.slow", check="db")
+    assert capsys.readouterr().err == ""
+
+
+# -- one error, stated once (issue 21) ----------------------------------------
+
+
+@pytest.mark.parametrize("cut_by", ["the phase's timeout", "startup_timeout", "an error"])
+async def test_enclosing_phases_and_the_run_name_the_failed_phase_without_repeating_it(
+    cut_by: str, logs: list[dict[str, Any]], anyio_backend: str
+) -> None:
+    watch = Lifewatch(
+        service="orders",
+        registry=CollectorRegistry(),
+        startup_timeout=0.2 if cut_by == "startup_timeout" else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        timeout = 0.05 if "phase" in cut_by else None
+        async with watch.phase("database"), watch.phase("migrate", timeout=timeout):
+            if cut_by == "an error":
+                raise RuntimeError("Cannot locate revision\nabc123\n  at env.py:42")
+            await anyio.sleep(30)
+        yield
+
+    with pytest.raises((RuntimeError, TimeoutError)):
+        async with LifespanManager(Starlette(lifespan=watch.lifespan(lifespan))):
+            pass
+    failed = {e["phase"]: e for e in logs if e["event"] == "lifespan.phase.failed"}
+    inner = failed.pop("migrate")
+    if cut_by == "an error":
+        assert inner["exception"].endswith(
+            "RuntimeError: Cannot locate revision\nabc123\n  at env.py:42\n"
+            "lifewatch: startup phase 'migrate' failed (error)"
+        )
+        assert "error" not in inner
+    else:
+        assert inner["error"].startswith("PhaseTimeout: lifewatch: startup phase 'migrate'")
+    assert failed and all(
+        e["failed_phase"] == "migrate" and "error" not in e and "exception" not in e
+        for e in failed.values()
+    ), failed
+    (run,) = [e for e in logs if e["event"] == "lifespan.startup.failed"]
+    assert run["phase"] == "migrate" and "error" not in run and "exception" not in run
+
+
+async def test_a_failed_startup_no_phase_recorded_is_stated_by_the_run(
+    logs: list[dict[str, Any]],
+) -> None:
+    """A raw app under the plain middleware, raising in startup: no phase
+    record told the error, so ``lifespan.startup.failed`` carries it, once."""
+    from lifewatch import LifewatchMiddleware
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raise RuntimeError("token=s3cr3t rejected")
+
+    watch = Lifewatch(service="orders", registry=CollectorRegistry())
+    with pytest.raises(RuntimeError):
+        async with LifespanManager(LifewatchMiddleware(raw, watch=watch)):
+            pass
+    (run,) = [e for e in logs if e["event"] == "lifespan.startup.failed"]
+    assert run["exception"].endswith("RuntimeError: token=****** rejected"), run
+    assert "error" not in run and "s3cr3t" not in repr(logs)
+
+
+def test_structlog_through_the_stdlib_survives_a_disabled_logger_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """structlog's stdlib factory writes to the stdlib logger ``lifewatch``:
+    the one ``fileConfig`` disables (README: one JSON format for everything)."""
+    caplog.set_level(logging.INFO, logger="lifewatch")
+    saved = structlog.get_config()
+    structlog.configure(
+        processors=[structlog.stdlib.filter_by_level, structlog.processors.KeyValueRenderer()],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    try:
+        log = EventLog("orders")
+        logging.getLogger("lifewatch").disabled = True
+        log.error("lifespan.startup.failed", phase="migrate")
+    finally:
+        structlog.configure(**saved)
+    messages = [r.getMessage() for r in ours(caplog)]
+    assert len(messages) == 2, messages
+    assert "lifespan.logger.enabled" in messages[0]
+    assert "lifespan.startup.failed" in messages[1] and "phase='migrate'" in messages[1]

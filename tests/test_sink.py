@@ -165,7 +165,10 @@ def test_log_events_carry_service_and_span_ids(
     assert db_end["duration_s"] >= 0.01
     failed = next(e for e in logs if e["event"] == "lifespan.phase.failed")
     assert failed["phase"] == "cache" and failed["reason"] == "error"
-    assert isinstance(failed["exc_info"], ConnectionError)
+    # The traceback as text lifewatch rendered and scrubbed, never the exception.
+    assert "exc_info" not in failed
+    assert failed["exception"].startswith("Traceback (most recent call last)")
+    assert "ConnectionError" in failed["exception"]
     complete = next(e for e in logs if e["event"] == "lifespan.startup.complete")
     assert complete["phase_count"] == 3 and complete["outcome"] == "degraded"
     assert complete["trace_id"] == format(spans.named("lifespan.startup").context.trace_id, "032x")

@@ -7,7 +7,6 @@ naming the phase, which tracebacks (and so the server's log) print.
 
 from __future__ import annotations
 
-import re
 import sys
 
 NOTE_PREFIX = "lifewatch: "
@@ -53,19 +52,3 @@ def has_note(exc: BaseException) -> bool:
     """Whether lifewatch already named a phase on ``exc`` (the innermost one did)."""
     notes = getattr(exc, "__notes__", None) or ()
     return any(isinstance(n, str) and n.startswith(NOTE_PREFIX) for n in notes)
-
-
-# userinfo of a URL (RFC 3986 §3.2.1): "postgres://admin:S3cr3t@db", "redis://:pw@cache".
-# Compiled on first use by re's own cache: compiling it costs about 0.6 ms of every import.
-_CREDENTIALS = r"(?i)\b([a-z][a-z0-9+.-]{0,30}://)[^\s/@?#]{1,256}@"
-
-
-def scrub(text: str) -> str:
-    """``text`` with URL credentials replaced by ``***``: what lifewatch may log.
-
-    An exception message often carries a connection string with its
-    password; lifewatch's own records never repeat it.
-    """
-    if "@" not in text:
-        return text
-    return re.sub(_CREDENTIALS, r"\1***@", text)

@@ -4,21 +4,30 @@ Through structlog when the app configured structlog, otherwise through the
 stdlib logger ``lifewatch``, so the handlers and formatters the app and its
 server (uvicorn) installed apply: the same format, the same destination, the
 same level. A record's fields go as ``extra`` (what JSON formatters and
-``structlog.stdlib.ProcessorFormatter`` read), its message is readable as is,
-and a traceback is passed as ``exc_info`` for the app's formatter to render,
-unless it would show URL credentials (see ``EventLog.emit``): lifewatch's own
-records never carry a secret, whichever way they go.
+``structlog.stdlib.ProcessorFormatter`` read) and its message is readable as
+is. No record carries a secret (``_scrub``): every string is scrubbed, and a
+traceback goes as text lifewatch rendered and scrubbed, never as
+``exc_info``, which the app's formatter would render from the exception
+itself, secrets and frame locals included.
+
+Two guards keep the records from vanishing: a logger that an app's
+``logging.config`` disabled (``disable_existing_loggers``, as alembic's
+``env.py`` does) is turned back on, with one warning saying so; and when no
+handler at all would take a record (an app that configured no logging under
+uvicorn, which configures only its own loggers), lifewatch writes it to
+stderr itself at INFO and above, in uvicorn's format.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from ._errors import scrub
 from ._records import Notice, PhaseRecord, RunRecord
+from ._scrub import scrub
 from ._sink import Sink
 from ._types import State
 
@@ -83,7 +92,7 @@ class EventLog:
     structlog logger.
     """
 
-    __slots__ = ("_auto", "_configured", "_service", "_stdlib", "_structlog")
+    __slots__ = ("_auto", "_configured", "_service", "_stdlib", "_structlog", "_watched")
 
     def __init__(self, service: str | None, choice: Any = "auto") -> None:
         self._service = service
@@ -105,6 +114,10 @@ class EventLog:
                 self._stdlib = logging.getLogger("lifewatch")
         else:  # a structlog logger of the app's
             self._structlog = _Bound(choice, service)
+        # Whose ``disabled`` is undone: ``lifewatch`` (structlog's stdlib
+        # factory writes there too) and the logger lifewatch writes to.
+        own = logging.getLogger("lifewatch")
+        self._watched = (own,) if self._stdlib in (None, own) else (own, self._stdlib)
 
     def _target(self) -> Any:
         """The structlog logger to write to now, or None: the stdlib one."""
@@ -136,54 +149,68 @@ class EventLog:
     def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         """One record; ``fields`` is the record's own (``exc_info`` is taken out of it).
 
-        Scrubbed on both ways out: no string field carries URL credentials,
-        and a traceback that would show them goes as plain text, scrubbed
-        (``exception``), never as ``exc_info``. With structlog unconfigured
-        (its default renderer prints every frame's locals when ``rich`` is
-        installed, and a local can hold a password) a traceback always goes
-        as plain text.
+        Scrubbed on both ways out (``_scrub``): every string field, and the
+        traceback, which goes as plain text lifewatch rendered (no locals),
+        ``exception``, never as ``exc_info``: rich's handler and structlog's
+        ``dict_tracebacks`` print every frame's locals, and a formatter
+        renders the message of the app's exception as it is.
         """
+        self._enable()
+        error = fields.pop("exc_info", None)
         log = self._target()
         if log is not None:
             _scrub_fields(fields)
-            error = fields.get("exc_info")
-            if isinstance(error, BaseException):
-                import structlog  # loaded already, by the app or _target
-
-                text, clean = _traceback(error)
-                if clean != text or not structlog.is_configured():
-                    del fields["exc_info"]
-                    fields["exception"] = clean
+            if error is not None:
+                fields["exception"] = _traceback(error)
             getattr(log, level)(event, **fields)
             return
         logger = self._stdlib
         assert logger is not None
         levelno = _LEVELS[level]
-        if not logger.isEnabledFor(levelno):
+        fallback = _unhandled(logger, levelno)
+        if not fallback and not logger.isEnabledFor(levelno):
             return
         _scrub_fields(fields)
-        error = fields.pop("exc_info", None)
-        exc = exc_text = None
-        if error is not None:
-            text, clean = _traceback(error)
-            if clean == text:
-                exc = (type(error), error, error.__traceback__)
-            else:
-                exc_text = clean  # a stdlib formatter prints it after the message
         # Built directly rather than through logger.log(): no caller lookup
         # (it would name this module), and the extra keys are known safe.
         record = logger.makeRecord(
-            logger.name, levelno, __file__, 0, _Message(event, fields), (), exc
+            logger.name, levelno, __file__, 0, _Message(event, fields), (), None
         )
         attrs = record.__dict__
         attrs["event"] = event
         attrs["service"] = self._service
         for key, value in fields.items():
             attrs["lifewatch_" + key if key in _RESERVED else key] = value
-        if exc_text is not None:
-            record.exc_text = exc_text
-            attrs["exception"] = exc_text  # for JSON formatters, which read no exc_text
-        logger.handle(record)
+        if error is not None:
+            # A stdlib formatter prints exc_text after the message; JSON
+            # formatters read no exc_text, but the field.
+            record.exc_text = attrs["exception"] = _traceback(error)
+        if not fallback:
+            logger.handle(record)
+        elif logger.filter(record):
+            _FALLBACK.handle(record)
+
+    def _enable(self) -> None:
+        """Turn back on a logger of lifewatch's that ``logging.config`` disabled, and say so.
+
+        ``fileConfig`` and ``dictConfig`` disable every existing logger their
+        configuration does not name (alembic's ``env.py`` runs ``fileConfig``
+        in the middle of a lifespan): from then on lifewatch's records,
+        ERROR ones included, would vanish without a word. Nobody silences a
+        library that way on purpose (a level does it, and is kept), so it is
+        undone, once per time it happens, with a WARNING naming the way.
+        """
+        for logger in self._watched:
+            if logger.disabled:
+                logger.disabled = False
+                self.warning(
+                    "lifespan.logger.enabled",
+                    logger=logger.name,
+                    cause="disabled by the app's logging.config "
+                    "(fileConfig, or dictConfig with disable_existing_loggers=True)",
+                    silence=f"set a level instead: logging.getLogger({logger.name!r})"
+                    ".setLevel('ERROR'), or name the logger in the configuration",
+                )
 
     def debug(self, event: str, **fields: Any) -> None:
         self.emit("debug", event, fields)
@@ -199,17 +226,70 @@ class EventLog:
 
 
 def _scrub_fields(fields: dict[str, Any]) -> None:
-    """URL credentials out of every string field, in place."""
+    """No secret in any string field, in place (lists of strings too)."""
     for key, value in fields.items():
-        if value.__class__ is str and "@" in value:
+        if value.__class__ is str:
             fields[key] = scrub(value)
+        elif isinstance(value, (list, tuple)) and any(v.__class__ is str for v in value):
+            fields[key] = [scrub(v) if v.__class__ is str else v for v in value]
 
 
-def _traceback(error: BaseException) -> tuple[str, str]:
-    """The plain traceback (never locals), and the same scrubbed."""
+def _traceback(error: BaseException) -> str:
+    """The plain traceback (never locals; notes and causes included), scrubbed."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    text = text.rstrip("\n")
-    return text, scrub(text)
+    return scrub(text.rstrip("\n"))
+
+
+def _unhandled(logger: logging.Logger, levelno: int) -> bool:
+    """No handler anywhere would take this INFO-or-above record: lifewatch writes it.
+
+    The case of an app that configured no logging under uvicorn, which sets
+    up its own loggers only: Python would print WARNING and above bare
+    (``logging.lastResort``) and drop the startup, phase and drain lines.
+    Not when a level was set on ``lifewatch`` (or a logger above it, the
+    root's default aside), or ``logging.disable`` covers the level; under
+    uvicorn, not below its own level (``--log-level warning``).
+    """
+    # ``manager.disable`` is what ``logging.disable()`` sets and what
+    # ``Logger.isEnabledFor`` reads; the standard library has no getter.
+    if levelno < logging.INFO or logger.disabled or logger.manager.disable >= levelno:
+        return False
+    # Under uvicorn, the level it set on its logger is the server's --log-level.
+    if "uvicorn" in sys.modules and levelno < logging.getLogger("uvicorn.error").level:
+        return False
+    node: logging.Logger | None = logger
+    explicit = False
+    while node is not None:
+        if node.handlers:
+            return False
+        explicit = explicit or (node.level != logging.NOTSET and node.parent is not None)
+        if not node.propagate:
+            break
+        node = node.parent
+    return not explicit or logger.isEnabledFor(levelno)
+
+
+class _UvicornStyle(logging.Formatter):
+    """``INFO:     message``, as uvicorn's default format (without colours)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname + ':':<9} {record.message}"
+
+
+class _Stderr(logging.Handler):
+    """To ``sys.stderr`` as it is at each record (a test or an app may replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+_FALLBACK = _Stderr()
+_FALLBACK.setFormatter(_UvicornStyle())
 
 
 class _Message:
@@ -293,6 +373,8 @@ class LoggingSink(Sink):
     def __init__(self, log: EventLog, *, slow_check_threshold: float) -> None:
         self._log = log
         self._slow = slow_check_threshold
+        self._origin: tuple[BaseException | None, str] | None = None
+        """The last failed phase an error came from, and that error."""
 
     def run_begin(self, run: RunRecord) -> None:
         self._log.info(f"lifespan.{run.event}.begin", **_ids(run.trace_id, run.span_id))
@@ -304,15 +386,18 @@ class LoggingSink(Sink):
             "phase_count": len(run.phases),
             "outcome": run.outcome,
         }
+        origin, self._origin = self._origin, None  # told; keep no error alive
         if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled"):
-            self._log.error(
-                "lifespan.startup.failed",
-                phase=run.failed_phase,
-                reason=run.outcome,
-                error=_describe(run.error),
-                **fields,
-                **ids,
-            )
+            # The failed phase's record stated the error; this one names the
+            # phase. A failure no phase recorded (an app under the plain
+            # middleware raising) is stated here.
+            failed: dict[str, Any] = {"phase": run.failed_phase, "reason": run.outcome}
+            if origin is None or origin[0] is not run.error:
+                if run.outcome == "error" and run.error is not None:
+                    failed["exc_info"] = run.error
+                else:
+                    failed["error"] = _describe(run.error)
+            self._log.emit("error", "lifespan.startup.failed", {**failed, **fields, **ids})
             return
         level = "info" if run.outcome in ("ok", None) else "warning"
         self._log.log(level, f"lifespan.{run.event}.complete", **fields, **ids)
@@ -331,21 +416,7 @@ class LoggingSink(Sink):
 
     def phase_end(self, phase: PhaseRecord) -> None:
         if phase.reason is not None:
-            ids = _ids(phase.trace_id, phase.span_id)
-            # The traceback once, where the error came from, not again at
-            # every enclosing phase; a non-critical failure is a warning.
-            level = "warning" if phase.outcome == "degraded" else "error"
-            self._log.log(
-                level,
-                "lifespan.phase.failed",
-                phase=phase.name,
-                lifespan_event=phase.event,
-                reason=phase.reason,
-                critical=phase.critical,
-                exc_info=phase.error if phase.reason == "error" and phase.origin else None,
-                error=_describe(phase.error),
-                **ids,
-            )
+            self._failed(phase)
         # The record of every phase: its fields made once, in one dict.
         end = phase.end
         fields: dict[str, Any] = {
@@ -358,6 +429,45 @@ class LoggingSink(Sink):
             fields["trace_id"] = format(phase.trace_id, "032x")
             fields["span_id"] = format(phase.span_id, "016x")
         self._log.emit("info", "lifespan.phase.end", fields)
+
+    def _failed(self, phase: PhaseRecord) -> None:
+        """``lifespan.phase.failed``: the error stated once, where it came from.
+
+        The phase it came from carries the error (its traceback, which ends
+        with the error and lifewatch's note, when it raised); each enclosing
+        phase names that phase (``failed_phase``) and repeats nothing: one
+        failed migration is one error in the log, not one per phase.
+        A non-critical failure is a warning.
+        """
+        fields: dict[str, Any] = {
+            "phase": phase.name,
+            "lifespan_event": phase.event,
+            "reason": phase.reason,
+            "critical": phase.critical,
+        }
+        inner = None if phase.origin else self._inner(phase)
+        if inner is not None:
+            fields["failed_phase"] = inner
+        elif phase.reason == "error" and phase.error is not None:
+            fields["exc_info"] = phase.error
+        else:
+            fields["error"] = _describe(phase.error)
+        if phase.origin:
+            self._origin = (phase.error, phase.name)
+        if phase.trace_id:
+            fields.update(_ids(phase.trace_id, phase.span_id))
+        self._log.emit(
+            "warning" if phase.outcome == "degraded" else "error", "lifespan.phase.failed", fields
+        )
+
+    def _inner(self, phase: PhaseRecord) -> str | None:
+        """The phase that ``phase``'s error came from: the last origin of that
+        very error, else the run's failed phase (a run's bound cut every phase
+        with an error of its own)."""
+        origin = self._origin
+        if origin is not None and origin[0] is phase.error:
+            return origin[1]
+        return phase.run.failed_phase if phase.run is not None else None
 
     def state_changed(self, old: State | None, new: State) -> None:
         # Not the initial state, set when the Lifewatch is made: that is often
@@ -396,14 +506,12 @@ class LoggingSink(Sink):
             )
 
     def task_died(self, task: Supervised) -> None:
-        self._log.error(
-            "lifespan.task.died",
-            task=task.name,
-            check=task.entry,
-            reason=task.reason,
-            error=task.detail,
-            exc_info=task.error,
-        )
+        fields: dict[str, Any] = {"task": task.name, "check": task.entry, "reason": task.reason}
+        if task.error is not None:
+            fields["exc_info"] = task.error  # the traceback states the error
+        else:
+            fields["error"] = task.detail
+        self._log.emit("error", "lifespan.task.died", fields)
 
     def notice(self, notice: Notice) -> None:
         fields = dict(notice.fields)

@@ -32,9 +32,9 @@ from prometheus_client import CollectorRegistry, push_to_gateway
 from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.metrics_core import Metric
 
-from ._errors import scrub
 from ._metrics import Metrics
 from ._records import RunRecord
+from ._scrub import scrub
 from ._sink import Sink
 from ._types import State
 
