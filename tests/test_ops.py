@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +24,7 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from lifewatch import Lifewatch, State
+from lifewatch import Lifewatch, State, _ops
 from lifewatch._ops import CLOSE_WAIT
 from tests.support.probes import call, get
 from tests.support.servers import env, free_port
@@ -462,3 +465,172 @@ async def test_an_endpoint_that_raises_answers_503_and_is_logged(
     assert status == 503 and "the endpoint failed" in body, (status, body)
     (error,) = [e for e in logs if e["event"] == "lifespan.probe.error"]
     assert error["path"] == "/broken" and error["listener"] == "ops"
+
+
+def _exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``data`` on a new connection, then read until the listener closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with contextlib.suppress(OSError):  # cut off while sending: what was answered counts
+            raw.sendall(data)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := raw.recv(65536):
+                answer += chunk
+    return answer
+
+
+_GET = b"GET /livez HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (_GET + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+        (_GET + b"".join(b"X-%d: a\r\n" % i for i in range(101)) + b"\r\n", b"431"),
+        (_GET + b"X-A: a\r\n" * 2_000, b"431"),  # no end in sight: refused before it
+        (b"GET /" + b"a" * 9_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+        (_GET + b"Content-Length: 5000\r\n\r\n" + b"a" * 5000, b"413"),
+        (_GET + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"501"),
+        (b"GET /livez\r\n\r\n", b"400"),
+        (_GET + b"Bad Header: a\r\n\r\n", b"400"),
+        (b"GET /livez HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
+    ],
+    ids=[
+        "70KB-header",
+        "101-lines",
+        "lines-without-end",
+        "long-target",
+        "body",
+        "chunked",
+        "no-version",
+        "bad-name",
+        "http2",
+    ],
+)
+async def test_a_request_out_of_bounds_is_refused_with_its_status_then_closed(
+    request_bytes: bytes, status: bytes
+) -> None:
+    watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
+    async with LifespanManager(watch.instrument(Starlette())):
+        port = watch.ops_port
+        assert port is not None
+        answer = await asyncio.to_thread(_exchange, port, request_bytes)
+        assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
+        assert b"connection: close" in answer.lower() and answer.endswith(b"\n"), answer
+        # Within the bounds: served (a body up to the cap is read and dropped).
+        within = _GET + b"Content-Length: 4\r\nConnection: close\r\n\r\nabcd"
+        assert (await asyncio.to_thread(_exchange, port, within)).startswith(b"HTTP/1.1 200")
+
+
+def _threads(port: int) -> int:
+    """Threads of the listener on ``port`` (those of listeners still closing apart)."""
+    return sum(t.name == f"lifewatch-ops:{port}" for t in threading.enumerate())
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_threads_are_fixed_connections_capped_and_slow_ones_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the load: the listener's threads are made once, connections
+    beyond the cap wait in the backlog (no fd taken), and a connection idle or
+    sending its request too slowly is closed after its timeout."""
+    monkeypatch.setattr(_ops, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(_ops, "HEAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(_ops, "KEEP_ALIVE", 1.0)
+    watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
+    async with LifespanManager(watch.instrument(Starlette())):
+        port = watch.ops_port
+        assert port is not None
+        assert _threads(port) == _ops.HANDLERS + 1
+
+        def load() -> None:
+            fds = _fds()
+            with ExitStack() as stack:
+                held = [
+                    stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+                    for _ in range(20)
+                ]
+                for raw in held:
+                    raw.sendall(b"GET /livez HTTP/1.1\r\n")  # a head begun, never ended
+                time.sleep(0.3)
+                assert _threads(port) == _ops.HANDLERS + 1
+                # 20 of the test's, 4 of the listener's: the rest wait in the backlog.
+                assert _fds() - fds == 20 + 4, _fds() - fds
+                # Slow senders are cut off once HEAD_TIMEOUT has passed, the
+                # backlog's turn comes, and they are cut off in turn.
+                for raw in held:
+                    assert raw.recv(100) == b""
+            # Idle after an answer: closed once KEEP_ALIVE has passed.
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                raw.sendall(_GET + b"\r\n")
+                assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+                assert raw.recv(4096) == b""
+            # A slowloris: a byte at a time, never done, is closed too.
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                deadline = time.monotonic() + 10 * _ops.HEAD_TIMEOUT
+                with pytest.raises(OSError):  # cut off while trickling
+                    while time.monotonic() < deadline:
+                        raw.sendall(b"a")
+                        time.sleep(0.05)
+                        raw.setblocking(False)
+                        with contextlib.suppress(BlockingIOError):
+                            if raw.recv(1) == b"":
+                                raise ConnectionResetError("closed by the listener")
+                        raw.setblocking(True)
+                assert time.monotonic() < deadline
+
+        await asyncio.to_thread(load)
+
+
+_FORKING = """
+import asyncio, os, subprocess, time
+from contextlib import asynccontextmanager
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+from lifewatch import Lifewatch
+
+watch = Lifewatch(ops_address="127.0.0.1:0", drain_delay=0)
+children = []
+
+@asynccontextmanager
+async def lifespan(app):
+    async with watch.phase("pool"):
+        pid = os.fork()
+        if pid == 0:  # a process pool's worker, say: it outlives the app
+            time.sleep(30)
+            os._exit(0)
+        # exec'd, offered every inheritable fd
+        children.extend((pid, subprocess.Popen(["sleep", "30"], close_fds=False).pid))
+    yield
+
+async def main():
+    async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+        assert not os.get_inheritable(watch._ops._served.socket.fileno())
+        print(watch.ops_port, *children, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_child_forked_or_spawned_holds_no_ops_socket_so_the_port_refuses_once_the_app_exits() -> (
+    None
+):
+    with subprocess.Popen(
+        [sys.executable, "-c", _FORKING], env=env(), stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        proc.wait(30)
+    port, *children = map(int, line.split())
+    try:
+        for child in children:
+            os.kill(child, 0)  # still alive
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)

@@ -618,9 +618,10 @@ class _Server:
         """The last kept answer written, the date and flags it was written with, its bytes."""
         self._callers = [_Caller(self) for _ in range(HANDLERS)]
         _live.add(self)
+        name = f"lifewatch-ops:{self.port}"
         for caller in self._callers:
-            threading.Thread(target=caller.run, name="lifewatch-ops", daemon=True).start()
-        threading.Thread(target=self.serve, name="lifewatch-ops", daemon=True).start()
+            threading.Thread(target=caller.run, name=name, daemon=True).start()
+        threading.Thread(target=self.serve, name=name, daemon=True).start()
 
     # -- from other threads
 
