@@ -194,9 +194,13 @@ def _worker(stack: ExitStack, ops: int, held: socket.socket | None, name: str) -
     raise AssertionError(f"worker {name} exited: {proc.wait()}")
 
 
-def _server_socket() -> socket.socket:
-    """A listening socket as a server binds one before starting its workers."""
-    held = socket.create_server(("127.0.0.1", 0))
+def _server_socket(listen: bool) -> socket.socket:
+    """A socket as a server binds one before starting its workers: gunicorn
+    listens on it first, uvicorn and hypercorn leave that to each worker."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    if listen:
+        held.listen()
     held.set_inheritable(True)
     return held
 
@@ -206,7 +210,7 @@ def test_the_workers_of_one_server_share_the_port_and_nothing_else_does() -> Non
     another server and a process of no server are refused it, in one line
     naming the port and a process that listens there."""
     port = free_port()
-    with ExitStack() as stack, _server_socket() as ours, _server_socket() as theirs:
+    with ExitStack() as stack, _server_socket(False) as ours, _server_socket(True) as theirs:
         first, answer = _worker(stack, port, ours, "a")
         assert answer == "listening"
         assert _worker(stack, port, ours, "a")[1] == "listening"  # its sibling

@@ -166,20 +166,6 @@ def _tcp_listeners() -> dict[int, int]:
     return found
 
 
-def _unix_listeners() -> set[int]:
-    """Inodes of every listening Unix socket (``uvicorn --uds`` and the like)."""
-    found: set[int] = set()
-    with contextlib.suppress(OSError), open("/proc/net/unix") as lines:
-        next(lines, None)
-        for line in lines:
-            fields = line.split()
-            if len(fields) >= 7 and fields[6].isdigit():
-                with contextlib.suppress(ValueError):
-                    if int(fields[3], 16) & 0x10000:  # __SO_ACCEPTCON: listening
-                        found.add(int(fields[6]))
-    return found
-
-
 def _sockets_of(pid: str) -> set[int]:
     """Inodes of the sockets process ``pid`` holds (empty if it cannot be read)."""
     inodes: set[int] = set()
@@ -193,24 +179,41 @@ def _sockets_of(pid: str) -> set[int]:
 
 
 def _server_sockets() -> set[int]:
-    """The listening sockets this process holds before its ops listener exists.
+    """The server sockets this process holds before its ops listener exists.
 
-    The workers of one server hold the socket their server bound before
-    starting them (gunicorn and granian fork, uvicorn and hypercorn hand it
-    to spawned workers); a single-process app holds none at lifespan startup
-    (uvicorn binds its port once startup is over)."""
-    held = _sockets_of("self")
-    return held & (set(_tcp_listeners()) | _unix_listeners()) if held else set()
+    A server socket is bound to a port (or a path) and connected to nothing:
+    one a server listens on, or is about to. The workers of one server hold
+    the one their server bound before starting them (gunicorn and granian
+    fork, uvicorn and hypercorn hand it to spawned workers, which listen on
+    it once the lifespan started); a single-process app holds none at
+    lifespan startup (uvicorn binds its port once startup is over).
+    """
+    found: set[int] = set()
+    mine = {server.socket.fileno() for server in _live}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc/self/fd"):
+            with contextlib.suppress(OSError, ValueError):
+                target = os.readlink(entry.path)
+                if not target.startswith("socket:[") or int(entry.name) in mine:
+                    continue
+                with socket.socket(fileno=os.dup(int(entry.name))) as probe:
+                    if probe.type != socket.SOCK_STREAM:
+                        continue
+                    with contextlib.suppress(OSError):
+                        probe.getpeername()
+                        continue  # connected: a client's, or a connection accepted
+                    name = probe.getsockname()
+                    if name[1] if isinstance(name, tuple) else name:  # a port, or a path
+                        found.add(int(target[8:-1]))
+    return found
 
 
-def _holders(inodes: set[int]) -> dict[int, set[int]]:
-    """Pid -> the sockets it holds, for each other process holding one of ``inodes``
-    or any listening socket at all (every process this user can read)."""
+def _holders() -> dict[int, set[int]]:
+    """Pid -> the sockets it holds, for every process this user can read."""
     table: dict[int, set[int]] = {}
-    me = os.getpid()
     with contextlib.suppress(OSError):
         for entry in os.scandir("/proc"):
-            if entry.name.isdigit() and int(entry.name) != me:
+            if entry.name.isdigit():
                 held = _sockets_of(entry.name)
                 if held:
                     table[int(entry.name)] = held
@@ -246,8 +249,9 @@ def _strangers(port: int, own: int | None, ours: set[int]) -> list[str]:
         others = {i for i, p in _tcp_listeners().items() if p == port and i != own}
         if not others:
             return []
-        table = _holders(others)
-        siblings = {pid for pid, held in table.items() if held & ours}
+        table = _holders()
+        me = os.getpid()  # another Lifewatch of this process is no worker
+        siblings = {pid for pid, held in table.items() if held & ours and pid != me}
         strangers = []
         for inode in sorted(others):
             pids = sorted(pid for pid, held in table.items() if inode in held)
@@ -305,9 +309,7 @@ def _held_by(port: int) -> str:
     inodes = {i for i, p in _tcp_listeners().items() if p == port}
     if not inodes:
         return ""
-    pids = sorted(pid for pid, held in _holders(inodes).items() if held & inodes)
-    if _sockets_of("self") & inodes:
-        pids.insert(0, os.getpid())  # another Lifewatch of this process, say
+    pids = sorted(pid for pid, held in _holders().items() if held & inodes)
     return ", ".join(map(_describe, pids))
 
 
