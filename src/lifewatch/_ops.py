@@ -519,7 +519,11 @@ class _Caller:
         try:
             while (job := self.server.jobs.get()) is not None:
                 connection, scope, body, close = job
-                answer = self._answer(loop, scope, body, close)
+                try:
+                    answer = self._answer(loop, scope, body, close)
+                except Exception as exc:  # an answer that cannot be written (bad headers)
+                    self.server.on_error(exc, scope["path"])
+                    answer = _head(503, response_headers(TEXT, _FAILED), close) + _FAILED
                 self.server.answered(connection, answer, close)
         finally:
             loop.close()
@@ -660,8 +664,9 @@ class _Server:
             closing_since = cancelled_at = 0.0
             while True:
                 now = time.monotonic()
-                timeout = min((c.deadline for c in self._connections), default=now + 1) - now
-                if self._closing or not self._accepting:
+                waiting = (c.deadline for c in self._connections if c.state != _BUSY)
+                timeout = min(waiting, default=now + 1) - now
+                if self._closing or now < self._resume_at:
                     timeout = min(timeout, 0.02)
                 for key, mask in selector.select(max(0.0, min(timeout, 1.0))):
                     if key.data is None:
