@@ -785,6 +785,9 @@ class _Server:
     def _serve(self, connection: _Connection) -> None:
         """Serve the requests whole in the connection's buffer, one at a time."""
         while connection.state == _READING and connection.buffer:
+            if connection.buffer.startswith(b"\r\n"):  # after a body, as RFC 9112 §2.2 allows
+                del connection.buffer[:2]
+                continue
             try:
                 parsed = _parse(connection.buffer)
             except _Refused as refused:
