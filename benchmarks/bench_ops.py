@@ -6,14 +6,9 @@
 2. ``/readyz`` under ``wrk`` on the ops listener and on the app's port of the
    same uvicorn process, in interleaved rounds, under uvicorn's h11 and its
    httptools: the cost per probe on the ops listener as a ratio to the app's
-   port (requests/s of the app's port over the ops listener's). Each uvicorn
-   mode runs twice: the ops listener as shipped (uvicorn's httptools protocol,
-   importable here) and its fallback, the standard library's ``http.server``
-   (what serves it where httptools is not installed). The server process's
-   CPU time per request (from ``/proc``) is printed beside: less swayed than
-   requests/s by what else runs on the machine.
-
-Both parts run once per ops listener server (``--ops-server`` picks one).
+   port (requests/s of the app's port over the ops listener's). The server
+   process's CPU time per request (from ``/proc``) is printed beside: less
+   swayed than requests/s by what else runs on the machine.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_ops.py`` (needs ``wrk``).
 """
@@ -42,19 +37,9 @@ PROBE_TIMEOUT = 1.0
 """The kubelet's default ``timeoutSeconds``."""
 
 
-OPS_SERVERS = ("uvicorn", "http.server")
-
-
 def build_app() -> Any:
-    """The app under test, set up by the environment (``OPS_PORT``, ``BLOCK``, ``OPS_SERVER``)."""
+    """The app under test, set up by the environment (``OPS_PORT``, ``BLOCK``)."""
     from starlette.applications import Starlette
-
-    if os.environ.get("OPS_SERVER") == "http.server":
-        # The ops listener as where httptools is not installed; uvicorn's
-        # protocol imported first, so the app's port keeps it.
-        import uvicorn.protocols.http.httptools_impl  # noqa: F401
-
-        sys.modules["httptools"] = None
 
     from lifewatch import Lifewatch
 
@@ -85,9 +70,7 @@ def get(url: str) -> tuple[int, float]:
     return status, time.perf_counter() - start
 
 
-def start(
-    block: float, server_args: list[str], ops_server: str
-) -> tuple[subprocess.Popen[bytes], int, int]:
+def start(block: float, server_args: list[str]) -> tuple[subprocess.Popen[bytes], int, int]:
     port, ops = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -99,7 +82,6 @@ def start(
             "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
             "OPS_PORT": str(ops),
             "BLOCK": str(block),
-            "OPS_SERVER": ops_server,
         },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -116,8 +98,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def blocked_startup(block: float, ops_server: str) -> None:
-    proc, _, ops = start(block, [], ops_server)
+def blocked_startup(block: float) -> None:
+    proc, _, ops = start(block, [])
     url = f"http://127.0.0.1:{ops}/startupz"
     latencies: list[float] = []
     codes: list[int] = []
@@ -141,7 +123,7 @@ def blocked_startup(block: float, ops_server: str) -> None:
     worst = max(latencies)
     print(
         f"\n1. startup blocking the event loop for {block:g} s; /startupz on the ops "
-        f"listener ({ops_server}) every 100 ms\n"
+        "listener every 100 ms\n"
         f"   polls answered during startup: {len(codes)}, all 503: {set(codes) == {503}}\n"
         f"   latency: median {statistics.median(latencies) * 1e3:.1f} ms, "
         f"max {worst * 1e3:.1f} ms\n"
@@ -170,11 +152,9 @@ def up(port: int) -> None:
         time.sleep(0.1)
 
 
-def under_wrk(
-    rounds: int, seconds: int, connections: int, server_args: list[str], ops_servers: list[str]
-) -> None:
-    """Every contender of every round in turn: app's port, then ops listener, per process."""
-    procs = {name: start(0, server_args, name) for name in ops_servers}
+def under_wrk(rounds: int, seconds: int, connections: int, server_args: list[str]) -> None:
+    """Every contender of every round in turn: app's port, then ops listener."""
+    procs = {"lifewatch": start(0, server_args)}
     rps: dict[tuple[str, str], list[float]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}
     try:
@@ -204,7 +184,6 @@ def under_wrk(
         cpu_app, cpu_ops = cpu[(name, "app's port")], cpu[(name, "ops listener")]
         cpu_ratios = [o / a for a, o in zip(cpu_app, cpu_ops, strict=True)]
         median = statistics.median(ratios)
-        print(f"   ops listener served by {name}:")
         for where, values, spent in (("app's port", app, cpu_app), ("ops listener", ops, cpu_ops)):
             print(
                 f"     {where:<14} {statistics.median(values):>7.0f} req/s (median; "
@@ -226,17 +205,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--ops-server", choices=OPS_SERVERS, action="append")
     parser.add_argument("--skip-startup", action="store_true", help="part 2 only")
     args = parser.parse_args()
-    ops_servers = args.ops_server or list(OPS_SERVERS)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}")
     if not args.skip_startup:
-        for ops_server in ops_servers:
-            blocked_startup(args.block, ops_server)
+        blocked_startup(args.block)
     for server_args in (["--http", "h11", "--loop", "asyncio"], ["--http", "httptools"]):
-        under_wrk(args.rounds, args.seconds, args.connections, server_args, ops_servers)
+        under_wrk(args.rounds, args.seconds, args.connections, server_args)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nload average at the end: {load}")
 

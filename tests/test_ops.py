@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -20,28 +23,12 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from lifewatch import Lifewatch, State
+from lifewatch import Lifewatch, State, _ops
 from lifewatch._ops import CLOSE_WAIT
 from tests.support.probes import get
 from tests.support.servers import env, free_port
 
-# Marked here, not only by the conftest: anyio's plugin then keeps the
-# served_by parameters (it replaces the items it marks late, without them).
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["uvicorn/uvloop", "uvicorn/asyncio", "http.server"])
-def served_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each ops listener test under each of its servers: uvicorn's httptools
-    protocol where httptools imports (on uvloop where that imports), else the
-    standard library's."""
-    missing = {"uvicorn/asyncio": "uvloop", "http.server": "httptools"}.get(request.param)
-    if missing:
-        monkeypatch.setitem(sys.modules, missing, None)  # as where it is not installed
-    if request.param.startswith("uvicorn"):
-        import uvicorn  # noqa: F401  # the app runs under uvicorn
-
-    return str(request.param)
 
 
 def fetch(url: str, method: str = "GET", timeout: float = 5.0) -> tuple[int, str, float]:
@@ -60,7 +47,7 @@ async def fetch_async(url: str, method: str = "GET") -> tuple[int, str, float]:
     return await asyncio.to_thread(fetch, url, method)
 
 
-async def test_answers_during_startup_while_the_loop_is_blocked_then_closes(served_by: str) -> None:
+async def test_answers_during_startup_while_the_loop_is_blocked_then_closes() -> None:
     release = threading.Event()
     watch = Lifewatch(
         registry=CollectorRegistry(), ops_address="127.0.0.1:0", ops_only=True, drain_delay=0
@@ -78,13 +65,11 @@ async def test_answers_during_startup_while_the_loop_is_blocked_then_closes(serv
 
     app = watch.instrument(Starlette(lifespan=lifespan))
     answers: list[tuple[int, str, float]] = []
-    served: list[str | None] = []
 
     def poll() -> None:
         while watch.ops_port is None:
             time.sleep(0.01)
         base = f"http://127.0.0.1:{watch.ops_port}"
-        served.append(watch._ops.served_by if watch._ops else None)
         for _ in range(5):
             answers.append(fetch(f"{base}/startupz?verbose"))
         answers.append(fetch(f"{base}/readyz?verbose"))
@@ -95,7 +80,6 @@ async def test_answers_during_startup_while_the_loop_is_blocked_then_closes(serv
     poller.start()
     async with LifespanManager(app, startup_timeout=20):
         poller.join()
-        assert served == [served_by]  # the server the fixture asked for
         port = watch.ops_port
         assert port is not None
         base = f"http://127.0.0.1:{port}"
@@ -129,7 +113,7 @@ async def test_answers_during_startup_while_the_loop_is_blocked_then_closes(serv
         raise AssertionError("the ops listener still accepts connections after shutdown")
 
 
-async def test_a_blocked_loop_costs_a_probe_its_check_timeout_not_more(served_by: str) -> None:
+async def test_a_blocked_loop_costs_a_probe_its_check_timeout_not_more() -> None:
     watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
 
     @watch.check("db", timeout=0.2)
@@ -148,7 +132,7 @@ async def test_a_blocked_loop_costs_a_probe_its_check_timeout_not_more(served_by
 
 
 async def test_a_port_in_use_is_one_line_naming_the_address(
-    logs: list[dict[str, Any]], served_by: str
+    logs: list[dict[str, Any]],
 ) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -165,15 +149,77 @@ async def test_a_port_in_use_is_one_line_naming_the_address(
     assert "\n" not in failed["detail"]
 
 
-async def test_workers_share_the_port(served_by: str) -> None:
+_WORKER = """
+import asyncio, socket, sys
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+from lifewatch import Lifewatch
+
+held = None if sys.argv[2] == "-" else socket.socket(fileno=int(sys.argv[2]))  # its server's
+watch = Lifewatch(service=sys.argv[3], ops_address="127.0.0.1:" + sys.argv[1], drain_delay=0)
+
+async def main():
+    async with LifespanManager(watch.instrument(Starlette())):
+        print("PORT", watch.ops_port, flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # until the test is done
+
+asyncio.run(main())
+"""
+
+
+def _worker(stack: ExitStack, ops: int, held: socket.socket | None, name: str) -> tuple[int, str]:
+    """A process as a server's worker starts it (holding ``held``, its server's
+    listening socket), with a lifewatch on ``ops``: its pid, and its ops port or
+    the line saying why it has none."""
+    args = [sys.executable, "-c", _WORKER, str(ops), "-" if held is None else str(held.fileno())]
+    proc = stack.enter_context(
+        subprocess.Popen(
+            [*args, name],
+            env=env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            pass_fds=() if held is None else (held.fileno(),),
+        )
+    )
+    stack.callback(proc.kill)
+    assert proc.stdout is not None
+    said = ""
+    for line in proc.stdout:
+        if line.startswith("PORT "):
+            return proc.pid, said if line.split()[1] == "None" else "listening"
+        said += line
+    raise AssertionError(f"worker {name} exited: {proc.wait()}")
+
+
+def _server_socket(listen: bool) -> socket.socket:
+    """A socket as a server binds one before starting its workers: gunicorn
+    listens on it first, uvicorn and hypercorn leave that to each worker."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    if listen:
+        held.listen()
+    held.set_inheritable(True)
+    return held
+
+
+def test_the_workers_of_one_server_share_the_port_and_nothing_else_does() -> None:
+    """Workers holding their server's socket share the ops port; a worker of
+    another server and a process of no server are refused it, in one line
+    naming the port and a process that listens there."""
     port = free_port()
-    watches = [
-        Lifewatch(registry=CollectorRegistry(), ops_address=f"127.0.0.1:{port}") for _ in range(2)
-    ]
-    apps = [w.instrument(Starlette()) for w in watches]
-    async with LifespanManager(apps[0]), LifespanManager(apps[1]):
-        assert [w.ops_port for w in watches] == [port, port]
-        assert (await fetch_async(f"http://127.0.0.1:{port}/livez"))[0] == 200
+    with ExitStack() as stack, _server_socket(False) as ours, _server_socket(True) as theirs:
+        first, answer = _worker(stack, port, ours, "a")
+        assert answer == "listening"
+        assert _worker(stack, port, ours, "a")[1] == "listening"  # its sibling
+        assert fetch(f"http://127.0.0.1:{port}/livez")[0] == 200
+        for held in (theirs, None):
+            said = _worker(stack, port, held, "b")[1]
+            assert f"cannot listen on 127.0.0.1:{port}: " in said, said
+            assert f"pid {first} (" in said, said
+            if held is not None:
+                assert "no worker of this server: not shared" in said, said
 
 
 def _ask(
@@ -184,13 +230,13 @@ def _ask(
     return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
 
 
-async def test_one_kept_alive_connection_answers_what_changes(served_by: str) -> None:
+async def test_one_kept_alive_connection_answers_what_changes() -> None:
     """What the kubelet, a scraper and wrk do, on one connection: kept answers
     (whose bytes are reused) follow every change, HEAD among GETs included."""
     watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
     app = watch.instrument(Starlette())
     async with LifespanManager(app):
-        assert watch._ops is not None and watch._ops.served_by == served_by
+        assert watch._ops is not None
 
         def exchange() -> None:
             connection = http.client.HTTPConnection("127.0.0.1", watch.ops_port, timeout=5)
@@ -239,12 +285,11 @@ async def test_one_kept_alive_connection_answers_what_changes(served_by: str) ->
         await asyncio.to_thread(exchange)
 
 
-@pytest.mark.parametrize("served_by", ["uvicorn/uvloop", "uvicorn/asyncio"], indirect=True)
 async def test_closing_cuts_off_an_answer_still_under_way_after_close_wait(
-    served_by: str, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """uvicorn's loop stops: an answer waiting on a slow check gets ``CLOSE_WAIT``,
-    then a 503 saying why, quietly, and nothing is left open behind the loop."""
+    """The listener closes: an answer waiting on a slow check gets ``CLOSE_WAIT``,
+    then a 503 saying why, quietly."""
     release = asyncio.Event()
     watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
 
@@ -263,16 +308,11 @@ async def test_closing_cuts_off_an_answer_still_under_way_after_close_wait(
     release.set()
     assert status == 503 and "is closing" in body, (status, body)
     assert CLOSE_WAIT * 0.9 < took < CLOSE_WAIT * 3, took
-    assert [r.getMessage() for r in caplog.records if r.name.startswith("uvicorn")] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
 
 
 _EXITING = """
 import asyncio, socket, sys, time
-missing = {"uvicorn/asyncio": "uvloop", "http.server": "httptools"}.get(sys.argv[1])
-if missing:
-    sys.modules[missing] = None
-if sys.argv[1].startswith("uvicorn"):
-    import uvicorn  # the app runs under uvicorn
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 from lifewatch import Lifewatch
@@ -282,7 +322,6 @@ held = []  # open until the process is gone
 
 async def main():
     async with LifespanManager(watch.instrument(Starlette())):
-        served_by = watch._ops.served_by
         address = ("127.0.0.1", watch.ops_port)
         idle = socket.create_connection(address)  # kept alive, idle
         idle.sendall(b"GET /livez HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
@@ -291,25 +330,24 @@ async def main():
         halfway.sendall(b"GET /livez HTTP/1.1\\r\\nHost: x\\r\\n")
         held.extend((idle, halfway))
         await asyncio.sleep(0.3)
-    print(served_by, time.monotonic(), flush=True)
+    print(time.monotonic(), flush=True)
 
 asyncio.run(main())
 """
 
 
-def test_connections_under_way_never_hold_up_the_exit(served_by: str) -> None:
+def test_connections_under_way_never_hold_up_the_exit() -> None:
     """An idle kept-alive connection and a request sent halfway, still open:
     the process exits within a second of its shutdown all the same."""
     with subprocess.Popen(
-        [sys.executable, "-c", _EXITING, served_by], env=env(), stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _EXITING], env=env(), stdout=subprocess.PIPE, text=True
     ) as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         proc.wait(30)
         exited = time.monotonic()
     assert proc.returncode == 0, line
-    served, shut_down = line.split()
-    assert served == served_by
+    shut_down = line.strip()
     assert exited - float(shut_down) < CLOSE_WAIT, exited - float(shut_down)
 
 
@@ -357,7 +395,7 @@ watch = Lifewatch(ops_address="127.0.0.1:0", drain_delay=0)
 
 async def main():
     async with LifespanManager(watch.instrument(Starlette())):
-        print(watch._ops.served_by, "uvicorn" in sys.modules, logging.getLevelName(5))
+        print(watch.ops_port > 0, "uvicorn" in sys.modules, logging.getLevelName(5))
 
 asyncio.run(main())
 """
@@ -365,17 +403,17 @@ asyncio.run(main())
 
 def test_under_another_server_uvicorn_is_not_imported() -> None:
     """uvicorn installed but not serving the app (hypercorn, granian): the
-    standard library's server answers, and uvicorn's import-time effects
-    (its ``TRACE`` level name) stay out of the app's process."""
+    listener answers, and uvicorn's import-time effects (its ``TRACE`` level
+    name) stay out of the app's process."""
     out = subprocess.run(
         [sys.executable, "-c", _ELSEWHERE], env=env(), capture_output=True, text=True, timeout=30
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["http.server", "False", "Level", "5"], out.stdout
+    assert out.stdout.split() == ["True", "False", "Level", "5"], out.stdout
 
 
 async def test_an_endpoint_that_raises_answers_503_and_is_logged(
-    served_by: str, logs: list[dict[str, Any]]
+    logs: list[dict[str, Any]],
 ) -> None:
     """Either server, one router: the error is logged once, the client gets a 503."""
 
@@ -384,9 +422,178 @@ async def test_an_endpoint_that_raises_answers_503_and_is_logged(
 
     watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
     async with LifespanManager(watch.instrument(Starlette())):
-        assert watch._ops is not None and watch._ops.served_by == served_by
+        assert watch._ops is not None
         watch._ops.routes["/broken"] = broken  # type: ignore[index]
         status, body, _ = await fetch_async(f"http://127.0.0.1:{watch.ops_port}/broken")
     assert status == 503 and "the endpoint failed" in body, (status, body)
     (error,) = [e for e in logs if e["event"] == "lifespan.probe.error"]
     assert error["path"] == "/broken" and error["listener"] == "ops"
+
+
+def _exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``data`` on a new connection, then read until the listener closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with contextlib.suppress(OSError):  # cut off while sending: what was answered counts
+            raw.sendall(data)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := raw.recv(65536):
+                answer += chunk
+    return answer
+
+
+_GET = b"GET /livez HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (_GET + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+        (_GET + b"".join(b"X-%d: a\r\n" % i for i in range(101)) + b"\r\n", b"431"),
+        (_GET + b"X-A: a\r\n" * 2_000, b"431"),  # no end in sight: refused before it
+        (b"GET /" + b"a" * 9_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+        (_GET + b"Content-Length: 5000\r\n\r\n" + b"a" * 5000, b"413"),
+        (_GET + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"501"),
+        (b"GET /livez\r\n\r\n", b"400"),
+        (_GET + b"Bad Header: a\r\n\r\n", b"400"),
+        (b"GET /livez HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
+    ],
+    ids=[
+        "70KB-header",
+        "101-lines",
+        "lines-without-end",
+        "long-target",
+        "body",
+        "chunked",
+        "no-version",
+        "bad-name",
+        "http2",
+    ],
+)
+async def test_a_request_out_of_bounds_is_refused_with_its_status_then_closed(
+    request_bytes: bytes, status: bytes
+) -> None:
+    watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
+    async with LifespanManager(watch.instrument(Starlette())):
+        port = watch.ops_port
+        assert port is not None
+        answer = await asyncio.to_thread(_exchange, port, request_bytes)
+        assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
+        assert b"connection: close" in answer.lower() and answer.endswith(b"\n"), answer
+        # Within the bounds: served (a body up to the cap is read and dropped).
+        within = _GET + b"Content-Length: 4\r\nConnection: close\r\n\r\nabcd"
+        assert (await asyncio.to_thread(_exchange, port, within)).startswith(b"HTTP/1.1 200")
+
+
+def _threads(port: int) -> int:
+    """Threads of the listener on ``port`` (those of listeners still closing apart)."""
+    return sum(t.name == f"lifewatch-ops:{port}" for t in threading.enumerate())
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_threads_are_fixed_connections_capped_and_slow_ones_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the load: the listener's threads are made once, connections
+    beyond the cap wait in the backlog (no fd taken), and a connection idle or
+    sending its request too slowly is closed after its timeout."""
+    monkeypatch.setattr(_ops, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(_ops, "HEAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(_ops, "KEEP_ALIVE", 1.0)
+    watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
+    async with LifespanManager(watch.instrument(Starlette())):
+        port = watch.ops_port
+        assert port is not None
+        assert _threads(port) == _ops.HANDLERS + 1
+
+        def load() -> None:
+            fds = _fds()
+            with ExitStack() as stack:
+                held = [
+                    stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+                    for _ in range(20)
+                ]
+                for raw in held:
+                    raw.sendall(b"GET /livez HTTP/1.1\r\n")  # a head begun, never ended
+                time.sleep(0.3)
+                assert _threads(port) == _ops.HANDLERS + 1
+                # 20 of the test's, 4 of the listener's: the rest wait in the backlog.
+                assert _fds() - fds == 20 + 4, _fds() - fds
+                # Slow senders are cut off once HEAD_TIMEOUT has passed, the
+                # backlog's turn comes, and they are cut off in turn.
+                for raw in held:
+                    assert raw.recv(100) == b""
+            # Idle after an answer: closed once KEEP_ALIVE has passed.
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                raw.sendall(_GET + b"\r\n")
+                assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+                assert raw.recv(4096) == b""
+            # A slowloris: a byte at a time, never done, is closed too.
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                deadline = time.monotonic() + 10 * _ops.HEAD_TIMEOUT
+                with pytest.raises(OSError):  # cut off while trickling
+                    while time.monotonic() < deadline:
+                        raw.sendall(b"a")
+                        time.sleep(0.05)
+                        raw.setblocking(False)
+                        with contextlib.suppress(BlockingIOError):
+                            if raw.recv(1) == b"":
+                                raise ConnectionResetError("closed by the listener")
+                        raw.setblocking(True)
+                assert time.monotonic() < deadline
+
+        await asyncio.to_thread(load)
+
+
+_FORKING = """
+import asyncio, os, subprocess, time
+from contextlib import asynccontextmanager
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+from lifewatch import Lifewatch
+
+watch = Lifewatch(ops_address="127.0.0.1:0", drain_delay=0)
+children = []
+
+@asynccontextmanager
+async def lifespan(app):
+    async with watch.phase("pool"):
+        pid = os.fork()
+        if pid == 0:  # a process pool's worker, say: it outlives the app
+            time.sleep(30)
+            os._exit(0)
+        # exec'd, offered every inheritable fd
+        children.extend((pid, subprocess.Popen(["sleep", "30"], close_fds=False).pid))
+    yield
+
+async def main():
+    async with LifespanManager(watch.instrument(Starlette(lifespan=lifespan))):
+        assert not os.get_inheritable(watch._ops._served.socket.fileno())
+        print(watch.ops_port, *children, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_child_forked_or_spawned_holds_no_ops_socket_so_the_port_refuses_once_the_app_exits() -> (
+    None
+):
+    with subprocess.Popen(
+        [sys.executable, "-c", _FORKING], env=env(), stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        proc.wait(30)
+    port, *children = map(int, line.split())
+    try:
+        for child in children:
+            os.kill(child, 0)  # still alive
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)

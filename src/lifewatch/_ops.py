@@ -7,31 +7,38 @@ startup completed (Kludex/uvicorn#499), and a phase that blocks the event
 loop silences it; the ops listener answers all along: ``/startupz`` is 503
 naming the running phase, Prometheus sees startup progress.
 
-Two real HTTP servers, neither parsing by hand here. Where uvicorn and
-httptools are importable, uvicorn's httptools protocol on an event loop in a
-thread of the listener's own: the same C parser the app's port has under
-uvicorn, so a probe costs about what it costs on the app's port. Else the
-standard library's ``ThreadingHTTPServer``, each connection in a daemon
-thread with an event loop of its own (a probe's kept answer needs none).
-Both call the very ASGI endpoints the middleware serves, so there is one
-renderer for every answer. Checks
-still run on the app's loop (``Health`` hands them over, bounded by their
-timeouts). ``SO_REUSEPORT`` lets the workers of one pod share the port; the
-kernel spreads connections among them, and each answers for its own
-process, as on the app's port.
+One small HTTP/1.1 server on the standard library, bounded whatever the load
+(DESIGN §8): one thread accepts, reads and writes without blocking; a fixed
+pool of ``HANDLERS`` threads, each with an event loop of its own, calls the
+very ASGI endpoints the middleware serves, so there is one renderer for
+every answer (a probe's kept answer is written by the first thread, with no
+event loop). A request's head is capped in lines and bytes, its body in
+bytes; connections are capped, idle ones and slow senders closed after a few
+seconds. Checks still run on the app's loop (``Health`` hands them over,
+bounded by their timeouts).
+
+The port is the listener's alone: the workers of one server share it
+(``SO_REUSEPORT``, each answering for its own process, as on the app's
+port), an unrelated process is never shared with (see ``_strangers``). The
+listening socket is closed in a forked child and not inherited across exec.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import os
+import queue
+import re
+import selectors
 import socket
-import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -45,12 +52,29 @@ from ._validate import validate_address
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
 
-MAX_BODY = 65536
-"""Bytes of a request body read (and dropped): no endpoint takes one."""
-KEEP_ALIVE = 10
-"""Seconds an idle keep-alive connection is kept."""
+MAX_REQUEST_LINE = 8 * 1024
+"""Bytes of a request line (method, target, version); 414 beyond."""
+MAX_HEADER_BYTES = 64 * 1024
+"""Bytes of a request's head, request line and headers together; 431 beyond."""
+MAX_HEADER_LINES = 100
+"""Header lines of a request; 431 beyond."""
+MAX_BODY = 4 * 1024
+"""Bytes of a request body read (and dropped): no endpoint takes one; 413 beyond."""
+MAX_CONNECTIONS = 64
+"""Connections served at once; the next ones wait in the kernel's backlog,
+holding no file descriptor of the process, until one closes."""
 BACKLOG = 128
 """Connections the kernel queues before they are accepted."""
+HANDLERS = 4
+"""Threads calling the endpoints; with the listener's own, every thread it runs."""
+HEAD_TIMEOUT = 5.0
+"""Seconds a request gets to arrive in full from its first byte (slowloris)."""
+KEEP_ALIVE = 5.0
+"""Seconds an idle keep-alive connection, or an answer its client does not read, is kept."""
+LINGER = 1.0
+"""Seconds a refused request's sender gets to read the refusal (input read and dropped)."""
+LINGER_BYTES = 256 * 1024
+"""Bytes read and dropped after a refusal before the connection is cut."""
 CLOSE_WAIT = 1.0
 """Seconds answers under way get to finish once the listener closes."""
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
@@ -63,202 +87,272 @@ async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     await respond(send, scope["method"], 404, response_headers(TEXT, _NOT_FOUND), _NOT_FOUND)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port``, shared with this pod's other workers.
+# -- the port: bound alone, or shared with the workers of this server only
 
-    ``SO_REUSEPORT`` lets every worker bind the same port; the kernel spreads
-    the connections among them. Bound here, before any server takes it, so a
-    port in use is an ``OSError`` in ``start``, whichever server serves it.
+
+def _tcp_listeners() -> dict[int, int]:
+    """Inode -> port of every listening TCP socket (v4 and v6) in this network namespace."""
+    found: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines, None)  # the header
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 10 or fields[3] != "0A":  # TCP_LISTEN
+                    continue
+                port, inode = fields[1].rpartition(":")[2], fields[9]
+                if inode.isdigit() and len(port) == 4:
+                    found[int(inode)] = int(port, 16)
+    return found
+
+
+def _sockets_of(pid: str) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds (empty if it cannot be read)."""
+    inodes: set[int] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd.path)
+                if target.startswith("socket:[") and target[8:-1].isdigit():
+                    inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _server_sockets() -> set[int]:
+    """The server sockets this process holds before its ops listener exists.
+
+    A server socket is bound to a port (or a path) and connected to nothing:
+    one a server listens on, or is about to. The workers of one server hold
+    the one their server bound before starting them (gunicorn and granian
+    fork, uvicorn and hypercorn hand it to spawned workers, which listen on
+    it once the lifespan started); a single-process app holds none at
+    lifespan startup (uvicorn binds its port once startup is over).
     """
+    found: set[int] = set()
+    mine = {server.socket.fileno() for server in _live}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc/self/fd"):
+            with contextlib.suppress(OSError, ValueError):
+                target = os.readlink(entry.path)
+                if not target.startswith("socket:[") or int(entry.name) in mine:
+                    continue
+                with socket.socket(fileno=os.dup(int(entry.name))) as probe:
+                    if probe.type != socket.SOCK_STREAM:
+                        continue
+                    with contextlib.suppress(OSError):
+                        probe.getpeername()
+                        continue  # connected: a client's, or a connection accepted
+                    name = probe.getsockname()
+                    if name[1] if isinstance(name, tuple) else name:  # a port, or a path
+                        found.add(int(target[8:-1]))
+    return found
+
+
+def _holders() -> dict[int, set[int]]:
+    """Pid -> the sockets it holds, for every process this user can read."""
+    table: dict[int, set[int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                held = _sockets_of(entry.name)
+                if held:
+                    table[int(entry.name)] = held
+    return table
+
+
+def _describe(pid: int) -> str:
+    """``pid 123 (python -m uvicorn other:app)``, the command line cut short."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            command = file.read(4096).replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    command = command if len(command) <= 120 else command[:117] + "..."
+    return f"pid {pid} ({command})" if command else f"pid {pid}"
+
+
+def _strangers(port: int, own: int | None, ours: set[int]) -> list[str]:
+    """The other listeners on ``port`` that are no worker of this server, described.
+
+    Why: ``SO_REUSEPORT`` lets any process of the same user bind a port that
+    is listened on already, and the kernel then spreads the connections
+    between them: ``/readyz`` would answer for one app, then for the other.
+    Siblings are told from strangers by the socket their server bound before
+    starting them (``ours``, see ``_server_sockets``): a listener on the
+    port whose holders hold none of those is a stranger, and so is one whose
+    holder cannot be seen (another pid namespace or user). Read from /proc
+    once, when the listener starts; a listener whose holder is exiting is
+    looked at a second time before it counts.
+    """
+    strangers: list[str] = []
+    for attempt in range(2):
+        others = {i for i, p in _tcp_listeners().items() if p == port and i != own}
+        if not others:
+            return []
+        table = _holders()
+        me = os.getpid()  # another Lifewatch of this process is no worker
+        siblings = {pid for pid, held in table.items() if held & ours and pid != me}
+        strangers = []
+        for inode in sorted(others):
+            pids = sorted(pid for pid, held in table.items() if inode in held)
+            if not any(pid in siblings for pid in pids):
+                strangers.append(
+                    ", ".join(map(_describe, pids))
+                    or "a process this user cannot see (another user or pid namespace)"
+                )
+        if not strangers or attempt:
+            break
+        time.sleep(0.05)  # only when the port is contested, once
+    return strangers
+
+
+class PortTaken(OSError):
+    """The ops port is listened on by a process that is no worker of this server."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, alone or shared with this server's workers.
+
+    A process holding its server's listening socket (a worker) binds with
+    ``SO_REUSEPORT``, so that its siblings can bind too, then makes sure that
+    nothing else listens there (``_strangers``); a process holding none binds
+    without it, so the kernel refuses the port to anyone else. Not
+    inheritable (Python's default): an exec'd child never holds it.
+    """
+    ours = _server_sockets()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so,
-    # and a probe's answer must not wait on a delayed ACK.
+    # IPPROTO_TCP named: a probe's answer must not wait on a delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):  # Linux, the BSDs, macOS
+        if ours and hasattr(socket, "SO_REUSEPORT"):  # Linux, the BSDs, macOS
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(BACKLOG)
+        if ours:
+            own = os.fstat(sock.fileno()).st_ino
+            strangers = _strangers(int(sock.getsockname()[1]), own, ours)
+            if strangers:
+                raise PortTaken(
+                    f"port {port} is listened on by {'; '.join(strangers)}, "
+                    "which is no worker of this server: not shared"
+                )
+        sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
 
 
-class _Served:
-    """What the listener needs of a running server: its port, and a way to close it."""
-
-    port: int
-    name: str
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-# -- uvicorn's HTTP protocol (httptools) on an event loop of the listener's own
+def _held_by(port: int) -> str:
+    """Who listens on ``port`` (``pid 123 (...)``), for an error line; "" if unknown."""
+    inodes = {i for i, p in _tcp_listeners().items() if p == port}
+    if not inodes:
+        return ""
+    pids = sorted(pid for pid, held in _holders().items() if held & inodes)
+    return ", ".join(map(_describe, pids))
 
 
-def _uvicorn(
-    routes: Mapping[str, ASGIApp], on_error: Callable[[BaseException, str], None]
-) -> Callable[[socket.socket], _Served] | None:
-    """A way to serve ``routes`` with uvicorn's httptools protocol, or None.
-
-    None unless the process runs under uvicorn (it is imported already) and
-    httptools imports: lifewatch depends on neither, and an app served by
-    another server gets none of uvicorn's import-time effects (its ``TRACE``
-    level name, its import time). The loop is
-    uvloop's where it imports, else asyncio's, as uvicorn picks. uvicorn's
-    protocol is driven directly, not through ``uvicorn.Server``, which
-    would log a second "Started server process" into the app's log; one
-    protocol is built here to find out early that this uvicorn's
-    constructor is the one known (else the standard library serves).
-    """
-    if "uvicorn" not in sys.modules:
-        return None
-    try:
-        import httptools  # noqa: F401
-        from uvicorn.config import Config
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-        from uvicorn.server import ServerState
-
-        app = _router(routes, on_error)
-        # No logging set up (log_config=None: the app's stays as it is), no
-        # lifespan, no proxy headers (the drain's loopback test must see the
-        # real peer), no Server header; the Date header is _State's.
-        config = Config(
-            app,
-            http=HttpToolsProtocol,
-            ws="none",
-            lifespan="off",
-            interface="asgi3",
-            log_config=None,
-            proxy_headers=False,
-            server_header=False,
-            timeout_keep_alive=KEEP_ALIVE,
-        )
-        config.load()
-
-        class _State(ServerState):
-            """uvicorn's shared state, its default headers a Date made once a second."""
-
-            @property
-            def default_headers(self) -> list[tuple[bytes, bytes]]:
-                return [(b"date", _date().encode())]
-
-            @default_headers.setter
-            def default_headers(self, value: list[tuple[bytes, bytes]]) -> None:
-                pass
-
-        def protocol(state: ServerState, loop: asyncio.AbstractEventLoop) -> HttpToolsProtocol:
-            made = HttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
-            made.access_log = False  # no access log, as with the standard library's server
-            return made
-
-        trial = asyncio.new_event_loop()
-        try:
-            protocol(_State(), trial)
-        finally:
-            trial.close()
-    except Exception:  # not importable, or not the uvicorn this was written for
-        return None
-
-    new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
-    with contextlib.suppress(ImportError):  # uvicorn's own choice, as --loop auto makes it
-        import uvloop
-
-        new_loop = uvloop.new_event_loop
-
-    def serve(sock: socket.socket) -> _Served:
-        return _UvicornServed(sock, protocol, _State(), new_loop(), on_error)
-
-    return serve
+# -- HTTP/1.1: a request's head read in full, within bounds
 
 
-def _router(
-    routes: Mapping[str, ASGIApp], on_error: Callable[[BaseException, str], None]
-) -> ASGIApp:
-    """The ASGI app of the ops listener: each path to its endpoint."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        try:
-            await routes.get(path, _not_found)(scope, receive, send)
-        except asyncio.CancelledError:
-            # The listener closing (CLOSE_WAIT over) or the app's loop gone
-            # under a check: no answer is coming, which is no error to log.
-            with contextlib.suppress(Exception):  # unless it had begun its answer
-                await respond(send, "GET", 503, response_headers(TEXT, _CLOSING), _CLOSING)
-        except Exception as exc:  # an endpoint never raises; if one does, say so
-            on_error(exc, path)
-            with contextlib.suppress(Exception):
-                await respond(send, "GET", 503, response_headers(TEXT, _FAILED), _FAILED)
-
-    return app
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 
 
-class _UvicornServed(_Served):
-    """uvicorn's protocol serving a socket from an event loop in a daemon thread."""
+class _Refused(Exception):
+    """A request not served: its status and a line saying why."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+        self.why = why
+
+
+class _Request:
+    """A request read in full: what the ASGI scope and the answer need."""
 
     def __init__(
         self,
-        sock: socket.socket,
-        protocol: Callable[[Any, asyncio.AbstractEventLoop], asyncio.Protocol],
-        state: Any,
-        loop: asyncio.AbstractEventLoop,
-        on_error: Callable[[BaseException, str], None],
+        method: str,
+        target: str,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        keep_alive: bool,
     ) -> None:
-        self.port = int(sock.getsockname()[1])
-        self.name = "uvicorn/" + type(loop).__module__.partition(".")[0]
-        self._loop = loop
-        self._closing = asyncio.Event()
-
-        async def serve() -> None:
-            server = await loop.create_server(
-                lambda: protocol(state, loop), sock=sock, backlog=BACKLOG
-            )
-            await self._closing.wait()
-            server.close()  # no new connection from now on
-            for connection in list(state.connections):
-                connection.shutdown()  # closed at once, or once its answer is sent
-            deadline = loop.time() + CLOSE_WAIT
-            while state.connections and loop.time() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
-            answering = list(state.tasks)
-            for task in answering:  # still waiting (on a check): they answer 503
-                task.cancel()
-            if answering:
-                await asyncio.wait(answering, timeout=0.1)
-            for connection in list(state.connections):  # still open: cut off
-                transport = getattr(connection, "transport", None)
-                if transport is not None:
-                    transport.abort()
-            await asyncio.sleep(0)  # their connection_lost
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(serve())
-            except Exception as exc:  # the socket could not be served: say so
-                on_error(exc, "")
-            finally:
-                sock.close()
-                left = asyncio.all_tasks(loop)
-                for task in left:  # answers still under way after CLOSE_WAIT
-                    task.cancel()
-                if left:
-                    loop.run_until_complete(asyncio.wait(left, timeout=CLOSE_WAIT))
-                loop.close()
-
-        threading.Thread(target=run, name="lifewatch-ops", daemon=True).start()
-
-    def close(self) -> None:
-        """Stop accepting at once; answers under way get at most ``CLOSE_WAIT`` to finish."""
-        with contextlib.suppress(RuntimeError):  # the loop is closed already
-            self._loop.call_soon_threadsafe(self._closing.set)
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
 
 
-# -- the standard library's http.server, a thread per connection
+def _parse(buffer: bytearray) -> tuple[_Request, int] | None:
+    """The request at the start of ``buffer`` and its size, or None until it is whole.
+
+    Raises ``_Refused`` as soon as the bytes received show the request is out
+    of bounds or malformed, so no more than the bounds is ever kept.
+    """
+    line_end = buffer.find(b"\r\n", 0, MAX_REQUEST_LINE + 2)
+    if line_end < 0:
+        if len(buffer) > MAX_REQUEST_LINE:
+            raise _Refused(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
+        return None
+    end = buffer.find(b"\r\n\r\n", line_end, MAX_HEADER_BYTES + 4)
+    if end < 0:
+        if len(buffer) >= MAX_HEADER_BYTES + 4:
+            raise _Refused(431, f"request head longer than {MAX_HEADER_BYTES} bytes")
+        if buffer.count(b"\r\n") > MAX_HEADER_LINES + 1:
+            raise _Refused(431, f"more than {MAX_HEADER_LINES} header lines")
+        return None
+    lines = bytes(buffer[:end]).split(b"\r\n")
+    if len(lines) > MAX_HEADER_LINES + 1:
+        raise _Refused(431, f"more than {MAX_HEADER_LINES} header lines")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
+        raise _Refused(400, "malformed request line")
+    method, target, version = parts
+    if version not in _VERSIONS:
+        raise _Refused(505, "HTTP/1.0 and HTTP/1.1 only")
+    if any(b < 0x21 or b == 0x7F for b in target):
+        raise _Refused(400, "malformed request target")
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise _Refused(400, "malformed header line")
+        headers.append((name.lower(), value.strip(b" \t")))
+    length = 0
+    connection = b""
+    for name, value in headers:
+        if name == b"content-length":
+            if not value.isdigit() or (length and int(value) != length):
+                raise _Refused(400, "malformed content-length")
+            length = int(value)
+            if length > MAX_BODY:
+                raise _Refused(413, f"no endpoint takes a body of more than {MAX_BODY} bytes")
+        elif name == b"transfer-encoding":
+            raise _Refused(501, "no endpoint takes a body: transfer-encoding not accepted")
+        elif name == b"connection":
+            connection = value.lower()
+    size = end + 4 + length
+    if len(buffer) < size:
+        return None
+    if version == b"HTTP/1.1":
+        keep_alive = b"close" not in connection
+    else:
+        keep_alive = b"keep-alive" in connection
+    request = _Request(
+        method.decode("ascii"),
+        target.decode("latin-1"),
+        _VERSIONS[version],
+        headers,
+        bytes(buffer[end + 4 : size]),
+        keep_alive,
+    )
+    return request, size
 
 
 _dates: tuple[int, str] = (0, "")
@@ -293,120 +387,90 @@ def _target(target: str) -> tuple[str, bytes, bytes]:
     return split
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # never holds up the process's exit
-    block_on_close = False
-    routes: Mapping[str, ASGIApp] = {}
-    """The endpoints, asked first for a kept answer."""
-    app: ASGIApp = staticmethod(_not_found)
-    """``_router`` over them: an answer made on this thread's loop."""
-    on_error: Callable[[BaseException, str], None] = staticmethod(lambda exc, path: None)
-    written: tuple[object, tuple[str, bool, bool], bytes] | None = None
-    """The last kept answer written, the date, close and HEAD flags it was written
-    with, and its bytes."""
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away is not an error worth a traceback on stderr."""
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError)):
-            return
-        if error is not None:
-            self.on_error(error, "")
+def _head(status: int, headers: Iterable[tuple[bytes, bytes]], close: bool) -> bytes:
+    """Status line and headers: with the body, the whole answer in one write."""
+    try:
+        reason = HTTPStatus(status).phrase.encode()
+    except ValueError:
+        reason = b""
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    head.append(b"date: %s\r\n" % _date().encode())
+    head.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
+    if close:
+        head.append(b"connection: close\r\n")
+    head.append(b"\r\n")
+    return b"".join(head)
 
 
-class _StdlibServed(_Served):
-    """``ThreadingHTTPServer`` serving a socket, ``serve_forever`` in a daemon thread."""
+def _router(
+    routes: Mapping[str, ASGIApp], on_error: Callable[[BaseException, str], None]
+) -> ASGIApp:
+    """The ASGI app of the ops listener: each path to its endpoint."""
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        routes: Mapping[str, ASGIApp],
-        on_error: Callable[[BaseException, str], None],
-    ) -> None:
-        server = _Server(sock.getsockname(), _Handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = sock
-        server.routes = routes
-        server.app = _router(routes, on_error)
-        server.on_error = on_error
-        self.port = int(sock.getsockname()[1])
-        self.name = "http.server"
-        self._server = server
-        threading.Thread(target=server.serve_forever, name="lifewatch-ops", daemon=True).start()
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        try:
+            await routes.get(path, _not_found)(scope, receive, send)
+        except asyncio.CancelledError:
+            # The listener closing (CLOSE_WAIT over) or the app's loop gone
+            # under a check: no answer is coming, which is no error to log.
+            with contextlib.suppress(Exception):  # unless it had begun its answer
+                await respond(send, "GET", 503, response_headers(TEXT, _CLOSING), _CLOSING)
+        except Exception as exc:  # an endpoint never raises; if one does, say so
+            on_error(exc, path)
+            with contextlib.suppress(Exception):
+                await respond(send, "GET", 503, response_headers(TEXT, _FAILED), _FAILED)
 
-    def close(self) -> None:
-        server = self._server
-
-        def close() -> None:
-            server.shutdown()  # returns within serve_forever's 0.5 s poll
-            server.server_close()
-
-        threading.Thread(target=close, name="lifewatch-ops-close", daemon=True).start()
+    return app
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """One connection: each request becomes an ASGI call on this thread's loop."""
+# -- the server: one thread for the sockets, a fixed pool for the endpoints
 
-    server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive, as a scraper or wrk uses it
-    server_version = "lifewatch"
-    sys_version = ""
-    timeout = KEEP_ALIVE  # an idle keep-alive connection gives its thread back
-    _loop: asyncio.AbstractEventLoop | None = None
+_READING, _BUSY, _WRITING, _LINGERING, _CLOSED = range(5)
 
-    def setup(self) -> None:
-        super().setup()
-        # One answer is one write, sent at once: no wait on a delayed ACK.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _serve(self) -> None:
-        path, raw_path, query = _target(self.path)
-        headers = self.headers
-        declared = headers.get("content-length", "")
-        length = min(int(declared), MAX_BODY) if declared.isdigit() else 0
-        body = self.rfile.read(length) if length else b""
-        scope: Scope = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": self.request_version[5:],  # after "HTTP/"
-            "method": self.command,
-            "scheme": "http",
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": "",
-            # Raw: as read, with none of email's header fetching on top.
-            "headers": [
-                (k.lower().encode("latin-1"), v.encode("latin-1", "replace"))
-                for k, v in headers.raw_items()
-            ],
-            "client": self.client_address[:2],
-            "server": self.server.server_address[:2],
-        }
-        app = self.server.routes.get(path, _not_found)
-        kept = getattr(app, "kept", None)
-        answer = kept(scope) if kept is not None else None
-        if answer is not None:  # a probe's kept answer: no event loop needed
-            self._write_kept(answer)
-            return
-        status, answer_headers, content = self._call(scope, body)
-        if self.command == "HEAD":
-            content = b""
-        self.wfile.write(self._head(status, answer_headers) + content)
+class _Connection:
+    """One client: what it sent and not yet served, what it is owed, until when."""
 
-    def _write_kept(self, answer: tuple[int, Iterable[tuple[bytes, bytes]], bytes]) -> None:
-        """A kept answer, its bytes made once a second (the Date), not on every probe."""
-        key = (_date(), self.close_connection, self.command == "HEAD")
-        written = self.server.written  # shared: the kubelet's every probe is a new connection
-        if written is None or written[0] is not answer or written[1] != key:
-            status, headers, content = answer
-            data = self._head(status, headers) + (b"" if key[2] else content)
-            written = self.server.written = (answer, key, data)
-        self.wfile.write(written[2])
+    def __init__(self, sock: socket.socket, client: Any, now: float) -> None:
+        self.sock = sock
+        self.client = tuple(client[:2]) if isinstance(client, tuple) else None
+        self.buffer = bytearray()
+        self.out = memoryview(b"")
+        self.state = _READING
+        self.events = 0
+        """What the selector watches it for (0: not registered)."""
+        self.close_after = False
+        self.linger = False
+        self.dropped = 0
+        self.deadline = now + KEEP_ALIVE
 
-    def _call(self, scope: Scope, body: bytes) -> tuple[int, Iterable[tuple[bytes, bytes]], bytes]:
-        """Run the ops router on this thread's own event loop; its whole answer."""
+
+class _Caller:
+    """A pool thread: calls the ops router for one request at a time on its own loop."""
+
+    def __init__(self, server: _Server) -> None:
+        self.server = server
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def run(self) -> None:
+        self.loop = loop = asyncio.new_event_loop()
+        try:
+            while (job := self.server.jobs.get()) is not None:
+                connection, scope, body, close = job
+                try:
+                    answer = self._answer(loop, scope, body, close)
+                except Exception as exc:  # an answer that cannot be written (bad headers)
+                    self.server.on_error(exc, scope["path"])
+                    answer = _head(503, response_headers(TEXT, _FAILED), close) + _FAILED
+                self.server.answered(connection, answer, close)
+        finally:
+            loop.close()
+
+    def _answer(
+        self, loop: asyncio.AbstractEventLoop, scope: Scope, body: bytes, close: bool
+    ) -> bytes:
         messages: list[Message] = []
 
         async def receive() -> Message:
@@ -415,49 +479,365 @@ class _Handler(BaseHTTPRequestHandler):
         async def send(message: Message) -> None:
             messages.append(message)
 
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.new_event_loop()
         # The router answers for an endpoint that raised or was cut off.
-        loop.run_until_complete(self.server.app(scope, receive, send))
-        if not messages:  # not even that answer could be sent
-            return 503, response_headers(TEXT, _FAILED), _FAILED
-        start = messages[0]
-        content = b"".join(m.get("body", b"") for m in messages[1:])
-        return int(start["status"]), start.get("headers", ()), content
-
-    def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-        """Status line and headers: with the body, the whole answer in one write."""
-        reason = self.responses.get(status, ("",))[0]
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode())]
-        head.append(b"date: %s\r\n" % _date().encode())
-        head.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
-        if self.close_connection:
-            head.append(b"connection: close\r\n")
-        head.append(b"\r\n")
-        return b"".join(head)
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
-
-    def finish(self) -> None:
+        self.task = loop.create_task(self._call(scope, receive, send))
         try:
-            super().finish()
+            loop.run_until_complete(self.task)
+        except BaseException:  # cancelled past the router: no answer came
+            messages.clear()
         finally:
-            loop, self._loop = self._loop, None
-            if loop is not None:
-                loop.close()
+            self.task = None
+        if not messages:  # not even the router's answer could be sent
+            status, headers, content = 503, response_headers(TEXT, _FAILED), _FAILED
+        else:
+            start = messages[0]
+            status, headers = int(start["status"]), start.get("headers", ())
+            content = b"".join(m.get("body", b"") for m in messages[1:])
+        if scope["method"] == "HEAD":
+            content = b""
+        return _head(status, headers, close) + content
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """No access log: a probe every few seconds is not news."""
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.server.app(scope, receive, send)
+
+    def cancel(self) -> None:
+        """Cut off the answer under way, if any (from another thread)."""
+        loop, task = self.loop, self.task
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed already
+                loop.call_soon_threadsafe(task.cancel)
+
+
+_live: weakref.WeakSet[_Server] = weakref.WeakSet()
+"""Servers of this process, for ``_close_in_child``."""
+
+
+def _close_in_child() -> None:
+    """After a fork: the child holds none of the listeners' sockets.
+
+    A process forked in a phase (a process pool, multiprocessing with fork)
+    would else keep the port listening after the app exits, and probes would
+    hang instead of being refused. The child's copies only: the parent serves on.
+    """
+    for server in list(_live):
+        server.forget()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
+class _Server:
+    """Serves ``routes`` on a listening socket, bounded in threads, fds and memory.
+
+    One thread (``serve``) accepts, reads requests and writes answers without
+    blocking, and answers a probe from its kept answer itself; any other
+    request goes to one of ``HANDLERS`` pool threads, whose answer comes back
+    to be written. A connection is read again once its answer is written
+    (pipelined requests wait in its buffer), so each holds at most one request
+    in the pool: the queue is bounded by ``MAX_CONNECTIONS``.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        routes: Mapping[str, ASGIApp],
+        on_error: Callable[[BaseException, str], None],
+    ) -> None:
+        self.socket = sock
+        self.port = int(sock.getsockname()[1])
+        self.server = tuple(sock.getsockname()[:2])
+        self.routes = routes
+        self.app = _router(routes, on_error)
+        self.on_error = on_error
+        self.jobs: queue.SimpleQueue[tuple[_Connection, Scope, bytes, bool] | None]
+        self.jobs = queue.SimpleQueue()
+        self._answers: collections.deque[tuple[_Connection, bytes, bool]] = collections.deque()
+        self._connections: set[_Connection] = set()
+        self._selector = selectors.DefaultSelector()
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self._accepting = False
+        self._resume_at = 0.0  # accept again after EMFILE
+        self._closing = False
+        self._written: tuple[object, tuple[str, bool, bool], bytes] | None = None
+        """The last kept answer written, the date and flags it was written with, its bytes."""
+        self._callers = [_Caller(self) for _ in range(HANDLERS)]
+        _live.add(self)
+        name = f"lifewatch-ops:{self.port}"
+        for caller in self._callers:
+            threading.Thread(target=caller.run, name=name, daemon=True).start()
+        threading.Thread(target=self.serve, name=name, daemon=True).start()
+
+    # -- from other threads
+
+    def close(self) -> None:
+        """Stop accepting at once; answers under way get at most ``CLOSE_WAIT`` to finish."""
+        self._closing = True
+        self._wake()
+
+    def answered(self, connection: _Connection, data: bytes, close: bool) -> None:
+        """A pool thread's answer, to be written by the serving thread."""
+        self._answers.append((connection, data, close))
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (woken already) or closed
+            self._wake_out.send(b"\0")
+
+    def forget(self) -> None:
+        """In a forked child: close this process's copies of every socket, serve nothing."""
+        for connection in self._connections:
+            connection.sock.close()
+        for sock in (self.socket, self._wake_in, self._wake_out):
+            sock.close()
+        with contextlib.suppress(Exception):
+            self._selector.close()
+
+    # -- the serving thread
+
+    def serve(self) -> None:
+        selector = self._selector
+        try:
+            selector.register(self._wake_in, selectors.EVENT_READ, None)
+            self._accept_again(True)
+            closing_since = cancelled_at = 0.0
+            while True:
+                now = time.monotonic()
+                waiting = (c.deadline for c in self._connections if c.state != _BUSY)
+                timeout = min(waiting, default=now + 1) - now
+                if self._closing or now < self._resume_at:
+                    timeout = min(timeout, 0.02)
+                for key, mask in selector.select(max(0.0, min(timeout, 1.0))):
+                    if key.data is None:
+                        with contextlib.suppress(OSError):
+                            self._wake_in.recv(4096)
+                    elif key.data is self.socket:
+                        self._accept()
+                    elif mask & selectors.EVENT_READ:
+                        self._read(key.data)
+                    elif self._flush(key.data):
+                        self._serve(key.data)
+                while self._answers:
+                    connection, data, close = self._answers.popleft()
+                    if connection.state == _BUSY and self._send(connection, data, close):
+                        self._serve(connection)
+                now = time.monotonic()
+                for connection in list(self._connections):
+                    if connection.state != _BUSY and now >= connection.deadline:
+                        self._close(connection)  # idle, too slow, or not reading
+                if not self._accepting and not self._closing and now >= self._resume_at:
+                    self._accept_again(len(self._connections) < MAX_CONNECTIONS)
+                if self._closing:
+                    if not closing_since:
+                        closing_since = now
+                        self._accept_again(False)
+                        self.socket.close()  # refused from now on
+                    for connection in list(self._connections):
+                        if connection.state in (_READING, _LINGERING):
+                            self._close(connection)  # nothing owed to it
+                    if not self._connections:
+                        break
+                    if not cancelled_at and now >= closing_since + CLOSE_WAIT:
+                        cancelled_at = now  # still waiting (on a check): they answer 503
+                        for caller in self._callers:
+                            caller.cancel()
+                    if cancelled_at and now >= cancelled_at + 0.1:
+                        break
+        except Exception as exc:  # the socket could not be served: say so
+            self.on_error(exc, "")
+        finally:
+            for connection in list(self._connections):
+                self._close(connection)
+            for _ in self._callers:
+                self.jobs.put(None)
+            self.socket.close()
+            selector.close()
+            self._wake_in.close()
+            self._wake_out.close()
+
+    def _accept_again(self, accepting: bool) -> None:
+        """Watch the listening socket, or leave new connections in the backlog."""
+        if accepting != self._accepting and self.socket.fileno() >= 0:
+            if accepting:
+                self._selector.register(self.socket, selectors.EVENT_READ, self.socket)
+            else:
+                self._selector.unregister(self.socket)
+            self._accepting = accepting
+
+    def _accept(self) -> None:
+        while len(self._connections) < MAX_CONNECTIONS:
+            try:
+                sock, client = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # out of fds (EMFILE): the backlog waits a moment
+                self._resume_at = time.monotonic() + 0.1
+                self._accept_again(False)
+                return
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):  # one answer, one write, sent at once
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = _Connection(sock, client, time.monotonic())
+            self._connections.add(connection)
+            self._watch(connection, selectors.EVENT_READ)
+        self._accept_again(False)  # at the cap: the rest wait in the backlog
+
+    def _watch(self, connection: _Connection, events: int) -> None:
+        if events == connection.events:
+            return
+        if not events:
+            self._selector.unregister(connection.sock)
+        elif not connection.events:
+            self._selector.register(connection.sock, events, connection)
+        else:
+            self._selector.modify(connection.sock, events, connection)
+        connection.events = events
+
+    def _close(self, connection: _Connection) -> None:
+        if connection.state == _CLOSED:
+            return
+        self._watch(connection, 0)
+        connection.sock.close()
+        connection.state = _CLOSED
+        connection.buffer.clear()
+        self._connections.discard(connection)
+
+    def _read(self, connection: _Connection) -> None:
+        try:
+            data = connection.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(connection)
+        elif connection.state == _LINGERING:
+            connection.dropped += len(data)
+            if connection.dropped > LINGER_BYTES:
+                self._close(connection)
+        else:
+            if not connection.buffer:  # a request begins: it gets HEAD_TIMEOUT
+                connection.deadline = time.monotonic() + HEAD_TIMEOUT
+            connection.buffer += data
+            self._serve(connection)
+
+    def _serve(self, connection: _Connection) -> None:
+        """Serve the requests whole in the connection's buffer, one at a time."""
+        while connection.state == _READING and connection.buffer:
+            if connection.buffer.startswith(b"\r\n"):  # after a body, as RFC 9112 §2.2 allows
+                del connection.buffer[:2]
+                continue
+            try:
+                parsed = _parse(connection.buffer)
+            except _Refused as refused:
+                self._refuse(connection, refused)
+                return
+            if parsed is None:
+                return  # more to come, by the deadline
+            request, size = parsed
+            del connection.buffer[:size]
+            scope = self._scope(request, connection)
+            close = not request.keep_alive or self._closing
+            answer = self._kept(scope, close)
+            if answer is None:
+                connection.state = _BUSY
+                self._watch(connection, 0)  # read again once answered
+                self.jobs.put((connection, scope, request.body, close))
+                return
+            if not self._send(connection, answer, close):
+                return
+
+    def _scope(self, request: _Request, connection: _Connection) -> Scope:
+        path, raw_path, query = _target(request.target)
+        return {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": request.version,
+            "method": request.method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": request.headers,
+            "client": connection.client,
+            "server": self.server,
+        }
+
+    def _kept(self, scope: Scope, close: bool) -> bytes | None:
+        """A probe's kept answer, its bytes made once a second (the Date), or None."""
+        kept = getattr(self.routes.get(scope["path"]), "kept", None)
+        if kept is None:
+            return None
+        try:
+            answer = kept(scope)
+        except Exception:  # the pool's router calls it, and reports what it raises
+            return None
+        if answer is None:
+            return None
+        key = (_date(), close, scope["method"] == "HEAD")
+        written = self._written  # the kubelet's every probe is a new connection
+        if written is None or written[0] is not answer or written[1] != key:
+            status, headers, content = answer
+            data = _head(status, headers, close) + (b"" if key[2] else content)
+            written = self._written = (answer, key, data)
+        return written[2]
+
+    def _refuse(self, connection: _Connection, refused: _Refused) -> None:
+        """Answer ``refused`` and close; its sender gets ``LINGER`` to read it."""
+        body = f"lifewatch: {refused.why}\n".encode()
+        connection.buffer.clear()
+        connection.linger = True
+        head = _head(refused.status, response_headers(TEXT, body), True)
+        self._send(connection, head + body, True)
+
+    def _send(self, connection: _Connection, data: bytes, close: bool) -> bool:
+        """Write an answer; True when written and the connection reads on."""
+        connection.out = memoryview(data)
+        connection.close_after = close or self._closing
+        connection.state = _WRITING
+        return self._flush(connection)
+
+    def _flush(self, connection: _Connection) -> bool:
+        """Write what the connection is owed; True when written and it reads on."""
+        try:
+            sent = connection.sock.send(connection.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(connection)
+            return False
+        connection.out = connection.out[sent:]
+        now = time.monotonic()
+        if connection.out:  # the rest when the client reads, by the deadline
+            connection.deadline = now + KEEP_ALIVE
+            self._watch(connection, selectors.EVENT_WRITE)
+            return False
+        if connection.linger:  # what it still sends is read and dropped, for a while
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_WR)
+            connection.state = _LINGERING
+            connection.deadline = now + LINGER
+            self._watch(connection, selectors.EVENT_READ)
+            return False
+        if connection.close_after:
+            self._close(connection)
+            return False
+        connection.state = _READING
+        connection.deadline = now + (HEAD_TIMEOUT if connection.buffer else KEEP_ALIVE)
+        self._watch(connection, selectors.EVENT_READ)
+        return True
 
 
 class OpsListener(Sink):
     """Serves ``routes`` on ``address`` from the first lifespan event to the last.
 
     Started when startup begins; closed when shutdown completes or startup
-    failed (the process is going away), in a thread, so no exit waits on it.
-    A port that cannot be bound is one logged line naming the address, and
-    the app starts without the listener.
+    failed (the process is going away), by its own thread, so no exit waits
+    on it. A port that cannot be bound, or that an unrelated process listens
+    on, is one logged line naming the port (and that process), and the app
+    starts without the listener.
     """
 
     def __init__(self, lifecycle: Lifecycle, address: str, routes: Mapping[str, ASGIApp]) -> None:
@@ -465,7 +845,7 @@ class OpsListener(Sink):
         self.address = address
         self.host, self.requested_port = validate_address(address, "ops_address")
         self.routes = routes
-        self._served: _Served | None = None
+        self._served: _Server | None = None
         self._lock = threading.Lock()
 
     @property
@@ -473,13 +853,6 @@ class OpsListener(Sink):
         """The port listened on (the one picked, for port 0), or None when not listening."""
         served = self._served
         return None if served is None else served.port
-
-    @property
-    def served_by(self) -> str | None:
-        """``"uvicorn/uvloop"`` or ``"uvicorn/asyncio"`` (its httptools protocol on
-        that loop), or ``"http.server"``; None when not listening."""
-        served = self._served
-        return None if served is None else served.name
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
@@ -496,23 +869,23 @@ class OpsListener(Sink):
             try:
                 sock = _listen(self.host, self.requested_port)
             except OSError as exc:
+                why = str(exc) if isinstance(exc, PortTaken) else exc.strerror or str(exc)
+                holder = "" if isinstance(exc, PortTaken) else _held_by(self.requested_port)
+                if holder:
+                    why += f" (port {self.requested_port} is listened on by {holder})"
                 self.lifecycle.notify(
                     Notice(
                         "lifespan.ops.failed",
                         "error",
                         {
                             "address": self.address,
-                            "detail": f"cannot listen on {self.address}: "
-                            f"{exc.strerror or exc}; the probes there will not answer",
+                            "detail": f"cannot listen on {self.address}: {why}; "
+                            "the probes there will not answer",
                         },
                     )
                 )
                 return
-            serve = _uvicorn(self.routes, self._failed)
-            if serve is not None:
-                self._served = serve(sock)
-            else:
-                self._served = _StdlibServed(sock, self.routes, self._failed)
+            self._served = _Server(sock, self.routes, self._failed)
 
     def stop(self) -> None:
         """Closes the listener; returns at once (the closing is the server thread's)."""
