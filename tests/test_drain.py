@@ -107,21 +107,32 @@ def test_a_second_sigterm_or_a_not_ready_app_goes_through_at_once(
     asyncio.run(main())
 
 
-def test_no_hook_without_a_python_handler_or_with_drain_off(
+def test_no_hook_without_a_python_handler(registry: CollectorRegistry) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=1)
+    app = watch.instrument(Starlette())
+
+    async def main() -> None:
+        async with LifespanManager(app):
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    asyncio.run(main())
+
+
+def test_with_drain_off_a_sigterm_when_ready_goes_to_the_server_at_once(
     server_handler: list[int], registry: CollectorRegistry
 ) -> None:
-    for options, handler in (({"drain_delay": 0}, None), ({"drain_delay": 1}, signal.SIG_DFL)):
-        if handler is not None:
-            signal.signal(signal.SIGTERM, handler)
-        before = signal.getsignal(signal.SIGTERM)
-        watch = Lifewatch(registry=CollectorRegistry(), **options)
-        app = watch.instrument(Starlette())
+    # The hook is in (a signal during startup still ends it), but drains nothing.
+    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=0)
+    app = watch.instrument(Starlette())
 
-        async def main(app: Any = app, before: Any = before) -> None:
-            async with LifespanManager(app):
-                assert signal.getsignal(signal.SIGTERM) is before
+    async def main() -> None:
+        async with LifespanManager(app):
+            os.kill(os.getpid(), signal.SIGTERM)
+            await _until(lambda: server_handler == [signal.SIGTERM])
+            assert watch.state is State.READY
 
-        asyncio.run(main())
+    asyncio.run(main())
 
 
 # -- a real uvicorn process --------------------------------------------------

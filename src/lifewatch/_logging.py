@@ -304,7 +304,7 @@ class LoggingSink(Sink):
             "phase_count": len(run.phases),
             "outcome": run.outcome,
         }
-        if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled"):
+        if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled", "signal"):
             self._log.error(
                 "lifespan.startup.failed",
                 phase=run.failed_phase,
