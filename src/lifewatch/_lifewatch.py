@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._build import BuildInfo, resolve_build
 from ._checks import CheckResult, HealthCheck, Probe
@@ -62,7 +62,8 @@ class Lifewatch:
         shutdown_timeout: Bounds the whole shutdown (20 s).
         sinks: More ``Sink`` objects, fed every event.
         timeline_path: Serves the timeline there as an HTML waterfall (JSON by
-            ``Accept``) and at ``<timeline_path>.json`` as JSON (off by default).
+            ``Accept``) and at ``<timeline_path>.json`` as JSON
+            (``/lifewatch/timeline``; ``None``: not served).
         livez_path, readyz_path, startupz_path: The probe paths (``None``: not served).
         expose_details: Shows check failure reasons on the probes (off: an
             exception text can hold a password).
@@ -105,7 +106,7 @@ class Lifewatch:
         startup_timeout: float | None = None,
         shutdown_timeout: float = 20.0,
         sinks: tuple[Sink, ...] = (),
-        timeline_path: str | None = None,
+        timeline_path: str | None = "/lifewatch/timeline",
         livez_path: str | None = "/livez",
         readyz_path: str | None = "/readyz",
         startupz_path: str | None = "/startupz",
@@ -200,9 +201,7 @@ class Lifewatch:
         )
         on_app = not options.ops_only
         if options.timeline_path is not None:
-            from ._waterfall import timeline_routes
-
-            timeline = timeline_routes(lambda: self.timeline, options.timeline_path)
+            timeline = _timeline_routes(lambda: self.timeline, options.timeline_path)
             self._ops_routes.update(timeline)
             if on_app:
                 self._routes.update(timeline)
@@ -518,3 +517,25 @@ class Lifewatch:
         lc = self._lifecycle
         phase = Phase(lc, name, timeout=timeout, critical=critical, background=True)
         return lc.start_background(name, phase, func)
+
+
+class _LazyTimeline:
+    """A timeline endpoint whose module loads on its first request: served by
+    default, it must not cost every app's start the page's import (about 5 ms)."""
+
+    def __init__(self, source: Callable[[], Any], fmt: Literal["auto", "json"]) -> None:
+        self.source = source
+        self.fmt: Literal["auto", "json"] = fmt
+        self.endpoint: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.endpoint is None:
+            from ._waterfall import TimelineEndpoint
+
+            self.endpoint = TimelineEndpoint(self.source, self.fmt)
+        await self.endpoint(scope, receive, send)
+
+
+def _timeline_routes(source: Callable[[], Any], path: str) -> dict[str, ASGIApp]:
+    """``path`` (HTML, or JSON by ``Accept``) and ``path.json`` (always JSON)."""
+    return {path: _LazyTimeline(source, "auto"), f"{path}.json": _LazyTimeline(source, "json")}

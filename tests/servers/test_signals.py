@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.support.servers import env, free_port, running, uvicorn_argv, wait_for
 
-APP = "tests.apps.signals:app"
+APP = "tests.apps.slow_startup:app"
 
 
 def run_until_signalled(tmp: Path, name: str, mark: str, **extra: str) -> tuple[int, float, str]:

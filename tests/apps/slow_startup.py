@@ -1,8 +1,9 @@
-"""A signal during startup, under a real server, with lifewatch's default settings.
+"""A startup that is slow, under a real server, with lifewatch's default settings.
 
 Two lifespans composed: ``config`` starts and has a shutdown part; ``database``
-is where the startup is when the signal comes (``MODE``: ``waits`` awaits
-forever, ``blocks`` blocks the event loop for ``BLOCK`` seconds in a sync phase).
+is where the startup stays (``MODE``: ``waits`` awaits 60 s, ``blocks`` blocks
+the event loop for ``BLOCK`` seconds in a sync phase, ``quick`` does neither).
+``OPS_PORT`` turns the ops listener on; ``TIMELINE_PATH`` sets the timeline's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 options: dict[str, Any] = {}
 if "DRAIN_DELAY" in os.environ:
     options["drain_delay"] = float(os.environ["DRAIN_DELAY"])
+if "OPS_PORT" in os.environ:
+    options["ops_address"] = f"127.0.0.1:{os.environ['OPS_PORT']}"
+if "TIMELINE_PATH" in os.environ:
+    options["timeline_path"] = os.environ["TIMELINE_PATH"]
 watch = Lifewatch(service=os.environ.get("SERVICE", "signals"), **options)
 
 
@@ -39,7 +44,7 @@ async def database(app: Any) -> AsyncIterator[None]:
         async with watch.phase("wait-for-db"):
             print("waiting for the database", flush=True)
             await asyncio.sleep(60)
-    else:
+    elif MODE == "blocks":
         with watch.phase("migrate"):
             print("migrating", flush=True)
             time.sleep(float(os.environ.get("BLOCK", "3")))  # noqa: ASYNC251 - the fault
