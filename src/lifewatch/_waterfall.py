@@ -200,8 +200,8 @@ def _section(
 ) -> str:
     title = event.capitalize()
     if not entries:
-        what = "No startup has run yet." if event == "startup" else _not_yet(startup)
-        return f'<section id="{event}"><h2>{title}</h2><p class="empty">{escape(what)}</p></section>'
+        what = escape("No startup has run yet." if event == "startup" else _not_yet(startup))
+        return f'<section id="{event}"><h2>{title}</h2><p class="empty">{what}</p></section>'
     run = next(e for e in entries if e.kind == "run")
     boot = next((e for e in entries if e.kind == "boot"), None)
     end = max(e.start + e.elapsed for e in entries if e.kind != "boot")
