@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -36,6 +36,7 @@ from ._records import RunRecord
 from ._rendezvous import Rendezvous
 from ._sink import Sink
 from ._starlette import Mounts, instrument
+from ._threads import run_in_daemon_thread
 from ._tracing import TracingSink
 from ._types import State
 from ._validate import validate_bool, validate_name, validate_seconds
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 App = TypeVar("App")
 F = TypeVar("F", bound=Callable[[], Any])
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Lifewatch:
@@ -371,6 +374,20 @@ class Lifewatch:
         it is stuck) and ends with outcome ``timeout``.
         """
         return Phase(self._lifecycle, name, timeout=timeout, critical=critical, tags=tags)
+
+    async def to_thread(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``func(*args, **kwargs)`` in a daemon thread of its own: blocking work a
+        phase can give up on.
+
+        When the awaiting task is cancelled (the phase's ``timeout``, the run's
+        bound, a SIGTERM during startup) lifewatch stops waiting, logs
+        ``lifespan.thread.abandoned`` with the thread's stack, and leaves the
+        thread running: a daemon thread never holds the process's exit (the
+        worker threads of ``asyncio.to_thread`` and ``anyio.to_thread`` do).
+        Context variables are copied, so phases inside nest under the caller's.
+        Under asyncio and trio.
+        """
+        return await run_in_daemon_thread(self._lifecycle, func, args, kwargs)
 
     def lifespan(self, *lifespans: Any, **named: Any) -> WatchedLifespan:
         """Wrap one lifespan, or compose several, each as a phase.

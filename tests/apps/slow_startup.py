@@ -2,7 +2,8 @@
 
 Two lifespans composed: ``config`` starts and has a shutdown part; ``database``
 is where the startup stays (``MODE``: ``waits`` awaits 60 s, ``blocks`` blocks
-the event loop for ``BLOCK`` seconds in a sync phase, ``quick`` does neither).
+the event loop for ``BLOCK`` seconds in a sync phase, ``abandons`` gives a
+300 s blocking call in ``watch.to_thread`` a 1 s timeout, ``quick`` does none).
 ``OPS_PORT`` turns the ops listener on; ``TIMELINE_PATH`` sets the timeline's.
 """
 
@@ -44,6 +45,10 @@ async def database(app: Any) -> AsyncIterator[None]:
         async with watch.phase("wait-for-db"):
             print("waiting for the database", flush=True)
             await asyncio.sleep(60)
+    elif MODE == "abandons":
+        async with watch.phase("wait-for-db", timeout=1):
+            print("connecting", flush=True)
+            await watch.to_thread(time.sleep, 300)  # a connect that never returns
     elif MODE == "blocks":
         with watch.phase("migrate"):
             print("migrating", flush=True)
