@@ -20,7 +20,7 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from lifewatch import Lifewatch, State
+from lifewatch import Lifewatch, StartupInterrupted, State
 from tests.support.broken_logging import broken_logging
 from tests.support.probes import get
 from tests.support.servers import free_port
@@ -105,6 +105,40 @@ def test_a_second_sigterm_or_a_not_ready_app_goes_through_at_once(
             await _until(lambda: server_handler == [signal.SIGTERM])
 
     asyncio.run(main())
+
+
+def test_a_sigterm_during_a_non_critical_phase_still_ends_the_startup(
+    server_handler: list[int], registry: CollectorRegistry
+) -> None:
+    watch = Lifewatch(registry=registry)
+    closed: list[str] = []
+
+    async def config(app: Any) -> AsyncIterator[None]:
+        yield
+        closed.append("config")
+
+    async def cache(app: Any) -> AsyncIterator[None]:
+        async with watch.phase("warm-cache", critical=False):
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(60)
+        yield
+
+    app = watch.instrument(Starlette(lifespan=watch.lifespan(config, cache)))
+
+    async def main() -> None:
+        with pytest.raises(StartupInterrupted, match="startup cut by SIGTERM in phase 'warm"):
+            async with LifespanManager(app, startup_timeout=30):
+                pass
+
+    asyncio.run(main())
+    assert server_handler == [signal.SIGTERM]  # handed on at once, no drain
+    assert closed == ["config"]  # what started is shut down
+    assert watch.timeline.find("warm-cache").outcome == "signal"  # not degraded
+    assert watch.state is State.STOPPED
+    assert registry.get_sample_value(
+        "lifespan_phase_failures_total",
+        {"phase": "warm-cache", "event": "startup", "reason": "signal"},
+    )
 
 
 def test_no_hook_without_a_python_handler(registry: CollectorRegistry) -> None:

@@ -240,9 +240,13 @@ class Lifecycle:
             if outcome in ("ok", "degraded"):
                 self.startup_complete = True
                 self.maybe_ready()
+            elif outcome == "signal":
+                # Asked to stop, not broken: a pod deleted while starting is
+                # no failed startup to page anyone about.
+                self.set_state(State.STOPPING)
             else:
                 self.set_state(State.FAILED)
-        elif not run.rollback:
+        elif not run.rollback or self.state is State.STOPPING:
             self.set_state(State.STOPPED)
 
     @contextlib.contextmanager
