@@ -507,6 +507,8 @@ class Lifecycle:
 
     def cut(self, run: RunRecord, name: str) -> LifewatchError:
         """The error a run raises when its bound (or a signal) cut it, naming the phase it cut."""
+        if isinstance(run.error, StartupInterrupted):
+            return run.error  # the one its innermost phase recorded
         if self._interrupted(run) and self.signalled is not None:
             return StartupInterrupted(run.failed_phase or name, self.signalled)
         bound, limit = self._limit(run.event)
