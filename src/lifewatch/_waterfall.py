@@ -190,6 +190,8 @@ def _not_yet(startup: tuple[TimelineEntry, ...]) -> str:
         if running:
             what += f" (phase {running[-1].name!r} is running)"
         return what + "."
+    if run.outcome == "signal":
+        return "Shutdown has not run: a signal ended the startup."
     if run.outcome not in ("ok", "degraded"):
         return f"Shutdown has not run: startup failed ({run.outcome})."
     return "Shutdown has not run yet: the application is serving."
