@@ -46,7 +46,7 @@ def run_until_signalled(
     ("server", "sig"),
     [("uvicorn", signal.SIGTERM), ("hypercorn", signal.SIGTERM), ("uvicorn", signal.SIGINT)],
 )
-def test_sigterm_during_a_slow_async_phase_ends_the_startup_at_once(
+def test_a_signal_during_a_slow_async_phase_ends_the_startup_at_once(
     tmp_path: Path, server: str, sig: signal.Signals
 ) -> None:
     # The phase awaits 60 s; no startup_timeout is set (the default).
