@@ -21,7 +21,7 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from lifewatch import Lifewatch, State
+from lifewatch import Lifewatch, StartupInterrupted, State
 from lifewatch._channel import ask_all, read_state
 from tests.support.broken_logging import broken_logging
 from tests.support.probes import get
@@ -109,21 +109,66 @@ def test_a_second_sigterm_or_a_not_ready_app_goes_through_at_once(
     asyncio.run(main())
 
 
-def test_no_hook_without_a_python_handler_or_with_drain_off(
+def test_a_sigterm_during_a_non_critical_phase_still_ends_the_startup(
     server_handler: list[int], registry: CollectorRegistry
 ) -> None:
-    for options, handler in (({"drain_delay": 0}, None), ({"drain_delay": 1}, signal.SIG_DFL)):
-        if handler is not None:
-            signal.signal(signal.SIGTERM, handler)
-        before = signal.getsignal(signal.SIGTERM)
-        watch = Lifewatch(registry=CollectorRegistry(), **options)
-        app = watch.instrument(Starlette())
+    watch = Lifewatch(registry=registry)
+    closed: list[str] = []
 
-        async def main(app: Any = app, before: Any = before) -> None:
-            async with LifespanManager(app):
-                assert signal.getsignal(signal.SIGTERM) is before
+    async def config(app: Any) -> AsyncIterator[None]:
+        yield
+        closed.append("config")
 
-        asyncio.run(main())
+    async def cache(app: Any) -> AsyncIterator[None]:
+        async with watch.phase("warm-cache", critical=False):
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(60)
+        yield
+
+    app = watch.instrument(Starlette(lifespan=watch.lifespan(config, cache)))
+
+    async def main() -> None:
+        with pytest.raises(StartupInterrupted, match="startup cut by SIGTERM in phase 'warm"):
+            async with LifespanManager(app, startup_timeout=30):
+                pass
+
+    asyncio.run(main())
+    assert server_handler == [signal.SIGTERM]  # handed on at once, no drain
+    assert closed == ["config"]  # what started is shut down
+    assert watch.timeline.find("warm-cache").outcome == "signal"  # not degraded
+    assert watch.state is State.STOPPED
+    assert registry.get_sample_value(
+        "lifespan_phase_failures_total",
+        {"phase": "warm-cache", "event": "startup", "reason": "signal"},
+    )
+
+
+def test_no_hook_without_a_python_handler(registry: CollectorRegistry) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=1)
+    app = watch.instrument(Starlette())
+
+    async def main() -> None:
+        async with LifespanManager(app):
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    asyncio.run(main())
+
+
+def test_with_drain_off_a_sigterm_when_ready_goes_to_the_server_at_once(
+    server_handler: list[int], registry: CollectorRegistry
+) -> None:
+    # The hook is in (a signal during startup still ends it), but drains nothing.
+    watch = Lifewatch(registry=CollectorRegistry(), drain_delay=0)
+    app = watch.instrument(Starlette())
+
+    async def main() -> None:
+        async with LifespanManager(app):
+            os.kill(os.getpid(), signal.SIGTERM)
+            await _until(lambda: server_handler == [signal.SIGTERM])
+            assert watch.state is State.READY
+
+    asyncio.run(main())
 
 
 # -- a real uvicorn process --------------------------------------------------

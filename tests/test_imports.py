@@ -34,6 +34,7 @@ LAYERS = [
     "_lifecycle",
     # what times a block, and the ways in
     "_phase",
+    "_threads",
     "_lifespan",
     "_middleware",
     "_starlette",

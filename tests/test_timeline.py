@@ -21,6 +21,7 @@ from lifewatch import Lifewatch, Timeline
 from lifewatch._timeline import iso_duration
 from lifewatch._waterfall import wants_json
 from lifewatch.testing import LifespanFailed, LifewatchHarness
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -222,16 +223,31 @@ async def test_endpoints_serve_html_and_json_uncached() -> None:
         assert post.status_code == 405 and post.headers["allow"] == "GET, HEAD"
 
 
-async def test_the_timeline_is_off_unless_asked_for() -> None:
-    h = LifewatchHarness()
+async def test_the_timeline_is_served_by_default_and_off_with_none() -> None:
+    on, off = LifewatchHarness(), LifewatchHarness(timeline_path=None)
+    for h, status in ((on, 200), (off, 404)):
+        app = shop(h.watch)
+        async with (
+            h.serving(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
+        ):
+            assert (await client.get("/lifewatch/timeline")).status_code == status
+            assert (await client.get("/lifewatch/timeline.json")).status_code == status
+        assert isinstance(h.watch.timeline, Timeline)  # the data is always there
+
+
+async def test_with_ops_only_the_timeline_is_on_the_ops_listener_alone() -> None:
+    port = free_port()
+    h = LifewatchHarness(ops_address=f"127.0.0.1:{port}", ops_only=True)
     app = shop(h.watch)
     async with (
         h.serving(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
     ):
-        assert (await client.get(PATH)).status_code == 404
-        assert (await client.get(f"{PATH}.json")).status_code == 404
-    assert isinstance(h.watch.timeline, Timeline)  # the data is always there
+        assert (await client.get("/lifewatch/timeline")).status_code == 404
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as ops:
+            page = await ops.get("/lifewatch/timeline.json")
+        assert page.status_code == 200 and "database" in page.text
 
 
 @pytest.mark.parametrize("path", ["timeline", "/timeline/", "/", "/a b", "/t?x", 3])

@@ -280,3 +280,45 @@ def test_a_boot_longer_than_its_startup_is_squeezed_in_front_not_to_scale() -> N
     to_scale = page(0.5)  # comparable: one axis from process start
     assert "depth-0 compressed" not in to_scale
     assert "left:33.333%;width:66.667%" in to_scale
+
+
+def test_the_empty_shutdown_section_says_what_the_startup_is_doing() -> None:
+    from lifewatch import Timeline, TimelineEntry
+    from lifewatch._waterfall import render_html
+
+    def page(outcome: Any, running: str | None = None) -> str:
+        run = TimelineEntry(
+            id="1",
+            parent_id=None,
+            name="lifespan.startup",
+            event="startup",
+            kind="run",
+            start=0.0,
+            duration=None if outcome is None else 1.0,
+            outcome=outcome,
+            elapsed=1.0,
+        )
+        phases = ()
+        if running is not None:
+            phases = (
+                TimelineEntry(
+                    id="2",
+                    parent_id="1",
+                    name=running,
+                    event="startup",
+                    kind="phase",
+                    start=0.0,
+                    duration=None,
+                    outcome=None,
+                    elapsed=1.0,
+                    depth=1,
+                ),
+            )
+        return render_html(Timeline("orders", (run, *phases)))
+
+    starting = page(None, "<script>alert(1)</script>")
+    assert "the application is starting (phase &#x27;&lt;script&gt;alert(1)" in starting
+    assert "<script>" not in starting  # the phase name is escaped here too
+    assert "the application is serving" in page("ok")
+    assert "startup failed (timeout)" in page("timeout")
+    assert "a signal ended the startup" in page("signal")

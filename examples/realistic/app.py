@@ -1,9 +1,10 @@
 """The orders service: what lifewatch sees in an app built like most are.
 
-Sync SQLAlchemy, alembic migrations in the app's own ``init_db()``, stdlib
-logging configured by the app, a background scheduler, a database check.
+Sync SQLAlchemy, alembic migrations in the app's own ``init_db()`` (one
+worker at a time: see ``db.py``), stdlib logging configured by the app, a
+background scheduler, a database check.
 
-    ORDERS_DB=/tmp/orders.db uvicorn examples.realistic.app:app
+    ORDERS_DB=/tmp/orders.db uvicorn examples.realistic.app:app --workers 2
 
 ``ORDERS_MODE=slow`` makes the cache warmup block past its timeout;
 ``ORDERS_MODE=fail`` makes a migration fail.
@@ -17,17 +18,15 @@ import logging.config
 import os
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from fastapi import FastAPI
 
 from lifewatch import checks
 
+from .db import engine, init_db, wait_for_db
 from .observability import watch
 
 # The app's logging, as it was before lifewatch: lifewatch's lines join it.
@@ -43,21 +42,7 @@ logging.config.dictConfig(
 log = logging.getLogger("orders")
 
 MODE = os.environ.get("ORDERS_MODE", "ok")
-HERE = Path(__file__).parent
-engine = sa.create_engine(f"sqlite:///{os.environ.get('ORDERS_DB', '/tmp/orders.db')}")
 watch.add_check("database", checks.sqlalchemy(engine), interval=1)
-
-
-def init_db() -> None:
-    """The app's own sync setup: connect, then migrate (each revision a phase)."""
-    with watch.phase("database", timeout=30):
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        with watch.phase("migrations"), engine.begin() as conn:
-            config = Config()
-            config.set_main_option("script_location", str(HERE / "migrations"))
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
 
 
 def warm_cache() -> None:
@@ -78,6 +63,10 @@ def count_orders() -> int:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # A connect that can hang while the database is down: in a daemon thread,
+    # so the timeout (or a SIGTERM) ends the phase and the exit never waits for it.
+    async with watch.phase("wait-for-db", timeout=30):
+        await watch.to_thread(wait_for_db)
     init_db()
     with watch.phase("cache-warmup", timeout=0.2, critical=False):
         warm_cache()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._checks import CheckResult, HealthCheck, Probe
-from ._errors import LifewatchError, PhaseTimeout
+from ._errors import LifewatchError, PhaseTimeout, StartupInterrupted
 from ._lifespan import WatchedLifespan
 from ._lifewatch import Lifewatch
 from ._middleware import LifewatchMiddleware
@@ -38,6 +38,7 @@ __all__ = [
     "Reason",
     "RunRecord",
     "Sink",
+    "StartupInterrupted",
     "State",
     "Timeline",
     "TimelineEntry",

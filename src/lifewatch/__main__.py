@@ -236,15 +236,12 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"lifewatch demo: {problem}", file=sys.stderr)
         return 2
 
-    from ._demo import build_app, configure_logging, configure_tracing
+    from ._demo import build_app, configure_logging, configure_tracing, wants_colour
     from ._lifewatch import Lifewatch
 
-    configure_logging(args.json, args.verbose)
-    watch = Lifewatch(
-        service="lifewatch-demo",
-        tracer_provider=configure_tracing(),
-        timeline_path="/lifewatch/timeline",
-    )
+    # lifewatch's lines go to stdout, uvicorn's to stderr: each coloured only on a terminal.
+    configure_logging(args.json, args.verbose, colour=wants_colour(sys.stdout))
+    watch = Lifewatch(service="lifewatch-demo", tracer_provider=configure_tracing())
     app = build_app(watch, args.model_load)
     base = f"http://{args.host}:{args.port}"
     print(
@@ -261,7 +258,14 @@ def _demo(args: argparse.Namespace) -> int:
     )
     # --json: the logging configured above renders uvicorn's lines too.
     quiet_uvicorn: dict[str, Any] = {"log_config": None} if args.json else {}
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", **quiet_uvicorn)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        use_colors=wants_colour(sys.stderr),
+        **quiet_uvicorn,
+    )
     return 0
 
 

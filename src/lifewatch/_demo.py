@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from fastapi import FastAPI, Request
@@ -68,23 +70,40 @@ def configure_json_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).propagate = True
 
 
-def configure_logging(json: bool, verbose: bool = False) -> None:
+def wants_colour(stream: TextIO) -> bool:
+    """Colours only on a terminal, and not when ``NO_COLOR`` is set (no-color.org):
+    escape codes in a file or a pipe are noise."""
+    if os.environ.get("NO_COLOR", ""):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+def configure_logging(json: bool, verbose: bool = False, colour: bool = False) -> None:
     """Readable lines in a terminal, JSON for a log pipeline (the demo is an app).
 
     Phase begin records and one line per finished span are at debug level,
-    shown with ``--verbose``.
+    shown with ``--verbose``. ``colour``: ANSI colours (see ``wants_colour``).
     """
     if json:
         configure_json_logging(logging.DEBUG if verbose else logging.INFO)
         return
+    renderer = (
+        structlog.dev.ConsoleRenderer()
+        if colour
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             structlog.dev.set_exc_info,
-            structlog.dev.ConsoleRenderer(),
+            renderer,
         ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if verbose else logging.INFO
         ),

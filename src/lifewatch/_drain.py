@@ -116,7 +116,8 @@ class Drainer(Sink):
             self.uninstall()
 
     def install(self) -> None:
-        if not self.installed and self.drain_delay > 0:
+        # With drain_delay=0 too: a signal during startup still ends the startup.
+        if not self.installed:
             self.installed = _PROCESS.join(self)
 
     def uninstall(self) -> None:
@@ -131,7 +132,7 @@ class Drainer(Sink):
 
     def begin(self, sig: int) -> bool:
         """Drain if ready (nobody routes to an instance that is not); True if so."""
-        if self.lifecycle.state is not State.READY:
+        if self.lifecycle.state is not State.READY or self.drain_delay <= 0:
             return False
         self.lifecycle.set_state(State.DRAINING)
         self.tell("lifespan.drain.begin", "info", sig)
@@ -224,7 +225,8 @@ class _ProcessDrain:
 
     def __init__(self) -> None:
         self.drainers: list[Drainer] = []
-        self.previous: Handler = None
+        self.previous: dict[int, Handler] = {}
+        """The server's handler of each signal lifewatch stands in front of."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.draining: list[Drainer] = []
@@ -247,13 +249,21 @@ class _ProcessDrain:
         return True
 
     def _hook(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Stand in front of the server's SIGTERM handler; False where none can be."""
+        """Stand in front of the server's SIGTERM handler; False where none can be.
+
+        SIGINT too where the server handles it with the same handler
+        (uvicorn): it drains nothing, but like SIGTERM it ends a startup under way.
+        """
         previous = signal.getsignal(signal.SIGTERM)
         if _hookable(previous):
             if _under_reload(previous):
                 return False
-            self.previous, self.loop = previous, loop
-            signal.signal(signal.SIGTERM, self._on_signal)
+            self.loop = loop
+            self.previous = {signal.SIGTERM: previous}
+            if signal.getsignal(signal.SIGINT) == previous:
+                self.previous[signal.SIGINT] = previous
+            for sig in self.previous:
+                signal.signal(sig, self._on_signal)
             return True
         handle = _loop_handler(loop)
         if handle is None:
@@ -263,7 +273,7 @@ class _ProcessDrain:
             # handler is still the one kept.
             return loop is self.loop
         self.loop = loop
-        self.previous = lambda sig, frame: handle._run()
+        self.previous = {signal.SIGTERM: lambda sig, frame: handle._run()}
         # Run on the loop from its wakeup fd, as the server's was; it stays
         # after shutdown begins and hands any later signal on at once.
         loop.add_signal_handler(signal.SIGTERM, self._begin, signal.SIGTERM)
@@ -281,19 +291,23 @@ class _ProcessDrain:
         held, self.held = self.held, None
         if held is not None:
             self._forward(held)  # shutdown began anyway: never sit on a signal
-        if (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) == self._on_signal
-        ):
-            signal.signal(signal.SIGTERM, self.previous)
-            self.loop = None
+        if threading.current_thread() is threading.main_thread():
+            ours = [sig for sig in self.previous if signal.getsignal(sig) == self._on_signal]
+            for sig in ours:
+                signal.signal(sig, self.previous[sig])
+            if ours:
+                self.loop = None
         # A handler on the loop stays (see _hook): it keeps the loop.
 
     # -- the signal -----------------------------------------------------------
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         # Runs between two bytecodes of whatever the main thread was doing:
-        # do the work on the loop, not here.
+        # do the work on the loop, not here. Only note a startup under way, so
+        # that a phase blocking the loop fails as it ends (see _begin).
+        for drainer in self.drainers:
+            with contextlib.suppress(Exception):
+                drainer.lifecycle.startup_signalled(sig)
         loop = self.loop
         try:
             if loop is None or loop.is_closed():
@@ -303,6 +317,8 @@ class _ProcessDrain:
             self._forward(sig)
 
     def _begin(self, sig: int) -> None:
+        if self._cut_startup(sig):
+            return
         if self.timer is not None:
             # A second SIGTERM: the operator means it, stop waiting.
             self.timer.cancel()
@@ -312,12 +328,13 @@ class _ProcessDrain:
                 drainer.tell("lifespan.drain.cut", "warning", sig)
             self._forward(sig)
             return
-        ready = [d for d in self.drainers if d.lifecycle.state is State.READY]
+        ready = [d for d in self.drainers if d.lifecycle.state is State.READY and d.drain_delay > 0]
         requested = [
             left for left in (d.requested_left() for d in self.drainers) if left is not None
         ]
-        if not ready and not requested:
-            # Not ready, so nobody routes here: nothing to drain.
+        if sig != signal.SIGTERM or (not ready and not requested):
+            # Not ready, so nobody routes here: nothing to drain. SIGINT (a
+            # person at a terminal) is never drained.
             self._forward(sig)
             return
         assert self.loop is not None
@@ -330,6 +347,27 @@ class _ProcessDrain:
         for drainer in ready:
             with contextlib.suppress(Exception):
                 drainer.begin(sig)
+
+    def _cut_startup(self, sig: int) -> bool:
+        """A signal during startup: cut what runs now, hand the signal on; True if so.
+
+        No drain: an instance that was never ready gets no traffic. The
+        server (uvicorn) exits once the startup, now failing, has rolled back.
+        """
+        starting = []
+        for drainer in self.drainers:
+            with contextlib.suppress(Exception):
+                if drainer.lifecycle.startup_signalled(sig):
+                    starting.append(drainer)
+        if not starting:
+            return False
+        try:
+            for drainer in starting:
+                with contextlib.suppress(Exception):
+                    drainer.lifecycle.cut_startup()
+        finally:
+            self._forward(sig)
+        return True
 
     def _end(self, sig: int) -> None:
         self.timer = None
@@ -344,7 +382,7 @@ class _ProcessDrain:
             self._forward(sig)
 
     def _forward(self, sig: int) -> None:
-        previous = self.previous
+        previous = self.previous.get(sig)
         if callable(previous):
             previous(sig, None)
 

@@ -1,4 +1,4 @@
-"""The one exception lifewatch raises of its own, and the note it adds to others.
+"""The exceptions lifewatch raises of its own, and the note it adds to others.
 
 A failing phase's exception reaches the server and the caller as itself, so
 ``except DatabaseDown:`` keeps working; lifewatch only adds a PEP 678 note
@@ -7,6 +7,7 @@ naming the phase, which tracebacks (and so the server's log) print.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 NOTE_PREFIX = "lifewatch: "
@@ -32,6 +33,16 @@ class PhaseTimeout(TimeoutError, LifewatchError):
             f"lifewatch: {event} phase {phase!r} failed (timeout): "
             f"still running after {limit}={timeout:g}s"
         )
+
+
+class StartupInterrupted(LifewatchError):
+    """A SIGTERM or SIGINT came while startup ran: the running phase was cut and
+    startup failed, so a pod being deleted before it was ever ready exits at once."""
+
+    def __init__(self, phase: str, signum: int) -> None:
+        self.phase = phase
+        self.signal = signal.Signals(signum)
+        super().__init__(f"lifewatch: startup cut by {self.signal.name} in phase {phase!r}")
 
 
 def add_note(exc: BaseException, note: str) -> None:

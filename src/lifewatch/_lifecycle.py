@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._errors import PhaseTimeout, add_note, has_note
+from ._errors import LifewatchError, PhaseTimeout, StartupInterrupted, add_note, has_note
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._types import Event, Outcome, Reason, State
@@ -102,6 +102,8 @@ class Lifecycle:
         self._overrun_lock = threading.Lock()
         self._stopping_background = False
         """Shutdown is cancelling the background phases: their end is no failure."""
+        self.signalled: int | None = None
+        """A SIGTERM or SIGINT that came while the startup run was open: it ends it."""
 
     def connect(self, sinks: tuple[Sink, ...]) -> None:
         """Subscribe the sinks, once; the facade builds them after the lifecycle."""
@@ -183,6 +185,7 @@ class Lifecycle:
             self.startup_complete = False
             # One app serving test after test: each startup starts afresh.
             self.background_failed = False
+            self.signalled = None
             self.set_state(State.STARTING)
             self._set_deadline(self.startup_timeout)
         else:
@@ -217,12 +220,18 @@ class Lifecycle:
             outcome = "degraded"
         else:
             outcome = "ok"
+        if outcome in ("ok", "degraded") and self._interrupted(run):
+            # The signal came as the startup was ending (or where nothing could
+            # cut it): it does not become ready, so it is not drained either.
+            outcome = "signal"
         run.outcome = outcome
         if outcome not in ("ok", "degraded"):
             if run.failed_phase is None:
                 run.failed_phase = run.event
             if run.error is None:
                 run.error = error
+            if run.error is None and outcome == "signal" and self.signalled is not None:
+                run.error = StartupInterrupted(run.failed_phase, self.signalled)
         if self.current is run:
             self.current = None
         self._set_deadline(None)
@@ -231,26 +240,28 @@ class Lifecycle:
             if outcome in ("ok", "degraded"):
                 self.startup_complete = True
                 self.maybe_ready()
+            elif outcome == "signal":
+                # Asked to stop, not broken: a pod deleted while starting is
+                # no failed startup to page anyone about.
+                self.set_state(State.STOPPING)
             else:
                 self.set_state(State.FAILED)
-        elif not run.rollback:
+        elif not run.rollback or self.state is State.STOPPING:
             self.set_state(State.STOPPED)
 
     @contextlib.contextmanager
-    def bound(self) -> Iterator[anyio.CancelScope | None]:
-        """A cancel scope that follows the open run's bound, or None when none applies.
+    def bound(self) -> Iterator[anyio.CancelScope]:
+        """A cancel scope that follows the open run's bound, and that a signal during
+        startup cancels.
 
         The lifespan wrapper opens one around each lifespan it enters, and
         keeps it open for that lifespan's whole life (startup, serving,
         shutdown), so the scopes the lifespan opens nest inside it, as anyio
         and trio require. Only the innermost open scope carries the deadline:
-        a timeout cuts what runs now, and the lifespans around it still get
-        their turn (a shutdown's later phases, a rollback after a startup
-        timeout), each cut at once if the deadline has passed.
+        a timeout (or a signal) cuts what runs now, and the lifespans around
+        it still get their turn (a shutdown's later phases, a rollback after
+        a failed startup), each cut at once if the deadline has passed.
         """
-        if self.startup_timeout is None and self.shutdown_timeout is None:
-            yield None
-            return
         scope = anyio.CancelScope()
         self._scopes.append(scope)
         self._retarget()
@@ -274,6 +285,31 @@ class Lifecycle:
         if scopes and scopes[-1].deadline != self._deadline:
             scopes[-1].deadline = self._deadline
 
+    # -- a signal during startup ----------------------------------------------
+
+    def startup_signalled(self, signum: int) -> bool:
+        """Note a SIGTERM/SIGINT that came while the startup run is open; True if so.
+
+        Called from the signal handler itself (between two bytecodes of the
+        main thread, which may be blocked in a sync phase): plain attribute
+        reads and one write, so that a phase ending later sees it even before
+        the event loop runs again.
+        """
+        run = self.startup
+        if run is None or run.end is not None or self.current is not run:
+            return False
+        if self.signalled is None:
+            self.signalled = signum
+        return True
+
+    def cut_startup(self) -> None:
+        """On the event loop: cancel what the startup runs now (the innermost bound)."""
+        if self.signalled is not None and self._scopes and self._interrupted(self.current):
+            self._scopes[-1].cancel()
+
+    def _interrupted(self, run: RunRecord | None) -> bool:
+        return run is not None and run is self.startup and self.signalled is not None
+
     def bound_hit(self) -> bool:
         """Whether the open run's bound has cut it (so a cancellation is a timeout)."""
         return any(scope.cancel_called for scope in self._scopes)
@@ -281,7 +317,11 @@ class Lifecycle:
     def _reason(self, error: BaseException) -> Reason:
         if isinstance(error, PhaseTimeout):
             return "timeout"
+        if isinstance(error, StartupInterrupted):
+            return "signal"
         if isinstance(error, _cancelled_class()):
+            if self._interrupted(self.current):
+                return "signal"
             return "timeout" if self.bound_hit() else "cancelled"
         return "error"
 
@@ -381,6 +421,11 @@ class Lifecycle:
         run = phase.run
         if phase.timeout is not None and (phase.overran or phase.end - phase.start > phase.timeout):
             error = self._overran(phase, error)
+        if error is None and not phase.background and self._interrupted(run):
+            # A signal came while it ran (a sync block the loop could not cut,
+            # or a block that never awaited): the startup ends here.
+            assert self.signalled is not None
+            error = StartupInterrupted(phase.name, self.signalled)
         if error is None:
             phase.outcome = "ok"
             for call in self._phase_end:
@@ -399,9 +444,17 @@ class Lifecycle:
             # Cut by the run's bound: say so, rather than "CancelledError".
             bound, limit = self._limit(phase.event)
             recorded: BaseException = PhaseTimeout(phase.name, bound, limit, phase.event)
+        elif reason == "signal" and not isinstance(error, StartupInterrupted):
+            # Cut by the signal: the innermost phase's error, which names it.
+            assert self.signalled is not None
+            inner = run.error if run is not None else None
+            if isinstance(inner, StartupInterrupted):
+                recorded = inner
+            else:
+                recorded = StartupInterrupted(phase.name, self.signalled)
         else:
             recorded = error
-        if isinstance(error, Exception) and not isinstance(error, PhaseTimeout):
+        if isinstance(error, Exception) and not isinstance(error, LifewatchError):
             # The innermost phase names itself on the exception, once.
             origin = not has_note(error)
             if origin:
@@ -414,7 +467,7 @@ class Lifecycle:
             origin = run.failed_phase is None
         phase.reason, phase.error, phase.origin = reason, recorded, origin
         suppress = False
-        if not phase.critical and isinstance(error, Exception):
+        if not phase.critical and isinstance(error, Exception) and reason != "signal":
             phase.outcome = "degraded"
             suppress = True
             if run is not None and run.error is error:
@@ -452,8 +505,12 @@ class Lifecycle:
         timeout.__cause__ = error
         return timeout
 
-    def cut(self, run: RunRecord, name: str) -> PhaseTimeout:
-        """The error a run raises when its bound cut it, naming the phase it cut."""
+    def cut(self, run: RunRecord, name: str) -> LifewatchError:
+        """The error a run raises when its bound (or a signal) cut it, naming the phase it cut."""
+        if isinstance(run.error, StartupInterrupted):
+            return run.error  # the one its innermost phase recorded
+        if self._interrupted(run) and self.signalled is not None:
+            return StartupInterrupted(run.failed_phase or name, self.signalled)
         bound, limit = self._limit(run.event)
         return PhaseTimeout(run.failed_phase or name, bound, limit, run.event)
 

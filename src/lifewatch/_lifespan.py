@@ -260,10 +260,11 @@ async def run_handlers(lc: Lifecycle, handlers: Handlers) -> None:
     check_cut(lc, scope, "startup")
 
 
-def check_cut(lc: Lifecycle, scope: anyio.CancelScope | None, name: str) -> None:
-    # The bound swallowed its own cancellation: a startup cut is a failure
-    # (a shutdown one was recorded, and shutdown goes on to its end).
-    if scope is not None and scope.cancelled_caught:
+def check_cut(lc: Lifecycle, scope: anyio.CancelScope, name: str) -> None:
+    # The bound swallowed its own cancellation (its deadline, or a signal): a
+    # startup cut is a failure (a shutdown one was recorded, and shutdown goes
+    # on to its end).
+    if scope.cancelled_caught:
         run = lc.current
         if run is not None and run.event == "startup":
             raise lc.cut(run, name)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._build import BuildInfo, resolve_build
 from ._channel import DrainChannel
@@ -36,6 +36,7 @@ from ._process import process_start_time
 from ._records import RunRecord
 from ._sink import Sink
 from ._starlette import Mounts, instrument
+from ._threads import run_in_daemon_thread
 from ._tracing import TracingSink
 from ._types import State
 from ._validate import validate_bool, validate_name, validate_seconds
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 App = TypeVar("App")
 F = TypeVar("F", bound=Callable[[], Any])
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Lifewatch:
@@ -62,7 +65,8 @@ class Lifewatch:
         shutdown_timeout: Bounds the whole shutdown (20 s).
         sinks: More ``Sink`` objects, fed every event.
         timeline_path: Serves the timeline there as an HTML waterfall (JSON by
-            ``Accept``) and at ``<timeline_path>.json`` as JSON (off by default).
+            ``Accept``) and at ``<timeline_path>.json`` as JSON
+            (``/lifewatch/timeline``; ``None``: not served).
         livez_path, readyz_path, startupz_path: The probe paths (``None``: not served).
         expose_details: Shows check failure reasons on the probes (off: an
             exception text can hold a password).
@@ -101,7 +105,7 @@ class Lifewatch:
         startup_timeout: float | None = None,
         shutdown_timeout: float = 20.0,
         sinks: tuple[Sink, ...] = (),
-        timeline_path: str | None = None,
+        timeline_path: str | None = "/lifewatch/timeline",
         livez_path: str | None = "/livez",
         readyz_path: str | None = "/readyz",
         startupz_path: str | None = "/startupz",
@@ -196,9 +200,7 @@ class Lifewatch:
         )
         on_app = not options.ops_only
         if options.timeline_path is not None:
-            from ._waterfall import timeline_routes
-
-            timeline = timeline_routes(lambda: self.timeline, options.timeline_path)
+            timeline = _timeline_routes(lambda: self.timeline, options.timeline_path)
             self._ops_routes.update(timeline)
             if on_app:
                 self._routes.update(timeline)
@@ -364,6 +366,20 @@ class Lifewatch:
         """
         return Phase(self._lifecycle, name, timeout=timeout, critical=critical, tags=tags)
 
+    async def to_thread(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``func(*args, **kwargs)`` in a daemon thread of its own: blocking work a
+        phase can give up on.
+
+        When the awaiting task is cancelled (the phase's ``timeout``, the run's
+        bound, a SIGTERM during startup) lifewatch stops waiting, logs
+        ``lifespan.thread.abandoned`` with the thread's stack, and leaves the
+        thread running: a daemon thread never holds the process's exit (the
+        worker threads of ``asyncio.to_thread`` and ``anyio.to_thread`` do).
+        Context variables are copied, so phases inside nest under the caller's.
+        Under asyncio and trio.
+        """
+        return await run_in_daemon_thread(self._lifecycle, func, args, kwargs)
+
     def lifespan(self, *lifespans: Any, **named: Any) -> WatchedLifespan:
         """Wrap one lifespan, or compose several, each as a phase.
 
@@ -509,3 +525,25 @@ class Lifewatch:
         lc = self._lifecycle
         phase = Phase(lc, name, timeout=timeout, critical=critical, background=True)
         return lc.start_background(name, phase, func)
+
+
+class _LazyTimeline:
+    """A timeline endpoint whose module loads on its first request: served by
+    default, it must not cost every app's start the page's import (about 5 ms)."""
+
+    def __init__(self, source: Callable[[], Any], fmt: Literal["auto", "json"]) -> None:
+        self.source = source
+        self.fmt: Literal["auto", "json"] = fmt
+        self.endpoint: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.endpoint is None:
+            from ._waterfall import TimelineEndpoint
+
+            self.endpoint = TimelineEndpoint(self.source, self.fmt)
+        await self.endpoint(scope, receive, send)
+
+
+def _timeline_routes(source: Callable[[], Any], path: str) -> dict[str, ASGIApp]:
+    """``path`` (HTML, or JSON by ``Accept``) and ``path.json`` (always JSON)."""
+    return {path: _LazyTimeline(source, "auto"), f"{path}.json": _LazyTimeline(source, "json")}

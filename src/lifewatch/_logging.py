@@ -387,7 +387,7 @@ class LoggingSink(Sink):
             "outcome": run.outcome,
         }
         origin, self._origin = self._origin, None  # told; keep no error alive
-        if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled"):
+        if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled", "signal"):
             # The failed phase's record stated the error; this one names the
             # phase. A failure no phase recorded (an app under the plain
             # middleware raising) is stated here.

@@ -71,7 +71,7 @@ class Options:
         startup_timeout: float | None = None,
         shutdown_timeout: float = 20.0,
         sinks: tuple[Sink, ...] = (),
-        timeline_path: str | None = None,
+        timeline_path: str | None = "/lifewatch/timeline",
         livez_path: str | None = "/livez",
         readyz_path: str | None = "/readyz",
         startupz_path: str | None = "/startupz",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from ._errors import PhaseTimeout
+from ._errors import PhaseTimeout, StartupInterrupted
 from ._records import PhaseRecord
 from ._validate import validate_bool, validate_name, validate_seconds
 
@@ -144,6 +144,8 @@ class Phase:
             raise error from None  # cut by its own scope: not "CancelledError"
         if error is not exc and isinstance(error, PhaseTimeout) and error.limit == "timeout":
             raise error  # ran past its timeout without being cut: the lifecycle says so
+        if exc is None and isinstance(error, StartupInterrupted):
+            raise error  # a signal came while it ran: the startup ends here
         return False
 
     def __enter__(self) -> PhaseRecord:

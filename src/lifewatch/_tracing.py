@@ -107,7 +107,7 @@ class TracingSink(Sink):
     def run_end(self, run: RunRecord) -> None:
         span: Span = run.sink_data[_KEY]
         span.set_attribute("lifespan.outcome", run.outcome or "ok")
-        if run.outcome in ("error", "timeout", "cancelled"):
+        if run.outcome in ("error", "timeout", "cancelled", "signal"):
             what = f"phase {run.failed_phase!r} failed" if run.failed_phase else run.outcome
             span.set_status(Status(StatusCode.ERROR, what))
         span.end()

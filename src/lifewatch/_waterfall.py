@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Literal
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ._http import (
     Header,
@@ -34,6 +34,7 @@ _LABELS = {
     "error": "\u2716 failed",
     "timeout": "\u2716 timed out",
     "cancelled": "\u25a0 cancelled",
+    "signal": "\u25a0 cut by a signal",
     None: "\u2026 running",
 }
 
@@ -78,7 +79,7 @@ b[class^=label-]{padding:.05rem .4rem;border-radius:.3rem}
 .row.outcome-running .bar{background:repeating-linear-gradient(45deg,var(--ok) 0,var(--ok) 6px,
 #9dbdeb 6px,#9dbdeb 12px)}
 b.label-degraded{background:var(--degraded);color:#fff}
-b.label-error,b.label-timeout{background:var(--bad);color:#fff}
+b.label-error,b.label-timeout,b.label-signal{background:var(--bad);color:#fff}
 b.label-cancelled{background:var(--cancelled);color:#fff}
 b.label-running{border:1px dashed var(--ok);color:var(--ok)}
 h2 b{font-size:.85rem;padding:.05rem .45rem;border-radius:.3rem}
@@ -177,14 +178,31 @@ def _row(e: TimelineEntry, left: float, width: float, compressed: bool = False) 
     )
 
 
-def _section(event: Event, entries: tuple[TimelineEntry, ...]) -> str:
+def _not_yet(startup: tuple[TimelineEntry, ...]) -> str:
+    """Why the shutdown section is empty, read from the startup's entries."""
+    run = next((e for e in startup if e.kind == "run"), None)
+    if run is None:
+        return "Shutdown has not run yet: no startup has run."
+    if run.outcome is None:
+        running = [e for e in startup if e.kind == "phase" and e.outcome is None]
+        running = [e for e in running if not e.background] or running
+        what = "Shutdown has not run yet: the application is starting"
+        if running:
+            what += f" (phase {running[-1].name!r} is running)"
+        return what + "."
+    if run.outcome == "signal":
+        return "Shutdown has not run: a signal ended the startup."
+    if run.outcome not in ("ok", "degraded"):
+        return f"Shutdown has not run: startup failed ({run.outcome})."
+    return "Shutdown has not run yet: the application is serving."
+
+
+def _section(
+    event: Event, entries: tuple[TimelineEntry, ...], startup: tuple[TimelineEntry, ...] = ()
+) -> str:
     title = event.capitalize()
     if not entries:
-        what = (
-            "No startup has run yet."
-            if event == "startup"
-            else "Shutdown has not run yet: the application is serving."
-        )
+        what = escape("No startup has run yet." if event == "startup" else _not_yet(startup))
         return f'<section id="{event}"><h2>{title}</h2><p class="empty">{what}</p></section>'
     run = next(e for e in entries if e.kind == "run")
     boot = next((e for e in entries if e.kind == "boot"), None)
@@ -242,7 +260,10 @@ def render_html(timeline: Timeline, json_href: str | None = None) -> str:
     heading = f"Lifespan timeline \u2014 {service}" if service else "Lifespan timeline"
     link = f' \u00b7 <a href="{escape(json_href)}">JSON</a>' if json_href else ""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    sections = "".join(_section(ev, timeline.run(ev)) for ev in ("startup", "shutdown"))
+    startup = timeline.run("startup")
+    sections = _section("startup", startup) + _section(
+        "shutdown", timeline.run("shutdown"), startup
+    )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -294,11 +315,3 @@ class TimelineEndpoint:
             body = render_html(timeline, json_href=f"{name}.json" if name else None).encode()
             headers = response_headers(_HTML, body, *vary, (b"content-security-policy", _CSP))
         await respond(send, method, 200, headers, body)
-
-
-def timeline_routes(source: Callable[[], Timeline], path: str) -> dict[str, ASGIApp]:
-    """``path`` (HTML, or JSON by ``Accept``) and ``path.json`` (always JSON)."""
-    return {
-        path: TimelineEndpoint(source, "auto"),
-        f"{path}.json": TimelineEndpoint(source, "json"),
-    }

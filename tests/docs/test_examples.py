@@ -82,3 +82,6 @@ async def test_blocking_example_times_out_both_phases_and_cuts_the_thread() -> N
     assert cut.duration is not None and cut.duration < 4 * 0.1
     (overrun,) = h.events("lifespan.phase.overrun")
     assert overrun["phase"] == "model" and "in load_model: time.sleep(0.5)" in overrun["stuck_at"]
+    (abandoned,) = h.events("lifespan.thread.abandoned")
+    assert abandoned["phase"] == "model-in-a-thread"
+    assert "in load_model: time.sleep(0.5)" in abandoned["stuck_at"]

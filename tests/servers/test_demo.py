@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.servers import free_port, http_get, wait_for
 
@@ -132,3 +134,42 @@ def test_lifewatch_console_script_runs_the_same_cli() -> None:
         [str(script), "demo", "--help"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0 and "--model-load" in proc.stdout
+
+
+def test_demo_writes_no_colour_codes_into_a_file(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lifewatch", "demo", "--port", str(port), "--model-load", "0"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for("ready", lambda: http_get(f"http://127.0.0.1:{port}/readyz"), 30)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "lifespan.startup.complete" in text and "Application startup complete" in text
+    assert "\x1b[" not in text, text[:400]
+
+
+def test_colours_on_a_terminal_only_and_never_with_no_color(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lifewatch._demo import wants_colour
+
+    leader, follower = os.openpty()
+    with os.fdopen(follower, "w") as terminal, open(os.devnull, "w") as file:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        assert wants_colour(terminal) and not wants_colour(file)
+        monkeypatch.setenv("NO_COLOR", "1")
+        assert not wants_colour(terminal)
+        monkeypatch.setenv("NO_COLOR", "")  # set but empty: no-color.org says ignore it
+        assert wants_colour(terminal)
+    os.close(leader)

@@ -13,6 +13,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -124,3 +125,50 @@ def test_a_failed_migration_fails_startup_naming_the_phase_in_one_line(tmp_path:
     after = log[log.index(phase) :]
     assert "duplicate column name" in after[: after.index("lifespan.phase.end")]
     assert "lifewatch: startup phase '0002_status' failed (error)" in log  # uvicorn's traceback
+
+
+def test_two_workers_take_turns_at_the_one_off_work_and_write_the_initial_data_once(
+    tmp_path: Path,
+) -> None:
+    """``uvicorn --workers 2``: both run ``init_db`` (examples/realistic/db.py),
+    under its lock; the pause between "no orders yet" and the insert is where
+    two workers without the lock both insert (or one fails, the database locked)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_file = tmp_path / "workers.log"
+    environ = {**app_env(tmp_path), "ORDERS_SEED_PAUSE": "2"}
+    with running([*uvicorn_argv(port, APP), "--workers", "2"], log_file, environ):
+
+        def both_started() -> bool:
+            return log_file.read_text().count("Application startup complete.") == 2
+
+        wait_for("both workers", both_started, 60)
+        orders = [o["item"] for o in httpx.get(base + "/orders").json()]
+    log = log_file.read_text()
+    assert orders == ["coffee", "bagel"], log[-4000:]
+    assert "Traceback" not in log and "startup failed" not in log, log[-4000:]
+    assert log.count("lifespan.startup.complete") == 2
+
+
+def test_the_prestart_command_does_the_one_off_work_and_the_app_then_finds_it_done(
+    tmp_path: Path,
+) -> None:
+    environ = app_env(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.realistic.prestart"],
+        env=environ,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    # alembic.ini's own logging (fileConfig in env.py) ran: alembic's lines, its format.
+    assert "INFO  [alembic.runtime.migration] Running upgrade  -> 0001" in done.stderr
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_file = tmp_path / "app.log"
+    with running(uvicorn_argv(port, APP), log_file, environ):
+        wait_for("the orders service", lambda: ready(base), 30)
+        assert [o["item"] for o in httpx.get(base + "/orders").json()] == ["coffee", "bagel"]
+    assert "Running upgrade" not in log_file.read_text()  # nothing left to migrate

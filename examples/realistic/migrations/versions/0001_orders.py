@@ -17,7 +17,3 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("item", sa.String(100), nullable=False),
     )
-    op.bulk_insert(
-        sa.table("orders", sa.column("item", sa.String)),
-        [{"item": "coffee"}, {"item": "bagel"}],
-    )
