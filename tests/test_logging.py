@@ -271,7 +271,13 @@ def alone() -> Iterator[logging.Logger]:
     once a test takes off the ones pytest adds to such a logger."""
     logger = logging.getLogger("lifewatch.alone")
     logger.propagate = False
+    # The fallback follows uvicorn's --log-level where uvicorn runs in this
+    # process; an earlier test's in-process uvicorn (log_level="warning") left one.
+    server = logging.getLogger("uvicorn.error")
+    server_level = server.level
+    server.setLevel(logging.NOTSET)
     yield logger
+    server.setLevel(server_level)
     logger.handlers.clear()
     logger.setLevel(logging.NOTSET)
     logging.disable(logging.NOTSET)
