@@ -68,14 +68,24 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run every ``async def`` test on asyncio through anyio's pytest plugin;
-    mark ``integration`` every test that starts a process (see ``_starts_a_process``)."""
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+    """Run every ``async def`` test on asyncio through anyio's pytest plugin:
+    marked here, before the plugin looks (anyio before 4.12 looks only then)."""
     import inspect
 
+    if (
+        isinstance(collector, pytest.Module | pytest.Class)
+        and collector.istestfunction(obj, name)
+        and inspect.iscoroutinefunction(obj)
+    ):
+        pytest.mark.anyio(obj)
+    return (yield)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``integration`` every test that starts a process (``_starts_a_process``)."""
     for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
         if isinstance(item, pytest.Function) and _starts_a_process(item):
             item.add_marker(pytest.mark.integration)
 
