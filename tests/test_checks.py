@@ -832,6 +832,28 @@ async def test_a_check_that_cancels_its_own_run_at_once(registry: CollectorRegis
     assert order == ["self-cancelling", "after-it"]
 
 
+async def test_a_run_cancelled_from_outside_is_cancelled_and_records_nothing(
+    watch: Lifewatch,
+) -> None:
+    """The loop going away cancels a run's task: the cancel is passed on, not
+    a failed check, on Python 3.10 too (no ``Task.cancelling`` there to tell it
+    from a check raising ``CancelledError`` itself, which fails the check)."""
+    started = asyncio.Event()
+
+    @watch.check("waits")
+    async def waits() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    check = watch.checks["waits"]
+    task = check.start()
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert check.result is None
+
+
 # The Starter: runs started by hand in a task of their own need Task(context=...).
 hosted_only = pytest.mark.skipif(sys.version_info < (3, 11), reason="Starter: Python 3.11+")
 
