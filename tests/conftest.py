@@ -68,13 +68,72 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run every ``async def`` test on asyncio through anyio's pytest plugin."""
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+    """Run every ``async def`` test on asyncio through anyio's pytest plugin:
+    marked here, before the plugin looks (anyio before 4.12 looks only then)."""
     import inspect
 
+    if (
+        isinstance(collector, pytest.Module | pytest.Class)
+        and collector.istestfunction(obj, name)
+        and inspect.iscoroutinefunction(obj)
+    ):
+        pytest.mark.anyio(obj)
+    return (yield)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``integration`` every test that starts a process (``_starts_a_process``)."""
     for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
+        if isinstance(item, pytest.Function) and _starts_a_process(item):
+            item.add_marker(pytest.mark.integration)
+
+
+def _starts_a_process(item: pytest.Function) -> bool:
+    """Whether the test, its fixtures, or a function of the tests they call
+    reach ``subprocess`` (a server, a program outside PyPI such as prometheus
+    or chromium, a fresh interpreter): the ``integration`` tests, which
+    ``pytest -m "not integration"`` leaves out. Read from the code, so a new
+    test is marked by what it does, not by a list to keep up to date."""
+    funcs: list[Any] = [item.function]
+    fixtures = item._fixtureinfo.name2fixturedefs
+    for name in item.fixturenames:
+        funcs.extend(d.func for d in fixtures.get(name, ()))
+    return any(_reaches_subprocess(f, set()) for f in funcs)
+
+
+def _reaches_subprocess(func: Any, seen: set[int]) -> bool:
+    import inspect
+    import subprocess
+    import sys
+    import types
+
+    func = inspect.unwrap(func)
+    code = getattr(func, "__code__", None)
+    if code is None or id(code) in seen:
+        return False
+    seen.add(id(code))
+    codes = [code]
+    for c in codes:  # the function and the functions defined in it
+        codes.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    names = {name for c in codes for name in c.co_names}
+    # Imported in the function ("from tests.support.servers import running"):
+    # the module's name is among the names too.
+    imported = [sys.modules[name] for name in names if name in sys.modules]
+    for name in names:
+        value = func.__globals__.get(name)
+        if value is None:
+            value = next((vars(m)[name] for m in imported if name in vars(m)), None)
+        if value is subprocess:
+            return True
+        members = vars(value).values() if inspect.isclass(value) else (value,)
+        for member in members:
+            module = getattr(member, "__module__", None)
+            ours = isinstance(module, str) and module.startswith("tests.")
+            if ours and _reaches_subprocess(member, seen):
+                return True
+    return False
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,10 @@ from ._options import Options
 from ._validate import validate_namespace
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:  # 3.10: where it was then
+        from importlib.abc import Traversable
 
     from ._lifewatch import Lifewatch
 

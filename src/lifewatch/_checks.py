@@ -371,6 +371,24 @@ _SET_REASON = CheckResult.__dict__["reason"].__set__
 _SET_DETAIL = CheckResult.__dict__["detail"].__set__
 
 
+class _RunTask(asyncio.Task[CheckResult]):
+    """Python 3.10: a run's own task, which tells whether anyone cancelled it.
+
+    A check may raise ``CancelledError`` itself, a failed check; the same
+    error from a cancel of its task (the loop going away) is passed on. 3.11+
+    tells them apart with ``Task.cancelling``; 3.10 has no such count.
+    """
+
+    _requested = False
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        self._requested = True
+        return super().cancel(msg)
+
+    def cancel_requested(self) -> bool:
+        return self._requested
+
+
 class HealthCheck:
     """A registered check: its options, last result and the run in flight."""
 
@@ -459,7 +477,10 @@ class HealthCheck:
         task = self._inflight
         if task is None:
             loop = self._starting()
-            task = loop.create_task(self._run(timed), name=self._task_name)
+            if _HOSTED:
+                task = loop.create_task(self._run(timed), name=self._task_name)
+            else:
+                task = _RunTask(self._run(timed), loop=loop, name=self._task_name)
             self._inflight = task
         return task
 
@@ -610,7 +631,11 @@ class HealthCheck:
             if task is None:  # the check cancelled itself, before any timer
                 return self._failed(start, "timeout", "cancelled")
             if not self._timed_out:
-                cancelling = getattr(task, "cancelling", None)
+                cancelling = getattr(task, "cancelling", None) or getattr(  # 3.11+
+                    task,
+                    "cancel_requested",
+                    None,  # 3.10: our _RunTask
+                )
                 if cancelling is None or cancelling():
                     raise exc  # cancelled from outside: the loop is going away
                 return self._failed(start, "error", "CancelledError raised by the check")

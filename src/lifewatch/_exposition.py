@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+from prometheus_client.exposition import choose_encoder, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from ._http import (
@@ -30,6 +30,9 @@ from ._http import (
 from ._records import Notice
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# What ``generate_latest`` writes; spelled here, as prometheus-client names it
+# (``CONTENT_TYPE_PLAIN_0_0_4``) only from 0.23.1 on.
+_PLAIN_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 _BROKEN = b"lifewatch: the metrics could not be collected (see the log)\n"
 
 # What prometheus-client's content types look like: it echoes the version the
@@ -88,7 +91,7 @@ class MetricsEndpoint:
                 raise ValueError(f"unexpected content type {content_type!r}")
             body = self._encode(encoder, directory)
         except Exception:
-            encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+            encoder, content_type = generate_latest, _PLAIN_0_0_4
             body = self._encode(encoder, directory)
         extra: tuple[Header, ...] = ()
         if coding_accepted(accept_encoding.encode("latin-1"), b"gzip"):

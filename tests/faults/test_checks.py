@@ -1,7 +1,8 @@
 """Fault rows for health checks: whatever a check does, its probe answers in bound.
 
-Each row asserts the bound as a ratio to the check's timeout, what the client
-gets, what the metrics and the log say, and that tasks, threads, file
+Each row asserts the bound (at least the check's timeout, and an answer while
+the check still hangs: no upper time, which a loaded machine stretches), what
+the client gets, what the metrics and the log say, and that tasks, threads, file
 descriptors and memory come back (10,000 probes on the leak rows).
 """
 
@@ -23,7 +24,10 @@ from tests.support.probes import call
 pytestmark = pytest.mark.anyio  # here, not only added at collection: parametrized rows
 
 SLACK = 4.0
-"""A probe's bound is (timeout + grace) times this: generous for a shared CI box."""
+"""A measured duration is at most this many times what it measures (a loaded CI box)."""
+
+HANG = 60.0
+"""A probe not answered in this long hangs: the test fails instead of waiting on."""
 
 
 def failures(registry: CollectorRegistry, check: str, reason: str) -> float:
@@ -33,10 +37,10 @@ def failures(registry: CollectorRegistry, check: str, reason: str) -> float:
     return value or 0.0
 
 
-async def timed(app: Any, path: str, bound: float, **kw: Any) -> tuple[int, bytes, float]:
-    """One probe, failing (not hanging) the test if it does not answer in ``bound``."""
+async def timed(app: Any, path: str, **kw: Any) -> tuple[int, bytes, float]:
+    """One probe, failing (not hanging) the test if it never answers."""
     started = time.monotonic()
-    status, _, body = await asyncio.wait_for(call(app, path, **kw), timeout=bound * 3)
+    status, _, body = await asyncio.wait_for(call(app, path, **kw), timeout=HANG)
     return status, body, time.monotonic() - started
 
 
@@ -51,9 +55,9 @@ async def test_a_hanging_async_check(logs: list[dict[str, Any]]) -> None:
         await asyncio.Event().wait()
 
     app = app_of(watch)
-    status, body, took = await timed(app, "/readyz/hangs", (timeout + ABANDON_GRACE) * SLACK)
+    status, body, took = await timed(app, "/readyz/hangs")  # answered: the check never returns
     assert status == 503 and b"[-]hangs failed: timed out after 0.1s" in body
-    assert timeout <= took < (timeout + ABANDON_GRACE) * SLACK
+    assert timeout <= took
 
     watch.add_check("fast-hang", hangs, timeout=0.002)
     await probes(app, "/readyz/fast-hang", 1000, batch=100)  # warm-up
@@ -71,18 +75,20 @@ async def test_a_hanging_sync_check(logs: list[dict[str, Any]]) -> None:
     registry = CollectorRegistry()
     watch = watch_with(registry, expose_details=True)
     release = threading.Event()
+    returned = threading.Event()
     timeout = 0.1
 
     @watch.check("blocks", timeout=timeout)
     def blocks() -> None:
-        release.wait(30)
+        release.wait(HANG)
+        returned.set()
 
     app = app_of(watch)
     before = Resources.now()
     try:
-        status, body, took = await timed(app, "/readyz/blocks", (timeout + ABANDON_GRACE) * SLACK)
+        status, body, took = await timed(app, "/readyz/blocks")
         assert status == 503 and b"timed out after 0.1s" in body
-        assert timeout <= took < (timeout + ABANDON_GRACE) * SLACK
+        assert timeout <= took and not returned.is_set()  # answered while it hangs
         statuses = await probes(app, "/readyz/blocks", 10_000, batch=100)
         assert statuses == [503] * 10_000
         _, _, body = await call(app, "/readyz/blocks")
@@ -117,11 +123,10 @@ async def test_a_check_that_swallows_its_cancellation(logs: list[dict[str, Any]]
     await asyncio.sleep(0)
     before = Resources.now()
     try:
-        bound = (timeout + ABANDON_GRACE) * SLACK
-        status, body, took = await timed(app, "/readyz/stubborn", bound)
+        status, body, took = await timed(app, "/readyz/stubborn")  # answered: it never returns
         assert status == 503
         assert b"ignored its cancellation" in body
-        assert timeout + ABANDON_GRACE <= took < bound
+        assert timeout + ABANDON_GRACE <= took
         assert swallowed == 1
         statuses = await probes(app, "/readyz/stubborn", 10_000, batch=100)
         assert statuses == [503] * 10_000
@@ -161,7 +166,7 @@ async def test_a_check_raising_a_base_exception(
     watch.add_check("dies", async_check if flavour == "async" else sync_check, timeout=1.0)
     app = app_of(watch)
     for _ in range(3):
-        status, body, _ = await timed(app, "/readyz/dies", SLACK)
+        status, body, _ = await timed(app, "/readyz/dies")
         assert status == 503 and body.startswith(b"[-]dies failed: reason withheld")
     assert failures(registry, "dies", "error") == 3
     failed = next(e for e in logs if e["event"] == "lifespan.check.failed")
@@ -182,13 +187,12 @@ async def test_a_check_returning_after_it_swallowed_the_cancel(
         try:
             await asyncio.sleep(timeout * 10)
         except asyncio.CancelledError:
-            await asyncio.sleep(ABANDON_GRACE / 4)  # back before the waiters give up
+            await asyncio.sleep(0)  # back at once, before the waiters give up
 
     app = app_of(watch)
-    status, body, took = await timed(app, "/readyz/late", (timeout + ABANDON_GRACE) * SLACK)
+    status, body, _ = await timed(app, "/readyz/late")
     assert status == 503, body
-    assert b"timed out after 0.1s (ignored its cancellation)" in body
-    assert took < (timeout + ABANDON_GRACE) * SLACK
+    assert b"timed out after 0.1s (ignored its cancellation)" in body  # not abandoned
     assert failures(registry, "late", "timeout") == 1
     assert watch.checks["late"].result is not None
     assert not watch.checks["late"].result.ok

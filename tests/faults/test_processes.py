@@ -16,7 +16,6 @@ from tests.support.servers import env, free_port, http_get, running, uvicorn_arg
 
 APP = "tests.apps.faults:app"
 SECRET = "S3cr3t"
-SLACK = 3.0
 
 
 def status_of(url: str) -> int:
@@ -96,8 +95,8 @@ def test_a_check_raising_system_exit_under_uvicorn(tmp_path: Path) -> None:
 
 def test_a_second_sigterm_cuts_the_drain(tmp_path: Path) -> None:
     """Row: double SIGTERM. The first drains (readiness 503), the second ends
-    the drain at once: exit 0 well before the delay."""
-    delay = 10.0
+    the drain at once: exit 0 well before the delay (long: a loaded box is slow)."""
+    delay = 60.0
     with uvicorn(tmp_path, "double", DRAIN_DELAY=str(delay)) as (proc, base):
         wait_for("ready", lambda: status_of(f"{base}/readyz") == 200, 20)
         started = time.monotonic()
@@ -115,20 +114,20 @@ def test_a_second_sigterm_cuts_the_drain(tmp_path: Path) -> None:
 
 def test_sigterm_during_startup(tmp_path: Path) -> None:
     """Row: SIGTERM while a startup phase hangs. It ends the startup at once
-    (well within startup_timeout); the failure names the phase; non-zero exit."""
-    timeout = 2.0
-    with uvicorn(tmp_path, "early", FAULT="startup-hangs", STARTUP_TIMEOUT=str(timeout)) as (
-        proc,
-        _,
-    ):
+    (well within startup_timeout, far within the hang); the failure names the
+    phase; non-zero exit."""
+    timeout, hang = 2.0, 60.0
+    with uvicorn(
+        tmp_path, "early", FAULT="startup-hangs", STARTUP_TIMEOUT=str(timeout), HANG=str(hang)
+    ) as (proc, _):
         # config's end: database hangs now (its own lines come only when it ends).
         wait_for("startup", lambda: "phase=config" in output(tmp_path, "early"), 20)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
+        code = proc.wait(hang)
         took = time.monotonic() - started
     assert code != 0
-    assert took < timeout * SLACK
+    assert took < hang / 2
     out = output(tmp_path, "early")
     assert "lifespan.startup.failed" in out and "phase=database" in out
     assert "reason=signal" in out
@@ -136,7 +135,7 @@ def test_sigterm_during_startup(tmp_path: Path) -> None:
 
 def test_a_hung_shutdown_phase(tmp_path: Path) -> None:
     """Row: a shutdown phase that hangs is cut at its timeout; exit bounded by it."""
-    timeout = 1.0
+    timeout, hang = 1.0, 60.0  # hang: how long tests/apps/faults.py's close phase sleeps
     with uvicorn(tmp_path, "hung", FAULT="shutdown-hangs", CLOSE_TIMEOUT=str(timeout)) as (
         proc,
         base,
@@ -144,9 +143,9 @@ def test_a_hung_shutdown_phase(tmp_path: Path) -> None:
         wait_for("the app", lambda: served(base), 20)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
+        code = proc.wait(hang)
         took = time.monotonic() - started
-    assert timeout <= took < timeout * SLACK + 1
+    assert timeout <= took < hang / 2
     out = output(tmp_path, "hung")
     assert "phase=close" in out and "reason=timeout" in out
     assert code == -signal.SIGTERM, out  # uvicorn logs the failure, then re-raises SIGTERM
@@ -155,8 +154,10 @@ def test_a_hung_shutdown_phase(tmp_path: Path) -> None:
 
 def test_a_check_swallowing_its_cancel_under_uvicorn(tmp_path: Path) -> None:
     """Row (issue point 1): 200 probes each answered by timeout + grace, no
-    task pile-up holding the shutdown; SIGTERM exits at once."""
-    timeout, shutdown = 0.2, 3.0
+    task pile-up holding the shutdown; SIGTERM exits at once. The bounds are
+    ratios to what a pile-up would cost: each probe its timeout, the exit the
+    shutdown timeout."""
+    timeout, shutdown = 0.2, 20.0
     with uvicorn(
         tmp_path,
         "stubborn",
@@ -168,7 +169,7 @@ def test_a_check_swallowing_its_cancel_under_uvicorn(tmp_path: Path) -> None:
         started = time.monotonic()
         assert [status_of(f"{base}/readyz") for _ in range(200)] == [503] * 200
         took = time.monotonic() - started
-        assert took < (timeout + 0.1) * SLACK + 200 * 0.05, f"{took:.2f}s for 200 probes"
+        assert took < 200 * timeout / 2, f"{took:.2f}s for 200 probes"
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == -signal.SIGTERM

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -49,11 +49,7 @@ def test_a_hung_pushgateway(logs: list[dict[str, Any]]) -> None:
 
 
 def _web_config(tmp: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt as c
-
-        hashed = c.crypt(SECRET, c.mksalt(c.METHOD_BLOWFISH))
+    hashed = bcrypt.hashpw(SECRET.encode(), bcrypt.gensalt(rounds=4)).decode()
     config = tmp / "web.yml"
     config.write_text(f"basic_auth_users:\n  ops: '{hashed}'\n")
     return config

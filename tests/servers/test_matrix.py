@@ -442,8 +442,9 @@ def test_a_worker_restarted_during_the_prestop_drain_drains_too(tmp_path: Path) 
             assert time.monotonic() - drain_at >= drain_delay - 0.05
             drain.stderr.close()
             os.kill(proc.pid, signal.SIGTERM)
+            stopping = time.monotonic()
             proc.wait(drain_delay + SHUTDOWN + 2 + 5)
-            exited = time.monotonic() - drain_at
+            exited = time.monotonic() - stopping
         except BaseException:
             print(log.read_text()[-5000:])
             raise
@@ -452,4 +453,6 @@ def test_a_worker_restarted_during_the_prestop_drain_drains_too(tmp_path: Path) 
     theirs = [status for pid, status in answers if pid in restarted]
     print(f"restarted worker {restarted}: {len(theirs)} answers, {theirs.count(200)} of them 200")
     assert set(theirs) == {503}, theirs
-    assert exited <= drain_delay + SHUTDOWN + 2
+    # The workers shut down by themselves, before gunicorn's --graceful-timeout
+    # (10 s) would kill them: far past the time a clean shutdown takes.
+    assert exited < 10, f"{exited:.2f}s from SIGTERM to exit"
