@@ -7,7 +7,10 @@ background scheduler, a database check.
     ORDERS_DB=/tmp/orders.db uvicorn examples.realistic.app:app --workers 2
 
 ``ORDERS_MODE=slow`` makes the cache warmup block past its timeout;
-``ORDERS_MODE=fail`` makes a migration fail.
+``ORDERS_MODE=fail`` makes a migration fail. ``ORDERS_ALEMBIC_INI=1`` migrates
+with ``alembic.ini``, whose logging sections alembic's ``env.py`` applies with
+``fileConfig`` in the app's own process (as the FastAPI full-stack template
+does): it replaces the app's logging, and lifewatch's records still come.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from fastapi import FastAPI
 
 from lifewatch import checks
 
-from .db import engine, init_db, wait_for_db
+from .db import HERE, engine, init_db, wait_for_db
 from .observability import watch
 
 # The app's logging, as it was before lifewatch: lifewatch's lines join it.
@@ -67,7 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # so the timeout (or a SIGTERM) ends the phase and the exit never waits for it.
     async with watch.phase("wait-for-db", timeout=30):
         await watch.to_thread(wait_for_db)
-    init_db()
+    init_db(HERE / "alembic.ini" if os.environ.get("ORDERS_ALEMBIC_INI") else None)
     with watch.phase("cache-warmup", timeout=0.2, critical=False):
         warm_cache()
     task = watch.supervise(asyncio.create_task(scheduler()), name="scheduler")

@@ -18,6 +18,7 @@ import urllib.error
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.servers import ROOT, env, free_port, http_get, running, uvicorn_argv, wait_for
 
@@ -106,11 +107,21 @@ def test_a_blocking_phase_over_its_timeout_is_a_timeout_with_the_stuck_line(
     assert f"stuck_at='{SOURCE}:{stuck} in warm_cache: time.sleep(" in overrun
 
 
-def test_a_failed_migration_fails_startup_naming_the_phase_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("logging_by", ["the app", "alembic.ini"])
+def test_a_failed_migration_fails_startup_naming_the_phase_in_one_line(
+    tmp_path: Path, logging_by: str
+) -> None:
+    """With ``alembic.ini``, alembic's ``env.py`` runs ``fileConfig`` in the
+    app's process before the failing revision: it disables every logger that
+    exists (lifewatch's too) and sets its own format; lifewatch's records come
+    all the same, in that format."""
     port = free_port()
+    environ = app_env(tmp_path, "fail")
+    if logging_by == "alembic.ini":
+        environ["ORDERS_ALEMBIC_INI"] = "1"
     out = subprocess.run(
         uvicorn_argv(port, APP),
-        env=app_env(tmp_path, "fail"),
+        env=environ,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -118,12 +129,15 @@ def test_a_failed_migration_fails_startup_naming_the_phase_in_one_line(tmp_path:
     )
     assert out.returncode != 0
     log = out.stderr
+    if logging_by == "alembic.ini":  # its format: "%(levelname)-5.5s [%(name)s] %(message)s"
+        log = re.sub(r"^ERROR ", "2000-01-01 00:00:00,000 ERROR ", log, flags=re.M)
+        assert "INFO  [alembic.runtime.migration] Running upgrade" in log
     failed = line(log, r"ERROR \[lifewatch\] lifespan\.startup\.failed")
     assert "phase=0002_status" in failed and "duplicate column name" not in failed
     # The error once, in the failed phase's record with its traceback; the run names the phase.
     phase = line(log, r"ERROR \[lifewatch\] lifespan\.phase\.failed phase=0002_status")
-    after = log[log.index(phase) :]
-    assert "duplicate column name" in after[: after.index("lifespan.phase.end")]
+    after = log[log.index(phase) + len(phase) :]
+    assert "duplicate column name" in after[: after.index("[lifewatch]")]  # its traceback
     assert "lifewatch: startup phase '0002_status' failed (error)" in log  # uvicorn's traceback
 
 
