@@ -10,6 +10,7 @@ real (``useradd``; the suite runs as root in CI), its processes started with
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,10 +107,31 @@ def test_no_request_with_any_forwarding_header_drains(on: str, tmp_path: Path) -
 
 def as_attacker() -> dict[str, Any]:
     """``subprocess`` arguments that run a command as the second user, with a
-    Python it can run (this one may sit in root's home) and lifewatch importable."""
+    Python it can run and lifewatch importable."""
     uid, gid = attacker()
     path = os.pathsep.join([str(ROOT / "src"), sysconfig.get_paths()["purelib"]])
-    for python in (sys.executable, "/usr/bin/python3"):
+    python = _python_for(uid, gid, path)
+    libs = str(Path(python).parent.parent / "lib")  # a copy's libpython, if it has one
+    return {
+        "python": python,
+        "user": uid,
+        "group": gid,
+        "extra_groups": [],
+        "cwd": "/",
+        "env": {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": path, "LD_LIBRARY_PATH": libs},
+    }
+
+
+_copies: dict[str, str] = {}
+
+
+def _python_for(uid: int, gid: int, path: str) -> str:
+    """This interpreter, if the second user can run it with the test's packages;
+    else a copy of its installation (less its site-packages) where that user can
+    read it: pyenv's interpreters live in root's home, mode 0700, and the
+    packages built for this Python need this Python's version."""
+
+    def runs(python: str) -> bool:
         try:
             subprocess.run(
                 [python, "-c", "import lifewatch"],
@@ -116,23 +139,39 @@ def as_attacker() -> dict[str, Any]:
                 group=gid,
                 extra_groups=[],
                 cwd="/",
-                env={"PYTHONPATH": path},
+                env={
+                    "PYTHONPATH": path,
+                    "LD_LIBRARY_PATH": str(Path(python).parent.parent / "lib"),
+                },
                 check=True,
                 timeout=60,
                 capture_output=True,
             )
         except (OSError, subprocess.CalledProcessError):
-            continue
-        environ = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": path}
-        return {
-            "python": python,
-            "user": uid,
-            "group": gid,
-            "extra_groups": [],
-            "cwd": "/",
-            "env": environ,
-        }
-    raise AssertionError(f"no Python the user {ATTACKER} can run lifewatch with")
+            return False
+        return True
+
+    if runs(sys.executable):
+        return sys.executable
+    if sys.base_prefix not in _copies:
+        copy = Path(tempfile.mkdtemp(prefix="lifewatch-python-"))
+        atexit.register(shutil.rmtree, copy, ignore_errors=True)
+        shutil.copytree(
+            sys.base_prefix,
+            copy / "python",
+            symlinks=True,
+            ignore=shutil.ignore_patterns("site-packages", "test", "__pycache__", "idlelib"),
+        )
+        for part in [copy, *copy.rglob("*")]:
+            if not part.is_symlink():
+                part.chmod(
+                    part.stat().st_mode | 0o055 if part.is_dir() else part.stat().st_mode | 0o044
+                )
+        name = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        _copies[sys.base_prefix] = str(copy / "python" / "bin" / name)
+    python = _copies[sys.base_prefix]
+    assert runs(python), f"the user {ATTACKER} cannot run {python} with lifewatch"
+    return python
 
 
 def attacker() -> tuple[int, int]:
