@@ -262,7 +262,7 @@ class InstrumentedMiddleware(LifewatchMiddleware):
     async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         # FastAPI nests the lifespans of routers included later around the
         # wrapper: take them apart now, before startup.
-        wrap_router_lifespan(self.lifecycle, self.router, self.mounts)
+        wrap_router_lifespan(self._lifecycle, self.router, self.mounts)
         await super().lifespan(scope, receive, send)
 
 
