@@ -86,7 +86,7 @@ def test_an_unusable_multiprocess_directory_does_not_fail_a_passing_check(
         import asyncio, json, shutil, sys
         sys.path.insert(0, sys.argv[1])
         from asgi_lifespan import LifespanManager
-        from lifewatch import Lifewatch
+        from lifewatch import Lifewatch, LifewatchMiddleware
         from tests.support.probes import call
         from tests.test_health import raw_app
 
