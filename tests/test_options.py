@@ -6,8 +6,9 @@ import dataclasses
 
 import pytest
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
 
-from lifewatch import Lifewatch, Options
+from lifewatch import Lifewatch, LifewatchMiddleware, Options
 
 
 def test_settings_are_read_in_one_place_the_frozen_options() -> None:
@@ -23,24 +24,29 @@ def test_settings_are_read_in_one_place_the_frozen_options() -> None:
 
 
 def test_no_internal_type_is_reachable_from_a_public_attribute() -> None:
-    """What a watch hands out is lifewatch's public types or plain values: an
-    internal part reachable from it would freeze refactors."""
+    """What a watch and what it hands out show are lifewatch's public types or
+    plain values: an internal part reachable from them would freeze refactors."""
     import lifewatch
 
     watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0")
     watch.add_check("db", lambda: None)
     public = {getattr(lifewatch, name) for name in lifewatch.__all__ if name != "__version__"}
-    for name in dir(watch):
-        if name.startswith("_"):
-            continue
-        value = getattr(watch, name)
-        if callable(value):
-            continue
-        kind = type(value)
-        assert kind.__module__ in ("builtins", "lifewatch") or kind in public, (name, kind)
-        if isinstance(value, dict):
-            for item in value.values():
-                assert type(item) in public, (name, type(item))
+    handed_out = (
+        watch,
+        watch.lifespan(),
+        watch.phase("x"),
+        watch.checks["db"],
+        LifewatchMiddleware(Starlette(), watch=watch),
+    )
+    for obj in handed_out:
+        for name in dir(obj):
+            value = getattr(obj, name)
+            if name.startswith("_") or (callable(value) and not isinstance(value, type)):
+                continue
+            kind = type(value)
+            assert kind.__module__ in ("builtins", "lifewatch") or kind in public, (obj, name)
+            if isinstance(value, dict):
+                assert all(type(item) in public for item in value.values()), (obj, name)
     for gone in ("lifecycle", "tracing", "metrics", "build", "routes", "middleware"):
         assert not hasattr(watch, gone), gone
 
