@@ -32,8 +32,7 @@ class LifewatchMiddleware:
     """Times the lifespan of ``app`` and serves the endpoints of ``watch``."""
 
     def __init__(self, app: ASGIApp, *, watch: Any, strict: bool = False) -> None:
-        # ``watch`` is a Lifewatch (typed Any: this module sits below the
-        # facade); its parts are package-internal.
+        # A Lifewatch (typed Any: this module sits below the facade).
         lifecycle = getattr(watch, "_lifecycle", None)
         if not isinstance(lifecycle, Lifecycle):
             raise TypeError(f"watch must be a lifewatch.Lifewatch; got {watch!r}")
