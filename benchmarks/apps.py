@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from lifewatch import Lifewatch
+from lifewatch import Lifewatch, LifewatchMiddleware
 
 Scope = dict[str, Any]
 _prefixes = itertools.count()
@@ -92,7 +92,11 @@ def with_lifewatch(app: Any) -> Any:
     from starlette.applications import Starlette
 
     watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
-    return watch.instrument(app) if isinstance(app, Starlette) else watch.middleware(app)
+    return (
+        watch.instrument(app)
+        if isinstance(app, Starlette)
+        else LifewatchMiddleware(app, watch=watch)
+    )
 
 
 async def postgres() -> bool:
@@ -117,7 +121,7 @@ def probed(app: Any = None) -> tuple[Lifewatch, Any]:
     watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
     for check in CHECKS:
         watch.add_check(check.__name__, check, interval=60)
-    return watch, watch.middleware(raw_constant if app is None else app)
+    return watch, LifewatchMiddleware(raw_constant if app is None else app, watch=watch)
 
 
 def with_starlette_exporter(app: Any) -> Any:

@@ -26,6 +26,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from starlette.applications import Starlette
 
 from lifewatch import Lifewatch
+from lifewatch._metrics import metrics_for
 
 PHASES, CHECKS = 50, 10
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
@@ -34,6 +35,7 @@ OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0
 async def build() -> tuple[CollectorRegistry, Any]:
     registry = CollectorRegistry()
     watch = Lifewatch(service="bench", registry=registry)
+    families = metrics_for(registry, "lifespan")  # the watch's own, shared per registry
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -46,10 +48,10 @@ async def build() -> tuple[CollectorRegistry, Any]:
     app = watch.instrument(Starlette(lifespan=lifespan))
     for i in range(CHECKS):
         check = f"check-{i}"
-        watch.metrics.check_status.labels(check, "readiness").set(1)
+        families.check_status.labels(check, "readiness").set(1)
         for j in range(20):
-            watch.metrics.check_duration.labels(check).observe(0.001 * (j + 1))
-        watch.metrics.check_failures.labels(check, "error").inc()
+            families.check_duration.labels(check).observe(0.001 * (j + 1))
+        families.check_failures.labels(check, "error").inc()
     # Run the startup through the lifespan protocol, so every family is filled.
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await queue.put({"type": "lifespan.startup"})

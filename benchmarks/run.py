@@ -240,7 +240,7 @@ async def phases(rounds: int, count: int) -> list[Row]:
 
     def wrapped_app(sinks: bool = True) -> Any:
         watch = Lifewatch(service="bench", registry=CollectorRegistry(), tracer_provider=provider)
-        lc = watch.lifecycle
+        lc = watch._lifecycle
         if not sinks:
             # lifewatch's phase bookkeeping alone: a lifecycle with no sink.
             lc = Lifecycle(service="bench", startup_timeout=None, shutdown_timeout=20, log=None)
@@ -530,7 +530,7 @@ async def readyz(rounds: int, scale: float) -> list[Row]:
     from asgi_lifespan import LifespanManager
 
     watch, app = apps.probed()
-    endpoint = watch.routes["/readyz"]
+    endpoint = watch._routes["/readyz"]
     n = max(int(1000 * scale), 10)
     rows: list[Row] = []
     async with LifespanManager(app):
@@ -630,7 +630,7 @@ async def uncached_checks(rounds: int, scale: float) -> list[Row]:
     from fastapi_health import health  # type: ignore[import-untyped]
     from prometheus_client import CollectorRegistry
 
-    from lifewatch import Lifewatch
+    from lifewatch import Lifewatch, LifewatchMiddleware
 
     def make_checks(count: int) -> list[Callable[[], Awaitable[bool]]]:
         def one(i: int) -> Callable[[], Awaitable[bool]]:
@@ -661,7 +661,7 @@ async def uncached_checks(rounds: int, scale: float) -> list[Row]:
         watch = Lifewatch(service="bench", registry=CollectorRegistry(), drain_delay=0)
         for check in checks:
             watch.add_check(check.__name__, check)
-        ours = watch.middleware(apps.raw_constant)
+        ours = LifewatchMiddleware(apps.raw_constant, watch=watch)
         peer = FastAPI()
         peer.add_api_route("/readyz", health(list(checks)))
         n = max(int((200 if count < 100 else 40) * scale), 5)
@@ -735,10 +735,12 @@ async def metrics(rounds: int, scale: float) -> list[Row]:
     from starlette.applications import Starlette
 
     from lifewatch import Lifewatch
+    from lifewatch._metrics import metrics_for
 
     quiet()
     registry = CollectorRegistry()
     watch = Lifewatch(service="bench", registry=registry)
+    families = metrics_for(registry, "lifespan")  # the watch's own, shared per registry
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -751,10 +753,10 @@ async def metrics(rounds: int, scale: float) -> list[Row]:
     app = watch.instrument(Starlette(lifespan=lifespan))
     for i in range(10):
         check = f"check-{i}"
-        watch.metrics.check_status.labels(check, "readiness").set(1)
+        families.check_status.labels(check, "readiness").set(1)
         for j in range(20):
-            watch.metrics.check_duration.labels(check).observe(0.001 * (j + 1))
-        watch.metrics.check_failures.labels(check, "error").inc()
+            families.check_duration.labels(check).observe(0.001 * (j + 1))
+        families.check_failures.labels(check, "error").inc()
     await _drive_startup(app)
     quiet()
 
@@ -770,7 +772,7 @@ async def metrics(rounds: int, scale: float) -> list[Row]:
         ),
     ]
     for label, headers, floor in cases:
-        endpoint = watch.routes["/metrics"]
+        endpoint = watch._routes["/metrics"]
         scope = apps.http_scope("/metrics", headers)
 
         async def ours(endpoint: Any = endpoint, scope: dict[str, Any] = scope) -> None:

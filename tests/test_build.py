@@ -61,8 +61,7 @@ def test_version_and_revision_are_validated(bad: object) -> None:
 
 
 def test_build_info_is_exported_from_the_start(registry: CollectorRegistry) -> None:
-    watch = Lifewatch(service="orders", version="1.2.0", revision="abc", registry=registry)
-    assert watch.build == BuildInfo("orders", "1.2.0", "abc")
+    Lifewatch(service="orders", version="1.2.0", revision="abc", registry=registry)
     labels = {"service": "orders", "version": "1.2.0", "revision": "abc"}
     assert sample(registry, "lifespan_build_info", **labels) == 1
 

@@ -16,7 +16,7 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from lifewatch import Lifewatch
+from lifewatch import Lifewatch, LifewatchMiddleware
 from tests.conftest import sample
 from tests.support.probes import call, get
 from tests.support.servers import free_port
@@ -64,7 +64,7 @@ async def test_each_way_of_failing_is_reported_clearly(registry: CollectorRegist
     async def true() -> bool:
         return True
 
-    text = (await get(watch.middleware(Starlette()), "/readyz?verbose")).text
+    text = (await get(LifewatchMiddleware(Starlette(), watch=watch), "/readyz?verbose")).text
     assert "[-]raises failed: ConnectionError: refused\n" in text
     assert "[-]false failed: returned False\n" in text
     assert "[-]number failed: returned int; a check returns None or a bool, or raises\n" in text
@@ -123,7 +123,7 @@ async def test_concurrent_probes_share_one_run(watch: Lifewatch) -> None:
         calls += 1
         await release.wait()
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     probes = [asyncio.ensure_future(call(app, "/readyz")) for _ in range(20)]
     probes.append(asyncio.ensure_future(call(app, "/readyz/postgres")))
     await asyncio.sleep(0.05)
@@ -150,7 +150,7 @@ async def test_checks_run_concurrently(watch: Lifewatch) -> None:
     for name in ("a", "b", "c"):
         watch.add_check(name, slow)
     watch.add_check("d", lambda: time.sleep(0.05))
-    await get(watch.middleware(Starlette()), "/readyz")
+    await get(LifewatchMiddleware(Starlette(), watch=watch), "/readyz")
     assert peak == 3
 
 
@@ -197,7 +197,7 @@ async def test_a_flipping_cached_result_changes_the_answer(watch: Lifewatch) -> 
     def postgres() -> bool:
         return up
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     async with LifespanManager(app):
         await asyncio.sleep(0.05)
         assert (await call(app, "/readyz"))[0] == 200
@@ -224,7 +224,7 @@ async def test_logs_on_transitions_only_and_slow_checks_warn(
             await asyncio.sleep(0.05)
         return up
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     for flip in (False, False, False, True, True, False, True):
         up = flip
         await call(app, "/readyz")
@@ -253,7 +253,7 @@ async def test_the_reason_is_logged_even_when_withheld(
     async def postgres() -> None:
         raise ConnectionError("postgresql://app:s3cret@db/orders refused")
 
-    text = (await get(watch.middleware(Starlette()), "/readyz?verbose")).text
+    text = (await get(LifewatchMiddleware(Starlette(), watch=watch), "/readyz?verbose")).text
     assert "s3cret" not in text
     failed = next(e for e in logs if e["event"] == "lifespan.check.failed")
     # The reason is in the log, its URL credentials are not.
@@ -268,7 +268,7 @@ async def test_a_hanging_check_costs_its_timeout_and_leaves_no_task(watch: Lifew
     async def hangs() -> None:
         await forever.wait()
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     await asyncio.sleep(0)
     baseline = len(asyncio.all_tasks())
     deadline = time.monotonic() + 60
@@ -341,7 +341,7 @@ async def test_a_hanging_sync_check_holds_at_most_one_thread(
         start(thread)
 
     monkeypatch.setattr(threading.Thread, "start", start_late)
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     try:
         first = (await get(app, "/readyz?verbose")).text
         texts = [(await get(app, "/readyz?verbose")).text for _ in range(20)]
@@ -373,7 +373,7 @@ async def test_checks_by_probe(watch: Lifewatch) -> None:
     async def migrations() -> None:
         return None
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     async with LifespanManager(app):
         live = await get(app, "/livez?verbose")
         assert live.status_code == 503
@@ -397,7 +397,7 @@ async def test_an_interval_check_added_while_serving_starts_refreshing(watch: Li
         nonlocal calls
         calls += 1
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     async with LifespanManager(app):
         watch.add_check("late", late, interval=0.01)
         await asyncio.sleep(0.1)
@@ -577,7 +577,7 @@ async def test_a_checks_own_timeouts_and_cancel_scopes_work_inside_it(
         with anyio.fail_after(0.01):
             await asyncio.sleep(5)
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     status, _, body = await asyncio.wait_for(call(app, "/readyz", query=b"verbose"), 5)
     assert status == 503, body
     assert b"[+]anyio-scope ok" in body
@@ -624,7 +624,7 @@ async def test_checks_that_answer_at_once_and_checks_that_wait_mix_in_one_probe(
     async def hangs() -> None:
         await forever.wait()
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     await asyncio.sleep(0)
     baseline = len(asyncio.all_tasks())
     status, _, body = await call(app, "/readyz", query=b"verbose")
@@ -679,7 +679,7 @@ async def test_a_check_that_answers_at_once_on_one_run_and_waits_on_the_next(
             raise ConnectionError("refused")
         return step != "false at once"
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     await asyncio.sleep(0)
     baseline = len(asyncio.all_tasks())
 
@@ -739,7 +739,7 @@ async def test_a_run_goes_on_in_the_task_it_started_in_never_the_probes(
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("the probe path never reaches the app")
 
-    watched = watch.middleware(app)
+    watched = LifewatchMiddleware(app, watch=watch)
 
     async def probe(scope: Any, receive: Any, send: Any) -> None:
         before = asyncio.current_task()
@@ -782,7 +782,7 @@ async def test_every_run_starts_in_a_fresh_copy_of_its_probes_context(watch: Lif
 
     for name, dirties in [("a", False), ("b", True), ("c", False), ("d", True), ("e", False)]:
         watch.add_check(name, check(name, dirties))
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     values = ("first", "second", "second", "third")
     for value in values:
         request.set(value)
@@ -824,7 +824,9 @@ async def test_a_check_that_cancels_its_own_run_at_once(registry: CollectorRegis
         task.cancel()
         raise asyncio.CancelledError
 
-    _, _, body = await call(watch.middleware(Starlette()), "/readyz", query=b"verbose")
+    _, _, body = await call(
+        LifewatchMiddleware(Starlette(), watch=watch), "/readyz", query=b"verbose"
+    )
     text = body.decode()
     assert "[-]self-cancelling failed: cancelled" in text
     assert "[+]after-it ok" in text
@@ -907,7 +909,9 @@ async def test_without_runs_started_by_hand_every_run_is_a_task(
     async def waits() -> None:
         await asyncio.sleep(0.001)
 
-    _, _, body = await call(watch.middleware(Starlette()), "/readyz", query=b"verbose")
+    _, _, body = await call(
+        LifewatchMiddleware(Starlette(), watch=watch), "/readyz", query=b"verbose"
+    )
     text = body.decode()
     assert "[+]at-once ok" in text and "[+]waits ok" in text
     assert "[-]raises failed: ConnectionError: refused" in text
@@ -923,7 +927,7 @@ async def test_a_cancelled_idle_task_is_not_the_next_runs(watch: Lifewatch) -> N
     async def at_once() -> None:
         pass
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     assert (await call(app, "/readyz/async-at-once"))[0] == 200
     (idle,) = [t for t in asyncio.all_tasks() if t.get_name() == "lifewatch-check"]
     idle.cancel()

@@ -102,7 +102,7 @@ def test_a_second_sigterm_or_a_not_ready_app_goes_through_at_once(
             os.kill(os.getpid(), signal.SIGTERM)
             await _until(lambda: server_handler == [signal.SIGTERM])
             server_handler.clear()
-            watch.lifecycle.set_state(State.FAILED)  # as after a failed background phase
+            watch._lifecycle.set_state(State.FAILED)  # as after a failed background phase
             os.kill(os.getpid(), signal.SIGTERM)
             await _until(lambda: server_handler == [signal.SIGTERM])
 
@@ -343,7 +343,7 @@ def test_a_sigterm_during_a_requested_drain_waits_for_its_end(
     async def main() -> None:
         async with LifespanManager(app):
             started = time.monotonic()
-            assert watch.lifecycle.state is State.READY
+            assert watch.state is State.READY
             (worker,), _ = ask_all(service, tempfile.gettempdir())
             await _until(lambda: watch.state is State.DRAINING)
             assert 0.2 < read_state(worker.path, service).left(time.time()) <= 0.3

@@ -19,7 +19,8 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from lifewatch import Lifewatch, State
+from lifewatch import Lifewatch
+from lifewatch._metrics import MetricsSink, metrics_for
 from tests.support.probes import call
 
 pytestmark = pytest.mark.anyio
@@ -105,7 +106,7 @@ async def test_path_is_configurable_and_can_be_off(registry: CollectorRegistry) 
         assert (await get(manager.app, "/internal/prom"))[0] == 200
         assert (await get(manager.app, "/metrics"))[0] == 404
     off = Lifewatch(registry=registry, metrics_path=None)
-    assert "/metrics" not in off.routes
+    assert "/metrics" not in off._routes
     async with LifespanManager(app_with(off)) as manager:
         assert (await get(manager.app, "/metrics"))[0] == 404
         assert (await get(manager.app, "/"))[2] == b"home"
@@ -142,10 +143,11 @@ async def test_odd_phase_and_check_names_are_escaped(watch: Lifewatch) -> None:
         yield
 
     # Until the probes work fills them, write the check families directly.
+    families = metrics_for(watch.options.registry, "lifespan")
     for name in ODD_NAMES:
-        watch.metrics.check_status.labels(name, "readiness").set(1)
-        watch.metrics.check_duration.labels(name).observe(0.01)
-        watch.metrics.check_failures.labels(name, "error").inc()
+        families.check_status.labels(name, "readiness").set(1)
+        families.check_duration.labels(name).observe(0.01)
+        families.check_failures.labels(name, "error").inc()
 
     async with LifespanManager(app_with(watch, lifespan)) as manager:
         text = (await get(manager.app))[2].decode()
@@ -185,9 +187,10 @@ async def test_promtool_accepts_the_exposition(watch: Lifewatch) -> None:
         async with watch.phase("database"):
             pass
 
-    watch.metrics.check_status.labels("postgres", "readiness").set(0)
-    watch.metrics.check_duration.labels("postgres").observe(0.2)
-    watch.metrics.check_failures.labels("postgres", "timeout").inc()
+    families = metrics_for(watch.options.registry, "lifespan")
+    families.check_status.labels("postgres", "readiness").set(0)
+    families.check_duration.labels("postgres").observe(0.2)
+    families.check_failures.labels("postgres", "timeout").inc()
     async with LifespanManager(app_with(watch, lifespan)) as manager:
         text = (await get(manager.app))[2].decode()
     assert promtool_check_metrics(text) == ""
@@ -214,9 +217,9 @@ async def test_a_scrape_answers_while_starting_draining_and_after_failure(
     holder["app"] = app
     async with LifespanManager(app) as manager:
         # The probes work flips this on SIGTERM; the endpoint must not care.
-        watch.lifecycle.set_state(State.DRAINING)
+        watch.refuse_traffic("maintenance")
         seen["draining"] = state_of((await get(manager.app))[2].decode())
-        watch.lifecycle.set_state(State.READY)
+        watch.accept_traffic()
     assert seen == {"during startup": "starting", "draining": "draining"}
 
     registry = CollectorRegistry()
@@ -250,6 +253,7 @@ async def test_two_watches_on_one_registry_share_the_families(
 ) -> None:
     a = Lifewatch(service="a", registry=registry)
     b = Lifewatch(service="b", registry=registry)
-    assert a.metrics is b.metrics
+    [ma, mb] = (next(s for s in w._lifecycle.sinks if isinstance(s, MetricsSink)) for w in (a, b))
+    assert ma.metrics is mb.metrics
     async with LifespanManager(app_with(a)) as manager:
         assert (await get(manager.app))[0] == 200

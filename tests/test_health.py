@@ -17,7 +17,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 
-from lifewatch import Lifewatch
+from lifewatch import Lifewatch, LifewatchMiddleware
 from tests.support.broken_logging import broken_logging
 from tests.support.probes import call
 
@@ -40,7 +40,7 @@ async def test_a_failing_non_critical_check_says_warn_even_when_logging_raises()
     async def cache() -> None:
         raise ConnectionError("redis down")
 
-    app = watch.middleware(raw_app())
+    app = LifewatchMiddleware(raw_app(), watch=watch)
     with broken_logging() as attempted:
         async with LifespanManager(app):
             status, _, body = await call(
@@ -64,7 +64,7 @@ async def test_a_broken_probe_answers_503_even_when_its_error_log_raises(
         raise RuntimeError("a bug in a renderer")
 
     monkeypatch.setattr("lifewatch._probes.render_text", broken)
-    app = watch.middleware(raw_app())
+    app = LifewatchMiddleware(raw_app(), watch=watch)
     with broken_logging() as attempted:
         async with LifespanManager(app):
             status, _, body = await call(app, "/readyz", query=b"verbose")
@@ -86,7 +86,7 @@ def test_an_unusable_multiprocess_directory_does_not_fail_a_passing_check(
         import asyncio, json, shutil, sys
         sys.path.insert(0, sys.argv[1])
         from asgi_lifespan import LifespanManager
-        from lifewatch import Lifewatch
+        from lifewatch import Lifewatch, LifewatchMiddleware
         from tests.support.probes import call
         from tests.test_health import raw_app
 
@@ -98,7 +98,7 @@ def test_an_unusable_multiprocess_directory_does_not_fail_a_passing_check(
 
         async def main():
             shutil.rmtree(sys.argv[2])
-            app = watch.middleware(raw_app())
+            app = LifewatchMiddleware(raw_app(), watch=watch)
             async with LifespanManager(app):
                 status, _, body = await call(app, "/readyz")
             print(json.dumps({"status": status, "body": body.decode()}))

@@ -11,7 +11,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 
-from lifewatch import Lifewatch
+from lifewatch import Lifewatch, LifewatchMiddleware
 from lifewatch._http import (
     MAX_PARAMS,
     MAX_RANGES,
@@ -165,7 +165,7 @@ def test_the_fast_path_never_keeps_text_when_json_would_win(accept: bytes) -> No
 
 
 async def test_a_probe_answers_text_when_json_is_less_wanted(watch: Lifewatch) -> None:
-    app = watch.middleware(raw_app())
+    app = LifewatchMiddleware(raw_app(), watch=watch)
     less = "text/plain, application/json;q=0.1"
     async with LifespanManager(app):
         # Twice: once building the answer, once with the answer kept.
@@ -194,7 +194,7 @@ async def test_a_probe_answers_text_when_json_is_less_wanted(watch: Lifewatch) -
 @pytest.fixture
 def served() -> Any:
     watch = Lifewatch(registry=CollectorRegistry(), timeline_path="/lifewatch/timeline")
-    return watch.middleware(raw_app())
+    return LifewatchMiddleware(raw_app(), watch=watch)
 
 
 ENDPOINTS = [

@@ -177,7 +177,7 @@ def test_fields_named_like_log_record_attributes_are_renamed(
 ) -> None:
     caplog.set_level(logging.INFO, logger="lifewatch")
     watch = Lifewatch(registry=CollectorRegistry())
-    watch.lifecycle.notify(Notice("lifespan.probe.error", "warning", {"name": "x", "msg": "y"}))
+    watch._lifecycle.notify(Notice("lifespan.probe.error", "warning", {"name": "x", "msg": "y"}))
     (record,) = ours(caplog)
     assert record.lifewatch_name == "x" and record.lifewatch_msg == "y"  # type: ignore[attr-defined]
     assert record.getMessage() == "lifespan.probe.error name=x msg=y"

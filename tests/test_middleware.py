@@ -36,7 +36,7 @@ def test_middleware_times_raw_asgi_app_and_passes_requests_through(
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"hi"})
 
-    with TestClient(watch.middleware(raw_app)) as client:
+    with TestClient(LifewatchMiddleware(raw_app, watch=watch)) as client:
         assert watch.state is State.READY
         assert client.get("/x?y=1").text == "hi"
     assert seen[0]["path"] == "/x" and seen[0]["query_string"] == b"y=1"
@@ -53,7 +53,7 @@ def test_middleware_speaks_lifespan_for_an_app_that_does_not(watch: Lifewatch) -
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    with TestClient(watch.middleware(http_only)) as client:
+    with TestClient(LifewatchMiddleware(http_only, watch=watch)) as client:
         assert watch.state is State.READY
         assert client.get("/").status_code == 204
     assert watch.state is State.STOPPED
@@ -66,7 +66,10 @@ def test_middleware_reports_a_raw_app_crashing_in_startup(watch: Lifewatch) -> N
         async with watch.phase("migrations"):
             raise RuntimeError("schema locked")
 
-    with pytest.raises(RuntimeError, match="schema locked"), TestClient(watch.middleware(crashing)):
+    with (
+        pytest.raises(RuntimeError, match="schema locked"),
+        TestClient(LifewatchMiddleware(crashing, watch=watch)),
+    ):
         pass
     assert watch.state is State.FAILED
     assert watch.startup is not None and watch.startup.failed_phase == "migrations"

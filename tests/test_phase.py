@@ -355,7 +355,7 @@ async def test_background_phase_still_running_at_shutdown_is_cancelled(
     end = next(e for e in logs if e["event"] == "lifespan.phase.end" and e["phase"] == "warm")
     assert (end["outcome"], end["log_level"]) == ("cancelled", "info")
     assert not [e for e in logs if e["event"] == "lifespan.phase.failed"]
-    assert watch.lifecycle.shutdown is not None and watch.lifecycle.shutdown.outcome == "ok"
+    assert watch.shutdown is not None and watch.shutdown.outcome == "ok"
 
 
 async def test_phase_outside_any_lifespan(

@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from lifewatch import Lifewatch, State
+from lifewatch import Lifewatch, LifewatchMiddleware, State
 from tests.support.apps import raw_app
 from tests.support.probes import call, get
 
@@ -272,7 +272,7 @@ async def test_failed_states_are_not_ready(watch: Lifewatch) -> None:
 
 
 async def test_raw_asgi_app_behind_the_middleware(watch: Lifewatch) -> None:
-    app = watch.middleware(raw_app())
+    app = LifewatchMiddleware(raw_app(), watch=watch)
     async with LifespanManager(app):
         assert await call(app, "/readyz") == (
             200,
@@ -308,7 +308,7 @@ async def test_junk_queries_and_huge_headers_never_break_a_probe(watch: Lifewatc
     async def postgres() -> None:
         return None
 
-    app = watch.middleware(raw_app())
+    app = LifewatchMiddleware(raw_app(), watch=watch)
     async with LifespanManager(app):
         for query in JUNK_QUERIES:
             status, headers, body = await call(app, "/readyz", query=query)
@@ -335,7 +335,9 @@ async def test_a_probe_that_breaks_answers_503_not_500(
         raise RuntimeError("bug in lifewatch")
 
     monkeypatch.setattr(watch._health, "report", broken)
-    status, headers, body = await call(watch.middleware(raw_app()), "/readyz", query=b"verbose")
+    status, headers, body = await call(
+        LifewatchMiddleware(raw_app(), watch=watch), "/readyz", query=b"verbose"
+    )
     assert status == 503
     assert headers[b"cache-control"] == b"no-store"
     assert body == b"lifewatch: the probe itself failed (see the log)\n"

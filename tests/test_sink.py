@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from lifewatch import Lifewatch, PhaseRecord, Sink
+from lifewatch._process import process_start_time
 from tests.conftest import Spans, sample
 
 
@@ -99,7 +100,7 @@ def test_metrics_for_phases_runs_and_state(watch: Lifewatch, registry: Collector
         is not None
     )
     boot = sample(registry, "lifespan_boot_duration_seconds")
-    assert boot is not None and 0 < boot < time.time() - watch.process_start
+    assert boot is not None and 0 < boot < time.time() - process_start_time()
     assert (
         sample(registry, "lifespan_phase_duration_seconds", phase="database", event="shutdown")
         is not None

@@ -11,7 +11,7 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from lifewatch import Lifewatch
+from lifewatch import Lifewatch, LifewatchMiddleware
 from tests.conftest import sample
 from tests.support.probes import get
 
@@ -103,7 +103,7 @@ async def test_returning_or_cancelled_while_serving_is_a_death(
     async def forever() -> None:
         await asyncio.Event().wait()
 
-    app = watch.middleware(Starlette())
+    app = LifewatchMiddleware(Starlette(), watch=watch)
     async with LifespanManager(app):
         watch.supervise(quits(), name="quits")
         cancelled = watch.supervise(forever(), name="cancelled")

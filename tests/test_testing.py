@@ -14,7 +14,7 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from starlette.types import Receive, Scope, Send
 
-from lifewatch import Lifewatch, State
+from lifewatch import Lifewatch, LifewatchMiddleware, State
 from lifewatch.testing import LifespanFailed, LifewatchHarness
 
 pytestmark = pytest.mark.anyio
@@ -81,7 +81,7 @@ async def test_a_hung_startup_fails_within_the_timeout() -> None:
     h = LifewatchHarness()
     with anyio.fail_after(5):  # the harness, not this guard, must end it
         with pytest.raises(LifespanFailed, match=r"no answer within 0.2s"):
-            await h.run(h.watch.middleware(hangs), startup_timeout=0.2)
+            await h.run(LifewatchMiddleware(hangs, watch=h.watch), startup_timeout=0.2)
 
 
 async def test_an_app_without_lifespan_support_is_still_timed() -> None:
@@ -89,7 +89,7 @@ async def test_an_app_without_lifespan_support_is_still_timed() -> None:
         assert scope["type"] == "http", "no lifespan here"
 
     h = LifewatchHarness(service="raw")
-    await h.run(h.watch.middleware(http_only))
+    await h.run(LifewatchMiddleware(http_only, watch=h.watch))
     assert h.span("lifespan.startup").attributes is not None
     assert h.metric("lifespan_startup_duration_seconds") is not None
     assert h.events("lifespan.shutdown.complete", service="raw")

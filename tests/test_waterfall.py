@@ -27,7 +27,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lifewatch import Lifewatch
+from lifewatch import Lifewatch, LifewatchMiddleware
 from lifewatch.testing import LifespanFailed, LifewatchHarness
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -221,7 +221,7 @@ def test_page_after_shutdown_shows_both_runs() -> None:
         await send({"type": "http.response.body", "body": b""})
 
     # The endpoint is plain ASGI: serve it (lifespan off) after the app has stopped.
-    with served(h.watch.middleware(not_found), lifespan="off") as base:
+    with served(LifewatchMiddleware(not_found, watch=h.watch), lifespan="off") as base:
         dom = browse(f"{base}{PATH}", ARTIFACTS / "timeline-after-shutdown.png")
     page = Rows()
     page.feed(dom)

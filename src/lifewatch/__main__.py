@@ -177,7 +177,7 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"lifewatch k8s: {exc}", file=sys.stderr)
         return 2
     module = args.target.partition(":")[0]
-    name = args.name or watch.service or module.rsplit(".", 1)[-1].replace("_", "-")
+    name = args.name or watch.options.service or module.rsplit(".", 1)[-1].replace("_", "-")
     if args.command_line is None:
         command = ["uvicorn", args.target, "--host", "0.0.0.0", "--port", str(args.port)]
     else:

@@ -98,8 +98,8 @@ def deployment(
     pod: dict[str, Any] = {}
     if options.drain_delay > 0:
         drain = ["python", "-m", "lifewatch", "drain"]
-        if watch.service:
-            drain += ["--service", watch.service]
+        if watch.options.service:
+            drain += ["--service", watch.options.service]
         container["lifecycle"] = {"preStop": {"exec": {"command": drain}}}
         # The drain channel's private directories live in the temp dir: a
         # writable /tmp, even with readOnlyRootFilesystem.

@@ -104,7 +104,7 @@ class WatchedLifespan:
         *,
         mounts: Callable[[Any], Sequence[tuple[str, LifespanFactory]]] | None = None,
     ) -> None:
-        self.lifecycle = lifecycle
+        self._lifecycle = lifecycle
         self.components = tuple(components)
         self.mounts = mounts
         """app -> the lifespans of its mounted apps, each one more phase after the
@@ -127,7 +127,7 @@ class WatchedLifespan:
 
     @contextlib.asynccontextmanager
     async def _run(self, app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
-        lc = self.lifecycle
+        lc = self._lifecycle
         mounts = self.mounts(app) if self.mounts is not None else ()
         composed = Composed(lc, self.components, event_handlers(app), mounts)
         run = lc.begin_run("startup")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._build import BuildInfo, resolve_build
+from ._build import resolve_build
 from ._channel import DrainChannel
 from ._checks import CheckResult, HealthCheck, Probe
 from ._drain import Drainer
@@ -27,7 +27,6 @@ from ._lifespan import WatchedLifespan, as_factory, name_of
 from ._logging import LoggingSink
 from ._logging import logger as event_log
 from ._metrics import Metrics, MetricsSink, metrics_for
-from ._middleware import LifewatchMiddleware
 from ._ops import OpsListener
 from ._options import Options
 from ._phase import Phase
@@ -56,43 +55,9 @@ T = TypeVar("T")
 class Lifewatch:
     """Observes one application's lifespan: phases, state, probes, metrics.
 
-    Args:
-        service: The service name, on every log record, span and push.
-        registry: Where the metrics go; prometheus-client's global one by default.
-        namespace: The metric name prefix (``lifespan``).
-        tracer_provider: Where the spans go; the global OpenTelemetry provider by default.
-        startup_timeout: Bounds the whole startup (off by default).
-        shutdown_timeout: Bounds the whole shutdown (20 s).
-        sinks: More ``Sink`` objects, fed every event.
-        timeline_path: Serves the timeline there as an HTML waterfall (JSON by
-            ``Accept``) and at ``<timeline_path>.json`` as JSON
-            (``/lifewatch/timeline``; ``None``: not served).
-        livez_path, readyz_path, startupz_path: The probe paths (``None``: not served).
-        expose_details: Shows check failure reasons on the probes (off: an
-            exception text can hold a password).
-        slow_check_threshold: A check run slower than this logs a warning (0.5 s).
-        drain_delay: How long the app keeps serving after SIGTERM with
-            ``/readyz`` failing (5 s; 0 turns draining off).
-        metrics_path: Where ``/metrics`` is served (``None``: not served).
-        pushgateway: A URL or a ``Pushgateway``: pushes the last words of a
-            failed startup and of a completed shutdown.
-        ops_address: ``host:port`` of the ops listener (off by default): the
-            probes, ``/metrics`` and the timeline on a port of their own,
-            answering from the first lifespan event on, even while the app's
-            event loop is blocked.
-        ops_only: Takes ``/metrics`` and the timeline off the app's port (needs
-            ``ops_address``); the probes stay on both.
-        logger: Where lifewatch's records go. ``"auto"`` (the default):
-            through structlog if the app configured structlog, else through
-            the stdlib logger ``lifewatch`` (the app's handlers and format
-            apply). ``"structlog"``, ``"stdlib"``, a ``logging.Logger`` or a
-            structlog logger choose.
-        version, revision: What is running, for ``lifespan_build_info`` and the
-            spans' ``service.version``; read from the environment
-            (``APP_VERSION``, ``GIT_COMMIT``, ...) or the distribution named
-            ``service`` when not given.
-
-    The options are validated here, once, and never change (``watch.options``).
+    Every keyword argument is an option, all optional, described on
+    ``Options``; they are validated here, once, never change, and are read
+    back in one place: ``watch.options``.
     """
 
     def __init__(
@@ -120,7 +85,7 @@ class Lifewatch:
         version: str | None = None,
         revision: str | None = None,
     ) -> None:
-        options = Options(
+        self._options = o = Options(
             service=service,
             registry=registry,
             namespace=namespace,
@@ -136,188 +101,54 @@ class Lifewatch:
             slow_check_threshold=slow_check_threshold,
             drain_delay=drain_delay,
             metrics_path=metrics_path,
-            pushgateway=pushgateway,  # type: ignore[arg-type] # coerced by Options
+            pushgateway=pushgateway,  # type: ignore[arg-type] # a URL becomes a Pushgateway
             ops_address=ops_address,
             ops_only=ops_only,
             logger=logger,
             version=version,
             revision=revision,
         )
-        self._options = options
-        self._build = build = resolve_build(options.service, options.version, options.revision)
-        log = event_log(options.service, options.logger)
+        # The parts, built once, lifecycle first. Package-internal: the ways in
+        # (the middleware, instrument(), lifewatch.testing) take them from here.
+        log = event_log(o.service, o.logger)
         self._process_start = process_start_time()
         self._lifecycle = lifecycle = Lifecycle(
-            service=options.service,
-            startup_timeout=options.startup_timeout,
-            shutdown_timeout=options.shutdown_timeout,
+            service=o.service,
+            startup_timeout=o.startup_timeout,
+            shutdown_timeout=o.shutdown_timeout,
             log=log,
             process_start=self._process_start,
         )
-        self._metrics = metrics = metrics_for(options.registry, options.namespace)
         self._health = Health(lifecycle)
-        self._tracing = TracingSink(options.service, options.tracer_provider, build)
-        pushed: tuple[Sink, ...] = ()
-        if options.pushgateway is not None:
-            from ._pushgateway import PushgatewaySink
-
-            pushed = (PushgatewaySink(options.pushgateway, metrics, options.service, log),)
-        self._drainer = drainer = Drainer(lifecycle, options.drain_delay)
-        self._routes: dict[str, ASGIApp] = {}
-        """Path -> ASGI app served by the middleware in front of the user's app."""
-        self._ops_routes: dict[str, ASGIApp] = {}
-        """Path -> ASGI app served by the ops listener."""
-        self._ops: OpsListener | None = None
-        listeners: tuple[Sink, ...] = ()
-        if options.ops_address is not None:
-            self._ops = OpsListener(lifecycle, options.ops_address, self._ops_routes)
-            listeners = (self._ops,)
-        # python -m lifewatch drain (preStop) reaches every worker through a
-        # directory private to the app's user; no HTTP request drains.
-        channel: tuple[Sink, ...] = ()
-        if options.drain_delay > 0:
-            channel = (
-                DrainChannel(
-                    lifecycle,
-                    options.service,
-                    options.drain_delay,
-                    drainer.request,
-                    drainer.requested_left,
-                ),
-            )
-        lifecycle.connect(
-            (
-                self._tracing,
-                MetricsSink(metrics, self._process_start, build.labels()),
-                LoggingSink(log, slow_check_threshold=options.slow_check_threshold),
-                self._health,
-                drainer,
-                *listeners,
-                *channel,
-                *pushed,
-                *options.sinks,
-            )
+        self._routes, ops_routes = _endpoints(o, self._health, lifecycle, lambda: self.timeline)
+        self._ops = (
+            None if o.ops_address is None else OpsListener(lifecycle, o.ops_address, ops_routes)
         )
-        on_app = not options.ops_only
-        if options.timeline_path is not None:
-            timeline = _timeline_routes(lambda: self.timeline, options.timeline_path)
-            self._ops_routes.update(timeline)
-            if on_app:
-                self._routes.update(timeline)
-        if options.metrics_path is not None:
-            self._ops_routes[options.metrics_path] = MetricsEndpoint(
-                options.registry, inline=True, notify=lifecycle.notify
-            )
-            if on_app:
-                self._routes[options.metrics_path] = MetricsEndpoint(
-                    options.registry, notify=lifecycle.notify
-                )
-        ProbeRoutes(
-            (self._routes, self._ops_routes),
+        build = resolve_build(o.service, o.version, o.revision)
+        self._tracing = TracingSink(o.service, o.tracer_provider, build)
+        metrics = metrics_for(o.registry, o.namespace)
+        observers = (
+            self._tracing,
+            MetricsSink(metrics, self._process_start, build.labels()),
+            LoggingSink(log, slow_check_threshold=o.slow_check_threshold),
             self._health,
-            {
-                "liveness": options.livez_path,
-                "readiness": options.readyz_path,
-                "startup": options.startupz_path,
-            },
-            service=options.service,
-            expose_details=options.expose_details,
         )
+        lifecycle.connect((*observers, *_drain_and_push(o, lifecycle, log, metrics, self._ops)))
 
     def __repr__(self) -> str:
-        return f"Lifewatch(service={self.service!r}, state={self.state.value!r})"
-
-    # -- what it was built with (read-only) -----------------------------------
+        return f"Lifewatch(service={self._options.service!r}, state={self.state.value!r})"
 
     @property
     def options(self) -> Options:
-        """Every option, validated; frozen."""
+        """Every option, validated; frozen. The one place settings are read."""
         return self._options
 
-    @property
-    def service(self) -> str | None:
-        return self._options.service
-
-    @property
-    def build(self) -> BuildInfo:
-        """Service, version and revision as exported (``lifespan_build_info``)."""
-        return self._build
-
-    @property
-    def namespace(self) -> str:
-        return self._options.namespace
-
-    @property
-    def registry(self) -> CollectorRegistry | None:
-        return self._options.registry
-
-    @property
-    def startup_timeout(self) -> float | None:
-        return self._options.startup_timeout
-
-    @property
-    def shutdown_timeout(self) -> float:
-        return self._options.shutdown_timeout
-
-    @property
-    def expose_details(self) -> bool:
-        return self._options.expose_details
-
-    @property
-    def slow_check_threshold(self) -> float:
-        return self._options.slow_check_threshold
-
-    @property
-    def drain_delay(self) -> float:
-        return self._options.drain_delay
-
-    @property
-    def timeline_path(self) -> str | None:
-        return self._options.timeline_path
-
-    @property
-    def metrics_path(self) -> str | None:
-        return self._options.metrics_path
-
-    @property
-    def pushgateway(self) -> Pushgateway | None:
-        return self._options.pushgateway
-
-    @property
-    def ops_address(self) -> str | None:
-        return self._options.ops_address
+    # -- what it knows ------------------------------------------------------
 
     @property
     def ops_port(self) -> int | None:
         """The ops listener's port while it listens (the one picked for port 0), else None."""
         return None if self._ops is None else self._ops.port
-
-    @property
-    def metrics(self) -> Metrics:
-        """The metric families (shared by every watch on the same registry and namespace)."""
-        return self._metrics
-
-    @property
-    def process_start(self) -> float:
-        """Wall-clock start of the process: where time to ready counts from."""
-        return self._process_start
-
-    @property
-    def routes(self) -> Mapping[str, ASGIApp]:
-        """Path -> ASGI app: the endpoints the middleware serves."""
-        return self._routes
-
-    @property
-    def lifecycle(self) -> Lifecycle:
-        """The event flow (runs, phases, state): what the ways in and sinks use."""
-        return self._lifecycle
-
-    @property
-    def tracing(self) -> TracingSink:
-        """The tracing sink (``lifewatch.testing`` points it at its own provider)."""
-        return self._tracing
-
-    # -- what it knows ------------------------------------------------------
 
     @property
     def state(self) -> State:
@@ -345,7 +176,7 @@ class Lifewatch:
         from ._timeline import build_timeline
 
         lc = self._lifecycle
-        return build_timeline(self.service, lc.startup, lc.shutdown, self._process_start)
+        return build_timeline(self._options.service, lc.startup, lc.shutdown, self._process_start)
 
     # -- ways in ------------------------------------------------------------
 
@@ -408,10 +239,6 @@ class Lifewatch:
         """
         instrument(self, self._lifecycle, app, Mounts.of(mounts, skip_mounts))
         return app
-
-    def middleware(self, app: Any, *, strict: bool = False) -> LifewatchMiddleware:
-        """``LifewatchMiddleware(app, watch=self)``, for any ASGI app."""
-        return LifewatchMiddleware(app, watch=self, strict=strict)
 
     # -- health -------------------------------------------------------------
 
@@ -525,6 +352,54 @@ class Lifewatch:
         lc = self._lifecycle
         phase = Phase(lc, name, timeout=timeout, critical=critical, background=True)
         return lc.start_background(name, phase, func)
+
+
+def _endpoints(
+    o: Options, health: Health, lifecycle: Lifecycle, timeline: Callable[[], Timeline]
+) -> tuple[dict[str, ASGIApp], dict[str, ASGIApp]]:
+    """Path -> ASGI app: on the app's port, and on the ops listener's."""
+    app: dict[str, ASGIApp] = {}
+    ops: dict[str, ASGIApp] = {}
+    if o.timeline_path is not None:
+        ops.update(_timeline_routes(timeline, o.timeline_path))
+        if not o.ops_only:
+            app.update(_timeline_routes(timeline, o.timeline_path))
+    if o.metrics_path is not None:
+        # Inline on the ops listener: its own thread, off the app's event loop.
+        ops[o.metrics_path] = MetricsEndpoint(o.registry, inline=True, notify=lifecycle.notify)
+        if not o.ops_only:
+            app[o.metrics_path] = MetricsEndpoint(o.registry, notify=lifecycle.notify)
+    probes: dict[Probe, str | None] = {
+        "liveness": o.livez_path,
+        "readiness": o.readyz_path,
+        "startup": o.startupz_path,
+    }
+    ProbeRoutes((app, ops), health, probes, service=o.service, expose_details=o.expose_details)
+    return app, ops
+
+
+def _drain_and_push(
+    o: Options, lifecycle: Lifecycle, log: Any, metrics: Metrics, ops: OpsListener | None
+) -> tuple[Sink, ...]:
+    """The sinks after the observers: the drain, the ops listener, the
+    Pushgateway, then the user's own."""
+    drainer = Drainer(lifecycle, o.drain_delay)
+    sinks: list[Sink] = [drainer]
+    if ops is not None:
+        sinks.append(ops)
+    if o.drain_delay > 0:
+        # python -m lifewatch drain (preStop) reaches every worker through a
+        # directory private to the app's user; no HTTP request drains.
+        sinks.append(
+            DrainChannel(
+                lifecycle, o.service, o.drain_delay, drainer.request, drainer.requested_left
+            )
+        )
+    if o.pushgateway is not None:
+        from ._pushgateway import PushgatewaySink
+
+        sinks.append(PushgatewaySink(o.pushgateway, metrics, o.service, log))
+    return (*sinks, *o.sinks)
 
 
 class _LazyTimeline:

@@ -32,7 +32,8 @@ class LifewatchMiddleware:
     """Times the lifespan of ``app`` and serves the endpoints of ``watch``."""
 
     def __init__(self, app: ASGIApp, *, watch: Any, strict: bool = False) -> None:
-        lifecycle = getattr(watch, "lifecycle", None)
+        # A Lifewatch (typed Any: this module sits below the facade).
+        lifecycle = getattr(watch, "_lifecycle", None)
         if not isinstance(lifecycle, Lifecycle):
             raise TypeError(f"watch must be a lifewatch.Lifewatch; got {watch!r}")
         if not callable(app):
@@ -40,23 +41,23 @@ class LifewatchMiddleware:
         self.app = app
         self.watch = watch
         self.strict = validate_bool(strict, "strict")
-        self.lifecycle = lifecycle
+        self._lifecycle = lifecycle
         # The watch's own dict, so endpoints added later are served too.
-        self.endpoints: Mapping[str, ASGIApp] = watch.routes
+        self._endpoints: Mapping[str, ASGIApp] = watch._routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if self.lifecycle.closing and scope.get("http_version") in _KEEP_ALIVE:
+            if self._lifecycle.closing and scope.get("http_version") in _KEEP_ALIVE:
                 send = _closing(send)
-            await self.endpoints.get(scope["path"], self.app)(scope, receive, send)
+            await self._endpoints.get(scope["path"], self.app)(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
     async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lc = self.lifecycle
+        lc = self._lifecycle
         received: list[str] = []
         sent: list[str] = []
 
@@ -118,7 +119,7 @@ class LifewatchMiddleware:
             raise
 
     async def _speak_for_app(self, receive: Receive, send: Send) -> None:
-        lc = self.lifecycle
+        lc = self._lifecycle
         while True:
             message = await receive()
             kind = message["type"]

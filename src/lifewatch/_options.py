@@ -4,13 +4,13 @@ Every part is built from them once; a setting changed afterwards would be
 read by some parts and not others, so there is no changing them (a frozen
 dataclass: ``watch.options.drain_delay = 1`` raises). To change one, build a
 new ``Lifewatch``, or ``dataclasses.replace(watch.options, ...)`` and pass its
-fields.
+fields. ``watch.options`` is the one place settings are read back.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import TracerProvider
@@ -30,104 +30,64 @@ if TYPE_CHECKING:
     from ._pushgateway import Pushgateway
 
 
-@dataclass(frozen=True, init=False, repr=False, eq=False)
+@dataclass(frozen=True, kw_only=True)
 class Options:
-    """What a ``Lifewatch`` was built with; see ``Lifewatch`` for each one.
+    """What a ``Lifewatch`` was built with (its keyword arguments), validated."""
 
-    A frozen dataclass (``dataclasses.replace`` and ``fields`` work) whose
-    ``__init__``, ``__eq__``, ``__hash__`` and ``__repr__`` are written out:
-    ``@dataclass`` would build them with ``exec`` when the module is imported
-    (about 1 ms of every app's start).
-    """
+    service: str | None = None
+    """The service name, on every log record, span and push."""
+    registry: CollectorRegistry | None = None
+    """Where the metrics go; prometheus-client's global one when None."""
+    namespace: str = "lifespan"
+    """The metric name prefix."""
+    tracer_provider: TracerProvider | None = None
+    """Where the spans go; the global OpenTelemetry provider when None."""
+    startup_timeout: float | None = None
+    """Bounds the whole startup (None: unbounded)."""
+    shutdown_timeout: float = 20.0
+    """Bounds the whole shutdown."""
+    sinks: tuple[Sink, ...] = ()
+    """More ``Sink`` objects, fed every event."""
+    timeline_path: str | None = "/lifewatch/timeline"
+    """The timeline as an HTML waterfall (JSON by ``Accept``), and as JSON at
+    ``<timeline_path>.json`` (None: not served)."""
+    livez_path: str | None = "/livez"
+    """The liveness probe (None: not served); so are the next two."""
+    readyz_path: str | None = "/readyz"
+    startupz_path: str | None = "/startupz"
+    expose_details: bool = False
+    """Shows check failure reasons on the probes (off: an exception text can
+    hold a password)."""
+    slow_check_threshold: float = 0.5
+    """A check run slower than this logs a warning."""
+    drain_delay: float = 5.0
+    """How long the app keeps serving after SIGTERM with ``/readyz`` failing
+    (0 turns draining off)."""
+    metrics_path: str | None = "/metrics"
+    """Where ``/metrics`` is served (None: not served)."""
+    pushgateway: Pushgateway | None = None
+    """A URL or a ``Pushgateway`` (kept as a ``Pushgateway``): pushes the last
+    words of a failed startup and of a completed shutdown."""
+    ops_address: str | None = None
+    """``host:port`` of the ops listener (off when None): the probes,
+    ``/metrics`` and the timeline on a port of their own, answering from the
+    first lifespan event on, even while the app's event loop is blocked."""
+    ops_only: bool = False
+    """Takes ``/metrics`` and the timeline off the app's port (needs
+    ``ops_address``); the probes stay on both."""
+    logger: Any = "auto"
+    """Where lifewatch's records go. ``"auto"``: through structlog if the app
+    configured structlog, else the stdlib logger ``lifewatch``. ``"structlog"``,
+    ``"stdlib"``, a ``logging.Logger`` or a structlog logger choose."""
+    version: str | None = None
+    """What is running, for ``lifespan_build_info`` and the spans'
+    ``service.version``; read from the environment (``APP_VERSION``, ...) or
+    the distribution named ``service`` when None. So is ``revision``."""
+    revision: str | None = None
 
-    service: str | None
-    registry: CollectorRegistry | None
-    namespace: str
-    tracer_provider: TracerProvider | None
-    startup_timeout: float | None
-    shutdown_timeout: float
-    sinks: tuple[Sink, ...]
-    timeline_path: str | None
-    livez_path: str | None
-    readyz_path: str | None
-    startupz_path: str | None
-    expose_details: bool
-    slow_check_threshold: float
-    drain_delay: float
-    metrics_path: str | None
-    pushgateway: Pushgateway | None
-    ops_address: str | None
-    ops_only: bool
-    logger: Any
-    version: str | None
-    revision: str | None
-
-    def __init__(
-        self,
-        service: str | None = None,
-        registry: CollectorRegistry | None = None,
-        namespace: str = "lifespan",
-        tracer_provider: TracerProvider | None = None,
-        startup_timeout: float | None = None,
-        shutdown_timeout: float = 20.0,
-        sinks: tuple[Sink, ...] = (),
-        timeline_path: str | None = "/lifewatch/timeline",
-        livez_path: str | None = "/livez",
-        readyz_path: str | None = "/readyz",
-        startupz_path: str | None = "/startupz",
-        expose_details: bool = False,
-        slow_check_threshold: float = 0.5,
-        drain_delay: float = 5.0,
-        metrics_path: str | None = "/metrics",
-        pushgateway: Pushgateway | None = None,
-        ops_address: str | None = None,
-        ops_only: bool = False,
-        logger: Any = "auto",
-        version: str | None = None,
-        revision: str | None = None,
-    ) -> None:
-        put = object.__setattr__
-        put(self, "service", service)
-        put(self, "registry", registry)
-        put(self, "namespace", namespace)
-        put(self, "tracer_provider", tracer_provider)
-        put(self, "startup_timeout", startup_timeout)
-        put(self, "shutdown_timeout", shutdown_timeout)
-        put(self, "sinks", sinks)
-        put(self, "timeline_path", timeline_path)
-        put(self, "livez_path", livez_path)
-        put(self, "readyz_path", readyz_path)
-        put(self, "startupz_path", startupz_path)
-        put(self, "expose_details", expose_details)
-        put(self, "slow_check_threshold", slow_check_threshold)
-        put(self, "drain_delay", drain_delay)
-        put(self, "metrics_path", metrics_path)
-        put(self, "pushgateway", pushgateway)
-        put(self, "ops_address", ops_address)
-        put(self, "ops_only", ops_only)
-        put(self, "logger", logger)
-        put(self, "version", version)
-        put(self, "revision", revision)
-        self._validate()
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, f.name) for f in fields(self))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Options) and other.__class__ is self.__class__:
-            return self._values() == other._values()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
-        return f"{type(self).__qualname__}({shown})"
-
-    def _validate(self) -> None:
+    def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
-            object.__setattr__(self, name, value)
+            object.__setattr__(self, name, value)  # frozen: the one way to normalize
 
         if self.service is not None and not isinstance(self.service, str):
             raise TypeError(f"service must be a string or None; got {self.service!r}")
@@ -154,14 +114,15 @@ class Options:
             if not isinstance(sink, Sink):
                 raise TypeError(f"sinks must be lifewatch.Sink instances; got {sink!r}")
         put("sinks", sinks)
-        put(
-            "timeline_path",
-            validate_path(self.timeline_path, "timeline_path", "/lifewatch/timeline"),
-        )
-        put("livez_path", validate_path(self.livez_path, "livez_path", "/livez"))
-        put("readyz_path", validate_path(self.readyz_path, "readyz_path", "/readyz"))
-        put("startupz_path", validate_path(self.startupz_path, "startupz_path", "/startupz"))
-        put("metrics_path", validate_path(self.metrics_path, "metrics_path", "/metrics"))
+        paths = {
+            "livez_path": "/livez",
+            "readyz_path": "/readyz",
+            "startupz_path": "/startupz",
+            "metrics_path": "/metrics",
+            "timeline_path": "/lifewatch/timeline",
+        }
+        for name, example in paths.items():
+            put(name, validate_path(getattr(self, name), name, example))
         put("expose_details", validate_bool(self.expose_details, "expose_details"))
         put(
             "slow_check_threshold",
@@ -196,16 +157,6 @@ class Options:
             from ._pushgateway import Pushgateway
 
             put("pushgateway", Pushgateway.coerce(self.pushgateway))
-        served = [
-            p
-            for p in (
-                self.livez_path,
-                self.readyz_path,
-                self.startupz_path,
-                self.metrics_path,
-                self.timeline_path,
-            )
-            if p is not None
-        ]
+        served = [getattr(self, name) for name in paths if getattr(self, name) is not None]
         if len(set(served)) != len(served):
             raise ValueError(f"endpoint paths must differ from each other; got {served!r}")

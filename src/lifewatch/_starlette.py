@@ -63,7 +63,7 @@ def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, Lif
     components: list[tuple[str, LifespanFactory]] = []
     taken: dict[str, int] = {}
     for part in flatten_app_lifespan(context):
-        if isinstance(part, WatchedLifespan) and part.lifecycle is lifecycle:
+        if isinstance(part, WatchedLifespan) and part._lifecycle is lifecycle:
             pairs = list(part.components)
         else:
             pairs = [(name_of(part), as_factory(part, f"the app's lifespan {part!r}"))]
@@ -241,7 +241,7 @@ def wrap_router_lifespan(lifecycle: Lifecycle, router: Any, mounts: Mounts | Non
     find = None if mounts is None else lambda app: mounts.find(lifecycle, app)
     if (
         isinstance(current, WatchedLifespan)
-        and current.lifecycle is lifecycle
+        and current._lifecycle is lifecycle
         and (mounts is None or current.mounts is not None)
     ):
         return
@@ -262,7 +262,7 @@ class InstrumentedMiddleware(LifewatchMiddleware):
     async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         # FastAPI nests the lifespans of routers included later around the
         # wrapper: take them apart now, before startup.
-        wrap_router_lifespan(self.lifecycle, self.router, self.mounts)
+        wrap_router_lifespan(self._lifecycle, self.router, self.mounts)
         await super().lifespan(scope, receive, send)
 
 

@@ -105,8 +105,8 @@ class LifewatchHarness:
         else:
             if not isinstance(watch, Lifewatch):
                 raise TypeError(f"watch must be a lifewatch.Lifewatch; got {watch!r}")
-            self.registry = watch.registry if watch.registry is not None else REGISTRY
-            self._tracing = watch.tracing
+            self.registry = watch.options.registry or REGISTRY
+            self._tracing = watch._tracing  # the package-internal part
         self.watch = watch
         self._saved_provider: Any = None
         self._batches: list[list[MutableMapping[str, Any]]] = []

@@ -39,7 +39,7 @@ def test_the_testing_example_passes_as_a_users_test_suite(pytester: pytest.Pytes
 def test_the_timeline_example_serves_both_paths() -> None:
     namespace: dict[str, Any] = {"Lifewatch": Lifewatch}
     exec(block("timeline-example"), namespace)
-    assert set(namespace["watch"].routes) >= {"/lifewatch/timeline", "/lifewatch/timeline.json"}
+    assert set(namespace["watch"]._routes) >= {"/lifewatch/timeline", "/lifewatch/timeline.json"}
 
 
 def _shape(value: Any) -> Any:

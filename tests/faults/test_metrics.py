@@ -81,7 +81,7 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, json, os, shutil, sys
     from asgi_lifespan import LifespanManager
-    from lifewatch import Lifewatch
+    from lifewatch import Lifewatch, LifewatchMiddleware
     from tests.support.apps import raw_app
     from tests.support.probes import call
 
@@ -93,7 +93,7 @@ SCRIPT = textwrap.dedent(
 
     async def main():
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-        app = watch.middleware(raw_app())
+        app = LifewatchMiddleware(raw_app(), watch=watch)
         async with LifespanManager(app):
             ready = await call(app, "/readyz")
             metrics = await call(app, "/metrics")

@@ -17,7 +17,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 
-from lifewatch import Lifewatch
+from lifewatch import Lifewatch, LifewatchMiddleware
 
 REQUESTS = 20_000
 SLACK_OBJECTS = 50
@@ -50,7 +50,7 @@ def test_requests_leave_memory_flat(path: str, query: bytes) -> None:
 
     watch = Lifewatch(registry=CollectorRegistry(), drain_delay=0)
     watch.add_check("db", ok, interval=60)
-    app = watch.middleware(constant)
+    app = LifewatchMiddleware(constant, watch=watch)
     statuses: set[int] = set()
 
     async def receive() -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from lifewatch import Lifewatch
+from lifewatch import Lifewatch, LifewatchMiddleware
 from tests.support.probes import call
 
 MEMORY_SLACK = 8 * 1024 * 1024
@@ -76,7 +76,7 @@ def watch_with(registry: CollectorRegistry | None = None, **options: Any) -> Lif
 
 
 def app_of(watch: Lifewatch) -> Any:
-    return watch.middleware(Starlette())
+    return LifewatchMiddleware(Starlette(), watch=watch)
 
 
 async def probes(app: Any, path: str, n: int, *, batch: int = 50, **kw: Any) -> list[int]:
