@@ -32,12 +32,14 @@ class EventBus:
     def __init__(self, log: Any) -> None:
         self._log = log
         self.sinks: tuple[Sink, ...] = ()
+        self._connected = False
         self._calls: dict[str, tuple[Callable[..., None], ...]] = dict.fromkeys(HOOKS, ())
 
     def connect(self, sinks: tuple[Sink, ...]) -> None:
         """Subscribe the sinks, once; the facade builds them after the lifecycle."""
-        if self.sinks:
+        if self._connected:
             raise RuntimeError("the sinks of a lifecycle are connected once")
+        self._connected = True
         self.sinks = sinks
         for hook in HOOKS:
             order = reversed(sinks) if hook in REVERSED else sinks
