@@ -59,6 +59,7 @@ def _inner_signal() -> StartupInterrupted:
     return StartupInterrupted("inner", TERM)
 
 
+_SIGNALLED = _inner_signal()
 PHASES = {
     "a phase that raised nothing is ok": Row(),
     "a critical phase's error goes on, noted, and is where it came from": Row(
@@ -153,6 +154,15 @@ PHASES = {
         outcome="signal",
         reason="signal",
         recorded="run",
+    ),
+    "a non-critical phase around the one a signal cut is not degraded: the signal goes on": Row(
+        _SIGNALLED,
+        critical=False,
+        run_error=_SIGNALLED,
+        failed_phase="inner",
+        outcome="signal",
+        reason="signal",
+        recorded="same",
     ),
     "a background phase ending as a signal comes is ok": Row(background=True, facts=SIGNAL),
     "a sync phase past its timeout is a timeout, never ok": Row(
