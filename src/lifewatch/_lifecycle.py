@@ -168,7 +168,7 @@ class Lifecycle:
             return
         run.end = time.perf_counter()
         run.outcome, run.failed_phase, run.error = run_outcome(
-            run, error, failed, self._facts(run, run.event)
+            run, error, failed, self._facts(run, run.event, self.bound_hit())
         )
         if self.current is run:
             self.current = None
@@ -229,14 +229,14 @@ class Lifecycle:
 
     def cut(self, run: RunRecord, name: str) -> LifewatchError:
         """The error a run raises when its bound (or a signal) cut it, naming the phase it cut."""
-        return cut_error(run, name, self._facts(run, run.event))
+        return cut_error(run, name, self._facts(run, run.event, self.bound_hit()))
 
-    def _facts(self, run: RunRecord | None, event: Event) -> Facts:
+    def _facts(self, run: RunRecord | None, event: Event, bound_hit: bool) -> Facts:
         """What the outcome rules need beyond the records, now."""
         interrupted = run is not None and run is self.startup and self.signalled is not None
         return Facts(
             signal=self.signalled if interrupted else None,
-            bound_hit=self.bound_hit(),
+            bound_hit=bound_hit,
             bound=(self.startup_timeout or 0.0, "startup_timeout")
             if event == "startup"
             else (self.shutdown_timeout or 0.0, "shutdown_timeout"),
@@ -349,7 +349,10 @@ class Lifecycle:
         # A background phase runs on after its startup run: only a signal that
         # cuts the run open now concerns it.
         signal_run = self.current if phase.background else run
-        verdict = phase_outcome(phase, error, run, self._facts(signal_run, phase.event))
+        # Only an error (a cancellation) asks whether the bound fired: the
+        # phases that end well, nearly all of them, need not look at the scopes.
+        facts = self._facts(signal_run, phase.event, error is not None and self.bound_hit())
+        verdict = phase_outcome(phase, error, run, facts)
         if verdict.note is not None and error is not None:
             add_note(error, verdict.note)
         phase.outcome, phase.reason = verdict.outcome, verdict.reason
