@@ -3,9 +3,10 @@
 Whoever sees something happen (a ``phase`` block, a lifespan wrapper, the
 middleware reading lifespan messages, a health check, a signal) tells the
 lifecycle. It owns each run (its deadline, its outcome, every write to its
-record) and coordinates four parts, one job each: the event bus (``_bus``),
+record) and coordinates its parts, one job each: the event bus (``_bus``),
 the outcome rules (``_outcome``, pure functions), the readiness state
-(``_readiness``) and the background phases (``_background``).
+(``_readiness``), the background phases (``_background``) and the
+watchdog's reports on phases past their timeout (``Overruns``, here).
 """
 
 from __future__ import annotations
@@ -42,6 +43,59 @@ ASYNC_GRACE = 0.25
 this much later, so it only speaks when the event loop could not."""
 
 
+class Overruns:
+    """The watchdog's side of the phases with a timeout: it reports one still
+    running past it, with where its thread is stuck.
+
+    Nothing cancels a sync block, and a blocked event loop fires no cancel
+    scope: a thread of its own (the watchdog) keeps every timeout honest.
+    """
+
+    def __init__(self, notify: Callable[[Notice], None]) -> None:
+        self._notify = notify
+        self._watches: dict[int, Watch] = {}
+        self._lock = threading.Lock()
+
+    def watch(self, phase: PhaseRecord, sync: bool) -> None:
+        """Watch the calling thread: ``sync``, a plain ``with`` block; otherwise an
+        event loop, which the phase's own cancel scope cuts unless it is blocked."""
+        deadline = phase.start + (phase.timeout or 0.0) + (0.0 if sync else ASYNC_GRACE)
+        self._watches[phase.id] = WATCHDOG.watch(
+            deadline, threading.get_ident(), lambda frame: self._overrun(phase, frame)
+        )
+
+    def end(self, phase: PhaseRecord) -> None:
+        """Set the phase's end; under the lock if watched, so that the watchdog
+        either reported before or never will."""
+        watch = self._watches.pop(phase.id, None)
+        if watch is None:
+            phase.end = time.perf_counter()
+            return
+        with self._lock:
+            phase.end = time.perf_counter()
+            watch.cancel()
+
+    def _overrun(self, phase: PhaseRecord, frame: FrameType | None) -> None:
+        """The watchdog's report (in its thread): ``phase`` is still running past its timeout."""
+        where, stack = describe(frame)  # reads source lines: here, not on the loop
+        with self._lock:
+            if phase.end is not None:
+                return
+            phase.overran = True
+            fields: dict[str, Any] = {
+                "phase": phase.name,
+                "lifespan_event": phase.event,
+                "timeout_s": phase.timeout,
+                "stuck_at": where,
+                "stack": stack,
+            }
+            if phase.trace_id:
+                fields["trace_id"] = format(phase.trace_id, "032x")
+                fields["span_id"] = format(phase.span_id, "016x")
+            # Under the lock: the phase cannot end (and its span close) meanwhile.
+            self._notify(Notice("lifespan.phase.overrun", "warning", fields, phase=phase))
+
+
 class Lifecycle:
     """Runs, phases, state and background phases of one ``Lifewatch``."""
 
@@ -69,8 +123,7 @@ class Lifecycle:
         self.startup_complete = False
         self._deadline = math.inf
         self._scopes: list[anyio.CancelScope] = []
-        self._watches: dict[int, Watch] = {}
-        self._overrun_lock = threading.Lock()
+        self._overruns = Overruns(self.notify)
         self.signalled: int | None = None
         """A SIGTERM or SIGINT that came while the startup run was open: it ends it."""
 
@@ -282,9 +335,7 @@ class Lifecycle:
         """Start a phase record in the open run (the startup one for a background phase).
 
         Called in the thread that runs the phase: with a ``timeout``, the
-        watchdog watches that thread (``sync``: a plain ``with`` block, which
-        nothing can cancel; otherwise an event loop, which its own cancel
-        scope cuts unless the loop is blocked).
+        watchdog watches that thread.
         """
         run = self.startup if background and self.startup is not None else self.current
         if parent is not None and parent.run is not run:
@@ -308,43 +359,13 @@ class Lifecycle:
             run.phases.append(phase)
         self.bus.emit("phase_begin", phase)
         if timeout is not None:
-            deadline = phase.start + timeout + (0.0 if sync else ASYNC_GRACE)
-            self._watches[phase.id] = WATCHDOG.watch(
-                deadline, threading.get_ident(), lambda frame: self._overrun(phase, frame)
-            )
+            self._overruns.watch(phase, sync)
         return phase
-
-    def _overrun(self, phase: PhaseRecord, frame: FrameType | None) -> None:
-        """The watchdog's report (in its thread): ``phase`` is still running past its timeout."""
-        where, stack = describe(frame)  # reads source lines: here, not on the loop
-        with self._overrun_lock:
-            if phase.end is not None:
-                return
-            phase.overran = True
-            fields: dict[str, Any] = {
-                "phase": phase.name,
-                "lifespan_event": phase.event,
-                "timeout_s": phase.timeout,
-                "stuck_at": where,
-                "stack": stack,
-            }
-            if phase.trace_id:
-                fields["trace_id"] = format(phase.trace_id, "032x")
-                fields["span_id"] = format(phase.span_id, "016x")
-            # Under the lock: the phase cannot end (and its span close) meanwhile.
-            self.notify(Notice("lifespan.phase.overrun", "warning", fields, phase=phase))
 
     def close_phase(self, phase: PhaseRecord, error: BaseException | None) -> bool:
         """Record how a phase ended (``_outcome.phase_outcome`` decides); True when
         its error is to be suppressed."""
-        watch = self._watches.pop(phase.id, None)
-        if watch is None:
-            phase.end = time.perf_counter()
-        else:
-            # Under the lock: the watchdog either reported before, or never will.
-            with self._overrun_lock:
-                phase.end = time.perf_counter()
-                watch.cancel()
+        self._overruns.end(phase)
         run = phase.run
         # A background phase runs on after its startup run: only a signal that
         # cuts the run open now concerns it.
