@@ -97,7 +97,9 @@ class Overruns:
 
 
 class Lifecycle:
-    """Runs, phases, state and background phases of one ``Lifewatch``."""
+    """Runs and phases of one ``Lifewatch``: decides what they mean, writes their
+    records, and tells its parts (the bus, the readiness state, the background
+    phases, the watchdog's reports)."""
 
     def __init__(
         self,
