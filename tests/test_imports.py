@@ -31,6 +31,11 @@ LAYERS = [
     "_checks",
     "_supervise",
     "_sink",
+    # the lifecycle's parts: outcome rules, event bus, readiness, background
+    "_outcome",
+    "_bus",
+    "_readiness",
+    "_background",
     "_lifecycle",
     # what times a block, and the ways in
     "_phase",

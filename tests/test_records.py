@@ -1,4 +1,4 @@
-"""The records sinks receive: plain classes that behave as the dataclasses they were."""
+"""The records sinks receive: their own lists, new ids, no stray attributes, frozen notices."""
 
 from __future__ import annotations
 

@@ -1,18 +1,16 @@
-"""The lifecycle: the one event flow of lifewatch.
+"""The lifecycle: the one event flow of lifewatch, and the owner of each run.
 
 Whoever sees something happen (a ``phase`` block, a lifespan wrapper, the
 middleware reading lifespan messages, a health check, a signal) tells the
-lifecycle; the lifecycle decides what it means (the outcome of a phase or a
-run, the state) and hands one record to every sink. It alone writes run and
-phase records, owns each run's bound (its deadline) and the state.
-
-A sink that raises is reported and skipped: observability must never change
-what the app or the server sees.
+lifecycle. It owns each run (its deadline, its outcome, every write to its
+record) and coordinates its parts, one job each: the event bus (``_bus``),
+the outcome rules (``_outcome``, pure functions), the readiness state
+(``_readiness``), the background phases (``_background``) and the
+watchdog's reports on phases past their timeout (``Overruns``, here).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import threading
@@ -23,13 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._errors import LifewatchError, PhaseTimeout, StartupInterrupted, add_note, has_note
+from ._background import BackgroundPhases
+from ._bus import EventBus
+from ._errors import LifewatchError, add_note
+from ._outcome import Facts, PhaseVerdict, cut_error, phase_outcome, run_outcome
+from ._readiness import Readiness
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
-from ._types import Event, Outcome, Reason, State
+from ._types import Event, State
 from ._watchdog import WATCHDOG, Watch, describe
 
 if TYPE_CHECKING:
+    import asyncio
     from types import FrameType
 
     from ._checks import CheckResult, HealthCheck
@@ -39,29 +42,64 @@ ASYNC_GRACE = 0.25
 """An async phase's own cancel scope fires at its deadline; the watchdog looks
 this much later, so it only speaks when the event loop could not."""
 
-_END_HOOKS = ("run_end", "phase_end")
-_HOOKS = (
-    "run_begin",
-    "run_end",
-    "phase_begin",
-    "phase_end",
-    "state_changed",
-    "check_result",
-    "task_started",
-    "task_died",
-    "notice",
-)
 
+class Overruns:
+    """The watchdog's side of the phases with a timeout: it reports one still
+    running past it, with where its thread is stuck.
 
-def _cancelled_class() -> type[BaseException]:
-    try:
-        return anyio.get_cancelled_exc_class()
-    except Exception:  # no async library running: only asyncio's can be about
-        return asyncio.CancelledError
+    Nothing cancels a sync block, and a blocked event loop fires no cancel
+    scope: a thread of its own (the watchdog) keeps every timeout honest.
+    """
+
+    def __init__(self, notify: Callable[[Notice], None]) -> None:
+        self._notify = notify
+        self._watches: dict[int, Watch] = {}
+        self._lock = threading.Lock()
+
+    def watch(self, phase: PhaseRecord, sync: bool) -> None:
+        """Watch the calling thread: ``sync``, a plain ``with`` block; otherwise an
+        event loop, which the phase's own cancel scope cuts unless it is blocked."""
+        deadline = phase.start + (phase.timeout or 0.0) + (0.0 if sync else ASYNC_GRACE)
+        self._watches[phase.id] = WATCHDOG.watch(
+            deadline, threading.get_ident(), lambda frame: self._overrun(phase, frame)
+        )
+
+    def end(self, phase: PhaseRecord) -> None:
+        """Set the phase's end; under the lock if watched, so that the watchdog
+        either reported before or never will."""
+        watch = self._watches.pop(phase.id, None)
+        if watch is None:
+            phase.end = time.perf_counter()
+            return
+        with self._lock:
+            phase.end = time.perf_counter()
+            watch.cancel()
+
+    def _overrun(self, phase: PhaseRecord, frame: FrameType | None) -> None:
+        """The watchdog's report (in its thread): ``phase`` is still running past its timeout."""
+        where, stack = describe(frame)  # reads source lines: here, not on the loop
+        with self._lock:
+            if phase.end is not None:
+                return
+            phase.overran = True
+            fields: dict[str, Any] = {
+                "phase": phase.name,
+                "lifespan_event": phase.event,
+                "timeout_s": phase.timeout,
+                "stuck_at": where,
+                "stack": stack,
+            }
+            if phase.trace_id:
+                fields["trace_id"] = format(phase.trace_id, "032x")
+                fields["span_id"] = format(phase.span_id, "016x")
+            # Under the lock: the phase cannot end (and its span close) meanwhile.
+            self._notify(Notice("lifespan.phase.overrun", "warning", fields, phase=phase))
 
 
 class Lifecycle:
-    """Runs, phases, state and background phases of one ``Lifewatch``."""
+    """Runs and phases of one ``Lifewatch``: decides what they mean, writes their
+    records, and tells its parts (the bus, the readiness state, the background
+    phases, the watchdog's reports)."""
 
     def __init__(
         self,
@@ -78,88 +116,63 @@ class Lifecycle:
         self.boot: float | None = None
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
-        self._log = log
-        self.sinks: tuple[Sink, ...] = ()
-        self._hooks: dict[str, tuple[Callable[..., None], ...]] = dict.fromkeys(_HOOKS, ())
-        self._phase_begin: tuple[Callable[[PhaseRecord], None], ...] = ()
-        self._phase_end: tuple[Callable[[PhaseRecord], None], ...] = ()
-        self.state: State = State.STARTING
-        self.closing = False
-        """Draining or stopping: responses ask keep-alive clients to go (one
-        attribute for the request path to read)."""
+        self.bus = EventBus(log)
+        self.readiness = Readiness(self.bus)
+        self._background = BackgroundPhases(self.maybe_ready, self._background_failed)
         self.current: RunRecord | None = None
         self.startup: RunRecord | None = None
         self.shutdown: RunRecord | None = None
         self.startup_complete = False
-        self.background: set[asyncio.Task[None]] = set()
-        self.background_failed = False
         self._deadline = math.inf
         self._scopes: list[anyio.CancelScope] = []
-        self.refusal: str | None = None
-        """Why traffic is refused by hand (``refuse_traffic``), or None."""
-        self._refusal_drains = False
-        self._watches: dict[int, Watch] = {}
-        self._overrun_lock = threading.Lock()
-        self._stopping_background = False
-        """Shutdown is cancelling the background phases: their end is no failure."""
+        self._overruns = Overruns(self.notify)
         self.signalled: int | None = None
         """A SIGTERM or SIGINT that came while the startup run was open: it ends it."""
 
     def connect(self, sinks: tuple[Sink, ...]) -> None:
-        """Subscribe the sinks, once; the facade builds them after the lifecycle."""
-        if self.sinks:
-            raise RuntimeError("the sinks of a lifecycle are connected once")
-        self.sinks = sinks
-        for hook in _HOOKS:
-            order = reversed(sinks) if hook in _END_HOOKS else sinks
-            # Only the hooks a sink overrides: the base ones do nothing.
-            self._hooks[hook] = tuple(
-                getattr(s, hook) for s in order if getattr(type(s), hook) is not getattr(Sink, hook)
-            )
-        self._phase_begin = self._hooks["phase_begin"]
-        self._phase_end = self._hooks["phase_end"]
-        self._emit("state_changed", None, self.state)
+        """Subscribe the sinks, once, and tell them the state."""
+        self.bus.connect(sinks)
+        self.bus.emit("state_changed", None, self.state)
 
-    # -- fan-out --------------------------------------------------------------
+    # -- what other parts read and tell ----------------------------------------
 
-    def _emit(self, hook: str, *args: Any) -> None:
-        for call in self._hooks[hook]:
-            try:
-                call(*args)
-            except Exception as exc:
-                self._sink_failed(call, exc)
+    @property
+    def sinks(self) -> tuple[Sink, ...]:
+        return self.bus.sinks
 
-    def _sink_failed(self, call: Callable[..., None], exc: Exception) -> None:
-        # When the logging itself is what broke, there is nothing more to do.
-        with contextlib.suppress(Exception):
-            self._log.error("lifespan.sink.failed", hook=call.__qualname__, exc_info=exc)
+    @property
+    def state(self) -> State:
+        return self.readiness.state
+
+    @property
+    def closing(self) -> bool:
+        return self.readiness.closing
+
+    @property
+    def refusal(self) -> str | None:
+        return self.readiness.refusal
+
+    @property
+    def background(self) -> set[asyncio.Task[None]]:
+        """The background phases still running."""
+        return self._background.tasks
 
     def set_state(self, new: State) -> None:
-        old = self.state
-        if old is new:
-            return
-        self.state = new
-        self.closing = new is State.DRAINING or new is State.STOPPING
-        self._emit("state_changed", old, new)
+        self.readiness.move(new)
 
     def notify(self, notice: Notice) -> None:
-        self._emit("notice", notice)
+        self.bus.emit("notice", notice)
 
     def check_result(
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
-        # _emit, inlined: paid on every run of every uncached check.
-        for call in self._hooks["check_result"]:
-            try:
-                call(check, result, previous)
-            except Exception as exc:
-                self._sink_failed(call, exc)
+        self.bus.emit("check_result", check, result, previous)
 
     def task_started(self, task: Supervised) -> None:
-        self._emit("task_started", task)
+        self.bus.emit("task_started", task)
 
     def task_died(self, task: Supervised) -> None:
-        self._emit("task_died", task)
+        self.bus.emit("task_died", task)
 
     # -- runs and their bound -------------------------------------------------
 
@@ -182,9 +195,9 @@ class Lifecycle:
             if self.boot is None and self.process_start is not None:
                 self.boot = run.boot = max(0.0, run.started_at - self.process_start)
             self.startup = run
-            self.startup_complete = False
             # One app serving test after test: each startup starts afresh.
-            self.background_failed = False
+            self.startup_complete = False
+            self._background.failed = False
             self.signalled = None
             self.set_state(State.STARTING)
             self._set_deadline(self.startup_timeout)
@@ -195,7 +208,7 @@ class Lifecycle:
                 self.set_state(State.STOPPING)
             self._set_deadline(self.shutdown_timeout)
         self.current = run
-        self._emit("run_begin", run)
+        self.bus.emit("run_begin", run)
         return run
 
     def end_run(
@@ -209,38 +222,18 @@ class Lifecycle:
         if run.end is not None:
             return
         run.end = time.perf_counter()
-        outcome: Outcome
-        if error is not None:
-            outcome = self._reason(error)
-        elif failed:
-            outcome = "error"
-        elif run.failures:
-            outcome = self._reason(run.failures[0])
-        elif any(p.outcome == "degraded" for p in run.phases):
-            outcome = "degraded"
-        else:
-            outcome = "ok"
-        if outcome in ("ok", "degraded") and self._interrupted(run):
-            # The signal came as the startup was ending (or where nothing could
-            # cut it): it does not become ready, so it is not drained either.
-            outcome = "signal"
-        run.outcome = outcome
-        if outcome not in ("ok", "degraded"):
-            if run.failed_phase is None:
-                run.failed_phase = run.event
-            if run.error is None:
-                run.error = error
-            if run.error is None and outcome == "signal" and self.signalled is not None:
-                run.error = StartupInterrupted(run.failed_phase, self.signalled)
+        run.outcome, run.failed_phase, run.error = run_outcome(
+            run, error, failed, self._facts(run, run.event, self.bound_hit())
+        )
         if self.current is run:
             self.current = None
         self._set_deadline(None)
-        self._emit("run_end", run)
+        self.bus.emit("run_end", run)
         if run.event == "startup":
-            if outcome in ("ok", "degraded"):
+            if run.outcome in ("ok", "degraded"):
                 self.startup_complete = True
                 self.maybe_ready()
-            elif outcome == "signal":
+            elif run.outcome == "signal":
                 # Asked to stop, not broken: a pod deleted while starting is
                 # no failed startup to page anyone about.
                 self.set_state(State.STOPPING)
@@ -285,6 +278,26 @@ class Lifecycle:
         if scopes and scopes[-1].deadline != self._deadline:
             scopes[-1].deadline = self._deadline
 
+    def bound_hit(self) -> bool:
+        """Whether the open run's bound has cut it (so a cancellation is a timeout)."""
+        return any(scope.cancel_called for scope in self._scopes)
+
+    def cut(self, run: RunRecord, name: str) -> LifewatchError:
+        """The error a run raises when its bound (or a signal) cut it, naming the phase it cut."""
+        return cut_error(run, name, self._facts(run, run.event, self.bound_hit()))
+
+    def _facts(self, run: RunRecord | None, event: Event, bound_hit: bool) -> Facts:
+        """What the outcome rules need beyond the records, now."""
+        interrupted = run is not None and run is self.startup and self.signalled is not None
+        return Facts(
+            signal=self.signalled if interrupted else None,
+            bound_hit=bound_hit,
+            bound=(self.startup_timeout or 0.0, "startup_timeout")
+            if event == "startup"
+            else (self.shutdown_timeout or 0.0, "shutdown_timeout"),
+            stopping_background=self._background.stopping,
+        )
+
     # -- a signal during startup ----------------------------------------------
 
     def startup_signalled(self, signum: int) -> bool:
@@ -304,31 +317,9 @@ class Lifecycle:
 
     def cut_startup(self) -> None:
         """On the event loop: cancel what the startup runs now (the innermost bound)."""
-        if self.signalled is not None and self._scopes and self._interrupted(self.current):
+        run = self.current
+        if self.signalled is not None and self._scopes and run is not None and run is self.startup:
             self._scopes[-1].cancel()
-
-    def _interrupted(self, run: RunRecord | None) -> bool:
-        return run is not None and run is self.startup and self.signalled is not None
-
-    def bound_hit(self) -> bool:
-        """Whether the open run's bound has cut it (so a cancellation is a timeout)."""
-        return any(scope.cancel_called for scope in self._scopes)
-
-    def _reason(self, error: BaseException) -> Reason:
-        if isinstance(error, PhaseTimeout):
-            return "timeout"
-        if isinstance(error, StartupInterrupted):
-            return "signal"
-        if isinstance(error, _cancelled_class()):
-            if self._interrupted(self.current):
-                return "signal"
-            return "timeout" if self.bound_hit() else "cancelled"
-        return "error"
-
-    def _limit(self, event: Event) -> tuple[float, str]:
-        if event == "startup":
-            return self.startup_timeout or 0.0, "startup_timeout"
-        return self.shutdown_timeout or 0.0, "shutdown_timeout"
 
     # -- phases ---------------------------------------------------------------
 
@@ -346,9 +337,7 @@ class Lifecycle:
         """Start a phase record in the open run (the startup one for a background phase).
 
         Called in the thread that runs the phase: with a ``timeout``, the
-        watchdog watches that thread (``sync``: a plain ``with`` block, which
-        nothing can cancel; otherwise an event loop, which its own cancel
-        scope cuts unless the loop is blocked).
+        watchdog watches that thread.
         """
         run = self.startup if background and self.startup is not None else self.current
         if parent is not None and parent.run is not run:
@@ -370,188 +359,63 @@ class Lifecycle:
         )
         if run is not None:
             run.phases.append(phase)
-        # The fan-out of _emit, inline: this and phase_end run for every phase.
-        for call in self._phase_begin:
-            try:
-                call(phase)
-            except Exception as exc:
-                self._sink_failed(call, exc)
+        self.bus.emit("phase_begin", phase)
         if timeout is not None:
-            deadline = phase.start + timeout + (0.0 if sync else ASYNC_GRACE)
-            self._watches[phase.id] = WATCHDOG.watch(
-                deadline, threading.get_ident(), lambda frame: self._overrun(phase, frame)
-            )
+            self._overruns.watch(phase, sync)
         return phase
 
-    def _overrun(self, phase: PhaseRecord, frame: FrameType | None) -> None:
-        """The watchdog's report (in its thread): ``phase`` is still running past its timeout."""
-        where, stack = describe(frame)  # reads source lines: here, not on the loop
-        with self._overrun_lock:
-            if phase.end is not None:
-                return
-            phase.overran = True
-            fields: dict[str, Any] = {
-                "phase": phase.name,
-                "lifespan_event": phase.event,
-                "timeout_s": phase.timeout,
-                "stuck_at": where,
-                "stack": stack,
-            }
-            if phase.trace_id:
-                fields["trace_id"] = format(phase.trace_id, "032x")
-                fields["span_id"] = format(phase.span_id, "016x")
-            # Under the lock: the phase cannot end (and its span close) meanwhile.
-            self.notify(Notice("lifespan.phase.overrun", "warning", fields, phase=phase))
-
     def close_phase(self, phase: PhaseRecord, error: BaseException | None) -> bool:
-        """Record how a phase ended; True when its error is to be suppressed.
-
-        Suppressed: a non-critical phase's failure (it degrades, startup goes
-        on) and, during shutdown, any phase's failure (every shutdown phase
-        runs; the errors are raised at the end of the run). Cancellation and
-        ``KeyboardInterrupt`` and the like are never suppressed.
-        """
-        watch = self._watches.pop(phase.id, None) if self._watches else None
-        if watch is None:
-            phase.end = time.perf_counter()
-        else:
-            with self._overrun_lock:
-                phase.end = time.perf_counter()
-                watch.cancel()
+        """Record how a phase ended (``_outcome.phase_outcome`` decides); True when
+        its error is to be suppressed."""
+        self._overruns.end(phase)
         run = phase.run
-        if phase.timeout is not None and (phase.overran or phase.end - phase.start > phase.timeout):
-            error = self._overran(phase, error)
-        if error is None and not phase.background and self._interrupted(run):
-            # A signal came while it ran (a sync block the loop could not cut,
-            # or a block that never awaited): the startup ends here.
-            assert self.signalled is not None
-            error = StartupInterrupted(phase.name, self.signalled)
-        if error is None:
-            phase.outcome = "ok"
-            for call in self._phase_end:
-                try:
-                    call(phase)
-                except Exception as exc:
-                    self._sink_failed(call, exc)
-            return False
-        reason = self._reason(error)
-        if phase.background and reason == "cancelled" and self._stopping_background:
-            # Shutdown came before it finished: a cancellation, not a failure.
-            phase.outcome = "cancelled"
-            self._emit("phase_end", phase)
-            return False
-        if reason == "timeout" and not isinstance(error, PhaseTimeout):
-            # Cut by the run's bound: say so, rather than "CancelledError".
-            bound, limit = self._limit(phase.event)
-            recorded: BaseException = PhaseTimeout(phase.name, bound, limit, phase.event)
-        elif reason == "signal" and not isinstance(error, StartupInterrupted):
-            # Cut by the signal: the innermost phase's error, which names it.
-            assert self.signalled is not None
-            inner = run.error if run is not None else None
-            if isinstance(inner, StartupInterrupted):
-                recorded = inner
-            else:
-                recorded = StartupInterrupted(phase.name, self.signalled)
-        else:
-            recorded = error
-        if isinstance(error, Exception) and not isinstance(error, LifewatchError):
-            # The innermost phase names itself on the exception, once.
-            origin = not has_note(error)
-            if origin:
-                add_note(error, f"lifewatch: {phase.event} phase {phase.name!r} failed ({reason})")
-        elif run is None:
-            origin = True
-        elif run.event == "shutdown":
-            origin = not any(isinstance(f, PhaseTimeout) for f in run.failures)
-        else:
-            origin = run.failed_phase is None
-        phase.reason, phase.error, phase.origin = reason, recorded, origin
-        suppress = False
-        if not phase.critical and isinstance(error, Exception) and reason != "signal":
-            phase.outcome = "degraded"
-            suppress = True
-            if run is not None and run.error is error:
+        # A background phase runs on after its startup run: only a signal that
+        # cuts the run open now concerns it.
+        signal_run = self.current if phase.background else run
+        # Only an error (a cancellation) asks whether the bound fired: the
+        # phases that end well, nearly all of them, need not look at the scopes.
+        facts = self._facts(signal_run, phase.event, error is not None and self.bound_hit())
+        verdict = phase_outcome(phase, error, run, facts)
+        if verdict.note is not None and error is not None:
+            add_note(error, verdict.note)
+        phase.outcome, phase.reason = verdict.outcome, verdict.reason
+        phase.error, phase.origin = verdict.error, verdict.origin
+        if run is not None and verdict.reason is not None:
+            self._record_failure(run, phase, verdict)
+        self.bus.emit("phase_end", phase)
+        return not verdict.goes_on
+
+    def _record_failure(self, run: RunRecord, phase: PhaseRecord, verdict: PhaseVerdict) -> None:
+        """Write a failed phase into its run: which phase failed, what shutdown went on past."""
+        if verdict.outcome == "degraded":
+            if run.error is verdict.error:
                 # A critical child failed inside this non-critical phase: the
                 # failure stops here, so the run did not fail.
                 run.failed_phase = run.error = None
-            if run is not None and run.end is not None and run.outcome == "ok":
+            if run.end is not None and run.outcome == "ok":
                 run.outcome = "degraded"  # a background phase, after startup ended
-        else:
-            phase.outcome = reason
-            if run is not None:
-                if origin and run.failed_phase is None:
-                    run.failed_phase, run.error = phase.name, recorded
-                if run.event == "shutdown":
-                    # Shutdown goes on past a failed phase; the run raises at the end.
-                    suppress = run.goes_on and isinstance(error, Exception)
-                    if origin and (suppress or not run.failures):
-                        run.failures.append(recorded)
-        self._emit("phase_end", phase)
-        return suppress
-
-    def _overran(self, phase: PhaseRecord, error: BaseException | None) -> BaseException | None:
-        """A phase that ended past its timeout without being cut by it: a timeout.
-
-        Blocking code, or an event loop too blocked to fire the phase's own
-        cancel scope. Never ``ok``: the error becomes a ``PhaseTimeout`` with
-        what the block raised, if anything, as its cause. A cancellation, or a
-        timeout already raised, stays what it is.
-        """
-        if error is not None and (
-            not isinstance(error, Exception) or isinstance(error, PhaseTimeout)
-        ):
-            return error
-        timeout = PhaseTimeout(phase.name, phase.timeout or 0.0, "timeout", phase.event)
-        timeout.__cause__ = error
-        return timeout
-
-    def cut(self, run: RunRecord, name: str) -> LifewatchError:
-        """The error a run raises when its bound (or a signal) cut it, naming the phase it cut."""
-        if isinstance(run.error, StartupInterrupted):
-            return run.error  # the one its innermost phase recorded
-        if self._interrupted(run) and self.signalled is not None:
-            return StartupInterrupted(run.failed_phase or name, self.signalled)
-        bound, limit = self._limit(run.event)
-        return PhaseTimeout(run.failed_phase or name, bound, limit, run.event)
+            return
+        if verdict.origin and run.failed_phase is None:
+            run.failed_phase, run.error = phase.name, verdict.error
+        # Shutdown raises at its end every failure it went on past; of the
+        # others, the first (a bound that cut it) is enough.
+        shutdown = run.event == "shutdown" and verdict.origin and verdict.error is not None
+        if shutdown and (not verdict.goes_on or not run.failures):
+            assert verdict.error is not None
+            run.failures.append(verdict.error)
 
     # -- readiness and background phases --------------------------------------
 
     def maybe_ready(self) -> None:
-        """Ready once startup completed and no background phase is pending.
-
-        Traffic refused by hand: ``draining`` instead, until it is accepted.
-        """
-        if (
-            self.state is State.STARTING
-            and self.startup_complete
-            and not self.background
-            and not self.background_failed
-        ):
-            self.set_state(State.READY if self.refusal is None else State.DRAINING)
+        """Ready once startup completed and no background phase is pending or failed."""
+        if self.startup_complete and not self._background.tasks and not self._background.failed:
+            self.readiness.ready()
 
     def refuse_traffic(self, reason: str) -> None:
-        """Out of rotation by hand: readiness fails (state ``draining``) with ``reason``.
-
-        Spring's ``REFUSING_TRAFFIC``: the process goes on serving what still
-        comes, and ``accept_traffic`` puts it back. Only a ready (or starting)
-        instance moves; one stopping or failed stays as it is.
-        """
-        if self.refusal is None:
-            # The drain is the refusal's own only if it made it.
-            self._refusal_drains = self.state in (State.READY, State.STARTING)
-        self.refusal = reason
-        self.notify(Notice("lifespan.traffic.refused", "warning", {"reason": reason}))
-        if self.state is State.READY:
-            self.set_state(State.DRAINING)
+        self.readiness.refuse(reason)
 
     def accept_traffic(self) -> None:
-        """Back into rotation after ``refuse_traffic``; nothing else changes."""
-        if self.refusal is None:
-            return
-        self.refusal = None
-        self.notify(Notice("lifespan.traffic.accepted", "info", {}))
-        if self.state is State.DRAINING and self._refusal_drains:
-            self.set_state(State.READY)
+        self.readiness.accept()
 
     def start_background(
         self,
@@ -560,36 +424,15 @@ class Lifecycle:
         func: Callable[[], Awaitable[Any]],
     ) -> asyncio.Task[None]:
         """Run ``func`` inside ``phase`` while the server already serves."""
+        return self._background.start(name, phase, func)
 
-        async def run() -> None:
-            try:
-                async with phase:
-                    await func()
-            except Exception:
-                self.background_failed = True
-                self.set_state(State.FAILED)
-
-        task = asyncio.get_running_loop().create_task(run(), name=f"lifewatch:{name}")
-        self.background.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self.background.discard(t)
-            self.maybe_ready()
-
-        task.add_done_callback(done)
-        return task
+    def _background_failed(self) -> None:
+        if self.state is not State.STOPPED:  # over already: nothing to be ready for
+            self.set_state(State.FAILED)
 
     def background_names(self) -> list[str]:
-        return sorted(t.get_name().removeprefix("lifewatch:") for t in self.background)
+        return self._background.names()
 
     async def stop_background(self) -> None:
         """Cancel the background phases still running, and wait for them."""
-        tasks = list(self.background)
-        self._stopping_background = True
-        try:
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            self._stopping_background = False
+        await self._background.stop()

@@ -287,25 +287,18 @@ async def _call_handler(handler: Callable[[], Any]) -> None:
         await result
 
 
-def event_handlers(
-    app: Any,
-) -> tuple[list[tuple[str, Callable[[], Any]]], list[tuple[str, Callable[[], Any]]]]:
+def event_handlers(app: Any) -> tuple[Handlers, Handlers]:
     """FastAPI ``on_event`` handlers: each once, in registration order, named uniquely."""
     router = getattr(app, "router", None)
-    result = []
-    for attr in ("on_startup", "on_shutdown"):
-        handlers = getattr(router, attr, None) or []
-        seen: set[int] = set()
-        names: dict[str, int] = {}
-        phases = []
-        for handler in handlers:
-            if id(handler) in seen:
-                continue
-            seen.add(id(handler))
-            name = name_of(handler)
-            names[name] = names.get(name, 0) + 1
-            if names[name] > 1:
-                name = f"{name}[{names[name]}]"
-            phases.append((name, handler))
-        result.append(phases)
-    return result[0], result[1]
+    return _named(getattr(router, "on_startup", None)), _named(getattr(router, "on_shutdown", None))
+
+
+def _named(handlers: Sequence[Callable[[], Any]] | None) -> Handlers:
+    named = []
+    counts: dict[str, int] = {}
+    # By identity: a handler registered twice runs once (and need not be hashable).
+    for handler in {id(h): h for h in handlers or ()}.values():
+        name = name_of(handler)
+        counts[name] = counts.get(name, 0) + 1
+        named.append((name if counts[name] == 1 else f"{name}[{counts[name]}]", handler))
+    return named

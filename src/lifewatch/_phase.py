@@ -41,18 +41,6 @@ class Phase:
     block runs to its end, and its outcome is ``timeout``.
     """
 
-    __slots__ = (
-        "_lifecycle",
-        "_record",
-        "_scope",
-        "_token",
-        "background",
-        "critical",
-        "name",
-        "tags",
-        "timeout",
-    )
-
     def __init__(
         self,
         lifecycle: Lifecycle,

@@ -1,0 +1,59 @@
+"""The event bus: every sink hears every event, and none can break what it observes.
+
+A sink that raises is reported and skipped (DESIGN §0: observability never
+changes what the app or the server sees).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from ._sink import Sink
+
+HOOKS = (
+    "run_begin",
+    "run_end",
+    "phase_begin",
+    "phase_end",
+    "state_changed",
+    "check_result",
+    "task_started",
+    "task_died",
+    "notice",
+)
+REVERSED = frozenset({"run_end", "phase_end"})
+"""Ends go to the sinks in reverse, so a sink that sets up context (tracing)
+wraps the ones after it (logging)."""
+
+
+class EventBus:
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self.sinks: tuple[Sink, ...] = ()
+        self._connected = False
+        self._calls: dict[str, tuple[Callable[..., None], ...]] = dict.fromkeys(HOOKS, ())
+
+    def connect(self, sinks: tuple[Sink, ...]) -> None:
+        """Subscribe the sinks, once; the facade builds them after the lifecycle."""
+        if self._connected:
+            raise RuntimeError("the sinks of a lifecycle are connected once")
+        self._connected = True
+        self.sinks = sinks
+        for hook in HOOKS:
+            order = reversed(sinks) if hook in REVERSED else sinks
+            # Only the hooks a sink overrides: the base ones do nothing, and a
+            # phase would otherwise pay a call per sink for each of them.
+            self._calls[hook] = tuple(
+                getattr(s, hook) for s in order if getattr(type(s), hook) is not getattr(Sink, hook)
+            )
+
+    def emit(self, hook: str, *args: Any) -> None:
+        for call in self._calls[hook]:
+            try:
+                call(*args)
+            except Exception as exc:
+                # When the logging itself is what broke, there is nothing more to do.
+                with contextlib.suppress(Exception):
+                    self._log.error("lifespan.sink.failed", hook=call.__qualname__, exc_info=exc)

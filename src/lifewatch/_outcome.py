@@ -1,0 +1,184 @@
+"""The outcome rules: how a phase or a run ended, and what becomes of its error.
+
+Pure functions of the records and of what the lifecycle knows when they end
+(a signal that came, a run's bound that fired); they write nothing. The
+lifecycle applies their verdict, so the rules are tested by a table
+(tests/test_outcome.py) without an event loop, a server or a sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+import anyio
+
+from ._errors import LifewatchError, PhaseTimeout, StartupInterrupted, has_note
+from ._records import PhaseRecord, RunRecord
+from ._types import Outcome, Reason
+
+
+class Facts(NamedTuple):
+    """What the lifecycle knows, beyond the records, when something ends."""
+
+    signal: int | None = None
+    """A SIGTERM/SIGINT that came while the startup this belongs to was open."""
+    bound_hit: bool = False
+    """The run's bound (``startup_timeout``/``shutdown_timeout``) has fired."""
+    bound: tuple[float, str] = (0.0, "startup_timeout")
+    """The run's bound in seconds and its option's name, for the error it raises."""
+    stopping_background: bool = False
+    """Shutdown is cancelling the background phases."""
+
+
+class PhaseVerdict(NamedTuple):
+    outcome: Outcome
+    reason: Reason | None
+    error: BaseException | None
+    """What the phase records: a ``PhaseTimeout`` or ``StartupInterrupted`` in
+    place of the cancellation that cut it."""
+    goes_on: bool
+    """The error propagates; False: suppressed (it degrades, or shutdown goes on)."""
+    note: str | None
+    """The PEP 678 note to add to the app's own exception (the innermost phase, once)."""
+    origin: bool
+    """This phase is where the error came from (its traceback is logged here)."""
+
+
+class RunVerdict(NamedTuple):
+    outcome: Outcome
+    failed_phase: str | None
+    error: BaseException | None
+
+
+def cancelled_class() -> type[BaseException]:
+    try:
+        return anyio.get_cancelled_exc_class()
+    except Exception:  # no async library running: only asyncio's can be about
+        return asyncio.CancelledError
+
+
+def reason_of(error: BaseException, facts: Facts) -> Reason:
+    if isinstance(error, PhaseTimeout):
+        return "timeout"
+    if isinstance(error, StartupInterrupted):
+        return "signal"
+    if isinstance(error, cancelled_class()):
+        if facts.signal is not None:
+            return "signal"
+        return "timeout" if facts.bound_hit else "cancelled"
+    return "error"
+
+
+def overran(phase: PhaseRecord, error: BaseException | None) -> BaseException | None:
+    """A phase that ended past its timeout without being cut by it: a timeout.
+
+    Blocking code, or an event loop too blocked to fire the phase's own
+    cancel scope. Never ``ok``: the error becomes a ``PhaseTimeout`` with what
+    the block raised, if anything, as its cause. A cancellation, or a timeout
+    already raised, stays what it is.
+    """
+    if error is not None and (not isinstance(error, Exception) or isinstance(error, PhaseTimeout)):
+        return error
+    timeout = PhaseTimeout(phase.name, phase.timeout or 0.0, "timeout", phase.event)
+    timeout.__cause__ = error
+    return timeout
+
+
+def phase_outcome(
+    phase: PhaseRecord, error: BaseException | None, run: RunRecord | None, facts: Facts
+) -> PhaseVerdict:
+    """How ``phase`` (its ``end`` set) ended with ``error`` in ``run``.
+
+    Suppressed (``goes_on`` False): a non-critical phase's failure (it
+    degrades, startup goes on) and, in a shutdown that raises its failures at
+    its end (``run.goes_on``), any phase's failure. Cancellation and
+    ``KeyboardInterrupt`` and the like always go on.
+    """
+    assert phase.end is not None
+    if phase.timeout is not None and (phase.overran or phase.end - phase.start > phase.timeout):
+        error = overran(phase, error)
+    if error is None and not phase.background and facts.signal is not None:
+        # A signal came while it ran (a sync block the loop could not cut, or a
+        # block that never awaited): the startup ends here.
+        error = StartupInterrupted(phase.name, facts.signal)
+    if error is None:
+        return PhaseVerdict("ok", None, None, True, None, False)
+    reason = reason_of(error, facts)
+    if phase.background and reason == "cancelled" and facts.stopping_background:
+        # Shutdown came before it finished: a cancellation, not a failure.
+        return PhaseVerdict("cancelled", None, None, True, None, False)
+
+    recorded = error
+    if reason == "timeout" and not isinstance(error, PhaseTimeout):
+        # Cut by the run's bound: say so, rather than "CancelledError".
+        seconds, limit = facts.bound
+        recorded = PhaseTimeout(phase.name, seconds, limit, phase.event)
+    elif reason == "signal" and not isinstance(error, StartupInterrupted):
+        # Cut by the signal: the innermost phase's error, which names it.
+        assert facts.signal is not None
+        inner = run.error if run is not None else None
+        if isinstance(inner, StartupInterrupted):
+            recorded = inner
+        else:
+            recorded = StartupInterrupted(phase.name, facts.signal)
+
+    note = None
+    if isinstance(error, Exception) and not isinstance(error, LifewatchError):
+        # The innermost phase names itself on the app's exception, once.
+        origin = not has_note(error)
+        if origin:
+            note = f"lifewatch: {phase.event} phase {phase.name!r} failed ({reason})"
+    elif run is None:
+        origin = True
+    elif run.event == "shutdown":
+        origin = not any(isinstance(f, PhaseTimeout) for f in run.failures)
+    else:
+        origin = run.failed_phase is None
+
+    if not phase.critical and isinstance(error, Exception) and reason != "signal":
+        return PhaseVerdict("degraded", reason, recorded, False, note, origin)
+    # Shutdown goes on past a failed phase; the run raises at its end.
+    goes_on = not (
+        run is not None and run.event == "shutdown" and run.goes_on and isinstance(error, Exception)
+    )
+    return PhaseVerdict(reason, reason, recorded, goes_on, note, origin)
+
+
+def run_outcome(
+    run: RunRecord, error: BaseException | None, failed: bool, facts: Facts
+) -> RunVerdict:
+    """How ``run`` ended: ``error`` is what it raised; ``failed`` says it failed
+    without one lifewatch saw (a raw app that answered ``lifespan.startup.failed``)."""
+    outcome: Outcome
+    if error is not None:
+        outcome = reason_of(error, facts)
+    elif failed:
+        outcome = "error"
+    elif run.failures:
+        outcome = reason_of(run.failures[0], facts)
+    elif any(p.outcome == "degraded" for p in run.phases):
+        outcome = "degraded"
+    else:
+        outcome = "ok"
+    if outcome in ("ok", "degraded"):
+        if facts.signal is None:
+            return RunVerdict(outcome, run.failed_phase, run.error)
+        # The signal came as the startup was ending (or where nothing could
+        # cut it): it does not become ready, so it is not drained either.
+        outcome = "signal"
+    failed_phase = run.failed_phase or run.event
+    recorded = run.error if run.error is not None else error
+    if recorded is None and outcome == "signal" and facts.signal is not None:
+        recorded = StartupInterrupted(failed_phase, facts.signal)
+    return RunVerdict(outcome, failed_phase, recorded)
+
+
+def cut_error(run: RunRecord, name: str, facts: Facts) -> LifewatchError:
+    """The error a run raises when its bound (or a signal) cut it, naming the phase it cut."""
+    if isinstance(run.error, StartupInterrupted):
+        return run.error  # the one its innermost phase recorded
+    if facts.signal is not None:
+        return StartupInterrupted(run.failed_phase or name, facts.signal)
+    seconds, limit = facts.bound
+    return PhaseTimeout(run.failed_phase or name, seconds, limit, run.event)
