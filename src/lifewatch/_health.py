@@ -88,7 +88,6 @@ class Health(Sink):
 
     def __init__(self, lifecycle: Lifecycle) -> None:
         self.lifecycle = lifecycle
-        self.checks: dict[str, HealthCheck] = {}
         self.runners: dict[str, CheckRunner] = {}
         self.by_probe: dict[Probe, list[CheckRunner]] = {p: [] for p in PROBES}
         self.supervised: dict[str, Supervised] = {}
@@ -104,6 +103,10 @@ class Health(Sink):
         self._state_time = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
         """The app's event loop (the lifespan's): where checks run."""
+
+    @property
+    def checks(self) -> dict[str, HealthCheck]:
+        return {name: runner.check for name, runner in self.runners.items()}
 
     def invalidate(self) -> None:
         self.version += 1
@@ -137,14 +140,13 @@ class Health(Sink):
         interval_s = validate_seconds(interval, f"interval of check {name!r}", optional=True)
         chosen = validate_probes(probes)
         validate_bool(critical, "critical")
-        if name in self.checks:
+        if name in self.runners:
             raise ValueError(
                 f"a health check named {name!r} is already registered "
-                f"({self.checks[name].func!r}); check names must be unique"
+                f"({self.runners[name].check.func!r}); check names must be unique"
             )
         check = HealthCheck(name, func, timeout_s, chosen, critical, interval_s)
         runner = CheckRunner(check, self.lifecycle.check_result, self.lifecycle.notify)
-        self.checks[name] = check
         self.runners[name] = runner
         for probe in PROBES:
             if probe in chosen:
