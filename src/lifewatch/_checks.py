@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import inspect
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -140,6 +141,8 @@ class _RunTask(asyncio.Task[CheckResult]):
 
     cancel_requested = False
     timed_out = False
+    timer: asyncio.TimerHandle | None = None
+    """Calls ``expire`` at the run's timeout; set once the run waits."""
 
     def cancel(self, msg: Any | None = None) -> bool:
         self.cancel_requested = True
@@ -151,6 +154,23 @@ class _RunTask(asyncio.Task[CheckResult]):
         if not self.done():
             self.timed_out = True
             self.cancel()
+
+
+if sys.version_info >= (3, 12):
+    _eager_task = asyncio.create_eager_task_factory(_RunTask)
+
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Any, name: str) -> _RunTask:
+        """The run's task, started eagerly: a check that answers without waiting
+        (a flag, a pool's state) is done before this returns, with no timer and
+        no trip through the event loop."""
+        task = _eager_task(loop, coro, name=name)
+        assert isinstance(task, _RunTask)
+        return task
+
+else:
+
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Any, name: str) -> _RunTask:
+        return _RunTask(coro, loop=loop, name=name)
 
 
 class CheckRunner:
@@ -172,6 +192,8 @@ class CheckRunner:
         self._is_async = check.is_async
         self._task: _RunTask | None = None
         """The run in flight, which new waiters join."""
+        self._started = 0.0
+        """Loop time at which the run in flight started."""
         self._deadline = 0.0
         """Loop time at which waiters give up on the run in flight."""
         self._abandoned: tuple[asyncio.Task[CheckResult], CheckResult] | None = None
@@ -195,11 +217,16 @@ class CheckRunner:
 
     def start(self) -> asyncio.Task[CheckResult]:
         """The run in flight, started if there is none."""
-        if self._task is None:
-            loop = asyncio.get_running_loop()
-            self._deadline = loop.time() + self.check.timeout + ABANDON_GRACE
-            self._task = _RunTask(self._run(), loop=loop, name=f"lifewatch-check:{self.check.name}")
-        return self._task
+        if self._task is not None:
+            return self._task
+        loop = asyncio.get_running_loop()
+        self._started = started = loop.time()
+        self._deadline = started + self.check.timeout + ABANDON_GRACE
+        task = _start_task(loop, self._run(), f"lifewatch-check:{self.check.name}")
+        if not task.done():  # it waits: bound it, and let new waiters join it
+            task.timer = loop.call_at(started + self.check.timeout, task.expire)
+            self._task = task
+        return task
 
     @property
     def deadline(self) -> float:
@@ -270,6 +297,8 @@ class CheckRunner:
         try:
             result = await self._bounded(task)
         finally:
+            if task.timer is not None:
+                task.timer.cancel()
             if self._task is task:
                 self._task = None
         if self._abandoned is not None and self._abandoned[0] is task:
@@ -284,8 +313,7 @@ class CheckRunner:
             where = "(it ignored its cancellation)" if self._is_async else "in its thread"
             return _failed(0.0, "timeout", f"previous run still running {where}")
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        timer = loop.call_at(started + self.check.timeout, task.expire)
+        started = self._started
         try:
             value = await (self.check.func() if self._is_async else self._in_thread())
         except asyncio.CancelledError:
@@ -300,8 +328,6 @@ class CheckRunner:
             # Any kind, SystemExit and KeyboardInterrupt too: a check that
             # raises them has failed; it does not get to stop the server.
             return _failed(loop.time() - started, "error", f"{type(exc).__name__}: {exc}")
-        finally:
-            timer.cancel()
         elapsed = loop.time() - started
         if task.timed_out or elapsed > self.check.timeout:
             return self._late(elapsed, blocked=self._is_async and not task.timed_out)
