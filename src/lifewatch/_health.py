@@ -392,11 +392,13 @@ class Health(Sink):
             # Asked from another loop (the ops listener's): run on the app's.
             return list(await asyncio.gather(*(_run_on(home, r) for r in runners)))
         tasks = [runner.start() for runner in runners]
-        # Not gather: a probe that goes away must not cancel runs that other
-        # probes share, and ``wait`` never cancels what it waits on. A run
-        # still going at its deadline (its timeout plus a grace) is abandoned.
-        deadline = max(runner.deadline for runner in runners)
-        await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+        waiting = [task for task in tasks if not task.done()]  # started eagerly, done
+        if waiting:
+            # Not gather: a probe that goes away must not cancel runs that other
+            # probes share, and ``wait`` never cancels what it waits on. A run
+            # still going at its deadline (its timeout plus a grace) is abandoned.
+            deadline = max(runner.deadline for runner in runners)
+            await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
         return [runner.outcome(task) for runner, task in zip(runners, tasks, strict=True)]
 
 
