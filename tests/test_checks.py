@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -111,6 +110,51 @@ def test_bad_registrations_are_clear_errors(watch: Lifewatch) -> None:
     with pytest.raises(TypeError, match="critical"):
         watch.add_check("a", lambda: None, critical="no")  # type: ignore[arg-type]
     assert list(watch.checks) == ["postgres"]
+
+
+def test_a_registered_check_is_its_definition_frozen(watch: Lifewatch) -> None:
+    """What ``add_check`` returns says what was registered and cannot be changed
+    behind the runner's back; running it is ``watch.run_check``'s job."""
+    import dataclasses
+
+    async def postgres() -> None:
+        pass
+
+    check = watch.add_check("postgres", postgres, timeout=2.0, critical=False, interval=5)
+    assert (check.name, check.func, check.timeout, check.probes) == (
+        "postgres",
+        postgres,
+        2.0,
+        frozenset({"readiness"}),
+    )
+    assert (check.critical, check.interval, check.is_async) == (False, 5.0, True)
+    assert watch.checks == {"postgres": check}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        check.timeout = 10  # type: ignore[misc]
+    assert not hasattr(check, "run") and not hasattr(check, "result")
+
+
+def test_the_checks_modules_use_no_private_asyncio_names() -> None:
+    """Runs are plain tasks under a timer: nothing of asyncio's own bookkeeping
+    (``_enter_task``, ``_leave_task``), which a CPython release may rename."""
+    import ast
+
+    import lifewatch
+
+    names: list[str] = []
+    for module in ("_checks.py", "_health.py", "_probes.py"):
+        tree = ast.parse((Path(lifewatch.__file__).parent / module).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("asyncio"):
+                names += [a.name for a in node.names if a.name.startswith("_")]
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "asyncio"
+                and node.attr.startswith("_")
+            ):
+                names.append(node.attr)
+    assert names == []
 
 
 async def test_concurrent_probes_share_one_run(watch: Lifewatch) -> None:
