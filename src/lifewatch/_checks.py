@@ -429,12 +429,26 @@ class CheckRunner:
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
             loop.call_soon_threadsafe(_settle, future, outcome)
 
-    async def refresh_forever(self) -> None:
-        """Run the check every ``interval`` seconds, for as long as the app serves."""
-        assert self.check.interval is not None
+    def start_refreshing(self) -> None:
+        """An ``interval`` check: run it in the background from now on."""
+        if self.check.interval is None or self.refresher is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # added from outside the loop: probes run it, cached one interval
+        name = f"lifewatch-refresh:{self.check.name}"
+        self.refresher = loop.create_task(self._refresh_forever(self.check.interval), name=name)
+
+    def stop_refreshing(self) -> None:
+        task, self.refresher = self.refresher, None
+        if task is not None:
+            task.cancel()
+
+    async def _refresh_forever(self, interval: float) -> None:
         while True:
             await self.run()
-            await asyncio.sleep(self.check.interval)
+            await asyncio.sleep(interval)
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

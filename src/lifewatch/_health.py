@@ -153,8 +153,8 @@ class Health(Sink):
                 self.by_probe[probe].append(runner)
         for hook in self.on_check_added:
             hook(check)
-        if self._serving and interval_s is not None:
-            self._start_refresher(runner)
+        if self._serving:
+            runner.start_refreshing()
         self.invalidate()
         return check
 
@@ -207,17 +207,6 @@ class Health(Sink):
 
     # -- background refresh, on the lifecycle's event flow -------------------
 
-    def _start_refresher(self, runner: CheckRunner) -> None:
-        if runner.refresher is not None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # added from outside the loop: probes run it, cached one interval
-        runner.refresher = loop.create_task(
-            runner.refresh_forever(), name=f"lifewatch-refresh:{runner.check.name}"
-        )
-
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
             with contextlib.suppress(RuntimeError):  # lifespans run on a loop
@@ -225,17 +214,14 @@ class Health(Sink):
         if run.event == "shutdown":
             self._serving = False
             for runner in self.runners.values():
-                task, runner.refresher = runner.refresher, None
-                if task is not None:
-                    task.cancel()
+                runner.stop_refreshing()
         self.invalidate()
 
     def run_end(self, run: RunRecord) -> None:
         if run.event == "startup" and run.outcome in ("ok", "degraded"):
             self._serving = True
             for runner in self.runners.values():
-                if runner.check.interval is not None:
-                    self._start_refresher(runner)
+                runner.start_refreshing()
         self.invalidate()
 
     def phase_begin(self, phase: PhaseRecord) -> None:
