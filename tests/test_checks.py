@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -113,6 +112,51 @@ def test_bad_registrations_are_clear_errors(watch: Lifewatch) -> None:
     assert list(watch.checks) == ["postgres"]
 
 
+def test_a_registered_check_is_its_definition_frozen(watch: Lifewatch) -> None:
+    """What ``add_check`` returns says what was registered and cannot be changed
+    behind the runner's back; running it is ``watch.run_check``'s job."""
+    import dataclasses
+
+    async def postgres() -> None:
+        pass
+
+    check = watch.add_check("postgres", postgres, timeout=2.0, critical=False, interval=5)
+    assert (check.name, check.func, check.timeout, check.probes) == (
+        "postgres",
+        postgres,
+        2.0,
+        frozenset({"readiness"}),
+    )
+    assert (check.critical, check.interval, check.is_async) == (False, 5.0, True)
+    assert watch.checks == {"postgres": check}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        check.timeout = 10  # type: ignore[misc]
+    assert not hasattr(check, "run") and not hasattr(check, "result")
+
+
+def test_the_checks_modules_use_no_private_asyncio_names() -> None:
+    """Runs are plain tasks under a timer: nothing of asyncio's own bookkeeping
+    (``_enter_task``, ``_leave_task``), which a CPython release may rename."""
+    import ast
+
+    import lifewatch
+
+    names: list[str] = []
+    for module in ("_checks.py", "_health.py", "_probes.py"):
+        tree = ast.parse((Path(lifewatch.__file__).parent / module).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("asyncio"):
+                names += [a.name for a in node.names if a.name.startswith("_")]
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "asyncio"
+                and node.attr.startswith("_")
+            ):
+                names.append(node.attr)
+    assert names == []
+
+
 async def test_concurrent_probes_share_one_run(watch: Lifewatch) -> None:
     calls = 0
     release = asyncio.Event()
@@ -187,7 +231,7 @@ async def test_interval_checks_refresh_between_startup_and_shutdown(
     stopped = len(calls)
     await asyncio.sleep(0.1)
     assert len(calls) == stopped  # the refresher stopped at shutdown
-    assert all(c.refresher is None for c in watch.checks.values())
+    assert all(r.refresher is None for r in watch._health.runners.values())
 
 
 async def test_a_flipping_cached_result_changes_the_answer(watch: Lifewatch) -> None:
@@ -402,8 +446,8 @@ async def test_an_interval_check_added_while_serving_starts_refreshing(watch: Li
         watch.add_check("late", late, interval=0.01)
         await asyncio.sleep(0.1)
         assert calls >= 2
-        assert watch.checks["late"].refresher is not None
-    assert watch.checks["late"].refresher is None
+        assert watch._health.runners["late"].refresher is not None
+    assert watch._health.runners["late"].refresher is None
 
 
 # -- lifewatch.checks: ready-made checks, each against the real thing ---------------
@@ -847,90 +891,10 @@ async def test_a_run_cancelled_from_outside_is_cancelled_and_records_nothing(
         started.set()
         await asyncio.Event().wait()
 
-    check = watch.checks["waits"]
-    task = check.start()
+    runner = watch._health.runners["waits"]
+    task = runner.start()
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert check.result is None
-
-
-# The Starter: runs started by hand in a task of their own need Task(context=...).
-hosted_only = pytest.mark.skipif(sys.version_info < (3, 11), reason="Starter: Python 3.11+")
-
-
-@hosted_only
-async def test_a_run_cancelled_before_its_task_took_over(watch: Lifewatch) -> None:
-    """A run that waits is cancelled before its task's first step (the loop is
-    going away): what it waits on is cancelled, as a task's own would be."""
-    from lifewatch._checks import Starter, start_all
-
-    loop = asyncio.get_running_loop()
-    waited: asyncio.Future[None] = loop.create_future()
-
-    @watch.check("waits")
-    async def waits() -> None:
-        await waited
-
-    check = watch.checks["waits"]
-    runs, timers = start_all([check], Starter(loop))
-    (task,) = runs
-    assert isinstance(task, asyncio.Task) and not task.done()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert waited.cancelled()
-    assert check.outcome(task).detail == "cancelled"
-    for timer in timers:
-        timer.cancel()
-
-
-async def test_without_runs_started_by_hand_every_run_is_a_task(
-    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Python 3.10 (no ``Task(context=...)``): every run gets a task of its own
-    and a timer, and answers the same."""
-    from lifewatch import _checks
-
-    monkeypatch.setattr(_checks, "_HOSTED", False)
-    watch = detailed(registry)
-    watch.add_check("at-once", lambda: None)
-
-    @watch.check("raises")
-    async def raises() -> None:
-        raise ConnectionError("refused")
-
-    @watch.check("hangs", timeout=0.05, critical=False)
-    async def hangs() -> None:
-        await asyncio.Event().wait()
-
-    @watch.check("waits")
-    async def waits() -> None:
-        await asyncio.sleep(0.001)
-
-    _, _, body = await call(
-        LifewatchMiddleware(Starlette(), watch=watch), "/readyz", query=b"verbose"
-    )
-    text = body.decode()
-    assert "[+]at-once ok" in text and "[+]waits ok" in text
-    assert "[-]raises failed: ConnectionError: refused" in text
-    assert "[-]hangs failed (non-critical): timed out after 0.05s" in text
-
-
-@hosted_only
-async def test_a_cancelled_idle_task_is_not_the_next_runs(watch: Lifewatch) -> None:
-    """The task left from one probe, cancelled from outside before it ran (all
-    tasks cancelled, say): the next probe's runs start in a new one."""
-
-    @watch.check("async-at-once")
-    async def at_once() -> None:
-        pass
-
-    app = LifewatchMiddleware(Starlette(), watch=watch)
-    assert (await call(app, "/readyz/async-at-once"))[0] == 200
-    (idle,) = [t for t in asyncio.all_tasks() if t.get_name() == "lifewatch-check"]
-    idle.cancel()
-    assert (await call(app, "/readyz/async-at-once"))[0] == 200
-    await asyncio.sleep(0)
-    assert idle.cancelled()
+    assert runner.result is None

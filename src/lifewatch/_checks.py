@@ -1,13 +1,11 @@
-"""Health checks: one definition per check, its last result, its single run.
+"""Health checks: the definition users register, and the runner that runs it.
 
 A check is a callable (async, or sync run in a daemon thread of its own) that
-raises or returns ``False`` when what it checks is down. Each run is bounded by
-the check's own timeout; concurrent callers share the run in flight, so a burst
-of probes costs the dependency one query. A run that waits is a task of its
-own, shielded from the probe requests that wait on it: a client that goes away
-never cancels a run another probe is waiting for, and the timeout ends every
-run, so no task outlives it. A run that answers at once (``Starter``) is over
-before the probe goes on: no task of its own, no timer, no wait.
+raises or returns ``False`` when what it checks is down. ``HealthCheck`` is
+what was registered; ``CheckRunner`` runs it: one run at a time (concurrent
+probes share the run in flight, so a burst of probes costs the dependency one
+query), each run a plain task bounded by the check's timeout, and the verdict
+handed to the lifecycle as an event (metrics and logs come from there).
 
 What a check does cannot stretch a probe: a waiter gives up on a run
 ``ABANDON_GRACE`` seconds after its timeout (a check that swallows its
@@ -15,9 +13,7 @@ cancellation keeps running, abandoned: counted and logged once, and the next
 probes fail at once instead of stacking more runs behind it); an exception of
 any kind (``SystemExit`` too) is a failed check; a run that outlived its
 timeout (it ignored the cancel, or blocked the event loop past its deadline)
-is a ``timeout``, never a pass. The timeout cancels a run once (asyncio's
-own timer, not anyio's ``fail_after``, which re-delivers the cancel on every
-turn of the loop, so a check that swallows it would spin).
+is a ``timeout``, never a pass.
 """
 
 from __future__ import annotations
@@ -30,12 +26,12 @@ import re
 import sys
 import threading
 import time
-from asyncio.tasks import _enter_task, _leave_task
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._http import iso_utc
-from ._records import Frozen, Notice
+from ._records import Notice
 
 Probe = Literal["liveness", "readiness", "startup"]
 """Which probe endpoint a check answers on: ``/livez``, ``/readyz``, ``/startupz``."""
@@ -51,13 +47,12 @@ RESERVED = "lifespan"
 ABANDON_GRACE = 0.1
 """Seconds past its timeout a probe waits for a run before it abandons it."""
 
-_NAME = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"
-"""Compiled when the first check is added (re caches it), not by every import."""
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
 
 
 def validate_check_name(name: object) -> str:
     """A check name is a path segment and a label value: keep it plain."""
-    if not isinstance(name, str) or not re.fullmatch(_NAME, name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(
             f"check name must be 1-100 characters of letters, digits, '_', '.', ':' or '-', "
             f"starting with a letter or digit (it becomes the path /readyz/<name>); got {name!r}"
@@ -84,229 +79,9 @@ def validate_probes(probes: object) -> frozenset[Probe]:
     return frozenset(chosen)
 
 
-def _is_async(func: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(func, "__call__", None)  # noqa: B004 - an instance with async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
-def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
-    if not future.done():  # not if the run timed out (cancelled) meanwhile
-        future.set_result(outcome)
-
-
-def start_all(
-    checks: Iterable[HealthCheck], starter: Starter | None = None
-) -> tuple[list[CheckResult | asyncio.Task[CheckResult]], list[asyncio.TimerHandle]]:
-    """Start (or join) the runs of several checks at once: each one's result
-    if it finished at once, else the task it goes on in (``Starter``, which
-    serves the running loop).
-
-    One timer per distinct timeout bounds the runs that wait, not one per
-    check: with a hundred checks on every probe, timers in asyncio's heap are
-    a cost of their own. The caller cancels the timers once every run is
-    done, and leaves them when it goes away first: they still bound the runs.
-    """
-    # The starter's loop, if any: each get_running_loop() costs a getpid() (a
-    # system call), and the caller made sure of the loop already.
-    if starter is not None:
-        loop = starter.loop
-        starter.resume()
-    else:
-        loop = asyncio.get_running_loop()
-    runs: list[CheckResult | asyncio.Task[CheckResult]] = []
-    fresh: dict[float, list[tuple[HealthCheck, asyncio.Task[CheckResult]]]] = {}
-    for check in checks:
-        task = check._inflight
-        if task is None:
-            if starter is None:
-                task = check.start(timed=False)
-            else:
-                run = starter.start(check)
-                if not isinstance(run, asyncio.Task):
-                    runs.append(run)  # finished at once: no timer, no wait
-                    continue
-                task = run
-            fresh.setdefault(check.timeout, []).append((check, task))
-        runs.append(task)
-    if not fresh:  # every run finished at once (no comprehension: it is a call of its own)
-        return runs, []
-    timers = [loop.call_later(timeout, _expire_all, group) for timeout, group in fresh.items()]
-    return runs, timers
-
-
-def _expire_all(group: list[tuple[HealthCheck, asyncio.Task[CheckResult]]]) -> None:
-    for check, task in group:
-        check.expire(task)
-
-
-_HOSTED = sys.version_info >= (3, 11)
-"""``asyncio.Task(..., context=...)``, which a run started by hand in a task needs."""
-
-_IDLE = "lifewatch-check"
-"""The name of a host task no run went on in."""
-
-_NOTHING: Any = object()
-
-
-class _Host(Coroutine[Any, Any, Any]):
-    """What a host task drives: a run that waits, adopted after its first step.
-
-    The first step of the run already happened by hand (``Starter``), so the
-    task's own first step hands over what that step yielded (the future the
-    run waits on) and every later one goes to the run. A host whose runs all
-    finished at once adopts none, and its task ends at its first step.
-    """
-
-    __slots__ = ("_coro", "_waits_on")
-
-    def __init__(self) -> None:
-        self._coro: Coroutine[Any, Any, Any] | None = None
-        self._waits_on: Any = _NOTHING
-
-    def adopt(self, coro: Coroutine[Any, Any, Any], waits_on: Any) -> None:
-        self._coro = coro
-        self._waits_on = waits_on
-
-    def send(self, value: Any) -> Any:
-        coro = self._coro
-        if coro is None:
-            raise StopIteration
-        waits_on = self._waits_on
-        if waits_on is not _NOTHING:
-            self._waits_on = _NOTHING
-            return waits_on
-        return coro.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
-        exc = typ if val is None else val
-        coro = self._coro
-        if coro is None:
-            raise exc
-        waits_on = self._waits_on
-        if waits_on is not _NOTHING:
-            # Cancelled before the task took over what the run waits on:
-            # cancel that too, as Task.cancel does with the future it waits on.
-            self._waits_on = _NOTHING
-            cancel = getattr(waits_on, "cancel", None)
-            if cancel is not None:
-                cancel()
-        return coro.throw(exc)
-
-    def close(self) -> None:
-        if self._coro is not None:
-            self._coro.close()
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        raise TypeError("a host of check runs is driven by its task, not awaited")
-
-
-class Starter:
-    """Starts runs the way an eager task does, one task for all that finish at once.
-
-    A run's first step happens here, by hand, with a task current and in that
-    task's context, as asyncio's eager start (3.12+) does it: a check's own
-    ``asyncio.timeout`` or anyio cancel scope holds the current task, so the
-    task a run starts in must be the one it goes on in. A run that waits
-    goes on in that task (it adopts it) and the next run gets a new one. A
-    run that finishes at once leaves the task to the next run, even of the
-    next probe while the task has not run yet, unless it changed the task's
-    context (a context variable set) or cancelled the task; nor is it kept
-    for a probe whose context differs: every run starts in a fresh copy of
-    its probe's context, as in a task of its own. A check that answers at
-    once (most do: a flag, a pool's state) then costs no task, no timer and
-    no trip through the event loop; the probe's task is current again
-    between runs. One per ``Health`` and event loop (``for_loop``).
-    """
-
-    __slots__ = ("_caller", "_context", "_host", "_pristine", "_task", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._caller: asyncio.Task[Any] | None = None
-        self._task: asyncio.Task[Any] | None = None
-        """The task the next run starts in; None: a new one."""
-        self._host = _Host()
-        self._context = self._pristine = contextvars.Context()
-
-    @staticmethod
-    def for_loop(loop: asyncio.AbstractEventLoop) -> Starter | None:
-        """A starter for ``loop``; None where runs cannot start by hand
-        (Python 3.10: no ``Task(context=...)``), and each gets a task."""
-        return Starter(loop) if _HOSTED else None
-
-    def resume(self) -> None:
-        """Before the runs of one probe (on ``loop``): whose task to come back
-        to, and whether the task left from the last probe may still serve."""
-        self._caller = asyncio.current_task(self.loop)
-        task = self._task
-        if task is not None and (
-            task.done()
-            or task.cancelling()  # type: ignore[attr-defined,unused-ignore] # Python 3.11+
-            or contextvars.copy_context() != self._pristine
-        ):
-            self._task = None
-
-    def start(self, check: HealthCheck) -> CheckResult | asyncio.Task[CheckResult]:
-        loop = self.loop
-        task = self._task
-        if task is None:
-            self._host = _Host()
-            self._context = contextvars.copy_context()
-            self._pristine = self._context.copy()
-            task = self._task = asyncio.Task(
-                self._host,
-                loop=loop,
-                name=_IDLE,
-                context=self._context,  # type: ignore[call-arg,unused-ignore] # Python 3.11+
-            )
-        check._started = time.perf_counter()  # the deadline only if it waits (below)
-        coro = check._run(False)
-        caller = self._caller
-        if caller is not None:
-            _leave_task(loop, caller)
-        _enter_task(loop, task)
-        try:
-            waits_on = self._context.run(coro.send, None)
-        except StopIteration as stop:
-            result: CheckResult = stop.value
-        except asyncio.CancelledError:
-            # Raised out of a run only on a cancel of its task: the check
-            # cancelled the task it runs in, and then raised.
-            self._task = None
-            return check._failed(check._started, "timeout", "cancelled")
-        else:
-            # It waits: the task is the run's own from now on, its waiters
-            # bound from its start.
-            self._host.adopt(coro, waits_on)
-            task.set_name(check._task_name)
-            elapsed = time.perf_counter() - check._started
-            check._deadline = loop.time() - elapsed + check.timeout + ABANDON_GRACE
-            check._inflight = task
-            self._task = None
-            return task
-        finally:
-            _leave_task(loop, task)
-            if caller is not None:
-                _enter_task(loop, caller)
-        if task.cancelling():  # type: ignore[attr-defined,unused-ignore] # Python 3.11+
-            # The check cancelled its task and returned: a run in a task of
-            # its own would have ended cancelled, and answered as such.
-            self._task = None
-            return check._failed(check._started, "timeout", "cancelled")
-        if self._context != self._pristine:
-            self._task = None
-        return result
-
-
-class CheckResult(Frozen):
-    """One finished run of a check: frozen, equal to another with the same values.
-
-    A plain class, not a dataclass: ``@dataclass`` runs ``exec`` at import.
-    """
-
-    __slots__ = ("detail", "duration", "finished_at", "monotonic", "ok", "reason")
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One finished run of a check: frozen, equal to another with the same values."""
 
     ok: bool
     duration: float
@@ -315,47 +90,10 @@ class CheckResult(Frozen):
     """Wall clock (``time.time()``) at the end of the run."""
     monotonic: float
     """``time.monotonic()`` at the end of the run: how old the result is."""
-    reason: CheckReason | None
-    detail: str | None
+    reason: CheckReason | None = None
+    detail: str | None = None
     """What went wrong, e.g. the exception text: may hold secrets, so only
     logged, and shown on the endpoints only with ``expose_details=True``."""
-
-    def __init__(
-        self,
-        ok: bool,
-        duration: float,
-        finished_at: float,
-        monotonic: float,
-        reason: CheckReason | None = None,
-        detail: str | None = None,
-    ) -> None:
-        # Each slot set directly: the generated __init__ of a frozen class goes
-        # through object.__setattr__ per field, twice the cost, on every run of
-        # every uncached check.
-        _SET_OK(self, ok)
-        _SET_DURATION(self, duration)
-        _SET_FINISHED_AT(self, finished_at)
-        _SET_MONOTONIC(self, monotonic)
-        _SET_REASON(self, reason)
-        _SET_DETAIL(self, detail)
-
-    def _values(self) -> tuple[Any, ...]:
-        return (self.ok, self.duration, self.finished_at, self.monotonic, self.reason, self.detail)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, CheckResult) and other.__class__ is self.__class__:
-            return self._values() == other._values()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return (
-            f"CheckResult(ok={self.ok!r}, duration={self.duration!r}, "
-            f"finished_at={self.finished_at!r}, monotonic={self.monotonic!r}, "
-            f"reason={self.reason!r}, detail={self.detail!r})"
-        )
 
     @property
     def time(self) -> str:
@@ -363,96 +101,106 @@ class CheckResult(Frozen):
         return iso_utc(self.finished_at)
 
 
-_SET_OK = CheckResult.__dict__["ok"].__set__
-_SET_DURATION = CheckResult.__dict__["duration"].__set__
-_SET_FINISHED_AT = CheckResult.__dict__["finished_at"].__set__
-_SET_MONOTONIC = CheckResult.__dict__["monotonic"].__set__
-_SET_REASON = CheckResult.__dict__["reason"].__set__
-_SET_DETAIL = CheckResult.__dict__["detail"].__set__
+def _passed(duration: float) -> CheckResult:
+    return CheckResult(True, duration, time.time(), time.monotonic())
 
 
-class _RunTask(asyncio.Task[CheckResult]):
-    """Python 3.10: a run's own task, which tells whether anyone cancelled it.
-
-    A check may raise ``CancelledError`` itself, a failed check; the same
-    error from a cancel of its task (the loop going away) is passed on. 3.11+
-    tells them apart with ``Task.cancelling``; 3.10 has no such count.
-    """
-
-    _requested = False
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        self._requested = True
-        return super().cancel(msg)
-
-    def cancel_requested(self) -> bool:
-        return self._requested
+def _failed(duration: float, reason: CheckReason, detail: str) -> CheckResult:
+    return CheckResult(False, duration, time.time(), time.monotonic(), reason, detail)
 
 
+@dataclass(frozen=True, eq=False)
 class HealthCheck:
-    """A registered check: its options, last result and the run in flight."""
+    """A registered check, as ``watch.add_check`` returns it and ``watch.checks`` lists it."""
 
-    __slots__ = (
-        "_busy_thread",
-        "_deadline",
-        "_inflight",
-        "_notify",
-        "_on_result",
-        "_started",
-        "_stuck",
-        "_task_name",
-        "_timed_out",
-        "critical",
-        "func",
-        "interval",
-        "is_async",
-        "name",
-        "probes",
-        "refresher",
-        "result",
-        "timeout",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        func: Callable[[], Any],
-        *,
-        timeout: float,
-        probes: frozenset[Probe],
-        critical: bool,
-        interval: float | None,
-        on_result: Callable[[HealthCheck, CheckResult, CheckResult | None], None],
-        notify: Callable[[Notice], None] | None = None,
-    ) -> None:
-        self.name = name
-        self.func = func
-        self.timeout = timeout
-        self.probes = probes
-        self.critical = critical
-        self.interval = interval
-        self.is_async = _is_async(func)
-        self.result: CheckResult | None = None
-        self.refresher: asyncio.Task[None] | None = None
-        """The background task refreshing an ``interval`` check, while serving."""
-        self._inflight: asyncio.Task[CheckResult] | None = None
-        self._busy_thread = False
-        """A sync check's thread has not returned yet: set by the loop before the
-        thread starts, cleared by that thread, so there is never a second one."""
-        self._on_result = on_result
-        self._task_name = f"lifewatch-check:{name}"
-        self._timed_out = False
-        """The run in flight was cancelled by its own timeout (not from outside)."""
-        self._notify = notify
-        self._started = 0.0
-        """``perf_counter()`` when the run in flight started."""
-        self._deadline = 0.0
-        """Loop time at which waiters give up on the run in flight."""
-        self._stuck: tuple[asyncio.Task[CheckResult], CheckResult] | None = None
-        """An abandoned run still going, and the result its waiters were given."""
+    name: str
+    func: Callable[[], Any]
+    timeout: float
+    probes: frozenset[Probe]
+    critical: bool
+    interval: float | None
+    """Run in the background every ``interval`` seconds; probes read the last result."""
 
     def __repr__(self) -> str:
         return f"HealthCheck({self.name!r}, probes={sorted(self.probes)}, critical={self.critical})"
+
+    @property
+    def is_async(self) -> bool:
+        func = self.func
+        call = getattr(func, "__call__", None)  # noqa: B004 - an instance with async __call__
+        return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
+
+
+class _RunTask(asyncio.Task[CheckResult]):
+    """A run's task, which knows whether it was cancelled, and whether by its timeout.
+
+    A check may raise ``CancelledError`` itself: a failed check. The same error
+    from a cancel of its task (the loop going away) is passed on. Python 3.11
+    tells them apart with ``Task.cancelling``, 3.10 cannot; this works on both.
+    """
+
+    cancel_requested = False
+    timed_out = False
+    timer: asyncio.TimerHandle | None = None
+    """Calls ``expire`` at the run's timeout; set once the run waits."""
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        self.cancel_requested = True
+        return super().cancel(msg)
+
+    def expire(self) -> None:
+        """The run's timeout is up: cancel it, once (a check that swallows the
+        cancel is not sent another; its waiters abandon it instead)."""
+        if not self.done():
+            self.timed_out = True
+            self.cancel()
+
+
+if sys.version_info >= (3, 12):
+    _eager_task = asyncio.create_eager_task_factory(_RunTask)
+
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Any, name: str) -> _RunTask:
+        """The run's task, started eagerly: a check that answers without waiting
+        (a flag, a pool's state) is done before this returns, with no timer and
+        no trip through the event loop."""
+        task = _eager_task(loop, coro, name=name)
+        assert isinstance(task, _RunTask)
+        return task
+
+else:
+
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Any, name: str) -> _RunTask:
+        return _RunTask(coro, loop=loop, name=name)
+
+
+class CheckRunner:
+    """Runs one check: one run at a time, bounded, judged, reported as an event."""
+
+    def __init__(
+        self,
+        check: HealthCheck,
+        on_result: Callable[[HealthCheck, CheckResult, CheckResult | None], None],
+        notify: Callable[[Notice], None],
+    ) -> None:
+        self.check = check
+        self.result: CheckResult | None = None
+        """The last result."""
+        self.refresher: asyncio.Task[None] | None = None
+        """The background task refreshing an ``interval`` check, while serving."""
+        self._on_result = on_result
+        self._notify = notify
+        self._is_async = check.is_async
+        self._task: _RunTask | None = None
+        """The run in flight, which new waiters join."""
+        self._started = 0.0
+        """Loop time at which the run in flight started."""
+        self._deadline = 0.0
+        """Loop time at which waiters give up on the run in flight."""
+        self._abandoned: tuple[asyncio.Task[CheckResult], CheckResult] | None = None
+        """A run its waiters gave up on, still going, and what they were told."""
+        self._thread_busy = False
+        """A sync check's thread has not returned yet: set by the loop before the
+        thread starts, cleared by that thread, so there is never a second one."""
 
     def cached(self) -> CheckResult | None:
         """The last result if probes may use it as is, without a run.
@@ -460,36 +208,25 @@ class HealthCheck:
         True for an ``interval`` check while its refresher runs; when nothing
         refreshes it (no lifespan ran), a result stays good for one interval.
         """
-        result = self.result
-        if result is None or self.interval is None:
+        result, interval = self.result, self.check.interval
+        if result is None or interval is None:
             return None
-        if self.refresher is not None:
-            return result
-        if time.monotonic() - result.monotonic < self.interval:
+        if self.refresher is not None or time.monotonic() - result.monotonic < interval:
             return result
         return None
 
-    def start(self, *, timed: bool = True) -> asyncio.Task[CheckResult]:
-        """The run in flight, started if there is none (single-flight).
-
-        ``timed=False``: the caller bounds the run with ``expire`` (``start_all``).
-        """
-        task = self._inflight
-        if task is None:
-            loop = self._starting()
-            if _HOSTED:
-                task = loop.create_task(self._run(timed), name=self._task_name)
-            else:
-                task = _RunTask(self._run(timed), loop=loop, name=self._task_name)
-            self._inflight = task
-        return task
-
-    def _starting(self) -> asyncio.AbstractEventLoop:
-        """Stamp a new run's start and the deadline its waiters keep."""
+    def start(self) -> asyncio.Task[CheckResult]:
+        """The run in flight, started if there is none."""
+        if self._task is not None:
+            return self._task
         loop = asyncio.get_running_loop()
-        self._started = time.perf_counter()
-        self._deadline = loop.time() + self.timeout + ABANDON_GRACE
-        return loop
+        self._started = started = loop.time()
+        self._deadline = started + self.check.timeout + ABANDON_GRACE
+        task = _start_task(loop, self._run(), f"lifewatch-check:{self.check.name}")
+        if not task.done():  # it waits: bound it, and let new waiters join it
+            task.timer = loop.call_at(started + self.check.timeout, task.expire)
+            self._task = task
+        return task
 
     @property
     def deadline(self) -> float:
@@ -499,230 +236,182 @@ class HealthCheck:
     async def run(self) -> CheckResult:
         """Join (or start) a run and wait for its result, bounded; never raises."""
         task = self.start()
-        if not task.done():
-            # asyncio.wait never cancels the run: a client that goes away
-            # leaves it to the other waiters.
-            loop = asyncio.get_running_loop()
-            await asyncio.wait((task,), timeout=max(0.0, self._deadline - loop.time()))
+        # asyncio.wait never cancels the run: a client that goes away leaves
+        # it to the other waiters.
+        timeout = max(0.0, self._deadline - asyncio.get_running_loop().time())
+        await asyncio.wait((task,), timeout=timeout)
         return self.outcome(task)
 
     def outcome(self, task: asyncio.Task[CheckResult]) -> CheckResult:
         """The result of a run its waiters stopped waiting for: abandoned if still going."""
+        if task.cancelled():  # cancelled from outside (the loop is going away), not by us
+            return _failed(0.0, "timeout", "cancelled")
         if task.done():
-            if task.cancelled():
-                # The run was cancelled (the loop is going away), not us.
-                return self._failed(self._started, "timeout", "cancelled")
             return task.result()  # runs never raise
-        stuck = self._stuck
-        if stuck is not None and stuck[0] is task:
-            return stuck[1]
-        # Past its timeout and the grace: the check ignored its cancellation.
-        result = self._failed(
-            self._started,
+        if self._abandoned is not None and self._abandoned[0] is task:
+            return self._abandoned[1]
+        return self._abandon(task)
+
+    def _abandon(self, task: asyncio.Task[CheckResult]) -> CheckResult:
+        """Past its timeout and the grace: the check ignored its cancellation."""
+        timeout = self.check.timeout
+        started = self._deadline - timeout - ABANDON_GRACE
+        result = _failed(
+            asyncio.get_running_loop().time() - started,
             "timeout",
-            f"timed out after {self.timeout:g}s and ignored its cancellation "
-            "(abandoned, still running)",
+            f"timed out after {timeout:g}s and ignored its cancellation (abandoned, still running)",
         )
-        self._stuck = (task, result)
-        if self._inflight is task:
-            self._inflight = None
-        task.add_done_callback(self._unstuck)
+        self._abandoned = (task, result)
+        if self._task is task:
+            self._task = None
+        task.add_done_callback(self._abandoned_run_ended)
         self._record(result)
-        if self._notify is not None:
-            self._notify(
-                Notice(
-                    "lifespan.check.abandoned",
-                    "warning",
-                    {
-                        "check": self.name,
-                        "timeout_s": self.timeout,
-                        "grace_s": ABANDON_GRACE,
-                        "detail": "the check swallowed its cancellation: its run goes on "
-                        "unwatched; probes fail at once until it returns",
-                    },
-                )
+        self._notify(
+            Notice(
+                "lifespan.check.abandoned",
+                "warning",
+                {
+                    "check": self.check.name,
+                    "timeout_s": timeout,
+                    "grace_s": ABANDON_GRACE,
+                    "detail": "the check swallowed its cancellation: its run goes on "
+                    "unwatched; probes fail at once until it returns",
+                },
             )
+        )
         return result
 
-    def _unstuck(self, task: asyncio.Task[CheckResult]) -> None:
-        if self._stuck is not None and self._stuck[0] is task:
-            self._stuck = None
+    def _abandoned_run_ended(self, task: asyncio.Task[CheckResult]) -> None:
+        if self._abandoned is not None and self._abandoned[0] is task:
+            self._abandoned = None
         if not task.cancelled():
             task.exception()  # retrieved: no "never retrieved" noise
 
-    async def _run(self, timed: bool = True) -> CheckResult:
-        """One run: bounded, judged, recorded; never raises but on a cancel from outside.
+    async def _run(self) -> CheckResult:
+        """One run, in its own ``_RunTask``: bounded, judged, recorded.
 
-        In a task of its own (``start``), or started by hand in one
-        (``Starter``); ``timed=False``: the caller bounds it (``start_all``).
-        One coroutine for all of it: on every run of every uncached check, a
-        frame more is a cost of its own.
+        Never raises but on a cancel from outside, which it passes on.
         """
-        start = self._started
+        task = asyncio.current_task()
+        assert isinstance(task, _RunTask)
         try:
-            if self._stuck is not None or (not self.is_async and self._busy_thread):
-                # A hung run cannot be stopped: never pile up runs (or threads)
-                # behind it; report it as the timeout it is.
-                where = "in its thread" if not self.is_async else "(it ignored its cancellation)"
-                result = self._failed(start, "timeout", f"previous run still running {where}")
-            else:
-                # The timeout, asyncio's own way and no more: a run is a task of
-                # its own, so one timer cancels it. Checks run on asyncio only,
-                # and anyio's ``fail_after`` costs a third of an uncached probe
-                # (it detects the backend three times per check).
-                self._timed_out = False
-                timer = None
-                if timed:
-                    timer = asyncio.get_running_loop().call_at(
-                        self._deadline - ABANDON_GRACE, self.expire, asyncio.current_task()
-                    )
-                try:
-                    value = await (self.func() if self.is_async else self._threaded())
-                except BaseException as exc:
-                    result = self._caught(exc, start, asyncio.current_task())
-                else:
-                    # Late (its duration past its timeout: a check that held the
-                    # loop that long is late though no timer could fire) is a
-                    # timeout, whatever it returned.
-                    elapsed = time.perf_counter() - start
-                    if self._timed_out or elapsed > self.timeout:
-                        if self._timed_out:
-                            self._uncancel(asyncio.current_task())
-                        result = self._late(start, blocked=self.is_async and not self._timed_out)
-                    elif value is None or value is True:
-                        result = CheckResult(True, elapsed, time.time(), time.monotonic())
-                    else:
-                        result = self._judge(start, value)
-                finally:
-                    if timer is not None:
-                        timer.cancel()
+            result = await self._bounded(task)
         finally:
-            inflight = self._inflight
-            if inflight is not None and inflight is asyncio.current_task():
-                self._inflight = None
-        stuck = self._stuck
-        if stuck is not None and stuck[0] is asyncio.current_task():
-            return result  # abandoned: its waiters were answered, and it was counted then
+            if task.timer is not None:
+                task.timer.cancel()
+            if self._task is task:
+                self._task = None
+        if self._abandoned is not None and self._abandoned[0] is task:
+            return result  # its waiters were answered, and it was counted then
         return self._record(result)
 
-    def _record(self, result: CheckResult) -> CheckResult:
-        previous, self.result = self.result, result
-        self._on_result(self, result, previous)
-        return result
+    async def _bounded(self, task: _RunTask) -> CheckResult:
+        """Call the check under its timeout and judge what came back."""
+        if self._abandoned is not None or self._thread_busy:
+            # A hung run cannot be stopped: never pile up runs (or threads)
+            # behind it; report it as the timeout it is.
+            where = "(it ignored its cancellation)" if self._is_async else "in its thread"
+            return _failed(0.0, "timeout", f"previous run still running {where}")
+        loop = asyncio.get_running_loop()
+        started = self._started
+        try:
+            value = await (self.check.func() if self._is_async else self._in_thread())
+        except asyncio.CancelledError:
+            if task.timed_out:
+                return self._timed_out(loop.time() - started)
+            if task.cancel_requested:
+                raise  # cancelled from outside: the loop is going away
+            return _failed(loop.time() - started, "error", "CancelledError raised by the check")
+        except (TimeoutError, asyncio.TimeoutError):  # the check's own (a driver's): a timeout
+            return self._timed_out(loop.time() - started)
+        except BaseException as exc:
+            # Any kind, SystemExit and KeyboardInterrupt too: a check that
+            # raises them has failed; it does not get to stop the server.
+            return _failed(loop.time() - started, "error", f"{type(exc).__name__}: {exc}")
+        elapsed = loop.time() - started
+        if task.timed_out or elapsed > self.check.timeout:
+            return self._late(elapsed, blocked=self._is_async and not task.timed_out)
+        return self._judge(value, elapsed)
 
-    async def _threaded(self) -> Any:
-        """The sync check's value, from its thread; what it raised, raised here."""
-        value, error = await self._in_thread()
-        if error is not None:
-            raise error
-        return value
+    def _timed_out(self, elapsed: float) -> CheckResult:
+        return _failed(elapsed, "timeout", f"timed out after {self.check.timeout:g}s")
 
-    @staticmethod
-    def _uncancel(task: asyncio.Task[Any] | None) -> None:
-        uncancel = getattr(task, "uncancel", None)  # Python 3.11+: as asyncio.timeout does
-        if uncancel is not None:
-            uncancel()  # ours, handled here: not a cancel from outside
-
-    def _caught(
-        self, exc: BaseException, start: float, task: asyncio.Task[Any] | None
-    ) -> CheckResult:
-        """What an exception out of a check means: a result, or raised on."""
-        if isinstance(exc, asyncio.CancelledError):
-            if task is None:  # the check cancelled itself, before any timer
-                return self._failed(start, "timeout", "cancelled")
-            if not self._timed_out:
-                cancelling = getattr(task, "cancelling", None) or getattr(  # 3.11+
-                    task,
-                    "cancel_requested",
-                    None,  # 3.10: our _RunTask
-                )
-                if cancelling is None or cancelling():
-                    raise exc  # cancelled from outside: the loop is going away
-                return self._failed(start, "error", "CancelledError raised by the check")
-            self._uncancel(task)
-            return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
-        if isinstance(exc, TimeoutError):  # the check's own, e.g. a driver's: a timeout too
-            return self._failed(start, "timeout", f"timed out after {self.timeout:g}s")
-        # Any other kind, SystemExit and KeyboardInterrupt too: a check that
-        # raises them has failed; it does not get to stop the server.
-        return self._failed(start, "error", f"{type(exc).__name__}: {exc}")
-
-    def _late(self, start: float, *, blocked: bool) -> CheckResult:
-        """A run that returned past its deadline: a timeout, whatever it returned."""
+    def _late(self, elapsed: float, *, blocked: bool) -> CheckResult:
+        """A run that returned past its timeout: a timeout, whatever it returned."""
+        timeout = self.check.timeout
         if not blocked:
-            return self._failed(
-                start, "timeout", f"timed out after {self.timeout:g}s (ignored its cancellation)"
+            return _failed(
+                elapsed, "timeout", f"timed out after {timeout:g}s (ignored its cancellation)"
             )
         # The deadline passed and the cancel never got its turn: the check
         # held the event loop (no await) past its timeout.
-        result = self._failed(
-            start, "timeout", f"timed out after {self.timeout:g}s (blocked the event loop)"
-        )
-        if self._notify is not None:
-            self._notify(
-                Notice(
-                    "lifespan.check.blocked",
-                    "warning",
-                    {
-                        "check": self.name,
-                        "blocked_s": round(result.duration, 6),
-                        "timeout_s": self.timeout,
-                        "detail": "an async check ran without awaiting past its timeout, "
-                        "stalling every request; run blocking code in a thread "
-                        "(a sync def check does)",
-                    },
-                )
+        self._notify(
+            Notice(
+                "lifespan.check.blocked",
+                "warning",
+                {
+                    "check": self.check.name,
+                    "blocked_s": round(elapsed, 6),
+                    "timeout_s": timeout,
+                    "detail": "an async check ran without awaiting past its timeout, "
+                    "stalling every request; run blocking code in a thread "
+                    "(a sync def check does)",
+                },
             )
-        return result
+        )
+        return _failed(elapsed, "timeout", f"timed out after {timeout:g}s (blocked the event loop)")
 
-    def _judge(self, start: float, value: Any) -> CheckResult:
+    @staticmethod
+    def _judge(value: Any, elapsed: float) -> CheckResult:
+        """What a check that returned in time returned: pass, or why not."""
         if value is None or value is True:
-            return self._passed(start)
+            return _passed(elapsed)
         if value is False:
-            return self._failed(start, "false", "returned False")
+            return _failed(elapsed, "false", "returned False")
         if inspect.isawaitable(value):
             if inspect.iscoroutine(value):
                 value.close()
-            return self._failed(
-                start, "invalid", "returned an awaitable from a sync function; make it async def"
+            return _failed(
+                elapsed, "invalid", "returned an awaitable from a sync function; make it async def"
             )
-        return self._failed(
-            start,
+        return _failed(
+            elapsed,
             "invalid",
             f"returned {type(value).__name__}; a check returns None or a bool, or raises",
         )
 
-    def expire(self, task: asyncio.Task[Any] | None) -> None:
-        """The run's timeout is up: cancel it, as a timeout."""
-        if task is not None and not task.done():
-            self._timed_out = True
-            task.cancel()
+    def _record(self, result: CheckResult) -> CheckResult:
+        previous, self.result = self.result, result
+        self._on_result(self.check, result, previous)
+        return result
 
-    def _in_thread(self) -> asyncio.Future[tuple[Any, BaseException | None]]:
-        """Start the sync check in a daemon thread; its outcome comes back here.
+    async def _in_thread(self) -> Any:
+        """Call the sync check in a daemon thread of its own; its value, or what it raised.
 
         Marked busy and started in one step, with no await in between: no probe
         can slip in before the thread owns the flag, and a cancellation cannot
-        leave it set for a thread that never started. Only the thread clears it,
-        once the check has returned. Awaiting the future under
-        the timeout abandons, never stops, a hung thread; being a daemon, it
-        never holds up process exit.
+        leave it set for a thread that never started. Only the thread clears
+        it, once the check has returned. The timeout abandons, never stops, a
+        hung thread; being a daemon, it never holds up process exit.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
         thread = threading.Thread(
             target=self._work,
             args=(loop, future, contextvars.copy_context()),
-            name=f"lifewatch-check:{self.name}",
+            name=f"lifewatch-check:{self.check.name}",
             daemon=True,
         )
-        self._busy_thread = True
+        self._thread_busy = True
         try:
             thread.start()
         except BaseException:
-            self._busy_thread = False
+            self._thread_busy = False
             raise
-        return future
+        value, error = await future
+        if error is not None:
+            raise error
+        return value
 
     def _work(
         self,
@@ -731,27 +420,37 @@ class HealthCheck:
         context: contextvars.Context,
     ) -> None:
         """The thread's body: call the check, free the check, report to the loop."""
-        outcome: tuple[Any, BaseException | None]
         try:
-            outcome = (context.run(self.func), None)
+            outcome: tuple[Any, BaseException | None] = (context.run(self.check.func), None)
         except BaseException as exc:
             outcome = (None, exc)
         finally:
-            self._busy_thread = False
+            self._thread_busy = False
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
             loop.call_soon_threadsafe(_settle, future, outcome)
 
-    def _passed(self, start: float) -> CheckResult:
-        return CheckResult(True, time.perf_counter() - start, time.time(), time.monotonic())
+    def start_refreshing(self) -> None:
+        """An ``interval`` check: run it in the background from now on."""
+        if self.check.interval is None or self.refresher is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # added from outside the loop: probes run it, cached one interval
+        name = f"lifewatch-refresh:{self.check.name}"
+        self.refresher = loop.create_task(self._refresh_forever(self.check.interval), name=name)
 
-    def _failed(self, start: float, reason: CheckReason, detail: str) -> CheckResult:
-        return CheckResult(
-            False, time.perf_counter() - start, time.time(), time.monotonic(), reason, detail
-        )
+    def stop_refreshing(self) -> None:
+        task, self.refresher = self.refresher, None
+        if task is not None:
+            task.cancel()
 
-    async def refresh_forever(self) -> None:
-        """Run the check every ``interval`` seconds, for as long as the app serves."""
-        assert self.interval is not None
+    async def _refresh_forever(self, interval: float) -> None:
         while True:
             await self.run()
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(interval)
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if not future.done():  # not if the run timed out (cancelled) meanwhile
+        future.set_result(outcome)

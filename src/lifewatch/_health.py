@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._checks import (
@@ -27,10 +28,9 @@ from ._checks import (
     PROBES,
     RESERVED,
     CheckResult,
+    CheckRunner,
     HealthCheck,
     Probe,
-    Starter,
-    start_all,
     validate_check_name,
     validate_probes,
 )
@@ -46,101 +46,41 @@ if TYPE_CHECKING:
 Status = Literal["pass", "warn", "fail"]
 
 
+@dataclass(slots=True)
 class Entry:
-    """One line of a probe answer: a check, a supervised task, or the lifecycle.
-
-    Plain classes here, not dataclasses: ``@dataclass`` runs ``exec`` at import.
-    """
-
-    __slots__ = (
-        "at",
-        "critical",
-        "excluded",
-        "name",
-        "observed_unit",
-        "observed_value",
-        "output",
-        "secret",
-        "status",
-    )
+    """One line of a probe answer: a check, a supervised task, or the lifecycle."""
 
     name: str
     status: Status
     at: float | None
     """When (Unix seconds), formatted only for a JSON answer."""
-    observed_value: Any
-    observed_unit: str | None
-    output: str | None
+    observed_value: Any = None
+    observed_unit: str | None = None
+    output: str | None = None
     """Why it is not ``pass``."""
-    secret: bool
+    secret: bool = False
     """``output`` may carry secrets (exception text): withheld unless
     ``expose_details=True``. The lifecycle's own words never are."""
-    critical: bool
-    excluded: bool
-
-    def __init__(
-        self,
-        name: str,
-        status: Status,
-        at: float | None,
-        observed_value: Any = None,
-        observed_unit: str | None = None,
-        output: str | None = None,
-        secret: bool = False,
-        critical: bool = True,
-        excluded: bool = False,
-    ) -> None:
-        self.name = name
-        self.status = status
-        self.at = at
-        self.observed_value = observed_value
-        self.observed_unit = observed_unit
-        self.output = output
-        self.secret = secret
-        self.critical = critical
-        self.excluded = excluded
-
-    def __repr__(self) -> str:
-        return f"Entry(name={self.name!r}, status={self.status!r}, output={self.output!r})"
+    critical: bool = True
+    excluded: bool = False
 
 
+@dataclass(slots=True)
 class Report:
     """The answer of one probe at one moment."""
 
-    __slots__ = ("entries", "probe", "state", "status", "unknown_excludes")
-
-    def __init__(
-        self,
-        probe: Probe,
-        status: Status,
-        state: State,
-        entries: list[Entry] | None = None,
-        unknown_excludes: list[str] | None = None,
-    ) -> None:
-        self.probe = probe
-        self.status = status
-        self.state = state
-        self.entries: list[Entry] = [] if entries is None else entries
-        self.unknown_excludes: list[str] = [] if unknown_excludes is None else unknown_excludes
-
-    def __repr__(self) -> str:
-        return f"Report(probe={self.probe!r}, status={self.status!r}, state={self.state!r})"
-
-
-_PENDING = Entry("", "fail", None)
-"""The place of a check's entry in a report, until its run answers."""
+    probe: Probe
+    status: Status
+    state: State
+    entries: list[Entry] = field(default_factory=list)
+    unknown_excludes: list[str] = field(default_factory=list)
 
 
 def _overall(entries: Iterable[Entry]) -> Status:
-    status: Status = "pass"
-    for entry in entries:
-        if entry.excluded:
-            continue
-        if entry.status == "fail":
-            return "fail"
-        if entry.status == "warn":
-            status = "warn"
-    return status
+    statuses = {entry.status for entry in entries if not entry.excluded}
+    if "fail" in statuses:
+        return "fail"
+    return "warn" if "warn" in statuses else "pass"
 
 
 class Health(Sink):
@@ -148,8 +88,8 @@ class Health(Sink):
 
     def __init__(self, lifecycle: Lifecycle) -> None:
         self.lifecycle = lifecycle
-        self.checks: dict[str, HealthCheck] = {}
-        self.by_probe: dict[Probe, list[HealthCheck]] = {p: [] for p in PROBES}
+        self.runners: dict[str, CheckRunner] = {}
+        self.by_probe: dict[Probe, list[CheckRunner]] = {p: [] for p in PROBES}
         self.supervised: dict[str, Supervised] = {}
         self.version = 0
         """Bumped whenever an answer may change; endpoints compare it."""
@@ -163,7 +103,10 @@ class Health(Sink):
         self._state_time = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
         """The app's event loop (the lifespan's): where checks run."""
-        self._starter: Starter | None = None
+
+    @property
+    def checks(self) -> dict[str, HealthCheck]:
+        return {name: runner.check for name, runner in self.runners.items()}
 
     def invalidate(self) -> None:
         self.version += 1
@@ -197,29 +140,21 @@ class Health(Sink):
         interval_s = validate_seconds(interval, f"interval of check {name!r}", optional=True)
         chosen = validate_probes(probes)
         validate_bool(critical, "critical")
-        if name in self.checks:
+        if name in self.runners:
             raise ValueError(
                 f"a health check named {name!r} is already registered "
-                f"({self.checks[name].func!r}); check names must be unique"
+                f"({self.runners[name].check.func!r}); check names must be unique"
             )
-        check = HealthCheck(
-            name,
-            func,
-            timeout=timeout_s,
-            probes=chosen,
-            critical=critical,
-            interval=interval_s,
-            on_result=self.lifecycle.check_result,
-            notify=self.lifecycle.notify,
-        )
-        self.checks[name] = check
+        check = HealthCheck(name, func, timeout_s, chosen, critical, interval_s)
+        runner = CheckRunner(check, self.lifecycle.check_result, self.lifecycle.notify)
+        self.runners[name] = runner
         for probe in PROBES:
             if probe in chosen:
-                self.by_probe[probe].append(check)
+                self.by_probe[probe].append(runner)
         for hook in self.on_check_added:
             hook(check)
-        if self._serving and check.interval is not None:
-            self._start_refresher(check)
+        if self._serving:
+            runner.start_refreshing()
         self.invalidate()
         return check
 
@@ -272,35 +207,21 @@ class Health(Sink):
 
     # -- background refresh, on the lifecycle's event flow -------------------
 
-    def _start_refresher(self, check: HealthCheck) -> None:
-        if check.refresher is not None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # added from outside the loop: probes run it, cached one interval
-        check.refresher = loop.create_task(
-            check.refresh_forever(), name=f"lifewatch-refresh:{check.name}"
-        )
-
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
             with contextlib.suppress(RuntimeError):  # lifespans run on a loop
                 self.loop = asyncio.get_running_loop()
         if run.event == "shutdown":
             self._serving = False
-            for check in self.checks.values():
-                task, check.refresher = check.refresher, None
-                if task is not None:
-                    task.cancel()
+            for runner in self.runners.values():
+                runner.stop_refreshing()
         self.invalidate()
 
     def run_end(self, run: RunRecord) -> None:
         if run.event == "startup" and run.outcome in ("ok", "degraded"):
             self._serving = True
-            for check in self.checks.values():
-                if check.interval is not None:
-                    self._start_refresher(check)
+            for runner in self.runners.values():
+                runner.start_refreshing()
         self.invalidate()
 
     def phase_begin(self, phase: PhaseRecord) -> None:
@@ -350,23 +271,16 @@ class Health(Sink):
 
     @staticmethod
     def _check_entry(check: HealthCheck, result: CheckResult) -> Entry:
-        if result.ok:  # positional: keywords double the cost, paid per check per probe
-            return Entry(
-                check.name,
-                "pass",
-                result.finished_at,
-                result.duration,
-                "s",
-                None,
-                True,
-                check.critical,
-            )
+        if result.ok:
+            status: Status = "pass"
+        else:
+            status = "fail" if check.critical else "warn"
         return Entry(
             check.name,
-            "fail" if check.critical else "warn",
+            status,
             result.finished_at,
-            result.duration,
-            "s",
+            observed_value=result.duration,
+            observed_unit="s",
             output=result.detail,
             secret=True,
             critical=check.critical,
@@ -385,7 +299,7 @@ class Health(Sink):
 
     def names(self, probe: Probe) -> set[str]:
         """Every entry name a probe answers with (what ``?exclude=`` may name)."""
-        names = {c.name for c in self.by_probe[probe]}
+        names = {r.check.name for r in self.by_probe[probe]}
         if probe == "liveness":
             names.update(r.entry for r in self.supervised.values())
         else:
@@ -403,88 +317,78 @@ class Health(Sink):
         """
         self._reported = True  # before anything is read: see invalidate
         state = self.lifecycle.state
-        entries: list[Entry] = []
-        if probe != "liveness" and only in (None, RESERVED):
-            entries.append(self._lifespan_entry(probe))
-        if probe == "liveness":
-            for record in list(self.supervised.values()):
-                if only is None or only == record.entry:
-                    entries.append(self._task_entry(record))
-        cacheable = True
-        pending: list[tuple[int, HealthCheck]] = []
-        to_run: list[HealthCheck] = []
-        for check in self.by_probe[probe]:
-            if only is not None and only != check.name:
-                continue
-            if check.name in exclude:
-                entries.append(Entry(check.name, "pass", None, critical=check.critical))
-                continue
-            result = None if check.interval is None else check.cached()
-            if result is None:
-                pending.append((len(entries), check))
-                to_run.append(check)
-                entries.append(_PENDING)  # filled in below
-                continue
-            if check.refresher is None:
-                cacheable = False
-            entries.append(self._check_entry(check, result))
-        if pending:
-            cacheable = False
-            loop = asyncio.get_running_loop()
-            home = self.loop
-            if home is not None and home is not loop and not home.is_closed():
-                # Asked from another loop (the ops listener's): run on the app's.
-                outs = await asyncio.gather(*(_run_on(home, check) for _, check in pending))
-                for (index, check), out in zip(pending, outs, strict=True):
-                    entries[index] = self._check_entry(check, out)
-                pending, to_run = [], []
-            starter = self._starter
-            if starter is None or starter.loop is not loop:
-                starter = self._starter = Starter.for_loop(loop)
-            runs, timers = start_all(to_run, starter)
-            waiting: list[tuple[int, HealthCheck, asyncio.Task[CheckResult]]] = []
-            for (index, check), run in zip(pending, runs, strict=True):
-                if isinstance(run, CheckResult):  # finished at once
-                    entries[index] = self._check_entry(check, run)
-                else:
-                    waiting.append((index, check, run))
-            if waiting:
-                running = [(check, task) for _, check, task in waiting if not task.done()]
-                if running:
-                    # Not gather: a probe that goes away must not cancel runs
-                    # that other probes share, and ``wait`` never cancels what
-                    # it waits on (one waiter for all, where ``shield`` costs a
-                    # future per run). Bounded whatever the checks do: a run
-                    # still going at its deadline (its timeout plus a grace) is
-                    # abandoned, not awaited.
-                    deadline = max(check.deadline for check, _ in running)
-                    await asyncio.wait(
-                        [task for _, task in running], timeout=max(0.0, deadline - loop.time())
-                    )
-                if all(task.done() for _, _, task in waiting):
-                    for timer in timers:
-                        timer.cancel()
-                # else: leave them; they bound the runs still going (a no-op once fired)
-                for index, check, task in waiting:
-                    entries[index] = self._check_entry(check, check.outcome(task))
+        entries = self._own_entries(probe, only)
+        runners = [r for r in self.by_probe[probe] if only in (None, r.check.name)]
+        checks, cacheable = await self._check_entries(runners, exclude)
+        entries += checks
         if only is not None and only != RESERVED:
             # /readyz/<check> reports that check, as the kube-apiserver does:
             # a failing non-critical check is a failure there, not a warning.
             for entry in entries:
                 if entry.status == "warn":
                     entry.status = "fail"
-        if exclude:
-            for entry in entries:
-                if entry.name in exclude:
-                    entry.excluded = True
-            known = self.names(probe)
-            unknown = sorted(n for n in exclude if n not in known)
-        else:
-            unknown = []
+        for entry in entries:
+            entry.excluded = entry.name in exclude
+        unknown = sorted(exclude - self.names(probe)) if exclude else []
         return Report(probe, _overall(entries), state, entries, unknown), cacheable
 
+    def _own_entries(self, probe: Probe, only: str | None) -> list[Entry]:
+        """The lifecycle's entry (readiness, startup) or the supervised tasks' (liveness)."""
+        if probe == "liveness":
+            records = list(self.supervised.values())
+            return [self._task_entry(r) for r in records if only in (None, r.entry)]
+        if only in (None, RESERVED):
+            return [self._lifespan_entry(probe)]
+        return []
 
-async def _run_on(home: asyncio.AbstractEventLoop, check: HealthCheck) -> CheckResult:
+    async def _check_entries(
+        self, runners: list[CheckRunner], exclude: frozenset[str]
+    ) -> tuple[list[Entry], bool]:
+        """An entry per check, from its cached result or a run now; and whether
+        every one was cached (then the endpoint may keep the answer)."""
+        results: dict[str, CheckResult] = {}
+        to_run: list[CheckRunner] = []
+        cacheable = True
+        for runner in runners:
+            if runner.check.name in exclude:
+                continue
+            cached = runner.cached()
+            if cached is None:
+                to_run.append(runner)
+            else:
+                results[runner.check.name] = cached
+                cacheable = cacheable and runner.refresher is not None
+        if to_run:
+            cacheable = False
+            ran = await self._run(to_run)
+            results.update((r.check.name, result) for r, result in zip(to_run, ran, strict=True))
+        entries = [
+            self._check_entry(r.check, results[r.check.name])
+            if r.check.name in results
+            else Entry(r.check.name, "pass", None, critical=r.check.critical)
+            for r in runners
+        ]
+        return entries, cacheable
+
+    async def _run(self, runners: list[CheckRunner]) -> list[CheckResult]:
+        """Run the checks concurrently (joining runs in flight); bounded whatever they do."""
+        loop = asyncio.get_running_loop()
+        home = self.loop
+        if home is not None and home is not loop and not home.is_closed():
+            # Asked from another loop (the ops listener's): run on the app's.
+            return list(await asyncio.gather(*(_run_on(home, r) for r in runners)))
+        tasks = [runner.start() for runner in runners]
+        waiting = [task for task in tasks if not task.done()]  # started eagerly, done
+        if waiting:
+            # Not gather: a probe that goes away must not cancel runs that other
+            # probes share, and ``wait`` never cancels what it waits on. A run
+            # still going at its deadline (its timeout plus a grace) is abandoned.
+            deadline = max(runner.deadline for runner in runners)
+            await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
+        return [runner.outcome(task) for runner, task in zip(runners, tasks, strict=True)]
+
+
+async def _run_on(home: asyncio.AbstractEventLoop, runner: CheckRunner) -> CheckResult:
     """Run ``check`` on the app's loop from another loop, bounded as a run is.
 
     A blocked app loop never starts the run: the answer is the check failed
@@ -499,17 +403,18 @@ async def _run_on(home: asyncio.AbstractEventLoop, check: HealthCheck) -> CheckR
         elapsed = time.perf_counter() - start
         return CheckResult(False, elapsed, time.time(), time.monotonic(), "timeout", detail)
 
-    run = check.run()
+    run = runner.run()
     try:
         future = asyncio.run_coroutine_threadsafe(run, home)
     except RuntimeError:  # closed in between
         run.close()
         return failed("the app's event loop is closed")
     try:
-        bound = check.timeout + ABANDON_GRACE
+        bound = runner.check.timeout + ABANDON_GRACE
         return await asyncio.wait_for(asyncio.wrap_future(future), bound)
     except asyncio.TimeoutError:
         future.cancel()
         return failed(
-            f"the app's event loop did not run the check within {check.timeout:g}s (blocked?)"
+            f"the app's event loop did not run the check within {runner.check.timeout:g}s "
+            "(blocked?)"
         )

@@ -294,12 +294,12 @@ class Lifewatch:
     async def run_check(self, name: str) -> CheckResult:
         """Run one check now (or join its run in flight) and return the result."""
         try:
-            check = self._health.checks[name]
+            runner = self._health.runners[name]
         except KeyError:
             raise KeyError(
                 f"no health check named {name!r}; registered: {sorted(self._health.checks)}"
             ) from None
-        return await check.run()
+        return await runner.run()
 
     def supervise(self, task: Any, *, name: str | None = None) -> asyncio.Task[Any]:
         """Watch a long-running task: if it ends before shutdown, ``/livez`` fails.

@@ -1,13 +1,11 @@
-"""``/livez``, ``/readyz``, ``/startupz``: plain ASGI, cheap on the common path.
+"""``/livez``, ``/readyz``, ``/startupz``: plain ASGI.
 
-The kubelet asks every few seconds, on every pod, for the life of the pod, so
-the common request (no query string, no JSON asked for, only cached checks)
-costs a few lookups and two ``send`` calls: the answer is built once and kept
-until ``Health`` says something that could change it happened (a state
-change, a check result that flips), and the endpoint forgets it. Everything
-else (``?verbose``, ``?exclude=``, JSON, checks that run on demand) takes the
-slower path, which still never answers 500: a probe that breaks says 503 and
-logs why.
+The kubelet asks every few seconds, on every pod, for the life of the pod. A
+plain request (no query string, no JSON asked for) whose checks were all
+cached is answered from the answer kept for it, until ``Health`` says
+something that could change it happened (a state change, a check result that
+flips). Everything else builds the answer, and never answers 500: a probe
+that breaks says 503 and logs why.
 
 The formats follow the kube-apiserver (``ok``; ``[+]name ok`` lines ending in
 ``readyz check passed``; ``?exclude=`` answering ``[+]name excluded: ok``; a
@@ -51,8 +49,6 @@ OFFERS = (TEXT, b"application/health+json", b"application/json")
 _ANY = (b"accept", b"*/*")
 _BROKEN_BODY = b"lifewatch: the probe itself failed (see the log)\n"
 _NO_NAMES: frozenset[str] = frozenset()
-_OK_HEADERS = response_headers(TEXT, b"ok")
-"""The headers of the commonest answer, made once: uncached checks make it on every probe."""
 
 MAX_QUERY_FIELDS = 64
 MAX_ECHOED_NAME = 100
@@ -86,15 +82,8 @@ def _surely_text(headers: Any) -> bool:
     """
     for name, value in headers:
         if name == b"accept":
-            # As str: its "in" is several times faster than bytes' (which
-            # first tries the operand as an int, and clears the error).
-            accept = value.decode("latin-1").lower()
-            if (
-                "json" in accept
-                or "application/*" in accept
-                or "text/plain" in accept
-                or "text/*" in accept
-            ):
+            accept = value.lower()
+            if any(r in accept for r in (b"json", b"application/*", b"text/plain", b"text/*")):
                 return False
     return True
 
@@ -181,8 +170,6 @@ def render_json(report: Report, service: str | None, expose: bool) -> bytes:
 class ProbeEndpoint:
     """One probe path (``/readyz``) or one entry of it (``/readyz/postgres``)."""
 
-    __slots__ = ("_plain", "expose", "health", "label", "only", "probe", "service")
-
     def __init__(
         self,
         health: Health,
@@ -207,38 +194,16 @@ class ProbeEndpoint:
         self._plain = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The kubelet's request, answered from the kept answer: every step
-        # here is paid on every probe of every pod, so it is kept inline.
-        plain = self._plain  # None once anything that could change it happened
-        if plain is not None and not scope["query_string"]:
-            method = scope["method"]
-            if method == "GET" or method == "HEAD":
-                headers = scope["headers"]
-                # What the kubelet and curl send, found by a C-level scan; else
-                # an Accept that cannot select JSON. (A second Accept beside
-                # "*/*" is not looked at: no client sends one.) Sent here, not
-                # by _http.respond: one coroutine less.
-                if _ANY in headers or _surely_text(headers):
-                    await send(
-                        {"type": "http.response.start", "status": plain[0], "headers": [*plain[1]]}
-                    )
-                    await send(
-                        {"type": "http.response.body", "body": plain[2] if method == "GET" else b""}
-                    )
-                    return
-        # Everything else; inline too (no coroutine of its own): with checks
-        # that run on every probe, this is the common path.
         method = scope["method"]
-        if method != "GET" and method != "HEAD":
+        if method not in ("GET", "HEAD"):
             await not_allowed(send)
             return
-        status, headers, body = await self._answer(scope)
+        status, headers, body = self.kept(scope) or await self._answer(scope)
         await respond(send, method, status, headers, body)
 
     def kept(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes] | None:
-        """The kept answer if it answers this request as is (the fast path of
-        ``__call__``), else None: the ops listener answers from it without a
-        trip through an event loop."""
+        """The kept answer if it answers this request as is, else None (the ops
+        listener answers from it without a trip through an event loop)."""
         plain = self._plain
         if plain is None or scope["query_string"] or scope["method"] not in ("GET", "HEAD"):
             return None
@@ -270,7 +235,7 @@ class ProbeEndpoint:
             else:
                 body = render_text(report, self.label, verbose, self.expose)
             status = 503 if report.status == "fail" else 200
-            headers = _OK_HEADERS if body == b"ok" else response_headers(media_type, body)
+            headers = response_headers(media_type, body)
             if (
                 cacheable
                 and not as_json

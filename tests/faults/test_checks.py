@@ -194,8 +194,8 @@ async def test_a_check_returning_after_it_swallowed_the_cancel(
     assert status == 503, body
     assert b"timed out after 0.1s (ignored its cancellation)" in body  # not abandoned
     assert failures(registry, "late", "timeout") == 1
-    assert watch.checks["late"].result is not None
-    assert not watch.checks["late"].result.ok
+    result = watch._health.runners["late"].result
+    assert result is not None and not result.ok
 
 
 async def test_an_async_check_blocking_the_event_loop(logs: list[dict[str, Any]]) -> None:

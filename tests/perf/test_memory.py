@@ -73,7 +73,7 @@ def test_requests_leave_memory_flat(path: str, query: bytes) -> None:
 
     async def main() -> tuple[tuple[int, int], tuple[int, int]]:
         async with LifespanManager(app):
-            while watch.checks["db"].result is None:  # noqa: ASYNC110
+            while watch._health.runners["db"].result is None:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             await burst(1_000)
             before = counts()
