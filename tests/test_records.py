@@ -1,4 +1,4 @@
-"""The records sinks receive: plain classes that behave as the dataclasses they were."""
+"""The records sinks receive: dataclasses compared by identity, shown without their links."""
 
 from __future__ import annotations
 
