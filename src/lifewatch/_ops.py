@@ -164,15 +164,11 @@ def _describe(pid: int) -> str:
 def _strangers(port: int, own: int | None, ours: set[int]) -> list[str]:
     """The other listeners on ``port`` that are no worker of this server, described.
 
-    Why: ``SO_REUSEPORT`` lets any process of the same user bind a port that
-    is listened on already, and the kernel then spreads the connections
-    between them: ``/readyz`` would answer for one app, then for the other.
-    Siblings are told from strangers by the socket their server bound before
-    starting them (``ours``, see ``_server_sockets``): a listener on the
-    port whose holders hold none of those is a stranger, and so is one whose
-    holder cannot be seen (another pid namespace or user). Read from /proc
-    once, when the listener starts; a listener whose holder is exiting is
-    looked at a second time before it counts.
+    Why: ``SO_REUSEPORT`` lets any process of the same user bind a port
+    listened on already, and the kernel then spreads connections between
+    them: ``/readyz`` would answer for one app, then for the other. A sibling
+    holds a socket of ``ours`` (``_server_sockets``); a listener whose holder
+    holds none, or cannot be seen, is a stranger. One exiting is looked at twice.
     """
     strangers: list[str] = []
     for attempt in range(2):
@@ -203,11 +199,9 @@ class PortTaken(OSError):
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, alone or shared with this server's workers.
 
-    A process holding its server's listening socket (a worker) binds with
-    ``SO_REUSEPORT``, so that its siblings can bind too, then makes sure that
-    nothing else listens there (``_strangers``); a process holding none binds
-    without it, so the kernel refuses the port to anyone else. Not
-    inheritable (Python's default): an exec'd child never holds it.
+    A worker (it holds its server's socket) binds with ``SO_REUSEPORT`` for
+    its siblings, then checks for ``_strangers``; a process holding none
+    binds without, so the kernel refuses the port to anyone else.
     """
     ours = _server_sockets()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -491,12 +485,10 @@ os.register_at_fork(after_in_child=_close_in_child)
 class _Server:
     """Serves ``routes`` on a listening socket, bounded in threads, fds and memory.
 
-    One thread (``serve``) accepts, reads requests and writes answers without
-    blocking, and answers a probe from its kept answer itself; any other
-    request goes to one of ``HANDLERS`` pool threads, whose answer comes back
-    to be written. A connection is read again once its answer is written
-    (pipelined requests wait in its buffer), so each holds at most one request
-    in the pool: the queue is bounded by ``MAX_CONNECTIONS``.
+    One thread (``serve``) does all socket work and answers a probe from its
+    kept answer; any other request goes to one of ``HANDLERS`` pool threads.
+    A connection is read again only once answered, so the pool's queue holds
+    at most ``MAX_CONNECTIONS`` requests.
     """
 
     def __init__(
@@ -522,6 +514,7 @@ class _Server:
         self._accepting = False
         self._resume_at = 0.0  # accept again after EMFILE
         self._closing = False
+        self._closing_since = self._cancelled_at = 0.0
         self._callers = [_Caller(self) for _ in range(HANDLERS)]
         _live.add(self)
         name = f"lifewatch-ops:{self.port}"
@@ -557,27 +550,12 @@ class _Server:
     # -- the serving thread
 
     def serve(self) -> None:
-        selector = self._selector
+        """The serving thread: every socket, until closed and each answer owed is sent."""
         try:
-            selector.register(self._wake_in, selectors.EVENT_READ, None)
+            self._selector.register(self._wake_in, selectors.EVENT_READ, None)
             self._accept_again(True)
-            closing_since = cancelled_at = 0.0
             while True:
-                now = time.monotonic()
-                waiting = (c.deadline for c in self._connections if c.state != _BUSY)
-                timeout = min(waiting, default=now + 1) - now
-                if self._closing or now < self._resume_at:
-                    timeout = min(timeout, 0.02)
-                for key, mask in selector.select(max(0.0, min(timeout, 1.0))):
-                    if key.data is None:
-                        with contextlib.suppress(OSError):
-                            self._wake_in.recv(4096)
-                    elif key.data is self.socket:
-                        self._accept()
-                    elif mask & selectors.EVENT_READ:
-                        self._read(key.data)
-                    elif self._flush(key.data):
-                        self._serve(key.data)
+                self._poll()
                 while self._answers:
                     connection, data, close = self._answers.popleft()
                     if connection.state == _BUSY and self._send(connection, data, close):
@@ -588,22 +566,8 @@ class _Server:
                         self._close(connection)  # idle, too slow, or not reading
                 if not self._accepting and not self._closing and now >= self._resume_at:
                     self._accept_again(len(self._connections) < MAX_CONNECTIONS)
-                if self._closing:
-                    if not closing_since:
-                        closing_since = now
-                        self._accept_again(False)
-                        self.socket.close()  # refused from now on
-                    for connection in list(self._connections):
-                        if connection.state in (_READING, _LINGERING):
-                            self._close(connection)  # nothing owed to it
-                    if not self._connections:
-                        break
-                    if not cancelled_at and now >= closing_since + CLOSE_WAIT:
-                        cancelled_at = now  # still waiting (on a check): they answer 503
-                        for caller in self._callers:
-                            caller.cancel()
-                    if cancelled_at and now >= cancelled_at + 0.1:
-                        break
+                if self._closing and self._wound_down(now):
+                    break
         except Exception as exc:  # the socket could not be served: say so
             self.on_error(exc, "")
         finally:
@@ -611,10 +575,44 @@ class _Server:
                 self._close(connection)
             for _ in self._callers:
                 self.jobs.put(None)
-            self.socket.close()
-            selector.close()
-            self._wake_in.close()
-            self._wake_out.close()
+            for closable in (self.socket, self._selector, self._wake_in, self._wake_out):
+                closable.close()
+
+    def _poll(self) -> None:
+        """Wait for the sockets (until the next deadline at most), then serve them."""
+        now = time.monotonic()
+        waiting = (c.deadline for c in self._connections if c.state != _BUSY)
+        timeout = min(min(waiting, default=now + 1) - now, 1.0)
+        if self._closing or now < self._resume_at:
+            timeout = min(timeout, 0.02)
+        for key, mask in self._selector.select(max(0.0, timeout)):
+            if key.data is None:
+                with contextlib.suppress(OSError):
+                    self._wake_in.recv(4096)
+            elif key.data is self.socket:
+                self._accept()
+            elif mask & selectors.EVENT_READ:
+                self._read(key.data)
+            elif self._flush(key.data):
+                self._serve(key.data)
+
+    def _wound_down(self, now: float) -> bool:
+        """Closing: refuse new connections, drop idle ones, give answers under way
+        ``CLOSE_WAIT``, then cut them off (they answer 503); True when done."""
+        if not self._closing_since:
+            self._closing_since = now
+            self._accept_again(False)
+            self.socket.close()  # refused from now on
+        for connection in list(self._connections):
+            if connection.state in (_READING, _LINGERING):
+                self._close(connection)  # nothing owed to it
+        if not self._connections:
+            return True
+        if not self._cancelled_at and now >= self._closing_since + CLOSE_WAIT:
+            self._cancelled_at = now
+            for caller in self._callers:
+                caller.cancel()
+        return bool(self._cancelled_at) and now >= self._cancelled_at + 0.1
 
     def _accept_again(self, accepting: bool) -> None:
         """Watch the listening socket, or leave new connections in the backlog."""
