@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import json
 import math
@@ -133,14 +132,14 @@ def open_fifo(dir_fd: int) -> int:
         raise NoReader(fresh=time.time() - st.st_mtime < FRESH) from None
 
 
-@dataclasses.dataclass
 class WorkerState:
     """A state file, checked: what one worker says of itself."""
 
-    pid: int
-    state: str
-    drain_until: float | None
-    """Wall-clock end of the drain under way, or None."""
+    def __init__(self, pid: int, state: str, drain_until: float | None) -> None:
+        self.pid = pid
+        self.state = state
+        self.drain_until = drain_until
+        """Wall-clock end of the drain under way, or None."""
 
     def left(self, now: float) -> float:
         return 0.0 if self.drain_until is None else max(0.0, self.drain_until - now)
@@ -406,16 +405,16 @@ def is_dead(path: str) -> bool:
 # -- the hook's side: python -m lifewatch drain ---------------------------------
 
 
-@dataclasses.dataclass
 class _Worker:
     """One worker as the hook sees it."""
 
-    path: str
-    status: str = "asked"
-    """asked, draining, not ready or failed."""
-    reason: str = ""
-    pid: int | None = None
-    left: float = 0.0
+    def __init__(self, path: str, status: str = "asked", reason: str = "") -> None:
+        self.path = path
+        self.status = status
+        """asked, draining, not ready or failed."""
+        self.reason = reason
+        self.pid: int | None = None
+        self.left = 0.0
 
 
 def ask_all(service: str | None, base: str) -> tuple[list[_Worker], int]:

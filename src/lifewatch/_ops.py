@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import os
 import queue
 import re
@@ -29,7 +28,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -253,8 +252,7 @@ class _Refused(Exception):
         self.why = why
 
 
-@dataclasses.dataclass
-class _Request:
+class _Request(NamedTuple):
     """A request read in full: what the ASGI scope and the answer need."""
 
     method: str
@@ -389,21 +387,21 @@ def _router(
 _READING, _BUSY, _WRITING, _LINGERING, _CLOSED = range(5)
 
 
-@dataclasses.dataclass(eq=False)
 class _Connection:
     """One client: what it sent and not yet served, what it is owed, until when."""
 
-    sock: socket.socket
-    client: tuple[Any, ...] | None
-    deadline: float
-    buffer: bytearray = dataclasses.field(default_factory=bytearray)
-    out: memoryview = dataclasses.field(default_factory=lambda: memoryview(b""))
-    state: int = _READING
-    events: int = 0
-    """What the selector watches it for (0: not registered)."""
-    close_after: bool = False
-    linger: bool = False
-    dropped: int = 0
+    def __init__(self, sock: socket.socket, client: tuple[Any, ...] | None, deadline: float):
+        self.sock = sock
+        self.client = client
+        self.deadline = deadline
+        self.buffer = bytearray()
+        self.out = memoryview(b"")
+        self.state = _READING
+        self.events = 0
+        """What the selector watches it for (0: not registered)."""
+        self.close_after = False
+        self.linger = False
+        self.dropped = 0
 
 
 class _Caller:
