@@ -1,4 +1,4 @@
-"""The records sinks receive: dataclasses compared by identity, shown without their links."""
+"""The records sinks receive: plain classes that behave as the dataclasses they were."""
 
 from __future__ import annotations
 
