@@ -232,7 +232,7 @@ def _ask(
 
 async def test_one_kept_alive_connection_answers_what_changes() -> None:
     """What the kubelet, a scraper and wrk do, on one connection: kept answers
-    (whose bytes are reused) follow every change, HEAD among GETs included."""
+    (written by the serving thread) follow every change, HEAD among GETs included."""
     watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
     app = watch.instrument(Starlette())
     async with LifespanManager(app):

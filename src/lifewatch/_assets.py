@@ -1,26 +1,14 @@
 """The operator assets: the Grafana dashboard and the alert rules, rendered for one app.
 
-The repository's top-level ``grafana/`` is their one source; the wheel
-carries a copy as ``lifewatch/grafana/`` (hatch ``force-include``), and a
-checkout reads the source itself. Rendering is generic, so it applies to
-whatever panels and rules the files hold:
-
-- the metric prefix: every name of a lifewatch metric family, with the
-  sample suffixes (``_total``, ``_bucket``, ...), is renamed wherever it
-  stands (queries, ``__name__`` regexes, template variables, the queries
-  inside alert annotations); nothing else changes, so the dashboard's
-  ``uid``, its datasource variable and its ``job``/``instance`` variables
-  stay as shipped;
-- the thresholds derived from the app's settings, at the places the source
-  marks: in PromQL a number followed by the comment ``# lifewatch:NAME``, in
-  an annotation a number preceded by ``{{/* lifewatch:NAME */}}`` (a Go
-  template comment, so Prometheus prints nothing of it), in the dashboard a
-  threshold step with ``"lifewatchThreshold": "NAME"``. ``NAME`` may carry a
-  factor: ``startup_slow*0.5``.
-
-The Prometheus Operator resources (``PodMonitor``, ``PrometheusRule``, the
-dashboard ``ConfigMap``) are built here as plain data, and ``to_yaml`` writes
-them without a YAML library.
+The repository's ``grafana/`` is their one source (the wheel carries a copy
+as ``lifewatch/grafana/``). Rendering renames every lifewatch metric name to
+the app's prefix and nothing else (so the dashboard's ``uid`` and variables
+stay as shipped), and sets the thresholds derived from the app's settings
+where the source marks them: in PromQL ``<number> # lifewatch:NAME``, in an
+annotation ``{{/* lifewatch:NAME */}}<number>`` (a Go template comment), in
+the dashboard a step with ``"lifewatchThreshold": "NAME"``; ``NAME`` may
+carry a factor (``startup_slow*0.5``). The Prometheus Operator resources are
+plain data, written by ``to_yaml`` without a YAML library.
 """
 
 from __future__ import annotations
@@ -59,30 +47,27 @@ MARK_KEY = "lifewatchThreshold"
 # -- where the assets are -----------------------------------------------------
 
 
-def _packaged(name: str) -> Traversable:
-    return resources.files("lifewatch") / "grafana" / name
-
-
-def _checkout(name: str) -> Path:
-    return Path(__file__).resolve().parents[2] / "grafana" / name
+def _find(name: str) -> Traversable | Path | None:
+    """``name`` in the installed package, else in the checkout; None if in neither."""
+    packaged = resources.files("lifewatch") / "grafana" / name
+    checkout = Path(__file__).resolve().parents[2] / "grafana" / name
+    return next((found for found in (packaged, checkout) if found.is_file()), None)
 
 
 def asset_path(name: str) -> str | None:
     """Where ``name`` is read from: the installed package first, then the checkout."""
-    for found in (_packaged(name), _checkout(name)):
-        if found.is_file():
-            return str(found)
-    return None
+    found = _find(name)
+    return None if found is None else str(found)
 
 
 def asset_text(name: str) -> str:
-    for found in (_packaged(name), _checkout(name)):
-        if found.is_file():
-            return found.read_text(encoding="utf-8")
-    raise FileNotFoundError(
-        f"lifewatch's {name} is neither in the installed package (lifewatch/grafana/) "
-        "nor in a checkout (grafana/): reinstall lifewatch from a wheel or sdist"
-    )
+    found = _find(name)
+    if found is None:
+        raise FileNotFoundError(
+            f"lifewatch's {name} is neither in the installed package (lifewatch/grafana/) "
+            "nor in a checkout (grafana/): reinstall lifewatch from a wheel or sdist"
+        )
+    return found.read_text(encoding="utf-8")
 
 
 # -- the metric prefix --------------------------------------------------------

@@ -1,34 +1,16 @@
 """The drain channel: how ``python -m lifewatch drain`` reaches every worker.
 
-A ``preStop`` hook must take every worker of the pod out of rotation
-(``uvicorn --workers``, gunicorn, ``hypercorn -w``, ``granian --workers``), and
+A ``preStop`` hook must take every worker of the pod out of rotation, and
 nobody else may: not a request with a forged ``X-Forwarded-For``, not another
-user of the pod or the node (DESIGN §8). So the drain travels through the
-file system, where the kernel checks who asks:
-
-- each worker, when its startup begins, makes a directory of its own with
-  ``tempfile.mkdtemp`` (mode 0700, a random name, created exclusively: nothing
-  another user made beforehand can be taken), named
-  ``lifewatch-<uid>-<service>-<random>``, holding a FIFO (0600) the worker
-  reads on its own event loop (``loop.add_reader``: no thread, no socket), and
-  a small state file (pid, state, the wall-clock end of a drain under way),
-  replaced atomically at each state change;
-- the hook lists the temp directory for its own uid and service, and uses an
-  entry only if it is a real directory (no symlink) owned by its own uid with
-  mode exactly 0700; it writes one line into each FIFO and reads each state
-  file (bounded, every value range-checked) to see the drain begin.
-
-Only the app's user (or root) can open a 0700 directory of the app's user;
-another user can make look-alike names, but not ones its uid does not own,
-and those are skipped. Nothing is bound, so nothing can be squatted. A worker
-that died leaves its directory behind: writing to a FIFO nobody reads fails
-with ``ENXIO``, and the next start (or hook) removes it (unless it was made
-in the last seconds: a worker still starting).
-
-A worker still starting remembers the request and drains for what is left
-of it once ready; a worker that becomes ready while its siblings drain (one
-the server restarted during the hook) reads their state files and drains
-for the rest of theirs.
+user of the pod or the node (DESIGN §8). So the drain goes through the file
+system, where the kernel checks who asks. Each worker makes a private
+directory (``mkdtemp``: 0700, random, exclusive) named
+``lifewatch-<uid>-<service>-<random>`` holding a FIFO it reads on its event
+loop and a state file replaced at each state change. The hook uses only real
+directories of its own uid with mode 0700, writes a line into each FIFO and
+reads each state file (bounded, range-checked) to see the drain begin.
+Nothing is bound, so nothing can be squatted; a dead worker's directory (its
+FIFO has no reader: ``ENXIO``) is removed by the next start or hook.
 """
 
 from __future__ import annotations

@@ -1,21 +1,15 @@
 """Log records where the app's logs go; never configures logging.
 
-Through structlog when the app configured structlog, otherwise through the
-stdlib logger ``lifewatch``, so the handlers and formatters the app and its
-server (uvicorn) installed apply: the same format, the same destination, the
-same level. A record's fields go as ``extra`` (what JSON formatters and
-``structlog.stdlib.ProcessorFormatter`` read) and its message is readable as
-is. No record carries a secret (``_scrub``): every string is scrubbed, and a
-traceback goes as text lifewatch rendered and scrubbed, never as
-``exc_info``, which the app's formatter would render from the exception
-itself, secrets and frame locals included.
+Through structlog when the app configured structlog, else the stdlib logger
+``lifewatch``, so the app's and its server's handlers apply: same format,
+destination and level. Fields go as ``extra`` (what JSON formatters read).
+Nothing carries a secret (``_scrub``): a traceback goes as scrubbed text,
+never as ``exc_info``, which a formatter would render with frame locals.
 
-Two guards keep the records from vanishing: a logger that an app's
-``logging.config`` disabled (``disable_existing_loggers``, as alembic's
-``env.py`` does) is turned back on, with one warning saying so; and when no
-handler at all would take a record (an app that configured no logging under
-uvicorn, which configures only its own loggers), lifewatch writes it to
-stderr itself at INFO and above, in uvicorn's format.
+Two guards keep records from vanishing: a logger an app's ``logging.config``
+disabled (``disable_existing_loggers``, as alembic's ``env.py`` does) is
+turned back on with one warning; and when no handler would take a record (no
+logging configured under uvicorn), it goes to stderr in uvicorn's format.
 """
 
 from __future__ import annotations

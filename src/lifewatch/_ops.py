@@ -1,26 +1,15 @@
-"""The ops listener.
+"""The ops listener: the probes, ``/metrics`` and the timeline on a port of their own.
 
-``Lifewatch(ops_address="0.0.0.0:9000")`` serves the probes, ``/metrics``
-and the timeline on a port of their own, from threads of their own, from the
-first lifespan event on. Under uvicorn the app's port is bound only once
-startup completed (Kludex/uvicorn#499), and a phase that blocks the event
-loop silences it; the ops listener answers all along: ``/startupz`` is 503
-naming the running phase, Prometheus sees startup progress.
+It answers from the first lifespan event on, from threads of its own: under
+uvicorn the app's port is bound only once startup completed
+(Kludex/uvicorn#499), and a phase that blocks the event loop silences it;
+here ``/startupz`` names the running phase and Prometheus sees progress.
 
-One small HTTP/1.1 server on the standard library, bounded whatever the load
-(DESIGN §8): one thread accepts, reads and writes without blocking; a fixed
-pool of ``HANDLERS`` threads, each with an event loop of its own, calls the
-very ASGI endpoints the middleware serves, so there is one renderer for
-every answer (a probe's kept answer is written by the first thread, with no
-event loop). A request's head is capped in lines and bytes, its body in
-bytes; connections are capped, idle ones and slow senders closed after a few
-seconds. Checks still run on the app's loop (``Health`` hands them over,
-bounded by their timeouts).
-
-The port is the listener's alone: the workers of one server share it
-(``SO_REUSEPORT``, each answering for its own process, as on the app's
-port), an unrelated process is never shared with (see ``_strangers``). The
-listening socket is closed in a forked child and not inherited across exec.
+A small HTTP/1.1 server on the standard library, bounded whatever the load
+(DESIGN §8): one selector thread accepts, reads and writes; a fixed pool of
+``HANDLERS`` threads, each with its own event loop, calls the same ASGI
+endpoints the middleware serves. The port is shared with this server's own
+workers only (``_strangers``), and never with a forked or exec'd child.
 """
 
 from __future__ import annotations
@@ -39,7 +28,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -106,45 +95,42 @@ def _tcp_listeners() -> dict[int, int]:
     return found
 
 
-def _sockets_of(pid: str) -> set[int]:
-    """Inodes of the sockets process ``pid`` holds (empty if it cannot be read)."""
-    inodes: set[int] = set()
+def _socket_inode(fd_path: str) -> int | None:
+    """The inode of the socket a ``/proc/<pid>/fd/<n>`` entry names, or None."""
     with contextlib.suppress(OSError):
-        for fd in os.scandir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd.path)
-                if target.startswith("socket:[") and target[8:-1].isdigit():
-                    inodes.add(int(target[8:-1]))
-    return inodes
+        target = os.readlink(fd_path)
+        if target.startswith("socket:[") and target[8:-1].isdigit():
+            return int(target[8:-1])
+    return None
 
 
 def _server_sockets() -> set[int]:
     """The server sockets this process holds before its ops listener exists.
 
-    A server socket is bound to a port (or a path) and connected to nothing:
-    one a server listens on, or is about to. The workers of one server hold
-    the one their server bound before starting them (gunicorn and granian
-    fork, uvicorn and hypercorn hand it to spawned workers, which listen on
-    it once the lifespan started); a single-process app holds none at
-    lifespan startup (uvicorn binds its port once startup is over).
+    A server socket is bound to a port (or a path) and connected to nothing.
+    The workers of one server hold the one their server bound before starting
+    them (gunicorn and granian fork, uvicorn and hypercorn hand it to spawned
+    workers); a single-process app holds none at lifespan startup (uvicorn
+    binds its port once startup is over).
     """
     found: set[int] = set()
     mine = {server.socket.fileno() for server in _live}
     with contextlib.suppress(OSError):
         for entry in os.scandir("/proc/self/fd"):
+            inode = _socket_inode(entry.path)
+            if inode is None or int(entry.name) in mine:
+                continue
             with contextlib.suppress(OSError, ValueError):
-                target = os.readlink(entry.path)
-                if not target.startswith("socket:[") or int(entry.name) in mine:
+                probe = socket.socket(fileno=os.dup(int(entry.name)))
+            with probe:
+                if probe.type != socket.SOCK_STREAM:
                     continue
-                with socket.socket(fileno=os.dup(int(entry.name))) as probe:
-                    if probe.type != socket.SOCK_STREAM:
-                        continue
-                    with contextlib.suppress(OSError):
-                        probe.getpeername()
-                        continue  # connected: a client's, or a connection accepted
-                    name = probe.getsockname()
-                    if name[1] if isinstance(name, tuple) else name:  # a port, or a path
-                        found.add(int(target[8:-1]))
+                with contextlib.suppress(OSError):
+                    probe.getpeername()
+                    continue  # connected: a client's, or a connection accepted
+                name = probe.getsockname()
+                if name[1] if isinstance(name, tuple) else name:  # a port, or a path
+                    found.add(inode)
     return found
 
 
@@ -152,11 +138,14 @@ def _holders() -> dict[int, set[int]]:
     """Pid -> the sockets it holds, for every process this user can read."""
     table: dict[int, set[int]] = {}
     with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                held = _sockets_of(entry.name)
+        for proc in os.scandir("/proc"):
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                fds = os.scandir(f"/proc/{proc.name}/fd")
+                held = {i for fd in fds if (i := _socket_inode(fd.path)) is not None}
                 if held:
-                    table[int(entry.name)] = held
+                    table[int(proc.name)] = held
     return table
 
 
@@ -174,15 +163,11 @@ def _describe(pid: int) -> str:
 def _strangers(port: int, own: int | None, ours: set[int]) -> list[str]:
     """The other listeners on ``port`` that are no worker of this server, described.
 
-    Why: ``SO_REUSEPORT`` lets any process of the same user bind a port that
-    is listened on already, and the kernel then spreads the connections
-    between them: ``/readyz`` would answer for one app, then for the other.
-    Siblings are told from strangers by the socket their server bound before
-    starting them (``ours``, see ``_server_sockets``): a listener on the
-    port whose holders hold none of those is a stranger, and so is one whose
-    holder cannot be seen (another pid namespace or user). Read from /proc
-    once, when the listener starts; a listener whose holder is exiting is
-    looked at a second time before it counts.
+    Why: ``SO_REUSEPORT`` lets any process of the same user bind a port
+    listened on already, and the kernel then spreads connections between
+    them: ``/readyz`` would answer for one app, then for the other. A sibling
+    holds a socket of ``ours`` (``_server_sockets``); a listener whose holder
+    holds none, or cannot be seen, is a stranger. One exiting is looked at twice.
     """
     strangers: list[str] = []
     for attempt in range(2):
@@ -213,11 +198,9 @@ class PortTaken(OSError):
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, alone or shared with this server's workers.
 
-    A process holding its server's listening socket (a worker) binds with
-    ``SO_REUSEPORT``, so that its siblings can bind too, then makes sure that
-    nothing else listens there (``_strangers``); a process holding none binds
-    without it, so the kernel refuses the port to anyone else. Not
-    inheritable (Python's default): an exec'd child never holds it.
+    A worker (it holds its server's socket) binds with ``SO_REUSEPORT`` for
+    its siblings, then checks for ``_strangers``; a process holding none
+    binds without, so the kernel refuses the port to anyone else.
     """
     ours = _server_sockets()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -269,24 +252,15 @@ class _Refused(Exception):
         self.why = why
 
 
-class _Request:
+class _Request(NamedTuple):
     """A request read in full: what the ASGI scope and the answer need."""
 
-    def __init__(
-        self,
-        method: str,
-        target: str,
-        version: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        keep_alive: bool,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    keep_alive: bool
 
 
 def _parse(buffer: bytearray) -> tuple[_Request, int] | None:
@@ -355,51 +329,35 @@ def _parse(buffer: bytearray) -> tuple[_Request, int] | None:
     return request, size
 
 
-_dates: tuple[int, str] = (0, "")
-
-
-def _date() -> str:
-    """The ``Date`` header's value, made once a second."""
-    global _dates
-    now = int(time.time())
-    if _dates[0] != now:
-        _dates = (now, formatdate(now, usegmt=True))
-    return _dates[1]
-
-
-_targets: dict[str, tuple[str, bytes, bytes]] = {}
-"""Request targets split once: a probe asks for the same one every time."""
-
-
 def _target(target: str) -> tuple[str, bytes, bytes]:
     """The ASGI ``path``, ``raw_path`` and ``query_string`` of a request target."""
-    split = _targets.get(target)
-    if split is None:
-        parts = urlsplit(target)
-        split = (
-            unquote(parts.path) or "/",
-            parts.path.encode("latin-1", "replace"),
-            parts.query.encode("latin-1", "replace"),
-        )
-        if len(_targets) >= 64:  # bounded: any client can send any target
-            _targets.clear()
-        _targets[target] = split
-    return split
+    parts = urlsplit(target)
+    return (
+        unquote(parts.path) or "/",
+        parts.path.encode("latin-1", "replace"),
+        parts.query.encode("latin-1", "replace"),
+    )
 
 
-def _head(status: int, headers: Iterable[tuple[bytes, bytes]], close: bool) -> bytes:
-    """Status line and headers: with the body, the whole answer in one write."""
+def _encode(
+    status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, close: bool, method: str
+) -> bytes:
+    """The whole answer, for one write (a HEAD's without its body)."""
     try:
         reason = HTTPStatus(status).phrase.encode()
     except ValueError:
         reason = b""
     head = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    head.append(b"date: %s\r\n" % _date().encode())
+    head.append(b"date: %s\r\n" % formatdate(usegmt=True).encode())
     head.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
     if close:
         head.append(b"connection: close\r\n")
     head.append(b"\r\n")
-    return b"".join(head)
+    return b"".join(head) + (b"" if method == "HEAD" else body)
+
+
+def _failed(close: bool, method: str) -> bytes:
+    return _encode(503, response_headers(TEXT, _FAILED), _FAILED, close, method)
 
 
 def _router(
@@ -432,9 +390,10 @@ _READING, _BUSY, _WRITING, _LINGERING, _CLOSED = range(5)
 class _Connection:
     """One client: what it sent and not yet served, what it is owed, until when."""
 
-    def __init__(self, sock: socket.socket, client: Any, now: float) -> None:
+    def __init__(self, sock: socket.socket, client: tuple[Any, ...] | None, deadline: float):
         self.sock = sock
-        self.client = tuple(client[:2]) if isinstance(client, tuple) else None
+        self.client = client
+        self.deadline = deadline
         self.buffer = bytearray()
         self.out = memoryview(b"")
         self.state = _READING
@@ -443,7 +402,6 @@ class _Connection:
         self.close_after = False
         self.linger = False
         self.dropped = 0
-        self.deadline = now + KEEP_ALIVE
 
 
 class _Caller:
@@ -463,7 +421,7 @@ class _Caller:
                     answer = self._answer(loop, scope, body, close)
                 except Exception as exc:  # an answer that cannot be written (bad headers)
                     self.server.on_error(exc, scope["path"])
-                    answer = _head(503, response_headers(TEXT, _FAILED), close) + _FAILED
+                    answer = _failed(close, scope["method"])
                 self.server.answered(connection, answer, close)
         finally:
             loop.close()
@@ -488,14 +446,10 @@ class _Caller:
         finally:
             self.task = None
         if not messages:  # not even the router's answer could be sent
-            status, headers, content = 503, response_headers(TEXT, _FAILED), _FAILED
-        else:
-            start = messages[0]
-            status, headers = int(start["status"]), start.get("headers", ())
-            content = b"".join(m.get("body", b"") for m in messages[1:])
-        if scope["method"] == "HEAD":
-            content = b""
-        return _head(status, headers, close) + content
+            return _failed(close, scope["method"])
+        status, headers = int(messages[0]["status"]), messages[0].get("headers", ())
+        content = b"".join(m.get("body", b"") for m in messages[1:])
+        return _encode(status, headers, content, close, scope["method"])
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.server.app(scope, receive, send)
@@ -529,12 +483,10 @@ os.register_at_fork(after_in_child=_close_in_child)
 class _Server:
     """Serves ``routes`` on a listening socket, bounded in threads, fds and memory.
 
-    One thread (``serve``) accepts, reads requests and writes answers without
-    blocking, and answers a probe from its kept answer itself; any other
-    request goes to one of ``HANDLERS`` pool threads, whose answer comes back
-    to be written. A connection is read again once its answer is written
-    (pipelined requests wait in its buffer), so each holds at most one request
-    in the pool: the queue is bounded by ``MAX_CONNECTIONS``.
+    One thread (``serve``) does all socket work and answers a probe from its
+    kept answer; any other request goes to one of ``HANDLERS`` pool threads.
+    A connection is read again only once answered, so the pool's queue holds
+    at most ``MAX_CONNECTIONS`` requests.
     """
 
     def __init__(
@@ -560,8 +512,7 @@ class _Server:
         self._accepting = False
         self._resume_at = 0.0  # accept again after EMFILE
         self._closing = False
-        self._written: tuple[object, tuple[str, bool, bool], bytes] | None = None
-        """The last kept answer written, the date and flags it was written with, its bytes."""
+        self._closing_since = self._cancelled_at = 0.0
         self._callers = [_Caller(self) for _ in range(HANDLERS)]
         _live.add(self)
         name = f"lifewatch-ops:{self.port}"
@@ -597,27 +548,12 @@ class _Server:
     # -- the serving thread
 
     def serve(self) -> None:
-        selector = self._selector
+        """The serving thread: every socket, until closed and each answer owed is sent."""
         try:
-            selector.register(self._wake_in, selectors.EVENT_READ, None)
+            self._selector.register(self._wake_in, selectors.EVENT_READ, None)
             self._accept_again(True)
-            closing_since = cancelled_at = 0.0
             while True:
-                now = time.monotonic()
-                waiting = (c.deadline for c in self._connections if c.state != _BUSY)
-                timeout = min(waiting, default=now + 1) - now
-                if self._closing or now < self._resume_at:
-                    timeout = min(timeout, 0.02)
-                for key, mask in selector.select(max(0.0, min(timeout, 1.0))):
-                    if key.data is None:
-                        with contextlib.suppress(OSError):
-                            self._wake_in.recv(4096)
-                    elif key.data is self.socket:
-                        self._accept()
-                    elif mask & selectors.EVENT_READ:
-                        self._read(key.data)
-                    elif self._flush(key.data):
-                        self._serve(key.data)
+                self._poll()
                 while self._answers:
                     connection, data, close = self._answers.popleft()
                     if connection.state == _BUSY and self._send(connection, data, close):
@@ -628,22 +564,8 @@ class _Server:
                         self._close(connection)  # idle, too slow, or not reading
                 if not self._accepting and not self._closing and now >= self._resume_at:
                     self._accept_again(len(self._connections) < MAX_CONNECTIONS)
-                if self._closing:
-                    if not closing_since:
-                        closing_since = now
-                        self._accept_again(False)
-                        self.socket.close()  # refused from now on
-                    for connection in list(self._connections):
-                        if connection.state in (_READING, _LINGERING):
-                            self._close(connection)  # nothing owed to it
-                    if not self._connections:
-                        break
-                    if not cancelled_at and now >= closing_since + CLOSE_WAIT:
-                        cancelled_at = now  # still waiting (on a check): they answer 503
-                        for caller in self._callers:
-                            caller.cancel()
-                    if cancelled_at and now >= cancelled_at + 0.1:
-                        break
+                if self._closing and self._wound_down(now):
+                    break
         except Exception as exc:  # the socket could not be served: say so
             self.on_error(exc, "")
         finally:
@@ -651,10 +573,44 @@ class _Server:
                 self._close(connection)
             for _ in self._callers:
                 self.jobs.put(None)
-            self.socket.close()
-            selector.close()
-            self._wake_in.close()
-            self._wake_out.close()
+            for closable in (self.socket, self._selector, self._wake_in, self._wake_out):
+                closable.close()
+
+    def _poll(self) -> None:
+        """Wait for the sockets (until the next deadline at most), then serve them."""
+        now = time.monotonic()
+        waiting = (c.deadline for c in self._connections if c.state != _BUSY)
+        timeout = min(min(waiting, default=now + 1) - now, 1.0)
+        if self._closing or now < self._resume_at:
+            timeout = min(timeout, 0.02)
+        for key, mask in self._selector.select(max(0.0, timeout)):
+            if key.data is None:
+                with contextlib.suppress(OSError):
+                    self._wake_in.recv(4096)
+            elif key.data is self.socket:
+                self._accept()
+            elif mask & selectors.EVENT_READ:
+                self._read(key.data)
+            elif self._flush(key.data):
+                self._serve(key.data)
+
+    def _wound_down(self, now: float) -> bool:
+        """Closing: refuse new connections, drop idle ones, give answers under way
+        ``CLOSE_WAIT``, then cut them off (they answer 503); True when done."""
+        if not self._closing_since:
+            self._closing_since = now
+            self._accept_again(False)
+            self.socket.close()  # refused from now on
+        for connection in list(self._connections):
+            if connection.state in (_READING, _LINGERING):
+                self._close(connection)  # nothing owed to it
+        if not self._connections:
+            return True
+        if not self._cancelled_at and now >= self._closing_since + CLOSE_WAIT:
+            self._cancelled_at = now
+            for caller in self._callers:
+                caller.cancel()
+        return bool(self._cancelled_at) and now >= self._cancelled_at + 0.1
 
     def _accept_again(self, accepting: bool) -> None:
         """Watch the listening socket, or leave new connections in the backlog."""
@@ -678,7 +634,8 @@ class _Server:
             sock.setblocking(False)
             with contextlib.suppress(OSError):  # one answer, one write, sent at once
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection = _Connection(sock, client, time.monotonic())
+            peer = tuple(client[:2]) if isinstance(client, tuple) else None
+            connection = _Connection(sock, peer, time.monotonic() + KEEP_ALIVE)
             self._connections.add(connection)
             self._watch(connection, selectors.EVENT_READ)
         self._accept_again(False)  # at the cap: the rest wait in the backlog
@@ -766,31 +723,25 @@ class _Server:
         }
 
     def _kept(self, scope: Scope, close: bool) -> bytes | None:
-        """A probe's kept answer, its bytes made once a second (the Date), or None."""
+        """A probe's kept answer, written by this thread (no pool thread, no event
+        loop, so probes answer while the pool waits on checks), or None."""
         kept = getattr(self.routes.get(scope["path"]), "kept", None)
-        if kept is None:
-            return None
         try:
-            answer = kept(scope)
+            answer = None if kept is None else kept(scope)
         except Exception:  # the pool's router calls it, and reports what it raises
             return None
         if answer is None:
             return None
-        key = (_date(), close, scope["method"] == "HEAD")
-        written = self._written  # the kubelet's every probe is a new connection
-        if written is None or written[0] is not answer or written[1] != key:
-            status, headers, content = answer
-            data = _head(status, headers, close) + (b"" if key[2] else content)
-            written = self._written = (answer, key, data)
-        return written[2]
+        status, headers, content = answer
+        return _encode(status, headers, content, close, scope["method"])
 
     def _refuse(self, connection: _Connection, refused: _Refused) -> None:
         """Answer ``refused`` and close; its sender gets ``LINGER`` to read it."""
         body = f"lifewatch: {refused.why}\n".encode()
         connection.buffer.clear()
         connection.linger = True
-        head = _head(refused.status, response_headers(TEXT, body), True)
-        self._send(connection, head + body, True)
+        headers = response_headers(TEXT, body)
+        self._send(connection, _encode(refused.status, headers, body, True, "GET"), True)
 
     def _send(self, connection: _Connection, data: bytes, close: bool) -> bool:
         """Write an answer; True when written and the connection reads on."""

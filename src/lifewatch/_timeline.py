@@ -10,15 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ._http import iso_utc
 from ._records import PhaseRecord, RunRecord
 from ._types import Event, Outcome, Reason
-
-if TYPE_CHECKING:
-    pass
-
 
 Kind = Literal["boot", "run", "phase"]
 

@@ -231,14 +231,8 @@ async def _drive_lifespan(
     done = anyio.Event()
 
     async def run_app() -> None:
-        async def receive() -> Message:
-            return await app_inbox.receive()
-
-        async def send(message: Message) -> None:
-            await app_outbox.send(message)
-
         try:
-            await app(scope, receive, send)
+            await app(scope, app_inbox.receive, app_outbox.send)
         except Exception as exc:
             crashed.append(exc)
         finally:
