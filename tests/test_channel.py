@@ -45,7 +45,7 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 NOW = 1_800_000_000.0
-GOOD = {"pid": 42, "service": "orders", "state": "draining", "drain_until": NOW + 3}
+GOOD = {"pid": 42, "ppid": 1, "service": "orders", "state": "draining", "drain_until": NOW + 3}
 
 
 @pytest.mark.parametrize(
@@ -65,6 +65,10 @@ GOOD = {"pid": 42, "service": "orders", "state": "draining", "drain_until": NOW 
         ({"pid": 2**40}, "not a process id"),
         ({"pid": "42"}, "not a process id"),
         ({"pid": True}, "not a process id"),
+        ({"ppid": 0}, None),  # the parent of pid 1
+        ({"ppid": -1}, "ppid -1 is not"),
+        ({"ppid": None}, "ppid None is not"),
+        ({"ppid": 2**40}, "ppid 1099511627776 is not"),
         ({"state": "hacked"}, "is not one of"),
         ({"state": None}, "is not one of"),
         ({"service": "payments"}, "is not 'orders'"),
@@ -203,28 +207,41 @@ async def test_a_worker_ready_while_its_siblings_drain_drains_for_the_rest(
 ) -> None:
     """A worker the server restarts during the hook reads its siblings' state
     files: it drains for what is left of theirs, never longer than its own
-    delay; a value out of range is not believed."""
+    delay; a value out of range is not believed, and neither is a worker of
+    another server (another parent) or one that died while draining."""
     service = unique("sibling")
     base = tempfile.gettempdir()
     sibling = tempfile.mkdtemp(prefix=f"lifewatch-{os.geteuid()}-{service_token(service)}-")
     os.mkfifo(os.path.join(sibling, "drain"), 0o600)
-    keep = os.open(os.path.join(sibling, "drain"), os.O_RDWR | os.O_NONBLOCK)  # alive
     state = os.path.join(sibling, "state.json")
+    server = os.getppid()  # the test process plays a worker: its parent is the server
+    cases = [  # drain end, parent, alive, drains
+        (1e9, server, True, False),
+        (0.6, server + 1, True, False),
+        (0.6, server, False, False),
+        (0.6, server, True, True),
+    ]
     try:
-        for until_, drains in ((time.time() + 1e9, False), (time.time() + 0.6, True)):
+        for ahead, parent, alive, drains in cases:
+            keep = os.open(os.path.join(sibling, "drain"), os.O_RDWR | os.O_NONBLOCK)
+            if not alive:
+                os.close(keep)
             with open(state, "w") as f:  # noqa: ASYNC230
-                json.dump(
-                    {"pid": 1, "service": service, "state": "draining", "drain_until": until_}, f
-                )
-            watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=5)
-            async with LifespanManager(watch.instrument(Starlette())):
-                await asyncio.sleep(0.05)
-                assert (watch.state is State.DRAINING) is drains
-                if drains:
-                    (own,) = [p for p in candidates(service, base) if p != sibling]
-                    assert 0.3 < read_state(own, service).left(time.time()) <= 0.6
+                until_ = time.time() + ahead
+                fields = {"pid": 1, "ppid": parent, "service": service, "state": "draining"}
+                json.dump({**fields, "drain_until": until_}, f)
+            try:
+                watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=5)
+                async with LifespanManager(watch.instrument(Starlette())):
+                    await asyncio.sleep(0.05)
+                    assert (watch.state is State.DRAINING) is drains, (ahead, parent, alive)
+                    if drains:
+                        (own,) = [p for p in candidates(service, base) if p != sibling]
+                        assert 0.3 < read_state(own, service).left(time.time()) <= 0.6
+            finally:
+                if alive:
+                    os.close(keep)
     finally:
-        os.close(keep)
         import shutil
 
         shutil.rmtree(sibling)

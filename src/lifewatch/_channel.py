@@ -135,8 +135,10 @@ def open_fifo(dir_fd: int) -> int:
 class WorkerState:
     """A state file, checked: what one worker says of itself."""
 
-    def __init__(self, pid: int, state: str, drain_until: float | None) -> None:
+    def __init__(self, pid: int, ppid: int, state: str, drain_until: float | None) -> None:
         self.pid = pid
+        self.ppid = ppid
+        """The worker's parent: its server (the workers of one server share it)."""
         self.state = state
         self.drain_until = drain_until
         """Wall-clock end of the drain under way, or None."""
@@ -158,6 +160,9 @@ def parse_state(data: bytes, service: str | None, now: float) -> WorkerState:
     pid, state, until = fields.get("pid"), fields.get("state"), fields.get("drain_until")
     if type(pid) is not int or not 0 < pid <= _PID_MAX:
         raise ValueError(f"pid {pid!r} is not a process id (1 to {_PID_MAX})")
+    ppid = fields.get("ppid")
+    if type(ppid) is not int or not 0 <= ppid <= _PID_MAX:  # 0: the parent of pid 1
+        raise ValueError(f"ppid {ppid!r} is not a process id (0 to {_PID_MAX})")
     if not isinstance(state, str) or state not in _STATES:
         raise ValueError(f"state {state!r} is not one of {sorted(_STATES)}")
     named = fields.get("service")
@@ -169,7 +174,7 @@ def parse_state(data: bytes, service: str | None, now: float) -> WorkerState:
         if not now - MAX_AHEAD <= until <= now + MAX_AHEAD:
             raise ValueError(f"drain_until {until!r} is not within a day of now ({now:.0f})")
         until = float(until)
-    return WorkerState(pid, state, until)
+    return WorkerState(pid, ppid, state, until)
 
 
 def read_state(path: str, service: str | None) -> WorkerState:
@@ -349,6 +354,9 @@ class DrainChannel(Sink):
             self.request(left)
 
     def _siblings_left(self) -> float:
+        """The longest drain left among this worker's siblings: the live workers
+        of the same server (the same parent), not another instance of the
+        service this user runs, nor a worker that died while draining."""
         base = os.path.dirname(self.path or "")
         now, left = time.time(), 0.0
         for path in candidates(self.service, base):
@@ -358,7 +366,12 @@ class DrainChannel(Sink):
                 sibling = read_state(path, self.service)
             except (OSError, ValueError, NotOurs):
                 continue
-            if sibling.pid != os.getpid() and sibling.state == State.DRAINING.value:
+            if (
+                sibling.state == State.DRAINING.value
+                and sibling.pid != os.getpid()
+                and sibling.ppid == os.getppid()
+                and is_read(path)
+            ):
                 left = max(left, sibling.left(now))
         return left
 
@@ -371,6 +384,7 @@ class DrainChannel(Sink):
         data = json.dumps(
             {
                 "pid": os.getpid(),
+                "ppid": os.getppid(),
                 "service": self.service or "",
                 "state": state.value,
                 "drain_until": until,
@@ -388,6 +402,16 @@ class DrainChannel(Sink):
             finally:
                 os.close(fd)
             os.replace(temp, os.path.join(path, STATE))
+
+
+def is_read(path: str) -> bool:
+    """Whether ``path`` is this user's channel and its worker reads its FIFO (is alive)."""
+    try:
+        with open_private(path) as dir_fd:
+            os.close(open_fifo(dir_fd))
+    except (NoReader, OSError, NotOurs):
+        return False
+    return True
 
 
 def is_dead(path: str) -> bool:
@@ -499,7 +523,7 @@ def _other_services(base: str, service: str | None) -> list[str]:
         parts = name.split("-")
         if not name.startswith(start) or len(parts) != 4 or parts[2] == own:
             continue
-        with contextlib.suppress(OSError, NotOurs), open_private(os.path.join(base, name)):
+        if is_read(os.path.join(base, name)):  # a live worker, not a dead one's leftovers
             found.add(parts[2])
     return sorted(found)[:5]
 
