@@ -1,5 +1,6 @@
-"""README.md never lies: every code block runs here, or is an excerpt of a
-file that the tests run, or is output that a test reproduces.
+"""The README and the docs site never lie: every code block runs here, or is
+an excerpt of a file that the tests run (a snippet included from it, mostly),
+or is output that a test reproduces.
 
 Each fenced block is preceded by a marker comment saying which:
 ``excerpt: PATH`` (its lines appear in PATH in order; ``...`` skips lines),
@@ -31,10 +32,10 @@ from tests.support.servers import free_port, http_get, uvicorn_argv, wait_for
 
 from .test_examples import serve
 
-ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
+from .pages import PAGES, ROOT, TEXT
+
 BLOCK = re.compile(r"(?:<!-- (?P<marker>[^>]+?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)\n```", re.S)
-BLOCKS = [(m["marker"] or "", m["lang"], m["body"]) for m in BLOCK.finditer(README)]
+BLOCKS = [(m["marker"] or "", m["lang"], m["body"]) for m in BLOCK.finditer(TEXT)]
 NAMED = {
     "demo-command": "tests/docs/test_readme.py",
     "test-command": ".ci/run",
@@ -88,9 +89,9 @@ def test_run_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     for _, lang, body in blocks("run"):
         if lang == "python":
             namespace: dict[str, Any] = {"__name__": "readme"}
-            exec(compile(body, "README.md", "exec"), namespace)
+            exec(compile(body, "docs", "exec"), namespace)
             watches = [v for v in namespace.values() if isinstance(v, Lifewatch)]
-            assert watches, "a python block in the README makes a Lifewatch"
+            assert watches, "a python block in the docs makes a Lifewatch"
         else:
             assert lang == "bash"
             for command in body.splitlines():
@@ -240,7 +241,7 @@ def test_overrun_log_is_what_uvicorn_prints() -> None:
 
 def test_five_minutes_is_a_whole_file() -> None:
     """Runnable as copied: the block is the example file, every line of it."""
-    section = README[README.index("## Five minutes") :]
+    section = PAGES["docs/tutorial/first-steps.md"]
     marker, _, body = next(b for b in BLOCKS if b[2] in section)
     assert marker == "excerpt: examples/fastapi_lifespan.py"
     assert body == (ROOT / "examples" / "fastapi_lifespan.py").read_text().rstrip("\n")
