@@ -44,6 +44,7 @@ NAMED = {
     "testing-conftest": "tests/docs/test_readme_testing.py",
     "testing-example": "tests/docs/test_readme_testing.py",
     "overrun-log": "tests/docs/test_readme.py",
+    "cli": "tests/docs/test_site.py",
 }
 
 
@@ -240,8 +241,20 @@ def test_overrun_log_is_what_uvicorn_prints() -> None:
 
 
 def test_five_minutes_is_a_whole_file() -> None:
-    """Runnable as copied: the block is the example file, every line of it."""
-    section = PAGES["docs/tutorial/first-steps.md"]
+    """Runnable as copied: the README's example is the example file, every line of it
+    (GitHub shows no snippets: the README's one example is a copy, checked here)."""
+    readme = PAGES["README.md"]
+    section = readme[readme.index("## Five minutes") :]
     marker, _, body = next(b for b in BLOCKS if b[2] in section)
-    assert marker == "excerpt: examples/fastapi_lifespan.py"
-    assert body == (ROOT / "examples" / "fastapi_lifespan.py").read_text().rstrip("\n")
+    assert marker == "excerpt: examples/quickstart.py"
+    assert body == (ROOT / "examples" / "quickstart.py").read_text().rstrip("\n")
+
+
+def test_the_first_steps_page_includes_the_whole_example() -> None:
+    """The site includes the example (a snippet), so it cannot drift from it."""
+    page = (ROOT / "docs" / "tutorial" / "first-steps.md").read_text()
+    assert '```python\n--8<-- "examples/fastapi_lifespan.py"\n```' in page
+
+
+def test_the_readme_is_short() -> None:
+    assert len(PAGES["README.md"].splitlines()) <= 200
