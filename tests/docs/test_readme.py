@@ -30,9 +30,8 @@ from lifewatch import Lifewatch
 from tests.support.servers import env as server_env
 from tests.support.servers import free_port, http_get, uvicorn_argv, wait_for
 
-from .test_examples import serve
-
 from .pages import PAGES, ROOT, TEXT
+from .test_examples import serve
 
 BLOCK = re.compile(r"(?:<!-- (?P<marker>[^>]+?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)\n```", re.S)
 BLOCKS = [(m["marker"] or "", m["lang"], m["body"]) for m in BLOCK.finditer(TEXT)]

@@ -21,7 +21,6 @@ from lifewatch import Options
 from .pages import PAGES, ROOT
 
 
-
 def test_the_site_builds_strictly(tmp_path: Path) -> None:
     environ = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     done = subprocess.run(
