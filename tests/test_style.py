@@ -27,12 +27,12 @@ def run(*args: str) -> None:
 
 @checked_elsewhere
 def test_ruff_check() -> None:
-    run("ruff", "check", "src", "tests", "examples", "benchmarks")
+    run("ruff", "check", "src", "tests", "examples", "benchmarks", "scripts")
 
 
 @checked_elsewhere
 def test_ruff_format() -> None:
-    run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks")
+    run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "scripts")
 
 
 @checked_elsewhere

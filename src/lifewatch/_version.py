@@ -1,3 +1,3 @@
 """The version, in a module of its own: spans name it, and nothing imports upward."""
 
-__version__ = "0.1.0"
+__version__ = "1.0.0rc1"

@@ -1,4 +1,5 @@
-"""The wheel carries the dashboard and the rules, and the installed package finds them.
+"""The wheel carries the licence, the dashboard and the rules, and the installed
+package finds them.
 
 The wheel is built from this tree (hatchling, no build isolation: no
 network), installed with ``--no-deps`` in a fresh venv that sees the current
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 from tests.support.servers import ROOT
@@ -24,7 +26,7 @@ def run(argv: list[str], cwd: Path, environ: dict[str, str]) -> str:
     return done.stdout
 
 
-def test_the_installed_wheel_holds_and_renders_the_assets(tmp_path: Path) -> None:
+def test_the_installed_wheel_holds_the_licence_and_renders_the_assets(tmp_path: Path) -> None:
     environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     source = tmp_path / "src-copy"  # built from a copy: the build writes nothing in the tree
     shutil.copytree(
@@ -40,6 +42,12 @@ def test_the_installed_wheel_holds_and_renders_the_assets(tmp_path: Path) -> Non
         environ,
     )  # fmt: skip
     (wheel,) = wheels.glob("lifewatch-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        licences = [n for n in archive.namelist() if n.endswith("/LICENSE")]
+        assert licences, archive.namelist()
+        assert archive.read(licences[0]).decode() == (ROOT / "LICENSE").read_text()
+        metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        assert "License-Expression: MIT" in archive.read(metadata).decode()
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, environ)

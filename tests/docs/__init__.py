@@ -1,1 +1,1 @@
-"""The README and the examples, run as written."""
+"""The README, the docs site and the examples, run as written."""

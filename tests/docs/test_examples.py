@@ -48,6 +48,7 @@ def serve(target: str) -> Iterator[str]:
     ("target", "path", "body", "readyz"),
     [
         ("examples.fastapi_lifespan:app", "/orders", '{"db":"Database"}', "warn"),
+        ("examples.quickstart:app", "/livez", "ok", "pass"),
         ("examples.fastapi_on_event:app", "/started", '["lifespan","connect_broker"]', "pass"),
         ("examples.composed:app", "/state", '{"db":"postgres-pool","http":"client"}', "pass"),
         ("examples.starlette_app:app", "/", "hello world", "pass"),

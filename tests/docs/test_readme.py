@@ -1,5 +1,6 @@
-"""README.md never lies: every code block runs here, or is an excerpt of a
-file that the tests run, or is output that a test reproduces.
+"""The README and the docs site never lie: every code block runs here, or is
+an excerpt of a file that the tests run (a snippet included from it, mostly),
+or is output that a test reproduces.
 
 Each fenced block is preceded by a marker comment saying which:
 ``excerpt: PATH`` (its lines appear in PATH in order; ``...`` skips lines),
@@ -29,12 +30,11 @@ from lifewatch import Lifewatch
 from tests.support.servers import env as server_env
 from tests.support.servers import free_port, http_get, uvicorn_argv, wait_for
 
+from .pages import PAGES, ROOT, TEXT
 from .test_examples import serve
 
-ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"(?:<!-- (?P<marker>[^>]+?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)\n```", re.S)
-BLOCKS = [(m["marker"] or "", m["lang"], m["body"]) for m in BLOCK.finditer(README)]
+BLOCKS = [(m["marker"] or "", m["lang"], m["body"]) for m in BLOCK.finditer(TEXT)]
 NAMED = {
     "demo-command": "tests/docs/test_readme.py",
     "test-command": ".ci/run",
@@ -43,6 +43,7 @@ NAMED = {
     "testing-conftest": "tests/docs/test_readme_testing.py",
     "testing-example": "tests/docs/test_readme_testing.py",
     "overrun-log": "tests/docs/test_readme.py",
+    "cli": "tests/docs/test_site.py",
 }
 
 
@@ -88,9 +89,9 @@ def test_run_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     for _, lang, body in blocks("run"):
         if lang == "python":
             namespace: dict[str, Any] = {"__name__": "readme"}
-            exec(compile(body, "README.md", "exec"), namespace)
+            exec(compile(body, "docs", "exec"), namespace)
             watches = [v for v in namespace.values() if isinstance(v, Lifewatch)]
-            assert watches, "a python block in the README makes a Lifewatch"
+            assert watches, "a python block in the docs makes a Lifewatch"
         else:
             assert lang == "bash"
             for command in body.splitlines():
@@ -107,6 +108,8 @@ def test_shell_blocks_name_what_their_test_runs() -> None:
         for command in body.splitlines():
             words = [w for w in shlex.split(command.split("#")[0]) if "=" not in w]
             assert words[0] in ("rm", "mkdir", "pip") or words[0] in text, (command, test)
+            if words[0] == "pip":
+                continue  # pip's flags, not the script's
             for env in re.findall(r"(\w+)=", command.split("#")[0]):
                 assert env in text, (env, test)
             for word in words[1:]:
@@ -239,8 +242,20 @@ def test_overrun_log_is_what_uvicorn_prints() -> None:
 
 
 def test_five_minutes_is_a_whole_file() -> None:
-    """Runnable as copied: the block is the example file, every line of it."""
-    section = README[README.index("## Five minutes") :]
+    """Runnable as copied: the README's example is the example file, every line of it
+    (GitHub shows no snippets: the README's one example is a copy, checked here)."""
+    readme = PAGES["README.md"]
+    section = readme[readme.index("## Five minutes") :]
     marker, _, body = next(b for b in BLOCKS if b[2] in section)
-    assert marker == "excerpt: examples/fastapi_lifespan.py"
-    assert body == (ROOT / "examples" / "fastapi_lifespan.py").read_text().rstrip("\n")
+    assert marker == "excerpt: examples/quickstart.py"
+    assert body == (ROOT / "examples" / "quickstart.py").read_text().rstrip("\n")
+
+
+def test_the_first_steps_page_includes_the_whole_example() -> None:
+    """The site includes the example (a snippet), so it cannot drift from it."""
+    page = (ROOT / "docs" / "tutorial" / "first-steps.md").read_text()
+    assert '```python\n--8<-- "examples/fastapi_lifespan.py"\n```' in page
+
+
+def test_the_readme_is_short() -> None:
+    assert len(PAGES["README.md"].splitlines()) <= 200

@@ -1,10 +1,9 @@
-"""The README's timeline and "Testing your app" code blocks, run as written."""
+"""The docs' timeline and "Testing your app" code blocks, run as written."""
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from lifewatch import Lifewatch
 from lifewatch.testing import LifewatchHarness
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+from .pages import TEXT as README
 
 
 def block(marker: str) -> str:
