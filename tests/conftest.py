@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -16,6 +17,13 @@ from lifewatch import Lifewatch
 
 # The lifewatch_harness fixture, exactly as users get it (README "Testing your app").
 pytest_plugins = ["lifewatch.testing", "pytester"]
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any test in which a blocking call runs on a running event loop (as Starlette's suite)."""
+    with blockbuster_ctx() as bb:
+        yield bb
 
 
 class Spans:
