@@ -20,9 +20,36 @@ pytest_plugins = ["lifewatch.testing", "pytester"]
 
 
 @pytest.fixture(autouse=True)
-def blockbuster() -> Iterator[BlockBuster]:
-    """Fail any test in which a blocking call runs on a running event loop (as Starlette's suite)."""
+def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
+    """Fail any test in which a blocking call runs on a running event loop (as Starlette's suite).
+
+    ``@pytest.mark.blockbuster_off("why")``: a test that blocks the loop on
+    purpose (what lifewatch does then is what it tests).
+    """
+    if request.node.get_closest_marker("blockbuster_off") is not None:
+        yield None
+        return
     with blockbuster_ctx() as bb:
+        # Each allowance names the one function that may block, and why.
+        # TODO lean-trim: the process's start time is read from /proc when a
+        # Lifewatch is built (once, at import in an app; on the loop only in
+        # tests that build it there). /proc is made by the kernel, no disk.
+        bb.functions["io.BufferedReader.read"].can_block_in(
+            "lifewatch/_process.py", ["process_start_time"]
+        )
+        # TODO lean-trim: the app's distribution (the build info) is looked up
+        # when a Lifewatch is built, as above: importlib.metadata scans sys.path.
+        bb.functions["os.stat"].can_block_in("lifewatch/_build.py", ["_distribution"])
+        # The OpenTelemetry SDK's TracerProvider() detects resources in a
+        # thread pool it joins; lifewatch.testing builds one per harness.
+        bb.functions["threading.Lock.acquire"].can_block_in("lifewatch/testing.py", ["_sdk"])
+        # By design (issue 18): the drain channel's tiny file operations in a
+        # private 0700 directory in the temp dir run on the loop, at startup,
+        # at each state change and at the end; no thread, no socket for them.
+        for function in bb.functions.values():
+            function.can_block_in(
+                "lifewatch/_channel.py", ["open", "close", "_write_state", "_siblings_left"]
+            )
         yield bb
 
 

@@ -344,18 +344,20 @@ def test_a_sigterm_during_a_requested_drain_waits_for_its_end(
         async with LifespanManager(app):
             started = time.monotonic()
             assert watch.lifecycle.state is State.READY
-            (worker,), _ = ask_all(service, tempfile.gettempdir())
+            (worker,), _ = await asyncio.to_thread(ask_all, service, tempfile.gettempdir())
             await _until(lambda: watch.state is State.DRAINING)
-            assert 0.2 < read_state(worker.path, service).left(time.time()) <= 0.3
+            state = await asyncio.to_thread(read_state, worker.path, service)
+            assert 0.2 < state.left(time.time()) <= 0.3
             os.kill(os.getpid(), signal.SIGTERM)
             await asyncio.sleep(0.05)
             assert server_handler == []  # held: the drain goes on
             await _until(lambda: server_handler == [signal.SIGTERM])
             assert time.monotonic() - started >= 0.3 - 0.02
             # Asking again once it is over: nothing left to wait for.
-            ask_all(service, tempfile.gettempdir())
+            await asyncio.to_thread(ask_all, service, tempfile.gettempdir())
             await asyncio.sleep(0.05)
-            assert read_state(worker.path, service).left(time.time()) == 0.0
+            state = await asyncio.to_thread(read_state, worker.path, service)
+            assert state.left(time.time()) == 0.0
 
     asyncio.run(main())
     begins = [e for e in logs if e["event"] == "lifespan.drain.begin"]

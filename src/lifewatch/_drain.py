@@ -40,6 +40,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from ._compat import is_loop_signal_stub, loop_signal_handler, warn_once
 from ._records import Notice, RunRecord
 from ._sink import Sink
 from ._types import State
@@ -54,25 +55,9 @@ def _hookable(handler: Handler) -> bool:
     """A Python handler that can be called later, and would not see the signal itself."""
     if not callable(handler) or handler in (signal.SIG_DFL, signal.SIG_IGN):
         return False
-    # asyncio's add_signal_handler installs this no-op and learns of the signal
+    # asyncio's add_signal_handler installs a no-op and learns of the signal
     # through the wakeup fd, which replacing the Python handler does not stop.
-    return getattr(handler, "__name__", "") != "_sighandler_noop"
-
-
-def _loop_handler(loop: asyncio.AbstractEventLoop) -> asyncio.Handle | None:
-    """The SIGTERM handler set with ``loop.add_signal_handler`` (hypercorn's), if any.
-
-    asyncio offers no public way to read or run it: ``_signal_handlers`` and
-    ``Handle._run`` are CPython's own, looked up defensively. uvloop keeps no
-    such table, and there lifewatch stays out.
-    """
-    handlers = getattr(loop, "_signal_handlers", None)
-    handle = handlers.get(signal.SIGTERM) if isinstance(handlers, dict) else None
-    if not isinstance(handle, asyncio.Handle) or handle.cancelled():
-        return None
-    if not callable(getattr(handle, "_run", None)):
-        return None
-    return handle
+    return not is_loop_signal_stub(handler)
 
 
 def _under_reload(handler: Handler) -> bool:
@@ -265,15 +250,24 @@ class _ProcessDrain:
             for sig in self.previous:
                 signal.signal(sig, self._on_signal)
             return True
-        handle = _loop_handler(loop)
-        if handle is None:
+        if not is_loop_signal_stub(previous):
+            return False  # nobody in this process handles SIGTERM: nothing to stand before
+        found = loop_signal_handler(loop, signal.SIGTERM)
+        if found is None:
+            warn_once(
+                "drain",
+                "cannot stand in front of the SIGTERM handler this event loop runs "
+                "(not asyncio's own loop?): no drain on SIGTERM; drain with "
+                "`python -m lifewatch drain` as the preStop hook",
+            )
             return False
-        if getattr(handle, "_callback", None) == self._begin:
+        callback, run = found
+        if callback == self._begin:
             # Ours, left on this loop by an earlier server run: the server's
             # handler is still the one kept.
             return loop is self.loop
         self.loop = loop
-        self.previous = {signal.SIGTERM: lambda sig, frame: handle._run()}
+        self.previous = {signal.SIGTERM: lambda sig, frame: run()}
         # Run on the loop from its wakeup fd, as the server's was; it stays
         # after shutdown begins and hands any later signal on at once.
         loop.add_signal_handler(signal.SIGTERM, self._begin, signal.SIGTERM)
