@@ -50,6 +50,16 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
             function.can_block_in(
                 "lifewatch/_channel.py", ["open", "close", "_write_state", "_siblings_left"]
             )
+        # TODO lean-trim: the ops listener, started on the loop at the first
+        # lifespan event, looks for the server's sockets in /proc/self/fd
+        # (os.scandir, os.readlink) and /proc/net/tcp before it binds, and for
+        # the process holding its port when it cannot.
+        for function in bb.functions.values():
+            function.can_block_in("lifewatch/_ops.py", ["_listen", "_held_by"])
+        # tests/faults measure the process (tasks, threads, fds, memory) from
+        # the loop's thread: a thread to read /proc would be counted itself.
+        for function in bb.functions.values():
+            function.can_block_in("tests/support/faults.py", ["now"])
         yield bb
 
 

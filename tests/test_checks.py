@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa  # imported here: importing it reads files, not on the loop
 from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 
 from lifewatch import Lifewatch
@@ -416,13 +418,12 @@ def _ready_watch() -> Lifewatch:
 
 
 async def test_sqlalchemy_sync_engine_against_sqlite(tmp_path: Path) -> None:
-    import sqlalchemy as sa
-
     from lifewatch import checks
 
     watch = _ready_watch()
-    up = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    down = sa.create_engine(f"sqlite:///{tmp_path / 'missing' / 'app.db'}")
+    # create_engine resolves the SQLite path (a file system call): off the loop.
+    up = await asyncio.to_thread(sa.create_engine, f"sqlite:///{tmp_path / 'app.db'}")
+    down = await asyncio.to_thread(sa.create_engine, f"sqlite:///{tmp_path / 'missing' / 'app.db'}")
     watch.add_check("up", checks.sqlalchemy(up))
     watch.add_check("down", checks.sqlalchemy(down))
     assert (await watch.run_check("up")).ok
@@ -436,13 +437,12 @@ async def test_sqlalchemy_sync_engine_against_sqlite(tmp_path: Path) -> None:
 
 
 async def test_sqlalchemy_async_engine_against_sqlite(tmp_path: Path) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     from lifewatch import checks
 
     watch = _ready_watch()
-    up = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
-    down = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'app.db'}")
+    url = f"sqlite+aiosqlite:///{tmp_path}"
+    up = await asyncio.to_thread(create_async_engine, f"{url}/app.db")
+    down = await asyncio.to_thread(create_async_engine, f"{url}/missing/app.db")
     watch.add_check("up", checks.sqlalchemy(up))
     watch.add_check("down", checks.sqlalchemy(down))
     assert (await watch.run_check("up")).ok

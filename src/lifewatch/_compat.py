@@ -84,13 +84,16 @@ def logging_disabled_level() -> int:
 
 
 def is_loop_signal_stub(handler: object) -> bool:
-    """Whether ``handler`` is the no-op Python handler asyncio's (or uvloop's)
-    ``add_signal_handler`` installs.
+    """Whether ``handler`` is the Python handler an event loop's
+    ``add_signal_handler`` installs, not the server's own.
 
-    Reads the function's name, ``_sighandler_noop``: the loop learns of the
-    signal through the wakeup fd, not this handler, so replacing it would not
-    stand in front of the server; nothing public tells the stub apart.
+    Reads the name of asyncio's no-op, ``_sighandler_noop`` (uvloop's is a
+    method of the loop, which is public to see): the loop learns of the
+    signal through the wakeup fd, so replacing this handler would not stand
+    in front of the server, and nothing public tells asyncio's apart.
     """
+    if isinstance(getattr(handler, "__self__", None), asyncio.AbstractEventLoop):
+        return True
     return getattr(handler, "__name__", "") == "_sighandler_noop"
 
 

@@ -98,7 +98,7 @@ async def test_a_requested_drain_drains_every_watch_and_holds_the_signal(
     inner_app = inner.instrument(Starlette())
     async with LifespanManager(outer_app), LifespanManager(inner_app):
         started = time.monotonic()
-        (_asked,), _ = ask_all("outer", tempfile.gettempdir())
+        (_asked,), _ = await asyncio.to_thread(ask_all, "outer", tempfile.gettempdir())
         deadline = time.monotonic() + 5
         while outer.state is not State.DRAINING:
             assert time.monotonic() < deadline
