@@ -56,6 +56,13 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
         # the process holding its port when it cannot.
         for function in bb.functions.values():
             function.can_block_in("lifewatch/_ops.py", ["_listen", "_held_by"])
+        # /metrics in one process renders on the loop: the default registry's
+        # process collector reads /proc (kernel memory, never a disk), 0.22 ms
+        # a scrape; a thread hop would make it 0.39 ms, past the guard of 1.5x
+        # generate_latest. With PROMETHEUS_MULTIPROC_DIR it runs in a thread
+        # (200 workers' files: 47 ms). benchmarks/metrics_offloop.py measures.
+        for function in bb.functions.values():
+            function.can_block_in("prometheus_client/process_collector.py", ["collect"])
         # tests/faults measure the process (tasks, threads, fds, memory) from
         # the loop's thread: a thread to read /proc would be counted itself.
         for function in bb.functions.values():
