@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from lifewatch import Lifewatch, StartupInterrupted, State
+from lifewatch import Lifewatch, StartupInterrupted, State, _compat
 from lifewatch._channel import ask_all, read_state
 from tests.support.broken_logging import broken_logging
 from tests.support.probes import get
@@ -389,3 +390,30 @@ def test_a_loop_signal_handler_is_stood_in_front_of(registry: CollectorRegistry)
             loop.remove_signal_handler(signal.SIGTERM)
 
     asyncio.run(main())
+
+
+def test_a_loop_whose_signal_table_cannot_be_read_gets_no_drain_and_one_warning(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hypercorn on uvloop: the loop takes SIGTERM through the wakeup fd and
+    keeps no table lifewatch can read, so it stays out, and says so once."""
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.setattr(_compat, "_warned", set())
+    watch = Lifewatch(registry=registry, drain_delay=0.3)
+    app = watch.instrument(Starlette())
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: None)
+        try:
+            for _ in range(2):
+                async with LifespanManager(app):
+                    assert watch.state is State.READY
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    with caplog.at_level(logging.WARNING, logger="lifewatch"):
+        uvloop.run(main())
+    warned = [r.getMessage() for r in caplog.records if "no drain on SIGTERM" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "python -m lifewatch drain" in warned[0]
