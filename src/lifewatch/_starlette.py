@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._compat import fastapi_merged_lifespans, mount_base_app
+from ._compat import fastapi_merged_lifespans, mount_base_app, warn_once
 from ._lifespan import (
     Composed,
     LifespanFactory,
@@ -67,7 +67,14 @@ def _default_lifespan_type(router: type) -> type | None:
     """The class of a new router's lifespan, read from a router made for it;
     None if that is not a class of the router's package (a plain function)."""
     default = type(router().lifespan_context)
-    return default if default.__module__.startswith(("starlette.", "fastapi.")) else None
+    if default.__module__.startswith(("starlette.", "fastapi.")):
+        return default
+    warn_once(
+        "default_lifespan",
+        f"cannot tell {router.__qualname__}'s default lifespan apart: on_event "
+        "handlers of included routers may run twice",
+    )
+    return None
 
 
 def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, LifespanFactory]]:
