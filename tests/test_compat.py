@@ -26,13 +26,14 @@ from starlette.routing import Mount
 
 from lifewatch import _compat
 
-# function -> (what it reads from, the releases it was checked on)
+# function -> (what it reads from, the releases it was checked on: the newest
+# the test extra installs, the floors, and the Pythons CI runs)
 CHECKED = {
-    "fastapi_merged_lifespans": ("fastapi", "0.165.0"),
-    "mount_base_app": ("starlette", "1.10.0"),
-    "logging_disabled_level": ("CPython", "3.11.7"),
-    "is_loop_signal_stub": ("CPython asyncio, uvloop", "3.11.7, uvloop 0.23.0"),
-    "loop_signal_handler": ("CPython asyncio", "3.11.7"),
+    "fastapi_merged_lifespans": ("fastapi", "0.112.2, 0.165.0"),
+    "mount_base_app": ("starlette", "0.37.2, 1.10.0"),
+    "logging_disabled_level": ("CPython logging", "3.10.13, 3.11.7, 3.12.1, 3.13.0"),
+    "is_loop_signal_stub": ("CPython asyncio; uvloop", "3.10.13-3.13.0; uvloop 0.23.0"),
+    "loop_signal_handler": ("CPython asyncio", "3.10.13, 3.11.7, 3.12.1, 3.13.0"),
 }
 
 
