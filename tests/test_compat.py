@@ -8,10 +8,8 @@ look.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
-import signal
 import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,8 +30,6 @@ CHECKED = {
     "fastapi_merged_lifespans": ("fastapi", "0.112.2, 0.165.0"),
     "mount_base_app": ("starlette", "0.37.2, 1.10.0"),
     "logging_disabled_level": ("CPython logging", "3.10.13, 3.11.7, 3.12.1, 3.13.0"),
-    "is_loop_signal_stub": ("CPython asyncio; uvloop", "3.10.13-3.13.0; uvloop 0.23.0"),
-    "loop_signal_handler": ("CPython asyncio", "3.10.13, 3.11.7, 3.12.1, 3.13.0"),
 }
 
 
@@ -97,44 +93,6 @@ def test_logging_disabled_level_reads_what_logging_disable_set(
         logging.disable(logging.NOTSET)
     assert _compat.logging_disabled_level() == logging.NOTSET
     assert _warned(caplog) == []
-
-
-def test_a_loop_signal_handler_is_found_and_run(caplog: pytest.LogCaptureFixture) -> None:
-    called: list[str] = []
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGUSR1, called.append, "usr1")
-        try:
-            assert _compat.is_loop_signal_stub(signal.getsignal(signal.SIGUSR1))
-            found = _compat.loop_signal_handler(loop, signal.SIGUSR1)
-            assert found is not None
-            callback, run = found
-            assert callback == called.append
-            run()
-        finally:
-            loop.remove_signal_handler(signal.SIGUSR1)
-        assert _compat.loop_signal_handler(loop, signal.SIGUSR1) is None
-
-    asyncio.run(main())
-    assert called == ["usr1"]
-    assert not _compat.is_loop_signal_stub(signal.default_int_handler)
-    assert _warned(caplog) == []
-
-
-def test_uvloops_signal_handler_is_a_stub_it_has_no_readable_table() -> None:
-    uvloop = pytest.importorskip("uvloop")
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGUSR1, print)
-        try:
-            assert _compat.is_loop_signal_stub(signal.getsignal(signal.SIGUSR1))
-            assert _compat.loop_signal_handler(loop, signal.SIGUSR1) is None
-        finally:
-            loop.remove_signal_handler(signal.SIGUSR1)
-
-    uvloop.run(main())
 
 
 class _Merged:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from lifewatch import Lifewatch, StartupInterrupted, State, _compat
+from lifewatch import Lifewatch, StartupInterrupted, State
 from lifewatch._channel import ask_all, read_state
 from tests.support.broken_logging import broken_logging
 from tests.support.probes import get
@@ -365,11 +364,15 @@ def test_a_sigterm_during_a_requested_drain_waits_for_its_end(
     assert [b["signal"] for b in begins] == ["request"]
 
 
-def test_a_loop_signal_handler_is_stood_in_front_of(registry: CollectorRegistry) -> None:
-    """hypercorn's way: ``loop.add_signal_handler`` before the lifespan starts.
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_a_loop_signal_handler_is_stood_in_front_of(registry: CollectorRegistry, kind: str) -> None:
+    """hypercorn's way: ``loop.add_signal_handler`` before the lifespan starts,
+    on asyncio's loop or uvloop's.
 
-    lifewatch takes the loop's place, drains, then runs the server's handler.
+    lifewatch holds the signal back from the loop's wakeup fd, drains, then
+    hands it on, and the server's handler runs.
     """
+    run = asyncio.run if kind == "asyncio" else pytest.importorskip("uvloop").run
     watch = Lifewatch(registry=registry, drain_delay=0.3)
     app = watch.instrument(Starlette())
     received: list[float] = []
@@ -389,31 +392,4 @@ def test_a_loop_signal_handler_is_stood_in_front_of(registry: CollectorRegistry)
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
 
-    asyncio.run(main())
-
-
-def test_a_loop_whose_signal_table_cannot_be_read_gets_no_drain_and_one_warning(
-    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """hypercorn on uvloop: the loop takes SIGTERM through the wakeup fd and
-    keeps no table lifewatch can read, so it stays out, and says so once."""
-    uvloop = pytest.importorskip("uvloop")
-    monkeypatch.setattr(_compat, "_warned", set())
-    watch = Lifewatch(registry=registry, drain_delay=0.3)
-    app = watch.instrument(Starlette())
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, lambda: None)
-        try:
-            for _ in range(2):
-                async with LifespanManager(app):
-                    assert watch.state is State.READY
-        finally:
-            loop.remove_signal_handler(signal.SIGTERM)
-
-    with caplog.at_level(logging.WARNING, logger="lifewatch"):
-        uvloop.run(main())
-    warned = [r.getMessage() for r in caplog.records if "no drain on SIGTERM" in r.getMessage()]
-    assert len(warned) == 1, warned
-    assert "python -m lifewatch drain" in warned[0]
+    run(main())

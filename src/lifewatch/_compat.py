@@ -9,9 +9,7 @@ internal changes on the installed (newest) release.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 _warned: set[str] = set()
@@ -81,38 +79,3 @@ def logging_disabled_level() -> int:
         warn_once("logging_disabled_level", "cannot read logging.disable()'s level")
         return 0
     return level
-
-
-def is_loop_signal_stub(handler: object) -> bool:
-    """Whether ``handler`` is the Python handler an event loop's
-    ``add_signal_handler`` installs, not the server's own.
-
-    Reads the name of asyncio's no-op, ``_sighandler_noop`` (uvloop's is a
-    method of the loop, which is public to see): the loop learns of the
-    signal through the wakeup fd, so replacing this handler would not stand
-    in front of the server, and nothing public tells asyncio's apart.
-    """
-    if isinstance(getattr(handler, "__self__", None), asyncio.AbstractEventLoop):
-        return True
-    return getattr(handler, "__name__", "") == "_sighandler_noop"
-
-
-def loop_signal_handler(
-    loop: asyncio.AbstractEventLoop, sig: int
-) -> tuple[Callable[..., object], Callable[[], None]] | None:
-    """The callback ``loop.add_signal_handler(sig, ...)`` set, and a way to run it.
-
-    Reads ``loop._signal_handlers`` (CPython's selector loops) and the
-    handle's ``_callback`` and ``_run``: asyncio has no public way to read or
-    call a signal handler set on the loop, and hypercorn takes SIGTERM that
-    way. Fallback: None (the caller warns: no drain on SIGTERM, the
-    ``preStop`` drain still works).
-    """
-    handlers = getattr(loop, "_signal_handlers", None)
-    handle = handlers.get(sig) if isinstance(handlers, dict) else None
-    if not isinstance(handle, asyncio.Handle) or handle.cancelled():
-        return None
-    callback, run = getattr(handle, "_callback", None), getattr(handle, "_run", None)
-    if not callable(callback) or not callable(run):
-        return None
-    return callback, run

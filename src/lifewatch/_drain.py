@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import threading
 import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._compat import is_loop_signal_stub, loop_signal_handler, warn_once
 from ._records import Notice, RunRecord
 from ._sink import Sink
 from ._types import State
@@ -52,12 +52,66 @@ Handler = Any  # what signal.getsignal returns
 
 
 def _hookable(handler: Handler) -> bool:
-    """A Python handler that can be called later, and would not see the signal itself."""
-    if not callable(handler) or handler in (signal.SIG_DFL, signal.SIG_IGN):
-        return False
-    # asyncio's add_signal_handler installs a no-op and learns of the signal
-    # through the wakeup fd, which replacing the Python handler does not stop.
-    return not is_loop_signal_stub(handler)
+    """A Python handler lifewatch can stand in front of and call later."""
+    return callable(handler) and handler not in (signal.SIG_DFL, signal.SIG_IGN)
+
+
+class _WakeupRelay:
+    """Holds back the signals an event loop learns of through the wakeup fd.
+
+    ``loop.add_signal_handler`` (hypercorn's way, asyncio's or uvloop's loop)
+    installs a do-nothing Python handler and reads each signal's number from
+    the fd given to ``signal.set_wakeup_fd``, so replacing the Python handler
+    alone would not stand in front of the server. The relay becomes the wakeup
+    fd: it passes every other signal's byte on to the loop's fd at once, and a
+    held signal's when lifewatch hands it on, as the C handler would have
+    written it (the documented protocol: one byte, the signal's number).
+    Public APIs only: nothing of the loop is read.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, held: set[int], theirs: int) -> None:
+        self.loop, self.held, self.theirs = loop, held, theirs
+        self.read_fd, self.write_fd = os.pipe()
+        for fd in (self.read_fd, self.write_fd):
+            os.set_blocking(fd, False)
+        loop.add_reader(self.read_fd, self._pass_on)
+
+    @classmethod
+    def take(cls, loop: asyncio.AbstractEventLoop, held: set[int]) -> _WakeupRelay | None:
+        """Put a relay in front of the wakeup fd, if one is set (None if not)."""
+        theirs = signal.set_wakeup_fd(-1)
+        if theirs == -1:
+            return None
+        try:
+            relay = cls(loop, held, theirs)
+            signal.set_wakeup_fd(relay.write_fd)
+        except BaseException:
+            signal.set_wakeup_fd(theirs)
+            raise
+        return relay
+
+    def _pass_on(self) -> None:
+        with contextlib.suppress(OSError):
+            data = os.read(self.read_fd, 512)
+            self.send(*(b for b in data if b not in self.held))
+
+    def send(self, *signals: int) -> None:
+        """Write these signals' numbers to the loop's wakeup fd."""
+        if signals:
+            with contextlib.suppress(OSError):  # full: the loop would have lost it too
+                os.write(self.theirs, bytes(signals))
+
+    def give_back(self) -> None:
+        """The loop's wakeup fd back in place (unless someone else's took over)."""
+        self._pass_on()
+        current = signal.set_wakeup_fd(self.theirs)
+        if current != self.write_fd:
+            signal.set_wakeup_fd(current)
+        with contextlib.suppress(Exception):
+            if not self.loop.is_closed():
+                self.loop.remove_reader(self.read_fd)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
 
 
 def _under_reload(handler: Handler) -> bool:
@@ -217,6 +271,7 @@ class _ProcessDrain:
         self.draining: list[Drainer] = []
         self.held: int | None = None
         """A signal that came during a requested drain: handed on at its end."""
+        self.relay: _WakeupRelay | None = None
 
     def join(self, drainer: Drainer) -> bool:
         if threading.current_thread() is not threading.main_thread():
@@ -240,37 +295,16 @@ class _ProcessDrain:
         (uvicorn): it drains nothing, but like SIGTERM it ends a startup under way.
         """
         previous = signal.getsignal(signal.SIGTERM)
-        if _hookable(previous):
-            if _under_reload(previous):
-                return False
-            self.loop = loop
-            self.previous = {signal.SIGTERM: previous}
-            if signal.getsignal(signal.SIGINT) == previous:
-                self.previous[signal.SIGINT] = previous
-            for sig in self.previous:
-                signal.signal(sig, self._on_signal)
-            return True
-        if not is_loop_signal_stub(previous):
-            return False  # nobody in this process handles SIGTERM: nothing to stand before
-        found = loop_signal_handler(loop, signal.SIGTERM)
-        if found is None:
-            warn_once(
-                "drain",
-                "cannot stand in front of the SIGTERM handler this event loop runs "
-                "(not asyncio's own loop?): no drain on SIGTERM; drain with "
-                "`python -m lifewatch drain` as the preStop hook",
-            )
+        if not _hookable(previous) or _under_reload(previous):
             return False
-        callback, run = found
-        if callback == self._begin:
-            # Ours, left on this loop by an earlier server run: the server's
-            # handler is still the one kept.
-            return loop is self.loop
+        held: set[int] = {signal.SIGTERM}
+        if signal.getsignal(signal.SIGINT) == previous:
+            held.add(signal.SIGINT)
+        self.relay = _WakeupRelay.take(loop, held)
         self.loop = loop
-        self.previous = {signal.SIGTERM: lambda sig, frame: run()}
-        # Run on the loop from its wakeup fd, as the server's was; it stays
-        # after shutdown begins and hands any later signal on at once.
-        loop.add_signal_handler(signal.SIGTERM, self._begin, signal.SIGTERM)
+        self.previous = dict.fromkeys(held, previous)
+        for sig in held:
+            signal.signal(sig, self._on_signal)
         return True
 
     def leave(self, drainer: Drainer) -> None:
@@ -289,9 +323,10 @@ class _ProcessDrain:
             ours = [sig for sig in self.previous if signal.getsignal(sig) == self._on_signal]
             for sig in ours:
                 signal.signal(sig, self.previous[sig])
-            if ours:
-                self.loop = None
-        # A handler on the loop stays (see _hook): it keeps the loop.
+            relay, self.relay = self.relay, None
+            if relay is not None:
+                relay.give_back()
+            self.loop = None
 
     # -- the signal -----------------------------------------------------------
 
@@ -377,8 +412,12 @@ class _ProcessDrain:
 
     def _forward(self, sig: int) -> None:
         previous = self.previous.get(sig)
-        if callable(previous):
-            previous(sig, None)
+        try:
+            if callable(previous):
+                previous(sig, None)
+        finally:
+            if self.relay is not None:
+                self.relay.send(sig)  # a loop's handler (hypercorn's) learns of it now
 
 
 _PROCESS = _ProcessDrain()
