@@ -12,8 +12,9 @@ uvicorn's own graceful shutdown and the lifespan shutdown follow.
 The hook is installed when startup begins, in the server process, only where
 it can work: in the main thread, when the SIGTERM handler in place is a Python
 callable that lifewatch can call later (uvicorn's ``Server.handle_exit``), or
-one asyncio's loop runs (hypercorn's ``loop.add_signal_handler``): lifewatch
-puts its own in the loop's place and runs the server's when the drain ends.
+the stand-in of an event loop that runs the server's (hypercorn's
+``loop.add_signal_handler``): there ``_WakeupRelay`` holds the signal back
+from the loop until the drain ends.
 A server that takes the signal in a supervisor of its own (granian, hypercorn
 with worker processes) leaves nothing to hook, so there lifewatch stays out;
 readiness then flips when ``lifespan.shutdown`` arrives.
