@@ -70,26 +70,35 @@ class _WakeupRelay:
     Public APIs only: nothing of the loop is read.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, held: set[int], theirs: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, held: set[int], fds: tuple[int, int], theirs: int
+    ) -> None:
         self.loop, self.held, self.theirs = loop, held, theirs
-        self.read_fd, self.write_fd = os.pipe()
-        for fd in (self.read_fd, self.write_fd):
-            os.set_blocking(fd, False)
+        self.read_fd, self.write_fd = fds
         loop.add_reader(self.read_fd, self._pass_on)
 
     @classmethod
     def take(cls, loop: asyncio.AbstractEventLoop, held: set[int]) -> _WakeupRelay | None:
-        """Put a relay in front of the wakeup fd, if one is set (None if not)."""
-        theirs = signal.set_wakeup_fd(-1)
-        if theirs == -1:
-            return None
+        """Put a relay in front of the wakeup fd, if one is set (None if not).
+
+        Swapped in one call: no signal falls between the loop's fd and ours.
+        """
+        fds = os.pipe()
+        for fd in fds:
+            os.set_blocking(fd, False)
+        theirs = signal.set_wakeup_fd(fds[1])
         try:
-            relay = cls(loop, held, theirs)
-            signal.set_wakeup_fd(relay.write_fd)
+            if theirs != -1:
+                return cls(loop, held, fds, theirs)
         except BaseException:
             signal.set_wakeup_fd(theirs)
+            for fd in fds:
+                os.close(fd)
             raise
-        return relay
+        signal.set_wakeup_fd(-1)
+        for fd in fds:
+            os.close(fd)
+        return None
 
     def _pass_on(self) -> None:
         with contextlib.suppress(OSError):
