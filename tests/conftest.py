@@ -57,10 +57,10 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
         for function in bb.functions.values():
             function.can_block_in("lifewatch/_ops.py", ["_listen", "_held_by"])
         # /metrics in one process renders on the loop: the default registry's
-        # process collector reads /proc (kernel memory, never a disk), 0.22 ms
-        # a scrape; a thread hop would make it 0.39 ms, past the guard of 1.5x
-        # generate_latest. With PROMETHEUS_MULTIPROC_DIR it runs in a thread
-        # (200 workers' files: 47 ms). benchmarks/metrics_offloop.py measures.
+        # process collector reads /proc (kernel memory, never a disk): 0.22-0.26
+        # ms a scrape; in a thread 0.35-0.39 ms, 1.5-1.7x generate_latest, past
+        # its guard of 1.5x. With PROMETHEUS_MULTIPROC_DIR it renders in a
+        # thread (200 workers' files: 23-55 ms). benchmarks/metrics_offloop.py.
         for function in bb.functions.values():
             function.can_block_in("prometheus_client/process_collector.py", ["collect"])
         # prometheus-client's multiprocess mode opens (once per process and
