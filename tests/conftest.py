@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -16,6 +17,63 @@ from lifewatch import Lifewatch
 
 # The lifewatch_harness fixture, exactly as users get it (README "Testing your app").
 pytest_plugins = ["lifewatch.testing", "pytester"]
+
+
+@pytest.fixture(autouse=True)
+def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
+    """Fail any test in which a blocking call runs on a running event loop (as Starlette's suite).
+
+    ``@pytest.mark.blockbuster_off("why")``: a test that blocks the loop on
+    purpose (what lifewatch does then is what it tests).
+    """
+    if request.node.get_closest_marker("blockbuster_off") is not None:
+        yield None
+        return
+    with blockbuster_ctx() as bb:
+        # Each allowance names the one function that may block, and why.
+        # TODO lean-trim: the process's start time is read from /proc when a
+        # Lifewatch is built (once, at import in an app; on the loop only in
+        # tests that build it there). /proc is made by the kernel, no disk.
+        bb.functions["io.BufferedReader.read"].can_block_in(
+            "lifewatch/_process.py", ["process_start_time"]
+        )
+        # TODO lean-trim: the app's distribution (the build info) is looked up
+        # when a Lifewatch is built, as above: importlib.metadata scans sys.path.
+        bb.functions["os.stat"].can_block_in("lifewatch/_build.py", ["_distribution"])
+        # The OpenTelemetry SDK's TracerProvider() detects resources in a
+        # thread pool it joins; lifewatch.testing builds one per harness.
+        bb.functions["threading.Lock.acquire"].can_block_in("lifewatch/testing.py", ["_sdk"])
+        # By design (issue 18): the drain channel's tiny file operations in a
+        # private 0700 directory in the temp dir run on the loop, at startup,
+        # at each state change and at the end; no thread, no socket for them.
+        for function in bb.functions.values():
+            function.can_block_in(
+                "lifewatch/_channel.py", ["open", "close", "_write_state", "_siblings_left"]
+            )
+        # TODO lean-trim: the ops listener, started on the loop at the first
+        # lifespan event, looks for the server's sockets in /proc/self/fd
+        # (os.scandir, os.readlink) and /proc/net/tcp before it binds, and for
+        # the process holding its port when it cannot.
+        for function in bb.functions.values():
+            function.can_block_in("lifewatch/_ops.py", ["_listen", "_held_by"])
+        # /metrics in one process renders on the loop: the default registry's
+        # process collector reads /proc (kernel memory, never a disk): 0.22-0.26
+        # ms a scrape; in a thread 0.35-0.39 ms, 1.5-1.7x generate_latest, past
+        # its guard of 1.5x. With PROMETHEUS_MULTIPROC_DIR it renders in a
+        # thread (200 workers' files: 23-55 ms). benchmarks/metrics_offloop.py.
+        for function in bb.functions.values():
+            function.can_block_in("prometheus_client/process_collector.py", ["collect"])
+        # prometheus-client's multiprocess mode opens (once per process and
+        # file) the mmap file a value lives in when a series is first written;
+        # lifewatch writes its metrics from the event flow, as an app writes
+        # its own from a request handler.
+        for function in bb.functions.values():
+            function.can_block_in("prometheus_client/values.py", ["__reset"])
+        # tests/faults measure the process (tasks, threads, fds, memory) from
+        # the loop's thread: a thread to read /proc would be counted itself.
+        for function in bb.functions.values():
+            function.can_block_in("tests/support/faults.py", ["now"])
+        yield bb
 
 
 class Spans:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import stat
@@ -21,6 +22,7 @@ from starlette.testclient import TestClient
 from lifewatch import Lifewatch, State
 from lifewatch._channel import (
     MAX_AHEAD,
+    WorkerState,
     ask_all,
     candidates,
     parse_state,
@@ -37,9 +39,16 @@ def channels(service: str) -> list[str]:
     return candidates(service, tempfile.gettempdir())
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+async def listed(service: str) -> list[str]:
+    """``channels``, off the event loop (the test reads the directory as the
+    drain command does, from outside the app)."""
+    return await asyncio.to_thread(channels, service)
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` (or the value it awaits) is true."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not ((await value) if inspect.isawaitable(value := predicate()) else value):
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.005)
 
@@ -120,18 +129,21 @@ def fds_open_on(path: str) -> list[int]:
 async def test_the_channel_is_private_and_goes_with_the_lifespan() -> None:
     service = unique("private")
     watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=0.2)
-    async with LifespanManager(watch.instrument(Starlette())):
+
+    def look() -> tuple[os.stat_result, os.stat_result, WorkerState, int]:
         (path,) = channels(service)
-        here = os.lstat(path)
-        fifo = os.lstat(os.path.join(path, "drain"))
-        state = read_state(path, service)
-        (held,) = fds_open_on(os.path.join(path, "drain"))
+        fifo = os.path.join(path, "drain")
+        (held,) = fds_open_on(fifo)
+        return os.lstat(path), os.lstat(fifo), read_state(path, service), held
+
+    async with LifespanManager(watch.instrument(Starlette())):
+        here, fifo, state, held = await asyncio.to_thread(look)
         assert not os.get_inheritable(held)  # closed across exec
     assert stat.S_ISDIR(here.st_mode) and stat.S_IMODE(here.st_mode) == 0o700
     assert here.st_uid == os.geteuid()
     assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o600
     assert (state.pid, state.state, state.drain_until) == (os.getpid(), "ready", None)
-    assert channels(service) == []  # removed at the end of shutdown
+    assert await listed(service) == []  # removed at the end of shutdown
 
 
 def _threads_and_sockets() -> tuple[int, int]:
@@ -163,10 +175,10 @@ def test_a_test_client_starts_no_thread_and_binds_no_socket_for_the_drain() -> N
 async def test_asgi_lifespan_starts_no_thread_and_binds_no_socket_for_the_drain() -> None:
     service = unique("lifespan")
     watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=5)
-    before = _threads_and_sockets()
+    before = await asyncio.to_thread(_threads_and_sockets)
     async with LifespanManager(watch.instrument(Starlette())):
-        assert len(channels(service)) == 1
-        during = _threads_and_sockets()
+        assert len(await listed(service)) == 1
+        during = await asyncio.to_thread(_threads_and_sockets)
     assert during == before
 
 
@@ -186,8 +198,12 @@ async def test_a_starting_worker_drains_for_what_is_left_once_ready() -> None:
     app = watch.instrument(Starlette(lifespan=asynccontextmanager(lifespan)))
     manager = LifespanManager(app)
     entered = asyncio.create_task(manager.__aenter__())
-    await until(lambda: len(channels(service)) == 1)
-    (worker,), _ = ask_all(service, tempfile.gettempdir())
+
+    async def made() -> bool:
+        return len(await listed(service)) == 1
+
+    await until(made)
+    (worker,), _ = await asyncio.to_thread(ask_all, service, tempfile.gettempdir())
     asked = time.monotonic()
     await asyncio.sleep(0.3)
     assert watch.state is State.STARTING
@@ -195,7 +211,7 @@ async def test_a_starting_worker_drains_for_what_is_left_once_ready() -> None:
     await entered
     try:
         await until(lambda: watch.state is State.DRAINING)
-        left = read_state(worker.path, service).left(time.time())
+        left = (await asyncio.to_thread(read_state, worker.path, service)).left(time.time())
         assert left <= 1.0 - (time.monotonic() - asked) + 0.05
         assert left > 0.2
     finally:
@@ -211,9 +227,6 @@ async def test_a_worker_ready_while_its_siblings_drain_drains_for_the_rest(
     another server (another parent) or one that died while draining."""
     service = unique("sibling")
     base = tempfile.gettempdir()
-    sibling = tempfile.mkdtemp(prefix=f"lifewatch-{os.geteuid()}-{service_token(service)}-")
-    os.mkfifo(os.path.join(sibling, "drain"), 0o600)
-    state = os.path.join(sibling, "state.json")
     server = os.getppid()  # the test process plays a worker: its parent is the server
     cases = [  # drain end, parent, alive, drains
         (1e9, server, True, False),
@@ -221,30 +234,44 @@ async def test_a_worker_ready_while_its_siblings_drain_drains_for_the_rest(
         (0.6, server, False, False),
         (0.6, server, True, True),
     ]
+
+    def make_sibling() -> str:
+        path = tempfile.mkdtemp(prefix=f"lifewatch-{os.geteuid()}-{service_token(service)}-")
+        os.mkfifo(os.path.join(path, "drain"), 0o600)
+        return path
+
+    sibling = await asyncio.to_thread(make_sibling)
+    state = os.path.join(sibling, "state.json")
+
+    def write_state(ahead: float, parent: int) -> None:
+        fields = {"pid": 1, "ppid": parent, "service": service, "state": "draining"}
+        with open(state, "w") as f:
+            json.dump({**fields, "drain_until": time.time() + ahead}, f)
+
+    def own_left() -> float:
+        (own,) = [p for p in candidates(service, base) if p != sibling]
+        return read_state(own, service).left(time.time())
+
     try:
         for ahead, parent, alive, drains in cases:
             keep = os.open(os.path.join(sibling, "drain"), os.O_RDWR | os.O_NONBLOCK)
             if not alive:
                 os.close(keep)
-            with open(state, "w") as f:  # noqa: ASYNC230
-                until_ = time.time() + ahead
-                fields = {"pid": 1, "ppid": parent, "service": service, "state": "draining"}
-                json.dump({**fields, "drain_until": until_}, f)
+            await asyncio.to_thread(write_state, ahead, parent)
             try:
                 watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=5)
                 async with LifespanManager(watch.instrument(Starlette())):
                     await asyncio.sleep(0.05)
                     assert (watch.state is State.DRAINING) is drains, (ahead, parent, alive)
                     if drains:
-                        (own,) = [p for p in candidates(service, base) if p != sibling]
-                        assert 0.3 < read_state(own, service).left(time.time()) <= 0.6
+                        assert 0.3 < await asyncio.to_thread(own_left) <= 0.6
             finally:
                 if alive:
                     os.close(keep)
     finally:
         import shutil
 
-        shutil.rmtree(sibling)
+        await asyncio.to_thread(shutil.rmtree, sibling)
 
 
 def forked_child_holds(path: str) -> bool:
@@ -265,6 +292,9 @@ def forked_child_holds(path: str) -> bool:
         os.waitpid(pid, 0)
 
 
+@pytest.mark.blockbuster_off(
+    "it forks a child and waits for it, on the loop's thread, mid-lifespan"
+)
 async def test_a_forked_child_does_not_hold_the_fifo() -> None:
     """A process forked in a phase (a pool) closes it: when the worker goes,
     nobody reads the FIFO, and its directory counts as dead."""

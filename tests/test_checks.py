@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa  # imported here: importing it reads files, not on the loop
 from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 
 from lifewatch import Lifewatch, LifewatchMiddleware
@@ -460,13 +462,12 @@ def _ready_watch() -> Lifewatch:
 
 
 async def test_sqlalchemy_sync_engine_against_sqlite(tmp_path: Path) -> None:
-    import sqlalchemy as sa
-
     from lifewatch import checks
 
     watch = _ready_watch()
-    up = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    down = sa.create_engine(f"sqlite:///{tmp_path / 'missing' / 'app.db'}")
+    # create_engine resolves the SQLite path (a file system call): off the loop.
+    up = await asyncio.to_thread(sa.create_engine, f"sqlite:///{tmp_path / 'app.db'}")
+    down = await asyncio.to_thread(sa.create_engine, f"sqlite:///{tmp_path / 'missing' / 'app.db'}")
     watch.add_check("up", checks.sqlalchemy(up))
     watch.add_check("down", checks.sqlalchemy(down))
     assert (await watch.run_check("up")).ok
@@ -480,13 +481,12 @@ async def test_sqlalchemy_sync_engine_against_sqlite(tmp_path: Path) -> None:
 
 
 async def test_sqlalchemy_async_engine_against_sqlite(tmp_path: Path) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     from lifewatch import checks
 
     watch = _ready_watch()
-    up = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
-    down = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'app.db'}")
+    url = f"sqlite+aiosqlite:///{tmp_path}"
+    up = await asyncio.to_thread(create_async_engine, f"{url}/app.db")
+    down = await asyncio.to_thread(create_async_engine, f"{url}/missing/app.db")
     watch.add_check("up", checks.sqlalchemy(up))
     watch.add_check("down", checks.sqlalchemy(down))
     assert (await watch.run_check("up")).ok
@@ -556,7 +556,7 @@ async def test_disk_free(tmp_path: Path) -> None:
         checks.disk_free(tmp_path)
 
 
-async def test_redis_against_a_real_redis_server(tmp_path: Path) -> None:
+def test_redis_against_a_real_redis_server(tmp_path: Path) -> None:
     import redis.asyncio
 
     from lifewatch import checks
@@ -564,15 +564,22 @@ async def test_redis_against_a_real_redis_server(tmp_path: Path) -> None:
 
     port = free_port()
     with running(redis_server(tmp_path, port), tmp_path / "redis.log") as proc:
-        client = redis.asyncio.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-        watch = _ready_watch()
-        watch.add_check("redis", checks.redis(client))
-        await wait_for_async(lambda: watch.run_check("redis"), 10)
-        assert (await watch.run_check("redis")).ok
-        stop(proc)
-        down = await watch.run_check("redis")
-        assert not down.ok
-        await client.aclose()
+
+        async def main() -> None:
+            # Redis() looks its own version up (importlib.metadata): off the loop.
+            client = await asyncio.to_thread(
+                redis.asyncio.Redis, host="127.0.0.1", port=port, socket_timeout=1
+            )
+            watch = _ready_watch()
+            watch.add_check("redis", checks.redis(client))
+            await wait_for_async(lambda: watch.run_check("redis"), 10)
+            assert (await watch.run_check("redis")).ok
+            await asyncio.to_thread(stop, proc)
+            down = await watch.run_check("redis")
+            assert not down.ok
+            await client.aclose()
+
+        asyncio.run(main())
     with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis client"):
         checks.redis(object())
 

@@ -79,7 +79,7 @@ DOCKERFILE = Path(__file__).resolve().parents[1] / "examples" / "Dockerfile"
 
 async def test_the_dockerfile_healthcheck_command() -> None:
     """examples/Dockerfile's HEALTHCHECK, run as Docker would, against a live listener."""
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    text = (await asyncio.to_thread(DOCKERFILE.read_text)).replace("\\\n", " ")
     (line,) = [ln for ln in text.splitlines() if ln.startswith("HEALTHCHECK")]
     argv = json.loads(line.split(" CMD ", 1)[1])
     assert argv[:4] == ["python", "-m", "lifewatch", "probe"]

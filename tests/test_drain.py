@@ -344,29 +344,35 @@ def test_a_sigterm_during_a_requested_drain_waits_for_its_end(
         async with LifespanManager(app):
             started = time.monotonic()
             assert watch.state is State.READY
-            (worker,), _ = ask_all(service, tempfile.gettempdir())
+            (worker,), _ = await asyncio.to_thread(ask_all, service, tempfile.gettempdir())
             await _until(lambda: watch.state is State.DRAINING)
-            assert 0.2 < read_state(worker.path, service).left(time.time()) <= 0.3
+            state = await asyncio.to_thread(read_state, worker.path, service)
+            assert 0.2 < state.left(time.time()) <= 0.3
             os.kill(os.getpid(), signal.SIGTERM)
             await asyncio.sleep(0.05)
             assert server_handler == []  # held: the drain goes on
             await _until(lambda: server_handler == [signal.SIGTERM])
             assert time.monotonic() - started >= 0.3 - 0.02
             # Asking again once it is over: nothing left to wait for.
-            ask_all(service, tempfile.gettempdir())
+            await asyncio.to_thread(ask_all, service, tempfile.gettempdir())
             await asyncio.sleep(0.05)
-            assert read_state(worker.path, service).left(time.time()) == 0.0
+            state = await asyncio.to_thread(read_state, worker.path, service)
+            assert state.left(time.time()) == 0.0
 
     asyncio.run(main())
     begins = [e for e in logs if e["event"] == "lifespan.drain.begin"]
     assert [b["signal"] for b in begins] == ["request"]
 
 
-def test_a_loop_signal_handler_is_stood_in_front_of(registry: CollectorRegistry) -> None:
-    """hypercorn's way: ``loop.add_signal_handler`` before the lifespan starts.
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_a_loop_signal_handler_is_stood_in_front_of(registry: CollectorRegistry, kind: str) -> None:
+    """hypercorn's way: ``loop.add_signal_handler`` before the lifespan starts,
+    on asyncio's loop or uvloop's.
 
-    lifewatch takes the loop's place, drains, then runs the server's handler.
+    lifewatch holds the signal back from the loop's wakeup fd, drains, then
+    hands it on, and the server's handler runs.
     """
+    run = asyncio.run if kind == "asyncio" else pytest.importorskip("uvloop").run
     watch = Lifewatch(registry=registry, drain_delay=0.3)
     app = watch.instrument(Starlette())
     received: list[float] = []
@@ -386,4 +392,4 @@ def test_a_loop_signal_handler_is_stood_in_front_of(registry: CollectorRegistry)
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
 
-    asyncio.run(main())
+    run(main())

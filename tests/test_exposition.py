@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from asgi_lifespan import LifespanManager
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -63,6 +63,17 @@ async def test_text_format_by_default(watch: Lifewatch) -> None:
     text = body.decode()
     assert state_of(text) == "ready"
     assert "lifespan_startup_duration_seconds " in text
+
+
+async def test_the_process_collector_is_scraped_on_the_loop(registry: CollectorRegistry) -> None:
+    """One process renders inline: the default registry's process collector
+    reads /proc on the loop, which tests/conftest.py allows (and says why)."""
+    ProcessCollector(registry=registry)
+    watch = Lifewatch(registry=registry)
+    async with LifespanManager(app_with(watch)) as manager:
+        status, _, body = await get(manager.app)
+    assert status == 200
+    assert "process_open_fds " in body.decode()
 
 
 async def test_openmetrics_when_accept_asks(watch: Lifewatch) -> None:
@@ -162,7 +173,7 @@ async def test_odd_phase_and_check_names_are_escaped(watch: Lifewatch) -> None:
         assert set(ODD_NAMES) <= phases
         assert set(ODD_NAMES) <= failed
         assert set(ODD_NAMES) == checks == latency
-    assert promtool_check_metrics(text) == ""
+    assert await asyncio.to_thread(promtool_check_metrics, text) == ""
 
 
 def promtool_check_metrics(text: str) -> str:
@@ -193,7 +204,7 @@ async def test_promtool_accepts_the_exposition(watch: Lifewatch) -> None:
     families.check_failures.labels("postgres", "timeout").inc()
     async with LifespanManager(app_with(watch, lifespan)) as manager:
         text = (await get(manager.app))[2].decode()
-    assert promtool_check_metrics(text) == ""
+    assert await asyncio.to_thread(promtool_check_metrics, text) == ""
     assert (
         'lifespan_phase_failures_total{event="startup",phase="cache",reason="timeout"} 1.0' in text
     )

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lifewatch"
 LAYERS = [
     # names every part shares
     "_types",
+    "_compat",
     "_version",
     "_validate",
     "_scrub",

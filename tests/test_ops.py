@@ -47,6 +47,7 @@ async def fetch_async(url: str, method: str = "GET") -> tuple[int, str, float]:
     return await asyncio.to_thread(fetch, url, method)
 
 
+@pytest.mark.blockbuster_off("a phase blocks the loop: the ops listener answers anyway")
 async def test_answers_during_startup_while_the_loop_is_blocked_then_closes() -> None:
     release = threading.Event()
     watch = Lifewatch(
@@ -113,6 +114,7 @@ async def test_answers_during_startup_while_the_loop_is_blocked_then_closes() ->
         raise AssertionError("the ops listener still accepts connections after shutdown")
 
 
+@pytest.mark.blockbuster_off("the loop is blocked: what a probe costs then")
 async def test_a_blocked_loop_costs_a_probe_its_check_timeout_not_more() -> None:
     watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
 

@@ -493,6 +493,7 @@ async def test_sync_phases_nest_from_async_code_sync_code_and_worker_threads(
     assert not [e for e in logs if e["event"] == "lifespan.phase.overrun"]
 
 
+@pytest.mark.blockbuster_off("a phase blocks the loop: what lifewatch reports then")
 async def test_a_sync_phase_over_its_timeout_is_a_timeout_naming_the_stuck_line(
     watch: Lifewatch, registry: CollectorRegistry, spans: Spans, logs: list[dict[str, Any]]
 ) -> None:
@@ -533,6 +534,7 @@ async def test_a_sync_phase_over_its_timeout_is_a_timeout_naming_the_stuck_line(
     assert watch.startup is not None and watch.startup.failed_phase == "migrations"
 
 
+@pytest.mark.blockbuster_off("a phase blocks the loop: what lifewatch reports then")
 async def test_an_async_phase_on_a_blocked_loop_is_a_timeout_too(
     watch: Lifewatch, logs: list[dict[str, Any]]
 ) -> None:
@@ -554,7 +556,7 @@ async def test_an_async_phase_on_a_blocked_loop_is_a_timeout_too(
     assert f":{stuck_line} in lifespan" in overrun["stuck_at"]
 
 
-async def test_a_block_that_raises_after_its_timeout_raises_phase_timeout_from_it(
+def test_a_block_that_raises_after_its_timeout_raises_phase_timeout_from_it(
     watch: Lifewatch,
 ) -> None:
     def blocking_then_broken() -> None:

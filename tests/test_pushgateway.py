@@ -184,7 +184,7 @@ def test_last_words_reach_a_real_pushgateway(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_rolled_back_startup_pushes_the_rollback_too(tmp_path: Path) -> None:
+def test_a_rolled_back_startup_pushes_the_rollback_too(tmp_path: Path) -> None:
     gw = free_port()
     with running(pushgateway(tmp_path, gw), tmp_path / "pushgateway.log"):
         wait_for("the pushgateway", lambda: http_get(f"http://127.0.0.1:{gw}/-/ready"), 15)
@@ -205,10 +205,14 @@ async def test_a_rolled_back_startup_pushes_the_rollback_too(tmp_path: Path) -> 
             yield
 
         app = watch.instrument(Starlette(lifespan=watch.lifespan(db=db, broken=broken)))
-        with pytest.raises(RuntimeError, match="no config"):
-            async with LifespanManager(app):
-                pass
-        await asyncio.sleep(0)
+
+        async def main() -> None:
+            with pytest.raises(RuntimeError, match="no config"):
+                async with LifespanManager(app):
+                    pass
+            await asyncio.sleep(0)
+
+        asyncio.run(main())
         assert sink_of(watch).wait()
         series = pushed(gw, "rollback")
         assert value(series, "lifespan_state", state="failed", instance="here") == 1

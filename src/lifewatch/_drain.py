@@ -12,8 +12,9 @@ uvicorn's own graceful shutdown and the lifespan shutdown follow.
 The hook is installed when startup begins, in the server process, only where
 it can work: in the main thread, when the SIGTERM handler in place is a Python
 callable that lifewatch can call later (uvicorn's ``Server.handle_exit``), or
-one asyncio's loop runs (hypercorn's ``loop.add_signal_handler``): lifewatch
-puts its own in the loop's place and runs the server's when the drain ends.
+the stand-in of an event loop that runs the server's (hypercorn's
+``loop.add_signal_handler``): there ``_WakeupRelay`` holds the signal back
+from the loop until the drain ends.
 A server that takes the signal in a supervisor of its own (granian, hypercorn
 with worker processes) leaves nothing to hook, so there lifewatch stays out;
 readiness then flips when ``lifespan.shutdown`` arrives.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -51,28 +53,75 @@ Handler = Any  # what signal.getsignal returns
 
 
 def _hookable(handler: Handler) -> bool:
-    """A Python handler that can be called later, and would not see the signal itself."""
-    if not callable(handler) or handler in (signal.SIG_DFL, signal.SIG_IGN):
-        return False
-    # asyncio's add_signal_handler installs this no-op and learns of the signal
-    # through the wakeup fd, which replacing the Python handler does not stop.
-    return getattr(handler, "__name__", "") != "_sighandler_noop"
+    """A Python handler lifewatch can stand in front of and call later."""
+    return callable(handler) and handler not in (signal.SIG_DFL, signal.SIG_IGN)
 
 
-def _loop_handler(loop: asyncio.AbstractEventLoop) -> asyncio.Handle | None:
-    """The SIGTERM handler set with ``loop.add_signal_handler`` (hypercorn's), if any.
+class _WakeupRelay:
+    """Holds back the signals an event loop learns of through the wakeup fd.
 
-    asyncio offers no public way to read or run it: ``_signal_handlers`` and
-    ``Handle._run`` are CPython's own, looked up defensively. uvloop keeps no
-    such table, and there lifewatch stays out.
+    ``loop.add_signal_handler`` (hypercorn's way, asyncio's or uvloop's loop)
+    installs a do-nothing Python handler and reads each signal's number from
+    the fd given to ``signal.set_wakeup_fd``, so replacing the Python handler
+    alone would not stand in front of the server. The relay becomes the wakeup
+    fd: it passes every other signal's byte on to the loop's fd at once, and a
+    held signal's when lifewatch hands it on, as the C handler would have
+    written it (the documented protocol: one byte, the signal's number).
+    Public APIs only: nothing of the loop is read.
     """
-    handlers = getattr(loop, "_signal_handlers", None)
-    handle = handlers.get(signal.SIGTERM) if isinstance(handlers, dict) else None
-    if not isinstance(handle, asyncio.Handle) or handle.cancelled():
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, held: set[int], fds: tuple[int, int], theirs: int
+    ) -> None:
+        self.loop, self.held, self.theirs = loop, held, theirs
+        self.read_fd, self.write_fd = fds
+        loop.add_reader(self.read_fd, self._pass_on)
+
+    @classmethod
+    def take(cls, loop: asyncio.AbstractEventLoop, held: set[int]) -> _WakeupRelay | None:
+        """Put a relay in front of the wakeup fd, if one is set (None if not).
+
+        Swapped in one call: no signal falls between the loop's fd and ours.
+        """
+        fds = os.pipe()
+        for fd in fds:
+            os.set_blocking(fd, False)
+        theirs = signal.set_wakeup_fd(fds[1])
+        try:
+            if theirs != -1:
+                return cls(loop, held, fds, theirs)
+        except BaseException:
+            signal.set_wakeup_fd(theirs)
+            for fd in fds:
+                os.close(fd)
+            raise
+        signal.set_wakeup_fd(-1)
+        for fd in fds:
+            os.close(fd)
         return None
-    if not callable(getattr(handle, "_run", None)):
-        return None
-    return handle
+
+    def _pass_on(self) -> None:
+        with contextlib.suppress(OSError):
+            data = os.read(self.read_fd, 512)
+            self.send(*(b for b in data if b not in self.held))
+
+    def send(self, *signals: int) -> None:
+        """Write these signals' numbers to the loop's wakeup fd."""
+        if signals:
+            with contextlib.suppress(OSError):  # full: the loop would have lost it too
+                os.write(self.theirs, bytes(signals))
+
+    def give_back(self) -> None:
+        """The loop's wakeup fd back in place (unless someone else's took over)."""
+        self._pass_on()
+        current = signal.set_wakeup_fd(self.theirs)
+        if current != self.write_fd:
+            signal.set_wakeup_fd(current)
+        with contextlib.suppress(Exception):
+            if not self.loop.is_closed():
+                self.loop.remove_reader(self.read_fd)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
 
 
 def _under_reload(handler: Handler) -> bool:
@@ -232,6 +281,7 @@ class _ProcessDrain:
         self.draining: list[Drainer] = []
         self.held: int | None = None
         """A signal that came during a requested drain: handed on at its end."""
+        self.relay: _WakeupRelay | None = None
 
     def join(self, drainer: Drainer) -> bool:
         if threading.current_thread() is not threading.main_thread():
@@ -255,28 +305,16 @@ class _ProcessDrain:
         (uvicorn): it drains nothing, but like SIGTERM it ends a startup under way.
         """
         previous = signal.getsignal(signal.SIGTERM)
-        if _hookable(previous):
-            if _under_reload(previous):
-                return False
-            self.loop = loop
-            self.previous = {signal.SIGTERM: previous}
-            if signal.getsignal(signal.SIGINT) == previous:
-                self.previous[signal.SIGINT] = previous
-            for sig in self.previous:
-                signal.signal(sig, self._on_signal)
-            return True
-        handle = _loop_handler(loop)
-        if handle is None:
+        if not _hookable(previous) or _under_reload(previous):
             return False
-        if getattr(handle, "_callback", None) == self._begin:
-            # Ours, left on this loop by an earlier server run: the server's
-            # handler is still the one kept.
-            return loop is self.loop
+        held: set[int] = {signal.SIGTERM}
+        if signal.getsignal(signal.SIGINT) == previous:
+            held.add(signal.SIGINT)
+        self.relay = _WakeupRelay.take(loop, held)
         self.loop = loop
-        self.previous = {signal.SIGTERM: lambda sig, frame: handle._run()}
-        # Run on the loop from its wakeup fd, as the server's was; it stays
-        # after shutdown begins and hands any later signal on at once.
-        loop.add_signal_handler(signal.SIGTERM, self._begin, signal.SIGTERM)
+        self.previous = dict.fromkeys(held, previous)
+        for sig in held:
+            signal.signal(sig, self._on_signal)
         return True
 
     def leave(self, drainer: Drainer) -> None:
@@ -295,9 +333,10 @@ class _ProcessDrain:
             ours = [sig for sig in self.previous if signal.getsignal(sig) == self._on_signal]
             for sig in ours:
                 signal.signal(sig, self.previous[sig])
-            if ours:
-                self.loop = None
-        # A handler on the loop stays (see _hook): it keeps the loop.
+            relay, self.relay = self.relay, None
+            if relay is not None:
+                relay.give_back()
+            self.loop = None
 
     # -- the signal -----------------------------------------------------------
 
@@ -383,8 +422,12 @@ class _ProcessDrain:
 
     def _forward(self, sig: int) -> None:
         previous = self.previous.get(sig)
-        if callable(previous):
-            previous(sig, None)
+        try:
+            if callable(previous):
+                previous(sig, None)
+        finally:
+            if self.relay is not None:
+                self.relay.send(sig)  # a loop's handler (hypercorn's) learns of it now
 
 
 _PROCESS = _ProcessDrain()

@@ -20,6 +20,7 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from ._compat import logging_disabled_level
 from ._records import Notice, PhaseRecord, RunRecord
 from ._scrub import scrub
 from ._sink import Sink
@@ -244,9 +245,7 @@ def _unhandled(logger: logging.Logger, levelno: int) -> bool:
     root's default aside), or ``logging.disable`` covers the level; under
     uvicorn, not below its own level (``--log-level warning``).
     """
-    # ``manager.disable`` is what ``logging.disable()`` sets and what
-    # ``Logger.isEnabledFor`` reads; the standard library has no getter.
-    if levelno < logging.INFO or logger.disabled or logger.manager.disable >= levelno:
+    if levelno < logging.INFO or logger.disabled or logging_disabled_level() >= levelno:
         return False
     # Under uvicorn, the level it set on its logger is the server's --log-level.
     if "uvicorn" in sys.modules and levelno < logging.getLogger("uvicorn.error").level:

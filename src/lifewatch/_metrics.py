@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.samples import Sample
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ._errors import add_note
 from ._records import PhaseRecord, RunRecord
@@ -25,30 +26,43 @@ if TYPE_CHECKING:
 CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class UnsetGauge(Gauge):
+class UnsetGauge(Collector):
     """A gauge without labels that is absent until it is first set.
 
     prometheus-client exports an unlabelled gauge as 0 from the moment it is
     registered: ``lifespan_shutdown_duration_seconds 0.0`` before any
-    shutdown reads as a shutdown that took no time. The value (and, under
-    ``PROMETHEUS_MULTIPROC_DIR``, its entry in the worker's file) is made on
-    the first ``set``, so until then the family has no sample.
+    shutdown reads as a shutdown that took no time. So the registry holds
+    this collector, which yields the family without a sample until the first
+    ``set`` makes the (unregistered) ``Gauge``: under ``PROMETHEUS_MULTIPROC_DIR``
+    the worker's file gets its entry only then too.
     """
 
-    def _metric_init(self) -> None:
-        self._unset = True
-        self._init_lock = threading.Lock()
+    def __init__(
+        self, name: str, documentation: str, *, multiprocess_mode: str, registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self.multiprocess_mode = multiprocess_mode
+        self._gauge: Gauge | None = None
+        self._lock = threading.Lock()
+        registry.register(self)
 
     def set(self, value: float) -> None:
-        if self._unset:
-            with self._init_lock:
-                if self._unset:
-                    super()._metric_init()
-                    self._unset = False
-        super().set(value)
+        with self._lock:
+            if self._gauge is None:
+                self._gauge = Gauge(
+                    self.name,
+                    self.documentation,
+                    multiprocess_mode=self.multiprocess_mode,  # type: ignore[arg-type]
+                    registry=None,
+                )
+        self._gauge.set(value)
 
-    def _child_samples(self) -> Iterable[Sample]:
-        return () if self._unset else super()._child_samples()
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterable[Metric]:
+        gauge = self._gauge
+        return self.describe() if gauge is None else gauge.collect()
 
 
 class Metrics:
@@ -144,7 +158,7 @@ class Metrics:
             registry=registry,
         )
 
-    def all(self) -> tuple[Gauge | Counter | Histogram, ...]:
+    def all(self) -> tuple[Gauge | Counter | Histogram | UnsetGauge, ...]:
         """Every family, e.g. to push exactly these and nothing else."""
         return (
             self.phase_duration,

@@ -13,11 +13,14 @@ crash, and reaches the server as one.
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 from collections.abc import AsyncIterator, Collection
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ._compat import fastapi_merged_lifespans, mount_base_app, warn_once
 from ._lifespan import (
     Composed,
     LifespanFactory,
@@ -31,8 +34,6 @@ from ._middleware import LifewatchMiddleware
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
 
-_FASTAPI_MERGED = "_merge_lifespan_context.<locals>.merged_lifespan"
-
 
 def flatten_app_lifespan(context: object) -> list[object]:
     """Split FastAPI's merged router lifespans back into their parts.
@@ -42,20 +43,38 @@ def flatten_app_lifespan(context: object) -> list[object]:
     and lets the default (``on_event``) lifespans go, since their handlers
     were copied to the app's router and lifewatch runs those once itself.
     """
-    wrapped = getattr(context, "__wrapped__", None)
-    if (
-        wrapped is not None
-        and getattr(wrapped, "__qualname__", "") == _FASTAPI_MERGED
-        and wrapped.__closure__ is not None
-    ):
-        cells = dict(zip(wrapped.__code__.co_freevars, wrapped.__closure__, strict=True))
-        if "original_context" in cells and "nested_context" in cells:
-            return flatten_app_lifespan(cells["original_context"].cell_contents) + (
-                flatten_app_lifespan(cells["nested_context"].cell_contents)
-            )
-    if type(context).__name__ == "_DefaultLifespan":
+    parts = fastapi_merged_lifespans(context)
+    if parts is not None:
+        return flatten_app_lifespan(parts[0]) + flatten_app_lifespan(parts[1])
+    if _is_default_lifespan(context):
         return []
     return [context]
+
+
+def _is_default_lifespan(context: object) -> bool:
+    """Whether ``context`` is the lifespan a router has when given none (it
+    runs the ``on_event`` handlers): Starlette's, or FastAPI's own."""
+    from starlette.routing import Router
+
+    fastapi = sys.modules.get("fastapi.routing")
+    routers = (Router,) if fastapi is None else (Router, fastapi.APIRouter)
+    defaults = tuple(t for t in map(_default_lifespan_type, routers) if t is not None)
+    return isinstance(context, defaults)
+
+
+@functools.cache
+def _default_lifespan_type(router: type) -> type | None:
+    """The class of a new router's lifespan, read from a router made for it;
+    None if that is not a class of the router's package (a plain function)."""
+    default = type(router().lifespan_context)
+    if default.__module__.startswith(("starlette.", "fastapi.")):
+        return default
+    warn_once(
+        "default_lifespan",
+        f"cannot tell {router.__qualname__}'s default lifespan apart: on_event "
+        "handlers of included routers may run twice",
+    )
+    return None
 
 
 def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, LifespanFactory]]:
@@ -123,8 +142,7 @@ def _mounted(
         path = prefix + route.path
         if path in mounts.skip:
             continue
-        # ``Mount.app`` may be the mount's own middleware around the app.
-        base = getattr(route, "_base_app", route.app)
+        base = mount_base_app(route)
         if id(base) in seen:
             continue  # mounted twice: its lifespan runs once
         seen.add(id(base))

@@ -68,6 +68,7 @@ def test_example_serves_and_answers_probes(target: str, path: str, body: str, re
         assert health.json()["status"] == readyz
 
 
+@pytest.mark.blockbuster_off("examples/blocking.py blocks the loop on purpose")
 async def test_blocking_example_times_out_both_phases_and_cuts_the_thread() -> None:
     from examples import blocking
 

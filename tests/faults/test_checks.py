@@ -198,6 +198,7 @@ async def test_a_check_returning_after_it_swallowed_the_cancel(
     assert result is not None and not result.ok
 
 
+@pytest.mark.blockbuster_off("a check blocks the loop: what /readyz answers then")
 async def test_an_async_check_blocking_the_event_loop(logs: list[dict[str, Any]]) -> None:
     """Row (issue point 3): ``time.sleep`` in an ``async def`` check is a timeout,
     and the log says it blocked the loop, and for how long."""

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,7 @@ async def test_a_requested_drain_drains_every_watch_and_holds_the_signal(
     inner_app = inner.instrument(Starlette())
     async with LifespanManager(outer_app), LifespanManager(inner_app):
         started = time.monotonic()
-        (_asked,), _ = ask_all("outer", tempfile.gettempdir())
+        (_asked,), _ = await asyncio.to_thread(ask_all, "outer", tempfile.gettempdir())
         deadline = time.monotonic() + 5
         while outer.state is not State.DRAINING:
             assert time.monotonic() < deadline
@@ -210,6 +210,17 @@ def fake_worker(service: str, state: str = "ready", *, keep: bool = False) -> It
             os.utime(os.path.join(path, "drain"), (old, old))
 
 
+@contextlib.asynccontextmanager
+async def fake_worker_off_loop(service: str, *, keep: bool = False) -> AsyncIterator[str]:
+    """``fake_worker`` from a coroutine: the process started and killed in a thread."""
+    worker = fake_worker(service, keep=keep)
+    path = await asyncio.to_thread(worker.__enter__)
+    try:
+        yield path
+    finally:
+        await asyncio.to_thread(worker.__exit__, None, None, None)
+
+
 async def test_a_worker_that_never_drains_fails_within_the_bound(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -217,14 +228,11 @@ async def test_a_worker_that_never_drains_fails_within_the_bound(
     command still waits the drain out, then exits 1 (the kubelet's FailedPreStopHook)."""
     service = f"stuck{os.getpid()}"
     watch = Lifewatch(service=service, registry=CollectorRegistry(), drain_delay=0.3)
-    async with LifespanManager(watch.instrument(Starlette())):
-        with fake_worker(service):
-            started = time.monotonic()
-            status = await asyncio.to_thread(
-                main, ["drain", "--service", service, "--timeout", "1"]
-            )
-            took = time.monotonic() - started
-            assert watch.state is State.DRAINING
+    async with LifespanManager(watch.instrument(Starlette())), fake_worker_off_loop(service):
+        started = time.monotonic()
+        status = await asyncio.to_thread(main, ["drain", "--service", service, "--timeout", "1"])
+        took = time.monotonic() - started
+        assert watch.state is State.DRAINING
     assert status == 1
     assert took >= 1.0  # the bound, then the rest of the drain
     err = capsys.readouterr().err
@@ -244,7 +252,7 @@ def test_a_worker_killed_leaves_nothing_behind(capsys: pytest.CaptureFixture[str
     async def drain() -> int:
         async with LifespanManager(watch.instrument(Starlette())):
             # the start removed it already; made again to see the hook remove it
-            with fake_worker(service, keep=True) as again:
+            async with fake_worker_off_loop(service, keep=True) as again:
                 pass
             status = await asyncio.to_thread(main, ["drain", "--service", service])
             return status if not await asyncio.to_thread(os.path.exists, again) else -1
