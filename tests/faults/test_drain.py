@@ -188,8 +188,8 @@ def fake_worker(service: str, state: str = "ready", *, keep: bool = False) -> It
         "os.mkfifo(os.path.join(path, 'drain'), 0o600)\n"
         "fd = os.open(os.path.join(path, 'drain'), os.O_RDWR | os.O_NONBLOCK)\n"
         "with open(os.path.join(path, 'state.json'), 'w') as f:\n"
-        f"    json.dump({{'pid': os.getpid(), 'service': '{service}', 'state': '{state}',"
-        " 'drain_until': None}, f)\n"
+        "    json.dump({'pid': os.getpid(), 'ppid': os.getppid(),"
+        f" 'service': '{service}', 'state': '{state}', 'drain_until': None}}, f)\n"
         "print(path, flush=True); time.sleep(60)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
