@@ -10,6 +10,7 @@ import pytest
 
 from lifewatch import Lifewatch
 from lifewatch.testing import LifewatchHarness
+from tests.test_timeline import shop  # at import: not read from disk on the loop
 
 from .pages import TEXT as README
 
@@ -53,8 +54,6 @@ def _shape(value: Any) -> Any:
 async def test_the_readme_json_has_the_real_shape() -> None:
     documented = json.loads(block("timeline-json"))
     h = LifewatchHarness(service="orders")
-    from tests.test_timeline import shop
-
     await h.run(shop(h.watch))
     real = h.timeline.to_dict()
     event = next(e for e in real["timeline"]["events"] if e["startupStep"]["name"] == "database")
