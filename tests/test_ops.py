@@ -502,7 +502,8 @@ async def test_threads_are_fixed_connections_capped_and_slow_ones_closed(
     """Whatever the load: the listener's threads are made once, connections
     beyond the cap wait in the backlog (no fd taken), and a connection idle or
     sending its request too slowly is closed after its timeout."""
-    monkeypatch.setattr(_ops, "MAX_CONNECTIONS", 4)
+    cap = 4
+    monkeypatch.setattr(_ops, "MAX_CONNECTIONS", cap)
     monkeypatch.setattr(_ops, "HEAD_TIMEOUT", 1.0)
     monkeypatch.setattr(_ops, "KEEP_ALIVE", 1.0)
     watch = Lifewatch(registry=CollectorRegistry(), ops_address="127.0.0.1:0", drain_delay=0)
@@ -522,8 +523,12 @@ async def test_threads_are_fixed_connections_capped_and_slow_ones_closed(
                     raw.sendall(b"GET /livez HTTP/1.1\r\n")  # a head begun, never ended
                 time.sleep(0.3)
                 assert _threads(port) == _ops.HANDLERS + 1
-                # 20 of the test's, 4 of the listener's: the rest wait in the backlog.
-                assert _fds() - fds == 20 + 4, _fds() - fds
+                # 20 of the test's, MAX_CONNECTIONS of the listener's: the rest
+                # wait in the backlog (uncapped, it would hold 20). The count is
+                # the whole process's: a few fds it opens or closes meanwhile
+                # (an earlier test's socket, collected) are allowed for.
+                listener = _fds() - fds - 20
+                assert listener <= cap + 3, listener
                 # Slow senders are cut off once HEAD_TIMEOUT has passed, the
                 # backlog's turn comes, and they are cut off in turn.
                 for raw in held:
