@@ -14,7 +14,6 @@ import atexit
 import contextlib
 import os
 import pwd
-import re
 import shutil
 import socket
 import subprocess
@@ -30,7 +29,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.servers import ROOT, env, free_ports, running, wait_for
+from tests.support.servers import ROOT, env, free_ports, running, wait_for, which_worker
 
 ATTACKER = "lifewatch-attacker"
 APP = "tests.apps.matrix:app"
@@ -42,7 +41,6 @@ FORGED = [
     ("forwarded", "for=127.0.0.1"),
     ("x-real-ip", "127.0.0.1"),
 ]
-WORKER = re.compile(rb"worker-(\d+)")
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="makes a second user: run as root (CI)")
 
@@ -304,15 +302,6 @@ def prestop_command(service: str, port: int) -> list[str]:
     command = list(container["lifecycle"]["preStop"]["exec"]["command"])
     assert command[0] == "python"
     return [sys.executable, *command[1:]]
-
-
-def which_worker(fresh: httpx.Client, url: str) -> tuple[int, int]:
-    try:
-        response = fresh.get(url)
-    except httpx.HTTPError:
-        return 0, 0
-    found = WORKER.search(response.content)
-    return (int(found.group(1)) if found else 0), response.status_code
 
 
 def statuses(fresh: httpx.Client, url: str, workers: set[int]) -> dict[int, int]:

@@ -16,7 +16,6 @@ file's results.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import env, free_ports, running, wait_for
+from tests.support.servers import env, free_ports, running, wait_for, which_worker
 
 DRAIN, SHUTDOWN = 1.0, 3.0
 APP = "tests.apps.matrix:app"
@@ -274,18 +273,6 @@ MULTI = {
         workers=2,
     ),
 }
-WORKER = re.compile(rb"worker-(\d+)")
-
-
-def which_worker(fresh: httpx.Client, url: str) -> tuple[int, int]:
-    """(the pid of the worker that answered, its status); ``fresh`` keeps no
-    connection, so the kernel picks a worker each time."""
-    try:
-        response = fresh.get(url)
-    except httpx.HTTPError:
-        return 0, 0
-    found = WORKER.search(response.content)
-    return (int(found.group(1)) if found else 0), response.status_code
 
 
 def every_worker_ready(fresh: httpx.Client, readyz: str, workers: int) -> set[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,6 +17,8 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
@@ -180,3 +183,18 @@ def prometheus(
         f"--storage.tsdb.path={tmp / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]
+
+
+WORKER = re.compile(rb"worker-(\d+)")
+"""The pid in the body of tests/apps/matrix.py's answers."""
+
+
+def which_worker(fresh: httpx.Client, url: str) -> tuple[int, int]:
+    """(the pid of the worker that answered, its status); ``fresh`` keeps no
+    connection, so the kernel picks a worker each time."""
+    try:
+        response = fresh.get(url)
+    except httpx.HTTPError:
+        return 0, 0
+    found = WORKER.search(response.content)
+    return (int(found.group(1)) if found else 0), response.status_code
