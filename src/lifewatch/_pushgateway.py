@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import math
+import functools
 import socket
 import threading
 import time
@@ -31,6 +31,7 @@ from ._records import RunRecord
 from ._scrub import scrub
 from ._sink import Sink
 from ._types import State
+from ._validate import validate_seconds
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,7 @@ class Pushgateway:
                 "Pushgateway handler must be a prometheus-client push handler (a callable), "
                 f"e.g. prometheus_client.exposition.basic_auth_handler; got {self.handler!r}"
             )
-        t = self.timeout
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-            raise ValueError(f"Pushgateway timeout must be a positive number of seconds; got {t!r}")
+        validate_seconds(self.timeout, "Pushgateway timeout", optional=False)
 
     def __repr__(self) -> str:
         # Options get logged and printed: never with the URL's password.
@@ -102,13 +101,7 @@ class Pushgateway:
             return url, self.handler
         if username is None and password is None:
             return url, default_handler
-
-        def handler(
-            url: str, method: str, timeout: float | None, headers: list[Any], data: bytes
-        ) -> Callable[[], None]:
-            return basic_auth_handler(url, method, timeout, headers, data, username, password)
-
-        return url, handler
+        return url, functools.partial(basic_auth_handler, username=username, password=password)
 
     @classmethod
     def coerce(cls, value: object) -> Pushgateway | None:

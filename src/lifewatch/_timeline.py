@@ -101,7 +101,7 @@ class Timeline:
 
 
 def _event_json(e: TimelineEntry) -> dict[str, Any]:
-    tags = {"lifespan.event": e.event, "lifespan.outcome": e.outcome or "running"}
+    tags: dict[str, str] = {"lifespan.event": e.event, "lifespan.outcome": e.outcome or "running"}
     if e.kind == "phase":
         tags["lifespan.phase.critical"] = str(e.critical).lower()
         if e.background:
