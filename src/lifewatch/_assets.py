@@ -15,7 +15,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,19 +129,6 @@ def set_thresholds(text: str, values: Mapping[str, float]) -> str:
     return _TEMPLATE_MARK.sub(lambda m: m["mark"] + number(m), text)
 
 
-def _walk(node: Any, string: Callable[[str], str], values: Mapping[str, float]) -> Any:
-    if isinstance(node, dict):
-        out = {k: _walk(v, string, values) for k, v in node.items()}
-        if isinstance(out.get(MARK_KEY), str):
-            out["value"] = _number(_value(out[MARK_KEY], values))
-        return out
-    if isinstance(node, list):
-        return [_walk(v, string, values) for v in node]
-    if isinstance(node, str):
-        return string(node)
-    return node
-
-
 def render_dashboard(
     namespace: str = DEFAULT_NAMESPACE,
     options: Options | None = None,
@@ -150,9 +137,20 @@ def render_dashboard(
 ) -> str:
     """The dashboard's JSON for metrics prefixed ``namespace``, thresholds from
     ``options``; ``source`` replaces the shipped dashboard."""
+    values = thresholds(options)
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items()}
+            if isinstance(out.get(MARK_KEY), str):
+                out["value"] = _number(_value(out[MARK_KEY], values))
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return rename_metrics(node, namespace) if isinstance(node, str) else node
+
     dashboard = json.loads(asset_text(DASHBOARD) if source is None else source)
-    rendered = _walk(dashboard, lambda s: rename_metrics(s, namespace), thresholds(options))
-    return json.dumps(rendered, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(walk(dashboard), indent=2, ensure_ascii=False) + "\n"
 
 
 def render_rules(
@@ -234,15 +232,12 @@ def prometheus_rule(
 ) -> dict[str, Any]:
     """A ``PrometheusRule`` of the alert rules rendered for the watch;
     ``labels``: what the Prometheus' ``ruleSelector`` asks for."""
-    rules = render_rules(watch.options.namespace, watch.options)
-    if not re.search(r"^groups:", rules, re.M):
-        raise ValueError(f"{RULES} has no top-level 'groups:'")
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": _metadata(name, labels or {}, k8s_namespace),
         # The rules file is a mapping whose one key is `groups`, as `spec` wants.
-        "spec": Verbatim(rules),
+        "spec": Verbatim(render_rules(watch.options.namespace, watch.options)),
     }
 
 

@@ -81,16 +81,13 @@ def negotiate(accept: bytes | Iterable[bytes], offers: Sequence[bytes]) -> bytes
     """
     weights: dict[bytes, float] = {}  # by range; a range sent twice keeps the kinder q
     seen = False
-    for media_range in _elements(accept):
-        media_type, semicolon, params = media_range.partition(b";")
-        media_type = media_type.strip().lower()
-        if not media_type and not semicolon:
+    for element, media_type, q in _parsed(accept):
+        if not media_type and b";" not in element:
             continue  # an empty list element, which RFC 9110 §5.6.1 allows
         seen = True
         kind, _, subtype = media_type.partition(b"/")
         if not kind or not subtype or (kind == b"*" and subtype != b"*"):
             continue
-        q = _weight(params)
         if q is not None and q > weights.get(media_type, -1.0):
             weights[media_type] = q
     if not seen:
@@ -115,12 +112,9 @@ def ranked(accept: bytes | Iterable[bytes]) -> list[bytes]:
     For a library that takes the first match of a list and knows nothing of
     ``q`` (prometheus-client's encoder choice).
     """
-    weighted: list[tuple[float, int, bytes]] = []
-    for element in _elements(accept):
-        token, _, params = element.partition(b";")
-        q = _weight(params)
-        if token.strip() and q:
-            weighted.append((-q, len(weighted), element.strip()))
+    weighted = [
+        (-q, i, e.strip()) for i, (e, token, q) in enumerate(_parsed(accept)) if token and q
+    ]
     return [element for _, _, element in sorted(weighted)]
 
 
@@ -128,15 +122,19 @@ def coding_accepted(accept_encoding: bytes | Iterable[bytes], coding: bytes) -> 
     """Whether ``Accept-Encoding`` allows ``coding`` (RFC 9110 §12.5.3): its own
     element decides, else ``*``; ``q=0`` refuses it."""
     star: float | None = None
-    for element in _elements(accept_encoding):
-        token, _, params = element.partition(b";")
-        token = token.strip().lower()
-        q = _weight(params)
+    for _, token, q in _parsed(accept_encoding):
         if token == coding:
             return bool(q)
         if token == b"*" and q is not None:
             star = q
     return bool(star)
+
+
+def _parsed(values: bytes | Iterable[bytes]) -> Iterator[tuple[bytes, bytes, float | None]]:
+    """Each element of a header with its lower-case token and its ``q``."""
+    for element in _elements(values):
+        token, _, params = element.partition(b";")
+        yield element, token.strip().lower(), _weight(params)
 
 
 def _elements(values: bytes | Iterable[bytes]) -> Iterator[bytes]:
