@@ -74,14 +74,18 @@ class Metrics:
     """
 
     def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
+        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+            return Gauge(name, doc, labels, multiprocess_mode="liveall", registry=registry)
+
+        def unset(name: str, doc: str, mode: str = "liveall") -> UnsetGauge:
+            return UnsetGauge(name, doc, multiprocess_mode=mode, registry=registry)
+
         ns = namespace
-        self.phase_duration = Gauge(
+        self.phase_duration = gauge(
             f"{ns}_phase_duration_seconds",
             "Duration of the last run of a lifespan phase (parent: the enclosing phase, "
             "empty at top level).",
             ("phase", "parent", "event"),
-            multiprocess_mode="liveall",
-            registry=registry,
         )
         self.phase_failures = Counter(
             f"{ns}_phase_failures",
@@ -89,43 +93,26 @@ class Metrics:
             ("phase", "event", "reason"),
             registry=registry,
         )
-        self.startup_duration = UnsetGauge(
-            f"{ns}_startup_duration_seconds",
-            "Duration of the whole lifespan startup.",
-            multiprocess_mode="liveall",
-            registry=registry,
+        self.startup_duration = unset(
+            f"{ns}_startup_duration_seconds", "Duration of the whole lifespan startup."
         )
-        self.shutdown_duration = UnsetGauge(
+        self.shutdown_duration = unset(
             f"{ns}_shutdown_duration_seconds",
             "Duration of the whole lifespan shutdown.",
-            multiprocess_mode="mostrecent",
-            registry=registry,
+            mode="mostrecent",
         )
-        self.boot_duration = UnsetGauge(
+        self.boot_duration = unset(
             f"{ns}_boot_duration_seconds",
             "Seconds from process start to the first lifespan event (imports, app construction).",
-            multiprocess_mode="liveall",
-            registry=registry,
         )
-        self.time_to_ready = UnsetGauge(
-            f"{ns}_time_to_ready_seconds",
-            "Seconds from process start (imports included) to ready.",
-            multiprocess_mode="liveall",
-            registry=registry,
+        self.time_to_ready = unset(
+            f"{ns}_time_to_ready_seconds", "Seconds from process start (imports included) to ready."
         )
-        self.state = Gauge(
-            f"{ns}_state",
-            "Lifecycle state: 1 for the current one, 0 for the others.",
-            ("state",),
-            multiprocess_mode="liveall",
-            registry=registry,
+        self.state = gauge(
+            f"{ns}_state", "Lifecycle state: 1 for the current one, 0 for the others.", ("state",)
         )
-        self.check_status = Gauge(
-            f"{ns}_check_status",
-            "Health check status: 1 passing, 0 failing.",
-            ("check", "probe"),
-            multiprocess_mode="liveall",
-            registry=registry,
+        self.check_status = gauge(
+            f"{ns}_check_status", "Health check status: 1 passing, 0 failing.", ("check", "probe")
         )
         self.check_duration = Histogram(
             f"{ns}_check_duration_seconds",
@@ -140,12 +127,10 @@ class Metrics:
             ("check", "reason"),
             registry=registry,
         )
-        self.build_info = Gauge(
+        self.build_info = gauge(
             f"{ns}_build_info",
             "What is running: 1 per service, version and revision.",
             ("service", "version", "revision"),
-            multiprocess_mode="liveall",
-            registry=registry,
         )
 
     def all(self) -> tuple[Gauge | Counter | Histogram | UnsetGauge, ...]:
