@@ -1,9 +1,5 @@
-"""``/metrics``: prometheus-client's own exposition, served as plain ASGI.
-
-The format (Prometheus text, or OpenMetrics when ``Accept`` asks for it)
-comes from ``choose_encoder``: escaping and format details stay
-prometheus-client's job.
-"""
+"""``/metrics``: prometheus-client's own exposition (``choose_encoder``: text or
+OpenMetrics, escaping and format details are its job), served as plain ASGI."""
 
 from __future__ import annotations
 

@@ -185,10 +185,7 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
 
 class MetricsSink(Sink):
     """The only writer of lifewatch's metrics: runs, phases, state, checks, supervised tasks.
-
-    A write that fails (an unusable ``PROMETHEUS_MULTIPROC_DIR``) is isolated
-    by the lifecycle like any sink's.
-    """
+    A write that fails (an unusable multiprocess dir) is isolated like any sink's."""
 
     def __init__(
         self, metrics: Metrics, process_start: float, build: tuple[str, str, str] | None = None

@@ -1,9 +1,6 @@
-"""The startup/shutdown timeline: data, and the JSON of Spring Boot's ``/actuator/startup``.
-
-A snapshot of the last startup and shutdown, built from the records the sinks
-receive, so the ids match the spans (``span_id`` in hex when a span was
-recorded, lifewatch's record number when tracing is a no-op).
-"""
+"""The last startup and shutdown as a timeline, and its JSON (Spring Boot's
+``/actuator/startup``). Built from the records the sinks receive, so the ids
+are the spans' (or lifewatch's record numbers when tracing is a no-op)."""
 
 from __future__ import annotations
 

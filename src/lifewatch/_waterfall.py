@@ -1,9 +1,6 @@
-"""The timeline as one self-contained HTML waterfall page, and the endpoint
-serving it and its JSON.
-
-No JavaScript and no outside assets, so it works air-gapped and under a
-strict Content-Security-Policy. Every name and tag is HTML-escaped.
-"""
+"""The timeline as one self-contained HTML waterfall page, and the endpoint serving
+it and its JSON. No JavaScript and no outside assets, so it works air-gapped
+and under a strict Content-Security-Policy; every name and tag is escaped."""
 
 from __future__ import annotations
 
