@@ -71,8 +71,9 @@ class Pushgateway:
                     f"Pushgateway {name} must be a non-empty string or None; got {value!r}"
                 )
         for name in ("username", "password"):
-            if not isinstance(getattr(self, name), (str, type(None))):
-                raise TypeError(f"Pushgateway {name} must be a string or None")
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"Pushgateway {name} must be a string or None; got a {type(value)}")
         if self.handler is not None and not callable(self.handler):
             raise TypeError(
                 "Pushgateway handler must be a prometheus-client push handler (a callable), "
