@@ -1,14 +1,12 @@
 """The operator assets: the Grafana dashboard and the alert rules, rendered for one app.
 
-The repository's ``grafana/`` is their one source (the wheel carries a copy
-as ``lifewatch/grafana/``). Rendering renames every lifewatch metric name to
-the app's prefix and nothing else (so the dashboard's ``uid`` and variables
-stay as shipped), and sets the thresholds derived from the app's settings
-where the source marks them: in PromQL ``<number> # lifewatch:NAME``, in an
-annotation ``{{/* lifewatch:NAME */}}<number>`` (a Go template comment), in
-the dashboard a step with ``"lifewatchThreshold": "NAME"``; ``NAME`` may
-carry a factor (``startup_slow*0.5``). The Prometheus Operator resources are
-plain data, written by ``to_yaml`` without a YAML library.
+The source is the repository's ``grafana/`` (the wheel's ``lifewatch/grafana/``).
+Rendering renames the lifewatch metric names to the app's prefix, nothing
+else, and sets the thresholds derived from the app's settings where the
+source marks them: in PromQL ``<number> # lifewatch:NAME``, in an annotation
+``{{/* lifewatch:NAME */}}<number>``, in the dashboard a step with
+``"lifewatchThreshold": "NAME"``; ``NAME`` may carry a factor
+(``startup_slow*0.5``). ``to_yaml`` writes the Prometheus Operator resources.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,9 +42,6 @@ SUFFIXES = ("_total", "_created", "_bucket", "_sum", "_count", "_info")
 MARK_KEY = "lifewatchThreshold"
 
 
-# -- where the assets are -----------------------------------------------------
-
-
 def _find(name: str) -> Traversable | Path | None:
     """``name`` in the installed package, else in the checkout; None if in neither."""
     packaged = resources.files("lifewatch") / "grafana" / name
@@ -55,7 +50,6 @@ def _find(name: str) -> Traversable | Path | None:
 
 
 def asset_path(name: str) -> str | None:
-    """Where ``name`` is read from: the installed package first, then the checkout."""
     found = _find(name)
     return None if found is None else str(found)
 
@@ -68,9 +62,6 @@ def asset_text(name: str) -> str:
             "nor in a checkout (grafana/): reinstall lifewatch from a wheel or sdist"
         )
     return found.read_text(encoding="utf-8")
-
-
-# -- the metric prefix --------------------------------------------------------
 
 
 def metric_families(namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
@@ -95,16 +86,9 @@ def rename_metrics(text: str, namespace: str) -> str:
     return pattern.sub(lambda _: namespace + "_", text)
 
 
-# -- thresholds from the app's settings --------------------------------------
-
-
 def thresholds(options: Options | None = None) -> dict[str, float]:
-    """The settings-derived thresholds the assets' markers name, in seconds.
-
-    A slow startup or shutdown warns at three quarters of the bound that cuts
-    it, so the alert comes before the cut; without a ``startup_timeout``, a
-    startup is slow past 60 s.
-    """
+    """The thresholds the markers name, in seconds: a slow startup or shutdown
+    warns at three quarters of its timeout, before the cut (60 s without one)."""
     o = options if options is not None else Options()
     return {
         "startup_slow": 60.0 if o.startup_timeout is None else 0.75 * o.startup_timeout,
@@ -138,29 +122,11 @@ _TEMPLATE_MARK = re.compile(
 def set_thresholds(text: str, values: Mapping[str, float]) -> str:
     """The marked numbers of a rules file set from ``values``."""
 
-    def promql(m: re.Match[str]) -> str:
-        return f"{_number(_value(m['spec'], values))}{m['mark']}"
+    def number(m: re.Match[str]) -> str:
+        return str(_number(_value(m["spec"], values)))
 
-    def template(m: re.Match[str]) -> str:
-        return f"{m['mark']}{_number(_value(m['spec'], values))}"
-
-    return _TEMPLATE_MARK.sub(template, _PROMQL_MARK.sub(promql, text))
-
-
-def _walk(node: Any, string: Callable[[str], str], values: Mapping[str, float]) -> Any:
-    if isinstance(node, dict):
-        out = {k: _walk(v, string, values) for k, v in node.items()}
-        if isinstance(out.get(MARK_KEY), str):
-            out["value"] = _number(_value(out[MARK_KEY], values))
-        return out
-    if isinstance(node, list):
-        return [_walk(v, string, values) for v in node]
-    if isinstance(node, str):
-        return string(node)
-    return node
-
-
-# -- rendering ----------------------------------------------------------------
+    text = _PROMQL_MARK.sub(lambda m: number(m) + m["mark"], text)
+    return _TEMPLATE_MARK.sub(lambda m: m["mark"] + number(m), text)
 
 
 def render_dashboard(
@@ -169,13 +135,22 @@ def render_dashboard(
     *,
     source: str | None = None,
 ) -> str:
-    """The dashboard's JSON for metrics prefixed ``namespace``, thresholds from ``options``.
+    """The dashboard's JSON for metrics prefixed ``namespace``, thresholds from
+    ``options``; ``source`` replaces the shipped dashboard."""
+    values = thresholds(options)
 
-    ``source``: the dashboard to render (default: the shipped one).
-    """
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items()}
+            if isinstance(out.get(MARK_KEY), str):
+                out["value"] = _number(_value(out[MARK_KEY], values))
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return rename_metrics(node, namespace) if isinstance(node, str) else node
+
     dashboard = json.loads(asset_text(DASHBOARD) if source is None else source)
-    rendered = _walk(dashboard, lambda s: rename_metrics(s, namespace), thresholds(options))
-    return json.dumps(rendered, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(walk(dashboard), indent=2, ensure_ascii=False) + "\n"
 
 
 def render_rules(
@@ -184,10 +159,8 @@ def render_rules(
     *,
     source: str | None = None,
 ) -> str:
-    """The alert rules file for metrics prefixed ``namespace``, thresholds from ``options``.
-
-    ``source``: the rules file to render (default: the shipped one).
-    """
+    """The alert rules for metrics prefixed ``namespace``, thresholds from
+    ``options``; ``source`` replaces the shipped rules."""
     values = thresholds(options)
     text = asset_text(RULES) if source is None else source
     header = (
@@ -197,8 +170,6 @@ def render_rules(
     )
     return header + set_thresholds(rename_metrics(text, namespace), values)
 
-
-# -- the Prometheus Operator and Grafana's sidecar ---------------------------
 
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -220,8 +191,7 @@ def _metadata(name: str, labels: Mapping[str, str], namespace: str | None) -> di
     meta: dict[str, Any] = {"name": _name(name)}
     if namespace is not None:
         meta["namespace"] = _name(namespace)
-    meta["labels"] = {"app.kubernetes.io/name": name, **dict(labels)}
-    return meta
+    return {**meta, "labels": {"app.kubernetes.io/name": name, **labels}}
 
 
 def pod_monitor(
@@ -236,10 +206,8 @@ def pod_monitor(
 ) -> dict[str, Any]:
     """A ``PodMonitor`` scraping the watch's ``metrics_path`` on the named container port.
 
-    ``selector`` is the pods' labels (default ``app: <name>``); ``port`` the
-    container port's name (the ops port's, when the app has one); ``labels``
-    what the Prometheus' ``podMonitorSelector`` asks for (kube-prometheus-stack:
-    ``release: <its release name>``).
+    ``selector``: the pods' labels (default ``app: <name>``); ``labels``: what
+    the Prometheus' ``podMonitorSelector`` asks for (``release: <name>``).
     """
     path = watch.options.metrics_path
     if path is None:
@@ -262,19 +230,14 @@ def prometheus_rule(
     labels: Mapping[str, str] | None = None,
     k8s_namespace: str | None = None,
 ) -> dict[str, Any]:
-    """A ``PrometheusRule`` holding the alert rules rendered for the watch's settings.
-
-    ``labels``: what the Prometheus' ``ruleSelector`` asks for.
-    """
-    rules = render_rules(watch.options.namespace, watch.options)
-    if not re.search(r"^groups:", rules, re.M):
-        raise ValueError(f"{RULES} has no top-level 'groups:'")
+    """A ``PrometheusRule`` of the alert rules rendered for the watch;
+    ``labels``: what the Prometheus' ``ruleSelector`` asks for."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": _metadata(name, labels or {}, k8s_namespace),
         # The rules file is a mapping whose one key is `groups`, as `spec` wants.
-        "spec": Verbatim(rules),
+        "spec": Verbatim(render_rules(watch.options.namespace, watch.options)),
     }
 
 
@@ -286,22 +249,16 @@ def dashboard_config_map(
     labels: Mapping[str, str] | None = None,
     k8s_namespace: str | None = None,
 ) -> dict[str, Any]:
-    """A ``ConfigMap`` with the dashboard rendered for the watch, labelled for Grafana's sidecar.
-
-    ``label`` is the label the sidecar watches (kube-prometheus-stack:
-    ``grafana_dashboard: "1"``).
-    """
+    """A ``ConfigMap`` of the dashboard rendered for the watch, with the
+    ``label`` Grafana's sidecar watches."""
     key, value = label
-    meta = _metadata(name, {**dict(labels or {}), key: value}, k8s_namespace)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": meta,
+        "metadata": _metadata(name, {**(labels or {}), key: value}, k8s_namespace),
         "data": {DASHBOARD: render_dashboard(watch.options.namespace, watch.options)},
     }
 
-
-# -- a YAML writer for the resources -----------------------------------------
 
 _PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./-]*$")
 _RESERVED = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
@@ -369,9 +326,6 @@ def to_yaml(*documents: Mapping[str, Any]) -> str:
         _emit(dict(document), "", lines, None)
         parts.append("\n".join(lines) + "\n")
     return "---\n".join(parts)
-
-
-# -- python -m lifewatch grafana ---------------------------------------------
 
 
 def add_grafana_command(sub: Any) -> None:

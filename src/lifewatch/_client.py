@@ -1,9 +1,6 @@
-"""The client side of ``python -m lifewatch probe``: one bounded request.
-
-The standard library's ``http.client``, straight to the address given (no
-proxy from the environment: a probe asks this container, not a proxy), so a
-slim image needs nothing but Python: no curl for a Docker ``HEALTHCHECK``.
-"""
+"""The client side of ``python -m lifewatch probe``: one bounded request with
+``http.client`` (so a slim image needs no curl for a Docker ``HEALTHCHECK``),
+straight to the address given: a probe asks this container, not a proxy."""
 
 from __future__ import annotations
 

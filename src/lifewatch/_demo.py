@@ -1,10 +1,8 @@
-"""The demo app: every lifewatch feature on an embedded default, no outside service.
+"""``python -m lifewatch demo``: every feature, no outside service (the ``demo`` extra).
 
-Imported only by ``python -m lifewatch demo`` (the ``demo`` extra has FastAPI).
-
-A FastAPI app whose lifespan loads configuration, opens a database (SQLite in
-memory), tries a cache warmup that fails but is not critical, and loads a
-"model" in the background while the server already answers probes.
+A FastAPI app whose lifespan loads configuration, opens SQLite in memory,
+tries a cache warmup that fails but is not critical, and loads a "model" in
+the background while the server already answers probes.
 """
 
 from __future__ import annotations
@@ -71,20 +69,14 @@ def configure_json_logging(level: int = logging.INFO) -> None:
 
 
 def wants_colour(stream: TextIO) -> bool:
-    """Colours only on a terminal, and not when ``NO_COLOR`` is set (no-color.org):
-    escape codes in a file or a pipe are noise."""
-    if os.environ.get("NO_COLOR", ""):
-        return False
+    """Colours only on a terminal, and not when ``NO_COLOR`` is set (no-color.org)."""
     isatty = getattr(stream, "isatty", None)
-    return bool(isatty is not None and isatty())
+    return not os.environ.get("NO_COLOR") and bool(isatty is not None and isatty())
 
 
 def configure_logging(json: bool, verbose: bool = False, colour: bool = False) -> None:
-    """Readable lines in a terminal, JSON for a log pipeline (the demo is an app).
-
-    Phase begin records and one line per finished span are at debug level,
-    shown with ``--verbose``. ``colour``: ANSI colours (see ``wants_colour``).
-    """
+    """Readable lines in a terminal, JSON for a log pipeline; ``verbose`` shows
+    the debug lines (phase begins, one per finished span)."""
     if json:
         configure_json_logging(logging.DEBUG if verbose else logging.INFO)
         return
@@ -181,7 +173,7 @@ def build_app(watch: Lifewatch, model_seconds: float = MODEL_LOAD_SECONDS) -> An
 
     @watch.check("database", timeout=0.5, interval=2)
     def database() -> bool:
-        """Readiness, critical, refreshed in the background every 2 s (sync: a thread)."""
+        """Critical, refreshed every 2 s (sync: in a thread)."""
         db = state.get("db")
         return db is not None and db.execute("select 1").fetchone() == (1,)
 

@@ -1,9 +1,5 @@
-"""``/metrics``: prometheus-client's own exposition, served as plain ASGI.
-
-No text is written by hand: the format (Prometheus text, or OpenMetrics when
-the scraper's ``Accept`` asks for it) comes from ``choose_encoder``, so
-escaping of odd label values and format details stay prometheus-client's job.
-"""
+"""``/metrics``: prometheus-client's own exposition (``choose_encoder``: text or
+OpenMetrics, escaping and format details are its job), served as plain ASGI."""
 
 from __future__ import annotations
 
@@ -30,15 +26,12 @@ from ._http import (
 from ._records import Notice
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-# What ``generate_latest`` writes; spelled here, as prometheus-client names it
-# (``CONTENT_TYPE_PLAIN_0_0_4``) only from 0.23.1 on.
+# What ``generate_latest`` writes (prometheus-client names it only from 0.23.1 on).
 _PLAIN_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 _BROKEN = b"lifewatch: the metrics could not be collected (see the log)\n"
-
-# What prometheus-client's content types look like: it echoes the version the
-# scraper asked for, so anything else in it came from a hostile header.
 _FORMATS = (b"application/openmetrics-text", b"text/plain", b"text/*", b"*/*")
-# Compiled on the first scrape (re caches it), not by every import.
+# prometheus-client echoes the version the scraper asked for: anything else
+# in its content type came from a hostile header.
 _SAFE_TYPE = r"[a-z/.-]+(?:; (?:version=\d{1,3}(?:\.\d{1,3}){0,2}|[a-z]+=[a-z0-9_-]+))*"
 
 
@@ -50,12 +43,11 @@ def multiprocess_dir() -> str | None:
 class MetricsEndpoint:
     """A small ASGI app answering ``GET``/``HEAD`` with the exposition.
 
-    One process: the registry the ``Lifewatch`` uses, rendered inline (a few
-    dozen series take microseconds; a thread hop would cost more than it
-    saves). Many processes (``PROMETHEUS_MULTIPROC_DIR`` set): a fresh
-    registry with a ``MultiProcessCollector`` per scrape, as prometheus-client
-    requires, rendered in a worker thread because it reads every worker's
-    files and must not stall the event loop that serves requests.
+    One process: the watch's registry, rendered inline (microseconds; a
+    thread hop would cost more). Many processes: a ``MultiProcessCollector``
+    per scrape, as prometheus-client requires, rendered in a worker thread
+    since it reads every worker's files. ``inline``: always in the calling
+    thread (the ops listener's, which stalls no app).
     """
 
     def __init__(
@@ -67,44 +59,43 @@ class MetricsEndpoint:
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
         self.inline = inline
-        """Always render in the calling thread: on the ops listener, whose
-        threads stall no app."""
         self._notify = notify
 
     def render(self, accept: str, accept_encoding: str = "") -> tuple[bytes, tuple[Header, ...]]:
         """Body and headers for one scrape, in the calling thread.
 
-        Any header gets a valid exposition: ``Accept`` is ranked by ``q``
-        first (prometheus-client takes the first range it knows and ignores
-        ``q``), and a version it cannot parse, or would echo oddly, gets the
-        classic text format; ``gzip;q=0`` gets no gzip.
+        ``Accept`` is ranked by ``q`` first (prometheus-client takes the first
+        range it knows); a version it cannot parse, or would echo oddly, gets
+        the classic text format.
         """
-        directory = multiprocess_dir()
         try:
             wanted = ""
             for element in ranked(accept.encode("latin-1")):
                 if element.partition(b";")[0].strip().lower() in _FORMATS:
-                    wanted = element.decode("latin-1")  # the most wanted format decides
+                    wanted = element.decode("latin-1")
                     break
             encoder, content_type = choose_encoder(wanted)
             if not re.fullmatch(_SAFE_TYPE, content_type):
                 raise ValueError(f"unexpected content type {content_type!r}")
-            body = self._encode(encoder, directory)
+            body = self._encode(encoder)
         except Exception:
             encoder, content_type = generate_latest, _PLAIN_0_0_4
-            body = self._encode(encoder, directory)
+            body = self._encode(encoder)
         extra: tuple[Header, ...] = ()
         if coding_accepted(accept_encoding.encode("latin-1"), b"gzip"):
             body = gzip.compress(body, compresslevel=6)
             extra = ((b"content-encoding", b"gzip"),)
         return body, response_headers(content_type.encode("latin-1"), body, *extra)
 
-    def _encode(
-        self, encoder: Callable[[CollectorRegistry], bytes], directory: str | None
-    ) -> bytes:
+    def _encode(self, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
+        directory = multiprocess_dir()
         if directory is None:
             return encoder(self.registry)
-        return _render_multiprocess(encoder, directory)
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return encoder(registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")
@@ -125,8 +116,8 @@ class MetricsEndpoint:
                     self.render, accept, accept_encoding
                 )
         except Exception as exc:
-            # The multiprocess directory deleted under a running pod, a
-            # collector that raises: a scrape that fails says so, never 500.
+            # A multiprocess directory deleted under a running pod, a collector
+            # that raises: the scrape says so, never a 500.
             if self._notify is not None:
                 with contextlib.suppress(Exception):
                     self._notify(
@@ -135,11 +126,3 @@ class MetricsEndpoint:
             await respond(send, method, 503, response_headers(TEXT, _BROKEN), _BROKEN)
             return
         await respond(send, method, 200, response, body)
-
-
-def _render_multiprocess(encoder: Callable[[CollectorRegistry], bytes], directory: str) -> bytes:
-    registry = CollectorRegistry()
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    return encoder(registry)

@@ -1,11 +1,5 @@
-"""The bits of HTTP every lifewatch endpoint shares, written once.
-
-A leaf module (nothing from lifewatch is imported here), so any module can
-use it without an import cycle. The endpoints are plain ASGI: a response is
-two ``send`` calls, and the headers every answer carries (``no-store``,
-``nosniff``, ``content-length``) are set here, in one place, instead of in
-each endpoint's own copy.
-"""
+"""The bits of HTTP every lifewatch endpoint shares: the answer's common headers
+and content negotiation. A leaf module (imports nothing from lifewatch)."""
 
 from __future__ import annotations
 
@@ -29,44 +23,26 @@ COMMON: tuple[Header, ...] = (
 )
 
 MAX_RANGES = 64
-"""Media ranges of ``Accept`` looked at, in all: the rest is ignored, so a
-hostile header costs bounded work (browsers send fewer than ten)."""
+"""Elements of ``Accept`` looked at, in all, so a hostile header costs bounded work."""
 MAX_PARAMS = 8
 """Parameters in one media range, beyond which the range is ignored."""
 
-_NOT_ALLOWED_BODY = b"method not allowed\n"
-_NOT_ALLOWED: tuple[Header, ...] = (
-    (b"allow", b"GET, HEAD"),
-    (b"content-type", TEXT),
-    (b"content-length", b"%d" % len(_NOT_ALLOWED_BODY)),
-    *COMMON,
-)
+_NOT_ALLOWED = b"method not allowed\n"
 # RFC 9110 §12.4.2: "0" to "1" with at most three decimals; anything else is malformed.
-# Compiled by re's cache on the first q-value seen, not by every import.
 _QVALUE = rb"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?"
-
-
 _HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
 def json_body(value: object, *, indent: int | None = None) -> bytes:
-    """``value`` as JSON whose strings never carry ``<``, ``>`` or ``&`` as such.
-
-    Names and reasons come from code and from clients (``?exclude=``); escaped
-    like this (as Go's encoder does), no sniffing browser or page embedding
-    the answer can take them for markup. Still the same JSON to a parser.
-    """
+    """``value`` as JSON whose strings never carry ``<``, ``>`` or ``&`` as such
+    (as Go's encoder does): names and reasons come from code and clients."""
     separators = (",", ":") if indent is None else (",", ": ")
     text = json.dumps(value, indent=indent, separators=separators)
     return text.translate(_HTML_SAFE).encode()
 
 
 def response_headers(content_type: bytes, body: bytes, *extra: Header) -> tuple[Header, ...]:
-    """The headers of an answer with ``body``: type, length, ``COMMON``, then ``extra``.
-
-    The length is the body's even for ``HEAD``, which sends no body, so both
-    methods describe the same answer.
-    """
+    """Type, length (the body's, for ``HEAD`` too), ``COMMON``, then ``extra``."""
     return (
         (b"content-type", content_type),
         (b"content-length", b"%d" % len(body)),
@@ -84,10 +60,10 @@ async def respond(
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
-async def not_allowed(send: Send, allow: bytes = b"GET, HEAD") -> None:
+async def not_allowed(send: Send) -> None:
     """405 with ``Allow``: every lifewatch endpoint is read-only."""
-    headers = _NOT_ALLOWED if allow == b"GET, HEAD" else ((b"allow", allow), *_NOT_ALLOWED[1:])
-    await respond(send, "GET", 405, headers, _NOT_ALLOWED_BODY)
+    headers = ((b"allow", b"GET, HEAD"), *response_headers(TEXT, _NOT_ALLOWED))
+    await respond(send, "GET", 405, headers, _NOT_ALLOWED)
 
 
 def header_values(scope_headers: Iterable[Header], name: bytes) -> list[bytes]:
@@ -96,36 +72,22 @@ def header_values(scope_headers: Iterable[Header], name: bytes) -> list[bytes]:
 
 
 def negotiate(accept: bytes | Iterable[bytes], offers: Sequence[bytes]) -> bytes | None:
-    """The media type of ``offers`` to answer with, as ``Accept`` asks (RFC 9110 §12.5.1).
+    """The offer to answer with, as ``Accept`` (one value, or all of them) asks (RFC 9110 §12.5.1).
 
-    ``accept`` is the header's value, or all its values when sent more than
-    once (they make one list). ``offers`` are full content types (parameters
-    such as ``charset`` are kept in the result, not matched) in the server's
-    order of preference.
-
-    Each offer takes the ``q`` of the most specific range matching it
-    (``type/subtype``, then ``type/*``, then ``*/*``); ``q=0`` or no matching
-    range means not acceptable. The highest ``q`` wins and ties go to the
-    earlier offer. Media-type parameters in ranges are ignored; a malformed
-    ``q`` counts as 0 and a malformed range matches nothing. No ``Accept``
-    (or only empty list elements) accepts anything: the first offer. ``None``
-    when nothing offered is acceptable: the caller decides between a 406 and
-    its default.
+    Each offer takes the ``q`` of the most specific range matching it; the
+    highest ``q`` wins, ties go to the earlier offer. A malformed ``q`` counts
+    as 0 and a malformed range matches nothing. No ``Accept``: the first offer.
+    ``None`` when nothing offered is acceptable: the caller picks a 406 or a default.
     """
-    # The q of each range, by range ("text/plain", "text/*", "*/*"); a range
-    # sent twice keeps the kinder q.
-    weights: dict[bytes, float] = {}
+    weights: dict[bytes, float] = {}  # by range; a range sent twice keeps the kinder q
     seen = False
-    for media_range in _elements(accept):
-        media_type, semicolon, params = media_range.partition(b";")
-        media_type = media_type.strip().lower()
-        if not media_type and not semicolon:
+    for element, media_type, q in _parsed(accept):
+        if not media_type and b";" not in element:
             continue  # an empty list element, which RFC 9110 §5.6.1 allows
         seen = True
         kind, _, subtype = media_type.partition(b"/")
         if not kind or not subtype or (kind == b"*" and subtype != b"*"):
             continue
-        q = _weight(params) if semicolon else 1.0
         if q is not None and q > weights.get(media_type, -1.0):
             weights[media_type] = q
     if not seen:
@@ -145,35 +107,22 @@ def negotiate(accept: bytes | Iterable[bytes], offers: Sequence[bytes]) -> bytes
 
 
 def ranked(accept: bytes | Iterable[bytes]) -> list[bytes]:
-    """The elements of ``Accept`` (or ``Accept-Encoding``), highest ``q`` first.
+    """The elements of ``Accept``, highest ``q`` first, ``q=0`` and malformed ones left out.
 
-    Ranges with ``q=0`` (not acceptable) or a malformed ``q`` are left out;
-    ties keep the client's order; bounded like ``negotiate``. For a library
-    that takes the first match of a list (prometheus-client's encoder
-    choice) and knows nothing of ``q``.
+    For a library that takes the first match of a list and knows nothing of
+    ``q`` (prometheus-client's encoder choice).
     """
-    weighted: list[tuple[float, int, bytes]] = []
-    for element in _elements(accept):
-        token, semicolon, params = element.partition(b";")
-        if not token.strip():
-            continue
-        q = _weight(params) if semicolon else 1.0
-        if q:
-            weighted.append((-q, len(weighted), element.strip()))
+    weighted = [
+        (-q, i, e.strip()) for i, (e, token, q) in enumerate(_parsed(accept)) if token and q
+    ]
     return [element for _, _, element in sorted(weighted)]
 
 
 def coding_accepted(accept_encoding: bytes | Iterable[bytes], coding: bytes) -> bool:
-    """Whether ``Accept-Encoding`` allows ``coding`` (RFC 9110 §12.5.3): ``q=0`` refuses it.
-
-    The coding's own element decides; else ``*``; else it is not acceptable
-    (the server then sends ``identity``, which is always fine).
-    """
+    """Whether ``Accept-Encoding`` allows ``coding`` (RFC 9110 §12.5.3): its own
+    element decides, else ``*``; ``q=0`` refuses it."""
     star: float | None = None
-    for element in _elements(accept_encoding):
-        token, semicolon, params = element.partition(b";")
-        token = token.strip().lower()
-        q = _weight(params) if semicolon else 1.0
+    for _, token, q in _parsed(accept_encoding):
         if token == coding:
             return bool(q)
         if token == b"*" and q is not None:
@@ -181,9 +130,16 @@ def coding_accepted(accept_encoding: bytes | Iterable[bytes], coding: bytes) -> 
     return bool(star)
 
 
+def _parsed(values: bytes | Iterable[bytes]) -> Iterator[tuple[bytes, bytes, float | None]]:
+    """Each element of a header with its lower-case token and its ``q``."""
+    for element in _elements(values):
+        token, _, params = element.partition(b";")
+        yield element, token.strip().lower(), _weight(params)
+
+
 def _elements(values: bytes | Iterable[bytes]) -> Iterator[bytes]:
     """The comma-separated elements of a header sent once or more, at most
-    ``MAX_RANGES`` in all (empty ones count: the bound is on work, not ranges)."""
+    ``MAX_RANGES`` in all (empty ones count: the bound is on work)."""
     budget = MAX_RANGES
     for value in (values,) if isinstance(values, bytes) else values:
         if budget <= 0:
@@ -209,10 +165,6 @@ def _weight(params: bytes) -> float | None:
 def iso_utc(
     timestamp: float, timespec: Literal["milliseconds", "microseconds"] = "milliseconds"
 ) -> str:
-    """``timestamp`` (Unix seconds) as ISO 8601 in UTC with a ``Z``: ``2026-01-01T12:00:00.123Z``.
-
-    Milliseconds, as the health-check draft's ``time`` examples; the timeline
-    asks for microseconds, as Java's ``Instant.toString()`` writes them.
-    """
+    """Unix seconds as ISO 8601 in UTC with a ``Z``: ``2026-01-01T12:00:00.123Z``."""
     stamp = datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec=timespec)
     return stamp.replace("+00:00", "Z")

@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -27,14 +27,12 @@ CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 
 class UnsetGauge(Collector):
-    """A gauge without labels that is absent until it is first set.
+    """A gauge without labels that has no sample until it is first set.
 
-    prometheus-client exports an unlabelled gauge as 0 from the moment it is
-    registered: ``lifespan_shutdown_duration_seconds 0.0`` before any
-    shutdown reads as a shutdown that took no time. So the registry holds
-    this collector, which yields the family without a sample until the first
-    ``set`` makes the (unregistered) ``Gauge``: under ``PROMETHEUS_MULTIPROC_DIR``
-    the worker's file gets its entry only then too.
+    prometheus-client exports an unlabelled gauge as 0 from its registration:
+    a shutdown duration of 0 before any shutdown would read as an instant
+    one. The first ``set`` makes the (unregistered) ``Gauge``, so under
+    ``PROMETHEUS_MULTIPROC_DIR`` the worker's file gets its entry only then.
     """
 
     def __init__(
@@ -66,32 +64,28 @@ class UnsetGauge(Collector):
 
 
 class Metrics:
-    """The lifewatch metric families of one registry and namespace.
+    """The lifewatch metric families of one registry and namespace, shared by
+    every ``Lifewatch`` on them (so two do not collide on registration).
 
-    Shared by every ``Lifewatch`` on that registry and namespace: two objects in
-    one process write to the same families instead of colliding on
-    registration.
-
-    Multiprocess modes (gunicorn with ``PROMETHEUS_MULTIPROC_DIR``): each
-    worker runs its own lifespan, so per-worker gauges (state, phase and
-    startup durations, time to ready, check status) are ``liveall``: one
-    series per live worker (``pid`` label), removed by ``mark_process_dead``
-    when gunicorn reaps the worker, so a dead worker never claims to be
-    ready. ``shutdown_duration`` is ``mostrecent``: only a worker that is
-    going away has one, so the latest value of any worker, dead or alive, is
-    the one worth showing. Counters and histograms add up every worker, dead
-    ones included, as rates need.
+    Multiprocess modes: per-worker gauges are ``liveall`` (one series per live
+    worker, removed by ``mark_process_dead``: a dead worker never claims to be
+    ready); ``shutdown_duration`` is ``mostrecent``, as only a worker going
+    away has one. Counters and histograms add up every worker, as rates need.
     """
 
     def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
+        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+            return Gauge(name, doc, labels, multiprocess_mode="liveall", registry=registry)
+
+        def unset(name: str, doc: str, mode: str = "liveall") -> UnsetGauge:
+            return UnsetGauge(name, doc, multiprocess_mode=mode, registry=registry)
+
         ns = namespace
-        self.phase_duration = Gauge(
+        self.phase_duration = gauge(
             f"{ns}_phase_duration_seconds",
             "Duration of the last run of a lifespan phase (parent: the enclosing phase, "
             "empty at top level).",
             ("phase", "parent", "event"),
-            multiprocess_mode="liveall",
-            registry=registry,
         )
         self.phase_failures = Counter(
             f"{ns}_phase_failures",
@@ -99,43 +93,26 @@ class Metrics:
             ("phase", "event", "reason"),
             registry=registry,
         )
-        self.startup_duration = UnsetGauge(
-            f"{ns}_startup_duration_seconds",
-            "Duration of the whole lifespan startup.",
-            multiprocess_mode="liveall",
-            registry=registry,
+        self.startup_duration = unset(
+            f"{ns}_startup_duration_seconds", "Duration of the whole lifespan startup."
         )
-        self.shutdown_duration = UnsetGauge(
+        self.shutdown_duration = unset(
             f"{ns}_shutdown_duration_seconds",
             "Duration of the whole lifespan shutdown.",
-            multiprocess_mode="mostrecent",
-            registry=registry,
+            mode="mostrecent",
         )
-        self.boot_duration = UnsetGauge(
+        self.boot_duration = unset(
             f"{ns}_boot_duration_seconds",
             "Seconds from process start to the first lifespan event (imports, app construction).",
-            multiprocess_mode="liveall",
-            registry=registry,
         )
-        self.time_to_ready = UnsetGauge(
-            f"{ns}_time_to_ready_seconds",
-            "Seconds from process start (imports included) to ready.",
-            multiprocess_mode="liveall",
-            registry=registry,
+        self.time_to_ready = unset(
+            f"{ns}_time_to_ready_seconds", "Seconds from process start (imports included) to ready."
         )
-        self.state = Gauge(
-            f"{ns}_state",
-            "Lifecycle state: 1 for the current one, 0 for the others.",
-            ("state",),
-            multiprocess_mode="liveall",
-            registry=registry,
+        self.state = gauge(
+            f"{ns}_state", "Lifecycle state: 1 for the current one, 0 for the others.", ("state",)
         )
-        self.check_status = Gauge(
-            f"{ns}_check_status",
-            "Health check status: 1 passing, 0 failing.",
-            ("check", "probe"),
-            multiprocess_mode="liveall",
-            registry=registry,
+        self.check_status = gauge(
+            f"{ns}_check_status", "Health check status: 1 passing, 0 failing.", ("check", "probe")
         )
         self.check_duration = Histogram(
             f"{ns}_check_duration_seconds",
@@ -150,16 +127,14 @@ class Metrics:
             ("check", "reason"),
             registry=registry,
         )
-        self.build_info = Gauge(
+        self.build_info = gauge(
             f"{ns}_build_info",
             "What is running: 1 per service, version and revision.",
             ("service", "version", "revision"),
-            multiprocess_mode="liveall",
-            registry=registry,
         )
 
     def all(self) -> tuple[Gauge | Counter | Histogram | UnsetGauge, ...]:
-        """Every family, e.g. to push exactly these and nothing else."""
+        """Every family, e.g. to push exactly these."""
         return (
             self.phase_duration,
             self.phase_failures,
@@ -191,15 +166,12 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
             directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             try:
                 if directory:
-                    # prometheus-client opens its per-process files as each
-                    # child is made, some only at the first write: try the
-                    # directory now, so Lifewatch() fails, not a later write.
-                    with tempfile.TemporaryFile(dir=directory):
-                        pass
+                    # prometheus-client opens some per-process files only at
+                    # the first write: try the directory now, so Lifewatch() fails.
+                    tempfile.TemporaryFile(dir=directory).close()
                 bank = Metrics(registry, namespace)
             except OSError as exc:
-                # Say which setting is wrong, keeping the error's type.
-                if directory:
+                if directory:  # say which setting is wrong, keeping the error's type
                     add_note(
                         exc,
                         f"lifewatch: PROMETHEUS_MULTIPROC_DIR={directory!r} must be an "
@@ -212,23 +184,16 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
 
 
 class MetricsSink(Sink):
-    """Writes runs, phases, state, check results and supervised tasks to the families.
-
-    The only writer of lifewatch's metrics: a write that fails (an unusable
-    ``PROMETHEUS_MULTIPROC_DIR``) is isolated by the lifecycle like any sink's.
-    """
+    """The only writer of lifewatch's metrics: runs, phases, state, checks, supervised tasks.
+    A write that fails (an unusable multiprocess dir) is isolated like any sink's."""
 
     def __init__(
         self, metrics: Metrics, process_start: float, build: tuple[str, str, str] | None = None
     ) -> None:
         self.metrics = metrics
         self._process_start = process_start
-        self._states: list[tuple[State, Gauge]] | None = None
-        self._checks: dict[str, tuple[Any, tuple[Gauge, ...]]] = {}
-        """Check name -> its latency and status children: looked up once, not
-        on every run of an uncached check (two label lookups each)."""
-        if build is not None:
-            # What is running is known from the start: scraped during startup too.
+        self._checks: dict[str, tuple[Histogram, list[Gauge]]] = {}
+        if build is not None:  # known from the start: scraped during startup too
             metrics.build_info.labels(*build).set(1)
 
     def run_begin(self, run: RunRecord) -> None:
@@ -236,12 +201,10 @@ class MetricsSink(Sink):
             self.metrics.boot_duration.set(run.boot)
 
     def run_end(self, run: RunRecord) -> None:
-        gauge = (
-            self.metrics.startup_duration
-            if run.event == "startup"
-            else self.metrics.shutdown_duration
-        )
-        gauge.set(run.duration or 0.0)
+        if run.event == "startup":
+            self.metrics.startup_duration.set(run.duration or 0.0)
+        else:
+            self.metrics.shutdown_duration.set(run.duration or 0.0)
 
     def phase_end(self, phase: PhaseRecord) -> None:
         parent = "" if phase.parent is None else phase.parent.name
@@ -252,11 +215,8 @@ class MetricsSink(Sink):
             self.metrics.phase_failures.labels(phase.name, phase.event, phase.reason).inc()
 
     def state_changed(self, old: State | None, new: State) -> None:
-        states = self._states
-        if states is None:
-            states = self._states = [(s, self.metrics.state.labels(s.value)) for s in State]
-        for state, child in states:
-            child.set(1 if state is new else 0)
+        for state in State:
+            self.metrics.state.labels(state.value).set(1 if state is new else 0)
         if new is State.READY:
             self.metrics.time_to_ready.set(time.time() - self._process_start)
 
@@ -264,11 +224,10 @@ class MetricsSink(Sink):
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
         children = self._checks.get(check.name)
-        if children is None:
-            metrics = self.metrics
+        if children is None:  # looked up once: an uncached check runs on every probe
             children = self._checks[check.name] = (
-                metrics.check_duration.labels(check.name),
-                tuple(metrics.check_status.labels(check.name, p) for p in sorted(check.probes)),
+                self.metrics.check_duration.labels(check.name),
+                [self.metrics.check_status.labels(check.name, p) for p in check.probes],
             )
         latency, statuses = children
         latency.observe(result.duration)

@@ -1,17 +1,11 @@
 """Last words: push the lifespan metrics to a Pushgateway.
 
-A failed startup exits at once and shutdown metrics are set while the process
-goes away, so no scrape ever sees them. This sink pushes them when startup
-fails and when shutdown completes, each push in a daemon thread bounded by
-``timeout``, so a dead or slow gateway never delays an exit by more than that:
-
-- after a failed startup the loop is not blocked at all: the server exits
-  with ``sys.exit`` and an ``atexit`` hook waits for the push (up to its
-  deadline);
-- after a completed shutdown the hook waits for the push itself (up to its
-  deadline), blocking the loop when nothing is served any more: uvicorn
-  re-raises SIGTERM once it has shut down, which kills the process without
-  running ``atexit`` hooks, so a push left in the background would be lost.
+No scrape sees the metrics of a failed startup or of a shutdown: the process
+goes away. So they are pushed then, each push in a daemon thread bounded by
+``timeout``, so a dead gateway delays an exit by at most that. After a failed
+startup an ``atexit`` hook waits for the push; after a shutdown the sink waits
+itself (nothing is served any more), as uvicorn re-raises SIGTERM, which
+skips ``atexit`` hooks.
 """
 
 from __future__ import annotations
@@ -19,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import math
+import functools
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -37,16 +31,16 @@ from ._records import RunRecord
 from ._scrub import scrub
 from ._sink import Sink
 from ._types import State
+from ._validate import validate_seconds
 
 
 @dataclass(frozen=True)
 class Pushgateway:
     """Where and how to push: ``Lifewatch(pushgateway=Pushgateway(url, ...))``.
 
-    ``job`` should be the job name Prometheus scrapes the app under, and
-    ``instance`` its instance label (default: the host name, i.e. the pod
-    name), so the dashboard and the alerts join pushed and scraped series.
-    Scrape the gateway with ``honor_labels: true`` to keep these labels.
+    ``job`` and ``instance`` should be the labels Prometheus scrapes the app
+    under, so dashboards join pushed and scraped series (scrape the gateway
+    with ``honor_labels: true``).
     """
 
     url: str
@@ -57,14 +51,12 @@ class Pushgateway:
     timeout: float = 2.0
     """Seconds a push may take, and so the most an exit is delayed."""
     username: str | None = None
-    """Basic auth, through prometheus-client's ``basic_auth_handler``;
-    credentials in the URL (``http://user:pass@host``) are used the same way,
-    and never logged."""
+    """Basic auth; credentials in the URL (``http://user:pass@host``) are used
+    the same way, and never logged."""
     password: str | None = field(default=None, repr=False)
     handler: Callable[..., Callable[[], None]] | None = field(default=None, repr=False)
-    """A prometheus-client push handler (``(url, method, timeout, headers,
-    data) -> callable``), e.g. one adding a bearer token or TLS client
-    certificates; it replaces the basic auth above."""
+    """A prometheus-client push handler (a bearer token, TLS client
+    certificates, say); it replaces the basic auth above."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.strip():
@@ -87,9 +79,7 @@ class Pushgateway:
                 "Pushgateway handler must be a prometheus-client push handler (a callable), "
                 f"e.g. prometheus_client.exposition.basic_auth_handler; got {self.handler!r}"
             )
-        t = self.timeout
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-            raise ValueError(f"Pushgateway timeout must be a positive number of seconds; got {t!r}")
+        validate_seconds(self.timeout, "Pushgateway timeout", optional=False)
 
     def __repr__(self) -> str:
         # Options get logged and printed: never with the URL's password.
@@ -112,13 +102,7 @@ class Pushgateway:
             return url, self.handler
         if username is None and password is None:
             return url, default_handler
-
-        def handler(
-            url: str, method: str, timeout: float | None, headers: list[Any], data: bytes
-        ) -> Callable[[], None]:
-            return basic_auth_handler(url, method, timeout, headers, data, username, password)
-
-        return url, handler
+        return url, functools.partial(basic_auth_handler, username=username, password=password)
 
     @classmethod
     def coerce(cls, value: object) -> Pushgateway | None:
@@ -146,33 +130,26 @@ _pending: list[tuple[threading.Thread, float]] = []
 _pending_lock = threading.Lock()
 
 
-def _wait(deadline_for: Iterator[tuple[threading.Thread, float]]) -> bool:
-    """Join each push until its deadline; False if one is still running then.
-
-    Its sink logs why (``lifespan.pushgateway.failed``) when it gives up.
-    """
-    done = True
-    for thread, deadline in deadline_for:
+def _wait(pushes: list[tuple[threading.Thread, float]]) -> bool:
+    """Join each push until its deadline; False if one is still running then
+    (its sink logs why)."""
+    for thread, deadline in pushes:
         thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            done = False
-    return done
+    return not any(thread.is_alive() for thread, _ in pushes)
 
 
 @atexit.register
 def _wait_at_exit() -> None:
     with _pending_lock:
         pending = list(_pending)
-    _wait(iter(pending))
+    _wait(pending)
 
 
 class PushgatewaySink(Sink):
     """Pushes this process's lifespan metrics when startup fails or shutdown ends.
 
-    Only lifewatch's own families are pushed (not the whole registry: the
-    gateway keeps what it is given forever). A push replaces the group
-    (``PUT``), so the last words of an instance are the latest ones. The
-    grouping key is ``job``, ``instance`` and ``service``.
+    Only lifewatch's own families (the gateway keeps what it is given
+    forever), replacing the group (``PUT``) of ``job``, ``instance``, ``service``.
     """
 
     def __init__(
@@ -188,7 +165,7 @@ class PushgatewaySink(Sink):
         self._state: State | None = None
         self._threads: list[tuple[threading.Thread, float]] = []
         self._lock = threading.Lock()
-        self._taken = 0
+        self._taken = 0  # snapshots taken, and the newest sent: never overwrite a newer one
         self._sent = 0
 
     def state_changed(self, old: State | None, new: State) -> None:
@@ -201,8 +178,7 @@ class PushgatewaySink(Sink):
 
     def run_end(self, run: RunRecord) -> None:
         # The rollback after a failed startup: push again with its durations,
-        # once the other sinks are through with this record (``*_end`` hooks
-        # run in reverse order: the metrics sink sets the duration after us).
+        # once the metrics sink (an ``*_end`` hook after this one) set them.
         if run.event == "shutdown" and self._state is State.FAILED:
             try:
                 loop = asyncio.get_running_loop()
@@ -233,9 +209,8 @@ class PushgatewaySink(Sink):
         return thread
 
     def _push(self, registry: CollectorRegistry, why: str, seq: int, deadline: float) -> None:
-        # One at a time and in order: a snapshot never overwrites a newer one
-        # already sent, and a push queued behind a hung one only gets what is
-        # left of its own deadline.
+        # One at a time and in order; a push queued behind a hung one only
+        # gets what is left of its own deadline.
         if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             self._warn(why, "an earlier push to the gateway is still hanging")
             return
@@ -278,4 +253,4 @@ class PushgatewaySink(Sink):
     def wait(self) -> bool:
         """Wait for this sink's pushes, each up to its deadline; True if all ended."""
         entries, self._threads = self._threads, []
-        return _wait(iter(entries))
+        return _wait(entries)

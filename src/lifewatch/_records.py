@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping
-from dataclasses import FrozenInstanceError, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._types import Event, Outcome, Reason
@@ -13,19 +13,11 @@ from ._types import Event, Outcome, Reason
 _ids = itertools.count(1)
 
 
-def _next_id() -> int:
-    return next(_ids)
-
-
-# eq=False and repr=False: a run holds its phases and each phase its run, so
-# the generated ``__eq__`` and ``__repr__`` would recurse; records are equal
-# only to themselves.
-@dataclass(eq=False, repr=False, slots=True)
+# eq=False: records are equal only to themselves. The fields that point back
+# (a run's phases, a phase's run and parent) stay out of repr, which would recurse.
+@dataclass(eq=False, slots=True)
 class RunRecord:
-    """One whole startup or shutdown: the root of its phases.
-
-    Only the lifecycle writes it; sinks read it.
-    """
+    """One whole startup or shutdown: the root of its phases. Only the lifecycle writes it."""
 
     event: Event
     service: str | None
@@ -35,29 +27,22 @@ class RunRecord:
     outcome: Outcome | None = None
     failed_phase: str | None = None
     error: BaseException | None = None
-    phases: list[PhaseRecord] = field(default_factory=list)
+    phases: list[PhaseRecord] = field(default_factory=list, repr=False)
     failures: list[BaseException] = field(default_factory=list)
     """Shutdown: the errors of failed phases that shutdown went on past, in order."""
     rollback: bool = False
     """A shutdown undoing a failed startup: the state stays ``failed``."""
     goes_on: bool = False
     """Shutdown goes on past a failed phase and raises its failures at the end."""
-    link: RunRecord | None = None
+    link: RunRecord | None = field(default=None, repr=False)
     """For a shutdown: the startup run it follows (a span link)."""
     boot: float | None = None
     """For the process's first startup: seconds from process start to it
     (interpreter, imports, building the app), which lifespan timing misses."""
     trace_id: int = 0
     span_id: int = 0
-    sink_data: dict[str, Any] = field(default_factory=dict)
-    id: int = field(default_factory=_next_id)
-
-    def __repr__(self) -> str:
-        return (
-            f"RunRecord(event={self.event!r}, service={self.service!r}, "
-            f"outcome={self.outcome!r}, duration={self.duration!r}, "
-            f"phases={len(self.phases)}, id={self.id})"
-        )
+    sink_data: dict[str, Any] = field(default_factory=dict, repr=False)
+    id: int = field(default_factory=_ids.__next__)
 
     @property
     def duration(self) -> float | None:
@@ -72,15 +57,15 @@ class RunRecord:
         return not self.rollback
 
 
-@dataclass(eq=False, repr=False, slots=True)
+@dataclass(eq=False, slots=True)
 class PhaseRecord:
     """One run of one phase, filled in as it goes."""
 
     name: str
     event: Event
-    run: RunRecord | None
+    run: RunRecord | None = field(repr=False)
     """None for a phase used outside any lifespan."""
-    parent: PhaseRecord | None
+    parent: PhaseRecord | None = field(repr=False)
     critical: bool
     timeout: float | None
     background: bool = False
@@ -98,14 +83,8 @@ class PhaseRecord:
     the one place its traceback is logged."""
     trace_id: int = 0
     span_id: int = 0
-    sink_data: dict[str, Any] = field(default_factory=dict)
-    id: int = field(default_factory=_next_id)
-
-    def __repr__(self) -> str:
-        return (
-            f"PhaseRecord(name={self.name!r}, event={self.event!r}, "
-            f"outcome={self.outcome!r}, duration={self.duration!r}, id={self.id})"
-        )
+    sink_data: dict[str, Any] = field(default_factory=dict, repr=False)
+    id: int = field(default_factory=_ids.__next__)
 
     @property
     def duration(self) -> float | None:
@@ -115,29 +94,10 @@ class PhaseRecord:
 Level = Literal["debug", "info", "warning", "error"]
 
 
-class Frozen:
-    """Assignment raises, as on a frozen dataclass: a value every sink shares
-    (``CheckResult``'s base).
-
-    Subclasses set their slots once, in ``__init__``, with ``object.__setattr__``.
-    """
-
-    __slots__ = ()
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
-
-
 @dataclass(frozen=True, eq=False, slots=True)
 class Notice:
-    """Something worth a log line that is neither a run, a phase nor a check:
-    a drain step, a probe that broke, an app that does not speak lifespan.
-
-    Frozen: every sink gets the same one.
-    """
+    """Something worth a log line that is neither a run, a phase nor a check
+    (a drain step, a probe that broke). Frozen: every sink gets the same one."""
 
     event: str
     level: Level = "info"

@@ -1,9 +1,6 @@
-"""The startup/shutdown timeline: data, Spring-Boot-style JSON, and its endpoints.
-
-A snapshot of the last startup and shutdown runs, built from the same records
-the sinks receive, so the ids match the spans (``span_id`` in hex when a span
-was recorded, lifewatch's own record number when tracing is a no-op).
-"""
+"""The last startup and shutdown as a timeline, and its JSON (Spring Boot's
+``/actuator/startup``). Built from the records the sinks receive, so the ids
+are the spans' (or lifewatch's record numbers when tracing is a no-op)."""
 
 from __future__ import annotations
 
@@ -65,10 +62,8 @@ class TimelineEntry:
 
 @dataclass(frozen=True)
 class Timeline:
-    """The last startup and shutdown, as a flat list of entries in start order.
-
-    Each run comes first, followed by its phases (children after their parent).
-    """
+    """The last startup and shutdown, as a flat list of entries in start order:
+    each run, then its phases (children after their parent)."""
 
     service: str | None
     entries: tuple[TimelineEntry, ...]
@@ -86,32 +81,24 @@ class Timeline:
         return found[0]
 
     def to_dict(self) -> dict[str, Any]:
-        """The shape of Spring Boot's ``/actuator/startup``, plus lifewatch's fields.
-
-        Spring tools read ``timeline.events[*].startupStep``; lifewatch adds
-        ``event``, ``outcome`` and offsets in seconds beside it, and the same
-        facts as ``lifespan.*`` tags (named like the span attributes).
-        """
+        """The shape of Spring Boot's ``/actuator/startup`` (tools read
+        ``timeline.events[*].startupStep``), plus lifewatch's fields beside it
+        and the same facts as ``lifespan.*`` tags, named like the span attributes."""
         from ._version import __version__
 
-        # The first entry: boot (from process start) when known, else the startup run.
-        start = self.entries[0].started_at if self.entries else None
         return {
             "lifewatchVersion": __version__,
             "service": self.service,
             "processStartTime": _instant(self.process_started_at),
             "timeline": {
-                "startTime": _instant(start),
+                "startTime": _instant(self.entries[0].started_at if self.entries else None),
                 "events": [_event_json(e) for e in self.entries],
             },
         }
 
 
 def _event_json(e: TimelineEntry) -> dict[str, Any]:
-    tags: dict[str, str] = {
-        "lifespan.event": e.event,
-        "lifespan.outcome": e.outcome or "running",
-    }
+    tags: dict[str, str] = {"lifespan.event": e.event, "lifespan.outcome": e.outcome or "running"}
     if e.kind == "phase":
         tags["lifespan.phase.critical"] = str(e.critical).lower()
         if e.background:
@@ -168,10 +155,6 @@ def _id(record: RunRecord | PhaseRecord) -> str:
 
 def _run_entries(run: RunRecord) -> list[TimelineEntry]:
     now = time.perf_counter()
-
-    def elapsed(start: float, end: float | None) -> float:
-        return (now if end is None else end) - start
-
     entries = [
         TimelineEntry(
             id=_id(run),
@@ -182,40 +165,36 @@ def _run_entries(run: RunRecord) -> list[TimelineEntry]:
             start=0.0,
             duration=run.duration,
             outcome=run.outcome if run.end is not None else None,
-            elapsed=elapsed(run.start, run.end),
+            elapsed=(run.end or now) - run.start,
             started_at=run.started_at,
         )
     ]
-    children: dict[int | None, list[PhaseRecord]] = {}
-    for phase in run.phases:
-        children.setdefault(None if phase.parent is None else phase.parent.id, []).append(phase)
 
-    def walk(parent: PhaseRecord | None, level: int) -> None:
-        for phase in sorted(
-            children.get(None if parent is None else parent.id, []), key=lambda p: p.start
-        ):
+    def walk(parent: PhaseRecord | None, depth: int) -> None:
+        children = [p for p in run.phases if p.parent is parent]
+        for phase in sorted(children, key=lambda p: p.start):
             offset = phase.start - run.start
             entries.append(
                 TimelineEntry(
                     id=_id(phase),
-                    parent_id=_id(parent if parent is not None else run),
+                    parent_id=_id(parent or run),
                     name=phase.name,
                     event=phase.event,
                     kind="phase",
                     start=offset,
                     duration=phase.duration,
                     outcome=phase.outcome if phase.end is not None else None,
-                    elapsed=elapsed(phase.start, phase.end),
+                    elapsed=(phase.end or now) - phase.start,
                     reason=phase.reason,
                     critical=phase.critical,
                     background=phase.background,
-                    depth=level,
+                    depth=depth,
                     # One clock for the whole run, so the JSON instants line up with the offsets.
                     started_at=run.started_at + offset,
                     tags=dict(phase.tags),
                 )
             )
-            walk(phase, level + 1)
+            walk(phase, depth + 1)
 
     walk(None, 1)
     return entries
@@ -230,7 +209,6 @@ def build_timeline(
     """A snapshot of the given runs; cheap, taken fresh on every request."""
     entries: list[TimelineEntry] = []
     if startup is not None and startup.boot is not None:
-        boot = startup.boot
         entries.append(
             TimelineEntry(
                 id="boot",
@@ -238,11 +216,11 @@ def build_timeline(
                 name="boot",
                 event="startup",
                 kind="boot",
-                start=-boot,
-                duration=boot,
+                start=-startup.boot,
+                duration=startup.boot,
                 outcome="ok",
-                elapsed=boot,
-                started_at=startup.started_at - boot,
+                elapsed=startup.boot,
+                started_at=startup.started_at - startup.boot,
             )
         )
     for run in (startup, shutdown):

@@ -30,24 +30,11 @@ class TracingSink(Sink):
         self._build = build or BuildInfo()
         self._provider = tracer_provider
         self._tracer: trace.Tracer | None = None
-        self._base: dict[str, dict[str, Any]] = {}
-        if tracer_provider is not None:
-            # Given, so final: its tracer and the spans' fixed attributes are
-            # made once here rather than in the first startup.
-            self._resolve()
 
     def use(self, provider: TracerProvider | None) -> TracerProvider | None:
         """Send the spans to ``provider`` from now on; returns the one used before."""
         previous, self._provider, self._tracer = self._provider, provider, None
-        self._base.clear()
-        if provider is not None:
-            self._resolve()
         return previous
-
-    def _resolve(self) -> None:
-        self.tracer  # noqa: B018 - resolves it
-        for event in ("startup", "shutdown"):
-            self._attributes(event)
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -62,31 +49,23 @@ class TracingSink(Sink):
         return self._tracer
 
     def _attributes(self, event: str) -> dict[str, Any]:
-        base = self._base.get(event)
-        if base is None:
-            base = self._base[event] = {"lifespan.event": event}
-            if self._service:
-                base["service.name"] = self._service
-            base.update(self._build_attributes())
-        return base.copy()
+        """The attributes of every span; version and revision where the
+        provider's resource has none.
 
-    def _build_attributes(self) -> dict[str, str]:
-        """Version and revision where the provider's resource has none.
-
-        They belong on the resource, but the resource is the user's: fixed
-        when their provider was made, shared by every span of the app. So
-        lifewatch only fills the gap, on its own spans, as span attributes
-        under the resource attributes' names.
+        They belong on the resource, but the resource is the user's (fixed
+        when their provider was made), so lifewatch only fills the gap, on its
+        own spans, under the resource attributes' names.
         """
+        attributes: dict[str, Any] = {"lifespan.event": event}
+        if self._service:
+            attributes["service.name"] = self._service
         provider = self._provider or trace.get_tracer_provider()
-        resource = getattr(provider, "resource", None)
-        has = getattr(resource, "attributes", None) or {}
-        found = {}
+        has = getattr(getattr(provider, "resource", None), "attributes", None) or {}
         if self._build.version and OTEL_VERSION not in has:
-            found[OTEL_VERSION] = self._build.version
+            attributes[OTEL_VERSION] = self._build.version
         if self._build.revision and OTEL_REVISION not in has:
-            found[OTEL_REVISION] = self._build.revision
-        return found
+            attributes[OTEL_REVISION] = self._build.revision
+        return attributes
 
     def run_begin(self, run: RunRecord) -> None:
         links = []
@@ -114,8 +93,7 @@ class TracingSink(Sink):
 
     def phase_begin(self, phase: PhaseRecord) -> None:
         parent = phase.parent if phase.parent is not None else phase.run
-        # The parent's context, made once when its span started; outside any
-        # lifespan there is no root: nest under whatever is current (None).
+        # Outside any lifespan there is no root: nest under whatever is current.
         parent_ctx = None if parent is None else parent.sink_data.get(_CTX)
         attrs = self._attributes(phase.event)
         attrs["lifespan.phase"] = phase.name
@@ -124,33 +102,25 @@ class TracingSink(Sink):
             attrs["lifespan.phase.timeout"] = phase.timeout
         if phase.background:
             attrs["lifespan.phase.background"] = True
-        if phase.tags:
-            for key, value in phase.tags.items():
-                attrs[f"lifespan.tag.{key}"] = value
-        span = (self._tracer or self.tracer).start_span(
+        for key, value in phase.tags.items():
+            attrs[f"lifespan.tag.{key}"] = value
+        span = self.tracer.start_span(
             f"lifespan.{phase.event} {phase.name}", context=parent_ctx, attributes=attrs
         )
         # Current for the phase's body, so the user's own spans nest under it;
         # kept for the phase's children.
         ctx = trace.set_span_in_context(span)
-        data = phase.sink_data
-        data[_CTX] = ctx
-        data[_KEY] = span
-        data[_TOKEN] = otel_context.attach(ctx)
+        phase.sink_data.update({_CTX: ctx, _KEY: span, _TOKEN: otel_context.attach(ctx)})
         span_ctx = span.get_span_context()
         phase.trace_id, phase.span_id = span_ctx.trace_id, span_ctx.span_id
 
     def phase_end(self, phase: PhaseRecord) -> None:
         span: Span = phase.sink_data[_KEY]
-        if phase.reason is None:
-            span.set_attribute("lifespan.outcome", phase.outcome or "ok")
-        else:
-            span.set_attributes(
-                {"lifespan.outcome": phase.outcome or "ok", "lifespan.phase.reason": phase.reason}
-            )
+        span.set_attribute("lifespan.outcome", phase.outcome or "ok")
         if phase.error is not None:
             span.record_exception(phase.error)
         if phase.reason is not None:
+            span.set_attribute("lifespan.phase.reason", phase.reason)
             span.set_status(
                 Status(StatusCode.ERROR, f"phase {phase.name!r} failed: {phase.reason}")
             )

@@ -1,10 +1,6 @@
-"""The timeline as one self-contained HTML page (a waterfall a person reads at
-a glance), and the endpoints that serve it and its JSON.
-
-No JavaScript and no outside assets (inline CSS only), so it works air-gapped
-and under a strict Content-Security-Policy. Every name is HTML-escaped:
-phase names and tags come from code, but nothing here trusts them.
-"""
+"""The timeline as one self-contained HTML waterfall page, and the endpoint serving
+it and its JSON. No JavaScript and no outside assets, so it works air-gapped
+and under a strict Content-Security-Policy; every name and tag is escaped."""
 
 from __future__ import annotations
 
@@ -127,13 +123,12 @@ def _tick_label(seconds: float) -> str:
 
 
 def _status(e: TimelineEntry) -> str:
-    key = "running" if e.outcome is None else e.outcome
     label = _LABELS[e.outcome]
     if e.reason is not None and e.outcome in ("degraded", "cancelled"):
         label += f": {e.reason}"
     if e.reason is not None and e.outcome == "error" and e.reason != "error":
         label += f" ({e.reason})"
-    return f'<b class="label-{key}">{escape(label)}</b>'
+    return f'<b class="label-{e.outcome or "running"}">{escape(label)}</b>'
 
 
 BOOT_SHARE = 20.0
@@ -142,12 +137,9 @@ the phases stay readable beside minutes of imports."""
 
 
 def _row(e: TimelineEntry, left: float, width: float, compressed: bool = False) -> str:
-    outcome = "running" if e.outcome is None else e.outcome
-    classes = f"row kind-{e.kind} outcome-{outcome} depth-{min(e.depth, 9)}" + (
-        " sub-phase" if e.depth > 1 else ""
-    )
-    if compressed:
-        classes += " compressed"
+    outcome = e.outcome or "running"
+    classes = f"row kind-{e.kind} outcome-{outcome} depth-{min(e.depth, 9)}"
+    classes += " sub-phase" * (e.depth > 1) + " compressed" * compressed
     flags = ""
     if e.kind == "phase" and not e.critical:
         flags += '<span class="flag">non-critical</span>'
@@ -224,13 +216,10 @@ def _section(
 
     step = _tick_step(scale)
     ticks = []
-    n = 0
-    while n * step <= scale * 1.0001:
+    for n in range(math.floor(scale * 1.0001 / step) + 1):
         pct = offset + room * n * step / scale
         cls = "tick first" if n == 0 and not offset else "tick"
-        label = _tick_label(n * step)
-        ticks.append(f'<span class="{cls}" style="left:{pct:.3f}%">{label}</span>')
-        n += 1
+        ticks.append(f'<span class="{cls}" style="left:{pct:.3f}%">{_tick_label(n * step)}</span>')
     tick_pct = room * step / scale
     failed = [e for e in entries if e.kind == "phase" and e.failed]
     phases = sum(e.kind == "phase" for e in entries)
@@ -274,8 +263,6 @@ def render_html(timeline: Timeline, json_href: str | None = None) -> str:
         f"{sections}<footer>Snapshot taken {now} UTC{link}</footer></body></html>"
     )
 
-
-# -- endpoints -----------------------------------------------------------------
 
 _HTML = b"text/html; charset=utf-8"
 _JSON = b"application/json"

@@ -1,17 +1,14 @@
 """Helpers for testing an application that uses lifewatch.
 
-``LifewatchHarness`` builds a ``Lifewatch`` whose three signals land in memory
-instead of global state: metrics on a fresh ``CollectorRegistry``, spans in an
-OpenTelemetry SDK in-memory exporter (passed as ``tracer_provider=``, the
-global provider is never set), and structlog events captured only while the
+``LifewatchHarness`` builds a ``Lifewatch`` whose signals land in memory, not
+in global state: metrics on a fresh ``CollectorRegistry``, spans in an
+OpenTelemetry SDK in-memory exporter, structlog events captured while the
 harness is open. ``harness.serving(app)`` drives the app's lifespan through
-the real ASGI lifespan protocol, the way uvicorn does.
+the real ASGI lifespan protocol, as uvicorn does.
 
-For pytest, add ``pytest_plugins = ["lifewatch.testing"]`` to your top-level
-``conftest.py`` to get the ``lifewatch_harness`` fixture.
-
-Needs ``opentelemetry-sdk`` (``pip install 'lifewatch[testing]'``); it is
-imported only when a harness is built, so importing this module is cheap.
+``pytest_plugins = ["lifewatch.testing"]`` in a top-level ``conftest.py``
+gives the ``lifewatch_harness`` fixture. Needs ``opentelemetry-sdk``
+(``lifewatch[testing]``), imported only when a harness is built.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ import contextlib
 import math
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import AbstractContextManager, asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,9 +37,8 @@ __all__ = ["LifespanFailed", "LifewatchHarness", "lifewatch_harness"]
 
 
 class LifespanFailed(Exception):
-    """The app answered ``lifespan.startup.failed`` / ``lifespan.shutdown.failed``,
-    or crashed, or did not answer in time. ``message`` is what the server would log.
-    """
+    """The app answered ``lifespan.<event>.failed``, crashed, or did not answer
+    in time. ``message`` is what the server would log."""
 
     def __init__(self, event: str, message: str) -> None:
         self.event = event
@@ -72,17 +67,14 @@ def _sdk() -> tuple[TracerProvider, InMemorySpanExporter]:
 class LifewatchHarness:
     """A ``Lifewatch`` (``harness.watch``) with its spans, metrics and logs in memory.
 
-    ``LifewatchHarness(**options)`` builds a fresh watch (keyword options go to
-    ``Lifewatch``; ``service`` defaults to ``"test"``): fully isolated, build
-    your app around it with an app factory. ``LifewatchHarness(watch)`` adopts
-    the watch your app already has (a module-level one): its spans go to the
-    harness while the harness is open, its metrics are read from its own
-    registry (prometheus-client's global one by default, so counters carry
-    over from earlier tests).
+    ``LifewatchHarness(**options)`` builds a fresh, isolated watch (options go
+    to ``Lifewatch``; ``service`` defaults to ``"test"``) for an app factory.
+    ``LifewatchHarness(watch)`` adopts an app's existing watch: its spans come
+    here while the harness is open; its metrics are read from its own registry
+    (by default the global one, so counters carry over from earlier tests).
 
-    Open it as a context manager to capture log events (and an adopted
-    watch's spans) for the whole block; ``serving()`` opens it by itself
-    otherwise.
+    Open it as a context manager to capture logs (and an adopted watch's
+    spans) for a whole block; ``serving()`` opens it by itself otherwise.
     """
 
     def __init__(self, watch: Lifewatch | None = None, /, **options: Any) -> None:
@@ -115,28 +107,17 @@ class LifewatchHarness:
     def __repr__(self) -> str:
         return f"LifewatchHarness(watch={self.watch!r})"
 
-    # -- log capture ---------------------------------------------------------
-
     def __enter__(self) -> LifewatchHarness:
-        self._start_capture()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop_capture()
-
-    def _start_capture(self) -> None:
-        # structlog's own capture_logs: it swaps the processors in place and
-        # puts them back on exit, so nothing about the app's config sticks.
+        # structlog's own capture_logs puts the app's processors back on exit.
         if self._capture is not None:
             raise RuntimeError("this LifewatchHarness is already capturing logs")
         self._capture = structlog.testing.capture_logs()
         self._batches.append(self._capture.__enter__())
         if self._tracing is not None:  # an adopted watch: its spans come here for now
             self._saved_provider = self._tracing.use(self.tracer_provider)
+        return self
 
-    def _stop_capture(self) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         capture, self._capture = self._capture, None
         if capture is not None:
             capture.__exit__(None, None, None)
@@ -149,8 +130,6 @@ class LifewatchHarness:
         """Every structlog event captured so far (dicts with an ``event`` key)."""
         return [entry for batch in self._batches for entry in batch]
 
-    # -- running the lifespan ----------------------------------------------------
-
     @asynccontextmanager
     async def serving(
         self, app: ASGIApp, *, startup_timeout: float = 10.0, shutdown_timeout: float = 10.0
@@ -161,15 +140,9 @@ class LifewatchHarness:
         ``request.state``). Raises ``LifespanFailed`` if startup or shutdown
         fails, or takes longer than its timeout (seconds).
         """
-        capture = self._capture is None
-        if capture:
-            self._start_capture()
-        try:
+        with self if self._capture is None else contextlib.nullcontext():
             async with _drive_lifespan(app, startup_timeout, shutdown_timeout) as state:
                 yield state
-        finally:
-            if capture:
-                self._stop_capture()
 
     async def run(
         self, app: ASGIApp, *, startup_timeout: float = 10.0, shutdown_timeout: float = 10.0
@@ -179,8 +152,6 @@ class LifewatchHarness:
             app, startup_timeout=startup_timeout, shutdown_timeout=shutdown_timeout
         ):
             pass
-
-    # -- what was recorded -------------------------------------------------------
 
     @property
     def spans(self) -> tuple[ReadableSpan, ...]:
@@ -197,11 +168,8 @@ class LifewatchHarness:
 
     def metric(self, name: str, **labels: str) -> float | None:
         """A sample's value, e.g. ``metric("lifespan_phase_duration_seconds",
-        phase="db", event="startup")``; ``None`` when there is no such sample.
-
-        The labels given may be some of the sample's (``parent`` left out),
-        as long as they pick one sample.
-        """
+        phase="db", event="startup")``; ``None`` when there is none. The labels
+        may be some of the sample's, as long as they pick one."""
         return sample_value(self.registry, name, labels)
 
     def events(self, event: str | None = None, **fields: Any) -> list[MutableMapping[str, Any]]:
@@ -258,8 +226,7 @@ async def _drive_lifespan(
         if message["type"] != f"lifespan.{event}.complete":
             raise LifespanFailed(event, f"unexpected message {message!r}")
 
-    # Nothing may leave the task group as an exception (it would arrive
-    # wrapped in an ExceptionGroup): failures are kept and raised after it.
+    # Failures are raised after the task group, not wrapped in an ExceptionGroup.
     failure: LifespanFailed | None = None
     body_error: BaseException | None = None
     async with anyio.create_task_group() as tg:
@@ -273,8 +240,7 @@ async def _drive_lifespan(
                 yield state
             except BaseException as exc:  # re-raised below, after the shutdown
                 body_error = exc
-            # Always shut down, like a server would, even when the test's body
-            # failed or was cancelled; bounded by the shutdown timeout.
+            # Always shut down, as a server would, even when the body failed.
             with anyio.CancelScope(shield=True):
                 try:
                     await step("shutdown", shutdown_timeout)
