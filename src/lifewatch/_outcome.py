@@ -76,14 +76,19 @@ def phase_outcome(
     failures at its end (``run.goes_on``). Cancellations always go on.
     """
     assert phase.end is not None
-    if phase.timeout is not None and (phase.overran or phase.end - phase.start > phase.timeout):
-        # Past its timeout without being cut by it (blocking code, or a loop too
-        # blocked to fire its scope): never ok, but a timeout caused by what it
-        # raised. A cancellation, or a timeout already raised, stays itself.
-        if error is None or (isinstance(error, Exception) and not isinstance(error, PhaseTimeout)):
-            timeout = PhaseTimeout(phase.name, phase.timeout, "timeout", phase.event)
-            timeout.__cause__ = error
-            error = timeout
+    # Past its timeout without being cut by it (blocking code, or a loop too
+    # blocked to fire its scope): never ok, but a timeout caused by what it
+    # raised. A cancellation, or a timeout already raised, stays itself.
+    if (
+        phase.timeout is not None
+        and (phase.overran or phase.end - phase.start > phase.timeout)
+        and (
+            error is None or (isinstance(error, Exception) and not isinstance(error, PhaseTimeout))
+        )
+    ):
+        timeout = PhaseTimeout(phase.name, phase.timeout, "timeout", phase.event)
+        timeout.__cause__ = error
+        error = timeout
     if error is None and not phase.background and facts.signal is not None:
         # A signal came while it ran, and nothing could cut it: startup ends here.
         error = StartupInterrupted(phase.name, facts.signal)
