@@ -384,12 +384,6 @@ class Lifecycle:
         if self.startup_complete and not self._background.tasks and not self._background.failed:
             self.readiness.ready()
 
-    def refuse_traffic(self, reason: str) -> None:
-        self.readiness.refuse(reason)
-
-    def accept_traffic(self) -> None:
-        self.readiness.accept()
-
     def start_background(
         self,
         name: str,

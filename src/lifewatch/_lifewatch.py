@@ -103,8 +103,8 @@ class Lifewatch:
         served = (ops_routes,) if o.ops_only else (ops_routes, self._routes)
         if o.timeline_path is not None:
             for routes in served:
-                routes[o.timeline_path] = _LazyTimeline(lambda: self.timeline, "auto")
-                routes[f"{o.timeline_path}.json"] = _LazyTimeline(lambda: self.timeline, "json")
+                routes[o.timeline_path] = _timeline(lambda: self.timeline, "auto")
+                routes[f"{o.timeline_path}.json"] = _timeline(lambda: self.timeline, "json")
         if o.metrics_path is not None:
             # Inline on the ops listener: its own thread, off the app's event loop.
             ops_routes[o.metrics_path] = MetricsEndpoint(o.registry, inline=True, notify=lc.notify)
@@ -320,11 +320,11 @@ class Lifewatch:
         """Fail readiness with ``reason`` (shown by ``/readyz?verbose``), e.g. for
         maintenance: the state becomes ``draining`` while the app goes on serving
         what still comes (Spring's ``REFUSING_TRAFFIC``)."""
-        self._lifecycle.refuse_traffic(validate_name(reason, "reason"))
+        self._lifecycle.readiness.refuse(validate_name(reason, "reason"))
 
     def accept_traffic(self) -> None:
         """Undo ``refuse_traffic``: readiness follows the lifecycle again."""
-        self._lifecycle.accept_traffic()
+        self._lifecycle.readiness.accept()
 
     # -- background phases --------------------------------------------------
 
@@ -350,18 +350,13 @@ class Lifewatch:
         return self._lifecycle.start_background(name, phase, func)
 
 
-class _LazyTimeline:
-    """A timeline endpoint whose module loads on its first request: served by
+def _timeline(source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> ASGIApp:
+    """The timeline endpoint, its module loaded on the first request: served by
     default, it must not cost every app's start the page's import."""
 
-    def __init__(self, source: Callable[[], Any], fmt: Literal["auto", "json"]) -> None:
-        self.source = source
-        self.fmt: Literal["auto", "json"] = fmt
-        self.endpoint: ASGIApp | None = None
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        from ._waterfall import TimelineEndpoint
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.endpoint is None:
-            from ._waterfall import TimelineEndpoint
+        await TimelineEndpoint(source, fmt)(scope, receive, send)
 
-            self.endpoint = TimelineEndpoint(self.source, self.fmt)
-        await self.endpoint(scope, receive, send)
+    return endpoint
