@@ -85,8 +85,7 @@ class Lifewatch:
     ) -> None:
         options = {name: value for name, value in locals().items() if name != "self"}
         self._options = o = Options(**options)
-        # The parts, package-internal: the ways in (the middleware, instrument(),
-        # lifewatch.testing) take them from here.
+        # The parts, package-internal: the middleware, instrument() and testing take them.
         log = event_log(o.service, o.logger)
         self._process_start = process_start_time()
         self._lifecycle = lc = Lifecycle(
@@ -140,10 +139,8 @@ class Lifewatch:
         if o.drain_delay > 0:
             # python -m lifewatch drain (preStop) reaches every worker through a
             # directory private to the app's user; no HTTP request drains.
-            channel = DrainChannel(
-                lc, o.service, o.drain_delay, drainer.request, drainer.requested_left
-            )
-            parts.append(channel)
+            left = drainer.requested_left
+            parts.append(DrainChannel(lc, o.service, o.drain_delay, drainer.request, left))
         if o.pushgateway is not None:
             from ._pushgateway import PushgatewaySink
 
@@ -203,33 +200,21 @@ class Lifewatch:
         critical: bool = True,
         tags: dict[str, str] | None = None,
     ) -> Phase:
-        """A phase: ``async with``/``with watch.phase(...)``, or ``@watch.phase(...)``
-        on an async or a plain function.
-
-        ``timeout``: an async block is cancelled at it; any block still running
-        then is reported by the watchdog (``lifespan.phase.overrun``, with where
-        it is stuck) and ends with outcome ``timeout``.
-        """
+        """A phase: ``async with``/``with watch.phase(...)``, or ``@watch.phase(...)`` on
+        a function. At ``timeout`` an async block is cancelled; a block still running
+        is reported by the watchdog (``lifespan.phase.overrun``) and ends as ``timeout``."""
         return Phase(self._lifecycle, name, timeout=timeout, critical=critical, tags=tags)
 
     async def to_thread(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``func(*args, **kwargs)`` in a daemon thread of its own: blocking work a
-        phase can give up on.
-
-        When the awaiting task is cancelled (a timeout, a SIGTERM during
-        startup) lifewatch stops waiting, logs ``lifespan.thread.abandoned``
-        with the thread's stack, and leaves the thread running: a daemon thread
-        never holds the process's exit, as ``asyncio.to_thread``'s workers do.
-        Context variables are copied, so phases inside nest under the caller's.
-        """
+        """``func(*args, **kwargs)`` in a daemon thread of its own: blocking work a phase
+        can give up on. Cancelled, it stops waiting and logs ``lifespan.thread.abandoned``
+        with the thread's stack; the thread never holds the process's exit, as
+        ``asyncio.to_thread``'s workers do. Phases inside nest under the caller's."""
         return await run_in_daemon_thread(self._lifecycle, func, args, kwargs)
 
     def lifespan(self, *lifespans: Any, **named: Any) -> WatchedLifespan:
-        """Wrap one lifespan, or compose several, each as a phase.
-
-        Positional lifespans are named after ``__name__``, keyword ones by key.
-        It serves no endpoint: ``watch.instrument(app)`` on the app adds them.
-        """
+        """Wrap one lifespan, or compose several, each as a phase named after its
+        ``__name__`` or its key. ``watch.instrument(app)`` adds the endpoints."""
         components = [
             (name_of(ls), as_factory(ls, f"lifespan #{i + 1}")) for i, ls in enumerate(lifespans)
         ]
@@ -269,11 +254,8 @@ class Lifewatch:
         interval: float | None = None,
     ) -> HealthCheck:
         """Register a health check: async or sync, raising or returning False when down.
-
-        It runs on each probe request under ``timeout`` (concurrent requests
-        share one run) or, with ``interval=``, in the background, and probes
-        read its last result. A failing non-critical check answers ``warn`` (200).
-        """
+        It runs per probe request under ``timeout`` (concurrent ones share a run) or,
+        with ``interval=``, in the background. A failing non-critical one: ``warn`` (200)."""
         return self._health.add_check(
             name, func, timeout=timeout, probes=probes, critical=critical, interval=interval
         )
@@ -336,11 +318,8 @@ class Lifewatch:
         timeout: float | None = None,
         critical: bool = True,
     ) -> asyncio.Task[None]:
-        """Run ``func`` as a startup phase while the server already serves.
-
-        ``/startupz`` passes at once, ``/readyz`` only when it is done; a
-        critical failure leaves the instance not ready (state ``failed``).
-        """
+        """Run ``func`` as a startup phase while the server already serves: ``/readyz``
+        passes when it is done; a critical failure leaves it not ready (``failed``)."""
         phase = Phase(self._lifecycle, name, timeout=timeout, critical=critical, background=True)
         if not inspect.iscoroutinefunction(func):
             raise TypeError(
