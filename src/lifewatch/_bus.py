@@ -28,12 +28,14 @@ class EventBus:
     def __init__(self, log: Any) -> None:
         self._log = log
         self.sinks: tuple[Sink, ...] = ()
-        self._calls: dict[str, tuple[Callable[..., None], ...]] | None = None
+        self._connected = False
+        self._calls: dict[str, tuple[Callable[..., None], ...]] = dict.fromkeys(HOOKS, ())
 
     def connect(self, sinks: tuple[Sink, ...]) -> None:
         """Subscribe the sinks, once, to the hooks each overrides (the base ones do nothing)."""
-        if self._calls is not None:
+        if self._connected:
             raise RuntimeError("the sinks of a lifecycle are connected once")
+        self._connected = True
         self.sinks = sinks
         self._calls = {
             hook: tuple(
@@ -45,7 +47,7 @@ class EventBus:
         }
 
     def emit(self, hook: str, *args: Any) -> None:
-        for call in self._calls[hook] if self._calls is not None else ():
+        for call in self._calls[hook]:
             try:
                 call(*args)
             except Exception as exc:
