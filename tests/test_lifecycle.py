@@ -123,10 +123,10 @@ def test_traffic_refused_while_starting_keeps_it_out_of_rotation_until_accepted(
     lc = lifecycle()
     lc.connect(())
     run = lc.begin_run("startup")
-    lc.refuse_traffic("maintenance")
+    lc.readiness.refuse("maintenance")
     lc.end_run(run)
     assert (lc.state, lc.refusal) == (State.DRAINING, "maintenance")
-    lc.accept_traffic()
+    lc.readiness.accept()
     assert (lc.state, lc.refusal) == (State.READY, None)
 
 
@@ -135,8 +135,8 @@ def test_accepting_traffic_never_undoes_a_drain_it_did_not_make() -> None:
     lc.connect(())
     lc.end_run(lc.begin_run("startup"))
     lc.set_state(State.DRAINING)  # SIGTERM's drain
-    lc.refuse_traffic("maintenance")
-    lc.accept_traffic()
+    lc.readiness.refuse("maintenance")
+    lc.readiness.accept()
     assert lc.state is State.DRAINING
 
 

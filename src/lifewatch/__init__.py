@@ -1,8 +1,5 @@
-"""lifewatch: make the lifespan of an ASGI application observable.
-
-Every startup and shutdown phase gets a span, a duration, a failure record, a
-structured log line and Prometheus metrics; the app gets Kubernetes probes.
-"""
+"""lifewatch: make the lifespan of an ASGI application observable: spans, metrics
+and logs for every startup and shutdown phase, and Kubernetes probes."""
 
 from __future__ import annotations
 

@@ -9,11 +9,8 @@ from typing import Any
 
 
 class BackgroundPhases:
-    """The background phases of one lifecycle: started, pending, failed, stopped.
-
-    ``on_end`` is told when one ends (the instance may now be ready),
-    ``on_failure`` when one failed (the instance is not ready).
-    """
+    """The background phases of one lifecycle. ``on_end`` is told when one ends
+    (the instance may now be ready), ``on_failure`` when one failed."""
 
     def __init__(self, on_end: Callable[[], None], on_failure: Callable[[], None]) -> None:
         self._on_end = on_end
@@ -36,13 +33,12 @@ class BackgroundPhases:
                 self.failed = True
                 self._on_failure()
 
-        task = asyncio.get_running_loop().create_task(run(), name=f"lifewatch:{name}")
-        self.tasks.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self.tasks.discard(t)
+        def done(task: asyncio.Task[None]) -> None:
+            self.tasks.discard(task)
             self._on_end()
 
+        task = asyncio.get_running_loop().create_task(run(), name=f"lifewatch:{name}")
+        self.tasks.add(task)
         task.add_done_callback(done)
         return task
 
@@ -56,7 +52,7 @@ class BackgroundPhases:
         try:
             for task in tasks:
                 task.cancel()
-            if tasks:
+            if tasks:  # under trio there is no asyncio loop to gather on
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self.stopping = False

@@ -1,17 +1,11 @@
-"""What is running: the service's version and revision, for the fleet view.
+"""What is running, for the fleet view: the service's version and revision.
 
-Given to ``Lifewatch(version=..., revision=...)``, or else read once, at
-construction, from where deploys usually put them:
-
-- version: ``OTEL_RESOURCE_ATTRIBUTES`` (``service.version=...``), then
-  ``APP_VERSION``, ``SERVICE_VERSION``, then the version of the installed
-  distribution named like ``service``;
-- revision: ``OTEL_RESOURCE_ATTRIBUTES`` (``vcs.ref.head.revision=...``), then
-  ``GIT_COMMIT``, ``GIT_SHA``, ``COMMIT_SHA``, ``SOURCE_COMMIT`` (Dokku,
-  Coolify), ``SOURCE_VERSION`` (Heroku builds), then the commit a
-  ``pip install git+...`` of that distribution recorded.
-
-An unknown one is ``""``, which Prometheus treats as no label at all.
+Given to ``Lifewatch(version=..., revision=...)``, or else read once from
+where deploys put them: ``OTEL_RESOURCE_ATTRIBUTES`` (``service.version``,
+``vcs.ref.head.revision``), then the variables below (``SOURCE_COMMIT``:
+Dokku, Coolify; ``SOURCE_VERSION``: Heroku), then the installed distribution
+named like ``service`` (its version, and the commit a ``pip install git+...``
+recorded). An unknown one is ``""``, which Prometheus treats as no label.
 """
 
 from __future__ import annotations
@@ -19,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from typing import NamedTuple
 from urllib.parse import unquote
 
 VERSION_VARIABLES = ("APP_VERSION", "SERVICE_VERSION")
@@ -27,48 +22,19 @@ OTEL_VERSION = "service.version"
 OTEL_REVISION = "vcs.ref.head.revision"
 
 
-class BuildInfo:
-    """The ``lifespan_build_info`` labels: service, version, revision.
+class BuildInfo(NamedTuple):
+    """The ``lifespan_build_info`` labels."""
 
-    A plain class, not a dataclass: making a dataclass costs about a
-    millisecond of every ``import lifewatch``.
-    """
-
-    __slots__ = ("revision", "service", "version")
-
-    def __init__(self, service: str = "", version: str = "", revision: str = "") -> None:
-        self.service = service
-        self.version = version
-        self.revision = revision
+    service: str = ""
+    version: str = ""
+    revision: str = ""
 
     def labels(self) -> tuple[str, str, str]:
         return (self.service, self.version, self.revision)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, BuildInfo) and other.labels() == self.labels()
-
-    def __hash__(self) -> int:
-        return hash(self.labels())
-
-    def __repr__(self) -> str:
-        return "BuildInfo(service={!r}, version={!r}, revision={!r})".format(*self.labels())
-
-
-def _otel_attributes(environ: Mapping[str, str]) -> dict[str, str]:
-    found = {}
-    for item in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
-        key, sep, value = item.partition("=")
-        if sep:
-            found[key.strip()] = unquote(value.strip())
-    return found
-
 
 def _first(environ: Mapping[str, str], names: tuple[str, ...]) -> str:
-    for name in names:
-        value = environ.get(name, "").strip()
-        if value:
-            return value
-    return ""
+    return next((v for v in (environ.get(n, "").strip() for n in names) if v), "")
 
 
 def _distribution(service: str) -> tuple[str, str]:
@@ -79,12 +45,11 @@ def _distribution(service: str) -> tuple[str, str]:
         dist = importlib.metadata.distribution(service)
     except (importlib.metadata.PackageNotFoundError, ValueError):
         return "", ""
-    commit = ""
     try:
         direct = json.loads(dist.read_text("direct_url.json") or "{}")
         commit = str(direct.get("vcs_info", {}).get("commit_id", ""))
     except (ValueError, AttributeError, OSError):
-        pass
+        commit = ""
     return dist.version or "", commit
 
 
@@ -96,7 +61,11 @@ def resolve_build(
 ) -> BuildInfo:
     """The build of this process: what was given, else the environment, else metadata."""
     environ = os.environ if environ is None else environ
-    otel = _otel_attributes(environ)
+    otel = {}
+    for item in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = item.partition("=")
+        if sep:
+            otel[key.strip()] = unquote(value.strip())
     if version is None:
         version = otel.get(OTEL_VERSION, "") or _first(environ, VERSION_VARIABLES)
     if revision is None:

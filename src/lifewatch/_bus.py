@@ -1,8 +1,5 @@
-"""The event bus: every sink hears every event, and none can break what it observes.
-
-A sink that raises is reported and skipped (DESIGN §0: observability never
-changes what the app or the server sees).
-"""
+"""The event bus: every sink hears every event, and none can break what it
+observes (DESIGN §0): a sink that raises is logged and skipped."""
 
 from __future__ import annotations
 
@@ -24,8 +21,7 @@ HOOKS = (
     "notice",
 )
 REVERSED = frozenset({"run_end", "phase_end"})
-"""Ends go to the sinks in reverse, so a sink that sets up context (tracing)
-wraps the ones after it (logging)."""
+"""Ends go in reverse, so a sink that sets up context wraps the ones after it."""
 
 
 class EventBus:
@@ -36,18 +32,19 @@ class EventBus:
         self._calls: dict[str, tuple[Callable[..., None], ...]] = dict.fromkeys(HOOKS, ())
 
     def connect(self, sinks: tuple[Sink, ...]) -> None:
-        """Subscribe the sinks, once; the facade builds them after the lifecycle."""
+        """Subscribe the sinks, once, to the hooks each overrides (the base ones do nothing)."""
         if self._connected:
             raise RuntimeError("the sinks of a lifecycle are connected once")
         self._connected = True
         self.sinks = sinks
-        for hook in HOOKS:
-            order = reversed(sinks) if hook in REVERSED else sinks
-            # Only the hooks a sink overrides: the base ones do nothing, and a
-            # phase would otherwise pay a call per sink for each of them.
-            self._calls[hook] = tuple(
-                getattr(s, hook) for s in order if getattr(type(s), hook) is not getattr(Sink, hook)
+        self._calls = {
+            hook: tuple(
+                getattr(s, hook)
+                for s in (reversed(sinks) if hook in REVERSED else sinks)
+                if getattr(type(s), hook) is not getattr(Sink, hook)
             )
+            for hook in HOOKS
+        }
 
     def emit(self, hook: str, *args: Any) -> None:
         for call in self._calls[hook]:

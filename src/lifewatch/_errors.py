@@ -1,8 +1,8 @@
 """The exceptions lifewatch raises of its own, and the note it adds to others.
 
-A failing phase's exception reaches the server and the caller as itself, so
-``except DatabaseDown:`` keeps working; lifewatch only adds a PEP 678 note
-naming the phase, which tracebacks (and so the server's log) print.
+A failing phase's exception reaches the server as itself (``except
+DatabaseDown:`` keeps working); lifewatch only adds a PEP 678 note naming the
+phase, which tracebacks print.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class PhaseTimeout(TimeoutError, LifewatchError):
 
 
 class StartupInterrupted(LifewatchError):
-    """A SIGTERM or SIGINT came while startup ran: the running phase was cut and
-    startup failed, so a pod being deleted before it was ever ready exits at once."""
+    """A SIGTERM or SIGINT came while startup ran: startup failed, so a pod deleted
+    before it was ever ready exits at once."""
 
     def __init__(self, phase: str, signum: int) -> None:
         self.phase = phase
@@ -52,10 +52,9 @@ def add_note(exc: BaseException, note: str) -> None:
         return
     if sys.version_info >= (3, 11):
         exc.add_note(note)
-    else:  # pragma: no cover - 3.10: kept for code that reads __notes__
+    else:  # pragma: no cover - 3.10
         if not isinstance(notes, list):
-            notes = []
-            exc.__notes__ = notes  # type: ignore[attr-defined]
+            notes = exc.__notes__ = []  # type: ignore[attr-defined]
         notes.append(note)
 
 

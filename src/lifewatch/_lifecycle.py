@@ -1,12 +1,10 @@
 """The lifecycle: the one event flow of lifewatch, and the owner of each run.
 
-Whoever sees something happen (a ``phase`` block, a lifespan wrapper, the
-middleware reading lifespan messages, a health check, a signal) tells the
-lifecycle. It owns each run (its deadline, its outcome, every write to its
-record) and coordinates its parts, one job each: the event bus (``_bus``),
-the outcome rules (``_outcome``, pure functions), the readiness state
-(``_readiness``), the background phases (``_background``) and the
-watchdog's reports on phases past their timeout (``Overruns``, here).
+Whoever sees something happen (a phase, a lifespan wrapper, the middleware, a
+health check, a signal) tells the lifecycle. It owns each run (its deadline,
+its outcome, every write to its record) and coordinates its parts, one job
+each: the event bus, the outcome rules, the readiness state, the background
+phases, and the watchdog's reports of phases past their timeout.
 """
 
 from __future__ import annotations
@@ -39,17 +37,13 @@ if TYPE_CHECKING:
     from ._supervise import Supervised
 
 ASYNC_GRACE = 0.25
-"""An async phase's own cancel scope fires at its deadline; the watchdog looks
-this much later, so it only speaks when the event loop could not."""
+"""The watchdog looks this long after an async phase's deadline, so that it only
+speaks when the event loop could not fire the phase's own cancel scope."""
 
 
 class Overruns:
-    """The watchdog's side of the phases with a timeout: it reports one still
-    running past it, with where its thread is stuck.
-
-    Nothing cancels a sync block, and a blocked event loop fires no cancel
-    scope: a thread of its own (the watchdog) keeps every timeout honest.
-    """
+    """Reports a phase still running past its timeout, with where its thread is
+    stuck: nothing cancels a sync block, and a blocked loop fires no scope."""
 
     def __init__(self, notify: Callable[[Notice], None]) -> None:
         self._notify = notify
@@ -57,16 +51,15 @@ class Overruns:
         self._lock = threading.Lock()
 
     def watch(self, phase: PhaseRecord, sync: bool) -> None:
-        """Watch the calling thread: ``sync``, a plain ``with`` block; otherwise an
-        event loop, which the phase's own cancel scope cuts unless it is blocked."""
+        """Watch the calling thread (a sync block's, or an event loop's)."""
         deadline = phase.start + (phase.timeout or 0.0) + (0.0 if sync else ASYNC_GRACE)
         self._watches[phase.id] = WATCHDOG.watch(
             deadline, threading.get_ident(), lambda frame: self._overrun(phase, frame)
         )
 
     def end(self, phase: PhaseRecord) -> None:
-        """Set the phase's end; under the lock if watched, so that the watchdog
-        either reported before or never will."""
+        """Set the phase's end, under the lock if watched: the watchdog reported
+        before, or never will."""
         watch = self._watches.pop(phase.id, None)
         if watch is None:
             phase.end = time.perf_counter()
@@ -76,9 +69,9 @@ class Overruns:
             watch.cancel()
 
     def _overrun(self, phase: PhaseRecord, frame: FrameType | None) -> None:
-        """The watchdog's report (in its thread): ``phase`` is still running past its timeout."""
+        """In the watchdog's thread: ``phase`` is still running past its timeout."""
         where, stack = describe(frame)  # reads source lines: here, not on the loop
-        with self._lock:
+        with self._lock:  # the phase cannot end (and its span close) meanwhile
             if phase.end is not None:
                 return
             phase.overran = True
@@ -92,14 +85,12 @@ class Overruns:
             if phase.trace_id:
                 fields["trace_id"] = format(phase.trace_id, "032x")
                 fields["span_id"] = format(phase.span_id, "016x")
-            # Under the lock: the phase cannot end (and its span close) meanwhile.
             self._notify(Notice("lifespan.phase.overrun", "warning", fields, phase=phase))
 
 
 class Lifecycle:
     """Runs and phases of one ``Lifewatch``: decides what they mean, writes their
-    records, and tells its parts (the bus, the readiness state, the background
-    phases, the watchdog's reports)."""
+    records, and tells its parts."""
 
     def __init__(
         self,
@@ -182,9 +173,8 @@ class Lifecycle:
         """Open a startup or shutdown run, or join the one already open.
 
         ``goes_on``: the caller (the lifespan wrapper) raises a shutdown's
-        failures at its end, so a failed shutdown phase may let the next one
-        run. Without it (the middleware alone) a failure goes on as it would
-        without lifewatch.
+        failures at its end, so the next phase may run after one failed.
+        Without it (the middleware alone) a failure goes on as without lifewatch.
         """
         current = self.current
         if current is not None and current.event == event:
@@ -214,11 +204,8 @@ class Lifecycle:
     def end_run(
         self, run: RunRecord, error: BaseException | None = None, *, failed: bool = False
     ) -> None:
-        """Close a run once (the middleware's later call does nothing) and decide its outcome.
-
-        ``error`` is what the run raised; ``failed`` says it failed without one
-        lifewatch saw (a raw app that answered ``lifespan.startup.failed``).
-        """
+        """Close a run, once, with what it raised (``failed``: it failed without an
+        error lifewatch saw, a raw app's ``lifespan.startup.failed``)."""
         if run.end is not None:
             return
         run.end = time.perf_counter()
@@ -234,8 +221,7 @@ class Lifecycle:
                 self.startup_complete = True
                 self.maybe_ready()
             elif run.outcome == "signal":
-                # Asked to stop, not broken: a pod deleted while starting is
-                # no failed startup to page anyone about.
+                # Asked to stop, not broken: no failed startup to page anyone about.
                 self.set_state(State.STOPPING)
             else:
                 self.set_state(State.FAILED)
@@ -247,13 +233,11 @@ class Lifecycle:
         """A cancel scope that follows the open run's bound, and that a signal during
         startup cancels.
 
-        The lifespan wrapper opens one around each lifespan it enters, and
-        keeps it open for that lifespan's whole life (startup, serving,
-        shutdown), so the scopes the lifespan opens nest inside it, as anyio
-        and trio require. Only the innermost open scope carries the deadline:
-        a timeout (or a signal) cuts what runs now, and the lifespans around
-        it still get their turn (a shutdown's later phases, a rollback after
-        a failed startup), each cut at once if the deadline has passed.
+        The lifespan wrapper holds one open for each lifespan's whole life, so
+        the lifespan's own scopes nest inside it (as anyio and trio require).
+        Only the innermost carries the deadline: a timeout cuts what runs now,
+        and the lifespans around it still get their turn (cut at once if the
+        deadline has passed).
         """
         scope = anyio.CancelScope()
         self._scopes.append(scope)
@@ -271,23 +255,21 @@ class Lifecycle:
 
     def _retarget(self) -> None:
         # Only where it changes: setting a scope's deadline reschedules its timer.
-        scopes = self._scopes
-        for scope in scopes[:-1]:
+        for scope in self._scopes[:-1]:
             if scope.deadline != math.inf:
                 scope.deadline = math.inf
-        if scopes and scopes[-1].deadline != self._deadline:
-            scopes[-1].deadline = self._deadline
+        if self._scopes and self._scopes[-1].deadline != self._deadline:
+            self._scopes[-1].deadline = self._deadline
 
     def bound_hit(self) -> bool:
         """Whether the open run's bound has cut it (so a cancellation is a timeout)."""
         return any(scope.cancel_called for scope in self._scopes)
 
     def cut(self, run: RunRecord, name: str) -> LifewatchError:
-        """The error a run raises when its bound (or a signal) cut it, naming the phase it cut."""
+        """The error a run raises when its bound (or a signal) cut it."""
         return cut_error(run, name, self._facts(run, run.event, self.bound_hit()))
 
     def _facts(self, run: RunRecord | None, event: Event, bound_hit: bool) -> Facts:
-        """What the outcome rules need beyond the records, now."""
         interrupted = run is not None and run is self.startup and self.signalled is not None
         return Facts(
             signal=self.signalled if interrupted else None,
@@ -303,10 +285,8 @@ class Lifecycle:
     def startup_signalled(self, signum: int) -> bool:
         """Note a SIGTERM/SIGINT that came while the startup run is open; True if so.
 
-        Called from the signal handler itself (between two bytecodes of the
-        main thread, which may be blocked in a sync phase): plain attribute
-        reads and one write, so that a phase ending later sees it even before
-        the event loop runs again.
+        Called in the signal handler (the main thread may be blocked in a sync
+        phase): plain reads and one write, so a phase ending later sees it.
         """
         run = self.startup
         if run is None or run.end is not None or self.current is not run:
@@ -334,11 +314,8 @@ class Lifecycle:
         background: bool = False,
         sync: bool = False,
     ) -> PhaseRecord:
-        """Start a phase record in the open run (the startup one for a background phase).
-
-        Called in the thread that runs the phase: with a ``timeout``, the
-        watchdog watches that thread.
-        """
+        """Start a phase record in the open run (a background one: in the startup run),
+        in the thread that runs it, which the watchdog watches if it has a timeout."""
         run = self.startup if background and self.startup is not None else self.current
         if parent is not None and parent.run is not run:
             parent = None
@@ -365,15 +342,12 @@ class Lifecycle:
         return phase
 
     def close_phase(self, phase: PhaseRecord, error: BaseException | None) -> bool:
-        """Record how a phase ended (``_outcome.phase_outcome`` decides); True when
-        its error is to be suppressed."""
+        """Record how a phase ended; True when its error is to be suppressed."""
         self._overruns.end(phase)
         run = phase.run
-        # A background phase runs on after its startup run: only a signal that
-        # cuts the run open now concerns it.
+        # A background phase runs on after its startup: only a signal that cuts
+        # the run open now concerns it. Only an error asks if the bound fired.
         signal_run = self.current if phase.background else run
-        # Only an error (a cancellation) asks whether the bound fired: the
-        # phases that end well, nearly all of them, need not look at the scopes.
         facts = self._facts(signal_run, phase.event, error is not None and self.bound_hit())
         verdict = phase_outcome(phase, error, run, facts)
         if verdict.note is not None and error is not None:
@@ -389,8 +363,7 @@ class Lifecycle:
         """Write a failed phase into its run: which phase failed, what shutdown went on past."""
         if verdict.outcome == "degraded":
             if run.error is verdict.error:
-                # A critical child failed inside this non-critical phase: the
-                # failure stops here, so the run did not fail.
+                # A critical child failed inside this non-critical phase: the run did not fail.
                 run.failed_phase = run.error = None
             if run.end is not None and run.outcome == "ok":
                 run.outcome = "degraded"  # a background phase, after startup ended
@@ -410,12 +383,6 @@ class Lifecycle:
         """Ready once startup completed and no background phase is pending or failed."""
         if self.startup_complete and not self._background.tasks and not self._background.failed:
             self.readiness.ready()
-
-    def refuse_traffic(self, reason: str) -> None:
-        self.readiness.refuse(reason)
-
-    def accept_traffic(self) -> None:
-        self.readiness.accept()
 
     def start_background(
         self,

@@ -1,8 +1,8 @@
 """``Lifewatch``: the one object a user configures and wires in.
 
-A thin facade: it validates the options once, builds the parts once (the
-lifecycle first, then the sinks and the endpoints around it) and hands the
-ways in what they need. It holds no state of its own.
+A facade: it validates the options once, builds the parts once (the lifecycle
+first, then the sinks and the endpoints around it) and hands the ways in what
+they need. It holds no state of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, name_of
 from ._logging import LoggingSink
 from ._logging import logger as event_log
-from ._metrics import Metrics, MetricsSink, metrics_for
+from ._metrics import MetricsSink, metrics_for
 from ._ops import OpsListener
 from ._options import Options
 from ._phase import Phase
@@ -38,11 +38,10 @@ from ._starlette import Mounts, instrument
 from ._threads import run_in_daemon_thread
 from ._tracing import TracingSink
 from ._types import State
-from ._validate import validate_bool, validate_name, validate_seconds
+from ._validate import validate_name
 
 if TYPE_CHECKING:
-    # Imported where used: an app without a Pushgateway or a served timeline
-    # never loads them (``import lifewatch`` is part of every start).
+    # Imported where used: most apps never load them, and every start imports lifewatch.
     from ._pushgateway import Pushgateway
     from ._timeline import Timeline
 
@@ -55,9 +54,8 @@ T = TypeVar("T")
 class Lifewatch:
     """Observes one application's lifespan: phases, state, probes, metrics.
 
-    Every keyword argument is an option, all optional, described on
-    ``Options``; they are validated here, once, never change, and are read
-    back in one place: ``watch.options``.
+    Every keyword argument is an option, described on ``Options``: validated
+    here, once, and read back in one place, ``watch.options``.
     """
 
     def __init__(
@@ -85,55 +83,69 @@ class Lifewatch:
         version: str | None = None,
         revision: str | None = None,
     ) -> None:
-        self._options = o = Options(
-            service=service,
-            registry=registry,
-            namespace=namespace,
-            tracer_provider=tracer_provider,
-            startup_timeout=startup_timeout,
-            shutdown_timeout=shutdown_timeout,
-            sinks=sinks,
-            timeline_path=timeline_path,
-            livez_path=livez_path,
-            readyz_path=readyz_path,
-            startupz_path=startupz_path,
-            expose_details=expose_details,
-            slow_check_threshold=slow_check_threshold,
-            drain_delay=drain_delay,
-            metrics_path=metrics_path,
-            pushgateway=pushgateway,  # type: ignore[arg-type] # a URL becomes a Pushgateway
-            ops_address=ops_address,
-            ops_only=ops_only,
-            logger=logger,
-            version=version,
-            revision=revision,
-        )
-        # The parts, built once, lifecycle first. Package-internal: the ways in
-        # (the middleware, instrument(), lifewatch.testing) take them from here.
+        options = {name: value for name, value in locals().items() if name != "self"}
+        self._options = o = Options(**options)
+        # The parts, package-internal: the middleware, instrument() and testing take them.
         log = event_log(o.service, o.logger)
         self._process_start = process_start_time()
-        self._lifecycle = lifecycle = Lifecycle(
+        self._lifecycle = lc = Lifecycle(
             service=o.service,
             startup_timeout=o.startup_timeout,
             shutdown_timeout=o.shutdown_timeout,
             log=log,
             process_start=self._process_start,
         )
-        self._health = Health(lifecycle)
-        self._routes, ops_routes = _endpoints(o, self._health, lifecycle, lambda: self.timeline)
-        self._ops = (
-            None if o.ops_address is None else OpsListener(lifecycle, o.ops_address, ops_routes)
+        self._health = Health(lc)
+        # Path -> ASGI app, on the app's port and on the ops listener's.
+        self._routes: dict[str, ASGIApp] = {}
+        ops_routes: dict[str, ASGIApp] = {}
+        served = (ops_routes,) if o.ops_only else (ops_routes, self._routes)
+        if o.timeline_path is not None:
+            for routes in served:
+                routes[o.timeline_path] = _timeline(lambda: self.timeline, "auto")
+                routes[f"{o.timeline_path}.json"] = _timeline(lambda: self.timeline, "json")
+        if o.metrics_path is not None:
+            # Inline on the ops listener: its own thread, off the app's event loop.
+            ops_routes[o.metrics_path] = MetricsEndpoint(o.registry, inline=True, notify=lc.notify)
+            if not o.ops_only:
+                self._routes[o.metrics_path] = MetricsEndpoint(o.registry, notify=lc.notify)
+        probes: dict[Probe, str | None] = {
+            "liveness": o.livez_path,
+            "readiness": o.readyz_path,
+            "startup": o.startupz_path,
+        }
+        ProbeRoutes(
+            (self._routes, ops_routes),
+            self._health,
+            probes,
+            service=o.service,
+            expose_details=o.expose_details,
         )
+        self._ops = None if o.ops_address is None else OpsListener(lc, o.ops_address, ops_routes)
+
         build = resolve_build(o.service, o.version, o.revision)
         self._tracing = TracingSink(o.service, o.tracer_provider, build)
         metrics = metrics_for(o.registry, o.namespace)
-        observers = (
+        drainer = Drainer(lc, o.drain_delay)
+        parts: list[Sink] = [
             self._tracing,
             MetricsSink(metrics, self._process_start, build.labels()),
             LoggingSink(log, slow_check_threshold=o.slow_check_threshold),
             self._health,
-        )
-        lifecycle.connect((*observers, *_drain_and_push(o, lifecycle, log, metrics, self._ops)))
+            drainer,
+        ]
+        if self._ops is not None:
+            parts.append(self._ops)
+        if o.drain_delay > 0:
+            # python -m lifewatch drain (preStop) reaches every worker through a
+            # directory private to the app's user; no HTTP request drains.
+            left = drainer.requested_left
+            parts.append(DrainChannel(lc, o.service, o.drain_delay, drainer.request, left))
+        if o.pushgateway is not None:
+            from ._pushgateway import PushgatewaySink
+
+            parts.append(PushgatewaySink(o.pushgateway, metrics, o.service, log))
+        lc.connect((*parts, *o.sinks))
 
     def __repr__(self) -> str:
         return f"Lifewatch(service={self._options.service!r}, state={self.state.value!r})"
@@ -188,36 +200,21 @@ class Lifewatch:
         critical: bool = True,
         tags: dict[str, str] | None = None,
     ) -> Phase:
-        """A phase: ``async with``/``with watch.phase(...)``, or ``@watch.phase(...)``
-        on an async or a plain function.
-
-        ``timeout``: an async block is cancelled at it; any block still running
-        then is reported by the watchdog (``lifespan.phase.overrun``, with where
-        it is stuck) and ends with outcome ``timeout``.
-        """
+        """A phase: ``async with``/``with watch.phase(...)``, or ``@watch.phase(...)`` on
+        a function. At ``timeout`` an async block is cancelled; a block still running
+        is reported by the watchdog (``lifespan.phase.overrun``) and ends as ``timeout``."""
         return Phase(self._lifecycle, name, timeout=timeout, critical=critical, tags=tags)
 
     async def to_thread(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``func(*args, **kwargs)`` in a daemon thread of its own: blocking work a
-        phase can give up on.
-
-        When the awaiting task is cancelled (the phase's ``timeout``, the run's
-        bound, a SIGTERM during startup) lifewatch stops waiting, logs
-        ``lifespan.thread.abandoned`` with the thread's stack, and leaves the
-        thread running: a daemon thread never holds the process's exit (the
-        worker threads of ``asyncio.to_thread`` and ``anyio.to_thread`` do).
-        Context variables are copied, so phases inside nest under the caller's.
-        Under asyncio and trio.
-        """
+        """``func(*args, **kwargs)`` in a daemon thread of its own: blocking work a phase
+        can give up on. Cancelled, it stops waiting and logs ``lifespan.thread.abandoned``
+        with the thread's stack; the thread never holds the process's exit, as
+        ``asyncio.to_thread``'s workers do. Phases inside nest under the caller's."""
         return await run_in_daemon_thread(self._lifecycle, func, args, kwargs)
 
     def lifespan(self, *lifespans: Any, **named: Any) -> WatchedLifespan:
-        """Wrap one lifespan, or compose several, each as a phase.
-
-        Positional lifespans are named after ``__name__``, keyword ones by key.
-        Without ``instrument()`` or the middleware no endpoint is served: use
-        ``watch.instrument(app)`` on the app afterwards to add them.
-        """
+        """Wrap one lifespan, or compose several, each as a phase named after its
+        ``__name__`` or its key. ``watch.instrument(app)`` adds the endpoints."""
         components = [
             (name_of(ls), as_factory(ls, f"lifespan #{i + 1}")) for i, ls in enumerate(lifespans)
         ]
@@ -232,8 +229,7 @@ class Lifewatch:
         Args:
             mounts: Also run the lifespan of each Starlette/FastAPI app mounted
                 with ``Mount(path, app=...)`` (Starlette never does), as a
-                phase ``mount:<path>`` after the app's own, its state reaching
-                its own requests.
+                phase ``mount:<path>`` after the app's own.
             skip_mounts: Mount paths whose lifespans are left alone (a nested
                 mount by its full path, e.g. ``/v2/admin``).
         """
@@ -258,12 +254,8 @@ class Lifewatch:
         interval: float | None = None,
     ) -> HealthCheck:
         """Register a health check: async or sync, raising or returning False when down.
-
-        It runs on each probe request under ``timeout`` (concurrent requests
-        share one run) or, with ``interval=``, in the background while the app
-        serves, and probes read its last result. A failing non-critical check
-        makes the probe answer ``warn`` (200) instead of 503.
-        """
+        It runs per probe request under ``timeout`` (concurrent ones share a run) or,
+        with ``interval=``, in the background. A failing non-critical one: ``warn`` (200)."""
         return self._health.add_check(
             name, func, timeout=timeout, probes=probes, critical=critical, interval=interval
         )
@@ -293,38 +285,28 @@ class Lifewatch:
 
     async def run_check(self, name: str) -> CheckResult:
         """Run one check now (or join its run in flight) and return the result."""
-        try:
-            runner = self._health.runners[name]
-        except KeyError:
+        if name not in self._health.runners:
             raise KeyError(
                 f"no health check named {name!r}; registered: {sorted(self._health.checks)}"
-            ) from None
-        return await runner.run()
+            )
+        return await self._health.runners[name].run()
 
     def supervise(self, task: Any, *, name: str | None = None) -> asyncio.Task[Any]:
-        """Watch a long-running task: if it ends before shutdown, ``/livez`` fails.
-
-        Takes an ``asyncio.Task`` (or a coroutine, made into one) and returns
-        the task; ``name`` defaults to the task's name. The task stays yours:
-        lifewatch never cancels it.
-        """
+        """Watch a long-running task (or a coroutine, made one): if it ends before
+        shutdown, ``/livez`` fails. The task stays yours: lifewatch never cancels it."""
         return self._health.supervise(task, name)
 
     # -- taking the instance out of rotation by hand ---------------------------
 
     def refuse_traffic(self, reason: str) -> None:
-        """Fail readiness with ``reason`` (shown by ``/readyz?verbose``), e.g. for maintenance.
-
-        The state becomes ``draining`` (logged and counted as any state
-        change); the app goes on serving what still comes. Spring's
-        ``REFUSING_TRAFFIC``. ``accept_traffic()`` undoes it.
-        """
-        validate_name(reason, "reason")
-        self._lifecycle.refuse_traffic(reason)
+        """Fail readiness with ``reason`` (shown by ``/readyz?verbose``), e.g. for
+        maintenance: the state becomes ``draining`` while the app goes on serving
+        what still comes (Spring's ``REFUSING_TRAFFIC``)."""
+        self._lifecycle.readiness.refuse(validate_name(reason, "reason"))
 
     def accept_traffic(self) -> None:
         """Undo ``refuse_traffic``: readiness follows the lifecycle again."""
-        self._lifecycle.accept_traffic()
+        self._lifecycle.readiness.accept()
 
     # -- background phases --------------------------------------------------
 
@@ -336,89 +318,24 @@ class Lifewatch:
         timeout: float | None = None,
         critical: bool = True,
     ) -> asyncio.Task[None]:
-        """Run ``func`` as a startup phase while the server already serves.
-
-        ``/startupz`` passes at once, ``/readyz`` only when it is done. A
-        critical failure leaves the instance not ready (state ``failed``).
-        """
-        validate_name(name)
-        validate_seconds(timeout)
-        validate_bool(critical, "critical")
-        if not callable(func) or not inspect.iscoroutinefunction(func):
+        """Run ``func`` as a startup phase while the server already serves: ``/readyz``
+        passes when it is done; a critical failure leaves it not ready (``failed``)."""
+        phase = Phase(self._lifecycle, name, timeout=timeout, critical=critical, background=True)
+        if not inspect.iscoroutinefunction(func):
             raise TypeError(
                 f"watch.background({name!r}, ...) takes an async function with no "
                 f"arguments; got {func!r}"
             )
-        lc = self._lifecycle
-        phase = Phase(lc, name, timeout=timeout, critical=critical, background=True)
-        return lc.start_background(name, phase, func)
+        return self._lifecycle.start_background(name, phase, func)
 
 
-def _endpoints(
-    o: Options, health: Health, lifecycle: Lifecycle, timeline: Callable[[], Timeline]
-) -> tuple[dict[str, ASGIApp], dict[str, ASGIApp]]:
-    """Path -> ASGI app: on the app's port, and on the ops listener's."""
-    app: dict[str, ASGIApp] = {}
-    ops: dict[str, ASGIApp] = {}
-    if o.timeline_path is not None:
-        ops.update(_timeline_routes(timeline, o.timeline_path))
-        if not o.ops_only:
-            app.update(_timeline_routes(timeline, o.timeline_path))
-    if o.metrics_path is not None:
-        # Inline on the ops listener: its own thread, off the app's event loop.
-        ops[o.metrics_path] = MetricsEndpoint(o.registry, inline=True, notify=lifecycle.notify)
-        if not o.ops_only:
-            app[o.metrics_path] = MetricsEndpoint(o.registry, notify=lifecycle.notify)
-    probes: dict[Probe, str | None] = {
-        "liveness": o.livez_path,
-        "readiness": o.readyz_path,
-        "startup": o.startupz_path,
-    }
-    ProbeRoutes((app, ops), health, probes, service=o.service, expose_details=o.expose_details)
-    return app, ops
+def _timeline(source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> ASGIApp:
+    """The timeline endpoint, its module loaded on the first request: served by
+    default, it must not cost every app's start the page's import."""
 
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        from ._waterfall import TimelineEndpoint
 
-def _drain_and_push(
-    o: Options, lifecycle: Lifecycle, log: Any, metrics: Metrics, ops: OpsListener | None
-) -> tuple[Sink, ...]:
-    """The sinks after the observers: the drain, the ops listener, the
-    Pushgateway, then the user's own."""
-    drainer = Drainer(lifecycle, o.drain_delay)
-    sinks: list[Sink] = [drainer]
-    if ops is not None:
-        sinks.append(ops)
-    if o.drain_delay > 0:
-        # python -m lifewatch drain (preStop) reaches every worker through a
-        # directory private to the app's user; no HTTP request drains.
-        sinks.append(
-            DrainChannel(
-                lifecycle, o.service, o.drain_delay, drainer.request, drainer.requested_left
-            )
-        )
-    if o.pushgateway is not None:
-        from ._pushgateway import PushgatewaySink
+        await TimelineEndpoint(source, fmt)(scope, receive, send)
 
-        sinks.append(PushgatewaySink(o.pushgateway, metrics, o.service, log))
-    return (*sinks, *o.sinks)
-
-
-class _LazyTimeline:
-    """A timeline endpoint whose module loads on its first request: served by
-    default, it must not cost every app's start the page's import (about 5 ms)."""
-
-    def __init__(self, source: Callable[[], Any], fmt: Literal["auto", "json"]) -> None:
-        self.source = source
-        self.fmt: Literal["auto", "json"] = fmt
-        self.endpoint: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.endpoint is None:
-            from ._waterfall import TimelineEndpoint
-
-            self.endpoint = TimelineEndpoint(self.source, self.fmt)
-        await self.endpoint(scope, receive, send)
-
-
-def _timeline_routes(source: Callable[[], Any], path: str) -> dict[str, ASGIApp]:
-    """``path`` (HTML, or JSON by ``Accept``) and ``path.json`` (always JSON)."""
-    return {path: _LazyTimeline(source, "auto"), f"{path}.json": _LazyTimeline(source, "json")}
+    return endpoint

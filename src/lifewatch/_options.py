@@ -1,10 +1,9 @@
 """The options of a ``Lifewatch``: validated once, then never changed.
 
-Every part is built from them once; a setting changed afterwards would be
-read by some parts and not others, so there is no changing them (a frozen
-dataclass: ``watch.options.drain_delay = 1`` raises). To change one, build a
-new ``Lifewatch``, or ``dataclasses.replace(watch.options, ...)`` and pass its
-fields. ``watch.options`` is the one place settings are read back.
+Every part is built from them once, so a setting changed afterwards would be
+read by some parts and not others: the dataclass is frozen. To change one,
+build a new ``Lifewatch`` (``dataclasses.replace(watch.options, ...)`` gives
+the fields, validated again).
 """
 
 from __future__ import annotations
@@ -29,6 +28,14 @@ from ._validate import (
 if TYPE_CHECKING:
     from ._pushgateway import Pushgateway
 
+PATHS = {
+    "livez_path": "/livez",
+    "readyz_path": "/readyz",
+    "startupz_path": "/startupz",
+    "metrics_path": "/metrics",
+    "timeline_path": "/lifewatch/timeline",
+}
+
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
@@ -50,39 +57,35 @@ class Options:
     """More ``Sink`` objects, fed every event."""
     timeline_path: str | None = "/lifewatch/timeline"
     """The timeline as an HTML waterfall (JSON by ``Accept``), and as JSON at
-    ``<timeline_path>.json`` (None: not served)."""
+    ``<timeline_path>.json``. This and every ``*_path``: None, not served."""
     livez_path: str | None = "/livez"
-    """The liveness probe (None: not served); so are the next two."""
+    """The liveness probe; the next two, the readiness and startup probes."""
     readyz_path: str | None = "/readyz"
     startupz_path: str | None = "/startupz"
     expose_details: bool = False
-    """Shows check failure reasons on the probes (off: an exception text can
-    hold a password)."""
+    """Shows check failure reasons on the probes (an exception text can hold a password)."""
     slow_check_threshold: float = 0.5
     """A check run slower than this logs a warning."""
     drain_delay: float = 5.0
-    """How long the app keeps serving after SIGTERM with ``/readyz`` failing
-    (0 turns draining off)."""
+    """How long the app keeps serving after SIGTERM with ``/readyz`` failing (0: no drain)."""
     metrics_path: str | None = "/metrics"
-    """Where ``/metrics`` is served (None: not served)."""
+    """Where ``/metrics`` is served."""
     pushgateway: Pushgateway | None = None
-    """A URL or a ``Pushgateway`` (kept as a ``Pushgateway``): pushes the last
-    words of a failed startup and of a completed shutdown."""
+    """A URL or a ``Pushgateway`` (kept as one): pushes the last words of a failed
+    startup and of a completed shutdown."""
     ops_address: str | None = None
-    """``host:port`` of the ops listener (off when None): the probes,
-    ``/metrics`` and the timeline on a port of their own, answering from the
-    first lifespan event on, even while the app's event loop is blocked."""
+    """``host:port`` of the ops listener (None: off): the probes, ``/metrics`` and
+    the timeline on a port of their own, answering even while the app's loop is blocked."""
     ops_only: bool = False
-    """Takes ``/metrics`` and the timeline off the app's port (needs
-    ``ops_address``); the probes stay on both."""
+    """Takes ``/metrics`` and the timeline off the app's port; the probes stay on both."""
     logger: Any = "auto"
-    """Where lifewatch's records go. ``"auto"``: through structlog if the app
-    configured structlog, else the stdlib logger ``lifewatch``. ``"structlog"``,
-    ``"stdlib"``, a ``logging.Logger`` or a structlog logger choose."""
+    """Where lifewatch's records go: ``"auto"`` (structlog if the app configured it,
+    else the stdlib logger ``lifewatch``), ``"structlog"``, ``"stdlib"``, a
+    ``logging.Logger`` or a structlog logger."""
     version: str | None = None
-    """What is running, for ``lifespan_build_info`` and the spans'
-    ``service.version``; read from the environment (``APP_VERSION``, ...) or
-    the distribution named ``service`` when None. So is ``revision``."""
+    """What is running, for ``lifespan_build_info`` and the spans' ``service.version``;
+    when None, read from the environment (``APP_VERSION``, ...) or the distribution
+    named ``service``. So is ``revision``."""
     revision: str | None = None
 
     def __post_init__(self) -> None:
@@ -103,41 +106,26 @@ class Options:
                     f"{name} must be a non-empty string, or None to read it from the "
                     f"environment; got {value!r}"
                 )
-        put("namespace", validate_namespace(self.namespace))
+        validate_namespace(self.namespace)
         put("startup_timeout", validate_seconds(self.startup_timeout, "startup_timeout"))
-        put(
-            "shutdown_timeout",
-            validate_seconds(self.shutdown_timeout, "shutdown_timeout", optional=False),
-        )
-        sinks = tuple(self.sinks)
-        for sink in sinks:
-            if not isinstance(sink, Sink):
-                raise TypeError(f"sinks must be lifewatch.Sink instances; got {sink!r}")
-        put("sinks", sinks)
-        paths = {
-            "livez_path": "/livez",
-            "readyz_path": "/readyz",
-            "startupz_path": "/startupz",
-            "metrics_path": "/metrics",
-            "timeline_path": "/lifewatch/timeline",
-        }
-        for name, example in paths.items():
-            put(name, validate_path(getattr(self, name), name, example))
-        put("expose_details", validate_bool(self.expose_details, "expose_details"))
-        put(
-            "slow_check_threshold",
-            validate_seconds(self.slow_check_threshold, "slow_check_threshold", optional=False),
-        )
+        for name in ("shutdown_timeout", "slow_check_threshold"):
+            put(name, validate_seconds(getattr(self, name), name, optional=False))
+        drain_delay = "drain_delay (0 turns draining off)"
         put(
             "drain_delay",
-            validate_seconds(
-                self.drain_delay, "drain_delay (0 turns draining off)", optional=False, zero_ok=True
-            ),
+            validate_seconds(self.drain_delay, drain_delay, optional=False, zero_ok=True),
         )
+        put("sinks", tuple(self.sinks))
+        for sink in self.sinks:
+            if not isinstance(sink, Sink):
+                raise TypeError(f"sinks must be lifewatch.Sink instances; got {sink!r}")
+        for name, example in PATHS.items():
+            validate_path(getattr(self, name), name, example)
+        validate_bool(self.expose_details, "expose_details")
+        validate_bool(self.ops_only, "ops_only")
         if self.ops_address is not None:
             validate_address(self.ops_address, "ops_address")
-        put("ops_only", validate_bool(self.ops_only, "ops_only"))
-        if self.ops_only and self.ops_address is None:
+        elif self.ops_only:
             raise ValueError(
                 "ops_only=True moves /metrics and the timeline to the ops listener, which "
                 "needs ops_address (e.g. ops_address='0.0.0.0:9000'); got ops_address=None"
@@ -157,6 +145,6 @@ class Options:
             from ._pushgateway import Pushgateway
 
             put("pushgateway", Pushgateway.coerce(self.pushgateway))
-        served = [getattr(self, name) for name in paths if getattr(self, name) is not None]
+        served = [getattr(self, name) for name in PATHS if getattr(self, name) is not None]
         if len(set(served)) != len(served):
             raise ValueError(f"endpoint paths must differ from each other; got {served!r}")

@@ -1,9 +1,8 @@
 """The outcome rules: how a phase or a run ended, and what becomes of its error.
 
-Pure functions of the records and of what the lifecycle knows when they end
-(a signal that came, a run's bound that fired); they write nothing. The
-lifecycle applies their verdict, so the rules are tested by a table
-(tests/test_outcome.py) without an event loop, a server or a sink.
+Pure functions of the records and of what the lifecycle knows when they end;
+they write nothing, so a table tests them (tests/test_outcome.py) without an
+event loop, a server or a sink.
 """
 
 from __future__ import annotations
@@ -40,9 +39,9 @@ class PhaseVerdict(NamedTuple):
     goes_on: bool
     """The error propagates; False: suppressed (it degrades, or shutdown goes on)."""
     note: str | None
-    """The PEP 678 note to add to the app's own exception (the innermost phase, once)."""
+    """The PEP 678 note for the app's own exception (the innermost phase's, once)."""
     origin: bool
-    """This phase is where the error came from (its traceback is logged here)."""
+    """The error came from this phase (its traceback is logged here)."""
 
 
 class RunVerdict(NamedTuple):
@@ -51,38 +50,20 @@ class RunVerdict(NamedTuple):
     error: BaseException | None
 
 
-def cancelled_class() -> type[BaseException]:
-    try:
-        return anyio.get_cancelled_exc_class()
-    except Exception:  # no async library running: only asyncio's can be about
-        return asyncio.CancelledError
-
-
 def reason_of(error: BaseException, facts: Facts) -> Reason:
     if isinstance(error, PhaseTimeout):
         return "timeout"
     if isinstance(error, StartupInterrupted):
         return "signal"
-    if isinstance(error, cancelled_class()):
+    try:
+        cancelled = anyio.get_cancelled_exc_class()
+    except Exception:  # no async library running: only asyncio's can be about
+        cancelled = asyncio.CancelledError
+    if isinstance(error, cancelled):
         if facts.signal is not None:
             return "signal"
         return "timeout" if facts.bound_hit else "cancelled"
     return "error"
-
-
-def overran(phase: PhaseRecord, error: BaseException | None) -> BaseException | None:
-    """A phase that ended past its timeout without being cut by it: a timeout.
-
-    Blocking code, or an event loop too blocked to fire the phase's own
-    cancel scope. Never ``ok``: the error becomes a ``PhaseTimeout`` with what
-    the block raised, if anything, as its cause. A cancellation, or a timeout
-    already raised, stays what it is.
-    """
-    if error is not None and (not isinstance(error, Exception) or isinstance(error, PhaseTimeout)):
-        return error
-    timeout = PhaseTimeout(phase.name, phase.timeout or 0.0, "timeout", phase.event)
-    timeout.__cause__ = error
-    return timeout
 
 
 def phase_outcome(
@@ -90,17 +71,26 @@ def phase_outcome(
 ) -> PhaseVerdict:
     """How ``phase`` (its ``end`` set) ended with ``error`` in ``run``.
 
-    Suppressed (``goes_on`` False): a non-critical phase's failure (it
-    degrades, startup goes on) and, in a shutdown that raises its failures at
-    its end (``run.goes_on``), any phase's failure. Cancellation and
-    ``KeyboardInterrupt`` and the like always go on.
+    Suppressed (``goes_on`` False): a non-critical phase's failure (startup
+    goes on, degraded), and any phase's failure in a shutdown that raises its
+    failures at its end (``run.goes_on``). Cancellations always go on.
     """
     assert phase.end is not None
-    if phase.timeout is not None and (phase.overran or phase.end - phase.start > phase.timeout):
-        error = overran(phase, error)
+    # Past its timeout without being cut by it (blocking code, or a loop too
+    # blocked to fire its scope): never ok, but a timeout caused by what it
+    # raised. A cancellation, or a timeout already raised, stays itself.
+    if (
+        phase.timeout is not None
+        and (phase.overran or phase.end - phase.start > phase.timeout)
+        and (
+            error is None or (isinstance(error, Exception) and not isinstance(error, PhaseTimeout))
+        )
+    ):
+        timeout = PhaseTimeout(phase.name, phase.timeout, "timeout", phase.event)
+        timeout.__cause__ = error
+        error = timeout
     if error is None and not phase.background and facts.signal is not None:
-        # A signal came while it ran (a sync block the loop could not cut, or a
-        # block that never awaited): the startup ends here.
+        # A signal came while it ran, and nothing could cut it: startup ends here.
         error = StartupInterrupted(phase.name, facts.signal)
     if error is None:
         return PhaseVerdict("ok", None, None, True, None, False)
@@ -112,8 +102,7 @@ def phase_outcome(
     recorded = error
     if reason == "timeout" and not isinstance(error, PhaseTimeout):
         # Cut by the run's bound: say so, rather than "CancelledError".
-        seconds, limit = facts.bound
-        recorded = PhaseTimeout(phase.name, seconds, limit, phase.event)
+        recorded = PhaseTimeout(phase.name, *facts.bound, phase.event)
     elif reason == "signal" and not isinstance(error, StartupInterrupted):
         # Cut by the signal: the innermost phase's error, which names it.
         assert facts.signal is not None
@@ -125,8 +114,7 @@ def phase_outcome(
 
     note = None
     if isinstance(error, Exception) and not isinstance(error, LifewatchError):
-        # The innermost phase names itself on the app's exception, once.
-        origin = not has_note(error)
+        origin = not has_note(error)  # the innermost phase names itself, once
         if origin:
             note = f"lifewatch: {phase.event} phase {phase.name!r} failed ({reason})"
     elif run is None:
@@ -148,8 +136,8 @@ def phase_outcome(
 def run_outcome(
     run: RunRecord, error: BaseException | None, failed: bool, facts: Facts
 ) -> RunVerdict:
-    """How ``run`` ended: ``error`` is what it raised; ``failed`` says it failed
-    without one lifewatch saw (a raw app that answered ``lifespan.startup.failed``)."""
+    """How ``run`` ended: ``error`` is what it raised;
+    ``failed``, that it failed without one (a raw app answered ``lifespan.startup.failed``)."""
     outcome: Outcome
     if error is not None:
         outcome = reason_of(error, facts)
@@ -164,8 +152,7 @@ def run_outcome(
     if outcome in ("ok", "degraded"):
         if facts.signal is None:
             return RunVerdict(outcome, run.failed_phase, run.error)
-        # The signal came as the startup was ending (or where nothing could
-        # cut it): it does not become ready, so it is not drained either.
+        # The signal came as the startup was ending: it is never ready, nor drained.
         outcome = "signal"
     failed_phase = run.failed_phase or run.event
     recorded = run.error if run.error is not None else error
@@ -180,5 +167,4 @@ def cut_error(run: RunRecord, name: str, facts: Facts) -> LifewatchError:
         return run.error  # the one its innermost phase recorded
     if facts.signal is not None:
         return StartupInterrupted(run.failed_phase or name, facts.signal)
-    seconds, limit = facts.bound
-    return PhaseTimeout(run.failed_phase or name, seconds, limit, run.event)
+    return PhaseTimeout(run.failed_phase or name, *facts.bound, run.event)

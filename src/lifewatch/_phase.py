@@ -1,8 +1,7 @@
 """``watch.phase(...)``: one timed, traced, logged step of startup or shutdown.
 
-A phase times a block (``async with`` or ``with``) and reports what happened
-to it; the lifecycle decides what that means (outcome, reason, whether the
-error goes on).
+A phase times a block and reports what happened to it; the lifecycle decides
+what that means (outcome, reason, whether the error goes on).
 """
 
 from __future__ import annotations
@@ -26,19 +25,15 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 current_phase: ContextVar[PhaseRecord | None] = ContextVar("lifewatch_phase", default=None)
+"""The enclosing phase: code called from a phase, or run in a thread from one, nests under it."""
 
 
 class Phase:
     """A context manager (sync and async), and a decorator (sync and async functions).
 
-    Each ``with``/``async with`` (or each call of a decorated function) is one
-    run of the phase. The event (startup or shutdown) and the parent come from
-    where it runs: the open run of the lifespan, and the enclosing phase in
-    that thread (a context variable: code called from a phase, or run by
-    ``anyio.to_thread.run_sync`` inside one, nests under it). A ``timeout``
-    opens a cancel scope around an async block, and only then; nothing can
-    cancel a sync block, so there the timeout is the watchdog's alone: the
-    block runs to its end, and its outcome is ``timeout``.
+    Each ``with`` (or call) is one run, in the lifespan's open run. A
+    ``timeout`` cancels an async block; nothing can cancel a sync block, so
+    there the watchdog reports it and its outcome is ``timeout`` when it ends.
     """
 
     def __init__(
@@ -66,16 +61,6 @@ class Phase:
         self._scope: anyio.CancelScope | None = None
         self._token: Token[PhaseRecord | None] | None = None
 
-    def _copy(self) -> Phase:
-        return Phase(
-            self._lifecycle,
-            self.name,
-            timeout=self.timeout,
-            critical=self.critical,
-            tags=self.tags,
-            background=self.background,
-        )
-
     def __call__(self, func: F) -> F:
         if (
             not callable(func)
@@ -86,18 +71,28 @@ class Phase:
                 f"@watch.phase({self.name!r}) decorates functions and async functions "
                 f"(not generator functions); got {func!r}"
             )
+        # Each call runs a fresh copy: calls may overlap.
+        copy = functools.partial(
+            Phase,
+            self._lifecycle,
+            self.name,
+            timeout=self.timeout,
+            critical=self.critical,
+            tags=self.tags,
+            background=self.background,
+        )
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with self._copy():
+                async with copy():
                     return await func(*args, **kwargs)
 
             return wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self._copy():
+            with copy():
                 return func(*args, **kwargs)
 
         return sync_wrapper  # type: ignore[return-value]
@@ -105,7 +100,7 @@ class Phase:
     def _open(self, sync: bool) -> PhaseRecord:
         if self._record is not None:
             raise RuntimeError(f"phase {self.name!r} is already running; use a new watch.phase()")
-        record = self._lifecycle.open_phase(
+        self._record = self._lifecycle.open_phase(
             self.name,
             parent=current_phase.get(),
             critical=self.critical,
@@ -114,24 +109,21 @@ class Phase:
             background=self.background,
             sync=sync,
         )
-        self._record = record
-        self._token = current_phase.set(record)
-        return record
+        self._token = current_phase.set(self._record)
+        return self._record
 
     def _close(self, exc: BaseException | None, cut: bool) -> bool:
         record, self._record = self._record, None
-        assert record is not None
-        if self._token is not None:
-            current_phase.reset(self._token)
-            self._token = None
-        suppress = self._lifecycle.close_phase(record, exc)
-        if suppress:
-            return True
+        assert record is not None and self._token is not None
+        current_phase.reset(self._token)
+        self._token = None
+        if self._lifecycle.close_phase(record, exc):
+            return True  # suppressed
         error = record.error
         if cut and error is not None and error is exc:
             raise error from None  # cut by its own scope: not "CancelledError"
         if error is not exc and isinstance(error, PhaseTimeout) and error.limit == "timeout":
-            raise error  # ran past its timeout without being cut: the lifecycle says so
+            raise error  # ran past its timeout without being cut
         if exc is None and isinstance(error, StartupInterrupted):
             raise error  # a signal came while it ran: the startup ends here
         return False
@@ -163,7 +155,7 @@ class Phase:
         scope, self._scope = self._scope, None
         cut = False
         if scope is not None and scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
-            assert self._record is not None
-            exc = PhaseTimeout(self.name, self.timeout or 0.0, "timeout", self._record.event)
+            assert self._record is not None and self.timeout is not None
+            exc = PhaseTimeout(self.name, self.timeout, "timeout", self._record.event)
             cut = True
         return self._close(exc, cut)

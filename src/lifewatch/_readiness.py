@@ -8,17 +8,16 @@ from ._types import State
 
 S = State
 ALLOWED: dict[State, frozenset[State]] = {
-    # A new startup may begin from anywhere (one app serving test after
-    # test), and a shutdown too; a background phase may fail any time.
+    # A new startup may begin from anywhere (one app serving test after test),
+    # and a shutdown too; a background phase may fail any time. Once stopping
+    # or failed, never ready again but through a new startup.
     S.STARTING: frozenset({S.READY, S.DRAINING, S.FAILED, S.STOPPING}),
     S.READY: frozenset({S.STARTING, S.DRAINING, S.FAILED, S.STOPPING}),
     S.DRAINING: frozenset({S.STARTING, S.READY, S.FAILED, S.STOPPING}),
-    # Never ready again once stopping or failed, but through a new startup.
     S.STOPPING: frozenset({S.STARTING, S.FAILED, S.STOPPED}),
     S.FAILED: frozenset({S.STARTING, S.STOPPING, S.STOPPED}),
     S.STOPPED: frozenset({S.STARTING, S.STOPPING}),
 }
-"""The moves a state may make (to itself is no move)."""
 
 
 class Readiness:
@@ -28,8 +27,7 @@ class Readiness:
         self._bus = bus
         self.state = State.STARTING
         self.closing = False
-        """Draining or stopping: responses ask keep-alive clients to go (one
-        attribute for the request path to read)."""
+        """Draining or stopping: responses ask keep-alive clients to go."""
         self.refusal: str | None = None
         """Why traffic is refused by hand (``refuse``), or None."""
         self._refusal_drains = False
@@ -49,18 +47,13 @@ class Readiness:
         self._bus.emit("state_changed", old, new)
 
     def ready(self) -> None:
-        """Startup is over and nothing keeps it from serving: ready, unless
-        traffic was refused by hand (then ``draining`` until it is accepted)."""
+        """Startup is over: ready, or ``draining`` while traffic is refused by hand."""
         if self.state is State.STARTING:
             self.move(State.READY if self.refusal is None else State.DRAINING)
 
     def refuse(self, reason: str) -> None:
-        """Out of rotation by hand: readiness fails (state ``draining``) with ``reason``.
-
-        Spring's ``REFUSING_TRAFFIC``: the process goes on serving what still
-        comes, and ``accept`` puts it back. Only a ready (or starting)
-        instance moves; one stopping or failed stays as it is.
-        """
+        """Out of rotation by hand (Spring's ``REFUSING_TRAFFIC``): a ready instance
+        drains; one stopping or failed stays as it is."""
         if self.refusal is None:
             # The drain is the refusal's own only if it made it.
             self._refusal_drains = self.state in (State.READY, State.STARTING)

@@ -1,10 +1,8 @@
-"""The sink interface: one class per signal, fed the same events.
+"""The sink interface: one subclass per signal, fed the same events.
 
-Adding a signal means adding one subclass; nothing that produces events
-changes. Sinks are called in order on ``*_begin`` and in reverse order on
-``*_end``, so a sink that sets up context (tracing) wraps the ones after it
-(logging). Every call is isolated by the lifecycle: a sink that raises is
-reported and skipped, and what the app or the server sees does not change.
+Sinks hear ``*_begin`` in order and ``*_end`` in reverse, so one that sets up
+context (tracing) wraps the ones after it (logging). A sink that raises is
+reported and skipped: what the app or the server sees does not change.
 """
 
 from __future__ import annotations
@@ -50,7 +48,4 @@ class Sink:
 
     def notice(self, notice: Notice) -> None:
         """Anything else worth telling: a drain step, a probe that broke.
-
-        ``lifespan.phase.overrun`` (``notice.phase`` set) comes from the
-        watchdog's thread, while the phase is still running elsewhere.
-        """
+        ``lifespan.phase.overrun`` comes from the watchdog's thread."""

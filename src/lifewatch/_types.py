@@ -9,16 +9,12 @@ Event = Literal["startup", "shutdown"]
 """Which half of the lifespan a phase belongs to."""
 
 Outcome = Literal["ok", "error", "timeout", "cancelled", "signal", "degraded"]
-"""How a phase or a whole startup/shutdown ended.
-
-``degraded`` marks a non-critical failure: recorded, but startup went on.
-``signal``: a SIGTERM or SIGINT came while the startup ran, and ended it.
-"""
+"""How a phase or a whole startup/shutdown ended. ``degraded``: a non-critical
+failure, recorded while startup went on; ``signal``: a SIGTERM or SIGINT ended
+the startup."""
 
 Reason = Literal["error", "timeout", "cancelled", "signal"]
 """Why a phase failed; the ``reason`` label of the failure counter."""
-
-REASONS: tuple[Reason, ...] = ("error", "timeout", "cancelled", "signal")
 
 
 class State(str, enum.Enum):

@@ -1,5 +1,4 @@
-"""Argument checks shared by every option: each error says what was given and
-what is accepted."""
+"""Argument checks: each error says what was given and what is accepted."""
 
 from __future__ import annotations
 
@@ -50,9 +49,7 @@ def validate_seconds(
 
 def validate_path(path: object, what: str, example: str) -> str | None:
     """An endpoint path: ``None`` (not served) or an absolute path."""
-    if path is None:
-        return None
-    if (
+    if path is not None and (
         not isinstance(path, str)
         or not path.startswith("/")
         or path == "/"
@@ -70,7 +67,7 @@ _NAMESPACE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
 def validate_namespace(namespace: object) -> str:
-    """The metric name prefix, checked at construction rather than at first scrape."""
+    """The metric name prefix, checked at construction, not at the first scrape."""
     if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
         raise ValueError(
             f"namespace={namespace!r} is not a valid Prometheus metric name prefix; "
@@ -81,8 +78,7 @@ def validate_namespace(namespace: object) -> str:
 
 def validate_address(address: object, what: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:9000`` for IPv6) to listen on; port 0 picks a free one."""
-    host: str | None = None
-    port_text = ""
+    host, port_text = "", ""
     if isinstance(address, str):
         if address.startswith("["):
             inner, bracket, rest = address[1:].partition("]")
@@ -91,8 +87,7 @@ def validate_address(address: object, what: str) -> tuple[str, int]:
         elif address.count(":") == 1:
             host, _, port_text = address.partition(":")
     if (
-        host is None
-        or not host
+        not host
         or any(c.isspace() or c in "/?#@" for c in host)
         or not port_text.isdigit()
         or not 0 <= int(port_text) <= 65535
