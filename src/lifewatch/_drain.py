@@ -244,7 +244,7 @@ class _ProcessDrain:
         callable; SIGINT too where the server handles it alike (uvicorn): it
         drains nothing, but like SIGTERM it ends a startup under way."""
         previous = signal.getsignal(signal.SIGTERM)
-        if not callable(previous) or previous in (signal.SIG_DFL, signal.SIG_IGN):
+        if not callable(previous):  # SIG_DFL, SIG_IGN, None (set in C)
             return False
         # uvicorn --reload sends SIGTERM on every file change: no drain wanted there.
         config = getattr(getattr(previous, "__self__", None), "config", None)
