@@ -20,11 +20,10 @@ def _port(text: str) -> int:
     try:
         port = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"port must be a number from 1 to 65535; got {text!r}"
-        ) from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535; got {port}")
+        port = None
+    if port is None or not 1 <= port <= 65535:
+        shown = text if port is None else port
+        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535; got {shown!r}")
     return port
 
 
@@ -43,10 +42,9 @@ def _seconds(text: str) -> float:
 def _free(host: str, port: int) -> str | None:
     """None if we can listen there, else one line saying why not."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
         return f"cannot resolve host {host!r}: {exc.strerror}"
-    family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -90,9 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "return when the drain is over",
     )
     drain.add_argument(
-        "--service",
-        default=None,
-        help="the app's Lifewatch(service=...) (default: none, as Lifewatch())",
+        "--service", help="the app's Lifewatch(service=...) (default: none, as Lifewatch())"
     )
     drain.add_argument(
         "--timeout",
@@ -138,7 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "grafana":
         return grafana_command(args)
     if args.command == "probe":
-        return _probe(args.url, args.timeout)
+        from ._client import Failed
+        from ._client import probe as get_probe
+
+        try:
+            line = get_probe(args.url, args.timeout)
+        except Failed as exc:
+            print(f"lifewatch probe: {exc}", file=sys.stderr)
+            return 1
+        print(f"lifewatch probe: {args.url}: {line}", file=sys.stderr)
+        return 0
     if args.command == "drain":
         from ._channel import drain as drain_workers
 
@@ -146,18 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "k8s":
         return _k8s(args, argv)
     return _demo(args)
-
-
-def _probe(url: str, timeout: float) -> int:
-    from ._client import Failed, probe
-
-    try:
-        line = probe(url, timeout)
-    except Failed as exc:
-        print(f"lifewatch probe: {exc}", file=sys.stderr)
-        return 1
-    print(f"lifewatch probe: {url}: {line}", file=sys.stderr)
-    return 0
 
 
 def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
