@@ -42,7 +42,7 @@ FIFO = "drain"
 STATE = "state.json"
 REQUEST = b"drain\n"
 """What the hook writes: one line, far below ``PIPE_BUF`` (written atomically)."""
-MAX_READ = 512
+MAX_READ = 8192
 MAX_STATE = 4096
 MAX_AHEAD = 86400.0
 """Seconds: a drain end further away than this (or as far in the past) is not believed."""
@@ -253,6 +253,7 @@ class DrainChannel(Sink):
         except RuntimeError:
             self._off("no asyncio event loop runs the lifespan")
             return
+        path = fd = None
         try:
             base = tempfile.gettempdir()
             for old in candidates(self.service, base):  # left by dead workers
@@ -260,20 +261,17 @@ class DrainChannel(Sink):
                     if reach(old) == "dead":
                         shutil.rmtree(old, ignore_errors=True)
             path = tempfile.mkdtemp(prefix=prefix(self.service), dir=base)
-        except OSError as exc:
-            self._off(f"no private directory can be made in the temp dir: {exc}")
-            return
-        fd = None
-        try:
             os.chmod(path, 0o700)  # exactly, whatever the umask
-            fifo = os.path.join(path, FIFO)
-            os.mkfifo(fifo, 0o600)
+            os.mkfifo(os.path.join(path, FIFO), 0o600)
             # Read and write: a writer closing never leaves the FIFO at EOF.
-            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(os.path.join(path, FIFO), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             loop.add_reader(fd, self._on_readable)
         except (OSError, NotImplementedError) as exc:
             if fd is not None:
                 os.close(fd)
+            if path is None:
+                self._off(f"no private directory can be made in the temp dir: {exc}")
+                return
             shutil.rmtree(path, ignore_errors=True)
             why = (
                 "its event loop cannot watch a file"
@@ -309,16 +307,12 @@ class DrainChannel(Sink):
         self.lifecycle.notify(Notice("lifespan.drain.channel.off", "warning", {"detail": detail}))
 
     def _on_readable(self) -> None:
-        asked = False
-        for _ in range(16):  # bounded: the loop has other work
-            if self._fd is None:
-                return
-            try:
-                data = os.read(self._fd, MAX_READ)
-            except OSError:  # BlockingIOError: read it all
-                break
-            asked = asked or REQUEST.strip() in data.split(b"\n")
-        if not asked:
+        # Bounded: what is left is read on the loop's next turn.
+        try:
+            data = b"" if self._fd is None else os.read(self._fd, MAX_READ)
+        except OSError:
+            return
+        if REQUEST.strip() not in data.split(b"\n"):
             return
         # A ready worker drains; a starting one drains for the rest once ready.
         if self.lifecycle.state is State.READY:
@@ -394,6 +388,8 @@ class _Worker:
     status: Literal["asked", "draining", "not ready", "failed"] = "asked"
     reason: str = ""
     pid: int | None = None
+    state: str = ""
+    """What its state file said last."""
     left: float = 0.0
 
 
@@ -475,9 +471,9 @@ def _other_services(base: str, service: str | None) -> list[str]:
 def _wait_for_begin(workers: list[_Worker], service: str | None, timeout: float) -> None:
     """Read each worker's state file until each drains, or ``timeout`` passed."""
     deadline = time.monotonic() + timeout
-    last: dict[str, str] = {}
     while True:
-        for worker in [w for w in workers if w.status == "asked"]:
+        asked = [w for w in workers if w.status == "asked"]
+        for worker in asked:
             try:
                 state = read_state(worker.path, service)
             except ValueError as exc:
@@ -489,19 +485,17 @@ def _wait_for_begin(workers: list[_Worker], service: str | None, timeout: float)
                 else:
                     worker.status, worker.reason = "failed", f"its state file: {exc}"
                 continue
-            worker.pid = state.pid
-            last[worker.path] = state.state
+            worker.pid, worker.state = state.pid, state.state
             if state.state == State.DRAINING.value:
                 worker.status, worker.left = "draining", state.left(time.time())
             elif state.state not in (State.READY.value, State.STARTING.value):
                 worker.status = "not ready"  # stopping or failed: no traffic
-        if not any(w.status == "asked" for w in workers) or time.monotonic() >= deadline:
+        asked = [w for w in asked if w.status == "asked"]
+        if not asked or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
-    for worker in workers:
-        if worker.status != "asked":
-            continue
-        if last.get(worker.path) == State.STARTING.value:
+    for worker in asked:
+        if worker.state == State.STARTING.value:
             worker.status = "not ready"  # it drains for what is left once ready
         else:
             worker.status = "failed"
