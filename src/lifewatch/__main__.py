@@ -165,17 +165,12 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         watch = find_watch(args.target)
         monitoring_labels = _labels(args.monitoring_label, "--monitoring-label")
-        dashboard_label = _labels([args.dashboard_label], "--dashboard-label")
-    except (TargetError, ValueError) as exc:
-        print(f"lifewatch k8s: {exc}", file=sys.stderr)
-        return 2
-    module = args.target.partition(":")[0]
-    name = args.name or watch.options.service or module.rsplit(".", 1)[-1].replace("_", "-")
-    if args.command_line is None:
+        ((key, value),) = _labels([args.dashboard_label], "--dashboard-label").items()
+        module = args.target.partition(":")[0]
+        name = args.name or watch.options.service or module.rsplit(".", 1)[-1].replace("_", "-")
         command = ["uvicorn", args.target, "--host", "0.0.0.0", "--port", str(args.port)]
-    else:
-        command = shlex.split(args.command_line)
-    try:
+        if args.command_line is not None:
+            command = shlex.split(args.command_line)
         manifest = deployment(
             watch,
             name=name,
@@ -184,18 +179,16 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
             port=args.port,
             replicas=args.replicas,
         )
-    except ValueError as exc:
+        if args.monitoring and watch.options.metrics_path is None:
+            raise ValueError("--monitoring: the app serves no /metrics")
+    except (TargetError, ValueError) as exc:
         print(f"lifewatch k8s: {exc}", file=sys.stderr)
         return 2
     documents = [manifest]
     if args.monitoring:
-        if watch.options.metrics_path is None:
-            print("lifewatch k8s: --monitoring: the app serves no /metrics", file=sys.stderr)
-            return 2
         # Scraped on the ops port when there is one (the only place with ops_only).
         port = "ops" if watch.options.ops_address is not None else "http"
         pod_labels = manifest["spec"]["template"]["metadata"]["labels"]
-        ((key, value),) = dashboard_label.items()
         documents += [
             pod_monitor(watch, name=name, port=port, selector=pod_labels, labels=monitoring_labels),
             prometheus_rule(watch, name=name, labels=monitoring_labels),
