@@ -1,17 +1,12 @@
 """Draining on SIGTERM: readiness fails at once, the server goes on serving.
 
-Kubernetes sends SIGTERM as it removes the pod from its Service endpoints, and
-load balancers catch up over the next seconds; uvicorn closes its listeners at
-once (Kludex/uvicorn#2414). So lifewatch stands in front of the server's
-SIGTERM handler: the state becomes ``draining`` (``/readyz`` 503), the app
-serves on for ``drain_delay`` seconds, then the server gets the signal. That
-works where the handler is a Python callable (uvicorn's ``handle_exit``) or a
-loop's ``add_signal_handler`` (hypercorn: ``_WakeupRelay``), in the main
-thread; a server that takes signals in a supervisor of its own (granian,
-hypercorn with workers) leaves nothing to hook, and readiness flips at
-``lifespan.shutdown``. ``request()`` (the drain channel, ``python -m lifewatch
-drain`` from a ``preStop`` hook) starts the same drain without a signal under
-any server. There is one drain per process, whatever the number of watches.
+Kubernetes sends SIGTERM as it removes the pod from its endpoints, and load
+balancers catch up over the next seconds, while uvicorn closes its listeners
+at once (Kludex/uvicorn#2414). So lifewatch stands in front of the server's
+SIGTERM handler (a Python callable, or a loop's ``add_signal_handler``), sets
+``draining`` (``/readyz`` 503), serves on for ``drain_delay``, then hands the
+signal on. Where the server takes signals in a supervisor (granian), the
+``preStop`` hook (``_channel``, calling ``request()``) drains instead.
 """
 
 from __future__ import annotations
@@ -36,11 +31,9 @@ if TYPE_CHECKING:
 class _WakeupRelay:
     """Holds back the signals an event loop learns of through the wakeup fd.
 
-    ``loop.add_signal_handler`` reads each signal's number from the fd given to
-    ``signal.set_wakeup_fd``, so replacing the Python handler alone would not
-    stand in front of the server. The relay becomes the wakeup fd and passes
-    every byte on to the loop's fd, a held signal's only when lifewatch hands
-    it on (the documented protocol: one byte, the signal's number).
+    ``loop.add_signal_handler`` (hypercorn) reads each signal's number from the
+    fd of ``signal.set_wakeup_fd``: the relay takes that place and passes every
+    byte on, a held signal's only when lifewatch hands it on.
     """
 
     def __init__(
@@ -205,13 +198,9 @@ class Drainer(Sink):
 
 
 class _ProcessDrain:
-    """One drain per process, whatever the number of ``Lifewatch`` objects.
-
-    One hook stands in front of the server's handler: on SIGTERM every watch
-    that is ready flips to ``draining`` at once (not one after the other), and
-    the signal reaches the server after the longest delay, or the end of a
-    drain requested before it, whichever is later.
-    """
+    """One drain per process, whatever the number of watches (a mounted app's):
+    on SIGTERM every ready watch drains at once, and the signal reaches the
+    server after the longest delay, or a requested drain's end if later."""
 
     def __init__(self) -> None:
         self.drainers: list[Drainer] = []
