@@ -212,12 +212,9 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError:
-        print(
-            "lifewatch demo needs uvicorn and fastapi: pip install 'lifewatch[demo]'",
-            file=sys.stderr,
-        )
-        return 2
-    problem = _free(args.host, args.port)
+        problem: str | None = "it needs uvicorn and fastapi: pip install 'lifewatch[demo]'"
+    else:
+        problem = _free(args.host, args.port)
     if problem is not None:
         print(f"lifewatch demo: {problem}", file=sys.stderr)
         return 2
@@ -244,13 +241,9 @@ def _demo(args: argparse.Namespace) -> int:
     )
     # --json: the logging configured above renders uvicorn's lines too.
     quiet_uvicorn: dict[str, Any] = {"log_config": None} if args.json else {}
+    colour = wants_colour(sys.stderr)
     uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        use_colors=wants_colour(sys.stderr),
-        **quiet_uvicorn,
+        app, host=args.host, port=args.port, log_level="info", use_colors=colour, **quiet_uvicorn
     )
     return 0
 
