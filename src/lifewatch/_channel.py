@@ -69,18 +69,20 @@ def prefix(service: str | None) -> str:
     return f"lifewatch-{os.geteuid()}-{service_token(service)}-"
 
 
-def candidates(service: str | None, base: str) -> list[str]:
-    """Entries of ``base`` named like this user's channels of ``service`` (unchecked)."""
-    start = prefix(service)
+def _channels(base: str) -> list[tuple[str, str]]:
+    """(service token, path) of each entry of ``base`` named like a channel of this user."""
+    pattern = re.compile(rf"lifewatch-{os.geteuid()}-([A-Za-z0-9._]*)-[^-]+")
     try:
         names = os.listdir(base)
     except OSError:
         return []
-    return sorted(
-        os.path.join(base, name)
-        for name in names
-        if name.startswith(start) and len(name) > len(start) and "-" not in name[len(start) :]
-    )
+    matches = [(pattern.fullmatch(name), name) for name in names]
+    return sorted((match[1], os.path.join(base, name)) for match, name in matches if match)
+
+
+def candidates(service: str | None, base: str) -> list[str]:
+    """Entries of ``base`` named like this user's channels of ``service`` (unchecked)."""
+    return [path for token, path in _channels(base) if token == service_token(service)]
 
 
 @contextlib.contextmanager
@@ -454,18 +456,8 @@ def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | Non
 
 def _other_services(base: str, service: str | None) -> list[str]:
     """The services of this user's other live channels in ``base``: a hint."""
-    start, own = f"lifewatch-{os.geteuid()}-", service_token(service)
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return []
-    found = set()
-    for name in names:
-        parts = name.split("-")
-        ours = name.startswith(start) and len(parts) == 4 and parts[2] != own
-        if ours and is_live(os.path.join(base, name)):
-            found.add(parts[2])
-    return sorted(found)[:5]
+    own = service_token(service)
+    return sorted({token for token, path in _channels(base) if token != own and is_live(path)})[:5]
 
 
 def _wait_for_begin(workers: list[_Worker], service: str | None, timeout: float) -> None:
