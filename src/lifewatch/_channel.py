@@ -218,7 +218,7 @@ class DrainChannel(Sink):
         lifecycle: Lifecycle,
         service: str | None,
         drain_delay: float,
-        request: Callable[[float | None], float],
+        request: Callable[[float | None], None],
         left: Callable[[], float | None],
     ) -> None:
         self.lifecycle = lifecycle

@@ -16,7 +16,6 @@ import contextlib
 import os
 import signal
 import threading
-import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -101,8 +100,8 @@ class Drainer(Sink):
         self.installed = False
         self._serving_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._until: float | None = None
-        """``time.monotonic()`` at which a requested drain ends."""
+        self._requested = False
+        """A drain was requested in this lifespan (asking again does nothing)."""
         self._timer: asyncio.TimerHandle | None = None
         """The end of the requested drain running now."""
 
@@ -112,7 +111,7 @@ class Drainer(Sink):
                 self._serving_loop = asyncio.get_running_loop()
             except RuntimeError:  # trio: no asyncio loop, no drain
                 self._serving_loop = None
-            self._until = None
+            self._requested = False
             # With drain_delay=0 too: a signal during startup still ends the startup.
             if not self.installed:
                 self.installed = _PROCESS.join(self)
@@ -143,10 +142,9 @@ class Drainer(Sink):
         with contextlib.suppress(Exception):  # the signal goes on regardless
             self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
 
-    def request(self, seconds: float | None = None) -> float:
-        """Drain now, without a signal (from any thread); the seconds it has left.
+    def request(self, seconds: float | None = None) -> None:
+        """Drain now, without a signal (from any thread), if ready and not asked before.
 
-        Only a ready instance drains; asking again returns what is left.
         ``seconds``: a shorter drain, the rest of the one its sibling workers
         began before this one was ready.
         """
@@ -154,16 +152,14 @@ class Drainer(Sink):
         loop = self._serving_loop
         with self._lock:
             if (
-                self._until is None
+                not self._requested
                 and length > 0
                 and self.lifecycle.state is State.READY
                 and loop is not None
                 and not loop.is_closed()
             ):
-                self._until = time.monotonic() + length
+                self._requested = True
                 loop.call_soon_threadsafe(self._begin_requested, length)
-            until = self._until
-        return 0.0 if until is None else max(0.0, until - time.monotonic())
 
     def _begin_requested(self, length: float) -> None:
         if self._start(length) and self.installed:
@@ -176,9 +172,9 @@ class Drainer(Sink):
     def follow(self) -> None:
         """Drain on request because another watch of this process was asked to."""
         with self._lock:
-            if self._until is not None or self.drain_delay <= 0:
+            if self._requested or self.drain_delay <= 0:
                 return
-            self._until = time.monotonic() + self.drain_delay
+            self._requested = True
         self._start(self.drain_delay)
 
     def _start(self, length: float) -> bool:
