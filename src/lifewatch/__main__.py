@@ -20,11 +20,10 @@ def _port(text: str) -> int:
     try:
         port = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"port must be a number from 1 to 65535; got {text!r}"
-        ) from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535; got {port}")
+        port = None
+    if port is None or not 1 <= port <= 65535:
+        shown = text if port is None else port
+        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535; got {shown!r}")
     return port
 
 
@@ -43,10 +42,9 @@ def _seconds(text: str) -> float:
 def _free(host: str, port: int) -> str | None:
     """None if we can listen there, else one line saying why not."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
         return f"cannot resolve host {host!r}: {exc.strerror}"
-    family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -90,9 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "return when the drain is over",
     )
     drain.add_argument(
-        "--service",
-        default=None,
-        help="the app's Lifewatch(service=...) (default: none, as Lifewatch())",
+        "--service", help="the app's Lifewatch(service=...) (default: none, as Lifewatch())"
     )
     drain.add_argument(
         "--timeout",
@@ -138,7 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "grafana":
         return grafana_command(args)
     if args.command == "probe":
-        return _probe(args.url, args.timeout)
+        from ._client import Failed
+        from ._client import probe as get_probe
+
+        try:
+            line = get_probe(args.url, args.timeout)
+        except Failed as exc:
+            print(f"lifewatch probe: {exc}", file=sys.stderr)
+            return 1
+        print(f"lifewatch probe: {args.url}: {line}", file=sys.stderr)
+        return 0
     if args.command == "drain":
         from ._channel import drain as drain_workers
 
@@ -146,18 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "k8s":
         return _k8s(args, argv)
     return _demo(args)
-
-
-def _probe(url: str, timeout: float) -> int:
-    from ._client import Failed, probe
-
-    try:
-        line = probe(url, timeout)
-    except Failed as exc:
-        print(f"lifewatch probe: {exc}", file=sys.stderr)
-        return 1
-    print(f"lifewatch probe: {url}: {line}", file=sys.stderr)
-    return 0
 
 
 def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
@@ -172,17 +165,12 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         watch = find_watch(args.target)
         monitoring_labels = _labels(args.monitoring_label, "--monitoring-label")
-        dashboard_label = _labels([args.dashboard_label], "--dashboard-label")
-    except (TargetError, ValueError) as exc:
-        print(f"lifewatch k8s: {exc}", file=sys.stderr)
-        return 2
-    module = args.target.partition(":")[0]
-    name = args.name or watch.options.service or module.rsplit(".", 1)[-1].replace("_", "-")
-    if args.command_line is None:
+        ((key, value),) = _labels([args.dashboard_label], "--dashboard-label").items()
+        module = args.target.partition(":")[0]
+        name = args.name or watch.options.service or module.rsplit(".", 1)[-1].replace("_", "-")
         command = ["uvicorn", args.target, "--host", "0.0.0.0", "--port", str(args.port)]
-    else:
-        command = shlex.split(args.command_line)
-    try:
+        if args.command_line is not None:
+            command = shlex.split(args.command_line)
         manifest = deployment(
             watch,
             name=name,
@@ -191,18 +179,16 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
             port=args.port,
             replicas=args.replicas,
         )
-    except ValueError as exc:
+        if args.monitoring and watch.options.metrics_path is None:
+            raise ValueError("--monitoring: the app serves no /metrics")
+    except (TargetError, ValueError) as exc:
         print(f"lifewatch k8s: {exc}", file=sys.stderr)
         return 2
     documents = [manifest]
     if args.monitoring:
-        if watch.options.metrics_path is None:
-            print("lifewatch k8s: --monitoring: the app serves no /metrics", file=sys.stderr)
-            return 2
         # Scraped on the ops port when there is one (the only place with ops_only).
         port = "ops" if watch.options.ops_address is not None else "http"
         pod_labels = manifest["spec"]["template"]["metadata"]["labels"]
-        ((key, value),) = dashboard_label.items()
         documents += [
             pod_monitor(watch, name=name, port=port, selector=pod_labels, labels=monitoring_labels),
             prometheus_rule(watch, name=name, labels=monitoring_labels),
@@ -226,12 +212,9 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError:
-        print(
-            "lifewatch demo needs uvicorn and fastapi: pip install 'lifewatch[demo]'",
-            file=sys.stderr,
-        )
-        return 2
-    problem = _free(args.host, args.port)
+        problem: str | None = "it needs uvicorn and fastapi: pip install 'lifewatch[demo]'"
+    else:
+        problem = _free(args.host, args.port)
     if problem is not None:
         print(f"lifewatch demo: {problem}", file=sys.stderr)
         return 2
@@ -258,13 +241,9 @@ def _demo(args: argparse.Namespace) -> int:
     )
     # --json: the logging configured above renders uvicorn's lines too.
     quiet_uvicorn: dict[str, Any] = {"log_config": None} if args.json else {}
+    colour = wants_colour(sys.stderr)
     uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        use_colors=wants_colour(sys.stderr),
-        **quiet_uvicorn,
+        app, host=args.host, port=args.port, log_level="info", use_colors=colour, **quiet_uvicorn
     )
     return 0
 

@@ -1,22 +1,21 @@
 """The drain channel: how ``python -m lifewatch drain`` reaches every worker.
 
 A ``preStop`` hook must take every worker of the pod out of rotation, and
-nobody else may: not a request with a forged ``X-Forwarded-For``, not another
-user of the pod or the node (DESIGN §8). So the drain goes through the file
-system, where the kernel checks who asks. Each worker makes a private
-directory (``mkdtemp``: 0700, random, exclusive) named
-``lifewatch-<uid>-<service>-<random>`` holding a FIFO it reads on its event
-loop and a state file replaced at each state change. The hook uses only real
-directories of its own uid with mode 0700, writes a line into each FIFO and
-reads each state file (bounded, range-checked) to see the drain begin.
+nobody else may (DESIGN §8). So the drain goes through the file system, where
+the kernel checks who asks: each worker makes a private directory
+(``mkdtemp``: 0700, random) named ``lifewatch-<uid>-<service>-<random>`` with
+a FIFO it reads on its event loop and a state file replaced at each state
+change. The hook uses only real 0700 directories of its own uid, writes a
+line into each FIFO and reads each state file (bounded, range-checked).
 Nothing is bound, so nothing can be squatted; a dead worker's directory (its
-FIFO has no reader: ``ENXIO``) is removed by the next start or hook.
+FIFO has no reader) is removed by the next start or hook.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import json
 import math
@@ -30,7 +29,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from ._records import Notice, RunRecord
 from ._sink import Sink
@@ -43,10 +42,8 @@ FIFO = "drain"
 STATE = "state.json"
 REQUEST = b"drain\n"
 """What the hook writes: one line, far below ``PIPE_BUF`` (written atomically)."""
-MAX_READ = 512
-"""Bytes read from the FIFO at a time; anything but a request line is ignored."""
+MAX_READ = 8192
 MAX_STATE = 4096
-"""Bytes of a state file read at most."""
 MAX_AHEAD = 86400.0
 """Seconds: a drain end further away than this (or as far in the past) is not believed."""
 MIN_DRAIN = 0.05
@@ -54,18 +51,17 @@ MIN_DRAIN = 0.05
 FRESH = 5.0
 """Seconds a FIFO nobody reads yet is taken for a worker starting, not a dead one."""
 BEGIN_TIMEOUT = 2.0
-"""Seconds the hook waits for each worker to begin draining."""
 _PID_MAX = 2**22
 _STATES = {s.value for s in State}
+_NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class NotOurs(Exception):
+class NotOurs(OSError):
     """An entry named like a channel that is not one of this user's: skipped."""
 
 
 def service_token(service: str | None) -> str:
-    """The service's name as a path part: letters, digits, ``.``, ``_`` (the
-    rest ``_``), at most 64; no ``-``, so the random suffix stays apart."""
+    """The service's name as a path part: no ``-``, so the random suffix stays apart."""
     return re.sub(r"[^A-Za-z0-9._]", "_", service or "")[:64]
 
 
@@ -73,28 +69,28 @@ def prefix(service: str | None) -> str:
     return f"lifewatch-{os.geteuid()}-{service_token(service)}-"
 
 
-def candidates(service: str | None, base: str) -> list[str]:
-    """Entries of ``base`` named like this user's channels of ``service`` (unchecked)."""
-    start = prefix(service)
+def _channels(base: str) -> list[tuple[str, str]]:
+    """(service token, path) of each entry of ``base`` named like a channel of this user."""
+    pattern = re.compile(rf"lifewatch-{os.geteuid()}-([A-Za-z0-9._]*)-[^-]+")
     try:
         names = os.listdir(base)
     except OSError:
         return []
-    return sorted(
-        os.path.join(base, name)
-        for name in names
-        if name.startswith(start) and len(name) > len(start) and "-" not in name[len(start) :]
-    )
+    matches = [(pattern.fullmatch(name), name) for name in names]
+    return sorted((match[1], os.path.join(base, name)) for match, name in matches if match)
+
+
+def candidates(service: str | None, base: str) -> list[str]:
+    """Entries of ``base`` named like this user's channels of ``service`` (unchecked)."""
+    return [path for token, path in _channels(base) if token == service_token(service)]
 
 
 @contextlib.contextmanager
 def open_private(path: str) -> Iterator[int]:
-    """A descriptor of ``path`` if it is a real directory of this user, mode
-    0700; ``NotOurs`` or ``OSError`` otherwise. Opened once and checked on the
-    descriptor, so nothing swapped in after the check is used."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    """A descriptor of ``path`` if it is a real 0700 directory of this user, else
+    ``NotOurs``; checked on the descriptor, so nothing swapped in later is used."""
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.EPERM):
             raise NotOurs(f"{path}: {exc.strerror}") from None
@@ -108,40 +104,48 @@ def open_private(path: str) -> Iterator[int]:
         os.close(fd)
 
 
-class NoReader(Exception):
-    """Nobody reads the FIFO: its worker died (or, within ``FRESH`` seconds of
-    its making, has not opened it yet: ``fresh``)."""
+def reach(path: str, message: bytes = b"") -> Literal["live", "fresh", "dead"]:
+    """Write ``message`` into the FIFO of this user's channel at ``path``:
+    ``live``; or nobody reads it: ``fresh`` (a worker starting) or ``dead``.
+    ``NotOurs`` (or another ``OSError``) if it is no channel of this user."""
+    with open_private(path) as dir_fd:
+        st = os.stat(FIFO, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.geteuid():
+            raise NotOurs(f"{path}: not a FIFO of this user")
+        try:
+            fd = os.open(FIFO, os.O_WRONLY | _NOFOLLOW, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            return "fresh" if time.time() - st.st_mtime < FRESH else "dead"
+        try:
+            if message:
+                os.write(fd, message)
+        except BlockingIOError:
+            pass  # full of requests already: it is asked
+        finally:
+            os.close(fd)
+    return "live"
 
-    def __init__(self, fresh: bool) -> None:
-        super().__init__("nobody reads its FIFO")
-        self.fresh = fresh
 
-
-def open_fifo(dir_fd: int) -> int:
-    """The channel's FIFO, opened to write without blocking; ``NoReader`` when
-    no worker reads it, ``NotOurs`` if it is not a FIFO of this user."""
-    st = os.stat(FIFO, dir_fd=dir_fd, follow_symlinks=False)
-    if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.geteuid():
-        raise NotOurs("not a FIFO of this user")
-    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+def is_live(path: str) -> bool:
+    """Whether ``path`` is this user's channel and its worker reads its FIFO."""
     try:
-        return os.open(FIFO, flags, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno != errno.ENXIO:
-            raise
-        raise NoReader(fresh=time.time() - st.st_mtime < FRESH) from None
+        return reach(path) == "live"
+    except OSError:
+        return False
 
 
+@dataclasses.dataclass(frozen=True)
 class WorkerState:
     """A state file, checked: what one worker says of itself."""
 
-    def __init__(self, pid: int, ppid: int, state: str, drain_until: float | None) -> None:
-        self.pid = pid
-        self.ppid = ppid
-        """The worker's parent: its server (the workers of one server share it)."""
-        self.state = state
-        self.drain_until = drain_until
-        """Wall-clock end of the drain under way, or None."""
+    pid: int
+    ppid: int
+    """The worker's parent: its server (the workers of one server share it)."""
+    state: str
+    drain_until: float | None
+    """Wall-clock end of the drain under way, or None."""
 
     def left(self, now: float) -> float:
         return 0.0 if self.drain_until is None else max(0.0, self.drain_until - now)
@@ -157,15 +161,14 @@ def parse_state(data: bytes, service: str | None, now: float) -> WorkerState:
         raise ValueError(f"not JSON: {data[:40]!r}") from None
     if not isinstance(fields, dict):
         raise ValueError(f"not a JSON object: {data[:40]!r}")
-    pid, state, until = fields.get("pid"), fields.get("state"), fields.get("drain_until")
+    pid, ppid, state = fields.get("pid"), fields.get("ppid"), fields.get("state")
+    named, until = fields.get("service"), fields.get("drain_until")
     if type(pid) is not int or not 0 < pid <= _PID_MAX:
         raise ValueError(f"pid {pid!r} is not a process id (1 to {_PID_MAX})")
-    ppid = fields.get("ppid")
     if type(ppid) is not int or not 0 <= ppid <= _PID_MAX:  # 0: the parent of pid 1
         raise ValueError(f"ppid {ppid!r} is not a process id (0 to {_PID_MAX})")
     if not isinstance(state, str) or state not in _STATES:
         raise ValueError(f"state {state!r} is not one of {sorted(_STATES)}")
-    named = fields.get("service")
     if not isinstance(named, str) or service_token(named) != service_token(service):
         raise ValueError(f"service {named!r} is not {service or ''!r}")
     if until is not None:
@@ -180,8 +183,7 @@ def parse_state(data: bytes, service: str | None, now: float) -> WorkerState:
 def read_state(path: str, service: str | None) -> WorkerState:
     """The state file of the channel at ``path`` (checked as ``open_private`` does)."""
     with open_private(path) as dir_fd:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(STATE, flags, dir_fd=dir_fd)
+        fd = os.open(STATE, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
@@ -207,9 +209,8 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class DrainChannel(Sink):
     """This worker's channel, from the start of its startup to the end of its lifespan.
 
-    ``request(seconds)`` drains this worker (the drain's own path: readiness
-    503, ``Connection: close``, the timer, the log lines); ``left()`` is the
-    seconds left of a requested drain, None when none runs.
+    ``request(seconds)`` drains this worker (the drain's own path); ``left()``
+    is the seconds left of a requested drain, None when none runs.
     """
 
     def __init__(
@@ -217,7 +218,7 @@ class DrainChannel(Sink):
         lifecycle: Lifecycle,
         service: str | None,
         drain_delay: float,
-        request: Callable[[float | None], float],
+        request: Callable[[float | None], None],
         left: Callable[[], float | None],
     ) -> None:
         self.lifecycle = lifecycle
@@ -232,8 +233,6 @@ class DrainChannel(Sink):
         self._lock = threading.Lock()
         self._asked_at: float | None = None
         """``time.monotonic()`` of a request that came while starting."""
-
-    # -- on the lifecycle's event flow ---------------------------------------
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup" and self.path is None:
@@ -250,32 +249,31 @@ class DrainChannel(Sink):
         if new is State.READY and old is State.STARTING:
             self._catch_up()
 
-    # -- open, close ----------------------------------------------------------
-
     def open(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._off("no asyncio event loop runs the lifespan")
             return
+        path = fd = None
         try:
             base = tempfile.gettempdir()
-            self._remove_dead(base)
+            for old in candidates(self.service, base):  # left by dead workers
+                with contextlib.suppress(OSError):
+                    if reach(old) == "dead":
+                        shutil.rmtree(old, ignore_errors=True)
             path = tempfile.mkdtemp(prefix=prefix(self.service), dir=base)
-        except OSError as exc:
-            self._off(f"no private directory can be made in the temp dir: {exc}")
-            return
-        fd = None
-        try:
             os.chmod(path, 0o700)  # exactly, whatever the umask
-            fifo = os.path.join(path, FIFO)
-            os.mkfifo(fifo, 0o600)
+            os.mkfifo(os.path.join(path, FIFO), 0o600)
             # Read and write: a writer closing never leaves the FIFO at EOF.
-            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(os.path.join(path, FIFO), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             loop.add_reader(fd, self._on_readable)
         except (OSError, NotImplementedError) as exc:
             if fd is not None:
                 os.close(fd)
+            if path is None:
+                self._off(f"no private directory can be made in the temp dir: {exc}")
+                return
             shutil.rmtree(path, ignore_errors=True)
             why = (
                 "its event loop cannot watch a file"
@@ -290,20 +288,18 @@ class DrainChannel(Sink):
 
     def close(self) -> None:
         fd, loop, path = self._fd, self._loop, self.path
-        self._fd = self._loop = self.path = None
+        if fd is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                loop.remove_reader(fd)
+        self.forget()
         self._asked_at = None
-        _open.discard(self)
-        if fd is not None:
-            if loop is not None and not loop.is_closed():
-                with contextlib.suppress(Exception):
-                    loop.remove_reader(fd)
-            os.close(fd)
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)
 
     def forget(self) -> None:
-        """In a forked child: drop the FIFO without touching the parent's directory."""
+        """Close the FIFO, leave the directory (a forked child's is its parent's)."""
         fd, self._fd, self._loop, self.path = self._fd, None, None, None
+        _open.discard(self)
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -312,34 +308,18 @@ class DrainChannel(Sink):
         detail += "; python -m lifewatch drain cannot reach this worker (SIGTERM still drains it)"
         self.lifecycle.notify(Notice("lifespan.drain.channel.off", "warning", {"detail": detail}))
 
-    def _remove_dead(self, base: str) -> None:
-        """Directories of this user and service whose FIFO nobody reads: their worker died."""
-        for path in candidates(self.service, base):
-            if is_dead(path):
-                shutil.rmtree(path, ignore_errors=True)
-
-    # -- the channel ------------------------------------------------------------
-
     def _on_readable(self) -> None:
-        asked = False
-        for _ in range(16):  # bounded: the loop has other work
-            fd = self._fd
-            if fd is None:
-                return
-            try:
-                data = os.read(fd, MAX_READ)
-            except OSError:  # BlockingIOError: read it all
-                break
-            asked = asked or REQUEST.strip() in data.split(b"\n")
-        if asked:
-            self._asked()
-
-    def _asked(self) -> None:
-        """A hook asked: a ready worker drains; a starting one remembers when."""
-        state = self.lifecycle.state
-        if state is State.READY:
+        # Bounded: what is left is read on the loop's next turn.
+        try:
+            data = b"" if self._fd is None else os.read(self._fd, MAX_READ)
+        except OSError:
+            return
+        if REQUEST.strip() not in data.split(b"\n"):
+            return
+        # A ready worker drains; a starting one drains for the rest once ready.
+        if self.lifecycle.state is State.READY:
             self.request(None)
-        elif state is State.STARTING:
+        elif self.lifecycle.state is State.STARTING:
             self._asked_at = time.monotonic()
 
     def _catch_up(self) -> None:
@@ -354,23 +334,21 @@ class DrainChannel(Sink):
             self.request(left)
 
     def _siblings_left(self) -> float:
-        """The longest drain left among this worker's siblings: the live workers
-        of the same server (the same parent), not another instance of the
-        service this user runs, nor a worker that died while draining."""
-        base = os.path.dirname(self.path or "")
+        """The longest drain left among the live workers of the same server (the
+        same parent): not another instance of the service, nor a dead worker."""
         now, left = time.time(), 0.0
-        for path in candidates(self.service, base):
+        for path in candidates(self.service, os.path.dirname(self.path or "")):
             if path == self.path:
                 continue
             try:
                 sibling = read_state(path, self.service)
-            except (OSError, ValueError, NotOurs):
+            except (OSError, ValueError):
                 continue
             if (
                 sibling.state == State.DRAINING.value
                 and sibling.pid != os.getpid()
                 and sibling.ppid == os.getppid()
-                and is_read(path)
+                and is_live(path)
             ):
                 left = max(left, sibling.left(now))
         return left
@@ -381,64 +359,40 @@ class DrainChannel(Sink):
         if state is State.DRAINING:
             left = self.left()
             until = round(time.time() + (self.drain_delay if left is None else left), 3)
-        data = json.dumps(
-            {
-                "pid": os.getpid(),
-                "ppid": os.getppid(),
-                "service": self.service or "",
-                "state": state.value,
-                "drain_until": until,
-            }
-        ).encode()
+        fields = {
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "service": self.service or "",
+            "state": state.value,
+            "drain_until": until,
+        }
         with self._lock:
-            path = self.path
-            if path is None:
+            if self.path is None:
                 return
-            temp = os.path.join(path, f".{STATE}.tmp")
+            temp = os.path.join(self.path, f".{STATE}.tmp")
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(temp, flags, 0o600)
             try:
-                os.write(fd, data)
+                os.write(fd, json.dumps(fields).encode())
             finally:
                 os.close(fd)
-            os.replace(temp, os.path.join(path, STATE))
-
-
-def is_read(path: str) -> bool:
-    """Whether ``path`` is this user's channel and its worker reads its FIFO (is alive)."""
-    try:
-        with open_private(path) as dir_fd:
-            os.close(open_fifo(dir_fd))
-    except (NoReader, OSError, NotOurs):
-        return False
-    return True
-
-
-def is_dead(path: str) -> bool:
-    """Whether ``path`` is this user's channel whose worker died (nobody reads its FIFO)."""
-    try:
-        with open_private(path) as dir_fd:
-            os.close(open_fifo(dir_fd))
-    except NoReader as gone:
-        return not gone.fresh
-    except (OSError, NotOurs):
-        return False
-    return False
+            os.replace(temp, os.path.join(self.path, STATE))
 
 
 # -- the hook's side: python -m lifewatch drain ---------------------------------
 
 
+@dataclasses.dataclass
 class _Worker:
     """One worker as the hook sees it."""
 
-    def __init__(self, path: str, status: str = "asked", reason: str = "") -> None:
-        self.path = path
-        self.status = status
-        """asked, draining, not ready or failed."""
-        self.reason = reason
-        self.pid: int | None = None
-        self.left = 0.0
+    path: str
+    status: Literal["asked", "draining", "not ready", "failed"] = "asked"
+    reason: str = ""
+    pid: int | None = None
+    state: str = ""
+    """What its state file said last."""
+    left: float = 0.0
 
 
 def ask_all(service: str | None, base: str) -> tuple[list[_Worker], int]:
@@ -448,38 +402,27 @@ def ask_all(service: str | None, base: str) -> tuple[list[_Worker], int]:
     dead = 0
     for path in candidates(service, base):
         try:
-            with open_private(path) as dir_fd:
-                fd = open_fifo(dir_fd)
-                try:
-                    os.write(fd, REQUEST)
-                except BlockingIOError:
-                    pass  # full of requests already: it is asked
-                finally:
-                    os.close(fd)
+            reached = reach(path, REQUEST)
         except NotOurs:
             continue  # another user's look-alike, or not a channel: not ours to use
-        except NoReader as gone:
-            if gone.fresh:  # made a moment ago: a worker starting, no traffic yet
-                workers.append(_Worker(path, status="not ready"))
-            else:  # a dead worker's
-                shutil.rmtree(path, ignore_errors=True)
-                dead += 1
-            continue
         except OSError as exc:
             if exc.errno != errno.ENOENT:  # ENOENT: made or removed just now
                 workers.append(_Worker(path, status="failed", reason=f"{exc.strerror}"))
             continue
-        workers.append(_Worker(path))
+        if reached == "dead":
+            shutil.rmtree(path, ignore_errors=True)
+            dead += 1
+        else:  # fresh: made a moment ago, a worker starting, no traffic yet
+            workers.append(_Worker(path, status="asked" if reached == "live" else "not ready"))
     return workers, dead
 
 
 def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | None = None) -> int:
     """Ask every worker of ``service`` run by this user to drain, say how many
     do, wait the drain out; 0 when each was reached, 1 otherwise."""
-    err = sys.stderr if out is None else out
 
     def say(line: str) -> None:
-        print(f"lifewatch drain: {line}", file=err, flush=True)
+        print(f"lifewatch drain: {line}", file=out or sys.stderr, flush=True)
 
     try:
         base = tempfile.gettempdir()
@@ -512,53 +455,39 @@ def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | Non
 
 
 def _other_services(base: str, service: str | None) -> list[str]:
-    """The services (as path parts) of this user's other channels in ``base``: a hint."""
-    start, own = f"lifewatch-{os.geteuid()}-", service_token(service)
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return []
-    found = set()
-    for name in names:
-        parts = name.split("-")
-        if not name.startswith(start) or len(parts) != 4 or parts[2] == own:
-            continue
-        if is_read(os.path.join(base, name)):  # a live worker, not a dead one's leftovers
-            found.add(parts[2])
-    return sorted(found)[:5]
+    """The services of this user's other live channels in ``base``: a hint."""
+    own = service_token(service)
+    return sorted({token for token, path in _channels(base) if token != own and is_live(path)})[:5]
 
 
 def _wait_for_begin(workers: list[_Worker], service: str | None, timeout: float) -> None:
     """Read each worker's state file until each drains, or ``timeout`` passed."""
     deadline = time.monotonic() + timeout
-    last: dict[str, str] = {}
     while True:
-        waiting = [w for w in workers if w.status == "asked"]
-        for worker in waiting:
+        asked = [w for w in workers if w.status == "asked"]
+        for worker in asked:
             try:
                 state = read_state(worker.path, service)
             except ValueError as exc:
                 worker.status, worker.reason = "failed", f"its state file is wrong: {exc}"
                 continue
-            except (OSError, NotOurs) as exc:
-                if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
                     worker.status = "not ready"  # its directory went: it exited
                 else:
                     worker.status, worker.reason = "failed", f"its state file: {exc}"
                 continue
-            worker.pid = state.pid
-            last[worker.path] = state.state
+            worker.pid, worker.state = state.pid, state.state
             if state.state == State.DRAINING.value:
                 worker.status, worker.left = "draining", state.left(time.time())
             elif state.state not in (State.READY.value, State.STARTING.value):
                 worker.status = "not ready"  # stopping or failed: no traffic
-        if not any(w.status == "asked" for w in workers) or time.monotonic() >= deadline:
+        asked = [w for w in asked if w.status == "asked"]
+        if not asked or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
-    for worker in workers:
-        if worker.status != "asked":
-            continue
-        if last.get(worker.path) == State.STARTING.value:
+    for worker in asked:
+        if worker.state == State.STARTING.value:
             worker.status = "not ready"  # it drains for what is left once ready
         else:
             worker.status = "failed"

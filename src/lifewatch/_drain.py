@@ -1,34 +1,12 @@
 """Draining on SIGTERM: readiness fails at once, the server goes on serving.
 
-Kubernetes removes a pod from its Service endpoints at the same time as it
-sends SIGTERM, not before; kube-proxies and load balancers catch up over the
-next seconds. uvicorn closes its listeners as soon as it sees the signal
-(Kludex/uvicorn#2414), so requests still routed to the pod in those seconds
-fail. lifewatch stands between the signal and uvicorn: on SIGTERM it sets the
-state to ``draining`` (``/readyz`` answers 503), keeps serving for
-``drain_delay`` seconds, then hands the signal to the handler it replaced, and
-uvicorn's own graceful shutdown and the lifespan shutdown follow.
-
-The hook is installed when startup begins, in the server process, only where
-it can work: in the main thread, when the SIGTERM handler in place is a Python
-callable that lifewatch can call later (uvicorn's ``Server.handle_exit``), or
-the stand-in of an event loop that runs the server's (hypercorn's
-``loop.add_signal_handler``): there ``_WakeupRelay`` holds the signal back
-from the loop until the drain ends.
-A server that takes the signal in a supervisor of its own (granian, hypercorn
-with worker processes) leaves nothing to hook, so there lifewatch stays out;
-readiness then flips when ``lifespan.shutdown`` arrives.
-
-Under any server the drain can come first instead: ``request()`` (called
-through the drain channel, ``_channel``, which ``python -m lifewatch drain``
-writes to from a Kubernetes ``preStop`` hook) starts the same drain without
-a signal. A SIGTERM that
-arrives while it runs waits for its end, then goes on to the server.
-
-There is one drain per process, whatever the number of ``Lifewatch`` objects
-(an app mounted in another has a watch of its own): one hook stands in front
-of the server's handler, every watch that is ready flips to ``draining`` at
-once, and the signal reaches the server once, after the longest delay.
+Kubernetes sends SIGTERM as it removes the pod from its endpoints, and load
+balancers catch up over the next seconds, while uvicorn closes its listeners
+at once (Kludex/uvicorn#2414). So lifewatch stands in front of the server's
+SIGTERM handler (a Python callable, or a loop's ``add_signal_handler``), sets
+``draining`` (``/readyz`` 503), serves on for ``drain_delay``, then hands the
+signal on. Where the server takes signals in a supervisor (granian), the
+``preStop`` hook (``_channel``, calling ``request()``) drains instead.
 """
 
 from __future__ import annotations
@@ -38,7 +16,6 @@ import contextlib
 import os
 import signal
 import threading
-import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -49,25 +26,13 @@ from ._types import State
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
 
-Handler = Any  # what signal.getsignal returns
-
-
-def _hookable(handler: Handler) -> bool:
-    """A Python handler lifewatch can stand in front of and call later."""
-    return callable(handler) and handler not in (signal.SIG_DFL, signal.SIG_IGN)
-
 
 class _WakeupRelay:
     """Holds back the signals an event loop learns of through the wakeup fd.
 
-    ``loop.add_signal_handler`` (hypercorn's way, asyncio's or uvloop's loop)
-    installs a do-nothing Python handler and reads each signal's number from
-    the fd given to ``signal.set_wakeup_fd``, so replacing the Python handler
-    alone would not stand in front of the server. The relay becomes the wakeup
-    fd: it passes every other signal's byte on to the loop's fd at once, and a
-    held signal's when lifewatch hands it on, as the C handler would have
-    written it (the documented protocol: one byte, the signal's number).
-    Public APIs only: nothing of the loop is read.
+    ``loop.add_signal_handler`` (hypercorn) reads each signal's number from the
+    fd of ``signal.set_wakeup_fd``: the relay takes that place and passes every
+    byte on, a held signal's only when lifewatch hands it on.
     """
 
     def __init__(
@@ -79,10 +44,8 @@ class _WakeupRelay:
 
     @classmethod
     def take(cls, loop: asyncio.AbstractEventLoop, held: set[int]) -> _WakeupRelay | None:
-        """Put a relay in front of the wakeup fd, if one is set (None if not).
-
-        Swapped in one call: no signal falls between the loop's fd and ours.
-        """
+        """Put a relay in front of the wakeup fd, if one is set; swapped in one
+        call, so no signal falls between the loop's fd and ours."""
         fds = os.pipe()
         for fd in fds:
             os.set_blocking(fd, False)
@@ -106,7 +69,6 @@ class _WakeupRelay:
             self.send(*(b for b in data if b not in self.held))
 
     def send(self, *signals: int) -> None:
-        """Write these signals' numbers to the loop's wakeup fd."""
         if signals:
             with contextlib.suppress(OSError):  # full: the loop would have lost it too
                 os.write(self.theirs, bytes(signals))
@@ -124,14 +86,8 @@ class _WakeupRelay:
         os.close(self.write_fd)
 
 
-def _under_reload(handler: Handler) -> bool:
-    """uvicorn --reload sends SIGTERM on every file change: no drain wanted there."""
-    config = getattr(getattr(handler, "__self__", None), "config", None)
-    return bool(getattr(config, "reload", False))
-
-
 class Drainer(Sink):
-    """Joins the process's drain for the life of the server, on the event flow;
+    """One watch's part in the process's drain, for the life of the server;
     drains its own watch on request (preStop).
 
     Whatever fails on the way (a log record, a sink), the signal it took from
@@ -144,32 +100,22 @@ class Drainer(Sink):
         self.installed = False
         self._serving_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._until: float | None = None
-        """``time.monotonic()`` at which a requested drain ends."""
+        self._requested = False
+        """A drain was requested in this lifespan (asking again does nothing)."""
         self._timer: asyncio.TimerHandle | None = None
         """The end of the requested drain running now."""
-        self._length = drain_delay
-        """Seconds the requested drain lasts."""
-
-    # -- on the lifecycle's event flow ---------------------------------------
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
             try:
                 self._serving_loop = asyncio.get_running_loop()
-            except RuntimeError:  # pragma: no cover - lifespans run on a loop
+            except RuntimeError:  # trio: no asyncio loop, no drain
                 self._serving_loop = None
-            self._until = None
-            self.install()
-        else:
-            self.uninstall()
-
-    def install(self) -> None:
-        # With drain_delay=0 too: a signal during startup still ends the startup.
-        if not self.installed:
-            self.installed = _PROCESS.join(self)
-
-    def uninstall(self) -> None:
+            self._requested = False
+            # With drain_delay=0 too: a signal during startup still ends the startup.
+            if not self.installed:
+                self.installed = _PROCESS.join(self)
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -177,15 +123,11 @@ class Drainer(Sink):
             self.installed = False
             _PROCESS.leave(self)
 
-    # -- told by the process's drain -----------------------------------------
-
-    def begin(self, sig: int) -> bool:
-        """Drain if ready (nobody routes to an instance that is not); True if so."""
-        if self.lifecycle.state is not State.READY or self.drain_delay <= 0:
-            return False
-        self.lifecycle.set_state(State.DRAINING)
-        self.tell("lifespan.drain.begin", "info", sig)
-        return True
+    def begin(self, sig: int) -> None:
+        """On SIGTERM: drain if ready (nobody routes to an instance that is not)."""
+        if self.lifecycle.state is State.READY and self.drain_delay > 0:
+            self.lifecycle.set_state(State.DRAINING)
+            self.tell("lifespan.drain.begin", "info", sig)
 
     def requested_left(self) -> float | None:
         """Seconds left of the requested drain running now, or None."""
@@ -200,13 +142,9 @@ class Drainer(Sink):
         with contextlib.suppress(Exception):  # the signal goes on regardless
             self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
 
-    # -- on request (preStop), from any thread --------------------------------
+    def request(self, seconds: float | None = None) -> None:
+        """Drain now, without a signal (from any thread), if ready and not asked before.
 
-    def request(self, seconds: float | None = None) -> float:
-        """Drain now, without a signal; the seconds the drain has left (0: none).
-
-        Only a ready instance drains (a starting or failed one gets no
-        traffic); asking again during the drain returns what is left of it.
         ``seconds``: a shorter drain, the rest of the one its sibling workers
         began before this one was ready.
         """
@@ -214,22 +152,17 @@ class Drainer(Sink):
         loop = self._serving_loop
         with self._lock:
             if (
-                self._until is None
+                not self._requested
                 and length > 0
                 and self.lifecycle.state is State.READY
                 and loop is not None
                 and not loop.is_closed()
             ):
-                self._until = time.monotonic() + length
-                self._length = length
-                loop.call_soon_threadsafe(self._begin_requested)
-            until = self._until
-        return 0.0 if until is None else max(0.0, until - time.monotonic())
+                self._requested = True
+                loop.call_soon_threadsafe(self._begin_requested, length)
 
-    def _begin_requested(self) -> None:
-        if not self._drain_requested():
-            return
-        if self.installed:
+    def _begin_requested(self, length: float) -> None:
+        if self._start(length) and self.installed:
             # One drain per process: the other watches (a mounted app's) go too.
             for other in list(_PROCESS.drainers):
                 if other is not self:
@@ -239,17 +172,16 @@ class Drainer(Sink):
     def follow(self) -> None:
         """Drain on request because another watch of this process was asked to."""
         with self._lock:
-            if self._until is not None or self.drain_delay <= 0:
+            if self._requested or self.drain_delay <= 0:
                 return
-            self._until = time.monotonic() + self.drain_delay
-            self._length = self.drain_delay
-        self._drain_requested()
+            self._requested = True
+        self._start(self.drain_delay)
 
-    def _drain_requested(self) -> bool:
+    def _start(self, length: float) -> bool:
         loop = self._serving_loop
         if loop is None or self.lifecycle.state is not State.READY or self._timer is not None:
             return False  # a signal (or shutdown) came first
-        self._timer = loop.call_later(self._length, self.end_requested)
+        self._timer = loop.call_later(length, self.end_requested)
         self.lifecycle.set_state(State.DRAINING)
         self.tell("lifespan.drain.begin", "info", None)
         return True
@@ -262,19 +194,13 @@ class Drainer(Sink):
 
 
 class _ProcessDrain:
-    """One drain per process, whatever the number of ``Lifewatch`` objects.
-
-    An app mounted in another has a watch of its own; chaining a hook per
-    watch drained them one after the other (the delays added up) and left the
-    outer one ready meanwhile. One hook stands in front of the server's
-    handler: on SIGTERM every watch that is ready flips to ``draining`` at
-    once, and the signal reaches the server after the longest delay (or the
-    end of a drain requested before it, whichever is later).
-    """
+    """One drain per process, whatever the number of watches (a mounted app's):
+    on SIGTERM every ready watch drains at once, and the signal reaches the
+    server after the longest delay, or a requested drain's end if later."""
 
     def __init__(self) -> None:
         self.drainers: list[Drainer] = []
-        self.previous: dict[int, Handler] = {}
+        self.previous: dict[int, Any] = {}
         """The server's handler of each signal lifewatch stands in front of."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -299,13 +225,15 @@ class _ProcessDrain:
         return True
 
     def _hook(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Stand in front of the server's SIGTERM handler; False where none can be.
-
-        SIGINT too where the server handles it with the same handler
-        (uvicorn): it drains nothing, but like SIGTERM it ends a startup under way.
-        """
+        """Stand in front of the server's SIGTERM handler, if it is a Python
+        callable; SIGINT too where the server handles it alike (uvicorn): it
+        drains nothing, but like SIGTERM it ends a startup under way."""
         previous = signal.getsignal(signal.SIGTERM)
-        if not _hookable(previous) or _under_reload(previous):
+        if not callable(previous):  # SIG_DFL, SIG_IGN, None (set in C)
+            return False
+        # uvicorn --reload sends SIGTERM on every file change: no drain wanted there.
+        config = getattr(getattr(previous, "__self__", None), "config", None)
+        if getattr(config, "reload", False):
             return False
         held: set[int] = {signal.SIGTERM}
         if signal.getsignal(signal.SIGINT) == previous:
@@ -330,20 +258,18 @@ class _ProcessDrain:
         if held is not None:
             self._forward(held)  # shutdown began anyway: never sit on a signal
         if threading.current_thread() is threading.main_thread():
-            ours = [sig for sig in self.previous if signal.getsignal(sig) == self._on_signal]
-            for sig in ours:
-                signal.signal(sig, self.previous[sig])
+            for sig, previous in self.previous.items():
+                if signal.getsignal(sig) == self._on_signal:
+                    signal.signal(sig, previous)
             relay, self.relay = self.relay, None
             if relay is not None:
                 relay.give_back()
             self.loop = None
 
-    # -- the signal -----------------------------------------------------------
-
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
-        # Runs between two bytecodes of whatever the main thread was doing:
-        # do the work on the loop, not here. Only note a startup under way, so
-        # that a phase blocking the loop fails as it ends (see _begin).
+        # Runs between two bytecodes of the main thread: the work goes to the
+        # loop. Only note a startup under way, so that a phase blocking the loop
+        # fails as it ends.
         for drainer in self.drainers:
             with contextlib.suppress(Exception):
                 drainer.lifecycle.startup_signalled(sig)
@@ -372,8 +298,8 @@ class _ProcessDrain:
             left for left in (d.requested_left() for d in self.drainers) if left is not None
         ]
         if sig != signal.SIGTERM or (not ready and not requested):
-            # Not ready, so nobody routes here: nothing to drain. SIGINT (a
-            # person at a terminal) is never drained.
+            # Nobody routes to an instance not ready; SIGINT (a person at a
+            # terminal) is never drained.
             self._forward(sig)
             return
         assert self.loop is not None
@@ -388,11 +314,8 @@ class _ProcessDrain:
                 drainer.begin(sig)
 
     def _cut_startup(self, sig: int) -> bool:
-        """A signal during startup: cut what runs now, hand the signal on; True if so.
-
-        No drain: an instance that was never ready gets no traffic. The
-        server (uvicorn) exits once the startup, now failing, has rolled back.
-        """
+        """A signal during startup: cut what runs now, hand the signal on (no
+        drain: it never had traffic); True if so."""
         starting = []
         for drainer in self.drainers:
             with contextlib.suppress(Exception):

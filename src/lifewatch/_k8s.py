@@ -1,11 +1,8 @@
 """``python -m lifewatch k8s module:app``: the Kubernetes wiring, from the app's own settings.
 
-``deployment`` turns a ``Lifewatch``'s settings (found by ``_target``) into a
-Deployment whose probes, ``preStop`` drain and grace period agree with them;
-the kubelet's probes never go to a listener bound to loopback (it connects
-to the pod's IP: such a pod would never be ready);
-``_assets.to_yaml`` prints it, with the Prometheus Operator resources when
-asked (``--monitoring``).
+A Deployment whose probes, ``preStop`` drain and grace period agree with the
+``Lifewatch``; its probes never go to a listener bound to loopback (the
+kubelet connects to the pod's IP: such a pod would never be ready).
 """
 
 from __future__ import annotations
@@ -25,6 +22,10 @@ def _timeout_s(watch: Lifewatch, probe: str) -> int:
     """The probe's timeout: above its slowest check's, never under the kubelet's 1 s."""
     slowest = max((c.timeout for c in watch.checks.values() if probe in c.probes), default=0.0)
     return max(1, math.ceil(slowest + 0.5))
+
+
+def _grace(watch: Lifewatch) -> int:
+    return math.ceil(watch.options.drain_delay + watch.options.shutdown_timeout + MARGIN_S)
 
 
 def _loopback(host: str) -> bool:
@@ -48,8 +49,7 @@ def deployment(
     """A Deployment whose probes, ``preStop`` drain and grace period follow ``watch``."""
     options = watch.options
     ports: list[dict[str, Any]] = [{"name": "http", "containerPort": port}]
-    probe_port: str = "http"
-    local_port = port
+    probe_port, metrics_port = "http", port
     if options.ops_address is not None:
         ops_host, ops_port = validate_address(options.ops_address, "ops_address")
         if _loopback(ops_host):
@@ -59,59 +59,44 @@ def deployment(
                 f"ops_address='0.0.0.0:{ops_port}'"
             )
         ports.append({"name": "ops", "containerPort": ops_port})
-        probe_port, local_port = "ops", ops_port
-    metrics_port = local_port if options.ops_only else port
+        probe_port = "ops"
+        if options.ops_only:
+            metrics_port = ops_port
 
-    def http_get(path: str | None) -> dict[str, Any]:
-        return {"httpGet": {"path": path, "port": probe_port}}
-
-    container: dict[str, Any] = {
-        "name": name,
-        "image": image,
-        "command": command,
-        "ports": ports,
-    }
+    container: dict[str, Any] = {"name": name, "image": image, "command": command, "ports": ports}
     # Startup: as long as startup may take (startup_timeout, else 5 minutes).
-    startup_budget = (options.startup_timeout or 300.0) + 10.0
-    if options.startupz_path is not None:
-        container["startupProbe"] = {
-            **http_get(options.startupz_path),
-            "periodSeconds": 2,
-            "timeoutSeconds": _timeout_s(watch, "startup"),
-            "failureThreshold": math.ceil(startup_budget / 2),
-        }
     # Readiness: the first 503 takes the pod out, seen within the drain.
-    if options.readyz_path is not None:
-        container["readinessProbe"] = {
-            **http_get(options.readyz_path),
-            "periodSeconds": max(1, min(5, math.floor(options.drain_delay) or 5)),
-            "timeoutSeconds": _timeout_s(watch, "readiness"),
-            "failureThreshold": 1,
-        }
-    if options.livez_path is not None:
-        container["livenessProbe"] = {
-            **http_get(options.livez_path),
-            "periodSeconds": 10,
-            "timeoutSeconds": _timeout_s(watch, "liveness"),
-            "failureThreshold": 3,
-        }
+    startup_periods = math.ceil(((options.startup_timeout or 300.0) + 10.0) / 2)
+    readiness_period = max(1, min(5, math.floor(options.drain_delay) or 5))
+    probes = (
+        ("startupProbe", options.startupz_path, "startup", 2, startup_periods),
+        ("readinessProbe", options.readyz_path, "readiness", readiness_period, 1),
+        ("livenessProbe", options.livez_path, "liveness", 10, 3),
+    )
+    for key, path, probe, period, failures in probes:
+        if path is not None:
+            container[key] = {
+                "httpGet": {"path": path, "port": probe_port},
+                "periodSeconds": period,
+                "timeoutSeconds": _timeout_s(watch, probe),
+                "failureThreshold": failures,
+            }
     pod: dict[str, Any] = {}
     if options.drain_delay > 0:
         drain = ["python", "-m", "lifewatch", "drain"]
-        if watch.options.service:
-            drain += ["--service", watch.options.service]
+        if options.service:
+            drain += ["--service", options.service]
         container["lifecycle"] = {"preStop": {"exec": {"command": drain}}}
         # The drain channel's private directories live in the temp dir: a
         # writable /tmp, even with readOnlyRootFilesystem.
         container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
         pod["volumes"] = [{"name": "tmp", "emptyDir": {}}]
-    grace = math.ceil(options.drain_delay + options.shutdown_timeout + MARGIN_S)
+    grace = _grace(watch)
     labels = {"app": name}
-    annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port)}
+    scrape = "false" if options.metrics_path is None else "true"
+    annotations = {"prometheus.io/scrape": scrape, "prometheus.io/port": str(metrics_port)}
     if options.metrics_path is not None:
         annotations["prometheus.io/path"] = options.metrics_path
-    else:
-        annotations["prometheus.io/scrape"] = "false"
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -134,7 +119,7 @@ def deployment(
 def header(watch: Lifewatch, arguments: str) -> str:
     """The comment that says where each number comes from (``arguments``: the command's)."""
     o = watch.options
-    grace = math.ceil(o.drain_delay + o.shutdown_timeout + MARGIN_S)
+    grace = _grace(watch)
     lines = [
         f"Generated by: python -m lifewatch {arguments}",
         f"From its Lifewatch: drain_delay={o.drain_delay:g}s, "

@@ -9,22 +9,17 @@ _IMPORTED_AT = time.time()
 
 
 def process_start_time() -> float:
-    """Wall-clock start of this process, so imports count toward time to ready.
-
-    Read from ``/proc`` on Linux (what prometheus-client's process collector
-    uses too); elsewhere the time lifewatch was imported is the best known.
-    """
+    """Wall-clock start of this process, read from ``/proc`` as prometheus-client's
+    process collector does; elsewhere, the time lifewatch was imported."""
     try:
         with open(f"/proc/{os.getpid()}/stat", "rb") as f:
             stat = f.read()
         # Field 22 (starttime, clock ticks after boot); comm may hold spaces.
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        ticks = int(fields[19])
+        ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
         with open("/proc/stat", "rb") as f:
             for line in f:
                 if line.startswith(b"btime "):
-                    boot = float(line.split()[1])
-                    return boot + ticks / os.sysconf("SC_CLK_TCK")
+                    return float(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         pass
     return _IMPORTED_AT

@@ -1,18 +1,11 @@
 """``await watch.to_thread(fn, *args)``: blocking work a phase can give up on.
 
-Code that blocks (a driver's connect, a migration) cannot be cancelled. Run in
-a worker thread, the phase can at least stop waiting for it; but the worker
-threads of asyncio's executor and of anyio are not daemon threads, and the
-interpreter waits for them at exit: a call stuck on a database that is down
+Blocking code (a driver's connect, a migration) cannot be cancelled, and the
+worker threads of asyncio's executor and of anyio are not daemons: the
+interpreter waits for them at exit, so a call stuck on a database that is down
 held a failed startup's exit for minutes. Here every call gets a daemon
-thread of its own. When the awaiting task is cancelled (the phase's timeout,
-the run's bound, a signal during startup), lifewatch stops waiting, reports
-the thread as abandoned with its stack (where it is stuck, as the watchdog
-reports an overrun) and leaves it: the process exits as if it were not there.
-
-The result comes back through the event loop's own thread-safe entry:
-``loop.call_soon_threadsafe`` under asyncio, the trio token's
-``run_sync_soon`` under trio.
+thread of its own; when the awaiting task is cancelled, lifewatch stops
+waiting, reports the thread as abandoned with its stack, and leaves it.
 """
 
 from __future__ import annotations
@@ -40,22 +33,18 @@ T = TypeVar("T")
 _numbers = itertools.count(1)
 
 
-def _waker() -> Callable[[Callable[[], object]], object]:
-    """Run a callback on this task's event loop, from any thread."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        import trio  # the only other library anyio runs on
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
-    return loop.call_soon_threadsafe
-
-
 async def run_in_daemon_thread(
     lifecycle: Lifecycle, func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> T:
     """Run ``func(*args, **kwargs)`` in a daemon thread; abandon it if cancelled."""
-    wake = _waker()
+    # The result comes back through the event loop's thread-safe entry.
+    wake: Callable[[Callable[[], object]], object]
+    try:
+        wake = asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:
+        import trio  # the only other library anyio runs on
+
+        wake = trio.lowlevel.current_trio_token().run_sync_soon
     done = anyio.Event()
     outcome: list[Any] = []  # [True, result] or [False, exception]
     context = contextvars.copy_context()  # phases inside nest under the caller's
@@ -89,8 +78,7 @@ async def run_in_daemon_thread(
 
 def _abandoned(lifecycle: Lifecycle, func: Callable[..., Any], thread: threading.Thread) -> None:
     """Say the call is left running, where it is stuck and in which phase."""
-    ident = thread.ident
-    frame = None if ident is None else sys._current_frames().get(ident)
+    frame = sys._current_frames().get(thread.ident or 0)
     try:
         where, stack = describe(frame)
     finally:

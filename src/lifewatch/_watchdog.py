@@ -1,11 +1,10 @@
 """One watchdog thread per process: it keeps phase timeouts honest.
 
-Code that blocks (SQLAlchemy, alembic, a model load) cannot be cancelled, and
-an event loop it blocks cannot fire a timeout. So a daemon thread, started the
-first time a phase with a timeout runs, wakes at each deadline and, when the
-phase is still running, hands the frame of the thread running it to a
-callback: that frame is where the thread is stuck. Reading another thread's
-frame needs no cooperation from it (``sys._current_frames()``).
+Blocking code (SQLAlchemy, alembic, a model load) cannot be cancelled, and a
+loop it blocks fires no timeout. So a daemon thread, started by the first
+phase with a timeout, wakes at each deadline and, if the phase still runs,
+hands the frame of the thread running it (``sys._current_frames()``) to a
+callback: that frame is where the thread is stuck.
 """
 
 from __future__ import annotations
@@ -28,12 +27,7 @@ STACK_LIMIT = 40
 class Watch:
     """One deadline; ``cancel()`` when the phase ends before it."""
 
-    __slots__ = ("callback", "cancelled", "deadline", "thread_id")
-
-    def __init__(
-        self, deadline: float, thread_id: int, callback: Callable[[FrameType | None], None]
-    ) -> None:
-        self.deadline = deadline
+    def __init__(self, thread_id: int, callback: Callable[[FrameType | None], None]) -> None:
         self.thread_id = thread_id
         self.callback = callback
         self.cancelled = False
@@ -46,7 +40,11 @@ class Watchdog:
     """Deadlines on ``time.perf_counter()``, the clock phase records use."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self.reset()
+
+    def reset(self) -> None:
+        """Start afresh: the thread does not survive a fork (gunicorn's workers)."""
+        self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Watch]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
@@ -55,7 +53,7 @@ class Watchdog:
         self, deadline: float, thread_id: int, callback: Callable[[FrameType | None], None]
     ) -> Watch:
         """Call ``callback(frame of thread_id)`` at ``deadline`` unless cancelled first."""
-        entry = Watch(deadline, thread_id, callback)
+        entry = Watch(thread_id, callback)
         with self._cond:
             heapq.heappush(self._heap, (deadline, next(self._seq), entry))
             if self._thread is None:
@@ -71,11 +69,8 @@ class Watchdog:
             while True:
                 while self._heap and self._heap[0][2].cancelled:
                     heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                wait = self._heap[0][0] - time.perf_counter()
-                if wait <= 0:
+                wait = self._heap[0][0] - time.perf_counter() if self._heap else None
+                if wait is not None and wait <= 0:
                     return heapq.heappop(self._heap)[2]
                 self._cond.wait(wait)
 
@@ -92,16 +87,9 @@ class Watchdog:
             finally:
                 del frame
 
-    def _after_fork(self) -> None:
-        # The thread does not survive a fork (gunicorn's workers): start afresh.
-        self._cond = threading.Condition(threading.Lock())
-        self._heap = []
-        self._thread = None
-
 
 WATCHDOG = Watchdog()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=WATCHDOG._after_fork)
+os.register_at_fork(after_in_child=WATCHDOG.reset)
 
 
 @functools.cache
@@ -117,12 +105,6 @@ def _roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
     )
 
 
-def _in_stdlib(filename: str) -> bool:
-    stdlib, packages = _roots()
-    # site-packages may sit inside the stdlib directory (no virtualenv)
-    return filename.startswith(stdlib) and not filename.startswith(packages)
-
-
 def describe(frame: FrameType | None) -> tuple[str, str]:
     """Where a thread is stuck, and its stack (innermost last).
 
@@ -132,7 +114,10 @@ def describe(frame: FrameType | None) -> tuple[str, str]:
     if frame is None:
         return "unknown (the thread has ended)", ""
     summary = traceback.StackSummary.from_list(traceback.extract_stack(frame)[-STACK_LIMIT:])
-    outside = [f for f in summary if not _in_stdlib(f.filename)]
+    stdlib, packages = _roots()  # site-packages may sit inside the stdlib directory
+    outside = [
+        f for f in summary if not f.filename.startswith(stdlib) or f.filename.startswith(packages)
+    ]
     last = outside[-1] if outside else summary[-1]
     where = f"{last.filename}:{last.lineno} in {last.name}"
     if last.line:

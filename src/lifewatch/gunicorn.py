@@ -1,11 +1,8 @@
 """gunicorn server hooks for lifewatch's multiprocess metrics.
 
-Reference them from your ``gunicorn.conf.py``::
+Reference them from your ``gunicorn.conf.py`` (gunicorn finds hooks by name)::
 
     from lifewatch.gunicorn import child_exit  # noqa: F401
-
-gunicorn loads hooks by name from the config module, so importing the name
-there is all it takes.
 """
 
 from __future__ import annotations
@@ -22,10 +19,9 @@ __all__ = ["child_exit"]
 def child_exit(server: Any, worker: Any) -> None:
     """Forget a dead worker's live gauges (run by the gunicorn master).
 
-    Without it, the ``liveall`` gauges of a worker that was killed (or
-    recycled) stay in ``PROMETHEUS_MULTIPROC_DIR``: ``/metrics`` would keep
-    showing its state series, still claiming ``ready``. Its counters and
-    histograms are kept, so rates do not drop when a worker is replaced.
+    Else a killed worker's ``liveall`` state series stay in
+    ``PROMETHEUS_MULTIPROC_DIR``, still claiming ``ready``. Its counters and
+    histograms stay, so rates do not drop when a worker is replaced.
     """
     directory = multiprocess_dir()
     if directory is not None:
