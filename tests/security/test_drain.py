@@ -347,7 +347,7 @@ def two_workers(service: str, tmp_path: Path) -> Iterator[tuple[int, set[int], h
 
 
 def remove_squats(prefix: str) -> None:
-    for entry in Path("/tmp").glob(f"{prefix}*"):
+    for entry in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
         if entry.is_symlink() or not entry.is_dir():
             entry.unlink(missing_ok=True)
         else:
@@ -404,7 +404,8 @@ def test_another_user_running_the_hook_reaches_no_worker(tmp_path: Path) -> None
         hook = [python, *prestop_command(service, port)[1:]]
         done = subprocess.run(hook, capture_output=True, text=True, timeout=HOOK_BOUND, **them)
         # Straight at the app's own FIFOs: the kernel refuses.
-        channels = [str(c) for c in Path("/tmp").glob(f"lifewatch-{os.geteuid()}-{service}-*")]
+        pattern = f"lifewatch-{os.geteuid()}-{service}-*"
+        channels = [str(c) for c in Path(tempfile.gettempdir()).glob(pattern)]
         tried = subprocess.run(
             [python, "-c", TRY_OPEN, *channels], capture_output=True, text=True, timeout=30, **them
         )
