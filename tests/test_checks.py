@@ -899,7 +899,7 @@ async def test_a_run_cancelled_from_outside_is_cancelled_and_records_nothing(
         await asyncio.Event().wait()
 
     runner = watch._health.runners["waits"]
-    task = runner.start()
+    task = runner.start(asyncio.get_running_loop().time())
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

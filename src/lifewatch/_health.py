@@ -1,17 +1,10 @@
-"""The health of one ``Lifewatch``: checks, supervised tasks, lifecycle truth.
+"""The health of one ``Lifewatch``: checks, supervised tasks, lifecycle truth, as probe reports.
 
-Checks and supervised tasks report to the lifecycle, which tells every sink
-(metrics and logs come from there, isolated); health writes neither itself.
-``Health`` is a sink on that one event flow: it starts the
-``interval`` checks' refreshers when startup completes and stops them when
-shutdown begins, and every lifecycle event invalidates the answers the probe
-endpoints keep, so a probe with only cached checks is a few attribute reads.
-It turns all of it into a ``Report`` per probe; ``_probes`` renders reports.
-
-A probe may be answered on another thread's loop (the ops listener): the
-checks still run on the app's own loop, the one the lifespan runs on, handed
-over and waited for under their timeout, so a blocked loop costs a probe its
-timeout and answers the check failed (``timeout``), never a hang.
+``Health`` is a sink on the lifecycle's event flow: it starts the ``interval``
+checks' refreshers when startup completes, stops them when shutdown begins,
+and every event invalidates the answers the probe endpoints keep. Checks run
+on the app's own loop even when the ops listener's thread asks: a blocked
+loop costs a probe its timeout (the check fails, ``timeout``), never a hang.
 """
 
 from __future__ import annotations
@@ -31,8 +24,10 @@ from ._checks import (
     CheckRunner,
     HealthCheck,
     Probe,
+    failed,
     validate_check_name,
     validate_probes,
+    wait_for_runs,
 )
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
@@ -269,34 +264,6 @@ class Health(Sink):
             output = state.value
         return Entry(RESERVED, "fail", when, state.value, output=output)
 
-    @staticmethod
-    def _check_entry(check: HealthCheck, result: CheckResult) -> Entry:
-        if result.ok:
-            status: Status = "pass"
-        else:
-            status = "fail" if check.critical else "warn"
-        return Entry(
-            check.name,
-            status,
-            result.finished_at,
-            observed_value=result.duration,
-            observed_unit="s",
-            output=result.detail,
-            secret=True,
-            critical=check.critical,
-        )
-
-    @staticmethod
-    def _task_entry(record: Supervised) -> Entry:
-        return Entry(
-            record.entry,
-            "fail" if record.died else "pass",
-            record.changed_at,
-            "died" if record.died else "running",
-            output=record.detail if record.died else None,
-            secret=True,
-        )
-
     def names(self, probe: Probe) -> set[str]:
         """Every entry name a probe answers with (what ``?exclude=`` may name)."""
         names = {r.check.name for r in self.by_probe[probe]}
@@ -336,7 +303,7 @@ class Health(Sink):
         """The lifecycle's entry (readiness, startup) or the supervised tasks' (liveness)."""
         if probe == "liveness":
             records = list(self.supervised.values())
-            return [self._task_entry(r) for r in records if only in (None, r.entry)]
+            return [_task_entry(r) for r in records if only in (None, r.entry)]
         if only in (None, RESERVED):
             return [self._lifespan_entry(probe)]
         return []
@@ -350,71 +317,80 @@ class Health(Sink):
         to_run: list[CheckRunner] = []
         cacheable = True
         for runner in runners:
-            if runner.check.name in exclude:
-                continue
-            cached = runner.cached()
-            if cached is None:
-                to_run.append(runner)
-            else:
+            cached = None if runner.check.name in exclude else runner.cached()
+            if cached is not None:
                 results[runner.check.name] = cached
                 cacheable = cacheable and runner.refresher is not None
+            elif runner.check.name not in exclude:
+                to_run.append(runner)
         if to_run:
             cacheable = False
-            ran = await self._run(to_run)
+            home = self.loop
+            if home is not None and home is not asyncio.get_running_loop() and not home.is_closed():
+                # Asked from another loop (the ops listener's): run on the app's.
+                ran = await asyncio.gather(*(_run_on(home, r) for r in to_run))
+            else:
+                ran = await wait_for_runs(to_run)
             results.update((r.check.name, result) for r, result in zip(to_run, ran, strict=True))
         entries = [
-            self._check_entry(r.check, results[r.check.name])
+            _check_entry(r.check, results[r.check.name])
             if r.check.name in results
             else Entry(r.check.name, "pass", None, critical=r.check.critical)
             for r in runners
         ]
         return entries, cacheable
 
-    async def _run(self, runners: list[CheckRunner]) -> list[CheckResult]:
-        """Run the checks concurrently (joining runs in flight); bounded whatever they do."""
-        loop = asyncio.get_running_loop()
-        home = self.loop
-        if home is not None and home is not loop and not home.is_closed():
-            # Asked from another loop (the ops listener's): run on the app's.
-            return list(await asyncio.gather(*(_run_on(home, r) for r in runners)))
-        tasks = [runner.start() for runner in runners]
-        waiting = [task for task in tasks if not task.done()]  # started eagerly, done
-        if waiting:
-            # Not gather: a probe that goes away must not cancel runs that other
-            # probes share, and ``wait`` never cancels what it waits on. A run
-            # still going at its deadline (its timeout plus a grace) is abandoned.
-            deadline = max(runner.deadline for runner in runners)
-            await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
-        return [runner.outcome(task) for runner, task in zip(runners, tasks, strict=True)]
-
 
 async def _run_on(home: asyncio.AbstractEventLoop, runner: CheckRunner) -> CheckResult:
     """Run ``check`` on the app's loop from another loop, bounded as a run is.
 
-    A blocked app loop never starts the run: the answer is the check failed
-    (``timeout``) once its timeout and the grace have passed (the bound a run's
-    waiters keep on the app's loop, so a check that ignores its cancellation is
-    abandoned there first), and the waiter left behind is cancelled (never the
-    run: a run other probes share goes on).
+    A blocked app loop never starts the run: after the timeout and the grace
+    the check has failed (``timeout``) and the waiter left behind is cancelled
+    (never the run, which other probes may share).
     """
     start = time.perf_counter()
-
-    def failed(detail: str) -> CheckResult:
-        elapsed = time.perf_counter() - start
-        return CheckResult(False, elapsed, time.time(), time.monotonic(), "timeout", detail)
-
     run = runner.run()
     try:
         future = asyncio.run_coroutine_threadsafe(run, home)
     except RuntimeError:  # closed in between
         run.close()
-        return failed("the app's event loop is closed")
+        return failed(time.perf_counter() - start, "timeout", "the app's event loop is closed")
     try:
         bound = runner.check.timeout + ABANDON_GRACE
         return await asyncio.wait_for(asyncio.wrap_future(future), bound)
     except asyncio.TimeoutError:
         future.cancel()
         return failed(
+            time.perf_counter() - start,
+            "timeout",
             f"the app's event loop did not run the check within {runner.check.timeout:g}s "
-            "(blocked?)"
+            "(blocked?)",
         )
+
+
+def _check_entry(check: HealthCheck, result: CheckResult) -> Entry:
+    if result.ok:
+        status: Status = "pass"
+    else:
+        status = "fail" if check.critical else "warn"
+    return Entry(
+        check.name,
+        status,
+        result.finished_at,
+        observed_value=result.duration,
+        observed_unit="s",
+        output=result.detail,
+        secret=True,
+        critical=check.critical,
+    )
+
+
+def _task_entry(record: Supervised) -> Entry:
+    return Entry(
+        record.entry,
+        "fail" if record.died else "pass",
+        record.changed_at,
+        "died" if record.died else "running",
+        output=record.detail if record.died else None,
+        secret=True,
+    )
