@@ -189,18 +189,13 @@ class Health(Sink):
             current is not None and current.event == "shutdown"
         )
 
-    # -- results, on the lifecycle's event flow -------------------------------
+    # -- the lifecycle's event flow ------------------------------------------
 
     def check_result(
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
         if previous is None or previous.ok != result.ok or previous.detail != result.detail:
             self.invalidate()
-
-    def task_died(self, task: Supervised) -> None:
-        self.invalidate()
-
-    # -- background refresh, on the lifecycle's event flow -------------------
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
@@ -220,20 +215,20 @@ class Health(Sink):
         self.invalidate()
 
     def phase_begin(self, phase: PhaseRecord) -> None:
-        # A failing /startupz names the phase running now.
-        if phase.event == "startup" and not phase.background:
+        if phase.event == "startup" and not phase.background:  # /startupz names it
             self.invalidate()
-
-    def phase_end(self, phase: PhaseRecord) -> None:
-        # A background phase may degrade the startup after it ended.
-        self.invalidate()
-
-    def notice(self, notice: Notice) -> None:
-        # Traffic refused or accepted by hand, a drain step: the reason shows.
-        self.invalidate()
 
     def state_changed(self, old: State | None, new: State) -> None:
         self._state_time = time.time()
+        self.invalidate()
+
+    def phase_end(self, phase: PhaseRecord) -> None:  # a background phase may degrade startup
+        self.invalidate()
+
+    def task_died(self, task: Supervised) -> None:
+        self.invalidate()
+
+    def notice(self, notice: Notice) -> None:  # traffic refused by hand, a drain step
         self.invalidate()
 
     # -- reports --------------------------------------------------------------
@@ -284,7 +279,11 @@ class Health(Sink):
         """
         self._reported = True  # before anything is read: see invalidate
         state = self.lifecycle.state
-        entries = self._own_entries(probe, only)
+        if probe == "liveness":
+            records = self.supervised.values()
+            entries = [_task_entry(r) for r in records if only in (None, r.entry)]
+        else:
+            entries = [self._lifespan_entry(probe)] if only in (None, RESERVED) else []
         runners = [r for r in self.by_probe[probe] if only in (None, r.check.name)]
         checks, cacheable = await self._check_entries(runners, exclude)
         entries += checks
@@ -298,15 +297,6 @@ class Health(Sink):
             entry.excluded = entry.name in exclude
         unknown = sorted(exclude - self.names(probe)) if exclude else []
         return Report(probe, _overall(entries), state, entries, unknown), cacheable
-
-    def _own_entries(self, probe: Probe, only: str | None) -> list[Entry]:
-        """The lifecycle's entry (readiness, startup) or the supervised tasks' (liveness)."""
-        if probe == "liveness":
-            records = list(self.supervised.values())
-            return [_task_entry(r) for r in records if only in (None, r.entry)]
-        if only in (None, RESERVED):
-            return [self._lifespan_entry(probe)]
-        return []
 
     async def _check_entries(
         self, runners: list[CheckRunner], exclude: frozenset[str]

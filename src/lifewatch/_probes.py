@@ -1,16 +1,9 @@
 """``/livez``, ``/readyz``, ``/startupz``: plain ASGI.
 
-The kubelet asks every few seconds, on every pod, for the life of the pod. A
-plain request (no query string, no JSON asked for) whose checks were all
-cached is answered from the answer kept for it, until ``Health`` says
-something that could change it happened (a state change, a check result that
-flips). Everything else builds the answer, and never answers 500: a probe
-that breaks says 503 and logs why.
-
-The formats follow the kube-apiserver (``ok``; ``[+]name ok`` lines ending in
-``readyz check passed``; ``?exclude=`` answering ``[+]name excluded: ok``; a
-failure always verbose, its reason withheld) and the IETF health-check draft
-(``application/health+json``, ``status`` pass/warn/fail, ``checks`` of arrays).
+A plain request whose checks were all cached is answered from the answer
+kept for it until ``Health`` says something changed; anything else builds the
+answer, and a probe that breaks says 503 and logs why (never 500). Formats:
+the kube-apiserver's text and the IETF health-check draft's JSON (DESIGN §2).
 """
 
 from __future__ import annotations
@@ -42,9 +35,8 @@ if TYPE_CHECKING:
 
 LABELS: dict[Probe, str] = {"liveness": "livez", "readiness": "readyz", "startup": "startupz"}
 
-# In order of preference: text for the kubelet and for people, unless JSON
-# is asked for; then the health-check draft's own type over plain JSON.
-# No Vary: Accept: with no-store there is no cache for it to instruct.
+# Text for the kubelet and people unless JSON is asked for; the draft's own
+# type first. No Vary: Accept: with no-store no cache needs it.
 OFFERS = (TEXT, b"application/health+json", b"application/json")
 _ANY = (b"accept", b"*/*")
 _BROKEN_BODY = b"lifewatch: the probe itself failed (see the log)\n"
@@ -73,13 +65,9 @@ def parse_query(query: bytes) -> tuple[bool, frozenset[str]]:
 
 
 def _surely_text(headers: Any) -> bool:
-    """True when no ``Accept`` can make JSON win over text, so the kept answer is right.
-
+    """True when no ``Accept`` can make JSON win over text (a browser's cannot):
     JSON wins only through a range naming it or ``application/*``, or one
-    that puts ``text/plain`` below ``*/*`` (``text/plain``, ``text/*``); a
-    browser's ``Accept`` has none of these, so it keeps the fast path. Any
-    doubt takes the slow path, which negotiates.
-    """
+    ranking ``text/plain`` or ``text/*``. Any doubt negotiates."""
     for name, value in headers:
         if name == b"accept":
             accept = value.lower()
@@ -214,9 +202,7 @@ class ProbeEndpoint:
         try:
             query: bytes = scope.get("query_string") or b""
             headers = scope.get("headers") or ()
-            if _ANY in headers or _surely_text(headers):
-                # The kubelet's, a browser's: nothing to rank (the same test as
-                # the kept answer's, so both answer a request alike).
+            if _ANY in headers or _surely_text(headers):  # the kept answer's test too
                 media_type = TEXT
             else:
                 # Nothing acceptable gets text too: a probe answers, it does not 406.
@@ -279,22 +265,19 @@ class ProbeRoutes:
         for probe, path in self.paths.items():
             if path is None:
                 continue
-            self._put(path, ProbeEndpoint(health, probe, **self._options))
+            for routes in self.routes:
+                routes[path] = ProbeEndpoint(health, probe, **self._options)
             if probe != "liveness":
                 self._add(probe, RESERVED)
         health.on_check_added.append(self._check_added)
         health.on_supervised.append(self._supervised)
 
-    def _put(self, path: str, endpoint: ProbeEndpoint) -> None:
-        for routes in self.routes:
-            routes[path] = endpoint
-
     def _add(self, probe: Probe, name: str) -> None:
         path = self.paths.get(probe)
         if path is not None:
-            self._put(
-                f"{path}/{name}", ProbeEndpoint(self.health, probe, only=name, **self._options)
-            )
+            endpoint = ProbeEndpoint(self.health, probe, only=name, **self._options)
+            for routes in self.routes:
+                routes[f"{path}/{name}"] = endpoint
 
     def _check_added(self, check: HealthCheck) -> None:
         for probe in check.probes:
