@@ -1,15 +1,10 @@
 """Health checks: the definition users register, and the runner that runs it.
 
-A check is a callable (async, or sync run in a daemon thread of its own) that
-raises or returns ``False`` when what it checks is down. ``CheckRunner`` runs
-one run at a time (concurrent probes share it: a burst of probes costs the
-dependency one query), each run a task cancelled at the check's timeout, and
-hands the verdict to the lifecycle as an event (metrics and logs come from there).
-
-A check cannot stretch a probe: its waiters give up ``ABANDON_GRACE`` after
-the timeout (a check that swallows its cancellation runs on, abandoned: logged
-once, and probes fail at once until it returns). Any exception is a failed
-check; a run that outlived its timeout is a ``timeout``, never a pass.
+A check (async, or sync in a daemon thread of its own) raises or returns
+``False`` when down. One run at a time, shared by concurrent probes, each a
+task cancelled at the check's timeout; the verdict goes to the lifecycle as an
+event. Waiters abandon a run ``ABANDON_GRACE`` past its timeout (a check that
+swallows its cancellation): a check never stretches a probe.
 """
 
 from __future__ import annotations
@@ -122,12 +117,9 @@ class HealthCheck:
 
 
 class _RunTask(asyncio.Task[CheckResult]):
-    """A run's task, which knows whether it was cancelled, and whether by its timeout.
-
-    A check may raise ``CancelledError`` itself (a failed check); a cancel of
-    its task from outside (the loop going away) is passed on. ``Task.cancelling``
-    tells them apart from 3.11 on only; this works on 3.10 too.
-    """
+    """A run's task, which knows whether it was cancelled, and whether by its timeout:
+    a check raising ``CancelledError`` itself has failed, a cancel from outside
+    is passed on (``Task.cancelling`` tells them apart from 3.11 on only)."""
 
     cancel_requested = False
     timed_out = False
@@ -162,12 +154,11 @@ else:
 
 
 async def wait_for_runs(runners: Sequence[CheckRunner]) -> list[CheckResult]:
-    """Each check's result, from its run in flight or one started now; bounded, never raises.
+    """Each check's result, from its run in flight or one started now; never raises.
 
-    The runs started here that wait share one timer per distinct timeout (a
-    probe of 100 checks sets one). ``asyncio.wait``, not ``gather``: a probe
-    that goes away must not cancel runs that other probes share, and it leaves
-    the timers set. A run still going at its timeout plus the grace is abandoned.
+    New runs that wait share one timer per distinct timeout. ``asyncio.wait``,
+    not ``gather``: a probe that goes away cancels neither the runs other
+    probes share nor their timers.
     """
     loop = asyncio.get_running_loop()
     now = loop.time()
@@ -202,7 +193,6 @@ class CheckRunner:
     ) -> None:
         self.check = check
         self.result: CheckResult | None = None
-        """The last result."""
         self.refresher: asyncio.Task[None] | None = None
         """The background task refreshing an ``interval`` check, while serving."""
         self.task: _RunTask | None = None
@@ -216,8 +206,7 @@ class CheckRunner:
         self._abandoned: tuple[asyncio.Task[CheckResult], CheckResult] | None = None
         """A run its waiters gave up on, still going, and what they were told."""
         self._thread_busy = False
-        """Set by the loop before a sync check's thread starts, cleared by that
-        thread when the check returns: never a second thread."""
+        """Set before a sync check's thread starts, cleared by it: never two threads."""
 
     def cached(self) -> CheckResult | None:
         """The last result if probes may use it without a run: an ``interval``
@@ -263,14 +252,8 @@ class CheckRunner:
             "the check swallowed its cancellation: its run goes on unwatched; "
             "probes fail at once until it returns"
         )
-        self._notify(
-            Notice(
-                "lifespan.check.abandoned",
-                "warning",
-                {"check": self.check.name, "timeout_s": timeout, "grace_s": ABANDON_GRACE}
-                | {"detail": detail},
-            )
-        )
+        fields = {"check": self.check.name, "timeout_s": timeout, "grace_s": ABANDON_GRACE}
+        self._notify(Notice("lifespan.check.abandoned", "warning", fields | {"detail": detail}))
         return result
 
     def _abandoned_run_ended(self, task: asyncio.Task[CheckResult]) -> None:
@@ -352,12 +335,8 @@ class CheckRunner:
         return result
 
     async def _in_thread(self) -> Any:
-        """Call the sync check in a daemon thread of its own; its value, or what it raised.
-
-        Marked busy and started with no await in between, so no probe slips in
-        before the thread owns the flag. The timeout abandons a hung thread;
-        being a daemon, it never holds up process exit.
-        """
+        """Call the sync check in a daemon thread of its own (a hung one never
+        holds up exit), marked busy with no await before it starts."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
         thread = threading.Thread(

@@ -262,22 +262,20 @@ class ProbeRoutes:
         served = [p for p in self.paths.values() if p is not None]
         if len(set(served)) != len(served):
             raise ValueError(f"probe paths must differ from each other; got {self.paths!r}")
-        for probe, path in self.paths.items():
-            if path is None:
-                continue
-            for routes in self.routes:
-                routes[path] = ProbeEndpoint(health, probe, **self._options)
+        for probe in self.paths:
+            self._add(probe, None)
             if probe != "liveness":
                 self._add(probe, RESERVED)
         health.on_check_added.append(self._check_added)
         health.on_supervised.append(self._supervised)
 
-    def _add(self, probe: Probe, name: str) -> None:
+    def _add(self, probe: Probe, name: str | None) -> None:
+        """Serve the probe's path (``name`` None) or the path of one of its entries."""
         path = self.paths.get(probe)
         if path is not None:
             endpoint = ProbeEndpoint(self.health, probe, only=name, **self._options)
-            for routes in self.routes:
-                routes[f"{path}/{name}"] = endpoint
+            for table in self.routes:
+                table[path if name is None else f"{path}/{name}"] = endpoint
 
     def _check_added(self, check: HealthCheck) -> None:
         for probe in check.probes:
