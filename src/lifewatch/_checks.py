@@ -166,7 +166,7 @@ async def wait_for_runs(runners: Sequence[CheckRunner]) -> list[CheckResult]:
     tasks: list[asyncio.Task[CheckResult]] = []
     for runner in runners:
         task = runner.task
-        if task is None:
+        if task is None or task.done():
             task = runner.start(now)
             if not task.done():  # it waits: bound it, and let new waiters join it
                 runner.task = task
@@ -193,20 +193,17 @@ class CheckRunner:
     ) -> None:
         self.check = check
         self.result: CheckResult | None = None
-        self.refresher: asyncio.Task[None] | None = None
-        """The background task refreshing an ``interval`` check, while serving."""
-        self.task: _RunTask | None = None
-        """The run in flight, which new waiters join."""
-        self.deadline = 0.0
-        """Loop time at which waiters abandon the run in flight."""
+        self.refresher: asyncio.Task[None] | None = None  # an interval check's, while serving
+        self.task: _RunTask | None = None  # the run in flight, which new waiters join
+        self.deadline = 0.0  # loop time at which waiters abandon it
         self._on_result = on_result
         self._notify = notify
         self._is_async = check.is_async
         self._started = 0.0
+        # A run its waiters gave up on, still going, and what they were told.
         self._abandoned: tuple[asyncio.Task[CheckResult], CheckResult] | None = None
-        """A run its waiters gave up on, still going, and what they were told."""
+        # Set before a sync check's thread starts, cleared by it: never two threads.
         self._thread_busy = False
-        """Set before a sync check's thread starts, cleared by it: never two threads."""
 
     def cached(self) -> CheckResult | None:
         """The last result if probes may use it without a run: an ``interval``
@@ -266,88 +263,77 @@ class CheckRunner:
         """One run, in its own ``_RunTask``: never raises but on a cancel from outside."""
         task = asyncio.current_task()
         assert isinstance(task, _RunTask)
-        try:
-            result = await self._bounded(task)
-        finally:
-            if self.task is task:
-                self.task = None
-        if self._abandoned is not None and self._abandoned[0] is task:
-            return result  # its waiters were answered, and it was counted then
-        return self._record(result)
-
-    async def _bounded(self, task: _RunTask) -> CheckResult:
-        """Call the check and judge what came back."""
+        loop = asyncio.get_running_loop()
+        started, timed_out = self._started, f"timed out after {self.check.timeout:g}s"
         if self._abandoned is not None or self._thread_busy:
             # A hung run cannot be stopped: never pile up runs (or threads) behind it.
             where = "(it ignored its cancellation)" if self._is_async else "in its thread"
-            return failed(0.0, "timeout", f"previous run still running {where}")
-        loop = asyncio.get_running_loop()
-        timeout, started = self.check.timeout, self._started
-        try:
-            value = await (self.check.func() if self._is_async else self._in_thread())
-        except asyncio.CancelledError:
-            if task.timed_out:
-                return failed(loop.time() - started, "timeout", f"timed out after {timeout:g}s")
-            if task.cancel_requested:
-                raise  # cancelled from outside: the loop is going away
-            return failed(loop.time() - started, "error", "CancelledError raised by the check")
-        except (TimeoutError, asyncio.TimeoutError):  # the check's own (a driver's)
-            return failed(loop.time() - started, "timeout", f"timed out after {timeout:g}s")
-        except BaseException as exc:
-            # SystemExit and KeyboardInterrupt too: a check does not get to stop the server.
-            return failed(loop.time() - started, "error", f"{type(exc).__name__}: {exc}")
-        elapsed = loop.time() - started
-        if task.timed_out:
-            return failed(
-                elapsed, "timeout", f"timed out after {timeout:g}s (ignored its cancellation)"
-            )
-        if elapsed > timeout:
-            return self._blocked(elapsed)
-        return _judge(value, elapsed)
+            result = failed(0.0, "timeout", f"previous run still running {where}")
+        else:
+            try:
+                value = await (self.check.func() if self._is_async else self._in_thread())
+            except asyncio.CancelledError:
+                if task.cancel_requested and not task.timed_out:
+                    raise  # cancelled from outside: the loop is going away
+                why = timed_out if task.timed_out else "CancelledError raised by the check"
+                result = failed(
+                    loop.time() - started, "timeout" if task.timed_out else "error", why
+                )
+            except (TimeoutError, asyncio.TimeoutError):  # the check's own (a driver's)
+                result = failed(loop.time() - started, "timeout", timed_out)
+            except BaseException as exc:
+                # SystemExit and KeyboardInterrupt too: a check does not get to stop the server.
+                result = failed(loop.time() - started, "error", f"{type(exc).__name__}: {exc}")
+            else:
+                result = self._verdict(value, loop.time() - started, task.timed_out)
+        if self._abandoned is not None and self._abandoned[0] is task:
+            return result  # its waiters were answered, and it was counted then
+        self._record(result)
+        return result
 
-    def _blocked(self, elapsed: float) -> CheckResult:
-        """Past its timeout, and the cancel never got its turn: the check held
-        the event loop (or its thread ran long) past its timeout."""
+    def _verdict(self, value: Any, elapsed: float, timed_out: bool) -> CheckResult:
+        """What a check that returned returned; past its timeout, a timeout whatever it was."""
         timeout = self.check.timeout
-        if not self._is_async:
+        if elapsed <= timeout and not timed_out:
+            return _judge(value, elapsed)
+        if timed_out or not self._is_async:
             return failed(
                 elapsed, "timeout", f"timed out after {timeout:g}s (ignored its cancellation)"
             )
-        self._notify(
-            Notice(
-                "lifespan.check.blocked",
-                "warning",
-                {
-                    "check": self.check.name,
-                    "blocked_s": round(elapsed, 6),
-                    "timeout_s": timeout,
-                    "detail": "an async check ran without awaiting past its timeout, "
-                    "stalling every request; run blocking code in a thread "
-                    "(a sync def check does)",
-                },
-            )
+        # Past its timeout, and the cancel never got its turn: it held the loop.
+        detail = (
+            "an async check ran without awaiting past its timeout, stalling every "
+            "request; run blocking code in a thread (a sync def check does)"
         )
+        fields = {"check": self.check.name, "blocked_s": round(elapsed, 6), "timeout_s": timeout}
+        self._notify(Notice("lifespan.check.blocked", "warning", fields | {"detail": detail}))
         return failed(elapsed, "timeout", f"timed out after {timeout:g}s (blocked the event loop)")
 
-    def _record(self, result: CheckResult) -> CheckResult:
+    def _record(self, result: CheckResult) -> None:
         previous, self.result = self.result, result
         self._on_result(self.check, result, previous)
-        return result
 
     async def _in_thread(self) -> Any:
         """Call the sync check in a daemon thread of its own (a hung one never
         holds up exit), marked busy with no await before it starts."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
-        thread = threading.Thread(
-            target=self._work,
-            args=(loop, future, contextvars.copy_context()),
-            name=f"lifewatch-check:{self.check.name}",
-            daemon=True,
-        )
+        context = contextvars.copy_context()
+
+        def work() -> None:
+            try:
+                outcome: tuple[Any, BaseException | None] = (context.run(self.check.func), None)
+            except BaseException as exc:
+                outcome = (None, exc)
+            finally:
+                self._thread_busy = False
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
+                loop.call_soon_threadsafe(_settle, future, outcome)
+
+        name = f"lifewatch-check:{self.check.name}"
         self._thread_busy = True
         try:
-            thread.start()
+            threading.Thread(target=work, name=name, daemon=True).start()
         except BaseException:
             self._thread_busy = False
             raise
@@ -355,22 +341,6 @@ class CheckRunner:
         if error is not None:
             raise error
         return value
-
-    def _work(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[tuple[Any, BaseException | None]],
-        context: contextvars.Context,
-    ) -> None:
-        """The thread's body: call the check, free the check, report to the loop."""
-        try:
-            outcome: tuple[Any, BaseException | None] = (context.run(self.check.func), None)
-        except BaseException as exc:
-            outcome = (None, exc)
-        finally:
-            self._thread_busy = False
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
-            loop.call_soon_threadsafe(_settle, future, outcome)
 
     def start_refreshing(self) -> None:
         """An ``interval`` check: run it in the background from now on."""
@@ -406,11 +376,8 @@ def _judge(value: Any, elapsed: float) -> CheckResult:
         return failed(
             elapsed, "invalid", "returned an awaitable from a sync function; make it async def"
         )
-    return failed(
-        elapsed,
-        "invalid",
-        f"returned {type(value).__name__}; a check returns None or a bool, or raises",
-    )
+    kind = type(value).__name__
+    return failed(elapsed, "invalid", f"returned {kind}; a check returns None or a bool, or raises")
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
