@@ -1,4 +1,4 @@
-"""The health of one ``Lifewatch``: checks, supervised tasks, lifecycle truth, as probe reports.
+"""The health of one ``Lifewatch``: checks, supervised tasks and the lifecycle, as probe reports.
 
 ``Health`` is a sink on the lifecycle's event flow: it starts the ``interval``
 checks' refreshers when startup completes, stops them when shutdown begins,
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._checks import (
     ABANDON_GRACE,
-    PROBES,
     RESERVED,
     CheckResult,
     CheckRunner,
@@ -47,12 +46,10 @@ class Entry:
 
     name: str
     status: Status
-    at: float | None
-    """When (Unix seconds), formatted only for a JSON answer."""
+    at: float | None  # Unix seconds, formatted only for a JSON answer
     observed_value: Any = None
     observed_unit: str | None = None
-    output: str | None = None
-    """Why it is not ``pass``."""
+    output: str | None = None  # why it is not ``pass``
     secret: bool = False
     """``output`` may carry secrets (exception text): withheld unless
     ``expose_details=True``. The lifecycle's own words never are."""
@@ -71,33 +68,23 @@ class Report:
     unknown_excludes: list[str] = field(default_factory=list)
 
 
-def _overall(entries: Iterable[Entry]) -> Status:
-    statuses = {entry.status for entry in entries if not entry.excluded}
-    if "fail" in statuses:
-        return "fail"
-    return "warn" if "warn" in statuses else "pass"
-
-
 class Health(Sink):
     """Checks, supervised tasks and the lifecycle, as probe reports."""
 
     def __init__(self, lifecycle: Lifecycle) -> None:
         self.lifecycle = lifecycle
         self.runners: dict[str, CheckRunner] = {}
-        self.by_probe: dict[Probe, list[CheckRunner]] = {p: [] for p in PROBES}
         self.supervised: dict[str, Supervised] = {}
-        self.version = 0
-        """Bumped whenever an answer may change; endpoints compare it."""
-        self.listeners: list[Callable[[], None]] = []
-        """Called on any change: the endpoints keeping an answer forget it."""
+        self.version = 0  # bumped whenever an answer may change; endpoints compare it
+        self.listeners: list[Callable[[], None]] = []  # endpoints that forget a kept answer
         self.on_check_added: list[Callable[[HealthCheck], None]] = []
         self.on_supervised: list[Callable[[Supervised], None]] = []
+        self.loop: asyncio.AbstractEventLoop | None = (
+            None  # the app's (lifespan's): checks run there
+        )
         self._serving = False
-        self._reported = False
-        """A report was made since the endpoints last forgot their answers."""
+        self._reported = False  # a report was made since the endpoints last forgot
         self._state_time = time.time()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        """The app's event loop (the lifespan's): where checks run."""
 
     @property
     def checks(self) -> dict[str, HealthCheck]:
@@ -105,15 +92,12 @@ class Health(Sink):
 
     def invalidate(self) -> None:
         self.version += 1
-        # An endpoint keeps only an answer made by ``report``: none was made
-        # since the last time they all forgot, so none is kept (every phase
-        # begins and ends here, probes come every few seconds).
+        # Every phase begins and ends here: tell the endpoints to forget only
+        # when a report was made since they last did.
         if self._reported:
             self._reported = False
             for forget in self.listeners:
                 forget()
-
-    # -- registration ---------------------------------------------------------
 
     def add_check(
         self,
@@ -141,11 +125,9 @@ class Health(Sink):
                 f"({self.runners[name].check.func!r}); check names must be unique"
             )
         check = HealthCheck(name, func, timeout_s, chosen, critical, interval_s)
-        runner = CheckRunner(check, self.lifecycle.check_result, self.lifecycle.notify)
-        self.runners[name] = runner
-        for probe in PROBES:
-            if probe in chosen:
-                self.by_probe[probe].append(runner)
+        runner = self.runners[name] = CheckRunner(
+            check, self.lifecycle.check_result, self.lifecycle.notify
+        )
         for hook in self.on_check_added:
             hook(check)
         if self._serving:
@@ -156,25 +138,22 @@ class Health(Sink):
     def supervise(self, task: Any, name: str | None) -> asyncio.Task[Any]:
         if asyncio.iscoroutine(task):
             try:
-                loop = asyncio.get_running_loop()
+                task = asyncio.get_running_loop().create_task(task)
             except RuntimeError:
                 task.close()
                 raise RuntimeError(
                     "watch.supervise(coroutine) needs a running event loop (call it from "
                     "the lifespan); or pass an asyncio.Task"
                 ) from None
-            task = loop.create_task(task)
         if not isinstance(task, asyncio.Task):
             raise TypeError(f"watch.supervise() takes an asyncio.Task or a coroutine; got {task!r}")
-        name = task.get_name() if name is None else name
-        validate_check_name(name)
+        name = validate_check_name(task.get_name() if name is None else name)
         old = self.supervised.get(name)
         if old is not None and not old.task.done():
             raise ValueError(
                 f"a running task is already supervised as {name!r}; names must be unique"
             )
-        record = Supervised(name, task)
-        self.supervised[name] = record
+        record = self.supervised[name] = Supervised(name, task)
         self.lifecycle.task_started(record)
         watch_task(record, self._shutting_down, self.lifecycle.task_died)
         for hook in self.on_supervised:
@@ -218,11 +197,11 @@ class Health(Sink):
         if phase.event == "startup" and not phase.background:  # /startupz names it
             self.invalidate()
 
-    def state_changed(self, old: State | None, new: State) -> None:
-        self._state_time = time.time()
+    def phase_end(self, phase: PhaseRecord) -> None:  # a background phase may degrade startup
         self.invalidate()
 
-    def phase_end(self, phase: PhaseRecord) -> None:  # a background phase may degrade startup
+    def state_changed(self, old: State | None, new: State) -> None:
+        self._state_time = time.time()
         self.invalidate()
 
     def task_died(self, task: Supervised) -> None:
@@ -233,40 +212,12 @@ class Health(Sink):
 
     # -- reports --------------------------------------------------------------
 
-    def _lifespan_entry(self, probe: Probe) -> Entry:
-        lc = self.lifecycle
-        state = lc.state
-        when = self._state_time
-        startup = lc.startup
-        degraded = startup is not None and startup.outcome == "degraded"
-        ok = lc.startup_complete if probe == "startup" else state is State.READY
-        if ok:
-            if degraded and startup is not None:
-                names = [p.name for p in startup.phases if p.outcome == "degraded"]
-                output = "degraded: non-critical phase(s) failed: " + ", ".join(names)
-                return Entry(RESERVED, "warn", when, state.value, output=output)
-            return Entry(RESERVED, "pass", when, state.value)
-        if state is State.DRAINING and lc.refusal is not None:
-            output = f"refusing traffic: {lc.refusal}"
-        elif state is State.STARTING and lc.startup_complete and lc.background:
-            output = "background phase(s) running: " + ", ".join(lc.background_names())
-        elif state is State.STARTING and startup is not None and startup.end is None:
-            running = [p.name for p in startup.phases if p.end is None and not p.background]
-            output = f"starting: phase {running[-1]!r} running" if running else "starting"
-        elif state is State.FAILED and startup is not None and startup.failed_phase:
-            output = f"failed: phase {startup.failed_phase!r}"
-        else:
-            output = state.value
-        return Entry(RESERVED, "fail", when, state.value, output=output)
-
     def names(self, probe: Probe) -> set[str]:
         """Every entry name a probe answers with (what ``?exclude=`` may name)."""
-        names = {r.check.name for r in self.by_probe[probe]}
+        names = {r.check.name for r in self.runners.values() if probe in r.check.probes}
         if probe == "liveness":
-            names.update(r.entry for r in self.supervised.values())
-        else:
-            names.add(RESERVED)
-        return names
+            return names | {r.entry for r in self.supervised.values()}
+        return names | {RESERVED}
 
     async def report(
         self, probe: Probe, only: str | None = None, exclude: frozenset[str] = frozenset()
@@ -274,8 +225,7 @@ class Health(Sink):
         """The probe's report, and whether it was made from cached results only.
 
         ``only`` narrows it to one entry (``/readyz/<check>``); ``exclude`` marks
-        entries as excluded (``?exclude=``). Checks without a usable cached
-        result run now, concurrently, sharing any run already in flight.
+        entries as excluded (``?exclude=``).
         """
         self._reported = True  # before anything is read: see invalidate
         state = self.lifecycle.state
@@ -284,25 +234,29 @@ class Health(Sink):
             entries = [_task_entry(r) for r in records if only in (None, r.entry)]
         else:
             entries = [self._lifespan_entry(probe)] if only in (None, RESERVED) else []
-        runners = [r for r in self.by_probe[probe] if only in (None, r.check.name)]
+        runners = [
+            r
+            for r in self.runners.values()
+            if probe in r.check.probes and only in (None, r.check.name)
+        ]
         checks, cacheable = await self._check_entries(runners, exclude)
         entries += checks
-        if only is not None and only != RESERVED:
-            # /readyz/<check> reports that check, as the kube-apiserver does:
-            # a failing non-critical check is a failure there, not a warning.
-            for entry in entries:
-                if entry.status == "warn":
-                    entry.status = "fail"
         for entry in entries:
             entry.excluded = entry.name in exclude
+            if only not in (None, RESERVED) and entry.status == "warn":
+                # /readyz/<check> reports that check, as the kube-apiserver does:
+                # a failing non-critical check is a failure there.
+                entry.status = "fail"
+        statuses = {entry.status for entry in entries if not entry.excluded}
+        status: Status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
         unknown = sorted(exclude - self.names(probe)) if exclude else []
-        return Report(probe, _overall(entries), state, entries, unknown), cacheable
+        return Report(probe, status, state, entries, unknown), cacheable
 
     async def _check_entries(
         self, runners: list[CheckRunner], exclude: frozenset[str]
     ) -> tuple[list[Entry], bool]:
-        """An entry per check, from its cached result or a run now; and whether
-        every one was cached (then the endpoint may keep the answer)."""
+        """An entry per check, from its cached result or a run now (concurrent,
+        sharing runs in flight); and whether every one was cached."""
         results: dict[str, CheckResult] = {}
         to_run: list[CheckRunner] = []
         cacheable = True
@@ -330,9 +284,52 @@ class Health(Sink):
         ]
         return entries, cacheable
 
+    def _lifespan_entry(self, probe: Probe) -> Entry:
+        lc, when = self.lifecycle, self._state_time
+        state, startup = lc.state, lc.startup
+        if lc.startup_complete if probe == "startup" else state is State.READY:
+            if startup is not None and startup.outcome == "degraded":
+                names = ", ".join(p.name for p in startup.phases if p.outcome == "degraded")
+                output = f"degraded: non-critical phase(s) failed: {names}"
+                return Entry(RESERVED, "warn", when, state.value, output=output)
+            return Entry(RESERVED, "pass", when, state.value)
+        if state is State.DRAINING and lc.refusal is not None:
+            output = f"refusing traffic: {lc.refusal}"
+        elif state is State.STARTING and lc.startup_complete and lc.background:
+            output = "background phase(s) running: " + ", ".join(lc.background_names())
+        elif state is State.STARTING and startup is not None and startup.end is None:
+            running = [p.name for p in startup.phases if p.end is None and not p.background]
+            output = f"starting: phase {running[-1]!r} running" if running else "starting"
+        elif state is State.FAILED and startup is not None and startup.failed_phase:
+            output = f"failed: phase {startup.failed_phase!r}"
+        else:
+            output = state.value
+        return Entry(RESERVED, "fail", when, state.value, output=output)
+
+
+def _check_entry(check: HealthCheck, result: CheckResult) -> Entry:
+    status: Status = "pass" if result.ok else "fail" if check.critical else "warn"
+    return Entry(
+        check.name,
+        status,
+        result.finished_at,
+        observed_value=result.duration,
+        observed_unit="s",
+        output=result.detail,
+        secret=True,
+        critical=check.critical,
+    )
+
+
+def _task_entry(record: Supervised) -> Entry:
+    status: Status = "fail" if record.died else "pass"
+    value = "died" if record.died else "running"
+    output = record.detail if record.died else None
+    return Entry(record.entry, status, record.changed_at, value, output=output, secret=True)
+
 
 async def _run_on(home: asyncio.AbstractEventLoop, runner: CheckRunner) -> CheckResult:
-    """Run ``check`` on the app's loop from another loop, bounded as a run is.
+    """Run the check on the app's loop from another loop, bounded as a run is.
 
     A blocked app loop never starts the run: after the timeout and the grace
     the check has failed (``timeout``) and the waiter left behind is cancelled
@@ -350,37 +347,6 @@ async def _run_on(home: asyncio.AbstractEventLoop, runner: CheckRunner) -> Check
         return await asyncio.wait_for(asyncio.wrap_future(future), bound)
     except asyncio.TimeoutError:
         future.cancel()
-        return failed(
-            time.perf_counter() - start,
-            "timeout",
-            f"the app's event loop did not run the check within {runner.check.timeout:g}s "
-            "(blocked?)",
-        )
-
-
-def _check_entry(check: HealthCheck, result: CheckResult) -> Entry:
-    if result.ok:
-        status: Status = "pass"
-    else:
-        status = "fail" if check.critical else "warn"
-    return Entry(
-        check.name,
-        status,
-        result.finished_at,
-        observed_value=result.duration,
-        observed_unit="s",
-        output=result.detail,
-        secret=True,
-        critical=check.critical,
-    )
-
-
-def _task_entry(record: Supervised) -> Entry:
-    return Entry(
-        record.entry,
-        "fail" if record.died else "pass",
-        record.changed_at,
-        "died" if record.died else "running",
-        output=record.detail if record.died else None,
-        secret=True,
-    )
+        timeout = runner.check.timeout
+        why = f"the app's event loop did not run the check within {timeout:g}s (blocked?)"
+        return failed(time.perf_counter() - start, "timeout", why)
