@@ -28,7 +28,6 @@ from ._http import (
     response_headers,
 )
 from ._records import Notice
-from ._supervise import Supervised
 
 if TYPE_CHECKING:
     from ._health import Entry, Health, Report
@@ -76,14 +75,24 @@ def _surely_text(headers: Any) -> bool:
     return True
 
 
-def _clean(text: str, limit: int = MAX_DETAIL) -> str:
+def _clean(text: str, limit: int) -> str:
     """One line, bounded: a reason must not forge lines of a verbose answer."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _quoted(names: list[str]) -> str:
-    return ",".join(json.dumps(n) for n in names)
+def _unknown(names: list[str]) -> str:
+    return "some health checks cannot be excluded: no matches for " + ",".join(
+        map(json.dumps, names)
+    )
+
+
+def _reason(entry: Entry, expose: bool, limit: int) -> str:
+    return (
+        "reason withheld"
+        if entry.secret and not expose
+        else _clean(entry.output or "unknown", limit)
+    )
 
 
 def _line(entry: Entry, expose: bool) -> str:
@@ -91,14 +100,9 @@ def _line(entry: Entry, expose: bool) -> str:
         return f"[+]{entry.name} excluded: ok"
     if entry.status == "pass":
         return f"[+]{entry.name} ok"
-    reason = entry.output or "unknown"
-    if entry.secret and not expose:
-        reason = "reason withheld"
-    reason = _clean(reason)
-    if entry.name == RESERVED:
-        sign = "+" if entry.status == "warn" else "-"
-        word = "warn" if entry.status == "warn" else "failed"
-        return f"[{sign}]{entry.name} {word}: {reason}"
+    reason = _reason(entry, expose, MAX_DETAIL)
+    if entry.name == RESERVED and entry.status == "warn":
+        return f"[+]{entry.name} warn: {reason}"
     qualifier = "" if entry.critical else " (non-critical)"
     return f"[-]{entry.name} failed{qualifier}: {reason}"
 
@@ -108,10 +112,7 @@ def render_text(report: Report, label: str, verbose: bool, expose: bool) -> byte
         return b"ok"
     lines = [_line(entry, expose) for entry in report.entries]
     if report.unknown_excludes:
-        lines.append(
-            "warn: some health checks cannot be excluded: no matches for "
-            + _quoted(report.unknown_excludes)
-        )
+        lines.append("warn: " + _unknown(report.unknown_excludes))
     outcome = "failed" if report.status == "fail" else "passed"
     lines.append(f"{label} check {outcome}")
     return "\n".join(lines).encode() + b"\n"
@@ -124,28 +125,20 @@ def render_json(report: Report, service: str | None, expose: bool) -> bytes:
         if entry.excluded:
             notes.append(f"excluded: {entry.name}")
             continue
-        item: dict[str, Any] = {
-            "status": entry.status,
-            "time": "" if entry.at is None else iso_utc(entry.at),
-        }
+        when = "" if entry.at is None else iso_utc(entry.at)
+        item: dict[str, Any] = {"status": entry.status, "time": when}
         value = entry.observed_value
         if value is not None:
             item["observedValue"] = round(value, 6) if isinstance(value, float) else value
         if entry.observed_unit is not None:
             item["observedUnit"] = entry.observed_unit
         if entry.status != "pass":
-            reason = entry.output or "unknown"
-            item["output"] = (
-                "reason withheld" if entry.secret and not expose else _clean(reason, 2000)
-            )
+            item["output"] = _reason(entry, expose, 2000)
         if not entry.critical:
             item["critical"] = False
         checks[entry.name] = [item]
     if report.unknown_excludes:
-        notes.append(
-            "some health checks cannot be excluded: no matches for "
-            + _quoted(report.unknown_excludes)
-        )
+        notes.append(_unknown(report.unknown_excludes))
     body: dict[str, Any] = {"status": report.status, "state": report.state.value}
     if service:
         body["serviceId"] = service
@@ -173,12 +166,11 @@ class ProbeEndpoint:
         self.label = LABELS[probe]
         self.service = service
         self.expose = expose_details
+        # The answer to a plain request, kept until ``Health`` says something changed.
         self._plain: tuple[int, tuple[Header, ...], bytes] | None = None
-        """The answer to a plain request, kept while nothing changes (see forget)."""
         health.listeners.append(self.forget)
 
     def forget(self) -> None:
-        """Something changed: the next request builds the answer again."""
         self._plain = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -220,26 +212,18 @@ class ProbeEndpoint:
                 body = render_json(report, self.service, self.expose)
             else:
                 body = render_text(report, self.label, verbose, self.expose)
-            status = 503 if report.status == "fail" else 200
-            headers = response_headers(media_type, body)
-            if (
-                cacheable
-                and not as_json
-                and not verbose
-                and not exclude
-                and version == self.health.version
-            ):
-                self._plain = (status, headers, body)
-            return status, headers, body
-        except Exception as exc:
-            self.health.lifecycle.notify(
-                Notice(
-                    "lifespan.probe.error",
-                    "error",
-                    {"probe": self.probe, "path": scope.get("path")},
-                    error=exc,
-                )
+            answer = (
+                503 if report.status == "fail" else 200,
+                response_headers(media_type, body),
+                body,
             )
+            plain_request = not (as_json or verbose or exclude)
+            if cacheable and plain_request and version == self.health.version:
+                self._plain = answer
+            return answer
+        except Exception as exc:
+            where = {"probe": self.probe, "path": scope.get("path")}
+            self.health.lifecycle.notify(Notice("lifespan.probe.error", "error", where, error=exc))
             return 503, response_headers(TEXT, _BROKEN_BODY), _BROKEN_BODY
 
 
@@ -267,7 +251,7 @@ class ProbeRoutes:
             if probe != "liveness":
                 self._add(probe, RESERVED)
         health.on_check_added.append(self._check_added)
-        health.on_supervised.append(self._supervised)
+        health.on_supervised.append(lambda record: self._add("liveness", record.entry))
 
     def _add(self, probe: Probe, name: str | None) -> None:
         """Serve the probe's path (``name`` None) or the path of one of its entries."""
@@ -280,6 +264,3 @@ class ProbeRoutes:
     def _check_added(self, check: HealthCheck) -> None:
         for probe in check.probes:
             self._add(probe, check.name)
-
-    def _supervised(self, record: Supervised) -> None:
-        self._add("liveness", record.entry)
