@@ -74,12 +74,9 @@ class CheckResult:
     """One finished run of a check: frozen, equal to another with the same values."""
 
     ok: bool
-    duration: float
-    """Seconds the run took."""
-    finished_at: float
-    """Wall clock (``time.time()``) at the end of the run."""
-    monotonic: float
-    """``time.monotonic()`` at the end of the run: how old the result is."""
+    duration: float  # seconds the run took
+    finished_at: float  # ``time.time()`` at the end of the run
+    monotonic: float  # ``time.monotonic()`` at the end: how old the result is
     reason: CheckReason | None = None
     detail: str | None = None
     """What went wrong, e.g. the exception text: may hold secrets, so only
@@ -295,7 +292,17 @@ class CheckRunner:
         """What a check that returned returned; past its timeout, a timeout whatever it was."""
         timeout = self.check.timeout
         if elapsed <= timeout and not timed_out:
-            return _judge(value, elapsed)
+            if value is None or value is True:
+                return CheckResult(True, elapsed, time.time(), time.monotonic())
+            if value is False:
+                return failed(elapsed, "false", "returned False")
+            if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()
+                why = "returned an awaitable from a sync function; make it async def"
+                return failed(elapsed, "invalid", why)
+            why = f"returned {type(value).__name__}; a check returns None or a bool, or raises"
+            return failed(elapsed, "invalid", why)
         if timed_out or not self._is_async:
             return failed(
                 elapsed, "timeout", f"timed out after {timeout:g}s (ignored its cancellation)"
@@ -362,22 +369,6 @@ class CheckRunner:
         while True:
             await self.run()
             await asyncio.sleep(interval)
-
-
-def _judge(value: Any, elapsed: float) -> CheckResult:
-    """What a check that returned in time returned: pass, or why not."""
-    if value is None or value is True:
-        return CheckResult(True, elapsed, time.time(), time.monotonic())
-    if value is False:
-        return failed(elapsed, "false", "returned False")
-    if inspect.isawaitable(value):
-        if inspect.iscoroutine(value):
-            value.close()
-        return failed(
-            elapsed, "invalid", "returned an awaitable from a sync function; make it async def"
-        )
-    kind = type(value).__name__
-    return failed(elapsed, "invalid", f"returned {kind}; a check returns None or a bool, or raises")
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

@@ -243,9 +243,6 @@ class ProbeRoutes:
         self.health = health
         self.paths = dict(paths)
         self._options: dict[str, Any] = {"service": service, "expose_details": expose_details}
-        served = [p for p in self.paths.values() if p is not None]
-        if len(set(served)) != len(served):
-            raise ValueError(f"probe paths must differ from each other; got {self.paths!r}")
         for probe in self.paths:
             self._add(probe, None)
             if probe != "liveness":
