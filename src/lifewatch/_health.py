@@ -212,13 +212,6 @@ class Health(Sink):
 
     # -- reports --------------------------------------------------------------
 
-    def names(self, probe: Probe) -> set[str]:
-        """Every entry name a probe answers with (what ``?exclude=`` may name)."""
-        names = {r.check.name for r in self.runners.values() if probe in r.check.probes}
-        if probe == "liveness":
-            return names | {r.entry for r in self.supervised.values()}
-        return names | {RESERVED}
-
     async def report(
         self, probe: Probe, only: str | None = None, exclude: frozenset[str] = frozenset()
     ) -> tuple[Report, bool]:
@@ -249,7 +242,7 @@ class Health(Sink):
                 entry.status = "fail"
         statuses = {entry.status for entry in entries if not entry.excluded}
         status: Status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
-        unknown = sorted(exclude - self.names(probe)) if exclude else []
+        unknown = sorted(exclude - {entry.name for entry in entries}) if exclude else []
         return Report(probe, status, state, entries, unknown), cacheable
 
     async def _check_entries(
