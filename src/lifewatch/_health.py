@@ -250,32 +250,19 @@ class Health(Sink):
     ) -> tuple[list[Entry], bool]:
         """An entry per check, from its cached result or a run now (concurrent,
         sharing runs in flight); and whether every one was cached."""
-        results: dict[str, CheckResult] = {}
-        to_run: list[CheckRunner] = []
-        cacheable = True
-        for runner in runners:
-            cached = None if runner.check.name in exclude else runner.cached()
-            if cached is not None:
-                results[runner.check.name] = cached
-                cacheable = cacheable and runner.refresher is not None
-            elif runner.check.name not in exclude:
-                to_run.append(runner)
+        wanted = [r for r in runners if r.check.name not in exclude]
+        results: dict[str, CheckResult | None] = {r.check.name: r.cached() for r in wanted}
+        to_run = [r for r in wanted if results[r.check.name] is None]
+        cacheable = not to_run and all(r.refresher is not None for r in wanted)
         if to_run:
-            cacheable = False
             home = self.loop
             if home is not None and home is not asyncio.get_running_loop() and not home.is_closed():
                 # Asked from another loop (the ops listener's): run on the app's.
                 ran = await asyncio.gather(*(_run_on(home, r) for r in to_run))
             else:
                 ran = await wait_for_runs(to_run)
-            results.update((r.check.name, result) for r, result in zip(to_run, ran, strict=True))
-        entries = [
-            _check_entry(r.check, results[r.check.name])
-            if r.check.name in results
-            else Entry(r.check.name, "pass", None, critical=r.check.critical)
-            for r in runners
-        ]
-        return entries, cacheable
+            results.update(zip([r.check.name for r in to_run], ran, strict=True))
+        return [_check_entry(r.check, results.get(r.check.name)) for r in runners], cacheable
 
     def _lifespan_entry(self, probe: Probe) -> Entry:
         lc, when = self.lifecycle, self._state_time
@@ -300,7 +287,9 @@ class Health(Sink):
         return Entry(RESERVED, "fail", when, state.value, output=output)
 
 
-def _check_entry(check: HealthCheck, result: CheckResult) -> Entry:
+def _check_entry(check: HealthCheck, result: CheckResult | None) -> Entry:
+    if result is None:  # excluded: not run
+        return Entry(check.name, "pass", None, critical=check.critical)
     status: Status = "pass" if result.ok else "fail" if check.critical else "warn"
     return Entry(
         check.name,
