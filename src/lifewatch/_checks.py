@@ -120,6 +120,7 @@ class _RunTask(asyncio.Task[CheckResult]):
 
     cancel_requested = False
     timed_out = False
+    abandoned: CheckResult | None = None  # what its waiters were told when they gave up
 
     def cancel(self, msg: Any | None = None) -> bool:
         self.cancel_requested = True
@@ -160,7 +161,7 @@ async def wait_for_runs(runners: Sequence[CheckRunner]) -> list[CheckResult]:
     loop = asyncio.get_running_loop()
     now = loop.time()
     started: dict[float, list[_RunTask]] = {}
-    tasks: list[asyncio.Task[CheckResult]] = []
+    tasks: list[_RunTask] = []
     for runner in runners:
         task = runner.task
         if task is None or task.done():
@@ -197,8 +198,7 @@ class CheckRunner:
         self._notify = notify
         self._is_async = check.is_async
         self._started = 0.0
-        # A run its waiters gave up on, still going, and what they were told.
-        self._abandoned: tuple[asyncio.Task[CheckResult], CheckResult] | None = None
+        self._abandoned: _RunTask | None = None  # a run its waiters gave up on, still going
         # Set before a sync check's thread starts, cleared by it: never two threads.
         self._thread_busy = False
 
@@ -223,21 +223,21 @@ class CheckRunner:
         (result,) = await wait_for_runs((self,))
         return result
 
-    def outcome(self, task: asyncio.Task[CheckResult]) -> CheckResult:
+    def outcome(self, task: _RunTask) -> CheckResult:
         """The result of a run its waiters stopped waiting for: abandoned if still going."""
         if task.cancelled():  # cancelled from outside (the loop is going away), not by us
             return failed(0.0, "timeout", "cancelled")
         if task.done():
             return task.result()  # runs never raise
-        if self._abandoned is not None and self._abandoned[0] is task:
-            return self._abandoned[1]
+        if task.abandoned is not None:
+            return task.abandoned
         timeout = self.check.timeout
         result = failed(
             asyncio.get_running_loop().time() - self._started,
             "timeout",
             f"timed out after {timeout:g}s and ignored its cancellation (abandoned, still running)",
         )
-        self._abandoned = (task, result)
+        task.abandoned, self._abandoned = result, task
         if self.task is task:
             self.task = None
         task.add_done_callback(self._abandoned_run_ended)
@@ -251,10 +251,8 @@ class CheckRunner:
         return result
 
     def _abandoned_run_ended(self, task: asyncio.Task[CheckResult]) -> None:
-        if self._abandoned is not None and self._abandoned[0] is task:
+        if self._abandoned is task:
             self._abandoned = None
-        if not task.cancelled():
-            task.exception()  # retrieved: no "never retrieved" noise
 
     async def _run(self) -> CheckResult:
         """One run, in its own ``_RunTask``: never raises but on a cancel from outside."""
@@ -283,7 +281,7 @@ class CheckRunner:
                 result = failed(loop.time() - started, "error", f"{type(exc).__name__}: {exc}")
             else:
                 result = self._verdict(value, loop.time() - started, task.timed_out)
-        if self._abandoned is not None and self._abandoned[0] is task:
+        if task.abandoned is not None:
             return result  # its waiters were answered, and it was counted then
         self._record(result)
         return result
