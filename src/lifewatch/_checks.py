@@ -128,10 +128,10 @@ class _RunTask(asyncio.Task[CheckResult]):
 
 
 def _expire(runs: list[_RunTask]) -> None:
-    """The timeout of these runs is up: cancel them, once (one that swallows
-    the cancel is not sent another; its waiters abandon it instead)."""
+    """The timeout of these runs is up: cancel each once (one that swallows the
+    cancel is not sent another; its waiters abandon it instead)."""
     for run in runs:
-        if not run.done():
+        if not run.done() and not run.timed_out:
             run.timed_out = True
             run.cancel()
 
@@ -154,29 +154,37 @@ else:
 async def wait_for_runs(runners: Sequence[CheckRunner]) -> list[CheckResult]:
     """Each check's result, from its run in flight or one started now; never raises.
 
-    New runs that wait share one timer per distinct timeout. ``asyncio.wait``,
-    not ``gather``: a probe that goes away cancels neither the runs other
-    probes share nor their timers.
+    The waiter cancels each run at its timeout, and abandons it at its deadline
+    (timeout plus grace). ``asyncio.wait``, not ``gather``: a probe that goes
+    away cancels no run other probes share, and leaves their timeouts to timers.
     """
     loop = asyncio.get_running_loop()
     now = loop.time()
-    started: dict[float, list[_RunTask]] = {}
     tasks: list[_RunTask] = []
+    expiring: dict[float, list[_RunTask]] = {}
     for runner in runners:
         task = runner.task
         if task is None or task.done():
             task = runner.start(now)
-            if not task.done():  # it waits: bound it, and let new waiters join it
-                runner.task = task
-                started.setdefault(runner.check.timeout, []).append(task)
+        if not task.done():  # it waits: bound it, and let new waiters join it
+            runner.task = task
+            expiring.setdefault(runner.deadline - ABANDON_GRACE, []).append(task)
         tasks.append(task)
-    timers = [loop.call_at(now + timeout, _expire, runs) for timeout, runs in started.items()]
-    waiting = [task for task in tasks if not task.done()]
-    if waiting:
-        deadline = max(runner.deadline for runner in runners)
-        await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
-    for timer in timers:  # all done, or past their deadline: nothing left to expire
-        timer.cancel()
+    try:
+        for when in sorted(expiring):
+            waiting = [task for task in tasks if not task.done()]
+            if not waiting:
+                break
+            await asyncio.wait(waiting, timeout=max(0.0, when - loop.time()))
+            _expire(expiring.pop(when))
+        waiting = [task for task in tasks if not task.done()]
+        if waiting:
+            deadline = max(runner.deadline for runner in runners)
+            await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
+    except asyncio.CancelledError:
+        for when, runs in expiring.items():
+            loop.call_at(when, _expire, runs)
+        raise
     return [runner.outcome(task) for runner, task in zip(runners, tasks, strict=True)]
 
 
