@@ -933,4 +933,3 @@ async def test_a_run_whose_probes_went_away_is_still_cancelled_at_its_timeout(
     result = watch._health.runners["waits"].result
     assert result is not None
     assert (result.ok, result.reason, result.detail) == (False, "timeout", "timed out after 0.05s")
-
