@@ -899,9 +899,37 @@ async def test_a_run_cancelled_from_outside_is_cancelled_and_records_nothing(
         await asyncio.Event().wait()
 
     runner = watch._health.runners["waits"]
-    task = runner.start()
+    task = runner.start(asyncio.get_running_loop().time())
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert runner.result is None
+
+
+async def test_a_run_whose_probes_went_away_is_still_cancelled_at_its_timeout(
+    watch: Lifewatch,
+) -> None:
+    """The probe that started a run bounds it; when that probe goes away
+    first, the run is still cancelled at its timeout and reported as one."""
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    @watch.check("waits", timeout=0.05)
+    async def waits() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    probe = asyncio.create_task(watch.run_check("waits"))
+    await started.wait()
+    probe.cancel()  # the client went away before the timeout
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    await asyncio.wait_for(cancelled.wait(), timeout=10)
+    await asyncio.sleep(0)  # the run records its result once its cancel is handled
+    result = watch._health.runners["waits"].result
+    assert result is not None
+    assert (result.ok, result.reason, result.detail) == (False, "timeout", "timed out after 0.05s")

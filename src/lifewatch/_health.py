@@ -1,17 +1,10 @@
-"""The health of one ``Lifewatch``: checks, supervised tasks, lifecycle truth.
+"""The health of one ``Lifewatch``: checks, supervised tasks and the lifecycle, as probe reports.
 
-Checks and supervised tasks report to the lifecycle, which tells every sink
-(metrics and logs come from there, isolated); health writes neither itself.
-``Health`` is a sink on that one event flow: it starts the
-``interval`` checks' refreshers when startup completes and stops them when
-shutdown begins, and every lifecycle event invalidates the answers the probe
-endpoints keep, so a probe with only cached checks is a few attribute reads.
-It turns all of it into a ``Report`` per probe; ``_probes`` renders reports.
-
-A probe may be answered on another thread's loop (the ops listener): the
-checks still run on the app's own loop, the one the lifespan runs on, handed
-over and waited for under their timeout, so a blocked loop costs a probe its
-timeout and answers the check failed (``timeout``), never a hang.
+``Health`` is a sink on the lifecycle's event flow: it starts the ``interval``
+checks' refreshers when startup completes, stops them when shutdown begins,
+and every event invalidates the answers the probe endpoints keep. Checks run
+on the app's own loop even when the ops listener's thread asks: a blocked
+loop costs a probe its timeout (the check fails, ``timeout``), never a hang.
 """
 
 from __future__ import annotations
@@ -25,14 +18,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._checks import (
     ABANDON_GRACE,
-    PROBES,
     RESERVED,
     CheckResult,
     CheckRunner,
     HealthCheck,
     Probe,
+    failed,
     validate_check_name,
     validate_probes,
+    wait_for_runs,
 )
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
@@ -52,12 +46,10 @@ class Entry:
 
     name: str
     status: Status
-    at: float | None
-    """When (Unix seconds), formatted only for a JSON answer."""
+    at: float | None  # Unix seconds, formatted only for a JSON answer
     observed_value: Any = None
     observed_unit: str | None = None
-    output: str | None = None
-    """Why it is not ``pass``."""
+    output: str | None = None  # why it is not ``pass``
     secret: bool = False
     """``output`` may carry secrets (exception text): withheld unless
     ``expose_details=True``. The lifecycle's own words never are."""
@@ -76,33 +68,23 @@ class Report:
     unknown_excludes: list[str] = field(default_factory=list)
 
 
-def _overall(entries: Iterable[Entry]) -> Status:
-    statuses = {entry.status for entry in entries if not entry.excluded}
-    if "fail" in statuses:
-        return "fail"
-    return "warn" if "warn" in statuses else "pass"
-
-
 class Health(Sink):
     """Checks, supervised tasks and the lifecycle, as probe reports."""
 
     def __init__(self, lifecycle: Lifecycle) -> None:
         self.lifecycle = lifecycle
         self.runners: dict[str, CheckRunner] = {}
-        self.by_probe: dict[Probe, list[CheckRunner]] = {p: [] for p in PROBES}
         self.supervised: dict[str, Supervised] = {}
-        self.version = 0
-        """Bumped whenever an answer may change; endpoints compare it."""
-        self.listeners: list[Callable[[], None]] = []
-        """Called on any change: the endpoints keeping an answer forget it."""
+        self.version = 0  # bumped whenever an answer may change; endpoints compare it
+        self.listeners: list[Callable[[], None]] = []  # endpoints that forget a kept answer
         self.on_check_added: list[Callable[[HealthCheck], None]] = []
         self.on_supervised: list[Callable[[Supervised], None]] = []
+        self.loop: asyncio.AbstractEventLoop | None = (
+            None  # the app's (lifespan's): checks run there
+        )
         self._serving = False
-        self._reported = False
-        """A report was made since the endpoints last forgot their answers."""
+        self._reported = False  # a report was made since the endpoints last forgot
         self._state_time = time.time()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        """The app's event loop (the lifespan's): where checks run."""
 
     @property
     def checks(self) -> dict[str, HealthCheck]:
@@ -110,15 +92,12 @@ class Health(Sink):
 
     def invalidate(self) -> None:
         self.version += 1
-        # An endpoint keeps only an answer made by ``report``: none was made
-        # since the last time they all forgot, so none is kept (every phase
-        # begins and ends here, probes come every few seconds).
+        # Every phase begins and ends here: tell the endpoints to forget only
+        # when a report was made since they last did.
         if self._reported:
             self._reported = False
             for forget in self.listeners:
                 forget()
-
-    # -- registration ---------------------------------------------------------
 
     def add_check(
         self,
@@ -146,11 +125,9 @@ class Health(Sink):
                 f"({self.runners[name].check.func!r}); check names must be unique"
             )
         check = HealthCheck(name, func, timeout_s, chosen, critical, interval_s)
-        runner = CheckRunner(check, self.lifecycle.check_result, self.lifecycle.notify)
-        self.runners[name] = runner
-        for probe in PROBES:
-            if probe in chosen:
-                self.by_probe[probe].append(runner)
+        runner = self.runners[name] = CheckRunner(
+            check, self.lifecycle.check_result, self.lifecycle.notify
+        )
         for hook in self.on_check_added:
             hook(check)
         if self._serving:
@@ -161,25 +138,22 @@ class Health(Sink):
     def supervise(self, task: Any, name: str | None) -> asyncio.Task[Any]:
         if asyncio.iscoroutine(task):
             try:
-                loop = asyncio.get_running_loop()
+                task = asyncio.get_running_loop().create_task(task)
             except RuntimeError:
                 task.close()
                 raise RuntimeError(
                     "watch.supervise(coroutine) needs a running event loop (call it from "
                     "the lifespan); or pass an asyncio.Task"
                 ) from None
-            task = loop.create_task(task)
         if not isinstance(task, asyncio.Task):
             raise TypeError(f"watch.supervise() takes an asyncio.Task or a coroutine; got {task!r}")
-        name = task.get_name() if name is None else name
-        validate_check_name(name)
+        name = validate_check_name(task.get_name() if name is None else name)
         old = self.supervised.get(name)
         if old is not None and not old.task.done():
             raise ValueError(
                 f"a running task is already supervised as {name!r}; names must be unique"
             )
-        record = Supervised(name, task)
-        self.supervised[name] = record
+        record = self.supervised[name] = Supervised(name, task)
         self.lifecycle.task_started(record)
         watch_task(record, self._shutting_down, self.lifecycle.task_died)
         for hook in self.on_supervised:
@@ -194,18 +168,13 @@ class Health(Sink):
             current is not None and current.event == "shutdown"
         )
 
-    # -- results, on the lifecycle's event flow -------------------------------
+    # -- the lifecycle's event flow ------------------------------------------
 
     def check_result(
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
         if previous is None or previous.ok != result.ok or previous.detail != result.detail:
             self.invalidate()
-
-    def task_died(self, task: Supervised) -> None:
-        self.invalidate()
-
-    # -- background refresh, on the lifecycle's event flow -------------------
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
@@ -225,35 +194,83 @@ class Health(Sink):
         self.invalidate()
 
     def phase_begin(self, phase: PhaseRecord) -> None:
-        # A failing /startupz names the phase running now.
-        if phase.event == "startup" and not phase.background:
+        if phase.event == "startup" and not phase.background:  # /startupz names it
             self.invalidate()
 
-    def phase_end(self, phase: PhaseRecord) -> None:
-        # A background phase may degrade the startup after it ended.
-        self.invalidate()
-
-    def notice(self, notice: Notice) -> None:
-        # Traffic refused or accepted by hand, a drain step: the reason shows.
+    def phase_end(self, phase: PhaseRecord) -> None:  # a background phase may degrade startup
         self.invalidate()
 
     def state_changed(self, old: State | None, new: State) -> None:
         self._state_time = time.time()
         self.invalidate()
 
+    def task_died(self, task: Supervised) -> None:
+        self.invalidate()
+
+    def notice(self, notice: Notice) -> None:  # traffic refused by hand, a drain step
+        self.invalidate()
+
     # -- reports --------------------------------------------------------------
 
+    async def report(
+        self, probe: Probe, only: str | None = None, exclude: frozenset[str] = frozenset()
+    ) -> tuple[Report, bool]:
+        """The probe's report, and whether it was made from cached results only.
+
+        ``only`` narrows it to one entry (``/readyz/<check>``); ``exclude`` marks
+        entries as excluded (``?exclude=``).
+        """
+        self._reported = True  # before anything is read: see invalidate
+        state = self.lifecycle.state
+        if probe == "liveness":
+            records = self.supervised.values()
+            entries = [_task_entry(r) for r in records if only in (None, r.entry)]
+        else:
+            entries = [self._lifespan_entry(probe)] if only in (None, RESERVED) else []
+        runners = [
+            r
+            for r in self.runners.values()
+            if probe in r.check.probes and only in (None, r.check.name)
+        ]
+        checks, cacheable = await self._check_entries(runners, exclude)
+        entries += checks
+        for entry in entries:
+            entry.excluded = entry.name in exclude
+            if only not in (None, RESERVED) and entry.status == "warn":
+                # /readyz/<check> reports that check, as the kube-apiserver does:
+                # a failing non-critical check is a failure there.
+                entry.status = "fail"
+        statuses = {entry.status for entry in entries if not entry.excluded}
+        status: Status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+        unknown = sorted(exclude - {entry.name for entry in entries}) if exclude else []
+        return Report(probe, status, state, entries, unknown), cacheable
+
+    async def _check_entries(
+        self, runners: list[CheckRunner], exclude: frozenset[str]
+    ) -> tuple[list[Entry], bool]:
+        """An entry per check, from its cached result or a run now (concurrent,
+        sharing runs in flight); and whether every one was cached."""
+        wanted = [r for r in runners if r.check.name not in exclude]
+        results: dict[str, CheckResult | None] = {r.check.name: r.cached() for r in wanted}
+        to_run = [r for r in wanted if results[r.check.name] is None]
+        cacheable = not to_run and all(r.refresher is not None for r in wanted)
+        if to_run:
+            home = self.loop
+            if home is not None and home is not asyncio.get_running_loop() and not home.is_closed():
+                # Asked from another loop (the ops listener's): run on the app's.
+                ran = await asyncio.gather(*(_run_on(home, r) for r in to_run))
+            else:
+                ran = await wait_for_runs(to_run)
+            results.update(zip([r.check.name for r in to_run], ran, strict=True))
+        return [_check_entry(r.check, results.get(r.check.name)) for r in runners], cacheable
+
     def _lifespan_entry(self, probe: Probe) -> Entry:
-        lc = self.lifecycle
-        state = lc.state
-        when = self._state_time
-        startup = lc.startup
-        degraded = startup is not None and startup.outcome == "degraded"
-        ok = lc.startup_complete if probe == "startup" else state is State.READY
-        if ok:
-            if degraded and startup is not None:
-                names = [p.name for p in startup.phases if p.outcome == "degraded"]
-                output = "degraded: non-critical phase(s) failed: " + ", ".join(names)
+        lc, when = self.lifecycle, self._state_time
+        state, startup = lc.state, lc.startup
+        if lc.startup_complete if probe == "startup" else state is State.READY:
+            if startup is not None and startup.outcome == "degraded":
+                names = ", ".join(p.name for p in startup.phases if p.outcome == "degraded")
+                output = f"degraded: non-critical phase(s) failed: {names}"
                 return Entry(RESERVED, "warn", when, state.value, output=output)
             return Entry(RESERVED, "pass", when, state.value)
         if state is State.DRAINING and lc.refusal is not None:
@@ -269,152 +286,49 @@ class Health(Sink):
             output = state.value
         return Entry(RESERVED, "fail", when, state.value, output=output)
 
-    @staticmethod
-    def _check_entry(check: HealthCheck, result: CheckResult) -> Entry:
-        if result.ok:
-            status: Status = "pass"
-        else:
-            status = "fail" if check.critical else "warn"
-        return Entry(
-            check.name,
-            status,
-            result.finished_at,
-            observed_value=result.duration,
-            observed_unit="s",
-            output=result.detail,
-            secret=True,
-            critical=check.critical,
-        )
 
-    @staticmethod
-    def _task_entry(record: Supervised) -> Entry:
-        return Entry(
-            record.entry,
-            "fail" if record.died else "pass",
-            record.changed_at,
-            "died" if record.died else "running",
-            output=record.detail if record.died else None,
-            secret=True,
-        )
+def _check_entry(check: HealthCheck, result: CheckResult | None) -> Entry:
+    if result is None:  # excluded: not run
+        return Entry(check.name, "pass", None, critical=check.critical)
+    status: Status = "pass" if result.ok else "fail" if check.critical else "warn"
+    return Entry(
+        check.name,
+        status,
+        result.finished_at,
+        observed_value=result.duration,
+        observed_unit="s",
+        output=result.detail,
+        secret=True,
+        critical=check.critical,
+    )
 
-    def names(self, probe: Probe) -> set[str]:
-        """Every entry name a probe answers with (what ``?exclude=`` may name)."""
-        names = {r.check.name for r in self.by_probe[probe]}
-        if probe == "liveness":
-            names.update(r.entry for r in self.supervised.values())
-        else:
-            names.add(RESERVED)
-        return names
 
-    async def report(
-        self, probe: Probe, only: str | None = None, exclude: frozenset[str] = frozenset()
-    ) -> tuple[Report, bool]:
-        """The probe's report, and whether it was made from cached results only.
-
-        ``only`` narrows it to one entry (``/readyz/<check>``); ``exclude`` marks
-        entries as excluded (``?exclude=``). Checks without a usable cached
-        result run now, concurrently, sharing any run already in flight.
-        """
-        self._reported = True  # before anything is read: see invalidate
-        state = self.lifecycle.state
-        entries = self._own_entries(probe, only)
-        runners = [r for r in self.by_probe[probe] if only in (None, r.check.name)]
-        checks, cacheable = await self._check_entries(runners, exclude)
-        entries += checks
-        if only is not None and only != RESERVED:
-            # /readyz/<check> reports that check, as the kube-apiserver does:
-            # a failing non-critical check is a failure there, not a warning.
-            for entry in entries:
-                if entry.status == "warn":
-                    entry.status = "fail"
-        for entry in entries:
-            entry.excluded = entry.name in exclude
-        unknown = sorted(exclude - self.names(probe)) if exclude else []
-        return Report(probe, _overall(entries), state, entries, unknown), cacheable
-
-    def _own_entries(self, probe: Probe, only: str | None) -> list[Entry]:
-        """The lifecycle's entry (readiness, startup) or the supervised tasks' (liveness)."""
-        if probe == "liveness":
-            records = list(self.supervised.values())
-            return [self._task_entry(r) for r in records if only in (None, r.entry)]
-        if only in (None, RESERVED):
-            return [self._lifespan_entry(probe)]
-        return []
-
-    async def _check_entries(
-        self, runners: list[CheckRunner], exclude: frozenset[str]
-    ) -> tuple[list[Entry], bool]:
-        """An entry per check, from its cached result or a run now; and whether
-        every one was cached (then the endpoint may keep the answer)."""
-        results: dict[str, CheckResult] = {}
-        to_run: list[CheckRunner] = []
-        cacheable = True
-        for runner in runners:
-            if runner.check.name in exclude:
-                continue
-            cached = runner.cached()
-            if cached is None:
-                to_run.append(runner)
-            else:
-                results[runner.check.name] = cached
-                cacheable = cacheable and runner.refresher is not None
-        if to_run:
-            cacheable = False
-            ran = await self._run(to_run)
-            results.update((r.check.name, result) for r, result in zip(to_run, ran, strict=True))
-        entries = [
-            self._check_entry(r.check, results[r.check.name])
-            if r.check.name in results
-            else Entry(r.check.name, "pass", None, critical=r.check.critical)
-            for r in runners
-        ]
-        return entries, cacheable
-
-    async def _run(self, runners: list[CheckRunner]) -> list[CheckResult]:
-        """Run the checks concurrently (joining runs in flight); bounded whatever they do."""
-        loop = asyncio.get_running_loop()
-        home = self.loop
-        if home is not None and home is not loop and not home.is_closed():
-            # Asked from another loop (the ops listener's): run on the app's.
-            return list(await asyncio.gather(*(_run_on(home, r) for r in runners)))
-        tasks = [runner.start() for runner in runners]
-        waiting = [task for task in tasks if not task.done()]  # started eagerly, done
-        if waiting:
-            # Not gather: a probe that goes away must not cancel runs that other
-            # probes share, and ``wait`` never cancels what it waits on. A run
-            # still going at its deadline (its timeout plus a grace) is abandoned.
-            deadline = max(runner.deadline for runner in runners)
-            await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
-        return [runner.outcome(task) for runner, task in zip(runners, tasks, strict=True)]
+def _task_entry(record: Supervised) -> Entry:
+    status: Status = "fail" if record.died else "pass"
+    value = "died" if record.died else "running"
+    output = record.detail if record.died else None
+    return Entry(record.entry, status, record.changed_at, value, output=output, secret=True)
 
 
 async def _run_on(home: asyncio.AbstractEventLoop, runner: CheckRunner) -> CheckResult:
-    """Run ``check`` on the app's loop from another loop, bounded as a run is.
+    """Run the check on the app's loop from another loop, bounded as a run is.
 
-    A blocked app loop never starts the run: the answer is the check failed
-    (``timeout``) once its timeout and the grace have passed (the bound a run's
-    waiters keep on the app's loop, so a check that ignores its cancellation is
-    abandoned there first), and the waiter left behind is cancelled (never the
-    run: a run other probes share goes on).
+    A blocked app loop never starts the run: after the timeout and the grace
+    the check has failed (``timeout``) and the waiter left behind is cancelled
+    (never the run, which other probes may share).
     """
     start = time.perf_counter()
-
-    def failed(detail: str) -> CheckResult:
-        elapsed = time.perf_counter() - start
-        return CheckResult(False, elapsed, time.time(), time.monotonic(), "timeout", detail)
-
     run = runner.run()
     try:
         future = asyncio.run_coroutine_threadsafe(run, home)
     except RuntimeError:  # closed in between
         run.close()
-        return failed("the app's event loop is closed")
+        return failed(time.perf_counter() - start, "timeout", "the app's event loop is closed")
     try:
         bound = runner.check.timeout + ABANDON_GRACE
         return await asyncio.wait_for(asyncio.wrap_future(future), bound)
     except asyncio.TimeoutError:
         future.cancel()
-        return failed(
-            f"the app's event loop did not run the check within {runner.check.timeout:g}s "
-            "(blocked?)"
-        )
+        timeout = runner.check.timeout
+        why = f"the app's event loop did not run the check within {timeout:g}s (blocked?)"
+        return failed(time.perf_counter() - start, "timeout", why)

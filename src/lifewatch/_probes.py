@@ -1,16 +1,9 @@
 """``/livez``, ``/readyz``, ``/startupz``: plain ASGI.
 
-The kubelet asks every few seconds, on every pod, for the life of the pod. A
-plain request (no query string, no JSON asked for) whose checks were all
-cached is answered from the answer kept for it, until ``Health`` says
-something that could change it happened (a state change, a check result that
-flips). Everything else builds the answer, and never answers 500: a probe
-that breaks says 503 and logs why.
-
-The formats follow the kube-apiserver (``ok``; ``[+]name ok`` lines ending in
-``readyz check passed``; ``?exclude=`` answering ``[+]name excluded: ok``; a
-failure always verbose, its reason withheld) and the IETF health-check draft
-(``application/health+json``, ``status`` pass/warn/fail, ``checks`` of arrays).
+A plain request whose checks were all cached is answered from the answer
+kept for it until ``Health`` says something changed; anything else builds the
+answer, and a probe that breaks says 503 and logs why (never 500). Formats:
+the kube-apiserver's text and the IETF health-check draft's JSON (DESIGN §2).
 """
 
 from __future__ import annotations
@@ -35,16 +28,14 @@ from ._http import (
     response_headers,
 )
 from ._records import Notice
-from ._supervise import Supervised
 
 if TYPE_CHECKING:
     from ._health import Entry, Health, Report
 
 LABELS: dict[Probe, str] = {"liveness": "livez", "readiness": "readyz", "startup": "startupz"}
 
-# In order of preference: text for the kubelet and for people, unless JSON
-# is asked for; then the health-check draft's own type over plain JSON.
-# No Vary: Accept: with no-store there is no cache for it to instruct.
+# Text for the kubelet and people unless JSON is asked for; the draft's own
+# type first. No Vary: Accept: with no-store no cache needs it.
 OFFERS = (TEXT, b"application/health+json", b"application/json")
 _ANY = (b"accept", b"*/*")
 _BROKEN_BODY = b"lifewatch: the probe itself failed (see the log)\n"
@@ -73,13 +64,9 @@ def parse_query(query: bytes) -> tuple[bool, frozenset[str]]:
 
 
 def _surely_text(headers: Any) -> bool:
-    """True when no ``Accept`` can make JSON win over text, so the kept answer is right.
-
+    """True when no ``Accept`` can make JSON win over text (a browser's cannot):
     JSON wins only through a range naming it or ``application/*``, or one
-    that puts ``text/plain`` below ``*/*`` (``text/plain``, ``text/*``); a
-    browser's ``Accept`` has none of these, so it keeps the fast path. Any
-    doubt takes the slow path, which negotiates.
-    """
+    ranking ``text/plain`` or ``text/*``. Any doubt negotiates."""
     for name, value in headers:
         if name == b"accept":
             accept = value.lower()
@@ -88,14 +75,24 @@ def _surely_text(headers: Any) -> bool:
     return True
 
 
-def _clean(text: str, limit: int = MAX_DETAIL) -> str:
+def _clean(text: str, limit: int) -> str:
     """One line, bounded: a reason must not forge lines of a verbose answer."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _quoted(names: list[str]) -> str:
-    return ",".join(json.dumps(n) for n in names)
+def _unknown(names: list[str]) -> str:
+    return "some health checks cannot be excluded: no matches for " + ",".join(
+        map(json.dumps, names)
+    )
+
+
+def _reason(entry: Entry, expose: bool, limit: int) -> str:
+    return (
+        "reason withheld"
+        if entry.secret and not expose
+        else _clean(entry.output or "unknown", limit)
+    )
 
 
 def _line(entry: Entry, expose: bool) -> str:
@@ -103,14 +100,9 @@ def _line(entry: Entry, expose: bool) -> str:
         return f"[+]{entry.name} excluded: ok"
     if entry.status == "pass":
         return f"[+]{entry.name} ok"
-    reason = entry.output or "unknown"
-    if entry.secret and not expose:
-        reason = "reason withheld"
-    reason = _clean(reason)
-    if entry.name == RESERVED:
-        sign = "+" if entry.status == "warn" else "-"
-        word = "warn" if entry.status == "warn" else "failed"
-        return f"[{sign}]{entry.name} {word}: {reason}"
+    reason = _reason(entry, expose, MAX_DETAIL)
+    if entry.name == RESERVED and entry.status == "warn":
+        return f"[+]{entry.name} warn: {reason}"
     qualifier = "" if entry.critical else " (non-critical)"
     return f"[-]{entry.name} failed{qualifier}: {reason}"
 
@@ -120,10 +112,7 @@ def render_text(report: Report, label: str, verbose: bool, expose: bool) -> byte
         return b"ok"
     lines = [_line(entry, expose) for entry in report.entries]
     if report.unknown_excludes:
-        lines.append(
-            "warn: some health checks cannot be excluded: no matches for "
-            + _quoted(report.unknown_excludes)
-        )
+        lines.append("warn: " + _unknown(report.unknown_excludes))
     outcome = "failed" if report.status == "fail" else "passed"
     lines.append(f"{label} check {outcome}")
     return "\n".join(lines).encode() + b"\n"
@@ -136,28 +125,20 @@ def render_json(report: Report, service: str | None, expose: bool) -> bytes:
         if entry.excluded:
             notes.append(f"excluded: {entry.name}")
             continue
-        item: dict[str, Any] = {
-            "status": entry.status,
-            "time": "" if entry.at is None else iso_utc(entry.at),
-        }
+        when = "" if entry.at is None else iso_utc(entry.at)
+        item: dict[str, Any] = {"status": entry.status, "time": when}
         value = entry.observed_value
         if value is not None:
             item["observedValue"] = round(value, 6) if isinstance(value, float) else value
         if entry.observed_unit is not None:
             item["observedUnit"] = entry.observed_unit
         if entry.status != "pass":
-            reason = entry.output or "unknown"
-            item["output"] = (
-                "reason withheld" if entry.secret and not expose else _clean(reason, 2000)
-            )
+            item["output"] = _reason(entry, expose, 2000)
         if not entry.critical:
             item["critical"] = False
         checks[entry.name] = [item]
     if report.unknown_excludes:
-        notes.append(
-            "some health checks cannot be excluded: no matches for "
-            + _quoted(report.unknown_excludes)
-        )
+        notes.append(_unknown(report.unknown_excludes))
     body: dict[str, Any] = {"status": report.status, "state": report.state.value}
     if service:
         body["serviceId"] = service
@@ -185,12 +166,11 @@ class ProbeEndpoint:
         self.label = LABELS[probe]
         self.service = service
         self.expose = expose_details
+        # The answer to a plain request, kept until ``Health`` says something changed.
         self._plain: tuple[int, tuple[Header, ...], bytes] | None = None
-        """The answer to a plain request, kept while nothing changes (see forget)."""
         health.listeners.append(self.forget)
 
     def forget(self) -> None:
-        """Something changed: the next request builds the answer again."""
         self._plain = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -214,9 +194,7 @@ class ProbeEndpoint:
         try:
             query: bytes = scope.get("query_string") or b""
             headers = scope.get("headers") or ()
-            if _ANY in headers or _surely_text(headers):
-                # The kubelet's, a browser's: nothing to rank (the same test as
-                # the kept answer's, so both answer a request alike).
+            if _ANY in headers or _surely_text(headers):  # the kept answer's test too
                 media_type = TEXT
             else:
                 # Nothing acceptable gets text too: a probe answers, it does not 406.
@@ -234,26 +212,18 @@ class ProbeEndpoint:
                 body = render_json(report, self.service, self.expose)
             else:
                 body = render_text(report, self.label, verbose, self.expose)
-            status = 503 if report.status == "fail" else 200
-            headers = response_headers(media_type, body)
-            if (
-                cacheable
-                and not as_json
-                and not verbose
-                and not exclude
-                and version == self.health.version
-            ):
-                self._plain = (status, headers, body)
-            return status, headers, body
-        except Exception as exc:
-            self.health.lifecycle.notify(
-                Notice(
-                    "lifespan.probe.error",
-                    "error",
-                    {"probe": self.probe, "path": scope.get("path")},
-                    error=exc,
-                )
+            answer = (
+                503 if report.status == "fail" else 200,
+                response_headers(media_type, body),
+                body,
             )
+            plain_request = not (as_json or verbose or exclude)
+            if cacheable and plain_request and version == self.health.version:
+                self._plain = answer
+            return answer
+        except Exception as exc:
+            where = {"probe": self.probe, "path": scope.get("path")}
+            self.health.lifecycle.notify(Notice("lifespan.probe.error", "error", where, error=exc))
             return 503, response_headers(TEXT, _BROKEN_BODY), _BROKEN_BODY
 
 
@@ -273,32 +243,21 @@ class ProbeRoutes:
         self.health = health
         self.paths = dict(paths)
         self._options: dict[str, Any] = {"service": service, "expose_details": expose_details}
-        served = [p for p in self.paths.values() if p is not None]
-        if len(set(served)) != len(served):
-            raise ValueError(f"probe paths must differ from each other; got {self.paths!r}")
-        for probe, path in self.paths.items():
-            if path is None:
-                continue
-            self._put(path, ProbeEndpoint(health, probe, **self._options))
+        for probe in self.paths:
+            self._add(probe, None)
             if probe != "liveness":
                 self._add(probe, RESERVED)
         health.on_check_added.append(self._check_added)
-        health.on_supervised.append(self._supervised)
+        health.on_supervised.append(lambda record: self._add("liveness", record.entry))
 
-    def _put(self, path: str, endpoint: ProbeEndpoint) -> None:
-        for routes in self.routes:
-            routes[path] = endpoint
-
-    def _add(self, probe: Probe, name: str) -> None:
+    def _add(self, probe: Probe, name: str | None) -> None:
+        """Serve the probe's path (``name`` None) or the path of one of its entries."""
         path = self.paths.get(probe)
         if path is not None:
-            self._put(
-                f"{path}/{name}", ProbeEndpoint(self.health, probe, only=name, **self._options)
-            )
+            endpoint = ProbeEndpoint(self.health, probe, only=name, **self._options)
+            for table in self.routes:
+                table[path if name is None else f"{path}/{name}"] = endpoint
 
     def _check_added(self, check: HealthCheck) -> None:
         for probe in check.probes:
             self._add(probe, check.name)
-
-    def _supervised(self, record: Supervised) -> None:
-        self._add("liveness", record.entry)

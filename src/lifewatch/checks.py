@@ -7,10 +7,8 @@ Each returns a function to register as it is::
     watch.add_check("disk", checks.disk_free("/var/lib/orders", min_bytes=1 << 30))
     watch.add_check("redis", checks.redis(client))
 
-The libraries they talk to are optional: each is imported when its check is
-built, so ``import lifewatch.checks`` costs nothing, and a missing one says
-which extra to install. Checks fail by raising; the probe's check timeout
-bounds them (``add_check(..., timeout=...)``).
+Their libraries are imported when a check is built (a missing one names the
+extra to install). Checks fail by raising; ``add_check(timeout=...)`` bounds them.
 """
 
 from __future__ import annotations
@@ -35,11 +33,8 @@ def _need(module: str, extra: str) -> Any:
 
 
 def sqlalchemy(engine: Any, *, query: str = "SELECT 1") -> Callable[[], Any]:
-    """A SQLAlchemy ``Engine`` (checked in a thread) or ``AsyncEngine``: one ``query``.
-
-    The connection comes from the engine's pool and goes back to it: a check
-    costs the database one round trip, and a dead database fails it.
-    """
+    """A SQLAlchemy ``Engine`` (checked in a thread) or ``AsyncEngine``: one
+    ``query`` on a connection from the engine's pool."""
     sa = _need("sqlalchemy", "sqlalchemy")
     statement = sa.text(query)
     if hasattr(engine, "sync_engine"):  # sqlalchemy.ext.asyncio.AsyncEngine
@@ -68,9 +63,8 @@ def http(
 ) -> Callable[[], Awaitable[None]]:
     """An HTTP dependency: ``GET url`` answers a status in ``ok`` (2xx and 3xx by default).
 
-    ``client``: an ``httpx.AsyncClient`` of yours (its pool, auth, transport);
-    by default one is made per check run. Redirects are not followed: a 3xx
-    is an answer from the dependency.
+    ``client``: your ``httpx.AsyncClient`` (else one per run). A 3xx is an
+    answer, not followed.
     """
     httpx = _need("httpx", "httpx")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
