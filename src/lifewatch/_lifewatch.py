@@ -24,8 +24,7 @@ from ._exposition import MetricsEndpoint
 from ._health import Health
 from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, name_of
-from ._logging import LoggingSink
-from ._logging import logger as event_log
+from ._logging import EventLog, LoggingSink
 from ._metrics import Metrics, MetricsSink, metrics_for
 from ._ops import OpsListener
 from ._options import Options
@@ -110,7 +109,7 @@ class Lifewatch:
         )
         # The parts, built once, lifecycle first. Package-internal: the ways in
         # (the middleware, instrument(), lifewatch.testing) take them from here.
-        log = event_log(o.service, o.logger)
+        log = EventLog(o.service, o.logger)
         self._process_start = process_start_time()
         self._lifecycle = lifecycle = Lifecycle(
             service=o.service,

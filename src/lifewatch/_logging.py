@@ -1,15 +1,10 @@
 """Log records where the app's logs go; never configures logging.
 
 Through structlog when the app configured structlog, else the stdlib logger
-``lifewatch``, so the app's and its server's handlers apply: same format,
-destination and level. Fields go as ``extra`` (what JSON formatters read).
-Nothing carries a secret (``_scrub``): a traceback goes as scrubbed text,
-never as ``exc_info``, which a formatter would render with frame locals.
-
-Two guards keep records from vanishing: a logger an app's ``logging.config``
-disabled (``disable_existing_loggers``, as alembic's ``env.py`` does) is
-turned back on with one warning; and when no handler would take a record (no
-logging configured under uvicorn), it goes to stderr in uvicorn's format.
+``lifewatch`` (fields as ``extra``), so the app's and its server's handlers
+apply. Nothing carries a secret (``_scrub``). A logger an app's
+``logging.config`` disabled is turned back on with one warning; when no
+handler would take a record, it goes to stderr in uvicorn's format.
 """
 
 from __future__ import annotations
@@ -30,7 +25,6 @@ if TYPE_CHECKING:
     from ._checks import CheckResult, HealthCheck
     from ._supervise import Supervised
 
-_NO_IDS: dict[str, str] = {}
 MODES = ("auto", "structlog", "stdlib")
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -45,20 +39,18 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 }
 # In ``extra`` and on the record, not repeated in the readable message.
 _QUIET = frozenset(("service", "trace_id", "span_id"))
+_PLAIN = re.compile(r"[^\s'\"=]+").fullmatch
 
 
 def _ids(trace_id: int, span_id: int) -> dict[str, str]:
     if not trace_id:
-        return _NO_IDS
+        return {}
     return {"trace_id": format(trace_id, "032x"), "span_id": format(span_id, "016x")}
 
 
 def is_structlog_logger(obj: Any) -> bool:
     """Looks like a structlog logger: ``bind`` and the level methods."""
     return all(callable(getattr(obj, m, None)) for m in ("bind", "debug", "info", "error"))
-
-
-_PLAIN = re.compile(r"[^\s'\"=]+").fullmatch
 
 
 def message(event: str, fields: dict[str, Any]) -> str:
@@ -74,8 +66,7 @@ def message(event: str, fields: dict[str, Any]) -> str:
             tail.append(f"{key}:\n{value.rstrip()}")
         else:
             parts.append(f"{key}={value!r}")
-    text = " ".join(parts)
-    return "\n".join([text, *tail]) if tail else text
+    return "\n".join([" ".join(parts), *tail])
 
 
 class EventLog:
@@ -87,28 +78,19 @@ class EventLog:
     structlog logger.
     """
 
-    __slots__ = ("_auto", "_configured", "_service", "_stdlib", "_structlog", "_watched")
-
     def __init__(self, service: str | None, choice: Any = "auto") -> None:
         self._service = service
         self._auto = choice == "auto"
-        self._configured: Any = None
-        """``structlog.is_configured``, once structlog is loaded (auto only)."""
         self._stdlib: logging.Logger | None = None
-        self._structlog: _Deferred | _Bound | None = None
+        self._structlog: Any = None
+        """The app's structlog logger, or structlog's lazy proxy, made at the first record."""
+        self._own_structlog = choice in ("auto", "structlog")
         if isinstance(choice, logging.Logger):
             self._stdlib = choice
-        elif choice == "stdlib":
+        elif choice in ("auto", "stdlib"):
             self._stdlib = logging.getLogger("lifewatch")
-        elif choice in ("auto", "structlog"):
-            # A lazy proxy, resolved at each use (or once, with the app's
-            # cache_logger_on_first_use): binding now would freeze structlog's
-            # configuration before the app made it.
-            self._structlog = _Deferred(service)
-            if self._auto:
-                self._stdlib = logging.getLogger("lifewatch")
-        else:  # a structlog logger of the app's
-            self._structlog = _Bound(choice, service)
+        elif choice != "structlog":
+            self._structlog = choice
         # Whose ``disabled`` is undone: ``lifewatch`` (structlog's stdlib
         # factory writes there too) and the logger lifewatch writes to.
         own = logging.getLogger("lifewatch")
@@ -116,18 +98,18 @@ class EventLog:
 
     def _target(self) -> Any:
         """The structlog logger to write to now, or None: the stdlib one."""
-        if self._auto:
-            configured = self._configured
-            if configured is None:
-                import structlog  # at the first record, not with lifewatch
-
-                configured = self._configured = structlog.is_configured
-            if not configured():
-                return None
-        elif self._stdlib is not None:
+        if self._stdlib is not None and not self._auto:
             return None
-        assert self._structlog is not None
-        return self._structlog.resolve()
+        if self._own_structlog:
+            import structlog  # at the first record, not with lifewatch
+
+            if self._auto and not structlog.is_configured():
+                return None
+            if self._structlog is None:
+                # structlog's lazy proxy binds at each use (or once, with the
+                # app's cache_logger_on_first_use), as the app's loggers do.
+                self._structlog = structlog.get_logger("lifewatch")
+        return self._structlog
 
     def is_enabled_for(self, level: int) -> bool:
         log = self._target()
@@ -138,17 +120,12 @@ class EventLog:
         enabled = getattr(log, "is_enabled_for", None) or getattr(log, "isEnabledFor", None)
         return True if enabled is None else bool(enabled(level))
 
-    def log(self, level: str, event: str, **fields: Any) -> None:
-        self.emit(level, event, fields)
-
     def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         """One record; ``fields`` is the record's own (``exc_info`` is taken out of it).
 
-        Scrubbed on both ways out (``_scrub``): every string field, and the
-        traceback, which goes as plain text lifewatch rendered (no locals),
-        ``exception``, never as ``exc_info``: rich's handler and structlog's
-        ``dict_tracebacks`` print every frame's locals, and a formatter
-        renders the message of the app's exception as it is.
+        Every string field is scrubbed, and a traceback goes as scrubbed
+        text, ``exception``, never as ``exc_info``: rich's handler and
+        structlog's ``dict_tracebacks`` would print every frame's locals.
         """
         self._enable()
         error = fields.pop("exc_info", None)
@@ -157,6 +134,8 @@ class EventLog:
             _scrub_fields(fields)
             if error is not None:
                 fields["exception"] = _traceback(error)
+            if self._service is not None or self._own_structlog:
+                fields = {"service": self._service, **fields}
             getattr(log, level)(event, **fields)
             return
         logger = self._stdlib
@@ -168,17 +147,16 @@ class EventLog:
         _scrub_fields(fields)
         # Built directly rather than through logger.log(): no caller lookup
         # (it would name this module), and the extra keys are known safe.
-        record = logger.makeRecord(
-            logger.name, levelno, __file__, 0, _Message(event, fields), (), None
-        )
+        text = message(event, fields)
+        record = logger.makeRecord(logger.name, levelno, __file__, 0, text, (), None)
         attrs = record.__dict__
         attrs["event"] = event
         attrs["service"] = self._service
         for key, value in fields.items():
             attrs["lifewatch_" + key if key in _RESERVED else key] = value
         if error is not None:
-            # A stdlib formatter prints exc_text after the message; JSON
-            # formatters read no exc_text, but the field.
+            # A stdlib formatter prints exc_text after the message; a JSON
+            # formatter reads the field.
             record.exc_text = attrs["exception"] = _traceback(error)
         if not fallback:
             logger.handle(record)
@@ -188,12 +166,9 @@ class EventLog:
     def _enable(self) -> None:
         """Turn back on a logger of lifewatch's that ``logging.config`` disabled, and say so.
 
-        ``fileConfig`` and ``dictConfig`` disable every existing logger their
-        configuration does not name (alembic's ``env.py`` runs ``fileConfig``
-        in the middle of a lifespan): from then on lifewatch's records,
-        ERROR ones included, would vanish without a word. Nobody silences a
-        library that way on purpose (a level does it, and is kept), so it is
-        undone, once per time it happens, with a WARNING naming the way.
+        ``fileConfig`` and ``dictConfig`` disable every logger they do not
+        name (alembic's ``env.py`` runs ``fileConfig`` mid-lifespan), so even
+        ERROR records would vanish; a level is how one silences a library.
         """
         for logger in self._watched:
             if logger.disabled:
@@ -238,16 +213,14 @@ def _traceback(error: BaseException) -> str:
 def _unhandled(logger: logging.Logger, levelno: int) -> bool:
     """No handler anywhere would take this INFO-or-above record: lifewatch writes it.
 
-    The case of an app that configured no logging under uvicorn, which sets
-    up its own loggers only: Python would print WARNING and above bare
-    (``logging.lastResort``) and drop the startup, phase and drain lines.
-    Not when a level was set on ``lifewatch`` (or a logger above it, the
-    root's default aside), or ``logging.disable`` covers the level; under
-    uvicorn, not below its own level (``--log-level warning``).
+    The case of an app that configured no logging under uvicorn: Python
+    would print WARNING and above bare (``logging.lastResort``) and drop the
+    startup, phase and drain lines. Not when a level was set on a logger
+    above ours (the root's default aside) or ``logging.disable`` covers the
+    level; under uvicorn, not below its ``--log-level``.
     """
     if levelno < logging.INFO or logger.disabled or logging_disabled_level() >= levelno:
         return False
-    # Under uvicorn, the level it set on its logger is the server's --log-level.
     if "uvicorn" in sys.modules and levelno < logging.getLogger("uvicorn.error").level:
         return False
     node: logging.Logger | None = logger
@@ -262,102 +235,22 @@ def _unhandled(logger: logging.Logger, levelno: int) -> bool:
     return not explicit or logger.isEnabledFor(levelno)
 
 
-class _UvicornStyle(logging.Formatter):
-    """``INFO:     message``, as uvicorn's default format (without colours)."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname + ':':<9} {record.message}"
-
-
 class _Stderr(logging.Handler):
-    """To ``sys.stderr`` as it is at each record (a test or an app may replace it)."""
+    """``INFO:     message`` (uvicorn's format, without colours) to ``sys.stderr``
+    as it is at each record (a test or an app may replace it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            stream = sys.stderr
-            stream.write(self.format(record) + "\n")
-            stream.flush()
+            text = f"{record.levelname + ':':<9} {record.getMessage()}"
+            if record.exc_text:
+                text += "\n" + record.exc_text
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
         except Exception:
             self.handleError(record)
 
 
 _FALLBACK = _Stderr()
-_FALLBACK.setFormatter(_UvicornStyle())
-
-
-class _Message:
-    """A record's message, made readable only when a handler formats it."""
-
-    __slots__ = ("_event", "_fields", "_text")
-
-    def __init__(self, event: str, fields: dict[str, Any]) -> None:
-        self._event = event
-        self._fields = fields
-        self._text: str | None = None
-
-    def __str__(self) -> str:
-        if self._text is None:
-            self._text = message(self._event, self._fields)
-        return self._text
-
-
-class _Bound:
-    """An app's structlog logger, with ``service`` on every record, bound at each use."""
-
-    __slots__ = ("_logger", "_service")
-
-    def __init__(self, logger: Any, service: str | None) -> None:
-        self._logger = logger
-        self._service = service
-
-    def resolve(self) -> Any:
-        return self if self._service is not None else self._logger
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._logger, name)
-        if name not in _LEVELS:
-            return method
-        return lambda event, **kw: method(event, service=self._service, **kw)
-
-
-def logger(service: str | None, choice: Any = "auto") -> EventLog:
-    """The log lifewatch writes to (see ``EventLog``)."""
-    return EventLog(service, choice)
-
-
-class _Deferred:
-    """structlog's logger, looked up (and structlog imported) at first use.
-
-    Bound at each use, as structlog's own lazy proxy does; when the app's
-    configuration caches the bound logger (``cache_logger_on_first_use``),
-    the proxy hands out that one logger for good, so it is kept here too:
-    one lookup per record, not three.
-    """
-
-    __slots__ = ("_cached", "_probed", "_proxy", "_service")
-
-    def __init__(self, service: str | None) -> None:
-        self._service = service
-        self._proxy: Any = None
-        self._cached: Any = None
-        self._probed = False
-
-    def resolve(self) -> Any:
-        cached = self._cached
-        if cached is not None:
-            return cached
-        proxy = self._proxy
-        if proxy is None:
-            import structlog
-
-            proxy = self._proxy = structlog.get_logger("lifewatch", service=self._service)
-        bound = proxy.bind()
-        if not self._probed:
-            # Cached by structlog: the same logger at every bind, for good.
-            self._probed = True
-            if proxy.bind() is bound:
-                self._cached = bound
-        return bound
 
 
 class LoggingSink(Sink):
@@ -373,64 +266,55 @@ class LoggingSink(Sink):
         self._log.info(f"lifespan.{run.event}.begin", **_ids(run.trace_id, run.span_id))
 
     def run_end(self, run: RunRecord) -> None:
-        ids = _ids(run.trace_id, run.span_id)
         fields: dict[str, Any] = {
             "duration_s": round(run.duration or 0.0, 6),
             "phase_count": len(run.phases),
             "outcome": run.outcome,
+            **_ids(run.trace_id, run.span_id),
         }
         origin, self._origin = self._origin, None  # told; keep no error alive
         if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled", "signal"):
             # The failed phase's record stated the error; this one names the
-            # phase. A failure no phase recorded (an app under the plain
-            # middleware raising) is stated here.
+            # phase. A failure no phase recorded (a raw app raising) is stated here.
             failed: dict[str, Any] = {"phase": run.failed_phase, "reason": run.outcome}
             if origin is None or origin[0] is not run.error:
                 if run.outcome == "error" and run.error is not None:
                     failed["exc_info"] = run.error
                 else:
                     failed["error"] = _describe(run.error)
-            self._log.emit("error", "lifespan.startup.failed", {**failed, **fields, **ids})
+            self._log.emit("error", "lifespan.startup.failed", {**failed, **fields})
             return
         level = "info" if run.outcome in ("ok", None) else "warning"
-        self._log.log(level, f"lifespan.{run.event}.complete", **fields, **ids)
+        self._log.emit(level, f"lifespan.{run.event}.complete", fields)
 
     def phase_begin(self, phase: PhaseRecord) -> None:
-        # Usually filtered out: then skip building the record's fields too.
-        if not self._log.is_enabled_for(logging.DEBUG):
-            return
-        self._log.debug(
-            "lifespan.phase.begin",
-            phase=phase.name,
-            lifespan_event=phase.event,
-            critical=phase.critical,
-            **_ids(phase.trace_id, phase.span_id),
-        )
+        if self._log.is_enabled_for(logging.DEBUG):  # usually not: skip the fields too
+            self._log.debug(
+                "lifespan.phase.begin",
+                phase=phase.name,
+                lifespan_event=phase.event,
+                critical=phase.critical,
+                **_ids(phase.trace_id, phase.span_id),
+            )
 
     def phase_end(self, phase: PhaseRecord) -> None:
         if phase.reason is not None:
             self._failed(phase)
-        # The record of every phase: its fields made once, in one dict.
         end = phase.end
-        fields: dict[str, Any] = {
-            "phase": phase.name,
-            "lifespan_event": phase.event,
-            "duration_s": round(end - phase.start, 6) if end is not None else 0.0,
-            "outcome": phase.outcome,
-        }
-        if phase.trace_id:
-            fields["trace_id"] = format(phase.trace_id, "032x")
-            fields["span_id"] = format(phase.span_id, "016x")
-        self._log.emit("info", "lifespan.phase.end", fields)
+        self._log.info(
+            "lifespan.phase.end",
+            phase=phase.name,
+            lifespan_event=phase.event,
+            duration_s=round(end - phase.start, 6) if end is not None else 0.0,
+            outcome=phase.outcome,
+            **_ids(phase.trace_id, phase.span_id),
+        )
 
     def _failed(self, phase: PhaseRecord) -> None:
-        """``lifespan.phase.failed``: the error stated once, where it came from.
+        """``lifespan.phase.failed``: the error stated once, by the phase it came from.
 
-        The phase it came from carries the error (its traceback, which ends
-        with the error and lifewatch's note, when it raised); each enclosing
-        phase names that phase (``failed_phase``) and repeats nothing: one
-        failed migration is one error in the log, not one per phase.
-        A non-critical failure is a warning.
+        Each enclosing phase names that phase (``failed_phase``) and repeats
+        nothing: one failed migration is one error in the log.
         """
         fields: dict[str, Any] = {
             "phase": phase.name,
@@ -447,16 +331,13 @@ class LoggingSink(Sink):
             fields["error"] = _describe(phase.error)
         if phase.origin:
             self._origin = (phase.error, phase.name)
-        if phase.trace_id:
-            fields.update(_ids(phase.trace_id, phase.span_id))
-        self._log.emit(
-            "warning" if phase.outcome == "degraded" else "error", "lifespan.phase.failed", fields
-        )
+        fields.update(_ids(phase.trace_id, phase.span_id))
+        level = "warning" if phase.outcome == "degraded" else "error"
+        self._log.emit(level, "lifespan.phase.failed", fields)
 
     def _inner(self, phase: PhaseRecord) -> str | None:
-        """The phase that ``phase``'s error came from: the last origin of that
-        very error, else the run's failed phase (a run's bound cut every phase
-        with an error of its own)."""
+        """The phase ``phase``'s error came from: the last origin of that very
+        error, else the run's failed phase (the run's bound cut them all)."""
         origin = self._origin
         if origin is not None and origin[0] is phase.error:
             return origin[1]
@@ -473,15 +354,17 @@ class LoggingSink(Sink):
     ) -> None:
         log = self._log
         if not result.ok and (previous is None or previous.ok):
-            log.log(
+            log.emit(
                 "error" if check.critical else "warning",
                 "lifespan.check.failed",
-                check=check.name,
-                reason=result.reason,
-                error=result.detail,
-                critical=check.critical,
-                probes=sorted(check.probes),
-                duration_s=round(result.duration, 6),
+                {
+                    "check": check.name,
+                    "reason": result.reason,
+                    "error": result.detail,
+                    "critical": check.critical,
+                    "probes": sorted(check.probes),
+                    "duration_s": round(result.duration, 6),
+                },
             )
         elif result.ok and previous is not None and not previous.ok:
             log.info(
@@ -510,7 +393,7 @@ class LoggingSink(Sink):
         fields = dict(notice.fields)
         if notice.error is not None:
             fields["exc_info"] = notice.error
-        self._log.log(notice.level, notice.event, **fields)
+        self._log.emit(notice.level, notice.event, fields)
 
 
 def _describe(exc: BaseException | None) -> str | None:
