@@ -33,7 +33,7 @@ from ._probes import ProbeRoutes
 from ._process import process_start_time
 from ._records import RunRecord
 from ._sink import Sink
-from ._starlette import Mounts, instrument
+from ._starlette import instrument
 from ._threads import run_in_daemon_thread
 from ._tracing import TracingSink
 from ._types import State
@@ -236,7 +236,7 @@ class Lifewatch:
             skip_mounts: Mount paths whose lifespans are left alone (a nested
                 mount by its full path, e.g. ``/v2/admin``).
         """
-        instrument(self, self._lifecycle, app, Mounts.of(mounts, skip_mounts))
+        instrument(self, self._lifecycle, app, mounts, skip_mounts)
         return app
 
     # -- health -------------------------------------------------------------

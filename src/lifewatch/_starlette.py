@@ -5,9 +5,9 @@ router lifespans taken apart, each a phase) and adds the middleware that
 serves the endpoints. Starlette never runs the lifespan of an app mounted
 with ``Mount("/v2", app=sub)`` (starlette#649): ``instrument()`` runs each as a
 phase ``mount:/v2`` after the app's own, and gives the mounted app's requests
-the state its lifespan yielded. The middleware it adds is strict: a Starlette app
-speaks the lifespan protocol, so a crash before its first ``receive()`` is a
-crash, and reaches the server as one.
+the state its lifespan yielded. The middleware it adds is strict: a Starlette
+app speaks the lifespan protocol, so a crash before its first ``receive()``
+reaches the server as one.
 """
 
 from __future__ import annotations
@@ -28,27 +28,28 @@ from ._lifespan import (
     as_factory,
     event_handlers,
     name_of,
+    numbered,
 )
 from ._middleware import LifewatchMiddleware
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
 
+Skip = frozenset[str] | None
+"""The mount paths whose lifespans are left alone; None: every mount's is."""
+
 
 def flatten_app_lifespan(context: object) -> list[object]:
-    """Split FastAPI's merged router lifespans back into their parts.
+    """FastAPI's merged router lifespans taken apart, the default ones left out.
 
-    ``include_router`` nests the parent's and the router's lifespans in a
-    closure; taking them apart makes each router's lifespan its own phase,
-    and lets the default (``on_event``) lifespans go, since their handlers
-    were copied to the app's router and lifewatch runs those once itself.
+    Each router's lifespan becomes a phase of its own; a default (``on_event``)
+    lifespan goes, since its handlers were copied to the app's router and
+    lifewatch runs those once itself.
     """
     parts = fastapi_merged_lifespans(context)
     if parts is not None:
         return flatten_app_lifespan(parts[0]) + flatten_app_lifespan(parts[1])
-    if _is_default_lifespan(context):
-        return []
-    return [context]
+    return [] if _is_default_lifespan(context) else [context]
 
 
 def _is_default_lifespan(context: object) -> bool:
@@ -58,8 +59,7 @@ def _is_default_lifespan(context: object) -> bool:
 
     fastapi = sys.modules.get("fastapi.routing")
     routers = (Router,) if fastapi is None else (Router, fastapi.APIRouter)
-    defaults = tuple(t for t in map(_default_lifespan_type, routers) if t is not None)
-    return isinstance(context, defaults)
+    return isinstance(context, tuple(filter(None, map(_default_lifespan_type, routers))))
 
 
 @functools.cache
@@ -79,136 +79,94 @@ def _default_lifespan_type(router: type) -> type | None:
 
 def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, LifespanFactory]]:
     """A router's lifespan as (name, factory) components, taken apart, named uniquely."""
-    components: list[tuple[str, LifespanFactory]] = []
-    taken: dict[str, int] = {}
+    pairs: list[tuple[str, LifespanFactory]] = []
     for part in flatten_app_lifespan(context):
         if isinstance(part, WatchedLifespan) and part._lifecycle is lifecycle:
-            pairs = list(part.components)
+            pairs += part.components
         else:
-            pairs = [(name_of(part), as_factory(part, f"the app's lifespan {part!r}"))]
-        for name, factory in pairs:
-            taken[name] = taken.get(name, 0) + 1
-            components.append((name if taken[name] == 1 else f"{name}[{taken[name]}]", factory))
-    return components
+            pairs.append((name_of(part), as_factory(part, f"the app's lifespan {part!r}")))
+    return numbered(pairs)
 
 
-class Mounts:
-    """Which mounted apps ``instrument()`` runs the lifespans of.
-
-    ``skip`` holds mount paths as the phase names show them (``/v2``,
-    ``/v2/admin`` for a mount inside ``/v2``): the code that instruments the
-    app decides, not a mark on the sub-app, which may be mounted elsewhere too.
-    """
-
-    __slots__ = ("enabled", "skip")
-
-    def __init__(self, enabled: bool = True, skip: frozenset[str] = frozenset()) -> None:
-        self.enabled = enabled
-        self.skip = skip
-
-    @classmethod
-    def of(cls, mounts: object, skip_mounts: object) -> Mounts:
-        if not isinstance(mounts, bool):
-            raise TypeError(f"mounts must be True or False; got {mounts!r}")
-        if isinstance(skip_mounts, str) or not isinstance(skip_mounts, Collection):
-            raise TypeError(
-                "skip_mounts must be a collection of mount paths, e.g. ('/legacy',); "
-                f"got {skip_mounts!r}"
+def _skipped(mounts: object, skip_mounts: object) -> Skip:
+    """``instrument()``'s ``mounts`` and ``skip_mounts``, checked: the paths as
+    the phase names show them (``/v2``, ``/v2/admin`` inside ``/v2``)."""
+    if not isinstance(mounts, bool):
+        raise TypeError(f"mounts must be True or False; got {mounts!r}")
+    if isinstance(skip_mounts, str) or not isinstance(skip_mounts, Collection):
+        raise TypeError(
+            "skip_mounts must be a collection of mount paths, e.g. ('/legacy',); "
+            f"got {skip_mounts!r}"
+        )
+    for path in skip_mounts:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(
+                f"skip_mounts holds mount paths starting with '/', e.g. '/v2'; got {path!r}"
             )
-        for path in skip_mounts:
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise ValueError(
-                    f"skip_mounts holds mount paths starting with '/', e.g. '/v2'; got {path!r}"
-                )
-        return cls(mounts, frozenset(p.rstrip("/") or "/" for p in skip_mounts))
-
-    def find(self, lifecycle: Lifecycle, app: Any) -> list[tuple[str, LifespanFactory]]:
-        """The Starlette/FastAPI apps mounted in ``app``, in mount order, each once."""
-        if not self.enabled:
-            return []
-        return _mounted(lifecycle, app, self, "", set())
+    return frozenset(p.rstrip("/") or "/" for p in skip_mounts) if mounts else None
 
 
 def _mounted(
-    lifecycle: Lifecycle, app: Any, mounts: Mounts, prefix: str, seen: set[int]
+    lifecycle: Lifecycle, app: Any, skip: frozenset[str], prefix: str, seen: set[int]
 ) -> list[tuple[str, LifespanFactory]]:
+    """The Starlette/FastAPI apps mounted in ``app``, in mount order, each once."""
     from starlette.applications import Starlette
     from starlette.routing import Mount, Router
 
     found: list[tuple[str, LifespanFactory]] = []
     for route in getattr(app, "routes", ()):
-        if not isinstance(route, Mount):
+        if not isinstance(route, Mount) or prefix + route.path in skip:
             continue
         path = prefix + route.path
-        if path in mounts.skip:
-            continue
         base = mount_base_app(route)
         if id(base) in seen:
             continue  # mounted twice: its lifespan runs once
         seen.add(id(base))
         if isinstance(base, Starlette):
-            found.append((f"mount:{path}", MountedApp(lifecycle, base, path, mounts, seen)))
+            found.append((f"mount:{path}", _mounted_lifespan(lifecycle, base, path, skip, seen)))
         elif isinstance(base, Router):  # Mount(routes=[...]): look inside
-            found += _mounted(lifecycle, base, mounts, path, seen)
+            found += _mounted(lifecycle, base, skip, path, seen)
     return found
 
 
-class MountedApp:
+def _mounted_lifespan(
+    lc: Lifecycle, app: Any, path: str, skip: frozenset[str], seen: set[int]
+) -> LifespanFactory:
     """A mounted app's lifespan, as one more lifespan of the app it is mounted in.
 
     Its own lifespans, ``on_event`` handlers and mounted apps are child
-    phases of ``mount:<path>``. The state they yield reaches the mounted
-    app's requests through ``MountState``.
+    phases of ``mount:<path>``; the state they yield reaches its requests
+    through ``MountState``.
     """
 
-    def __init__(
-        self, lifecycle: Lifecycle, app: Any, path: str, mounts: Mounts, seen: set[int]
-    ) -> None:
-        self.lifecycle = lifecycle
-        self.app = app
-        self.path = path
-        self.mounts = mounts
-        self.seen = seen
-
-    def __call__(self, parent: Any) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._run()
-
     @contextlib.asynccontextmanager
-    async def _run(self) -> AsyncIterator[None]:
-        lc, app = self.lifecycle, self.app
-        holder = state_holder(app)
+    async def lifespan(parent: Any) -> AsyncIterator[None]:
+        state = _mount_state(app)
         composed = Composed(
             lc,
             lifespan_parts(lc, app.router.lifespan_context),
             event_handlers(app),
-            _mounted(lc, app, self.mounts, self.path, self.seen),
+            _mounted(lc, app, skip, path, seen),
         )
         try:
-            state = await composed.start(app)
+            started = await composed.start(app)
         except BaseException:
             # Shut down, inside this mount's phase, what of it started: the
             # cancel scopes they hold must close before the mount's own.
             await composed.rollback()
             raise
-        holder.state = dict(state or {})
-        exc_info: tuple[Any, Any, Any] = (None, None, None)
+        state.update(started or {})
+        app_error: BaseException | None = None
         try:
-            yield None
+            yield
         except BaseException as exc:
-            exc_info = (type(exc), exc, exc.__traceback__)
+            app_error = exc
             raise
         finally:
-            holder.state = {}
-            await composed.stop(exc_info)
+            state.clear()
+            await composed.stop(app_error)
 
-
-class StateHolder:
-    """The state a mounted app's lifespan yielded, while it runs."""
-
-    __slots__ = ("state",)
-
-    def __init__(self) -> None:
-        self.state: dict[str, Any] = {}
+    return lifespan
 
 
 class MountState:
@@ -216,38 +174,36 @@ class MountState:
 
     Starlette hands every request a copy of the *server's* lifespan state
     (``scope["state"]``), which only the top app's lifespan fills; a mounted
-    app's requests get a copy of it with the mounted app's state on top.
+    app's requests get that with the mounted app's state on top.
     """
 
-    def __init__(self, app: ASGIApp, holder: StateHolder) -> None:
+    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
         self.app = app
-        self.holder = holder
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = self.holder.state
-        if state and scope["type"] in ("http", "websocket"):
-            scope = dict(scope)
-            scope["state"] = {**scope.get("state", {}), **state}
+        if self.state and scope["type"] in ("http", "websocket"):
+            scope = {**scope, "state": {**scope.get("state", {}), **self.state}}
         await self.app(scope, receive, send)
 
 
-def state_holder(app: Any) -> StateHolder:
-    """The mounted app's ``StateHolder``, its ``MountState`` added once."""
+def _mount_state(app: Any) -> dict[str, Any]:
+    """The dict the mounted app's ``MountState`` reads, the middleware added once."""
     for m in app.user_middleware:
         if m.cls is MountState:
-            holder: StateHolder = m.kwargs["holder"]
-            return holder
+            state: dict[str, Any] = m.kwargs["state"]
+            return state
     if isinstance(app.middleware_stack, MountState):
-        return app.middleware_stack.holder
-    holder = StateHolder()
+        return app.middleware_stack.state
+    state = {}
     if app.middleware_stack is None:
-        app.add_middleware(MountState, holder=holder)
+        app.add_middleware(MountState, state=state)
     else:  # it already served a request: too late for add_middleware
-        app.middleware_stack = MountState(app.middleware_stack, holder)
-    return holder
+        app.middleware_stack = MountState(app.middleware_stack, state)
+    return state
 
 
-def wrap_router_lifespan(lifecycle: Lifecycle, router: Any, mounts: Mounts | None = None) -> None:
+def wrap_router_lifespan(lifecycle: Lifecycle, router: Any, skip: Skip) -> None:
     """Make ``router.lifespan_context`` one ``WatchedLifespan`` of ``lifecycle``.
 
     Run by ``instrument()`` and again at startup, so routers included after
@@ -256,15 +212,18 @@ def wrap_router_lifespan(lifecycle: Lifecycle, router: Any, mounts: Mounts | Non
     copied to the app's router, run once, as phases of their own.
     """
     current = router.lifespan_context
-    find = None if mounts is None else lambda app: mounts.find(lifecycle, app)
     if (
         isinstance(current, WatchedLifespan)
         and current._lifecycle is lifecycle
-        and (mounts is None or current.mounts is not None)
+        and current.mounts is not None
     ):
         return
+
+    def mounted(app: Any) -> list[tuple[str, LifespanFactory]]:
+        return [] if skip is None else _mounted(lifecycle, app, skip, "", set())
+
     router.lifespan_context = WatchedLifespan(
-        lifecycle, lifespan_parts(lifecycle, current), mounts=find
+        lifecycle, lifespan_parts(lifecycle, current), mounts=mounted
     )
 
 
@@ -272,31 +231,32 @@ class InstrumentedMiddleware(LifewatchMiddleware):
     """``LifewatchMiddleware`` as ``instrument()`` adds it: strict, and taking
     apart, at startup, the routers included after ``instrument()``."""
 
-    def __init__(self, app: ASGIApp, *, watch: Any, router: Any, mounts: Mounts) -> None:
+    def __init__(self, app: ASGIApp, *, watch: Any, router: Any, skip: Skip) -> None:
         super().__init__(app, watch=watch, strict=True)
         self.router = router
-        self.mounts = mounts
+        self.skip = skip
 
     async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # FastAPI nests the lifespans of routers included later around the
-        # wrapper: take them apart now, before startup.
-        wrap_router_lifespan(self._lifecycle, self.router, self.mounts)
+        wrap_router_lifespan(self._lifecycle, self.router, self.skip)
         await super().lifespan(scope, receive, send)
 
 
-def instrument(watch: Any, lifecycle: Lifecycle, app: Any, mounts: Mounts) -> None:
+def instrument(
+    watch: Any, lifecycle: Lifecycle, app: Any, mounts: object, skip_mounts: object
+) -> None:
     """Wrap a Starlette/FastAPI app's lifespan in place and add the middleware."""
     from starlette.applications import Starlette
 
+    skip = _skipped(mounts, skip_mounts)
     if not isinstance(app, Starlette):
         raise TypeError(
             "instrument() takes a Starlette or FastAPI application; got "
             f"{app!r}. For any other ASGI app use LifewatchMiddleware(app, watch=watch)."
         )
-    wrap_router_lifespan(lifecycle, app.router, mounts)
+    wrap_router_lifespan(lifecycle, app.router, skip)
     if not any(
         m.cls is InstrumentedMiddleware  # type: ignore[comparison-overlap]
         and m.kwargs.get("watch") is watch
         for m in app.user_middleware
     ):
-        app.add_middleware(InstrumentedMiddleware, watch=watch, router=app.router, mounts=mounts)
+        app.add_middleware(InstrumentedMiddleware, watch=watch, router=app.router, skip=skip)
