@@ -120,13 +120,9 @@ class EventLog:
         enabled = getattr(log, "is_enabled_for", None) or getattr(log, "isEnabledFor", None)
         return True if enabled is None else bool(enabled(level))
 
-    def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
-        """One record; ``fields`` is the record's own (``exc_info`` is taken out of it).
-
-        Every string field is scrubbed, and a traceback goes as scrubbed
-        text, ``exception``, never as ``exc_info``: rich's handler and
-        structlog's ``dict_tracebacks`` would print every frame's locals.
-        """
+    def log(self, level: str, event: str, /, **fields: Any) -> None:
+        """One record, scrubbed. A traceback goes as text, ``exception``, never as
+        ``exc_info``: rich's handler and structlog's ``dict_tracebacks`` print locals."""
         self._enable()
         error = fields.pop("exc_info", None)
         log = self._target()
@@ -182,17 +178,17 @@ class EventLog:
                     ".setLevel('ERROR'), or name the logger in the configuration",
                 )
 
-    def debug(self, event: str, **fields: Any) -> None:
-        self.emit("debug", event, fields)
+    def debug(self, event: str, /, **fields: Any) -> None:
+        self.log("debug", event, **fields)
 
-    def info(self, event: str, **fields: Any) -> None:
-        self.emit("info", event, fields)
+    def info(self, event: str, /, **fields: Any) -> None:
+        self.log("info", event, **fields)
 
-    def warning(self, event: str, **fields: Any) -> None:
-        self.emit("warning", event, fields)
+    def warning(self, event: str, /, **fields: Any) -> None:
+        self.log("warning", event, **fields)
 
-    def error(self, event: str, **fields: Any) -> None:
-        self.emit("error", event, fields)
+    def error(self, event: str, /, **fields: Any) -> None:
+        self.log("error", event, **fields)
 
 
 def _scrub_fields(fields: dict[str, Any]) -> None:
@@ -282,10 +278,10 @@ class LoggingSink(Sink):
                     failed["exc_info"] = run.error
                 else:
                     failed["error"] = _describe(run.error)
-            self._log.emit("error", "lifespan.startup.failed", {**failed, **fields})
+            self._log.log("error", "lifespan.startup.failed", **failed, **fields)
             return
         level = "info" if run.outcome in ("ok", None) else "warning"
-        self._log.emit(level, f"lifespan.{run.event}.complete", fields)
+        self._log.log(level, f"lifespan.{run.event}.complete", **fields)
 
     def phase_begin(self, phase: PhaseRecord) -> None:
         if self._log.is_enabled_for(logging.DEBUG):  # usually not: skip the fields too
@@ -333,7 +329,7 @@ class LoggingSink(Sink):
             self._origin = (phase.error, phase.name)
         fields.update(_ids(phase.trace_id, phase.span_id))
         level = "warning" if phase.outcome == "degraded" else "error"
-        self._log.emit(level, "lifespan.phase.failed", fields)
+        self._log.log(level, "lifespan.phase.failed", **fields)
 
     def _inner(self, phase: PhaseRecord) -> str | None:
         """The phase ``phase``'s error came from: the last origin of that very
@@ -354,17 +350,15 @@ class LoggingSink(Sink):
     ) -> None:
         log = self._log
         if not result.ok and (previous is None or previous.ok):
-            log.emit(
+            log.log(
                 "error" if check.critical else "warning",
                 "lifespan.check.failed",
-                {
-                    "check": check.name,
-                    "reason": result.reason,
-                    "error": result.detail,
-                    "critical": check.critical,
-                    "probes": sorted(check.probes),
-                    "duration_s": round(result.duration, 6),
-                },
+                check=check.name,
+                reason=result.reason,
+                error=result.detail,
+                critical=check.critical,
+                probes=sorted(check.probes),
+                duration_s=round(result.duration, 6),
             )
         elif result.ok and previous is not None and not previous.ok:
             log.info(
@@ -387,13 +381,13 @@ class LoggingSink(Sink):
             fields["exc_info"] = task.error  # the traceback states the error
         else:
             fields["error"] = task.detail
-        self._log.emit("error", "lifespan.task.died", fields)
+        self._log.log("error", "lifespan.task.died", **fields)
 
     def notice(self, notice: Notice) -> None:
         fields = dict(notice.fields)
         if notice.error is not None:
             fields["exc_info"] = notice.error
-        self._log.emit(notice.level, notice.event, fields)
+        self._log.log(notice.level, notice.event, **fields)
 
 
 def _describe(exc: BaseException | None) -> str | None:
