@@ -1,16 +1,14 @@
 """``LifewatchMiddleware``: plain ASGI, in front of any app.
 
 It watches the ASGI lifespan messages (so even a raw ASGI app gets its startup
-and shutdown timed, and the state tracked) and serves lifewatch's endpoints.
-Every other request passes straight through: one type check and one dict
-lookup, nothing else, on the request path.
+and shutdown timed and its state tracked) and serves lifewatch's endpoints;
+every other request passes straight through.
 
 An app that raises before its first ``receive()`` on the lifespan scope is
-taken as not speaking the lifespan protocol (what uvicorn's ``--lifespan
-auto`` does too): the exception is logged with its traceback, and the
-middleware speaks the protocol on the app's behalf so readiness still follows
-the server. With ``strict=True`` (what ``instrument()`` uses: Starlette does
-speak it) the exception reaches the server instead, as without lifewatch.
+taken as not speaking the protocol (as uvicorn's ``--lifespan auto`` does): the
+error is logged and the middleware speaks the protocol for it, so readiness
+still follows the server. With ``strict=True`` (``instrument()``'s: Starlette
+speaks it) the error reaches the server instead, as without lifewatch.
 """
 
 from __future__ import annotations
@@ -134,27 +132,23 @@ class LifewatchMiddleware:
                 return
 
 
-_CLOSE = (b"connection", b"close")
+# HTTP/2 and 3 forbid a ``Connection`` header (the server sends GOAWAY there).
 _KEEP_ALIVE = ("1.1", "1.0")
-"""HTTP/2 and 3 forbid a ``Connection`` header (the server sends GOAWAY there)."""
 
 
 def _closing(send: Send) -> Send:
     """``send`` adding ``Connection: close`` to the response, while draining.
 
-    Load balancers stop routing to the pod during the drain, but a keep-alive
-    client would keep its connection until the server closes it at the end,
-    and a request sent just then is reset. Asked to close after each
-    response, the client reconnects, to a pod that is in rotation (what Envoy
-    and nginx do when they drain). Servers that honour the header (uvicorn)
-    close the connection once the response is sent.
+    A keep-alive client would keep its connection to the draining pod until
+    the server closes it, and a request sent just then is reset; asked to
+    close, it reconnects to a pod in rotation (as Envoy and nginx drain).
     """
 
     async def closing_send(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", ()))
             if not any(k.lower() == b"connection" for k, _ in headers):
-                headers.append(_CLOSE)
+                headers.append((b"connection", b"close"))
             message = {**message, "headers": headers}
         await send(message)
 

@@ -1,13 +1,10 @@
 """``watch.instrument(app)``: the way in for Starlette and FastAPI apps.
 
 It makes the app's router lifespan one ``WatchedLifespan`` (FastAPI's merged
-router lifespans taken apart, each a phase) and adds the middleware that
-serves the endpoints. Starlette never runs the lifespan of an app mounted
-with ``Mount("/v2", app=sub)`` (starlette#649): ``instrument()`` runs each as a
-phase ``mount:/v2`` after the app's own, and gives the mounted app's requests
-the state its lifespan yielded. The middleware it adds is strict: a Starlette
-app speaks the lifespan protocol, so a crash before its first ``receive()``
-reaches the server as one.
+router lifespans taken apart, each a phase) and adds the middleware that serves
+the endpoints. Starlette never runs the lifespan of a mounted app
+(starlette#649): ``instrument()`` runs each as a phase ``mount:/v2`` after the
+app's own, and gives the mounted app's requests the state it yielded.
 """
 
 from __future__ import annotations
@@ -35,21 +32,7 @@ from ._middleware import LifewatchMiddleware
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
 
-Skip = frozenset[str] | None
-"""The mount paths whose lifespans are left alone; None: every mount's is."""
-
-
-def flatten_app_lifespan(context: object) -> list[object]:
-    """FastAPI's merged router lifespans taken apart, the default ones left out.
-
-    Each router's lifespan becomes a phase of its own; a default (``on_event``)
-    lifespan goes, since its handlers were copied to the app's router and
-    lifewatch runs those once itself.
-    """
-    parts = fastapi_merged_lifespans(context)
-    if parts is not None:
-        return flatten_app_lifespan(parts[0]) + flatten_app_lifespan(parts[1])
-    return [] if _is_default_lifespan(context) else [context]
+Skip = frozenset[str] | None  # the mount paths left alone; None: all of them
 
 
 def _is_default_lifespan(context: object) -> bool:
@@ -78,19 +61,29 @@ def _default_lifespan_type(router: type) -> type | None:
 
 
 def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, LifespanFactory]]:
-    """A router's lifespan as (name, factory) components, taken apart, named uniquely."""
-    pairs: list[tuple[str, LifespanFactory]] = []
-    for part in flatten_app_lifespan(context):
-        if isinstance(part, WatchedLifespan) and part._lifecycle is lifecycle:
-            pairs += part.components
-        else:
-            pairs.append((name_of(part), as_factory(part, f"the app's lifespan {part!r}")))
-    return numbered(pairs)
+    """A router's lifespan as (name, factory) components, named uniquely.
+
+    FastAPI's merged router lifespans are taken apart, so each router's is a
+    phase of its own; a default (``on_event``) lifespan goes, since its
+    handlers were copied to the app's router and lifewatch runs those itself.
+    """
+
+    def parts(context: object) -> list[tuple[str, LifespanFactory]]:
+        merged = fastapi_merged_lifespans(context)
+        if merged is not None:
+            return parts(merged[0]) + parts(merged[1])
+        if _is_default_lifespan(context):
+            return []
+        if isinstance(context, WatchedLifespan) and context._lifecycle is lifecycle:
+            return list(context.components)
+        return [(name_of(context), as_factory(context, f"the app's lifespan {context!r}"))]
+
+    return numbered(parts(context))
 
 
 def _skipped(mounts: object, skip_mounts: object) -> Skip:
-    """``instrument()``'s ``mounts`` and ``skip_mounts``, checked: the paths as
-    the phase names show them (``/v2``, ``/v2/admin`` inside ``/v2``)."""
+    """``instrument()``'s ``mounts`` and ``skip_mounts``, checked; paths as the
+    phase names show them (``/v2``, ``/v2/admin`` inside ``/v2``)."""
     if not isinstance(mounts, bool):
         raise TypeError(f"mounts must be True or False; got {mounts!r}")
     if isinstance(skip_mounts, str) or not isinstance(skip_mounts, Collection):
@@ -132,12 +125,8 @@ def _mounted(
 def _mounted_lifespan(
     lc: Lifecycle, app: Any, path: str, skip: frozenset[str], seen: set[int]
 ) -> LifespanFactory:
-    """A mounted app's lifespan, as one more lifespan of the app it is mounted in.
-
-    Its own lifespans, ``on_event`` handlers and mounted apps are child
-    phases of ``mount:<path>``; the state they yield reaches its requests
-    through ``MountState``.
-    """
+    """A mounted app's lifespans, ``on_event`` handlers and mounts, as child
+    phases of ``mount:<path>``; their state reaches its requests (``MountState``)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(parent: Any) -> AsyncIterator[None]:
@@ -170,12 +159,8 @@ def _mounted_lifespan(
 
 
 class MountState:
-    """Gives a mounted app's requests the state its own lifespan yielded.
-
-    Starlette hands every request a copy of the *server's* lifespan state
-    (``scope["state"]``), which only the top app's lifespan fills; a mounted
-    app's requests get that with the mounted app's state on top.
-    """
+    """Puts the state a mounted app's lifespan yielded on top of its requests'
+    ``scope["state"]``, which only the top app's lifespan fills."""
 
     def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
         self.app = app
@@ -206,10 +191,8 @@ def _mount_state(app: Any) -> dict[str, Any]:
 def wrap_router_lifespan(lifecycle: Lifecycle, router: Any, skip: Skip) -> None:
     """Make ``router.lifespan_context`` one ``WatchedLifespan`` of ``lifecycle``.
 
-    Run by ``instrument()`` and again at startup, so routers included after
-    ``instrument()`` (whose lifespans FastAPI nests around the wrapper) are
-    taken apart too: each becomes a phase, and their ``on_event`` handlers,
-    copied to the app's router, run once, as phases of their own.
+    Run by ``instrument()`` and again at startup, so the lifespans of routers
+    included later (FastAPI nests them around the wrapper) are taken apart too.
     """
     current = router.lifespan_context
     if (
@@ -228,8 +211,8 @@ def wrap_router_lifespan(lifecycle: Lifecycle, router: Any, skip: Skip) -> None:
 
 
 class InstrumentedMiddleware(LifewatchMiddleware):
-    """``LifewatchMiddleware`` as ``instrument()`` adds it: strict, and taking
-    apart, at startup, the routers included after ``instrument()``."""
+    """``LifewatchMiddleware`` as ``instrument()`` adds it: strict (Starlette
+    speaks the lifespan protocol), rewrapping the router's lifespan at startup."""
 
     def __init__(self, app: ASGIApp, *, watch: Any, router: Any, skip: Skip) -> None:
         super().__init__(app, watch=watch, strict=True)
