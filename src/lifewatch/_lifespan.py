@@ -1,11 +1,9 @@
 """``watch.lifespan(...)``: wrap or compose lifespans, each one a phase.
 
-Composed as nested ``async with`` blocks (an ``AsyncExitStack``): entered in
-order, exited in reverse, only those entered. Unlike a bare stack, every exit
-runs even after an earlier one failed (each gets the app's own exception, if
-any; the errors are raised at the end, chained), and a failed startup shuts
-down what started before its error goes on. The shutdown is bounded by
-``shutdown_timeout``.
+Composed as nested ``async with`` blocks: entered in order, exited in reverse.
+Unlike a bare ``AsyncExitStack``, every exit runs even after one failed (each
+gets the app's own exception, if any; the errors are raised at the end,
+chained), and a failed startup shuts down what started before its error goes on.
 """
 
 from __future__ import annotations
@@ -81,8 +79,8 @@ def numbered(pairs: Iterable[tuple[str, T]]) -> list[tuple[str, T]]:
 class WatchedLifespan:
     """What ``watch.lifespan(...)`` returns: a lifespan factory (``app -> CM``).
 
-    At startup it also picks up FastAPI ``on_event`` handlers from the app,
-    so they run even though ``lifespan=`` is set.
+    It runs the app's FastAPI ``on_event`` handlers too, which FastAPI skips
+    when ``lifespan=`` is set.
     """
 
     def __init__(
@@ -94,9 +92,7 @@ class WatchedLifespan:
     ) -> None:
         self._lifecycle = lifecycle
         self.components = tuple(components)
-        self.mounts = mounts
-        """app -> the lifespans of its mounted apps, each one more phase after the
-        app's own (``instrument()`` sets it; Starlette never runs them)."""
+        self.mounts = mounts  # app -> its mounted apps' lifespans (set by instrument())
         seen: set[str] = set()
         for name, _ in self.components:
             validate_name(name, "lifespan name")
@@ -146,11 +142,9 @@ class WatchedLifespan:
 
 
 class Composed:
-    """One app's lifespans, ``on_event`` handlers and mounted apps, in that order.
-
-    Entered as nested ``async with`` blocks would be, so the cancel scopes the
-    lifespans hold across ``yield`` nest as anyio requires; shut down in reverse.
-    """
+    """One app's lifespans, ``on_event`` handlers and mounted apps, started in that
+    order, nested (the cancel scopes held across ``yield`` nest as anyio requires),
+    shut down in reverse."""
 
     def __init__(
         self,

@@ -274,10 +274,7 @@ class LoggingSink(Sink):
             # phase. A failure no phase recorded (a raw app raising) is stated here.
             failed: dict[str, Any] = {"phase": run.failed_phase, "reason": run.outcome}
             if origin is None or origin[0] is not run.error:
-                if run.outcome == "error" and run.error is not None:
-                    failed["exc_info"] = run.error
-                else:
-                    failed["error"] = _describe(run.error)
+                failed.update(_error(run.outcome, run.error))
             self._log.log("error", "lifespan.startup.failed", **failed, **fields)
             return
         level = "info" if run.outcome in ("ok", None) else "warning"
@@ -318,26 +315,20 @@ class LoggingSink(Sink):
             "reason": phase.reason,
             "critical": phase.critical,
         }
-        inner = None if phase.origin else self._inner(phase)
-        if inner is not None:
-            fields["failed_phase"] = inner
-        elif phase.reason == "error" and phase.error is not None:
-            fields["exc_info"] = phase.error
-        else:
-            fields["error"] = _describe(phase.error)
+        origin = self._origin
         if phase.origin:
             self._origin = (phase.error, phase.name)
+            inner = None
+        elif origin is not None and origin[0] is phase.error:
+            inner = origin[1]
+        else:  # the run's bound cut every phase with an error of its own
+            inner = phase.run.failed_phase if phase.run is not None else None
+        fields.update(
+            {"failed_phase": inner} if inner is not None else _error(phase.reason, phase.error)
+        )
         fields.update(_ids(phase.trace_id, phase.span_id))
         level = "warning" if phase.outcome == "degraded" else "error"
         self._log.log(level, "lifespan.phase.failed", **fields)
-
-    def _inner(self, phase: PhaseRecord) -> str | None:
-        """The phase ``phase``'s error came from: the last origin of that very
-        error, else the run's failed phase (the run's bound cut them all)."""
-        origin = self._origin
-        if origin is not None and origin[0] is phase.error:
-            return origin[1]
-        return phase.run.failed_phase if phase.run is not None else None
 
     def state_changed(self, old: State | None, new: State) -> None:
         # Not the initial state, set when the Lifewatch is made: that is often
@@ -390,5 +381,8 @@ class LoggingSink(Sink):
         self._log.log(notice.level, notice.event, **fields)
 
 
-def _describe(exc: BaseException | None) -> str | None:
-    return None if exc is None else f"{type(exc).__name__}: {exc}"
+def _error(reason: str | None, error: BaseException | None) -> dict[str, Any]:
+    """A raised error as its traceback, else described in a line (or None)."""
+    if reason == "error" and error is not None:
+        return {"exc_info": error}
+    return {"error": None if error is None else f"{type(error).__name__}: {error}"}
