@@ -132,8 +132,14 @@ class WatchedLifespan:
             error: BaseException | None = None
             try:
                 await lc.stop_background()
-                if not await composed.stop(app_error) and app_error is None:
-                    raise_failures(stopping.failures)
+                failures = stopping.failures
+                if not await composed.stop(app_error) and app_error is None and failures:
+                    # What shutdown went on past: the last error, chained to the
+                    # earlier ones as ``__context__``, as ``AsyncExitStack`` would.
+                    for earlier, later in itertools.pairwise(failures):
+                        if later.__context__ is None and later is not earlier:
+                            later.__context__ = earlier
+                    raise failures[-1]
             except BaseException as exc:
                 error = exc
                 raise
@@ -245,17 +251,6 @@ def check_cut(lc: Lifecycle, scope: anyio.CancelScope, name: str) -> None:
         run = lc.current
         if run is not None and run.event == "startup":
             raise lc.cut(run, name)
-
-
-def raise_failures(failures: Sequence[BaseException]) -> None:
-    """Raise what shutdown went on past: the one error, or the last one chained
-    to the earlier ones as ``__context__``, as ``AsyncExitStack`` would."""
-    if not failures:
-        return
-    for earlier, later in itertools.pairwise(failures):
-        if later.__context__ is None and later is not earlier:
-            later.__context__ = earlier
-    raise failures[-1]
 
 
 def event_handlers(app: Any) -> tuple[Handlers, Handlers]:

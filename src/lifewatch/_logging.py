@@ -37,8 +37,9 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "message",
     "asctime",
 }
-# In ``extra`` and on the record, not repeated in the readable message.
-_QUIET = frozenset(("service", "trace_id", "span_id"))
+# In ``extra`` and on the record, not repeated in the readable message
+# (``exception`` follows it as the record's ``exc_text``).
+_QUIET = frozenset(("service", "trace_id", "span_id", "exception"))
 _PLAIN = re.compile(r"[^\s'\"=]+").fullmatch
 
 
@@ -126,34 +127,39 @@ class EventLog:
         self._enable()
         error = fields.pop("exc_info", None)
         log = self._target()
+        logger = self._stdlib
+        fallback = False
+        if log is None:
+            assert logger is not None
+            fallback = _unhandled(logger, _LEVELS[level])
+            if not fallback and not logger.isEnabledFor(_LEVELS[level]):
+                return
+        for key, value in fields.items():  # no secret in any string, or list of them
+            if value.__class__ is str:
+                fields[key] = scrub(value)
+            elif isinstance(value, (list, tuple)) and any(v.__class__ is str for v in value):
+                fields[key] = [scrub(v) if v.__class__ is str else v for v in value]
+        if error is not None:  # plain text: no locals, notes and causes included
+            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            fields["exception"] = scrub(text.rstrip("\n"))
         if log is not None:
-            _scrub_fields(fields)
-            if error is not None:
-                fields["exception"] = _traceback(error)
             if self._service is not None or self._own_structlog:
                 fields = {"service": self._service, **fields}
             getattr(log, level)(event, **fields)
             return
-        logger = self._stdlib
         assert logger is not None
-        levelno = _LEVELS[level]
-        fallback = _unhandled(logger, levelno)
-        if not fallback and not logger.isEnabledFor(levelno):
-            return
-        _scrub_fields(fields)
         # Built directly rather than through logger.log(): no caller lookup
         # (it would name this module), and the extra keys are known safe.
-        text = message(event, fields)
-        record = logger.makeRecord(logger.name, levelno, __file__, 0, text, (), None)
+        record = logger.makeRecord(
+            logger.name, _LEVELS[level], __file__, 0, message(event, fields), (), None
+        )
         attrs = record.__dict__
         attrs["event"] = event
         attrs["service"] = self._service
         for key, value in fields.items():
             attrs["lifewatch_" + key if key in _RESERVED else key] = value
-        if error is not None:
-            # A stdlib formatter prints exc_text after the message; a JSON
-            # formatter reads the field.
-            record.exc_text = attrs["exception"] = _traceback(error)
+        # A stdlib formatter prints exc_text after the message; a JSON one reads the field.
+        record.exc_text = fields.get("exception")
         if not fallback:
             logger.handle(record)
         elif logger.filter(record):
@@ -189,21 +195,6 @@ class EventLog:
 
     def error(self, event: str, /, **fields: Any) -> None:
         self.log("error", event, **fields)
-
-
-def _scrub_fields(fields: dict[str, Any]) -> None:
-    """No secret in any string field, in place (lists of strings too)."""
-    for key, value in fields.items():
-        if value.__class__ is str:
-            fields[key] = scrub(value)
-        elif isinstance(value, (list, tuple)) and any(v.__class__ is str for v in value):
-            fields[key] = [scrub(v) if v.__class__ is str else v for v in value]
-
-
-def _traceback(error: BaseException) -> str:
-    """The plain traceback (never locals; notes and causes included), scrubbed."""
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return scrub(text.rstrip("\n"))
 
 
 def _unhandled(logger: logging.Logger, levelno: int) -> bool:

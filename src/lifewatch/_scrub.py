@@ -27,25 +27,13 @@ import re
 MASK = "******"
 
 # Patterns, not compiled objects: re's cache compiles each at first use, not at import.
-
 # userinfo of a URL (RFC 3986 §3.2.1): "postgres://admin:S3cr3t@db", "redis://:pw@cache".
 _URL = r"(?i)\b([a-z][a-z0-9+.-]{0,30}://)[^\s/@?#]{1,256}@"
 
 _J = r"[\s_.-]?"  # what may join the words of a key: api_key, api-key, apikey, "api key"
-_NAMES = "|".join(
-    (
-        r"pass(?:word|wd)s?",
-        r"pwd",
-        r"secrets?",
-        r"token",
-        rf"api{_J}key",
-        rf"access{_J}key",
-        rf"private{_J}key",
-        rf"secret{_J}key",
-        r"auth(?:orization)?",
-        r"credentials?",
-        rf"session(?:{_J}(?:id|key))?",
-    )
+_NAMES = (
+    rf"pass(?:word|wd)s?|pwd|secrets?|token|(?:api|access|private|secret){_J}key"
+    rf"|auth(?:orization)?|credentials?|session(?:{_J}(?:id|key))?"
 )
 # Words that stand where a value would and are none: ``password: str``,
 # ``token: Optional[str] = None`` in a traceback's source lines.
