@@ -93,16 +93,15 @@ class WatchedLifespan:
         self._lifecycle = lifecycle
         self.components = tuple(components)
         self.mounts = mounts  # app -> its mounted apps' lifespans (set by instrument())
-        seen: set[str] = set()
-        for name, _ in self.components:
+        names = [name for name, _ in self.components]
+        for i, name in enumerate(names):
             validate_name(name, "lifespan name")
-            if name in seen:
+            if name in names[:i]:
                 raise ValueError(
                     f"two lifespans in one composition are named {name!r}; phase names "
                     "must be unique: pass one as a keyword argument, e.g. "
                     f"watch.lifespan(..., other_{name}=...)"
                 )
-            seen.add(name)
 
     @contextlib.asynccontextmanager
     async def __call__(self, app: Any) -> AsyncIterator[Any]:

@@ -73,18 +73,16 @@ def message(event: str, fields: dict[str, Any]) -> str:
 class EventLog:
     """lifewatch's logger: ``log.info("lifespan.phase.end", phase=..., ...)``.
 
-    ``choice``: ``"auto"`` (structlog if the app configured it, checked at
-    each record since apps configure logging after building their
-    ``Lifewatch``), ``"structlog"``, ``"stdlib"``, a ``logging.Logger``, or a
-    structlog logger.
+    ``choice``: ``"auto"`` (structlog if the app configured it, checked at each
+    record: apps configure logging after building their ``Lifewatch``),
+    ``"structlog"``, ``"stdlib"``, a ``logging.Logger``, or a structlog logger.
     """
 
     def __init__(self, service: str | None, choice: Any = "auto") -> None:
         self._service = service
         self._auto = choice == "auto"
         self._stdlib: logging.Logger | None = None
-        self._structlog: Any = None
-        """The app's structlog logger, or structlog's lazy proxy, made at the first record."""
+        self._structlog: Any = None  # the app's, or structlog's lazy proxy once needed
         self._own_structlog = choice in ("auto", "structlog")
         if isinstance(choice, logging.Logger):
             self._stdlib = choice
@@ -166,12 +164,9 @@ class EventLog:
             _FALLBACK.handle(record)
 
     def _enable(self) -> None:
-        """Turn back on a logger of lifewatch's that ``logging.config`` disabled, and say so.
-
-        ``fileConfig`` and ``dictConfig`` disable every logger they do not
-        name (alembic's ``env.py`` runs ``fileConfig`` mid-lifespan), so even
-        ERROR records would vanish; a level is how one silences a library.
-        """
+        """Turn back on, with a warning, a logger ``logging.config`` disabled: it
+        disables every logger it does not name (alembic's ``env.py`` runs
+        ``fileConfig`` mid-lifespan); a level is how one silences a library."""
         for logger in self._watched:
             if logger.disabled:
                 logger.disabled = False
@@ -198,14 +193,9 @@ class EventLog:
 
 
 def _unhandled(logger: logging.Logger, levelno: int) -> bool:
-    """No handler anywhere would take this INFO-or-above record: lifewatch writes it.
-
-    The case of an app that configured no logging under uvicorn: Python
-    would print WARNING and above bare (``logging.lastResort``) and drop the
-    startup, phase and drain lines. Not when a level was set on a logger
-    above ours (the root's default aside) or ``logging.disable`` covers the
-    level; under uvicorn, not below its ``--log-level``.
-    """
+    """No handler would take this INFO-or-above record (no logging configured
+    under uvicorn: Python prints WARNING and above bare), and no level set on
+    the way up, ``logging.disable`` or uvicorn's ``--log-level`` silences it."""
     if levelno < logging.INFO or logger.disabled or logging_disabled_level() >= levelno:
         return False
     if "uvicorn" in sys.modules and levelno < logging.getLogger("uvicorn.error").level:
@@ -246,8 +236,8 @@ class LoggingSink(Sink):
     def __init__(self, log: EventLog, *, slow_check_threshold: float) -> None:
         self._log = log
         self._slow = slow_check_threshold
+        # The error the last failed phase raised, and that phase.
         self._origin: tuple[BaseException | None, str] | None = None
-        """The last failed phase an error came from, and that error."""
 
     def run_begin(self, run: RunRecord) -> None:
         self._log.info(f"lifespan.{run.event}.begin", **_ids(run.trace_id, run.span_id))

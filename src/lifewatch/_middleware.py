@@ -84,17 +84,11 @@ class LifewatchMiddleware:
             await self.app(scope, watched_receive, watched_send)
         except BaseException as exc:
             if not received and not sent and not self.strict and isinstance(exc, Exception):
-                lc.notify(
-                    Notice(
-                        "lifespan.unsupported",
-                        "warning",
-                        {
-                            "detail": "the app raised before receiving a lifespan message; "
-                            "lifewatch speaks the lifespan protocol for it"
-                        },
-                        error=exc,
-                    )
+                detail = (
+                    "the app raised before receiving a lifespan message; "
+                    "lifewatch speaks the lifespan protocol for it"
                 )
+                lc.notify(Notice("lifespan.unsupported", "warning", {"detail": detail}, exc))
                 await self._speak_for_app(receive, send)
                 return
             run = lc.current
@@ -103,9 +97,8 @@ class LifewatchMiddleware:
             if run is not None:
                 lc.end_run(run, exc)
             if not self.strict and received and received[-1] == "lifespan.startup" and not sent:
-                # A raw app crashed in startup without a word: tell the server,
-                # naming the phase, so it exits instead of serving as if
-                # lifespan were unsupported.
+                # A raw app crashed in startup without a word: tell the server, so it
+                # exits instead of serving as if lifespan were unsupported.
                 failed = lc.startup.failed_phase if lc.startup else None
                 await send(
                     {

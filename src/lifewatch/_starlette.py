@@ -47,8 +47,7 @@ def _is_default_lifespan(context: object) -> bool:
 
 @functools.cache
 def _default_lifespan_type(router: type) -> type | None:
-    """The class of a new router's lifespan, read from a router made for it;
-    None if that is not a class of the router's package (a plain function)."""
+    """The class of a new router's lifespan; None if not one of the router's package."""
     default = type(router().lifespan_context)
     if default.__module__.startswith(("starlette.", "fastapi.")):
         return default
@@ -61,12 +60,9 @@ def _default_lifespan_type(router: type) -> type | None:
 
 
 def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, LifespanFactory]]:
-    """A router's lifespan as (name, factory) components, named uniquely.
-
-    FastAPI's merged router lifespans are taken apart, so each router's is a
-    phase of its own; a default (``on_event``) lifespan goes, since its
-    handlers were copied to the app's router and lifewatch runs those itself.
-    """
+    """A router's lifespan as (name, factory) components, named uniquely: FastAPI's
+    merged router lifespans taken apart, each a phase; the default (``on_event``)
+    ones left out, as lifewatch runs their handlers (copied to the app's router)."""
 
     def parts(context: object) -> list[tuple[str, LifespanFactory]]:
         merged = fastapi_merged_lifespans(context)
@@ -107,7 +103,7 @@ def _mounted(
     from starlette.routing import Mount, Router
 
     found: list[tuple[str, LifespanFactory]] = []
-    for route in getattr(app, "routes", ()):
+    for route in app.routes:
         if not isinstance(route, Mount) or prefix + route.path in skip:
             continue
         path = prefix + route.path
