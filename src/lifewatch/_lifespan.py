@@ -107,10 +107,10 @@ class WatchedLifespan:
     async def __call__(self, app: Any) -> AsyncIterator[Any]:
         lc = self._lifecycle
         mounts = self.mounts(app) if self.mounts is not None else ()
-        composed = Composed(lc, self.components, event_handlers(app), mounts)
+        composed = Composed(lc, self.components, app, mounts)
         run = lc.begin_run("startup")
         try:
-            state = await composed.start(app)
+            state = await composed.start()
         except BaseException as exc:
             lc.end_run(run, exc)
             rollback = lc.begin_run("shutdown", rollback=True, goes_on=True)
@@ -155,19 +155,23 @@ class Composed:
         self,
         lifecycle: Lifecycle,
         components: Sequence[tuple[str, LifespanFactory]],
-        handlers: tuple[Handlers, Handlers],
+        app: Any,
         mounts: Sequence[tuple[str, LifespanFactory]] = (),
     ) -> None:
         self.lifecycle = lifecycle
         self.components = components
-        self.startup_handlers, self.shutdown_handlers = handlers
+        self.app = app
         self.mounts = mounts
+        # FastAPI's on_event handlers, each once, by identity (need not be hashable).
+        router = getattr(app, "router", None)
+        self.startup_handlers = _named(getattr(router, "on_startup", None))
+        self.shutdown_handlers = _named(getattr(router, "on_shutdown", None))
         self.stack = contextlib.AsyncExitStack()
         self.mounted = contextlib.AsyncExitStack()
 
-    async def start(self, app: Any) -> dict[str, Any] | None:
+    async def start(self) -> dict[str, Any] | None:
         """Start everything; the merged state, or None when no lifespan yielded any."""
-        lc = self.lifecycle
+        lc, app = self.lifecycle, self.app
         state: dict[str, Any] = {}
         any_state = False
         for name, factory in self.components:
@@ -252,12 +256,5 @@ def check_cut(lc: Lifecycle, scope: anyio.CancelScope, name: str) -> None:
             raise lc.cut(run, name)
 
 
-def event_handlers(app: Any) -> tuple[Handlers, Handlers]:
-    """FastAPI ``on_event`` handlers: each once, in registration order, named uniquely."""
-    router = getattr(app, "router", None)
-    return _named(getattr(router, "on_startup", None)), _named(getattr(router, "on_shutdown", None))
-
-
 def _named(handlers: Sequence[Callable[[], Any]] | None) -> Handlers:
-    # By identity: a handler registered twice runs once (and need not be hashable).
     return numbered((name_of(h), h) for h in {id(h): h for h in handlers or ()}.values())

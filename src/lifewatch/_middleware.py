@@ -1,14 +1,10 @@
 """``LifewatchMiddleware``: plain ASGI, in front of any app.
 
-It watches the ASGI lifespan messages (so even a raw ASGI app gets its startup
-and shutdown timed and its state tracked) and serves lifewatch's endpoints;
-every other request passes straight through.
-
-An app that raises before its first ``receive()`` on the lifespan scope is
-taken as not speaking the protocol (as uvicorn's ``--lifespan auto`` does): the
-error is logged and the middleware speaks the protocol for it, so readiness
-still follows the server. With ``strict=True`` (``instrument()``'s: Starlette
-speaks it) the error reaches the server instead, as without lifewatch.
+It times the ASGI lifespan messages (so even a raw ASGI app is watched) and
+serves lifewatch's endpoints; other requests pass straight through. An app that
+raises before its first lifespan ``receive()`` does not speak the protocol (as
+uvicorn's ``--lifespan auto`` judges): lifewatch logs it and speaks it for the
+app, unless ``strict=True`` (``instrument()``'s), where the error goes on.
 """
 
 from __future__ import annotations

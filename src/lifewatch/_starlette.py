@@ -1,10 +1,8 @@
 """``watch.instrument(app)``: the way in for Starlette and FastAPI apps.
 
-It makes the app's router lifespan one ``WatchedLifespan`` (FastAPI's merged
-router lifespans taken apart, each a phase) and adds the middleware that serves
-the endpoints. Starlette never runs the lifespan of a mounted app
-(starlette#649): ``instrument()`` runs each as a phase ``mount:/v2`` after the
-app's own, and gives the mounted app's requests the state it yielded.
+It makes the app's router lifespan one ``WatchedLifespan`` and adds the
+middleware that serves the endpoints. Starlette never runs a mounted app's
+lifespan (starlette#649): ``instrument()`` runs each as a phase ``mount:/v2``.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from ._lifespan import (
     LifespanFactory,
     WatchedLifespan,
     as_factory,
-    event_handlers,
     name_of,
     numbered,
 )
@@ -127,14 +124,10 @@ def _mounted_lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(parent: Any) -> AsyncIterator[None]:
         state = _mount_state(app)
-        composed = Composed(
-            lc,
-            lifespan_parts(lc, app.router.lifespan_context),
-            event_handlers(app),
-            _mounted(lc, app, skip, path, seen),
-        )
+        parts = lifespan_parts(lc, app.router.lifespan_context)
+        composed = Composed(lc, parts, app, _mounted(lc, app, skip, path, seen))
         try:
-            started = await composed.start(app)
+            started = await composed.start()
         except BaseException:
             # Shut down, inside this mount's phase, what of it started: the
             # cancel scopes they hold must close before the mount's own.
