@@ -26,17 +26,9 @@ if TYPE_CHECKING:
     from ._supervise import Supervised
 
 MODES = ("auto", "structlog", "stdlib")
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
+_LEVELS = {name: getattr(logging, name.upper()) for name in ("debug", "info", "warning", "error")}
 # A LogRecord's own attributes: an ``extra`` key among them is an error.
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message",
-    "asctime",
-}
+_RESERVED = {*logging.makeLogRecord({}).__dict__, "message", "asctime"}
 # In ``extra`` and on the record, not repeated in the readable message
 # (``exception`` follows it as the record's ``exc_text``).
 _QUIET = frozenset(("service", "trace_id", "span_id", "exception"))

@@ -25,6 +25,7 @@ from ._lifespan import (
     numbered,
 )
 from ._middleware import LifewatchMiddleware
+from ._validate import validate_bool
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
@@ -77,8 +78,7 @@ def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, Lif
 def _skipped(mounts: object, skip_mounts: object) -> Skip:
     """``instrument()``'s ``mounts`` and ``skip_mounts``, checked; paths as the
     phase names show them (``/v2``, ``/v2/admin`` inside ``/v2``)."""
-    if not isinstance(mounts, bool):
-        raise TypeError(f"mounts must be True or False; got {mounts!r}")
+    validate_bool(mounts, "mounts")
     if isinstance(skip_mounts, str) or not isinstance(skip_mounts, Collection):
         raise TypeError(
             "skip_mounts must be a collection of mount paths, e.g. ('/legacy',); "
