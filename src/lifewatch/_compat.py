@@ -7,6 +7,7 @@ tests/test_compat.py lists each with the releases it was checked on.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -28,14 +29,13 @@ def fastapi_merged_lifespans(context: object) -> tuple[object, object] | None:
     no public reference to the parts, and each router's lifespan is a phase of
     its own only if taken apart. Fallback: the merged lifespan is one phase.
     """
-    wrapped = getattr(context, "__wrapped__", None)
+    wrapped: Any = getattr(context, "__wrapped__", None)
     if getattr(wrapped, "__qualname__", "") != "_merge_lifespan_context.<locals>.merged_lifespan":
         return None
-    code, closure = getattr(wrapped, "__code__", None), getattr(wrapped, "__closure__", None)
-    cells = dict(zip(getattr(code, "co_freevars", ()), closure or (), strict=False))
     try:
-        return cells["original_context"].cell_contents, cells["nested_context"].cell_contents
-    except (KeyError, ValueError):
+        cells = inspect.getclosurevars(wrapped).nonlocals
+        return cells["original_context"], cells["nested_context"]
+    except (KeyError, ValueError, TypeError):
         warn_once(
             "fastapi_merged_lifespans",
             "this FastAPI release's merged router lifespans cannot be taken apart: "

@@ -77,11 +77,8 @@ def numbered(pairs: Iterable[tuple[str, T]]) -> list[tuple[str, T]]:
 
 
 class WatchedLifespan:
-    """What ``watch.lifespan(...)`` returns: a lifespan factory (``app -> CM``).
-
-    It runs the app's FastAPI ``on_event`` handlers too, which FastAPI skips
-    when ``lifespan=`` is set.
-    """
+    """What ``watch.lifespan(...)`` returns: a lifespan factory (``app -> CM``) that
+    also runs the app's ``on_event`` handlers, which FastAPI skips with ``lifespan=``."""
 
     def __init__(
         self,
@@ -247,9 +244,8 @@ async def run_handlers(lc: Lifecycle, handlers: Handlers) -> None:
 
 
 def check_cut(lc: Lifecycle, scope: anyio.CancelScope, name: str) -> None:
-    # The bound swallowed its own cancellation (its deadline, or a signal): a
-    # startup cut is a failure (a shutdown one was recorded, and shutdown goes
-    # on to its end).
+    # The bound swallowed its own cancellation (its deadline, or a signal): a cut
+    # startup fails; a cut shutdown was recorded, and goes on to its end.
     if scope.cancelled_caught:
         run = lc.current
         if run is not None and run.event == "startup":

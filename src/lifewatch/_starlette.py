@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import weakref
 from collections.abc import AsyncIterator, Collection
 from typing import TYPE_CHECKING, Any
 
@@ -49,11 +50,8 @@ def _default_lifespan_type(router: type) -> type | None:
     default = type(router().lifespan_context)
     if default.__module__.startswith(("starlette.", "fastapi.")):
         return default
-    warn_once(
-        "default_lifespan",
-        f"cannot tell {router.__qualname__}'s default lifespan apart: on_event "
-        "handlers of included routers may run twice",
-    )
+    message = f"cannot tell {router.__qualname__}'s default lifespan apart: on_event "
+    warn_once("default_lifespan", message + "handlers of included routers may run twice")
     return None
 
 
@@ -161,19 +159,18 @@ class MountState:
         await self.app(scope, receive, send)
 
 
+_MOUNT_STATES: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def _mount_state(app: Any) -> dict[str, Any]:
     """The dict the mounted app's ``MountState`` reads, the middleware added once."""
-    for m in app.user_middleware:
-        if m.cls is MountState:
-            state: dict[str, Any] = m.kwargs["state"]
-            return state
-    if isinstance(app.middleware_stack, MountState):
-        return app.middleware_stack.state
-    state = {}
-    if app.middleware_stack is None:
-        app.add_middleware(MountState, state=state)
-    else:  # it already served a request: too late for add_middleware
-        app.middleware_stack = MountState(app.middleware_stack, state)
+    state = _MOUNT_STATES.get(app)
+    if state is None:
+        state = _MOUNT_STATES[app] = {}
+        if app.middleware_stack is None:
+            app.add_middleware(MountState, state=state)
+        else:  # it already served a request: too late for add_middleware
+            app.middleware_stack = MountState(app.middleware_stack, state)
     return state
 
 
