@@ -72,40 +72,34 @@ class EventLog:
 
     def __init__(self, service: str | None, choice: Any = "auto") -> None:
         self._service = service
-        self._auto = choice == "auto"
-        self._stdlib: logging.Logger | None = None
-        self._structlog: Any = None  # the app's, or structlog's lazy proxy once needed
-        self._own_structlog = choice in ("auto", "structlog")
+        own = logging.getLogger("lifewatch")
+        self._stdlib = choice if isinstance(choice, logging.Logger) else own
+        # One of MODES, or "app": the app's structlog logger, ``self._structlog``.
+        self._mode = "app" if choice not in MODES else choice
         if isinstance(choice, logging.Logger):
-            self._stdlib = choice
-        elif choice in ("auto", "stdlib"):
-            self._stdlib = logging.getLogger("lifewatch")
-        elif choice != "structlog":
-            self._structlog = choice
+            self._mode = "stdlib"
+        self._structlog: Any = choice if self._mode == "app" else None
         # Whose ``disabled`` is undone: ``lifewatch`` (structlog's stdlib
         # factory writes there too) and the logger lifewatch writes to.
-        own = logging.getLogger("lifewatch")
-        self._watched = (own,) if self._stdlib in (None, own) else (own, self._stdlib)
+        self._watched = (own,) if self._stdlib is own else (own, self._stdlib)
 
     def _target(self) -> Any:
         """The structlog logger to write to now, or None: the stdlib one."""
-        if self._stdlib is not None and not self._auto:
-            return None
-        if self._own_structlog:
-            import structlog  # at the first record, not with lifewatch
+        if self._mode in ("stdlib", "app"):
+            return self._structlog
+        import structlog  # at the first record, not with lifewatch
 
-            if self._auto and not structlog.is_configured():
-                return None
-            if self._structlog is None:
-                # structlog's lazy proxy binds at each use (or once, with the
-                # app's cache_logger_on_first_use), as the app's loggers do.
-                self._structlog = structlog.get_logger("lifewatch")
+        if self._mode == "auto" and not structlog.is_configured():
+            return None
+        if self._structlog is None:
+            # structlog's lazy proxy binds at each use (or once, with the
+            # app's cache_logger_on_first_use), as the app's loggers do.
+            self._structlog = structlog.get_logger("lifewatch")
         return self._structlog
 
     def is_enabled_for(self, level: int) -> bool:
         log = self._target()
         if log is None:
-            assert self._stdlib is not None
             return self._stdlib.isEnabledFor(level)
         # structlog's filtering loggers, or its stdlib BoundLogger
         enabled = getattr(log, "is_enabled_for", None) or getattr(log, "isEnabledFor", None)
@@ -120,7 +114,6 @@ class EventLog:
         logger = self._stdlib
         fallback = False
         if log is None:
-            assert logger is not None
             fallback = _unhandled(logger, _LEVELS[level])
             if not fallback and not logger.isEnabledFor(_LEVELS[level]):
                 return
@@ -133,11 +126,10 @@ class EventLog:
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             fields["exception"] = scrub(text.rstrip("\n"))
         if log is not None:
-            if self._service is not None or self._own_structlog:
+            if self._service is not None or self._mode != "app":
                 fields = {"service": self._service, **fields}
             getattr(log, level)(event, **fields)
             return
-        assert logger is not None
         # Built directly rather than through logger.log(): no caller lookup
         # (it would name this module), and the extra keys are known safe.
         record = logger.makeRecord(
