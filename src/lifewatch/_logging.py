@@ -9,6 +9,8 @@ handler would take a record, it goes to stderr in uvicorn's format.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import re
 import sys
@@ -145,7 +147,7 @@ class EventLog:
         if not fallback:
             logger.handle(record)
         elif logger.filter(record):
-            _FALLBACK.handle(record)
+            _to_stderr(record)
 
     def _enable(self) -> None:
         """Turn back on, with a warning, a logger ``logging.config`` disabled: it
@@ -163,17 +165,10 @@ class EventLog:
                     ".setLevel('ERROR'), or name the logger in the configuration",
                 )
 
-    def debug(self, event: str, /, **fields: Any) -> None:
-        self.log("debug", event, **fields)
-
-    def info(self, event: str, /, **fields: Any) -> None:
-        self.log("info", event, **fields)
-
-    def warning(self, event: str, /, **fields: Any) -> None:
-        self.log("warning", event, **fields)
-
-    def error(self, event: str, /, **fields: Any) -> None:
-        self.log("error", event, **fields)
+    debug = functools.partialmethod(log, "debug")
+    info = functools.partialmethod(log, "info")
+    warning = functools.partialmethod(log, "warning")
+    error = functools.partialmethod(log, "error")
 
 
 def _unhandled(logger: logging.Logger, levelno: int) -> bool:
@@ -196,22 +191,16 @@ def _unhandled(logger: logging.Logger, levelno: int) -> bool:
     return not explicit or logger.isEnabledFor(levelno)
 
 
-class _Stderr(logging.Handler):
-    """``INFO:     message`` (uvicorn's format, without colours) to ``sys.stderr``
-    as it is at each record (a test or an app may replace it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = f"{record.levelname + ':':<9} {record.getMessage()}"
-            if record.exc_text:
-                text += "\n" + record.exc_text
-            sys.stderr.write(text + "\n")
-            sys.stderr.flush()
-        except Exception:
-            self.handleError(record)
-
-
-_FALLBACK = _Stderr()
+def _to_stderr(record: logging.LogRecord) -> None:
+    """``INFO:     message`` (uvicorn's format, without colours) to ``sys.stderr`` as
+    it is now (a test or an app may replace it); if that fails, there is no one to tell."""
+    text = f"{record.levelname + ':':<9} {record.getMessage()}"
+    with contextlib.suppress(Exception):
+        print(
+            text if record.exc_text is None else f"{text}\n{record.exc_text}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class LoggingSink(Sink):
