@@ -195,12 +195,10 @@ def _to_stderr(record: logging.LogRecord) -> None:
     """``INFO:     message`` (uvicorn's format, without colours) to ``sys.stderr`` as
     it is now (a test or an app may replace it); if that fails, there is no one to tell."""
     text = f"{record.levelname + ':':<9} {record.getMessage()}"
+    if record.exc_text:
+        text += "\n" + record.exc_text
     with contextlib.suppress(Exception):
-        print(
-            text if record.exc_text is None else f"{text}\n{record.exc_text}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(text, file=sys.stderr, flush=True)
 
 
 class LoggingSink(Sink):
