@@ -10,16 +10,14 @@ app, unless ``strict=True`` (``instrument()``'s), where the error goes on.
 from __future__ import annotations
 
 import traceback
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._lifecycle import Lifecycle
 from ._records import Notice
 from ._validate import validate_bool
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 
 class LifewatchMiddleware:
