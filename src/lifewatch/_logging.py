@@ -179,16 +179,14 @@ def _unhandled(logger: logging.Logger, levelno: int) -> bool:
         return False
     if "uvicorn" in sys.modules and levelno < logging.getLogger("uvicorn.error").level:
         return False
+    if logger.hasHandlers():
+        return False
     node: logging.Logger | None = logger
-    explicit = False
-    while node is not None:
-        if node.handlers:
-            return False
-        explicit = explicit or (node.level != logging.NOTSET and node.parent is not None)
-        if not node.propagate:
-            break
-        node = node.parent
-    return not explicit or logger.isEnabledFor(levelno)
+    while node is not None and node.parent is not None:  # the root's default level aside
+        if node.level != logging.NOTSET:
+            return logger.isEnabledFor(levelno)
+        node = node.parent if node.propagate else None
+    return True
 
 
 def _to_stderr(record: logging.LogRecord) -> None:
@@ -256,11 +254,8 @@ class LoggingSink(Sink):
         )
 
     def _failed(self, phase: PhaseRecord) -> None:
-        """``lifespan.phase.failed``: the error stated once, by the phase it came from.
-
-        Each enclosing phase names that phase (``failed_phase``) and repeats
-        nothing: one failed migration is one error in the log.
-        """
+        """``lifespan.phase.failed``: the error stated by the phase it came from; each
+        enclosing phase names that one (``failed_phase``): one failure, one error logged."""
         fields: dict[str, Any] = {
             "phase": phase.name,
             "lifespan_event": phase.event,
