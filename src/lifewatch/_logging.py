@@ -132,16 +132,14 @@ class EventLog:
                 fields = {"service": self._service, **fields}
             getattr(log, level)(event, **fields)
             return
-        # Built directly rather than through logger.log(): no caller lookup
-        # (it would name this module), and the extra keys are known safe.
+        # Made here rather than by logger.log(): no caller lookup (it would name
+        # this module), and a field named like a record attribute is renamed.
+        extra = {"event": event, "service": self._service}
+        extra.update(("lifewatch_" + k if k in _RESERVED else k, v) for k, v in fields.items())
+        text = message(event, fields)
         record = logger.makeRecord(
-            logger.name, _LEVELS[level], __file__, 0, message(event, fields), (), None
+            logger.name, _LEVELS[level], __file__, 0, text, (), None, None, extra
         )
-        attrs = record.__dict__
-        attrs["event"] = event
-        attrs["service"] = self._service
-        for key, value in fields.items():
-            attrs["lifewatch_" + key if key in _RESERVED else key] = value
         # A stdlib formatter prints exc_text after the message; a JSON one reads the field.
         record.exc_text = fields.get("exception")
         if not fallback:
