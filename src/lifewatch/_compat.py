@@ -1,8 +1,6 @@
-"""The only place lifewatch reads another package's (or Python's) internals.
-
-Each function reads one internal no public way gives, says why, and falls back
-to doing without, with one warning per process: nothing is lost in silence.
-tests/test_compat.py lists each with the releases it was checked on.
+"""The only place lifewatch reads another package's (or Python's) internals: each
+function reads one no public way gives, says why, and falls back to doing without,
+with one warning. tests/test_compat.py lists each with the releases checked on.
 """
 
 from __future__ import annotations

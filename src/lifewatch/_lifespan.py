@@ -1,9 +1,8 @@
 """``watch.lifespan(...)``: wrap or compose lifespans, each one a phase.
 
-Composed as nested ``async with`` blocks: entered in order, exited in reverse.
-Unlike a bare ``AsyncExitStack``, every exit runs even after one failed (each
-gets the app's own exception, if any; the errors are raised at the end,
-chained), and a failed startup shuts down what started before its error goes on.
+Composed as nested ``async with`` blocks, except that every exit runs even after
+one failed (the errors are raised at the end, chained), and a failed startup
+shuts down what started before its error goes on.
 """
 
 from __future__ import annotations

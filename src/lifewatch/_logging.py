@@ -1,10 +1,6 @@
-"""Log records where the app's logs go; never configures logging.
-
-Through structlog when the app configured structlog, else the stdlib logger
-``lifewatch`` (fields as ``extra``), so the app's and its server's handlers
-apply. Nothing carries a secret (``_scrub``). A logger an app's
-``logging.config`` disabled is turned back on with one warning; when no
-handler would take a record, it goes to stderr in uvicorn's format.
+"""Log records where the app's logs go, through structlog if the app configured it,
+else the stdlib logger ``lifewatch`` (fields as ``extra``); never configures logging,
+never writes a secret (``_scrub``), and is not silenced by the app's ``logging.config``.
 """
 
 from __future__ import annotations
@@ -65,12 +61,9 @@ def message(event: str, fields: dict[str, Any]) -> str:
 
 
 class EventLog:
-    """lifewatch's logger: ``log.info("lifespan.phase.end", phase=..., ...)``.
-
-    ``choice``: ``"auto"`` (structlog if the app configured it, checked at each
-    record: apps configure logging after building their ``Lifewatch``),
-    ``"structlog"``, ``"stdlib"``, a ``logging.Logger``, or a structlog logger.
-    """
+    """lifewatch's logger. ``choice``: ``"auto"`` (structlog if the app configured it,
+    checked at each record: apps configure logging after building their ``Lifewatch``),
+    ``"structlog"``, ``"stdlib"``, a ``logging.Logger``, or a structlog logger."""
 
     def __init__(self, service: str | None, choice: Any = "auto") -> None:
         self._service = service
@@ -136,9 +129,8 @@ class EventLog:
         # this module), and a field named like a record attribute is renamed.
         extra = {"event": event, "service": self._service}
         extra.update(("lifewatch_" + k if k in _RESERVED else k, v) for k, v in fields.items())
-        text = message(event, fields)
         record = logger.makeRecord(
-            logger.name, _LEVELS[level], __file__, 0, text, (), None, None, extra
+            logger.name, _LEVELS[level], __file__, 0, message(event, fields), (), None, None, extra
         )
         # A stdlib formatter prints exc_text after the message; a JSON one reads the field.
         record.exc_text = fields.get("exception")

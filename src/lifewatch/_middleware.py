@@ -1,10 +1,7 @@
-"""``LifewatchMiddleware``: plain ASGI, in front of any app.
-
-It times the ASGI lifespan messages (so even a raw ASGI app is watched) and
-serves lifewatch's endpoints; other requests pass straight through. An app that
-raises before its first lifespan ``receive()`` does not speak the protocol (as
-uvicorn's ``--lifespan auto`` judges): lifewatch logs it and speaks it for the
-app, unless ``strict=True`` (``instrument()``'s), where the error goes on.
+"""``LifewatchMiddleware``: times the ASGI lifespan messages of any app and serves
+lifewatch's endpoints. An app that raises before its first lifespan ``receive()``
+does not speak the protocol (as uvicorn's ``--lifespan auto`` judges): lifewatch
+logs it and speaks it for the app, unless ``strict=True``, where the error goes on.
 """
 
 from __future__ import annotations
@@ -124,12 +121,9 @@ _KEEP_ALIVE = ("1.1", "1.0")
 
 
 def _closing(send: Send) -> Send:
-    """``send`` adding ``Connection: close`` to the response, while draining.
-
-    A keep-alive client would keep its connection to the draining pod until
-    the server closes it, and a request sent just then is reset; asked to
-    close, it reconnects to a pod in rotation (as Envoy and nginx drain).
-    """
+    """``send`` adding ``Connection: close`` while draining: a keep-alive client then
+    reconnects to a pod in rotation (as under Envoy and nginx), rather than send a
+    request on this one just as the server closes the connection."""
 
     async def closing_send(message: Message) -> None:
         if message["type"] == "http.response.start":

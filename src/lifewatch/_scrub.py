@@ -1,12 +1,11 @@
 """Secrets out of the text lifewatch writes: ``scrub(text)``.
 
 Exception messages, tracebacks and stacks often carry a credential, so every
-string lifewatch writes passes through here (the app's own exception is never
-touched). Case-insensitive, after Sentry's scrubber and Spring Boot's key
-sanitizing (the key stays, the value becomes ``******``):
+string lifewatch writes passes through here (never the app's own exception).
+After Sentry's scrubber and Spring Boot's key sanitizing, case-insensitive:
 
 - URL credentials: ``postgres://admin:S3cr3t@db`` becomes ``postgres://***@db``.
-- The value of a key whose name *ends* with password, passwd, pwd, secret(s),
+- The value (``******``) of a key whose name *ends* with password, passwd, pwd, secret(s),
   token, api key, access key, private key, secret key, auth, authorization,
   credential(s), session, session id or session key (words joined by ``_``,
   ``-``, ``.``, a space or nothing; digits may follow), in ``k=v``, ``k: v``,
@@ -14,10 +13,8 @@ sanitizing (the key stays, the value becomes ``******``):
   end decides: ``max_tokens=100`` and ``password_file=/run/secrets/db`` stay.
 - A PEM private key block, whole.
 
-A value is a quoted string or the run up to whitespace, a quote, ``,``, ``;``
-or ``&``. Prose is over-scrubbed (``session: closed``) rather than miss
-``token: xyz``; a few words that are no value stay (``password: str``,
-``token=None``), so a traceback's source lines still read.
+Prose is over-scrubbed (``session: closed``) rather than miss ``token: xyz``;
+words that are no value stay (``password: str``), so source lines still read.
 """
 
 from __future__ import annotations

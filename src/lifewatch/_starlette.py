@@ -175,11 +175,8 @@ def _mount_state(app: Any) -> dict[str, Any]:
 
 
 def wrap_router_lifespan(lifecycle: Lifecycle, router: Any, skip: Skip) -> None:
-    """Make ``router.lifespan_context`` one ``WatchedLifespan`` of ``lifecycle``.
-
-    Run by ``instrument()`` and again at startup, so the lifespans of routers
-    included later (FastAPI nests them around the wrapper) are taken apart too.
-    """
+    """Make ``router.lifespan_context`` one ``WatchedLifespan``; again at startup, so
+    routers included later (FastAPI nests them around the wrapper) are taken apart."""
     current = router.lifespan_context
     if (
         isinstance(current, WatchedLifespan)

@@ -1,8 +1,6 @@
-"""Find the ``Lifewatch`` of an app named as uvicorn names it: ``module:attr``.
-
-The operator commands read an app's settings from the ``Lifewatch`` it was
-built with: the attribute itself, or the watch an app carries in its
-middleware. Every failure is one ``TargetError`` of one line saying what to do.
+"""Find the ``Lifewatch`` of an app named as uvicorn names it (``module:attr``), whose
+settings the operator commands read: the attribute itself, or the watch an app
+carries in its middleware. Every failure is a ``TargetError`` of one line.
 """
 
 from __future__ import annotations
