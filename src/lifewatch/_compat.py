@@ -22,10 +22,9 @@ def warn_once(key: str, message: str) -> None:
 def fastapi_merged_lifespans(context: object) -> tuple[object, object] | None:
     """The two lifespans FastAPI's ``include_router`` nested, or None if not such.
 
-    Reads the closure cells ``original_context`` and ``nested_context`` of
-    FastAPI's ``_merge_lifespan_context.<locals>.merged_lifespan``: FastAPI keeps
-    no public reference to the parts, and each router's lifespan is a phase of
-    its own only if taken apart. Fallback: the merged lifespan is one phase.
+    Reads the closure cells ``original_context`` and ``nested_context`` of FastAPI's
+    ``_merge_lifespan_context.<locals>.merged_lifespan``: FastAPI keeps no public
+    reference to them. Fallback: the merged lifespan is one phase, not one per router.
     """
     wrapped: Any = getattr(context, "__wrapped__", None)
     if getattr(wrapped, "__qualname__", "") != "_merge_lifespan_context.<locals>.merged_lifespan":
@@ -46,8 +45,7 @@ def mount_base_app(route: Any) -> Any:
     """The app a Starlette ``Mount`` was given, under the mount's own middleware.
 
     Reads ``Mount._base_app``: ``Mount.app`` is the app wrapped in the mount's
-    ``middleware=``, and ``Mount.routes`` loses the app (and its lifespan).
-    Fallback: ``Mount.app``; a mount with middleware then runs no lifespan.
+    ``middleware=``. Fallback: ``Mount.app``; a mount with middleware runs no lifespan.
     """
     base = getattr(route, "_base_app", None)
     if base is None:
@@ -63,9 +61,8 @@ def mount_base_app(route: Any) -> Any:
 def logging_disabled_level() -> int:
     """The level ``logging.disable()`` set (0: none).
 
-    Reads ``logging.root.manager.disable``, which ``logging.disable()`` writes
-    and ``Logger.isEnabledFor`` reads: there is no getter. Fallback: 0 (the
-    stderr fallback may then write a line ``logging.disable`` would silence).
+    Reads ``logging.root.manager.disable``, which ``logging.disable()`` writes: there
+    is no getter. Fallback: 0 (the stderr fallback may write a line it would silence).
     """
     level = getattr(getattr(logging.root, "manager", None), "disable", None)
     if not isinstance(level, int):

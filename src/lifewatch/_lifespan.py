@@ -129,8 +129,7 @@ class WatchedLifespan:
                 await lc.stop_background()
                 failures = stopping.failures
                 if not await composed.stop(app_error) and app_error is None and failures:
-                    # What shutdown went on past: the last error, chained to the
-                    # earlier ones as ``__context__``, as ``AsyncExitStack`` would.
+                    # The last error shutdown went on past, chained as AsyncExitStack does.
                     for earlier, later in itertools.pairwise(failures):
                         if later.__context__ is None and later is not earlier:
                             later.__context__ = earlier
@@ -243,8 +242,7 @@ async def run_handlers(lc: Lifecycle, handlers: Handlers) -> None:
 
 
 def check_cut(lc: Lifecycle, scope: anyio.CancelScope, name: str) -> None:
-    # The bound swallowed its own cancellation (its deadline, or a signal): a cut
-    # startup fails; a cut shutdown was recorded, and goes on to its end.
+    # The bound cut (deadline or signal): a startup fails; a shutdown goes on to its end.
     if scope.cancelled_caught:
         run = lc.current
         if run is not None and run.event == "startup":

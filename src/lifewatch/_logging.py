@@ -27,8 +27,7 @@ MODES = ("auto", "structlog", "stdlib")
 _LEVELS = {name: getattr(logging, name.upper()) for name in ("debug", "info", "warning", "error")}
 # A LogRecord's own attributes: an ``extra`` key among them is an error.
 _RESERVED = {*logging.makeLogRecord({}).__dict__, "message", "asctime"}
-# In ``extra`` and on the record, not repeated in the readable message
-# (``exception`` follows it as the record's ``exc_text``).
+# Fields on the record but not in its message (``exception`` follows as ``exc_text``).
 _QUIET = frozenset(("service", "trace_id", "span_id", "exception"))
 _PLAIN = re.compile(r"[^\s'\"=]+").fullmatch
 
@@ -74,8 +73,7 @@ class EventLog:
         if isinstance(choice, logging.Logger):
             self._mode = "stdlib"
         self._structlog: Any = choice if self._mode == "app" else None
-        # Whose ``disabled`` is undone: ``lifewatch`` (structlog's stdlib
-        # factory writes there too) and the logger lifewatch writes to.
+        # Whose ``disabled`` is undone: ours, and ``lifewatch`` (structlog's may write there).
         self._watched = (own,) if self._stdlib is own else (own, self._stdlib)
 
     def _target(self) -> Any:
@@ -87,8 +85,7 @@ class EventLog:
         if self._mode == "auto" and not structlog.is_configured():
             return None
         if self._structlog is None:
-            # structlog's lazy proxy binds at each use (or once, with the
-            # app's cache_logger_on_first_use), as the app's loggers do.
+            # Bound at each use (or once: cache_logger_on_first_use), as the app's are.
             self._structlog = structlog.get_logger("lifewatch")
         return self._structlog
 
@@ -210,8 +207,7 @@ class LoggingSink(Sink):
         }
         origin, self._origin = self._origin, None  # told; keep no error alive
         if run.event == "startup" and run.outcome in ("error", "timeout", "cancelled", "signal"):
-            # The failed phase's record stated the error; this one names the
-            # phase. A failure no phase recorded (a raw app raising) is stated here.
+            # Names the failed phase, whose record stated the error (if one did).
             failed: dict[str, Any] = {"phase": run.failed_phase, "reason": run.outcome}
             if origin is None or origin[0] is not run.error:
                 failed.update(_error(run.outcome, run.error))
@@ -268,8 +264,7 @@ class LoggingSink(Sink):
         self._log.log(level, "lifespan.phase.failed", **fields)
 
     def state_changed(self, old: State | None, new: State) -> None:
-        # Not the initial state, set when the Lifewatch is made: that is often
-        # at import, before the app has configured structlog.
+        # Not the initial state: set at import, often before structlog is configured.
         if old is not None:
             self._log.info("lifespan.state", **{"from": old.value, "to": new.value})
 
@@ -304,18 +299,14 @@ class LoggingSink(Sink):
             )
 
     def task_died(self, task: Supervised) -> None:
-        fields: dict[str, Any] = {"task": task.name, "check": task.entry, "reason": task.reason}
-        if task.error is not None:
-            fields["exc_info"] = task.error  # the traceback states the error
-        else:
-            fields["error"] = task.detail
+        # The traceback, if there is one, states the error.
+        error = {"error": task.detail} if task.error is None else {"exc_info": task.error}
+        fields = {"task": task.name, "check": task.entry, "reason": task.reason, **error}
         self._log.log("error", "lifespan.task.died", **fields)
 
     def notice(self, notice: Notice) -> None:
-        fields = dict(notice.fields)
-        if notice.error is not None:
-            fields["exc_info"] = notice.error
-        self._log.log(notice.level, notice.event, **fields)
+        error = {} if notice.error is None else {"exc_info": notice.error}
+        self._log.log(notice.level, notice.event, **{**notice.fields, **error})
 
 
 def _error(reason: str | None, error: BaseException | None) -> dict[str, Any]:

@@ -88,8 +88,7 @@ class LifewatchMiddleware:
             if run is not None:
                 lc.end_run(run, exc)
             if not self.strict and received and received[-1] == "lifespan.startup" and not sent:
-                # A raw app crashed in startup without a word: tell the server, so it
-                # exits instead of serving as if lifespan were unsupported.
+                # A raw app crashed in startup without a word: tell the server, so it exits.
                 failed = lc.startup.failed_phase if lc.startup else None
                 await send(
                     {

@@ -35,8 +35,7 @@ Skip = frozenset[str] | None  # the mount paths left alone; None: all of them
 
 
 def _is_default_lifespan(context: object) -> bool:
-    """Whether ``context`` is the lifespan a router has when given none (it
-    runs the ``on_event`` handlers): Starlette's, or FastAPI's own."""
+    """Whether ``context`` is a router's lifespan when given none (it runs ``on_event``)."""
     from starlette.routing import Router
 
     fastapi = sys.modules.get("fastapi.routing")
@@ -74,8 +73,7 @@ def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, Lif
 
 
 def _skipped(mounts: object, skip_mounts: object) -> Skip:
-    """``instrument()``'s ``mounts`` and ``skip_mounts``, checked; paths as the
-    phase names show them (``/v2``, ``/v2/admin`` inside ``/v2``)."""
+    """The mount paths to skip, as phase names show them (``/v2/admin`` in ``/v2``)."""
     validate_bool(mounts, "mounts")
     if isinstance(skip_mounts, str) or not isinstance(skip_mounts, Collection):
         raise TypeError(
@@ -127,8 +125,7 @@ def _mounted_lifespan(
         try:
             started = await composed.start()
         except BaseException:
-            # Shut down, inside this mount's phase, what of it started: the
-            # cancel scopes they hold must close before the mount's own.
+            # Inside this mount's phase: their cancel scopes close before the mount's.
             await composed.rollback()
             raise
         state.update(started or {})
@@ -194,8 +191,7 @@ def wrap_router_lifespan(lifecycle: Lifecycle, router: Any, skip: Skip) -> None:
 
 
 class InstrumentedMiddleware(LifewatchMiddleware):
-    """``LifewatchMiddleware`` as ``instrument()`` adds it: strict (Starlette
-    speaks the lifespan protocol), rewrapping the router's lifespan at startup."""
+    """Strict (Starlette speaks the lifespan protocol); rewraps the lifespan at startup."""
 
     def __init__(self, app: ASGIApp, *, watch: Any, router: Any, skip: Skip) -> None:
         super().__init__(app, watch=watch, strict=True)

@@ -6,8 +6,8 @@ carries in its middleware. Every failure is a ``TargetError`` of one line.
 from __future__ import annotations
 
 import importlib
+import operator
 from types import ModuleType
-from typing import Any
 
 from ._lifewatch import Lifewatch
 from ._middleware import LifewatchMiddleware
@@ -37,12 +37,10 @@ def find_watch(target: str) -> Lifewatch:
         error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         raise TargetError(f"importing {module_name!r} failed: {error}") from None
     if attr:
-        obj: Any = module
-        for part in attr.split("."):
-            try:
-                obj = getattr(obj, part)
-            except AttributeError:
-                raise TargetError(f"module {module_name!r} has no attribute {attr!r}") from None
+        try:
+            obj = operator.attrgetter(attr)(module)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute {attr!r}") from None
         carried = _carried(obj)
     else:
         carried = [w for value in vars(module).values() for w in _carried(value, depth=1)]
