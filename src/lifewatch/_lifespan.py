@@ -142,9 +142,8 @@ class WatchedLifespan:
 
 
 class Composed:
-    """One app's lifespans, ``on_event`` handlers and mounted apps, started in that
-    order, nested (the cancel scopes held across ``yield`` nest as anyio requires),
-    shut down in reverse."""
+    """One app's lifespans, ``on_event`` handlers and mounted apps, started nested, in
+    that order (cancel scopes held across ``yield`` nest, as anyio requires)."""
 
     def __init__(
         self,

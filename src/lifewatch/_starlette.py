@@ -55,9 +55,8 @@ def _default_lifespan_type(router: type) -> type | None:
 
 
 def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, LifespanFactory]]:
-    """A router's lifespan as (name, factory) components, named uniquely: FastAPI's
-    merged router lifespans taken apart, each a phase; the default (``on_event``)
-    ones left out, as lifewatch runs their handlers (copied to the app's router)."""
+    """A router's lifespan as named components: FastAPI's merged router lifespans apart,
+    the default ones out (lifewatch runs their ``on_event`` handlers itself)."""
 
     def parts(context: object) -> list[tuple[str, LifespanFactory]]:
         merged = fastapi_merged_lifespans(context)
@@ -114,8 +113,7 @@ def _mounted(
 def _mounted_lifespan(
     lc: Lifecycle, app: Any, path: str, skip: frozenset[str], seen: set[int]
 ) -> LifespanFactory:
-    """A mounted app's lifespans, ``on_event`` handlers and mounts, as child
-    phases of ``mount:<path>``; their state reaches its requests (``MountState``)."""
+    """A mounted app's lifespans, handlers and mounts, as child phases of ``mount:<path>``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(parent: Any) -> AsyncIterator[None]:
@@ -143,8 +141,7 @@ def _mounted_lifespan(
 
 
 class MountState:
-    """Puts the state a mounted app's lifespan yielded on top of its requests'
-    ``scope["state"]``, which only the top app's lifespan fills."""
+    """A mounted app's lifespan state on its requests' (the top app's) ``scope["state"]``."""
 
     def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
         self.app = app
