@@ -1,14 +1,11 @@
-"""The only place lifewatch reads another package's (or Python's) internals.
-
-Each function reads one internal for which no public way exists, says what
-and why, and falls back to doing without it, with one warning per process:
-a feature lifewatch gives up is never lost in silence. tests/test_compat.py
-lists each function with the releases it was checked on and fails when the
-internal changes on the installed (newest) release.
+"""The only place lifewatch reads another package's (or Python's) internals: each
+function reads one no public way gives, says why, and falls back to doing without,
+with one warning. tests/test_compat.py lists each with the releases checked on.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -25,20 +22,17 @@ def warn_once(key: str, message: str) -> None:
 def fastapi_merged_lifespans(context: object) -> tuple[object, object] | None:
     """The two lifespans FastAPI's ``include_router`` nested, or None if not such.
 
-    Reads the closure cells ``original_context`` and ``nested_context`` of
-    FastAPI's ``_merge_lifespan_context.<locals>.merged_lifespan``: FastAPI
-    keeps no public reference to the parts, and each router's lifespan is a
-    phase of its own only if lifewatch can take them apart. Fallback: the
-    merged lifespan is one phase.
+    Reads the closure cells ``original_context`` and ``nested_context`` of FastAPI's
+    ``_merge_lifespan_context.<locals>.merged_lifespan``: FastAPI keeps no public
+    reference to them. Fallback: the merged lifespan is one phase, not one per router.
     """
-    wrapped = getattr(context, "__wrapped__", None)
+    wrapped: Any = getattr(context, "__wrapped__", None)
     if getattr(wrapped, "__qualname__", "") != "_merge_lifespan_context.<locals>.merged_lifespan":
         return None
-    code, closure = getattr(wrapped, "__code__", None), getattr(wrapped, "__closure__", None)
-    cells = dict(zip(getattr(code, "co_freevars", ()), closure or (), strict=False))
     try:
-        return cells["original_context"].cell_contents, cells["nested_context"].cell_contents
-    except (KeyError, ValueError):
+        cells = inspect.getclosurevars(wrapped).nonlocals
+        return cells["original_context"], cells["nested_context"]
+    except (KeyError, ValueError, TypeError):
         warn_once(
             "fastapi_merged_lifespans",
             "this FastAPI release's merged router lifespans cannot be taken apart: "
@@ -50,10 +44,8 @@ def fastapi_merged_lifespans(context: object) -> tuple[object, object] | None:
 def mount_base_app(route: Any) -> Any:
     """The app a Starlette ``Mount`` was given, under the mount's own middleware.
 
-    Reads ``Mount._base_app``: ``Mount.app`` is the app wrapped in the
-    ``middleware=`` given to the mount, and Starlette exposes the app itself
-    only through ``Mount.routes``, which loses the app (and its lifespan).
-    Fallback: ``Mount.app``; a mount with middleware then runs no lifespan.
+    Reads ``Mount._base_app``: ``Mount.app`` is the app wrapped in the mount's
+    ``middleware=``. Fallback: ``Mount.app``; a mount with middleware runs no lifespan.
     """
     base = getattr(route, "_base_app", None)
     if base is None:
@@ -69,10 +61,8 @@ def mount_base_app(route: Any) -> Any:
 def logging_disabled_level() -> int:
     """The level ``logging.disable()`` set (0: none).
 
-    Reads ``logging.root.manager.disable``, the value ``logging.disable()``
-    writes and ``Logger.isEnabledFor`` reads: the standard library has no
-    getter. Fallback: 0 (lifewatch's stderr fallback may then write a line
-    that ``logging.disable`` would have silenced).
+    Reads ``logging.root.manager.disable``, which ``logging.disable()`` writes: there
+    is no getter. Fallback: 0 (the stderr fallback may write a line it would silence).
     """
     level = getattr(getattr(logging.root, "manager", None), "disable", None)
     if not isinstance(level, int):

@@ -1,12 +1,8 @@
 """``watch.lifespan(...)``: wrap or compose lifespans, each one a phase.
 
-Composition follows the ``AsyncExitStack`` pattern: entered in order, exited
-in reverse, only those that were entered. Two things differ from a bare
-``AsyncExitStack``, both on purpose: every exit runs even when an earlier one
-failed (each gets the app's own exception, if any, not the previous exit's;
-the errors are raised at the end, chained), and after a failed startup the
-lifespans already started are shut down as usual before the error goes on.
-The whole shutdown is bounded by ``shutdown_timeout``.
+Composed as nested ``async with`` blocks, except that every exit runs even after
+one failed (the errors are raised at the end, chained), and a failed startup
+shuts down what started before its error goes on.
 """
 
 from __future__ import annotations
@@ -14,20 +10,21 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
-
-import anyio
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._phase import Phase
 from ._validate import validate_name
 
 if TYPE_CHECKING:
+    import anyio
+
     from ._lifecycle import Lifecycle
 
 LifespanFactory = Callable[[Any], AbstractAsyncContextManager[Any]]
+Handlers = Sequence[tuple[str, Callable[[], Any]]]
+T = TypeVar("T")
 
 ACCEPTED = (
     "an async context manager factory (e.g. an @asynccontextmanager function), "
@@ -40,10 +37,12 @@ def as_factory(lifespan: object, what: str) -> LifespanFactory:
     if inspect.isasyncgenfunction(lifespan):
         return contextlib.asynccontextmanager(lifespan)
     if inspect.isgeneratorfunction(lifespan):
-        cm = contextlib.contextmanager(lifespan)
+        sync = contextlib.contextmanager(lifespan)
 
-        def lifted(app: Any) -> AbstractAsyncContextManager[Any]:
-            return _Lifted(cm(app))
+        @contextlib.asynccontextmanager
+        async def lifted(app: Any) -> AsyncIterator[Any]:
+            with sync(app) as value:  # run as an async one, as Starlette does
+                yield value
 
         return lifted
     if (
@@ -61,41 +60,24 @@ def as_factory(lifespan: object, what: str) -> LifespanFactory:
     return lifespan
 
 
-class _Lifted:
-    """A sync context manager run as an async one (what Starlette does too)."""
-
-    def __init__(self, cm: contextlib.AbstractContextManager[Any]) -> None:
-        self._cm = cm
-
-    async def __aenter__(self) -> Any:
-        return self._cm.__enter__()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        return self._cm.__exit__(et, e, tb)
-
-
 def name_of(obj: object) -> str:
     name = getattr(obj, "__name__", None)
     return name if isinstance(name, str) and name else type(obj).__name__
 
 
-def _enter(cm: object, name: str) -> Any:
-    if not hasattr(cm, "__aenter__") or not hasattr(cm, "__aexit__"):
-        raise TypeError(
-            f"lifespan {name!r} returned {cm!r}, which is not an async context manager; "
-            f"a lifespan must be {ACCEPTED}"
-        )
-    return cm.__aenter__()
+def numbered(pairs: Iterable[tuple[str, T]]) -> list[tuple[str, T]]:
+    """The pairs with each repeat of a name numbered: ``name``, ``name[2]``, ..."""
+    counts: dict[str, int] = {}
+    named = []
+    for name, value in pairs:
+        counts[name] = counts.get(name, 0) + 1
+        named.append((name if counts[name] == 1 else f"{name}[{counts[name]}]", value))
+    return named
 
 
 class WatchedLifespan:
-    """What ``watch.lifespan(...)`` returns: a lifespan factory (``app -> CM``).
-
-    At startup it also picks up FastAPI ``on_event`` handlers from the app,
-    so they run even though ``lifespan=`` is set.
-    """
+    """What ``watch.lifespan(...)`` returns: a lifespan factory (``app -> CM``) that
+    also runs the app's ``on_event`` handlers, which FastAPI skips with ``lifespan=``."""
 
     def __init__(
         self,
@@ -106,37 +88,27 @@ class WatchedLifespan:
     ) -> None:
         self._lifecycle = lifecycle
         self.components = tuple(components)
-        self.mounts = mounts
-        """app -> the lifespans of its mounted apps, each one more phase after the
-        app's own (``instrument()`` sets it; Starlette never runs them)."""
-        seen: set[str] = set()
-        for name, _ in self.components:
+        self.mounts = mounts  # app -> its mounted apps' lifespans (set by instrument())
+        names = [name for name, _ in self.components]
+        for i, name in enumerate(names):
             validate_name(name, "lifespan name")
-            if name in seen:
+            if name in names[:i]:
                 raise ValueError(
                     f"two lifespans in one composition are named {name!r}; phase names "
                     "must be unique: pass one as a keyword argument, e.g. "
                     f"watch.lifespan(..., other_{name}=...)"
                 )
-            seen.add(name)
-
-    def __call__(self, app: Any) -> AbstractAsyncContextManager[Any]:
-        # Typed Any, not ``Mapping | None``: FastAPI and Starlette accept a
-        # factory of either, and a union here would match neither under mypy.
-        return self._run(app)
 
     @contextlib.asynccontextmanager
-    async def _run(self, app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
+    async def __call__(self, app: Any) -> AsyncIterator[Any]:
         lc = self._lifecycle
         mounts = self.mounts(app) if self.mounts is not None else ()
-        composed = Composed(lc, self.components, event_handlers(app), mounts)
+        composed = Composed(lc, self.components, app, mounts)
         run = lc.begin_run("startup")
         try:
-            state = await composed.start(app)
+            state = await composed.start()
         except BaseException as exc:
             lc.end_run(run, exc)
-            # Roll back: every lifespan that started is shut down, in reverse,
-            # as in a normal shutdown; then the startup's error goes on.
             rollback = lc.begin_run("shutdown", rollback=True, goes_on=True)
             try:
                 await composed.rollback()
@@ -144,53 +116,56 @@ class WatchedLifespan:
                 lc.end_run(rollback)
             raise
         lc.end_run(run)
-
-        exc_info: tuple[Any, Any, Any] = (None, None, None)
+        app_error: BaseException | None = None
         try:
             yield state
         except BaseException as exc:
-            exc_info = (type(exc), exc, exc.__traceback__)
+            app_error = exc
             raise
         finally:
             stopping = lc.begin_run("shutdown", goes_on=True)
             error: BaseException | None = None
             try:
                 await lc.stop_background()
-                if not await composed.stop(exc_info) and exc_info[1] is None:
-                    raise_failures(stopping.failures)
+                failures = stopping.failures
+                if not await composed.stop(app_error) and app_error is None and failures:
+                    # The last error shutdown went on past, chained as AsyncExitStack does.
+                    for earlier, later in itertools.pairwise(failures):
+                        if later.__context__ is None and later is not earlier:
+                            later.__context__ = earlier
+                    raise failures[-1]
             except BaseException as exc:
                 error = exc
                 raise
             finally:
-                lc.end_run(stopping, None if error is exc_info[1] else error)
+                lc.end_run(stopping, None if error is app_error else error)
 
 
 class Composed:
-    """One app's lifespans, ``on_event`` handlers and mounted apps, in that order.
-
-    Entered as ``async with a: async with b:`` would be, so the cancel scopes
-    the lifespans hold across ``yield`` nest as anyio requires; shut down in
-    reverse: the mounted apps, the handlers, the lifespans.
-    """
+    """One app's lifespans, ``on_event`` handlers and mounted apps, started nested, in
+    that order (cancel scopes held across ``yield`` nest, as anyio requires)."""
 
     def __init__(
         self,
         lifecycle: Lifecycle,
         components: Sequence[tuple[str, LifespanFactory]],
-        handlers: tuple[Handlers, Handlers],
+        app: Any,
         mounts: Sequence[tuple[str, LifespanFactory]] = (),
     ) -> None:
         self.lifecycle = lifecycle
         self.components = components
-        self.startup_handlers, self.shutdown_handlers = handlers
+        self.app = app
         self.mounts = mounts
+        # FastAPI's on_event handlers, each once, by identity (need not be hashable).
+        router = getattr(app, "router", None)
+        self.startup_handlers = _named(getattr(router, "on_startup", None))
+        self.shutdown_handlers = _named(getattr(router, "on_shutdown", None))
         self.stack = contextlib.AsyncExitStack()
         self.mounted = contextlib.AsyncExitStack()
-        self.handlers_ran = False
 
-    async def start(self, app: Any) -> dict[str, Any] | None:
+    async def start(self) -> dict[str, Any] | None:
         """Start everything; the merged state, or None when no lifespan yielded any."""
-        lc = self.lifecycle
+        lc, app = self.lifecycle, self.app
         state: dict[str, Any] = {}
         any_state = False
         for name, factory in self.components:
@@ -199,22 +174,23 @@ class Composed:
                 any_state = True
                 for key, item in dict(value).items():
                     state.setdefault(key, item)  # first wins, as FastAPI merges
-        self.handlers_ran = True
         await run_handlers(lc, self.startup_handlers)
         for name, factory in self.mounts:
             await self.mounted.enter_async_context(component(lc, name, factory, app))
         return state if any_state else None
 
     async def rollback(self) -> None:
-        """After a failed start: shut down what started, in reverse."""
-        await self.mounted.__aexit__(None, None, None)
-        await self.stack.__aexit__(None, None, None)
+        """After a failed start: shut down what started (no shutdown handlers), in reverse."""
+        await self.mounted.aclose()
+        await self.stack.aclose()
 
-    async def stop(self, exc_info: tuple[Any, Any, Any]) -> bool:
-        """Shut everything down, in reverse; whether an exit suppressed the app's error."""
+    async def stop(self, error: BaseException | None) -> bool:
+        """Shut everything down, in reverse; whether an exit suppressed the app's ``error``."""
+        exc_info = (
+            (None, None, None) if error is None else (type(error), error, error.__traceback__)
+        )
         suppressed = await self.mounted.__aexit__(*exc_info)
-        if self.handlers_ran:
-            await run_handlers(self.lifecycle, self.shutdown_handlers)
+        await run_handlers(self.lifecycle, self.shutdown_handlers)
         return bool(await self.stack.__aexit__(*exc_info)) or bool(suppressed)
 
 
@@ -226,7 +202,12 @@ async def component(
     with lc.bound() as scope:
         async with Phase(lc, name):
             cm = factory(app)
-            value = await _enter(cm, name)
+            if not hasattr(cm, "__aenter__") or not hasattr(cm, "__aexit__"):
+                raise TypeError(
+                    f"lifespan {name!r} returned {cm!r}, which is not an async context "
+                    f"manager; a lifespan must be {ACCEPTED}"
+                )
+            value = await cm.__aenter__()
         try:
             yield value
         except BaseException as exc:
@@ -246,9 +227,6 @@ async def component(
     check_cut(lc, scope, name)
 
 
-Handlers = Sequence[tuple[str, Callable[[], Any]]]
-
-
 async def run_handlers(lc: Lifecycle, handlers: Handlers) -> None:
     """``on_event`` handlers, each a phase, inside the run's bound."""
     if not handlers:
@@ -256,49 +234,19 @@ async def run_handlers(lc: Lifecycle, handlers: Handlers) -> None:
     with lc.bound() as scope:
         for name, handler in handlers:
             async with Phase(lc, name):
-                await _call_handler(handler)
+                result = handler()
+                if inspect.isawaitable(result):
+                    await result
     check_cut(lc, scope, "startup")
 
 
 def check_cut(lc: Lifecycle, scope: anyio.CancelScope, name: str) -> None:
-    # The bound swallowed its own cancellation (its deadline, or a signal): a
-    # startup cut is a failure (a shutdown one was recorded, and shutdown goes
-    # on to its end).
+    # The bound cut (deadline or signal): a startup fails; a shutdown goes on to its end.
     if scope.cancelled_caught:
         run = lc.current
         if run is not None and run.event == "startup":
             raise lc.cut(run, name)
 
 
-def raise_failures(failures: Sequence[BaseException]) -> None:
-    """Raise what shutdown went on past: the one error, or the last one chained
-    to the earlier ones as ``__context__``, as ``AsyncExitStack`` would."""
-    if not failures:
-        return
-    for earlier, later in itertools.pairwise(failures):
-        if later.__context__ is None and later is not earlier:
-            later.__context__ = earlier
-    raise failures[-1]
-
-
-async def _call_handler(handler: Callable[[], Any]) -> None:
-    result = handler()
-    if inspect.isawaitable(result):
-        await result
-
-
-def event_handlers(app: Any) -> tuple[Handlers, Handlers]:
-    """FastAPI ``on_event`` handlers: each once, in registration order, named uniquely."""
-    router = getattr(app, "router", None)
-    return _named(getattr(router, "on_startup", None)), _named(getattr(router, "on_shutdown", None))
-
-
 def _named(handlers: Sequence[Callable[[], Any]] | None) -> Handlers:
-    named = []
-    counts: dict[str, int] = {}
-    # By identity: a handler registered twice runs once (and need not be hashable).
-    for handler in {id(h): h for h in handlers or ()}.values():
-        name = name_of(handler)
-        counts[name] = counts.get(name, 0) + 1
-        named.append((name if counts[name] == 1 else f"{name}[{counts[name]}]", handler))
-    return named
+    return numbered((name_of(h), h) for h in {id(h): h for h in handlers or ()}.values())

@@ -24,8 +24,7 @@ from ._exposition import MetricsEndpoint
 from ._health import Health
 from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, name_of
-from ._logging import LoggingSink
-from ._logging import logger as event_log
+from ._logging import EventLog, LoggingSink
 from ._metrics import MetricsSink, metrics_for
 from ._ops import OpsListener
 from ._options import Options
@@ -34,7 +33,7 @@ from ._probes import ProbeRoutes
 from ._process import process_start_time
 from ._records import RunRecord
 from ._sink import Sink
-from ._starlette import Mounts, instrument
+from ._starlette import instrument
 from ._threads import run_in_daemon_thread
 from ._tracing import TracingSink
 from ._types import State
@@ -83,10 +82,32 @@ class Lifewatch:
         version: str | None = None,
         revision: str | None = None,
     ) -> None:
-        options = {name: value for name, value in locals().items() if name != "self"}
-        self._options = o = Options(**options)
-        # The parts, package-internal: the middleware, instrument() and testing take them.
-        log = event_log(o.service, o.logger)
+        self._options = o = Options(
+            service=service,
+            registry=registry,
+            namespace=namespace,
+            tracer_provider=tracer_provider,
+            startup_timeout=startup_timeout,
+            shutdown_timeout=shutdown_timeout,
+            sinks=sinks,
+            timeline_path=timeline_path,
+            livez_path=livez_path,
+            readyz_path=readyz_path,
+            startupz_path=startupz_path,
+            expose_details=expose_details,
+            slow_check_threshold=slow_check_threshold,
+            drain_delay=drain_delay,
+            metrics_path=metrics_path,
+            pushgateway=pushgateway,  # type: ignore[arg-type] # a URL becomes a Pushgateway
+            ops_address=ops_address,
+            ops_only=ops_only,
+            logger=logger,
+            version=version,
+            revision=revision,
+        )
+        # The parts, built once, lifecycle first. Package-internal: the ways in
+        # (the middleware, instrument(), lifewatch.testing) take them from here.
+        log = EventLog(o.service, o.logger)
         self._process_start = process_start_time()
         self._lifecycle = lc = Lifecycle(
             service=o.service,
@@ -233,7 +254,7 @@ class Lifewatch:
             skip_mounts: Mount paths whose lifespans are left alone (a nested
                 mount by its full path, e.g. ``/v2/admin``).
         """
-        instrument(self, self._lifecycle, app, Mounts.of(mounts, skip_mounts))
+        instrument(self, self._lifecycle, app, mounts, skip_mounts)
         return app
 
     # -- health -------------------------------------------------------------

@@ -1,31 +1,20 @@
-"""``LifewatchMiddleware``: plain ASGI, in front of any app.
-
-It watches the ASGI lifespan messages (so even a raw ASGI app gets its startup
-and shutdown timed, and the state tracked) and serves lifewatch's endpoints.
-Every other request passes straight through: one type check and one dict
-lookup, nothing else, on the request path.
-
-An app that raises before its first ``receive()`` on the lifespan scope is
-taken as not speaking the lifespan protocol (what uvicorn's ``--lifespan
-auto`` does too): the exception is logged with its traceback, and the
-middleware speaks the protocol on the app's behalf so readiness still follows
-the server. With ``strict=True`` (what ``instrument()`` uses: Starlette does
-speak it) the exception reaches the server instead, as without lifewatch.
+"""``LifewatchMiddleware``: times the ASGI lifespan messages of any app and serves
+lifewatch's endpoints. An app that raises before its first lifespan ``receive()``
+does not speak the protocol (as uvicorn's ``--lifespan auto`` judges): lifewatch
+logs it and speaks it for the app, unless ``strict=True``, where the error goes on.
 """
 
 from __future__ import annotations
 
 import traceback
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._lifecycle import Lifecycle
 from ._records import Notice
 from ._validate import validate_bool
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 
 class LifewatchMiddleware:
@@ -86,17 +75,11 @@ class LifewatchMiddleware:
             await self.app(scope, watched_receive, watched_send)
         except BaseException as exc:
             if not received and not sent and not self.strict and isinstance(exc, Exception):
-                lc.notify(
-                    Notice(
-                        "lifespan.unsupported",
-                        "warning",
-                        {
-                            "detail": "the app raised before receiving a lifespan message; "
-                            "lifewatch speaks the lifespan protocol for it"
-                        },
-                        error=exc,
-                    )
+                detail = (
+                    "the app raised before receiving a lifespan message; "
+                    "lifewatch speaks the lifespan protocol for it"
                 )
+                lc.notify(Notice("lifespan.unsupported", "warning", {"detail": detail}, exc))
                 await self._speak_for_app(receive, send)
                 return
             run = lc.current
@@ -105,9 +88,7 @@ class LifewatchMiddleware:
             if run is not None:
                 lc.end_run(run, exc)
             if not self.strict and received and received[-1] == "lifespan.startup" and not sent:
-                # A raw app crashed in startup without a word: tell the server,
-                # naming the phase, so it exits instead of serving as if
-                # lifespan were unsupported.
+                # A raw app crashed in startup without a word: tell the server, so it exits.
                 failed = lc.startup.failed_phase if lc.startup else None
                 await send(
                     {
@@ -134,27 +115,20 @@ class LifewatchMiddleware:
                 return
 
 
-_CLOSE = (b"connection", b"close")
+# HTTP/2 and 3 forbid a ``Connection`` header (the server sends GOAWAY there).
 _KEEP_ALIVE = ("1.1", "1.0")
-"""HTTP/2 and 3 forbid a ``Connection`` header (the server sends GOAWAY there)."""
 
 
 def _closing(send: Send) -> Send:
-    """``send`` adding ``Connection: close`` to the response, while draining.
-
-    Load balancers stop routing to the pod during the drain, but a keep-alive
-    client would keep its connection until the server closes it at the end,
-    and a request sent just then is reset. Asked to close after each
-    response, the client reconnects, to a pod that is in rotation (what Envoy
-    and nginx do when they drain). Servers that honour the header (uvicorn)
-    close the connection once the response is sent.
-    """
+    """``send`` adding ``Connection: close`` while draining: a keep-alive client then
+    reconnects to a pod in rotation (as under Envoy and nginx), rather than send a
+    request on this one just as the server closes the connection."""
 
     async def closing_send(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", ()))
             if not any(k.lower() == b"connection" for k, _ in headers):
-                headers.append(_CLOSE)
+                headers.append((b"connection", b"close"))
             message = {**message, "headers": headers}
         await send(message)
 

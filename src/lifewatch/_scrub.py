@@ -1,33 +1,20 @@
 """Secrets out of the text lifewatch writes: ``scrub(text)``.
 
-An exception message, a traceback or a thread's stack often carries a
-credential (a connection string, ``password=...`` in a driver's error, a
-header in an HTTP client's). lifewatch's records repeat such text, so every
-string it writes passes through here first. The app's own exception is never
-touched: only what lifewatch writes.
-
-What goes, case-insensitive (Sentry's default scrubber and Spring Boot's key
-sanitizing are the anchors; the key stays, the value becomes ``******``):
+Exception messages, tracebacks and stacks often carry a credential, so every
+string lifewatch writes passes through here (never the app's own exception).
+After Sentry's scrubber and Spring Boot's key sanitizing, case-insensitive:
 
 - URL credentials: ``postgres://admin:S3cr3t@db`` becomes ``postgres://***@db``.
-- The value of a key whose name *ends* with password, passwd, pwd,
-  secret(s), token, api key, access key, private key, secret key, auth,
-  authorization, credential(s), session, session id or session key
-  (``_``, ``-``, ``.`` or a space may join the words, digits may follow):
-  ``db_password=x``, ``apiKey: x``, ``"auth_token": "x"``, ``'passwd': 'x'``,
-  ``Authorization: Bearer x`` (the scheme stays), ``?access_token=x&``.
-  The end of the name decides, as Spring Boot's ``endsWith`` does:
-  ``token_count=3``, ``max_tokens=100``, ``passwordless=true`` and
-  ``password_file=/run/secrets/db`` name no secret and stay.
+- The value (``******``) of a key whose name *ends* with password, passwd, pwd, secret(s),
+  token, api key, access key, private key, secret key, auth, authorization,
+  credential(s), session, session id or session key (words joined by ``_``,
+  ``-``, ``.``, a space or nothing; digits may follow), in ``k=v``, ``k: v``,
+  JSON and dict-repr forms; ``Authorization: Bearer x`` keeps its scheme. The
+  end decides: ``max_tokens=100`` and ``password_file=/run/secrets/db`` stay.
 - A PEM private key block, whole.
 
-A value is a quoted string (``"..."`` or ``'...'``, escapes included) or the
-run of characters up to whitespace, a quote, ``,``, ``;`` or ``&``. So a
-value containing a space is scrubbed up to the space only, unless quoted.
-Over-scrubbing prose (``session: closed`` becomes ``session: ******``) is the
-price of never missing ``token: xyz``; a few words that are no value stay
-(``password: str``, ``token=None``, ``auth=true``), so source lines in a
-traceback still read.
+Prose is over-scrubbed (``session: closed``) rather than miss ``token: xyz``;
+words that are no value stay (``password: str``), so source lines still read.
 """
 
 from __future__ import annotations
@@ -36,27 +23,14 @@ import re
 
 MASK = "******"
 
-# Patterns, not compiled objects: re's own cache compiles each at its first
-# use, not at every import (about 1.3 ms of it).
-
+# Patterns, not compiled objects: re's cache compiles each at first use, not at import.
 # userinfo of a URL (RFC 3986 §3.2.1): "postgres://admin:S3cr3t@db", "redis://:pw@cache".
 _URL = r"(?i)\b([a-z][a-z0-9+.-]{0,30}://)[^\s/@?#]{1,256}@"
 
 _J = r"[\s_.-]?"  # what may join the words of a key: api_key, api-key, apikey, "api key"
-_NAMES = "|".join(
-    (
-        r"pass(?:word|wd)s?",
-        r"pwd",
-        r"secrets?",
-        r"token",
-        rf"api{_J}key",
-        rf"access{_J}key",
-        rf"private{_J}key",
-        rf"secret{_J}key",
-        r"auth(?:orization)?",
-        r"credentials?",
-        rf"session(?:{_J}(?:id|key))?",
-    )
+_NAMES = (
+    rf"pass(?:word|wd)s?|pwd|secrets?|token|(?:api|access|private|secret){_J}key"
+    rf"|auth(?:orization)?|credentials?|session(?:{_J}(?:id|key))?"
 )
 # Words that stand where a value would and are none: ``password: str``,
 # ``token: Optional[str] = None`` in a traceback's source lines.

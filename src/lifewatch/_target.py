@@ -1,18 +1,13 @@
-"""Find the ``Lifewatch`` of an app named as uvicorn names it: ``module:attr``.
-
-The operator commands read an app's settings (namespace, timeouts, paths)
-from the ``Lifewatch`` it was built with, so they import the app and look for
-it: the attribute itself when it is one, else the watch an app carries in its
-middleware. Every way this can go wrong is one ``TargetError`` with one line
-saying what was looked for and what to do.
+"""Find the ``Lifewatch`` of an app named as uvicorn names it (``module:attr``), whose
+settings the operator commands read: the attribute itself, or the watch an app
+carries in its middleware. Every failure is a ``TargetError`` of one line.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+import operator
 from types import ModuleType
-from typing import Any
 
 from ._lifewatch import Lifewatch
 from ._middleware import LifewatchMiddleware
@@ -29,17 +24,27 @@ def find_watch(target: str) -> Lifewatch:
         raise TargetError(
             f"expected module or module:attribute, e.g. 'orders.main:app'; got {target!r}"
         )
-    module = _import(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the app's own import-time error, said in one line
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing is not None and f"{module_name}.".startswith(f"{missing}."):
+            raise TargetError(
+                f"no module named {module_name!r}: run from the directory that holds it, "
+                "or add that directory to PYTHONPATH"
+            ) from None
+        text = " ".join(str(exc).split())
+        error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        raise TargetError(f"importing {module_name!r} failed: {error}") from None
     if attr:
-        obj: Any = module
-        for part in attr.split("."):
-            try:
-                obj = getattr(obj, part)
-            except AttributeError:
-                raise TargetError(f"module {module_name!r} has no attribute {attr!r}") from None
-        found = _unique(_carried(obj))
+        try:
+            obj = operator.attrgetter(attr)(module)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute {attr!r}") from None
+        carried = _carried(obj)
     else:
-        found = _unique(w for value in vars(module).values() for w in _carried(value, depth=1))
+        carried = [w for value in vars(module).values() for w in _carried(value, depth=1)]
+    found = list({id(w): w for w in carried}.values())  # each watch once, in order
     if not found:
         raise TargetError(
             f"no Lifewatch found in {target!r}: name the Lifewatch itself, or an app wired "
@@ -52,25 +57,6 @@ def find_watch(target: str) -> Lifewatch:
             "name one with module:attribute"
         )
     return found[0]
-
-
-def _import(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise TargetError(
-                f"no module named {name!r}: run from the directory that holds it, "
-                "or add that directory to PYTHONPATH"
-            ) from None
-        raise TargetError(f"importing {name!r} failed: {_one_line(exc)}") from None
-    except Exception as exc:  # the app's own import-time error, said in one line
-        raise TargetError(f"importing {name!r} failed: {_one_line(exc)}") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _carried(obj: object, depth: int = 8) -> list[Lifewatch]:
@@ -93,10 +79,3 @@ def _carried(obj: object, depth: int = 8) -> list[Lifewatch]:
     if inner is not None and inner is not obj:
         found.extend(_carried(inner, depth - 1))
     return found
-
-
-def _unique(watches: Iterable[Lifewatch]) -> list[Lifewatch]:
-    seen: dict[int, Lifewatch] = {}
-    for watch in watches:
-        seen.setdefault(id(watch), watch)
-    return list(seen.values())
