@@ -1,26 +1,22 @@
 """The ops listener: the probes, ``/metrics`` and the timeline on a port of their own.
 
-It answers from the first lifespan event on, from threads of its own: under
+It answers from the first lifespan event on, from a thread of its own: under
 uvicorn the app's port is bound only once startup completed
 (Kludex/uvicorn#499), and a phase that blocks the event loop silences it;
 here ``/startupz`` names the running phase and Prometheus sees progress.
 
-A small HTTP/1.1 server on the standard library, bounded whatever the load
-(DESIGN §8): one selector thread accepts, reads and writes; a fixed pool of
-``HANDLERS`` threads, each with its own event loop, calls the same ASGI
-endpoints the middleware serves. The port is shared with this server's own
-workers only (``_strangers``), and never with a forked or exec'd child.
+A small HTTP/1.1 server on asyncio's public streams, in one thread running an
+event loop of its own, bounded whatever the load (DESIGN §8). The port is
+shared with this server's own workers only (``_strangers``), and never with a
+forked or exec'd child.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
-import queue
 import re
-import selectors
 import socket
 import threading
 import time
@@ -28,7 +24,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,8 +50,6 @@ MAX_CONNECTIONS = 64
 holding no file descriptor of the process, until one closes."""
 BACKLOG = 128
 """Connections the kernel queues before they are accepted."""
-HANDLERS = 4
-"""Threads calling the endpoints; with the listener's own, every thread it runs."""
 HEAD_TIMEOUT = 5.0
 """Seconds a request gets to arrive in full from its first byte (slowloris)."""
 KEEP_ALIVE = 5.0
@@ -70,10 +64,6 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _NOT_FOUND = b"not found\n"
 _FAILED = b"lifewatch: the endpoint failed (see the log)\n"
 _CLOSING = b"lifewatch: no answer: the listener or the app's event loop is closing\n"
-
-
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    await respond(send, scope["method"], 404, response_headers(TEXT, _NOT_FOUND), _NOT_FOUND)
 
 
 # -- the port: bound alone, or shared with the workers of this server only
@@ -105,13 +95,10 @@ def _socket_inode(fd_path: str) -> int | None:
 
 
 def _server_sockets() -> set[int]:
-    """The server sockets this process holds before its ops listener exists.
+    """The server sockets (bound, connected to nothing) this process holds.
 
-    A server socket is bound to a port (or a path) and connected to nothing.
     The workers of one server hold the one their server bound before starting
-    them (gunicorn and granian fork, uvicorn and hypercorn hand it to spawned
-    workers); a single-process app holds none at lifespan startup (uvicorn
-    binds its port once startup is over).
+    them; a single-process app holds none at lifespan startup.
     """
     found: set[int] = set()
     mine = {server.socket.fileno() for server in _live}
@@ -163,11 +150,10 @@ def _describe(pid: int) -> str:
 def _strangers(port: int, own: int | None, ours: set[int]) -> list[str]:
     """The other listeners on ``port`` that are no worker of this server, described.
 
-    Why: ``SO_REUSEPORT`` lets any process of the same user bind a port
-    listened on already, and the kernel then spreads connections between
-    them: ``/readyz`` would answer for one app, then for the other. A sibling
-    holds a socket of ``ours`` (``_server_sockets``); a listener whose holder
-    holds none, or cannot be seen, is a stranger. One exiting is looked at twice.
+    ``SO_REUSEPORT`` lets any process of the same user bind the port, and the
+    kernel then spreads connections between them. A sibling holds a socket of
+    ``ours``; any other holder, or none visible, is a stranger. One exiting
+    is looked at twice.
     """
     strangers: list[str] = []
     for attempt in range(2):
@@ -236,7 +222,7 @@ def _held_by(port: int) -> str:
     return ", ".join(map(_describe, pids))
 
 
-# -- HTTP/1.1: a request's head read in full, within bounds
+# -- HTTP/1.1: a request read line by line, within bounds
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -244,47 +230,49 @@ _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 
 
 class _Refused(Exception):
-    """A request not served: its status and a line saying why."""
+    """A request not served: its status, and why (the message)."""
 
     def __init__(self, status: int, why: str) -> None:
         super().__init__(why)
         self.status = status
-        self.why = why
 
 
-class _Request(NamedTuple):
-    """A request read in full: what the ASGI scope and the answer need."""
-
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    keep_alive: bool
+def _too_long(request_line: bool) -> _Refused:
+    if request_line:
+        return _Refused(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
+    return _Refused(431, f"request head longer than {MAX_HEADER_BYTES} bytes")
 
 
-def _parse(buffer: bytearray) -> tuple[_Request, int] | None:
-    """The request at the start of ``buffer`` and its size, or None until it is whole.
+async def _read_head(reader: asyncio.StreamReader, first: bytes) -> list[bytes]:
+    """The request line and header lines, refused as soon as one passes a bound.
 
-    Raises ``_Refused`` as soon as the bytes received show the request is out
-    of bounds or malformed, so no more than the bounds is ever kept.
+    The reader's limit (``MAX_HEADER_BYTES``) bounds what one line can buffer.
     """
-    line_end = buffer.find(b"\r\n", 0, MAX_REQUEST_LINE + 2)
-    if line_end < 0:
-        if len(buffer) > MAX_REQUEST_LINE:
-            raise _Refused(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
-        return None
-    end = buffer.find(b"\r\n\r\n", line_end, MAX_HEADER_BYTES + 4)
-    if end < 0:
-        if len(buffer) >= MAX_HEADER_BYTES + 4:
-            raise _Refused(431, f"request head longer than {MAX_HEADER_BYTES} bytes")
-        if buffer.count(b"\r\n") > MAX_HEADER_LINES + 1:
+    lines: list[bytes] = []
+    size = 0
+    while not lines or lines[-1]:
+        try:
+            line = first + await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            raise _too_long(not lines) from None
+        first = b""
+        size += len(line)
+        line = line.removesuffix(b"\n").removesuffix(b"\r")
+        if size > MAX_HEADER_BYTES or (not lines and len(line) > MAX_REQUEST_LINE):
+            raise _too_long(not lines)
+        if line and len(lines) > MAX_HEADER_LINES:
             raise _Refused(431, f"more than {MAX_HEADER_LINES} header lines")
-        return None
-    lines = bytes(buffer[:end]).split(b"\r\n")
-    if len(lines) > MAX_HEADER_LINES + 1:
-        raise _Refused(431, f"more than {MAX_HEADER_LINES} header lines")
-    parts = lines[0].split(b" ")
+        if line or lines:  # a blank line before a request is skipped (RFC 9112 §2.2)
+            lines.append(line)
+    return lines[:-1]
+
+
+async def _read_request(
+    reader: asyncio.StreamReader, first: bytes, scope: Scope
+) -> tuple[Scope, bytes, bool]:
+    """The ASGI scope (``scope`` completed), body and keep-alive of the next request."""
+    request_line, *fields = await _read_head(reader, first)
+    parts = request_line.split(b" ")
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
         raise _Refused(400, "malformed request line")
     method, target, version = parts
@@ -293,14 +281,14 @@ def _parse(buffer: bytearray) -> tuple[_Request, int] | None:
     if any(b < 0x21 or b == 0x7F for b in target):
         raise _Refused(400, "malformed request target")
     headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise _Refused(400, "malformed header line")
-        headers.append((name.lower(), value.strip(b" \t")))
     length = 0
     connection = b""
-    for name, value in headers:
+    for field in fields:
+        name, colon, value = field.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise _Refused(400, "malformed header line")
+        name, value = name.lower(), value.strip(b" \t")
+        headers.append((name, value))
         if name == b"content-length":
             if not value.isdigit() or (length and int(value) != length):
                 raise _Refused(400, "malformed content-length")
@@ -311,32 +299,21 @@ def _parse(buffer: bytearray) -> tuple[_Request, int] | None:
             raise _Refused(501, "no endpoint takes a body: transfer-encoding not accepted")
         elif name == b"connection":
             connection = value.lower()
-    size = end + 4 + length
-    if len(buffer) < size:
-        return None
+    body = await reader.readexactly(length)
     if version == b"HTTP/1.1":
         keep_alive = b"close" not in connection
     else:
         keep_alive = b"keep-alive" in connection
-    request = _Request(
-        method.decode("ascii"),
-        target.decode("latin-1"),
-        _VERSIONS[version],
-        headers,
-        bytes(buffer[end + 4 : size]),
-        keep_alive,
+    path = urlsplit(target.decode("latin-1"))
+    scope.update(
+        http_version=_VERSIONS[version],
+        method=method.decode("ascii"),
+        path=unquote(path.path) or "/",
+        raw_path=path.path.encode("latin-1", "replace"),
+        query_string=path.query.encode("latin-1", "replace"),
+        headers=headers,
     )
-    return request, size
-
-
-def _target(target: str) -> tuple[str, bytes, bytes]:
-    """The ASGI ``path``, ``raw_path`` and ``query_string`` of a request target."""
-    parts = urlsplit(target)
-    return (
-        unquote(parts.path) or "/",
-        parts.path.encode("latin-1", "replace"),
-        parts.query.encode("latin-1", "replace"),
-    )
+    return scope, body, keep_alive
 
 
 def _encode(
@@ -356,8 +333,22 @@ def _encode(
     return b"".join(head) + (b"" if method == "HEAD" else body)
 
 
-def _failed(close: bool, method: str) -> bytes:
-    return _encode(503, response_headers(TEXT, _FAILED), _FAILED, close, method)
+async def _refuse(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, refused: _Refused
+) -> None:
+    """Answer ``refused``; its sender gets ``LINGER`` to read it, its input dropped
+    (closed with unread input, the kernel would reset the connection instead)."""
+    body = f"lifewatch: {refused}\n".encode()
+    writer.write(_encode(refused.status, response_headers(TEXT, body), body, True, "GET"))
+    writer.write_eof()
+
+    async def drop() -> None:
+        dropped = 0
+        while dropped <= LINGER_BYTES and (data := await reader.read(65536)):
+            dropped += len(data)
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(drop(), LINGER)
 
 
 def _router(
@@ -382,84 +373,11 @@ def _router(
     return app
 
 
-# -- the server: one thread for the sockets, a fixed pool for the endpoints
-
-_READING, _BUSY, _WRITING, _LINGERING, _CLOSED = range(5)
-
-
-class _Connection:
-    """One client: what it sent and not yet served, what it is owed, until when."""
-
-    def __init__(self, sock: socket.socket, client: tuple[Any, ...] | None, deadline: float):
-        self.sock = sock
-        self.client = client
-        self.deadline = deadline
-        self.buffer = bytearray()
-        self.out = memoryview(b"")
-        self.state = _READING
-        self.events = 0
-        """What the selector watches it for (0: not registered)."""
-        self.close_after = False
-        self.linger = False
-        self.dropped = 0
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    await respond(send, scope["method"], 404, response_headers(TEXT, _NOT_FOUND), _NOT_FOUND)
 
 
-class _Caller:
-    """A pool thread: calls the ops router for one request at a time on its own loop."""
-
-    def __init__(self, server: _Server) -> None:
-        self.server = server
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def run(self) -> None:
-        self.loop = loop = asyncio.new_event_loop()
-        try:
-            while (job := self.server.jobs.get()) is not None:
-                connection, scope, body, close = job
-                try:
-                    answer = self._answer(loop, scope, body, close)
-                except Exception as exc:  # an answer that cannot be written (bad headers)
-                    self.server.on_error(exc, scope["path"])
-                    answer = _failed(close, scope["method"])
-                self.server.answered(connection, answer, close)
-        finally:
-            loop.close()
-
-    def _answer(
-        self, loop: asyncio.AbstractEventLoop, scope: Scope, body: bytes, close: bool
-    ) -> bytes:
-        messages: list[Message] = []
-
-        async def receive() -> Message:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: Message) -> None:
-            messages.append(message)
-
-        # The router answers for an endpoint that raised or was cut off.
-        self.task = loop.create_task(self._call(scope, receive, send))
-        try:
-            loop.run_until_complete(self.task)
-        except BaseException:  # cancelled past the router: no answer came
-            messages.clear()
-        finally:
-            self.task = None
-        if not messages:  # not even the router's answer could be sent
-            return _failed(close, scope["method"])
-        status, headers = int(messages[0]["status"]), messages[0].get("headers", ())
-        content = b"".join(m.get("body", b"") for m in messages[1:])
-        return _encode(status, headers, content, close, scope["method"])
-
-    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.server.app(scope, receive, send)
-
-    def cancel(self) -> None:
-        """Cut off the answer under way, if any (from another thread)."""
-        loop, task = self.loop, self.task
-        if loop is not None and task is not None:
-            with contextlib.suppress(RuntimeError):  # its loop is closed already
-                loop.call_soon_threadsafe(task.cancel)
+# -- the server: one thread, one event loop, a connection per task
 
 
 _live: weakref.WeakSet[_Server] = weakref.WeakSet()
@@ -469,24 +387,25 @@ _live: weakref.WeakSet[_Server] = weakref.WeakSet()
 def _close_in_child() -> None:
     """After a fork: the child holds none of the listeners' sockets.
 
-    A process forked in a phase (a process pool, multiprocessing with fork)
-    would else keep the port listening after the app exits, and probes would
-    hang instead of being refused. The child's copies only: the parent serves on.
+    A process forked in a phase (a process pool) would else keep the port
+    listening after the app exits, and probes would hang instead of being
+    refused. The child's copies only: the parent serves on.
     """
     for server in list(_live):
-        server.forget()
+        for sock in (server.socket, *server.connections):
+            sock.close()
 
 
 os.register_at_fork(after_in_child=_close_in_child)
 
 
 class _Server:
-    """Serves ``routes`` on a listening socket, bounded in threads, fds and memory.
+    """Serves ``routes`` on a listening socket from one thread, bounded in fds and memory.
 
-    One thread (``serve``) does all socket work and answers a probe from its
-    kept answer; any other request goes to one of ``HANDLERS`` pool threads.
-    A connection is read again only once answered, so the pool's queue holds
-    at most ``MAX_CONNECTIONS`` requests.
+    A connection is accepted only while one of ``MAX_CONNECTIONS`` slots is
+    free; each is a task on the thread's own event loop (asyncio's own, whatever
+    loop the app runs on), which awaits the endpoints too, so a probe waiting
+    on a check holds up no other.
     """
 
     def __init__(
@@ -498,287 +417,136 @@ class _Server:
         self.socket = sock
         self.port = int(sock.getsockname()[1])
         self.server = tuple(sock.getsockname()[:2])
-        self.routes = routes
         self.app = _router(routes, on_error)
         self.on_error = on_error
-        self.jobs: queue.SimpleQueue[tuple[_Connection, Scope, bytes, bool] | None]
-        self.jobs = queue.SimpleQueue()
-        self._answers: collections.deque[tuple[_Connection, bytes, bool]] = collections.deque()
-        self._connections: set[_Connection] = set()
-        self._selector = selectors.DefaultSelector()
-        self._wake_in, self._wake_out = socket.socketpair()
-        self._wake_in.setblocking(False)
-        self._wake_out.setblocking(False)
-        self._accepting = False
-        self._resume_at = 0.0  # accept again after EMFILE
-        self._closing = False
-        self._closing_since = self._cancelled_at = 0.0
-        self._callers = [_Caller(self) for _ in range(HANDLERS)]
+        self.connections: set[socket.socket] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.reading: set[asyncio.Task[Any]] = set()
+        """Connections owed nothing: closed at once when the listener closes."""
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.closing = asyncio.Event()
+        self.loop = asyncio.SelectorEventLoop()
         _live.add(self)
-        name = f"lifewatch-ops:{self.port}"
-        for caller in self._callers:
-            threading.Thread(target=caller.run, name=name, daemon=True).start()
-        threading.Thread(target=self.serve, name=name, daemon=True).start()
-
-    # -- from other threads
+        threading.Thread(target=self.run, name=f"lifewatch-ops:{self.port}", daemon=True).start()
 
     def close(self) -> None:
         """Stop accepting at once; answers under way get at most ``CLOSE_WAIT`` to finish."""
-        self._closing = True
-        self._wake()
+        with contextlib.suppress(RuntimeError):  # its loop is closed already
+            self.loop.call_soon_threadsafe(self.closing.set)
 
-    def answered(self, connection: _Connection, data: bytes, close: bool) -> None:
-        """A pool thread's answer, to be written by the serving thread."""
-        self._answers.append((connection, data, close))
-        self._wake()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # full (woken already) or closed
-            self._wake_out.send(b"\0")
-
-    def forget(self) -> None:
-        """In a forked child: close this process's copies of every socket, serve nothing."""
-        for connection in self._connections:
-            connection.sock.close()
-        for sock in (self.socket, self._wake_in, self._wake_out):
-            sock.close()
-        with contextlib.suppress(Exception):
-            self._selector.close()
-
-    # -- the serving thread
-
-    def serve(self) -> None:
-        """The serving thread: every socket, until closed and each answer owed is sent."""
+    def run(self) -> None:
         try:
-            self._selector.register(self._wake_in, selectors.EVENT_READ, None)
-            self._accept_again(True)
-            while True:
-                self._poll()
-                while self._answers:
-                    connection, data, close = self._answers.popleft()
-                    if connection.state == _BUSY and self._send(connection, data, close):
-                        self._serve(connection)
-                now = time.monotonic()
-                for connection in list(self._connections):
-                    if connection.state != _BUSY and now >= connection.deadline:
-                        self._close(connection)  # idle, too slow, or not reading
-                if not self._accepting and not self._closing and now >= self._resume_at:
-                    self._accept_again(len(self._connections) < MAX_CONNECTIONS)
-                if self._closing and self._wound_down(now):
-                    break
+            self.loop.run_until_complete(self.serve())
         except Exception as exc:  # the socket could not be served: say so
             self.on_error(exc, "")
         finally:
-            for connection in list(self._connections):
-                self._close(connection)
-            for _ in self._callers:
-                self.jobs.put(None)
-            for closable in (self.socket, self._selector, self._wake_in, self._wake_out):
-                closable.close()
+            self.socket.close()
+            self.loop.close()
 
-    def _poll(self) -> None:
-        """Wait for the sockets (until the next deadline at most), then serve them."""
-        now = time.monotonic()
-        waiting = (c.deadline for c in self._connections if c.state != _BUSY)
-        timeout = min(min(waiting, default=now + 1) - now, 1.0)
-        if self._closing or now < self._resume_at:
-            timeout = min(timeout, 0.02)
-        for key, mask in self._selector.select(max(0.0, timeout)):
-            if key.data is None:
-                with contextlib.suppress(OSError):
-                    self._wake_in.recv(4096)
-            elif key.data is self.socket:
-                self._accept()
-            elif mask & selectors.EVENT_READ:
-                self._read(key.data)
-            elif self._flush(key.data):
-                self._serve(key.data)
+    async def serve(self) -> None:
+        """Accept until closed; then drop the connections owed nothing, give
+        answers under way ``CLOSE_WAIT``, then cut them off (they answer 503)."""
+        accepting = asyncio.ensure_future(self._accept())
+        await self.closing.wait()
+        accepting.cancel()
+        await asyncio.wait([accepting])
+        self.socket.close()  # refused from now on
+        for task in self.reading:
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=CLOSE_WAIT)
+        while self.tasks:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.wait(self.tasks, timeout=0.1)
 
-    def _wound_down(self, now: float) -> bool:
-        """Closing: refuse new connections, drop idle ones, give answers under way
-        ``CLOSE_WAIT``, then cut them off (they answer 503); True when done."""
-        if not self._closing_since:
-            self._closing_since = now
-            self._accept_again(False)
-            self.socket.close()  # refused from now on
-        for connection in list(self._connections):
-            if connection.state in (_READING, _LINGERING):
-                self._close(connection)  # nothing owed to it
-        if not self._connections:
-            return True
-        if not self._cancelled_at and now >= self._closing_since + CLOSE_WAIT:
-            self._cancelled_at = now
-            for caller in self._callers:
-                caller.cancel()
-        return bool(self._cancelled_at) and now >= self._cancelled_at + 0.1
-
-    def _accept_again(self, accepting: bool) -> None:
-        """Watch the listening socket, or leave new connections in the backlog."""
-        if accepting != self._accepting and self.socket.fileno() >= 0:
-            if accepting:
-                self._selector.register(self.socket, selectors.EVENT_READ, self.socket)
-            else:
-                self._selector.unregister(self.socket)
-            self._accepting = accepting
-
-    def _accept(self) -> None:
-        while len(self._connections) < MAX_CONNECTIONS:
+    async def _accept(self) -> None:
+        """Accept while a slot is free: the rest wait in the kernel's backlog."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.slots.acquire()
             try:
-                sock, client = self.socket.accept()
-            except (BlockingIOError, InterruptedError):
-                return
+                sock, client = await loop.sock_accept(self.socket)
             except OSError:  # out of fds (EMFILE): the backlog waits a moment
-                self._resume_at = time.monotonic() + 0.1
-                self._accept_again(False)
-                return
-            sock.setblocking(False)
-            with contextlib.suppress(OSError):  # one answer, one write, sent at once
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = tuple(client[:2]) if isinstance(client, tuple) else None
-            connection = _Connection(sock, peer, time.monotonic() + KEEP_ALIVE)
-            self._connections.add(connection)
-            self._watch(connection, selectors.EVENT_READ)
-        self._accept_again(False)  # at the cap: the rest wait in the backlog
-
-    def _watch(self, connection: _Connection, events: int) -> None:
-        if events == connection.events:
-            return
-        if not events:
-            self._selector.unregister(connection.sock)
-        elif not connection.events:
-            self._selector.register(connection.sock, events, connection)
-        else:
-            self._selector.modify(connection.sock, events, connection)
-        connection.events = events
-
-    def _close(self, connection: _Connection) -> None:
-        if connection.state == _CLOSED:
-            return
-        self._watch(connection, 0)
-        connection.sock.close()
-        connection.state = _CLOSED
-        connection.buffer.clear()
-        self._connections.discard(connection)
-
-    def _read(self, connection: _Connection) -> None:
-        try:
-            data = connection.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close(connection)
-        elif connection.state == _LINGERING:
-            connection.dropped += len(data)
-            if connection.dropped > LINGER_BYTES:
-                self._close(connection)
-        else:
-            if not connection.buffer:  # a request begins: it gets HEAD_TIMEOUT
-                connection.deadline = time.monotonic() + HEAD_TIMEOUT
-            connection.buffer += data
-            self._serve(connection)
-
-    def _serve(self, connection: _Connection) -> None:
-        """Serve the requests whole in the connection's buffer, one at a time."""
-        while connection.state == _READING and connection.buffer:
-            if connection.buffer.startswith(b"\r\n"):  # after a body, as RFC 9112 §2.2 allows
-                del connection.buffer[:2]
+                self.slots.release()
+                await asyncio.sleep(0.1)
                 continue
-            try:
-                parsed = _parse(connection.buffer)
-            except _Refused as refused:
-                self._refuse(connection, refused)
-                return
-            if parsed is None:
-                return  # more to come, by the deadline
-            request, size = parsed
-            del connection.buffer[:size]
-            scope = self._scope(request, connection)
-            close = not request.keep_alive or self._closing
-            answer = self._kept(scope, close)
-            if answer is None:
-                connection.state = _BUSY
-                self._watch(connection, 0)  # read again once answered
-                self.jobs.put((connection, scope, request.body, close))
-                return
-            if not self._send(connection, answer, close):
-                return
+            self.connections.add(sock)
+            task = loop.create_task(self._serve(sock, client))
+            self.tasks.add(task)
+            self.reading.add(task)
+            task.add_done_callback(self.tasks.discard)
 
-    def _scope(self, request: _Request, connection: _Connection) -> Scope:
-        path, raw_path, query = _target(request.target)
-        return {
+    async def _serve(self, sock: socket.socket, client: Any) -> None:
+        """One connection's requests, one at a time, until it closes, idles or is refused."""
+        task = asyncio.current_task()
+        assert task is not None
+        writer = None
+        base: Scope = {
             "type": "http",
             "asgi": _ASGI,
-            "http_version": request.version,
-            "method": request.method,
             "scheme": "http",
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
             "root_path": "",
-            "headers": request.headers,
-            "client": connection.client,
+            "client": tuple(client[:2]) if isinstance(client, tuple) else None,
             "server": self.server,
         }
-
-    def _kept(self, scope: Scope, close: bool) -> bytes | None:
-        """A probe's kept answer, written by this thread (no pool thread, no event
-        loop, so probes answer while the pool waits on checks), or None."""
-        kept = getattr(self.routes.get(scope["path"]), "kept", None)
         try:
-            answer = None if kept is None else kept(scope)
-        except Exception:  # the pool's router calls it, and reports what it raises
-            return None
-        if answer is None:
-            return None
-        status, headers, content = answer
-        return _encode(status, headers, content, close, scope["method"])
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEADER_BYTES)
+            writer.transport.set_write_buffer_limits(0)  # drain() waits until all is sent
+            while True:
+                self.reading.add(task)
+                first = await asyncio.wait_for(reader.read(1), KEEP_ALIVE)
+                if not first:
+                    return
+                try:
+                    request = _read_request(reader, first, dict(base))
+                    scope, body, keep_alive = await asyncio.wait_for(request, HEAD_TIMEOUT)
+                except _Refused as refused:
+                    await _refuse(reader, writer, refused)
+                    return
+                self.reading.discard(task)
+                messages = await self._answer(scope, body)
+                close = not keep_alive or self.closing.is_set()
+                writer.write(self._response(messages, scope, close))
+                await asyncio.wait_for(writer.drain(), KEEP_ALIVE)
+                if close:
+                    return
+        except (OSError, EOFError, asyncio.TimeoutError):
+            pass  # gone, too slow, idle or not reading: closed
+        finally:
+            self.reading.discard(task)
+            if writer is not None:
+                writer.transport.abort()
+            sock.close()
+            self.connections.discard(sock)
+            self.slots.release()
 
-    def _refuse(self, connection: _Connection, refused: _Refused) -> None:
-        """Answer ``refused`` and close; its sender gets ``LINGER`` to read it."""
-        body = f"lifewatch: {refused.why}\n".encode()
-        connection.buffer.clear()
-        connection.linger = True
-        headers = response_headers(TEXT, body)
-        self._send(connection, _encode(refused.status, headers, body, True, "GET"), True)
+    async def _answer(self, scope: Scope, body: bytes) -> list[Message]:
+        messages: list[Message] = []
 
-    def _send(self, connection: _Connection, data: bytes, close: bool) -> bool:
-        """Write an answer; True when written and the connection reads on."""
-        connection.out = memoryview(data)
-        connection.close_after = close or self._closing
-        connection.state = _WRITING
-        return self._flush(connection)
+        async def receive() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
 
-    def _flush(self, connection: _Connection) -> bool:
-        """Write what the connection is owed; True when written and it reads on."""
+        async def send(message: Message) -> None:
+            messages.append(message)
+
+        # The router answers for an endpoint that raised or was cut off.
+        await self.app(scope, receive, send)
+        return messages
+
+    def _response(self, messages: list[Message], scope: Scope, close: bool) -> bytes:
+        """The answer ``messages`` make, or a 503 if they make none."""
+        method = scope["method"]
+        failed = _encode(503, response_headers(TEXT, _FAILED), _FAILED, close, method)
+        if not messages:  # not even the router's answer could be sent
+            return failed
         try:
-            sent = connection.sock.send(connection.out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self._close(connection)
-            return False
-        connection.out = connection.out[sent:]
-        now = time.monotonic()
-        if connection.out:  # the rest when the client reads, by the deadline
-            connection.deadline = now + KEEP_ALIVE
-            self._watch(connection, selectors.EVENT_WRITE)
-            return False
-        if connection.linger:  # what it still sends is read and dropped, for a while
-            with contextlib.suppress(OSError):
-                connection.sock.shutdown(socket.SHUT_WR)
-            connection.state = _LINGERING
-            connection.deadline = now + LINGER
-            self._watch(connection, selectors.EVENT_READ)
-            return False
-        if connection.close_after:
-            self._close(connection)
-            return False
-        connection.state = _READING
-        connection.deadline = now + (HEAD_TIMEOUT if connection.buffer else KEEP_ALIVE)
-        self._watch(connection, selectors.EVENT_READ)
-        return True
+            status, headers = int(messages[0]["status"]), messages[0].get("headers", ())
+            content = b"".join(m.get("body", b"") for m in messages[1:])
+            return _encode(status, headers, content, close, method)
+        except Exception as exc:  # an answer that cannot be written (bad headers)
+            self.on_error(exc, scope["path"])
+            return failed
 
 
 class OpsListener(Sink):
