@@ -18,12 +18,13 @@ import contextlib
 import os
 import re
 import socket
+import stat
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import formatdate
-from http import HTTPStatus
+from http.client import responses
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -37,29 +38,17 @@ from ._validate import validate_address
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
 
-MAX_REQUEST_LINE = 8 * 1024
-"""Bytes of a request line (method, target, version); 414 beyond."""
-MAX_HEADER_BYTES = 64 * 1024
-"""Bytes of a request's head, request line and headers together; 431 beyond."""
-MAX_HEADER_LINES = 100
-"""Header lines of a request; 431 beyond."""
-MAX_BODY = 4 * 1024
-"""Bytes of a request body read (and dropped): no endpoint takes one; 413 beyond."""
-MAX_CONNECTIONS = 64
-"""Connections served at once; the next ones wait in the kernel's backlog,
-holding no file descriptor of the process, until one closes."""
-BACKLOG = 128
-"""Connections the kernel queues before they are accepted."""
-HEAD_TIMEOUT = 5.0
-"""Seconds a request gets to arrive in full from its first byte (slowloris)."""
-KEEP_ALIVE = 5.0
-"""Seconds an idle keep-alive connection, or an answer its client does not read, is kept."""
-LINGER = 1.0
-"""Seconds a refused request's sender gets to read the refusal (input read and dropped)."""
-LINGER_BYTES = 256 * 1024
-"""Bytes read and dropped after a refusal before the connection is cut."""
-CLOSE_WAIT = 1.0
-"""Seconds answers under way get to finish once the listener closes."""
+MAX_REQUEST_LINE = 8 * 1024  # bytes of a request line; 414 beyond
+MAX_HEADER_BYTES = 64 * 1024  # bytes of a request's head, request line included; 431 beyond
+MAX_HEADER_LINES = 100  # header lines of a request; 431 beyond
+MAX_BODY = 4 * 1024  # bytes of a body read and dropped (no endpoint takes one); 413 beyond
+MAX_CONNECTIONS = 64  # served at once; the next wait in the kernel's backlog, holding no fd
+BACKLOG = 128  # connections the kernel queues before they are accepted
+HEAD_TIMEOUT = 5.0  # seconds a request gets to arrive in full from its first byte (slowloris)
+KEEP_ALIVE = 5.0  # seconds an idle connection, or an answer its client does not read, is kept
+LINGER = 1.0  # seconds a refused request's sender gets to read the refusal, its input dropped
+LINGER_BYTES = 256 * 1024  # bytes dropped after a refusal before the connection is cut
+CLOSE_WAIT = 1.0  # seconds answers under way get to finish once the listener closes
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _NOT_FOUND = b"not found\n"
 _FAILED = b"lifewatch: the endpoint failed (see the log)\n"
@@ -69,47 +58,42 @@ _CLOSING = b"lifewatch: no answer: the listener or the app's event loop is closi
 # -- the port: bound alone, or shared with the workers of this server only
 
 
-def _tcp_listeners() -> dict[int, int]:
-    """Inode -> port of every listening TCP socket (v4 and v6) in this network namespace."""
-    found: dict[int, int] = {}
+def _tcp_listeners(port: int, own: int | None) -> set[int]:
+    """The inodes of the TCP sockets (v4 and v6) listening on ``port`` here, ``own`` apart."""
+    found: set[int] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as lines:
+        with contextlib.suppress(OSError, ValueError, IndexError), open(table) as lines:
             next(lines, None)  # the header
-            for line in lines:
-                fields = line.split()
-                if len(fields) < 10 or fields[3] != "0A":  # TCP_LISTEN
-                    continue
-                port, inode = fields[1].rpartition(":")[2], fields[9]
-                if inode.isdigit() and len(port) == 4:
-                    found[int(inode)] = int(port, 16)
+            for fields in map(str.split, lines):  # local address, ..., state, ..., inode
+                local_port = int(fields[1].rpartition(":")[2], 16)
+                if fields[3] == "0A" and local_port == port:  # 0A: TCP_LISTEN
+                    found.add(int(fields[9]))
+    found.discard(own)
     return found
 
 
-def _socket_inode(fd_path: str) -> int | None:
-    """The inode of the socket a ``/proc/<pid>/fd/<n>`` entry names, or None."""
+def _sockets_of(pid: str) -> set[int]:
+    """The inodes of the sockets process ``pid`` holds (none if this user cannot see them)."""
+    found: set[int] = set()
     with contextlib.suppress(OSError):
-        target = os.readlink(fd_path)
-        if target.startswith("socket:[") and target[8:-1].isdigit():
-            return int(target[8:-1])
-    return None
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError, ValueError):
+                target = os.readlink(fd.path)
+                if target.startswith("socket:["):
+                    found.add(int(target[8:-1]))
+    return found
 
 
 def _server_sockets() -> set[int]:
-    """The server sockets (bound, connected to nothing) this process holds.
-
-    The workers of one server hold the one their server bound before starting
-    them; a single-process app holds none at lifespan startup.
-    """
+    """The inodes of the server sockets (bound, connected to nothing) this process holds:
+    a server's workers hold the one it bound before starting them; a single process, none."""
     found: set[int] = set()
     mine = {server.socket.fileno() for server in _live}
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc/self/fd"):
-            inode = _socket_inode(entry.path)
-            if inode is None or int(entry.name) in mine:
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        with contextlib.suppress(OSError, ValueError):
+            if fd in mine or not stat.S_ISSOCK(os.fstat(fd).st_mode):
                 continue
-            with contextlib.suppress(OSError, ValueError):
-                probe = socket.socket(fileno=os.dup(int(entry.name)))
-            with probe:
+            with socket.socket(fileno=os.dup(fd)) as probe:
                 if probe.type != socket.SOCK_STREAM:
                     continue
                 with contextlib.suppress(OSError):
@@ -117,23 +101,8 @@ def _server_sockets() -> set[int]:
                     continue  # connected: a client's, or a connection accepted
                 name = probe.getsockname()
                 if name[1] if isinstance(name, tuple) else name:  # a port, or a path
-                    found.add(inode)
+                    found.add(os.fstat(fd).st_ino)
     return found
-
-
-def _holders() -> dict[int, set[int]]:
-    """Pid -> the sockets it holds, for every process this user can read."""
-    table: dict[int, set[int]] = {}
-    with contextlib.suppress(OSError):
-        for proc in os.scandir("/proc"):
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                fds = os.scandir(f"/proc/{proc.name}/fd")
-                held = {i for fd in fds if (i := _socket_inode(fd.path)) is not None}
-                if held:
-                    table[int(proc.name)] = held
-    return table
 
 
 def _describe(pid: int) -> str:
@@ -147,34 +116,33 @@ def _describe(pid: int) -> str:
     return f"pid {pid} ({command})" if command else f"pid {pid}"
 
 
-def _strangers(port: int, own: int | None, ours: set[int]) -> list[str]:
-    """The other listeners on ``port`` that are no worker of this server, described.
+def _held_by(port: int, own: int | None = None, ours: frozenset[int] = frozenset()) -> str:
+    """Who else listens on ``port``, workers of this server apart, described; "" if none.
 
     ``SO_REUSEPORT`` lets any process of the same user bind the port, and the
-    kernel then spreads connections between them. A sibling holds a socket of
-    ``ours``; any other holder, or none visible, is a stranger. One exiting
-    is looked at twice.
+    kernel then spreads connections between them. A worker holds a socket of
+    ``ours`` (its server's); any other holder, or none visible, is a stranger.
     """
-    strangers: list[str] = []
-    for attempt in range(2):
-        others = {i for i, p in _tcp_listeners().items() if p == port and i != own}
+    strangers: dict[str, None] = {}  # in order, once each
+    for attempt in range(2):  # one exiting meanwhile is looked at twice
+        strangers.clear()
+        others = _tcp_listeners(port, own)
         if not others:
-            return []
-        table = _holders()
+            break
+        table = {
+            int(p): held for p in os.listdir("/proc") if p.isdigit() and (held := _sockets_of(p))
+        }
         me = os.getpid()  # another Lifewatch of this process is no worker
-        siblings = {pid for pid, held in table.items() if held & ours and pid != me}
-        strangers = []
+        workers = {pid for pid, held in table.items() if held & ours and pid != me}
         for inode in sorted(others):
             pids = sorted(pid for pid, held in table.items() if inode in held)
-            if not any(pid in siblings for pid in pids):
-                strangers.append(
-                    ", ".join(map(_describe, pids))
-                    or "a process this user cannot see (another user or pid namespace)"
-                )
+            if not workers.intersection(pids):
+                unseen = "a process this user cannot see (another user or pid namespace)"
+                strangers[", ".join(map(_describe, pids)) or unseen] = None
         if not strangers or attempt:
             break
         time.sleep(0.05)  # only when the port is contested, once
-    return strangers
+    return "; ".join(strangers)
 
 
 class PortTaken(OSError):
@@ -185,10 +153,10 @@ def _listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, alone or shared with this server's workers.
 
     A worker (it holds its server's socket) binds with ``SO_REUSEPORT`` for
-    its siblings, then checks for ``_strangers``; a process holding none
-    binds without, so the kernel refuses the port to anyone else.
+    its siblings, then looks for strangers; a process holding none binds
+    without, so the kernel refuses the port to anyone else.
     """
-    ours = _server_sockets()
+    ours = frozenset(_server_sockets())
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named: a probe's answer must not wait on a delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -200,10 +168,10 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.listen(BACKLOG)
         if ours:
             own = os.fstat(sock.fileno()).st_ino
-            strangers = _strangers(int(sock.getsockname()[1]), own, ours)
+            strangers = _held_by(int(sock.getsockname()[1]), own, ours)
             if strangers:
                 raise PortTaken(
-                    f"port {port} is listened on by {'; '.join(strangers)}, "
+                    f"port {port} is listened on by {strangers}, "
                     "which is no worker of this server: not shared"
                 )
         sock.setblocking(False)
@@ -213,16 +181,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _held_by(port: int) -> str:
-    """Who listens on ``port`` (``pid 123 (...)``), for an error line; "" if unknown."""
-    inodes = {i for i, p in _tcp_listeners().items() if p == port}
-    if not inodes:
-        return ""
-    pids = sorted(pid for pid, held in _holders().items() if held & inodes)
-    return ", ".join(map(_describe, pids))
-
-
-# -- HTTP/1.1: a request read line by line, within bounds
+# -- HTTP/1.1, read line by line within bounds; one connection, one task
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -237,42 +196,33 @@ class _Refused(Exception):
         self.status = status
 
 
-def _too_long(request_line: bool) -> _Refused:
-    if request_line:
-        return _Refused(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
-    return _Refused(431, f"request head longer than {MAX_HEADER_BYTES} bytes")
+async def _read_request(
+    reader: asyncio.StreamReader, first: bytes, scope: Scope
+) -> tuple[Scope, bytes, bool]:
+    """The next request: ``scope`` completed, its body, and whether the connection is kept.
 
-
-async def _read_head(reader: asyncio.StreamReader, first: bytes) -> list[bytes]:
-    """The request line and header lines, refused as soon as one passes a bound.
-
-    The reader's limit (``MAX_HEADER_BYTES``) bounds what one line can buffer.
+    ``_Refused`` as soon as a line passes a bound; the reader's limit
+    (``MAX_HEADER_BYTES``) bounds what one line can buffer.
     """
     lines: list[bytes] = []
     size = 0
     while not lines or lines[-1]:
         try:
             line = first + await reader.readuntil(b"\n")
-        except asyncio.LimitOverrunError:
-            raise _too_long(not lines) from None
+        except asyncio.LimitOverrunError:  # no line's end within the limit
+            line, size = b"", MAX_HEADER_BYTES + 1
         first = b""
         size += len(line)
         line = line.removesuffix(b"\n").removesuffix(b"\r")
-        if size > MAX_HEADER_BYTES or (not lines and len(line) > MAX_REQUEST_LINE):
-            raise _too_long(not lines)
+        if not lines and (size > MAX_HEADER_BYTES or len(line) > MAX_REQUEST_LINE):
+            raise _Refused(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
+        if size > MAX_HEADER_BYTES:
+            raise _Refused(431, f"request head longer than {MAX_HEADER_BYTES} bytes")
         if line and len(lines) > MAX_HEADER_LINES:
             raise _Refused(431, f"more than {MAX_HEADER_LINES} header lines")
         if line or lines:  # a blank line before a request is skipped (RFC 9112 §2.2)
             lines.append(line)
-    return lines[:-1]
-
-
-async def _read_request(
-    reader: asyncio.StreamReader, first: bytes, scope: Scope
-) -> tuple[Scope, bytes, bool]:
-    """The ASGI scope (``scope`` completed), body and keep-alive of the next request."""
-    request_line, *fields = await _read_head(reader, first)
-    parts = request_line.split(b" ")
+    parts = lines[0].split(b" ")
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
         raise _Refused(400, "malformed request line")
     method, target, version = parts
@@ -283,7 +233,7 @@ async def _read_request(
     headers: list[tuple[bytes, bytes]] = []
     length = 0
     connection = b""
-    for field in fields:
+    for field in lines[1:-1]:
         name, colon, value = field.partition(b":")
         if not colon or not _TOKEN.fullmatch(name):
             raise _Refused(400, "malformed header line")
@@ -299,11 +249,6 @@ async def _read_request(
             raise _Refused(501, "no endpoint takes a body: transfer-encoding not accepted")
         elif name == b"connection":
             connection = value.lower()
-    body = await reader.readexactly(length)
-    if version == b"HTTP/1.1":
-        keep_alive = b"close" not in connection
-    else:
-        keep_alive = b"keep-alive" in connection
     path = urlsplit(target.decode("latin-1"))
     scope.update(
         http_version=_VERSIONS[version],
@@ -313,18 +258,16 @@ async def _read_request(
         query_string=path.query.encode("latin-1", "replace"),
         headers=headers,
     )
-    return scope, body, keep_alive
+    if version == b"HTTP/1.1":
+        return scope, await reader.readexactly(length), b"close" not in connection
+    return scope, await reader.readexactly(length), b"keep-alive" in connection
 
 
 def _encode(
     status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, close: bool, method: str
 ) -> bytes:
     """The whole answer, for one write (a HEAD's without its body)."""
-    try:
-        reason = HTTPStatus(status).phrase.encode()
-    except ValueError:
-        reason = b""
-    head = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, responses.get(status, "").encode())]
     head.append(b"date: %s\r\n" % formatdate(usegmt=True).encode())
     head.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
     if close:
@@ -333,51 +276,16 @@ def _encode(
     return b"".join(head) + (b"" if method == "HEAD" else body)
 
 
-async def _refuse(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, refused: _Refused
-) -> None:
-    """Answer ``refused``; its sender gets ``LINGER`` to read it, its input dropped
-    (closed with unread input, the kernel would reset the connection instead)."""
-    body = f"lifewatch: {refused}\n".encode()
-    writer.write(_encode(refused.status, response_headers(TEXT, body), body, True, "GET"))
-    writer.write_eof()
-
-    async def drop() -> None:
-        dropped = 0
-        while dropped <= LINGER_BYTES and (data := await reader.read(65536)):
-            dropped += len(data)
-
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(drop(), LINGER)
-
-
-def _router(
-    routes: Mapping[str, ASGIApp], on_error: Callable[[BaseException, str], None]
-) -> ASGIApp:
-    """The ASGI app of the ops listener: each path to its endpoint."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        try:
-            await routes.get(path, _not_found)(scope, receive, send)
-        except asyncio.CancelledError:
-            # The listener closing (CLOSE_WAIT over) or the app's loop gone
-            # under a check: no answer is coming, which is no error to log.
-            with contextlib.suppress(Exception):  # unless it had begun its answer
-                await respond(send, "GET", 503, response_headers(TEXT, _CLOSING), _CLOSING)
-        except Exception as exc:  # an endpoint never raises; if one does, say so
-            on_error(exc, path)
-            with contextlib.suppress(Exception):
-                await respond(send, "GET", 503, response_headers(TEXT, _FAILED), _FAILED)
-
-    return app
+async def _drop(reader: asyncio.StreamReader) -> None:
+    """Read and drop what a refused client still sends, up to ``LINGER_BYTES``:
+    closed with input unread, the kernel would reset the connection, the refusal unread."""
+    dropped = 0
+    while dropped <= LINGER_BYTES and (data := await reader.read(65536)):
+        dropped += len(data)
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     await respond(send, scope["method"], 404, response_headers(TEXT, _NOT_FOUND), _NOT_FOUND)
-
-
-# -- the server: one thread, one event loop, a connection per task
 
 
 _live: weakref.WeakSet[_Server] = weakref.WeakSet()
@@ -385,12 +293,9 @@ _live: weakref.WeakSet[_Server] = weakref.WeakSet()
 
 
 def _close_in_child() -> None:
-    """After a fork: the child holds none of the listeners' sockets.
-
-    A process forked in a phase (a process pool) would else keep the port
-    listening after the app exits, and probes would hang instead of being
-    refused. The child's copies only: the parent serves on.
-    """
+    """After a fork, the child closes its copies of the listeners' sockets: a
+    process pool forked in a phase would else keep the port listening after
+    the app exits, and probes would hang instead of being refused."""
     for server in list(_live):
         for sock in (server.socket, *server.connections):
             sock.close()
@@ -403,7 +308,7 @@ class _Server:
     """Serves ``routes`` on a listening socket from one thread, bounded in fds and memory.
 
     A connection is accepted only while one of ``MAX_CONNECTIONS`` slots is
-    free; each is a task on the thread's own event loop (asyncio's own, whatever
+    free; each is a task on the thread's own event loop (asyncio's, whatever
     loop the app runs on), which awaits the endpoints too, so a probe waiting
     on a check holds up no other.
     """
@@ -417,12 +322,11 @@ class _Server:
         self.socket = sock
         self.port = int(sock.getsockname()[1])
         self.server = tuple(sock.getsockname()[:2])
-        self.app = _router(routes, on_error)
+        self.routes = routes
         self.on_error = on_error
         self.connections: set[socket.socket] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.reading: set[asyncio.Task[Any]] = set()
-        """Connections owed nothing: closed at once when the listener closes."""
+        self.reading: set[asyncio.Task[Any]] = set()  # owed nothing: closed at once on close
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.closing = asyncio.Event()
         self.loop = asyncio.SelectorEventLoop()
@@ -481,15 +385,9 @@ class _Server:
         """One connection's requests, one at a time, until it closes, idles or is refused."""
         task = asyncio.current_task()
         assert task is not None
+        base: Scope = {"type": "http", "asgi": _ASGI, "scheme": "http", "root_path": ""}
+        base.update(client=client[:2] if isinstance(client, tuple) else None, server=self.server)
         writer = None
-        base: Scope = {
-            "type": "http",
-            "asgi": _ASGI,
-            "scheme": "http",
-            "root_path": "",
-            "client": tuple(client[:2]) if isinstance(client, tuple) else None,
-            "server": self.server,
-        }
         try:
             reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEADER_BYTES)
             writer.transport.set_write_buffer_limits(0)  # drain() waits until all is sent
@@ -502,14 +400,17 @@ class _Server:
                     request = _read_request(reader, first, dict(base))
                     scope, body, keep_alive = await asyncio.wait_for(request, HEAD_TIMEOUT)
                 except _Refused as refused:
-                    await _refuse(reader, writer, refused)
+                    why = f"lifewatch: {refused}\n".encode()
+                    headers = response_headers(TEXT, why)
+                    writer.write(_encode(refused.status, headers, why, True, "GET"))
+                    writer.write_eof()
+                    await asyncio.wait_for(_drop(reader), LINGER)  # its sender reads it meanwhile
                     return
                 self.reading.discard(task)
-                messages = await self._answer(scope, body)
                 close = not keep_alive or self.closing.is_set()
-                writer.write(self._response(messages, scope, close))
+                writer.write(await self._answer(scope, body, close))
                 await asyncio.wait_for(writer.drain(), KEEP_ALIVE)
-                if close:
+                if close or self.closing.is_set():
                     return
         except (OSError, EOFError, asyncio.TimeoutError):
             pass  # gone, too slow, idle or not reading: closed
@@ -521,7 +422,8 @@ class _Server:
             self.connections.discard(sock)
             self.slots.release()
 
-    async def _answer(self, scope: Scope, body: bytes) -> list[Message]:
+    async def _answer(self, scope: Scope, body: bytes, close: bool) -> bytes:
+        """The endpoint's answer, or a 503 saying why there is none."""
         messages: list[Message] = []
 
         async def receive() -> Message:
@@ -530,23 +432,20 @@ class _Server:
         async def send(message: Message) -> None:
             messages.append(message)
 
-        # The router answers for an endpoint that raised or was cut off.
-        await self.app(scope, receive, send)
-        return messages
-
-    def _response(self, messages: list[Message], scope: Scope, close: bool) -> bytes:
-        """The answer ``messages`` make, or a 503 if they make none."""
-        method = scope["method"]
-        failed = _encode(503, response_headers(TEXT, _FAILED), _FAILED, close, method)
-        if not messages:  # not even the router's answer could be sent
-            return failed
+        method, path = scope["method"], scope["path"]
         try:
+            await self.routes.get(path, _not_found)(scope, receive, send)
             status, headers = int(messages[0]["status"]), messages[0].get("headers", ())
             content = b"".join(m.get("body", b"") for m in messages[1:])
             return _encode(status, headers, content, close, method)
-        except Exception as exc:  # an answer that cannot be written (bad headers)
-            self.on_error(exc, scope["path"])
-            return failed
+        except asyncio.CancelledError:
+            # The listener closing (CLOSE_WAIT over) or the app's loop gone
+            # under a check: no answer is coming, which is no error to log.
+            headers, content = response_headers(TEXT, _CLOSING), _CLOSING
+        except Exception as exc:  # an endpoint never raises; if one does, say so
+            self.on_error(exc, path)
+            headers, content = response_headers(TEXT, _FAILED), _FAILED
+        return _encode(503, headers, content, close, method)
 
 
 class OpsListener(Sink):
@@ -592,17 +491,9 @@ class OpsListener(Sink):
                 holder = "" if isinstance(exc, PortTaken) else _held_by(self.requested_port)
                 if holder:
                     why += f" (port {self.requested_port} is listened on by {holder})"
-                self.lifecycle.notify(
-                    Notice(
-                        "lifespan.ops.failed",
-                        "error",
-                        {
-                            "address": self.address,
-                            "detail": f"cannot listen on {self.address}: {why}; "
-                            "the probes there will not answer",
-                        },
-                    )
-                )
+                detail = f"cannot listen on {self.address}: {why}; the probes there will not answer"
+                fields = {"address": self.address, "detail": detail}
+                self.lifecycle.notify(Notice("lifespan.ops.failed", "error", fields))
                 return
             self._served = _Server(sock, self.routes, self._failed)
 
