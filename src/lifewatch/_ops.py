@@ -107,13 +107,11 @@ def _server_sockets() -> set[int]:
 
 def _describe(pid: int) -> str:
     """``pid 123 (python -m uvicorn other:app)``, the command line cut short."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            command = file.read(4096).replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        command = ""
-    command = command if len(command) <= 120 else command[:117] + "..."
-    return f"pid {pid} ({command})" if command else f"pid {pid}"
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as file:
+        command = file.read(4096).replace(b"\0", b" ").decode(errors="replace").strip()
+        if command:
+            return f"pid {pid} ({command if len(command) <= 120 else command[:117] + '...'})"
+    return f"pid {pid}"
 
 
 def _held_by(port: int, own: int | None = None, ours: frozenset[int] = frozenset()) -> str:
@@ -189,11 +187,7 @@ _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 
 
 class _Refused(Exception):
-    """A request not served: its status, and why (the message)."""
-
-    def __init__(self, status: int, why: str) -> None:
-        super().__init__(why)
-        self.status = status
+    """A request not served: ``(status, why)``."""
 
 
 async def _read_request(
@@ -325,8 +319,8 @@ class _Server:
         self.routes = routes
         self.on_error = on_error
         self.connections: set[socket.socket] = set()
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.reading: set[asyncio.Task[Any]] = set()  # owed nothing: closed at once on close
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.reading: set[asyncio.Task[None]] = set()  # owed nothing: closed at once on close
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.closing = asyncio.Event()
         self.loop = asyncio.SelectorEventLoop()
@@ -341,10 +335,9 @@ class _Server:
     def run(self) -> None:
         try:
             self.loop.run_until_complete(self.serve())
-        except Exception as exc:  # the socket could not be served: say so
-            self.on_error(exc, "")
         finally:
-            self.socket.close()
+            for sock in (self.socket, *self.connections):  # a task cancelled before it began
+                sock.close()
             self.loop.close()
 
     async def serve(self) -> None:
@@ -400,9 +393,9 @@ class _Server:
                     request = _read_request(reader, first, dict(base))
                     scope, body, keep_alive = await asyncio.wait_for(request, HEAD_TIMEOUT)
                 except _Refused as refused:
-                    why = f"lifewatch: {refused}\n".encode()
-                    headers = response_headers(TEXT, why)
-                    writer.write(_encode(refused.status, headers, why, True, "GET"))
+                    status, why = refused.args
+                    text = f"lifewatch: {why}\n".encode()
+                    writer.write(_encode(status, response_headers(TEXT, text), text, True, "GET"))
                     writer.write_eof()
                     await asyncio.wait_for(_drop(reader), LINGER)  # its sender reads it meanwhile
                     return
