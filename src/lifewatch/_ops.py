@@ -1,14 +1,10 @@
 """The ops listener: the probes, ``/metrics`` and the timeline on a port of their own.
 
-It answers from the first lifespan event on, from a thread of its own: under
-uvicorn the app's port is bound only once startup completed
-(Kludex/uvicorn#499), and a phase that blocks the event loop silences it;
-here ``/startupz`` names the running phase and Prometheus sees progress.
-
-A small HTTP/1.1 server on asyncio's public streams, in one thread running an
-event loop of its own, bounded whatever the load (DESIGN §8). The port is
-shared with this server's own workers only (``_strangers``), and never with a
-forked or exec'd child.
+It answers from the first lifespan event on, from a thread and event loop of
+its own: under uvicorn the app's port is bound only once startup completed
+(Kludex/uvicorn#499), and a phase that blocks the app's loop silences it.
+A small HTTP/1.1 server on asyncio streams, bounded whatever the load (DESIGN
+§8); the port is shared with this server's own workers only, never a child.
 """
 
 from __future__ import annotations
@@ -22,15 +18,15 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from email.utils import formatdate
 from http.client import responses
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Scope
 
-from ._http import TEXT, respond, response_headers
+from ._http import TEXT, response_headers
 from ._records import Notice, RunRecord
 from ._sink import Sink
 from ._validate import validate_address
@@ -56,20 +52,6 @@ _CLOSING = b"lifewatch: no answer: the listener or the app's event loop is closi
 
 
 # -- the port: bound alone, or shared with the workers of this server only
-
-
-def _tcp_listeners(port: int, own: int | None) -> set[int]:
-    """The inodes of the TCP sockets (v4 and v6) listening on ``port`` here, ``own`` apart."""
-    found: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError, ValueError, IndexError), open(table) as lines:
-            next(lines, None)  # the header
-            for fields in map(str.split, lines):  # local address, ..., state, ..., inode
-                local_port = int(fields[1].rpartition(":")[2], 16)
-                if fields[3] == "0A" and local_port == port:  # 0A: TCP_LISTEN
-                    found.add(int(fields[9]))
-    found.discard(own)
-    return found
 
 
 def _sockets_of(pid: str) -> set[int]:
@@ -115,16 +97,22 @@ def _describe(pid: int) -> str:
 
 
 def _held_by(port: int, own: int | None = None, ours: frozenset[int] = frozenset()) -> str:
-    """Who else listens on ``port``, workers of this server apart, described; "" if none.
+    """Who else listens on ``port`` (``own`` apart), described; "" if none.
 
-    ``SO_REUSEPORT`` lets any process of the same user bind the port, and the
-    kernel then spreads connections between them. A worker holds a socket of
-    ``ours`` (its server's); any other holder, or none visible, is a stranger.
+    A worker of this server holds a socket of ``ours`` (its server's) and is
+    no stranger; any other holder, or none visible, is one.
     """
     strangers: dict[str, None] = {}  # in order, once each
     for attempt in range(2):  # one exiting meanwhile is looked at twice
         strangers.clear()
-        others = _tcp_listeners(port, own)
+        others: set[int] = set()
+        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError, ValueError, IndexError), open(path) as lines:
+                next(lines, None)  # the header
+                for fields in map(str.split, lines):  # local address, ..., state, ..., inode
+                    if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                        others.add(int(fields[9]))  # 0A: TCP_LISTEN
+        others.discard(own)
         if not others:
             break
         table = {
@@ -150,9 +138,9 @@ class PortTaken(OSError):
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, alone or shared with this server's workers.
 
-    A worker (it holds its server's socket) binds with ``SO_REUSEPORT`` for
-    its siblings, then looks for strangers; a process holding none binds
-    without, so the kernel refuses the port to anyone else.
+    A worker (it holds its server's socket) binds with ``SO_REUSEPORT`` for its
+    siblings, then looks for strangers: the kernel would spread connections
+    between any processes of this user on the port. Anyone else binds without.
     """
     ours = frozenset(_server_sockets())
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -193,11 +181,8 @@ class _Refused(Exception):
 async def _read_request(
     reader: asyncio.StreamReader, first: bytes, scope: Scope
 ) -> tuple[Scope, bytes, bool]:
-    """The next request: ``scope`` completed, its body, and whether the connection is kept.
-
-    ``_Refused`` as soon as a line passes a bound; the reader's limit
-    (``MAX_HEADER_BYTES``) bounds what one line can buffer.
-    """
+    """The next request: ``scope`` completed, its body, and whether the connection is kept;
+    ``_Refused`` as soon as a line passes a bound (the reader's limit bounds one line)."""
     lines: list[bytes] = []
     size = 0
     while not lines or lines[-1]:
@@ -278,18 +263,13 @@ async def _drop(reader: asyncio.StreamReader) -> None:
         dropped += len(data)
 
 
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    await respond(send, scope["method"], 404, response_headers(TEXT, _NOT_FOUND), _NOT_FOUND)
-
-
 _live: weakref.WeakSet[_Server] = weakref.WeakSet()
 """Servers of this process, for ``_close_in_child``."""
 
 
 def _close_in_child() -> None:
-    """After a fork, the child closes its copies of the listeners' sockets: a
-    process pool forked in a phase would else keep the port listening after
-    the app exits, and probes would hang instead of being refused."""
+    """A child forked in a phase (a process pool) closes its copies of the sockets:
+    the port would else listen on after the app exits, and probes hang, not refused."""
     for server in list(_live):
         for sock in (server.socket, *server.connections):
             sock.close()
@@ -299,25 +279,16 @@ os.register_at_fork(after_in_child=_close_in_child)
 
 
 class _Server:
-    """Serves ``routes`` on a listening socket from one thread, bounded in fds and memory.
+    """Serves a listening socket from one thread running asyncio's own loop (whatever
+    loop the app runs): a task per connection, at most ``MAX_CONNECTIONS``, which
+    awaits the endpoint too, so a probe waiting on a check holds up no other."""
 
-    A connection is accepted only while one of ``MAX_CONNECTIONS`` slots is
-    free; each is a task on the thread's own event loop (asyncio's, whatever
-    loop the app runs on), which awaits the endpoints too, so a probe waiting
-    on a check holds up no other.
-    """
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        routes: Mapping[str, ASGIApp],
-        on_error: Callable[[BaseException, str], None],
-    ) -> None:
+    def __init__(self, sock: socket.socket, listener: OpsListener) -> None:
         self.socket = sock
         self.port = int(sock.getsockname()[1])
         self.server = tuple(sock.getsockname()[:2])
-        self.routes = routes
-        self.on_error = on_error
+        self.routes = listener.routes
+        self.on_error = listener.failed
         self.connections: set[socket.socket] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.reading: set[asyncio.Task[None]] = set()  # owed nothing: closed at once on close
@@ -426,8 +397,10 @@ class _Server:
             messages.append(message)
 
         method, path = scope["method"], scope["path"]
+        if path not in self.routes:
+            return _encode(404, response_headers(TEXT, _NOT_FOUND), _NOT_FOUND, close, method)
         try:
-            await self.routes.get(path, _not_found)(scope, receive, send)
+            await self.routes[path](scope, receive, send)
             status, headers = int(messages[0]["status"]), messages[0].get("headers", ())
             content = b"".join(m.get("body", b"") for m in messages[1:])
             return _encode(status, headers, content, close, method)
@@ -444,11 +417,9 @@ class _Server:
 class OpsListener(Sink):
     """Serves ``routes`` on ``address`` from the first lifespan event to the last.
 
-    Started when startup begins; closed when shutdown completes or startup
-    failed (the process is going away), by its own thread, so no exit waits
-    on it. A port that cannot be bound, or that an unrelated process listens
-    on, is one logged line naming the port (and that process), and the app
-    starts without the listener.
+    Closed when shutdown completes or startup failed, by its own thread, so no
+    exit waits on it. A port that cannot be bound, or that an unrelated process
+    listens on, is one logged line naming it, and the app starts without it.
     """
 
     def __init__(self, lifecycle: Lifecycle, address: str, routes: Mapping[str, ASGIApp]) -> None:
@@ -457,7 +428,6 @@ class OpsListener(Sink):
         self.host, self.requested_port = validate_address(address, "ops_address")
         self.routes = routes
         self._served: _Server | None = None
-        self._lock = threading.Lock()
 
     @property
     def port(self) -> int | None:
@@ -466,38 +436,29 @@ class OpsListener(Sink):
         return None if served is None else served.port
 
     def run_begin(self, run: RunRecord) -> None:
-        if run.event == "startup":
-            self.start()
+        if run.event != "startup" or self._served is not None:
+            return
+        try:
+            sock = _listen(self.host, self.requested_port)
+        except OSError as exc:
+            why = str(exc) if isinstance(exc, PortTaken) else exc.strerror or str(exc)
+            holder = "" if isinstance(exc, PortTaken) else _held_by(self.requested_port)
+            if holder:
+                why += f" (port {self.requested_port} is listened on by {holder})"
+            detail = f"cannot listen on {self.address}: {why}; the probes there will not answer"
+            fields = {"address": self.address, "detail": detail}
+            self.lifecycle.notify(Notice("lifespan.ops.failed", "error", fields))
+            return
+        self._served = _Server(sock, self)
 
     def run_end(self, run: RunRecord) -> None:
-        if run.last:
-            self.stop()
+        served = self._served
+        if run.last and served is not None:
+            self._served = None
+            served.close()  # returns at once: the closing is the server thread's
 
-    def start(self) -> None:
-        with self._lock:
-            if self._served is not None:
-                return
-            try:
-                sock = _listen(self.host, self.requested_port)
-            except OSError as exc:
-                why = str(exc) if isinstance(exc, PortTaken) else exc.strerror or str(exc)
-                holder = "" if isinstance(exc, PortTaken) else _held_by(self.requested_port)
-                if holder:
-                    why += f" (port {self.requested_port} is listened on by {holder})"
-                detail = f"cannot listen on {self.address}: {why}; the probes there will not answer"
-                fields = {"address": self.address, "detail": detail}
-                self.lifecycle.notify(Notice("lifespan.ops.failed", "error", fields))
-                return
-            self._served = _Server(sock, self.routes, self._failed)
-
-    def stop(self) -> None:
-        """Closes the listener; returns at once (the closing is the server thread's)."""
-        with self._lock:
-            served, self._served = self._served, None
-        if served is not None:
-            served.close()
-
-    def _failed(self, exc: BaseException, path: str) -> None:
+    def failed(self, exc: BaseException, path: str) -> None:
+        """An endpoint raised: logged (it never should)."""
         with contextlib.suppress(Exception):
             self.lifecycle.notify(
                 Notice("lifespan.probe.error", "error", {"path": path, "listener": "ops"}, exc)
