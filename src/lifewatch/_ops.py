@@ -54,18 +54,6 @@ _CLOSING = b"lifewatch: no answer: the listener or the app's event loop is closi
 # -- the port: bound alone, or shared with the workers of this server only
 
 
-def _sockets_of(pid: str) -> set[int]:
-    """The inodes of the sockets process ``pid`` holds (none if this user cannot see them)."""
-    found: set[int] = set()
-    with contextlib.suppress(OSError):
-        for fd in os.scandir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError, ValueError):
-                target = os.readlink(fd.path)
-                if target.startswith("socket:["):
-                    found.add(int(target[8:-1]))
-    return found
-
-
 def _server_sockets() -> set[int]:
     """The inodes of the server sockets (bound, connected to nothing) this process holds:
     a server's workers hold the one it bound before starting them; a single process, none."""
@@ -97,11 +85,8 @@ def _describe(pid: int) -> str:
 
 
 def _held_by(port: int, own: int | None = None, ours: frozenset[int] = frozenset()) -> str:
-    """Who else listens on ``port`` (``own`` apart), described; "" if none.
-
-    A worker of this server holds a socket of ``ours`` (its server's) and is
-    no stranger; any other holder, or none visible, is one.
-    """
+    """Who else listens on ``port`` (``own`` apart), described; "" if none. A worker
+    of this server holds a socket of ``ours``: no stranger; any other holder, or none seen, is."""
     strangers: dict[str, None] = {}  # in order, once each
     for attempt in range(2):  # one exiting meanwhile is looked at twice
         strangers.clear()
@@ -115,9 +100,13 @@ def _held_by(port: int, own: int | None = None, ours: frozenset[int] = frozenset
         others.discard(own)
         if not others:
             break
-        table = {
-            int(p): held for p in os.listdir("/proc") if p.isdigit() and (held := _sockets_of(p))
-        }
+        table: dict[int, set[int]] = {}  # pid -> the sockets it holds, if this user may see
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                for fd in os.scandir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError, ValueError):
+                        if (target := os.readlink(fd.path)).startswith("socket:["):
+                            table.setdefault(int(pid), set()).add(int(target[8:-1]))
         me = os.getpid()  # another Lifewatch of this process is no worker
         workers = {pid for pid, held in table.items() if held & ours and pid != me}
         for inode in sorted(others):
@@ -210,24 +199,21 @@ async def _read_request(
     if any(b < 0x21 or b == 0x7F for b in target):
         raise _Refused(400, "malformed request target")
     headers: list[tuple[bytes, bytes]] = []
-    length = 0
-    connection = b""
     for field in lines[1:-1]:
         name, colon, value = field.partition(b":")
         if not colon or not _TOKEN.fullmatch(name):
             raise _Refused(400, "malformed header line")
-        name, value = name.lower(), value.strip(b" \t")
-        headers.append((name, value))
-        if name == b"content-length":
-            if not value.isdigit() or (length and int(value) != length):
-                raise _Refused(400, "malformed content-length")
-            length = int(value)
-            if length > MAX_BODY:
-                raise _Refused(413, f"no endpoint takes a body of more than {MAX_BODY} bytes")
-        elif name == b"transfer-encoding":
-            raise _Refused(501, "no endpoint takes a body: transfer-encoding not accepted")
-        elif name == b"connection":
-            connection = value.lower()
+        headers.append((name.lower(), value.strip(b" \t")))
+    lengths = {int(v) if v.isdigit() else -1 for n, v in headers if n == b"content-length"}
+    if len(lengths) > 1 or -1 in lengths:  # differing lengths: a smuggling attempt
+        raise _Refused(400, "malformed content-length")
+    length = lengths.pop() if lengths else 0
+    if length > MAX_BODY:
+        raise _Refused(413, f"no endpoint takes a body of more than {MAX_BODY} bytes")
+    named = dict(headers)
+    if b"transfer-encoding" in named:
+        raise _Refused(501, "no endpoint takes a body: transfer-encoding not accepted")
+    connection = named.get(b"connection", b"").lower()
     path = urlsplit(target.decode("latin-1"))
     scope.update(
         http_version=_VERSIONS[version],
@@ -237,22 +223,21 @@ async def _read_request(
         query_string=path.query.encode("latin-1", "replace"),
         headers=headers,
     )
-    if version == b"HTTP/1.1":
-        return scope, await reader.readexactly(length), b"close" not in connection
-    return scope, await reader.readexactly(length), b"keep-alive" in connection
+    keep_alive = (
+        b"close" not in connection if version == b"HTTP/1.1" else b"keep-alive" in connection
+    )
+    return scope, await reader.readexactly(length), keep_alive
 
 
 def _encode(
     status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, close: bool, method: str
 ) -> bytes:
     """The whole answer, for one write (a HEAD's without its body)."""
-    head = [b"HTTP/1.1 %d %s\r\n" % (status, responses.get(status, "").encode())]
-    head.append(b"date: %s\r\n" % formatdate(usegmt=True).encode())
-    head.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
-    if close:
-        head.append(b"connection: close\r\n")
-    head.append(b"\r\n")
-    return b"".join(head) + (b"" if method == "HEAD" else body)
+    head = [b"HTTP/1.1 %d %s" % (status, responses.get(status, "").encode())]
+    head.append(b"date: %s" % formatdate(usegmt=True).encode())
+    head.extend(b"%s: %s" % (name, value) for name, value in headers)
+    head.extend([b"connection: close"] if close else [])
+    return b"\r\n".join([*head, b"", b""]) + (b"" if method == "HEAD" else body)
 
 
 async def _drop(reader: asyncio.StreamReader) -> None:
@@ -285,39 +270,48 @@ class _Server:
 
     def __init__(self, sock: socket.socket, listener: OpsListener) -> None:
         self.socket = sock
-        self.port = int(sock.getsockname()[1])
         self.server = tuple(sock.getsockname()[:2])
-        self.routes = listener.routes
-        self.on_error = listener.failed
+        self.listener = listener
         self.connections: set[socket.socket] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.reading: set[asyncio.Task[None]] = set()  # owed nothing: closed at once on close
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
-        self.closing = asyncio.Event()
+        self.closing = False
         self.loop = asyncio.SelectorEventLoop()
+        self.main = self.loop.create_task(self.serve())
         _live.add(self)
-        threading.Thread(target=self.run, name=f"lifewatch-ops:{self.port}", daemon=True).start()
+        name = f"lifewatch-ops:{self.server[1]}"
+        threading.Thread(target=self.run, name=name, daemon=True).start()
 
     def close(self) -> None:
         """Stop accepting at once; answers under way get at most ``CLOSE_WAIT`` to finish."""
-        with contextlib.suppress(RuntimeError):  # its loop is closed already
-            self.loop.call_soon_threadsafe(self.closing.set)
+        self.loop.call_soon_threadsafe(self.main.cancel)
 
     def run(self) -> None:
         try:
-            self.loop.run_until_complete(self.serve())
+            self.loop.run_until_complete(self.main)
         finally:
-            for sock in (self.socket, *self.connections):  # a task cancelled before it began
-                sock.close()
             self.loop.close()
 
     async def serve(self) -> None:
-        """Accept until closed; then drop the connections owed nothing, give
-        answers under way ``CLOSE_WAIT``, then cut them off (they answer 503)."""
-        accepting = asyncio.ensure_future(self._accept())
-        await self.closing.wait()
-        accepting.cancel()
-        await asyncio.wait([accepting])
+        """Accept while a slot is free (the rest wait in the kernel's backlog) until
+        closed; then drop the connections owed nothing, give answers under way
+        ``CLOSE_WAIT``, then cut them off (they answer 503)."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(asyncio.CancelledError):  # closed
+            while True:
+                await self.slots.acquire()
+                try:
+                    sock, client = await loop.sock_accept(self.socket)
+                except OSError:  # out of fds (EMFILE): the backlog waits a moment
+                    self.slots.release()
+                    await asyncio.sleep(0.1)
+                    continue
+                self.connections.add(sock)
+                task = loop.create_task(self._serve(sock, client))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        self.closing = True
         self.socket.close()  # refused from now on
         for task in self.reading:
             task.cancel()
@@ -327,23 +321,6 @@ class _Server:
             for task in self.tasks:
                 task.cancel()
             await asyncio.wait(self.tasks, timeout=0.1)
-
-    async def _accept(self) -> None:
-        """Accept while a slot is free: the rest wait in the kernel's backlog."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await self.slots.acquire()
-            try:
-                sock, client = await loop.sock_accept(self.socket)
-            except OSError:  # out of fds (EMFILE): the backlog waits a moment
-                self.slots.release()
-                await asyncio.sleep(0.1)
-                continue
-            self.connections.add(sock)
-            task = loop.create_task(self._serve(sock, client))
-            self.tasks.add(task)
-            self.reading.add(task)
-            task.add_done_callback(self.tasks.discard)
 
     async def _serve(self, sock: socket.socket, client: Any) -> None:
         """One connection's requests, one at a time, until it closes, idles or is refused."""
@@ -371,10 +348,10 @@ class _Server:
                     await asyncio.wait_for(_drop(reader), LINGER)  # its sender reads it meanwhile
                     return
                 self.reading.discard(task)
-                close = not keep_alive or self.closing.is_set()
+                close = not keep_alive or self.closing
                 writer.write(await self._answer(scope, body, close))
                 await asyncio.wait_for(writer.drain(), KEEP_ALIVE)
-                if close or self.closing.is_set():
+                if close or self.closing:
                     return
         except (OSError, EOFError, asyncio.TimeoutError):
             pass  # gone, too slow, idle or not reading: closed
@@ -397,10 +374,11 @@ class _Server:
             messages.append(message)
 
         method, path = scope["method"], scope["path"]
-        if path not in self.routes:
+        route = self.listener.routes.get(path)
+        if route is None:
             return _encode(404, response_headers(TEXT, _NOT_FOUND), _NOT_FOUND, close, method)
         try:
-            await self.routes[path](scope, receive, send)
+            await route(scope, receive, send)
             status, headers = int(messages[0]["status"]), messages[0].get("headers", ())
             content = b"".join(m.get("body", b"") for m in messages[1:])
             return _encode(status, headers, content, close, method)
@@ -409,7 +387,7 @@ class _Server:
             # under a check: no answer is coming, which is no error to log.
             headers, content = response_headers(TEXT, _CLOSING), _CLOSING
         except Exception as exc:  # an endpoint never raises; if one does, say so
-            self.on_error(exc, path)
+            self.listener.failed(exc, path)
             headers, content = response_headers(TEXT, _FAILED), _FAILED
         return _encode(503, headers, content, close, method)
 
@@ -433,7 +411,7 @@ class OpsListener(Sink):
     def port(self) -> int | None:
         """The port listened on (the one picked, for port 0), or None when not listening."""
         served = self._served
-        return None if served is None else served.port
+        return None if served is None else int(served.server[1])
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event != "startup" or self._served is not None:
