@@ -84,39 +84,39 @@ def _describe(pid: int) -> str:
     return f"pid {pid}"
 
 
-def _held_by(port: int, own: int | None = None, ours: frozenset[int] = frozenset()) -> str:
+def _held_by(
+    port: int, own: int = 0, ours: frozenset[int] = frozenset(), again: bool = True
+) -> str:
     """Who else listens on ``port`` (``own`` apart), described; "" if none. A worker
     of this server holds a socket of ``ours``: no stranger; any other holder, or none seen, is."""
+    others: set[int] = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError, ValueError, IndexError), open(path) as lines:
+            next(lines, None)  # the header
+            for fields in map(str.split, lines):  # local address, ..., state, ..., inode
+                if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                    others.add(int(fields[9]))  # 0A: TCP_LISTEN
+    others.discard(own)
+    if not others:
+        return ""
+    table: dict[int, set[int]] = {}  # pid -> the sockets it holds, if this user may see
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError, ValueError):
+                    if (target := os.readlink(fd.path)).startswith("socket:["):
+                        table.setdefault(int(pid), set()).add(int(target[8:-1]))
+    me = os.getpid()  # another Lifewatch of this process is no worker
+    workers = {pid for pid, held in table.items() if held & ours and pid != me}
     strangers: dict[str, None] = {}  # in order, once each
-    for attempt in range(2):  # one exiting meanwhile is looked at twice
-        strangers.clear()
-        others: set[int] = set()
-        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-            with contextlib.suppress(OSError, ValueError, IndexError), open(path) as lines:
-                next(lines, None)  # the header
-                for fields in map(str.split, lines):  # local address, ..., state, ..., inode
-                    if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
-                        others.add(int(fields[9]))  # 0A: TCP_LISTEN
-        others.discard(own)
-        if not others:
-            break
-        table: dict[int, set[int]] = {}  # pid -> the sockets it holds, if this user may see
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            with contextlib.suppress(OSError):
-                for fd in os.scandir(f"/proc/{pid}/fd"):
-                    with contextlib.suppress(OSError, ValueError):
-                        if (target := os.readlink(fd.path)).startswith("socket:["):
-                            table.setdefault(int(pid), set()).add(int(target[8:-1]))
-        me = os.getpid()  # another Lifewatch of this process is no worker
-        workers = {pid for pid, held in table.items() if held & ours and pid != me}
-        for inode in sorted(others):
-            pids = sorted(pid for pid, held in table.items() if inode in held)
-            if not workers.intersection(pids):
-                unseen = "a process this user cannot see (another user or pid namespace)"
-                strangers[", ".join(map(_describe, pids)) or unseen] = None
-        if not strangers or attempt:
-            break
-        time.sleep(0.05)  # only when the port is contested, once
+    for inode in sorted(others):
+        pids = sorted(pid for pid, held in table.items() if inode in held)
+        if not workers.intersection(pids):
+            unseen = "a process this user cannot see (another user or pid namespace)"
+            strangers[", ".join(map(_describe, pids)) or unseen] = None
+    if strangers and again:  # one exiting meanwhile is looked at twice
+        time.sleep(0.05)
+        return _held_by(port, own, ours, again=False)
     return "; ".join(strangers)
 
 
@@ -125,12 +125,9 @@ class PortTaken(OSError):
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port``, alone or shared with this server's workers.
-
-    A worker (it holds its server's socket) binds with ``SO_REUSEPORT`` for its
-    siblings, then looks for strangers: the kernel would spread connections
-    between any processes of this user on the port. Anyone else binds without.
-    """
+    """A listening socket on ``host:port``. A worker (it holds its server's socket) binds
+    with ``SO_REUSEPORT`` for its siblings, then checks the kernel spreads connections
+    between them only; anyone else binds without, so the port is its alone."""
     ours = frozenset(_server_sockets())
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named: a probe's answer must not wait on a delayed ACK.
@@ -160,7 +157,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 
 
 class _Refused(Exception):
@@ -194,7 +190,7 @@ async def _read_request(
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
         raise _Refused(400, "malformed request line")
     method, target, version = parts
-    if version not in _VERSIONS:
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise _Refused(505, "HTTP/1.0 and HTTP/1.1 only")
     if any(b < 0x21 or b == 0x7F for b in target):
         raise _Refused(400, "malformed request target")
@@ -216,7 +212,7 @@ async def _read_request(
     connection = named.get(b"connection", b"").lower()
     path = urlsplit(target.decode("latin-1"))
     scope.update(
-        http_version=_VERSIONS[version],
+        http_version=version[5:].decode(),
         method=method.decode("ascii"),
         path=unquote(path.path) or "/",
         raw_path=path.path.encode("latin-1", "replace"),
@@ -248,15 +244,14 @@ async def _drop(reader: asyncio.StreamReader) -> None:
         dropped += len(data)
 
 
-_live: weakref.WeakSet[_Server] = weakref.WeakSet()
-"""Servers of this process, for ``_close_in_child``."""
+_live: weakref.WeakSet[_Server] = weakref.WeakSet()  # this process's, for _close_in_child
 
 
 def _close_in_child() -> None:
     """A child forked in a phase (a process pool) closes its copies of the sockets:
     the port would else listen on after the app exits, and probes hang, not refused."""
     for server in list(_live):
-        for sock in (server.socket, *server.connections):
+        for sock in (server.socket, *server.tasks):
             sock.close()
 
 
@@ -272,9 +267,8 @@ class _Server:
         self.socket = sock
         self.server = tuple(sock.getsockname()[:2])
         self.listener = listener
-        self.connections: set[socket.socket] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.reading: set[asyncio.Task[None]] = set()  # owed nothing: closed at once on close
+        self.tasks: dict[socket.socket, asyncio.Task[None]] = {}  # each connection's
+        self.reading: set[socket.socket] = set()  # owed nothing: closed at once on close
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.closing = False
         self.loop = asyncio.SelectorEventLoop()
@@ -288,10 +282,8 @@ class _Server:
         self.loop.call_soon_threadsafe(self.main.cancel)
 
     def run(self) -> None:
-        try:
-            self.loop.run_until_complete(self.main)
-        finally:
-            self.loop.close()
+        self.loop.run_until_complete(self.main)
+        self.loop.close()
 
     async def serve(self) -> None:
         """Accept while a slot is free (the rest wait in the kernel's backlog) until
@@ -307,25 +299,20 @@ class _Server:
                     self.slots.release()
                     await asyncio.sleep(0.1)
                     continue
-                self.connections.add(sock)
-                task = loop.create_task(self._serve(sock, client))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                self.tasks[sock] = loop.create_task(self._serve(sock, client))
         self.closing = True
         self.socket.close()  # refused from now on
-        for task in self.reading:
-            task.cancel()
+        for sock in self.reading:  # each task begun, so its finally runs
+            self.tasks[sock].cancel()
         if self.tasks:
-            await asyncio.wait(self.tasks, timeout=CLOSE_WAIT)
+            await asyncio.wait(self.tasks.values(), timeout=CLOSE_WAIT)
         while self.tasks:
-            for task in self.tasks:
+            for task in self.tasks.values():
                 task.cancel()
-            await asyncio.wait(self.tasks, timeout=0.1)
+            await asyncio.wait(self.tasks.values(), timeout=0.1)
 
     async def _serve(self, sock: socket.socket, client: Any) -> None:
         """One connection's requests, one at a time, until it closes, idles or is refused."""
-        task = asyncio.current_task()
-        assert task is not None
         base: Scope = {"type": "http", "asgi": _ASGI, "scheme": "http", "root_path": ""}
         base.update(client=client[:2] if isinstance(client, tuple) else None, server=self.server)
         writer = None
@@ -333,7 +320,7 @@ class _Server:
             reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEADER_BYTES)
             writer.transport.set_write_buffer_limits(0)  # drain() waits until all is sent
             while True:
-                self.reading.add(task)
+                self.reading.add(sock)
                 first = await asyncio.wait_for(reader.read(1), KEEP_ALIVE)
                 if not first:
                     return
@@ -347,7 +334,7 @@ class _Server:
                     writer.write_eof()
                     await asyncio.wait_for(_drop(reader), LINGER)  # its sender reads it meanwhile
                     return
-                self.reading.discard(task)
+                self.reading.discard(sock)
                 close = not keep_alive or self.closing
                 writer.write(await self._answer(scope, body, close))
                 await asyncio.wait_for(writer.drain(), KEEP_ALIVE)
@@ -356,11 +343,11 @@ class _Server:
         except (OSError, EOFError, asyncio.TimeoutError):
             pass  # gone, too slow, idle or not reading: closed
         finally:
-            self.reading.discard(task)
+            self.reading.discard(sock)
             if writer is not None:
                 writer.transport.abort()
             sock.close()
-            self.connections.discard(sock)
+            del self.tasks[sock]
             self.slots.release()
 
     async def _answer(self, scope: Scope, body: bytes, close: bool) -> bytes:
@@ -393,12 +380,9 @@ class _Server:
 
 
 class OpsListener(Sink):
-    """Serves ``routes`` on ``address`` from the first lifespan event to the last.
-
-    Closed when shutdown completes or startup failed, by its own thread, so no
-    exit waits on it. A port that cannot be bound, or that an unrelated process
-    listens on, is one logged line naming it, and the app starts without it.
-    """
+    """Serves ``routes`` on ``address`` from the first lifespan event to the last (closed by
+    its own thread, so no exit waits on it). A port that cannot be bound, or that an
+    unrelated process listens on, is one logged line naming it; the app starts all the same."""
 
     def __init__(self, lifecycle: Lifecycle, address: str, routes: Mapping[str, ASGIApp]) -> None:
         self.lifecycle = lifecycle
