@@ -84,9 +84,7 @@ def _describe(pid: int) -> str:
     return f"pid {pid}"
 
 
-def _held_by(
-    port: int, own: int = 0, ours: frozenset[int] = frozenset(), again: bool = True
-) -> str:
+def _held_by(port: int, own: int = 0, ours: frozenset[int] = frozenset()) -> str:
     """Who else listens on ``port`` (``own`` apart), described; "" if none. A worker
     of this server holds a socket of ``ours``: no stranger; any other holder, or none seen, is."""
     others: set[int] = set()
@@ -114,9 +112,6 @@ def _held_by(
         if not workers.intersection(pids):
             unseen = "a process this user cannot see (another user or pid namespace)"
             strangers[", ".join(map(_describe, pids)) or unseen] = None
-    if strangers and again:  # one exiting meanwhile is looked at twice
-        time.sleep(0.05)
-        return _held_by(port, own, ours, again=False)
     return "; ".join(strangers)
 
 
@@ -140,7 +135,10 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.listen(BACKLOG)
         if ours:
             own = os.fstat(sock.fileno()).st_ino
-            strangers = _held_by(int(sock.getsockname()[1]), own, ours)
+            strangers = _held_by(port, own, ours)
+            if strangers:  # one exiting meanwhile is looked at twice
+                time.sleep(0.05)
+                strangers = _held_by(port, own, ours)
             if strangers:
                 raise PortTaken(
                     f"port {port} is listened on by {strangers}, "
@@ -209,7 +207,7 @@ async def _read_request(
     named = dict(headers)
     if b"transfer-encoding" in named:
         raise _Refused(501, "no endpoint takes a body: transfer-encoding not accepted")
-    connection = named.get(b"connection", b"").lower()
+    tokens = named.get(b"connection", b"").lower()
     path = urlsplit(target.decode("latin-1"))
     scope.update(
         http_version=version[5:].decode(),
@@ -219,9 +217,7 @@ async def _read_request(
         query_string=path.query.encode("latin-1", "replace"),
         headers=headers,
     )
-    keep_alive = (
-        b"close" not in connection if version == b"HTTP/1.1" else b"keep-alive" in connection
-    )
+    keep_alive = b"keep-alive" in tokens if version == b"HTTP/1.0" else b"close" not in tokens
     return scope, await reader.readexactly(length), keep_alive
 
 
@@ -237,8 +233,7 @@ def _encode(
 
 
 async def _drop(reader: asyncio.StreamReader) -> None:
-    """Read and drop what a refused client still sends, up to ``LINGER_BYTES``:
-    closed with input unread, the kernel would reset the connection, the refusal unread."""
+    """Drop what a refused client still sends: closed unread, the kernel would reset it."""
     dropped = 0
     while dropped <= LINGER_BYTES and (data := await reader.read(65536)):
         dropped += len(data)
@@ -248,8 +243,7 @@ _live: weakref.WeakSet[_Server] = weakref.WeakSet()  # this process's, for _clos
 
 
 def _close_in_child() -> None:
-    """A child forked in a phase (a process pool) closes its copies of the sockets:
-    the port would else listen on after the app exits, and probes hang, not refused."""
+    """A child forked in a phase (a process pool) must not keep the port after the app exits."""
     for server in list(_live):
         for sock in (server.socket, *server.tasks):
             sock.close()
@@ -286,20 +280,18 @@ class _Server:
         self.loop.close()
 
     async def serve(self) -> None:
-        """Accept while a slot is free (the rest wait in the kernel's backlog) until
-        closed; then drop the connections owed nothing, give answers under way
-        ``CLOSE_WAIT``, then cut them off (they answer 503)."""
-        loop = asyncio.get_running_loop()
+        """Accept while a slot is free (the rest wait in the kernel's backlog); once closed,
+        drop connections owed nothing, give answers ``CLOSE_WAIT``, then cut them off (503)."""
         with contextlib.suppress(asyncio.CancelledError):  # closed
             while True:
                 await self.slots.acquire()
                 try:
-                    sock, client = await loop.sock_accept(self.socket)
+                    sock, client = await self.loop.sock_accept(self.socket)
                 except OSError:  # out of fds (EMFILE): the backlog waits a moment
                     self.slots.release()
                     await asyncio.sleep(0.1)
                     continue
-                self.tasks[sock] = loop.create_task(self._serve(sock, client))
+                self.tasks[sock] = self.loop.create_task(self._serve(sock, client))
         self.closing = True
         self.socket.close()  # refused from now on
         for sock in self.reading:  # each task begun, so its finally runs
