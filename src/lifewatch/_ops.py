@@ -232,13 +232,6 @@ def _encode(
     return b"\r\n".join([*head, b"", b""]) + (b"" if method == "HEAD" else body)
 
 
-async def _drop(reader: asyncio.StreamReader) -> None:
-    """Drop what a refused client still sends: closed unread, the kernel would reset it."""
-    dropped = 0
-    while dropped <= LINGER_BYTES and (data := await reader.read(65536)):
-        dropped += len(data)
-
-
 _live: weakref.WeakSet[_Server] = weakref.WeakSet()  # this process's, for _close_in_child
 
 
@@ -307,34 +300,43 @@ class _Server:
         """One connection's requests, one at a time, until it closes, idles or is refused."""
         base: Scope = {"type": "http", "asgi": _ASGI, "scheme": "http", "root_path": ""}
         base.update(client=client[:2] if isinstance(client, tuple) else None, server=self.server)
+        # A deadline cancels this task (as wait_for, less a task per wait); never in an answer.
+        cut = self.tasks[sock].cancel
+        timer = self.loop.call_later(KEEP_ALIVE, cut)  # idle
+        self.reading.add(sock)
         writer = None
         try:
             reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEADER_BYTES)
             writer.transport.set_write_buffer_limits(0)  # drain() waits until all is sent
-            while True:
-                self.reading.add(sock)
-                first = await asyncio.wait_for(reader.read(1), KEEP_ALIVE)
-                if not first:
-                    return
+            while first := await reader.read(1):
+                timer.cancel()
+                timer = self.loop.call_later(HEAD_TIMEOUT, cut)
                 try:
-                    request = _read_request(reader, first, dict(base))
-                    scope, body, keep_alive = await asyncio.wait_for(request, HEAD_TIMEOUT)
+                    scope, body, keep_alive = await _read_request(reader, first, dict(base))
                 except _Refused as refused:
                     status, why = refused.args
                     text = f"lifewatch: {why}\n".encode()
                     writer.write(_encode(status, response_headers(TEXT, text), text, True, "GET"))
                     writer.write_eof()
-                    await asyncio.wait_for(_drop(reader), LINGER)  # its sender reads it meanwhile
+                    timer.cancel()
+                    timer = self.loop.call_later(LINGER, cut)
+                    dropped = 0  # what it still sends: closed unread, the kernel would reset it
+                    while dropped <= LINGER_BYTES and (data := await reader.read(65536)):
+                        dropped += len(data)
                     return
+                timer.cancel()
                 self.reading.discard(sock)
                 close = not keep_alive or self.closing
                 writer.write(await self._answer(scope, body, close))
-                await asyncio.wait_for(writer.drain(), KEEP_ALIVE)
+                timer = self.loop.call_later(KEEP_ALIVE, cut)  # unread, then idle
+                await writer.drain()
                 if close or self.closing:
                     return
-        except (OSError, EOFError, asyncio.TimeoutError):
-            pass  # gone, too slow, idle or not reading: closed
+                self.reading.add(sock)
+        except (OSError, EOFError):
+            pass  # gone, or cut off
         finally:
+            timer.cancel()
             self.reading.discard(sock)
             if writer is not None:
                 writer.transport.abort()
@@ -411,8 +413,7 @@ class OpsListener(Sink):
             self._served = None
             served.close()  # returns at once: the closing is the server thread's
 
-    def failed(self, exc: BaseException, path: str) -> None:
-        """An endpoint raised: logged (it never should)."""
+    def failed(self, exc: BaseException, path: str) -> None:  # an endpoint raised
         with contextlib.suppress(Exception):
             self.lifecycle.notify(
                 Notice("lifespan.probe.error", "error", {"path": path, "listener": "ops"}, exc)
