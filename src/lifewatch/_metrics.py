@@ -27,13 +27,9 @@ CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 
 class UnsetGauge(Collector):
-    """A gauge without labels that has no sample until it is first set.
-
-    prometheus-client exports an unlabelled gauge as 0 from its registration:
-    a shutdown duration of 0 before any shutdown would read as an instant
-    one. The first ``set`` makes the (unregistered) ``Gauge``, so under
-    ``PROMETHEUS_MULTIPROC_DIR`` the worker's file gets its entry only then.
-    """
+    """A gauge without labels that has no sample until it is first set: an
+    unlabelled ``Gauge`` reads 0 from its registration (an instant shutdown,
+    before any); under ``PROMETHEUS_MULTIPROC_DIR`` its file entry too waits."""
 
     def __init__(
         self, name: str, documentation: str, *, multiprocess_mode: str, registry: CollectorRegistry
@@ -134,20 +130,8 @@ class Metrics:
         )
 
     def all(self) -> tuple[Gauge | Counter | Histogram | UnsetGauge, ...]:
-        """Every family, e.g. to push exactly these."""
-        return (
-            self.phase_duration,
-            self.phase_failures,
-            self.startup_duration,
-            self.shutdown_duration,
-            self.boot_duration,
-            self.time_to_ready,
-            self.state,
-            self.check_status,
-            self.check_duration,
-            self.check_failures,
-            self.build_info,
-        )
+        """Every family (each attribute is one), e.g. to push exactly these."""
+        return tuple(vars(self).values())
 
 
 _banks: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Metrics]] = (

@@ -49,13 +49,8 @@ class TracingSink(Sink):
         return self._tracer
 
     def _attributes(self, event: str) -> dict[str, Any]:
-        """The attributes of every span; version and revision where the
-        provider's resource has none.
-
-        They belong on the resource, but the resource is the user's (fixed
-        when their provider was made), so lifewatch only fills the gap, on its
-        own spans, under the resource attributes' names.
-        """
+        """The attributes of every span; version and revision (resource
+        attributes, but the resource is the user's) where the provider's has none."""
         attributes: dict[str, Any] = {"lifespan.event": event}
         if self._service:
             attributes["service.name"] = self._service
