@@ -1,6 +1,5 @@
 """The last startup and shutdown as a timeline, and its JSON (Spring Boot's
-``/actuator/startup``). Built from the records the sinks receive, so the ids
-are the spans' (or lifewatch's record numbers when tracing is a no-op)."""
+``/actuator/startup``), with the spans' ids (or lifewatch's record numbers)."""
 
 from __future__ import annotations
 
@@ -81,9 +80,8 @@ class Timeline:
         return found[0]
 
     def to_dict(self) -> dict[str, Any]:
-        """The shape of Spring Boot's ``/actuator/startup`` (tools read
-        ``timeline.events[*].startupStep``), plus lifewatch's fields beside it
-        and the same facts as ``lifespan.*`` tags, named like the span attributes."""
+        """Spring Boot's ``/actuator/startup`` shape, lifewatch's fields beside
+        each ``startupStep`` and the same facts as tags named like the span attributes."""
         from ._version import __version__
 
         return {

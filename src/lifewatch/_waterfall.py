@@ -1,6 +1,5 @@
-"""The timeline as one self-contained HTML waterfall page, and the endpoint serving
-it and its JSON. No JavaScript and no outside assets, so it works air-gapped
-and under a strict Content-Security-Policy; every name and tag is escaped."""
+"""The timeline as one self-contained HTML waterfall page (no JavaScript, no outside
+assets: air-gapped, strict CSP; every name escaped), and the endpoint serving it and its JSON."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
-"""Helpers for testing an application that uses lifewatch.
-
-``LifewatchHarness`` builds a ``Lifewatch`` whose signals land in memory, not
-in global state: metrics on a fresh ``CollectorRegistry``, spans in an
-OpenTelemetry SDK in-memory exporter, structlog events captured while the
-harness is open. ``harness.serving(app)`` drives the app's lifespan through
-the real ASGI lifespan protocol, as uvicorn does.
-
-``pytest_plugins = ["lifewatch.testing"]`` in a top-level ``conftest.py``
-gives the ``lifewatch_harness`` fixture. Needs ``opentelemetry-sdk``
-(``lifewatch[testing]``), imported only when a harness is built.
-"""
+"""Helpers for testing an application that uses lifewatch: ``LifewatchHarness``
+keeps a watch's metrics, spans and logs in memory and drives an app's lifespan
+through the real ASGI protocol. ``pytest_plugins = ["lifewatch.testing"]`` gives
+the ``lifewatch_harness`` fixture. Needs ``opentelemetry-sdk`` (``lifewatch[testing]``)."""
 
 from __future__ import annotations
 
