@@ -176,7 +176,6 @@ class MetricsSink(Sink):
     ) -> None:
         self.metrics = metrics
         self._process_start = process_start
-        self._checks: dict[str, tuple[Histogram, list[Gauge]]] = {}
         if build is not None:  # known from the start: scraped during startup too
             metrics.build_info.labels(*build).set(1)
 
@@ -207,17 +206,10 @@ class MetricsSink(Sink):
     def check_result(
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
-        children = self._checks.get(check.name)
-        if children is None:  # looked up once: an uncached check runs on every probe
-            children = self._checks[check.name] = (
-                self.metrics.check_duration.labels(check.name),
-                [self.metrics.check_status.labels(check.name, p) for p in check.probes],
-            )
-        latency, statuses = children
-        latency.observe(result.duration)
+        self.metrics.check_duration.labels(check.name).observe(result.duration)
         if previous is None or previous.ok != result.ok:
-            for status in statuses:
-                status.set(1 if result.ok else 0)
+            for probe in check.probes:
+                self.metrics.check_status.labels(check.name, probe).set(1 if result.ok else 0)
         if not result.ok:
             self.metrics.check_failures.labels(check.name, result.reason or "error").inc()
 

@@ -275,29 +275,29 @@ def wants_json(accept: bytes | Iterable[bytes]) -> bool:
     return negotiate(accept, _OFFERS) == _JSON
 
 
-class TimelineEndpoint:
+async def serve_timeline(
+    source: Callable[[], Timeline],
+    fmt: Literal["auto", "json"],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
     """Serves ``watch.timeline`` as HTML, or JSON (``fmt="json"``, or by ``Accept``)."""
-
-    def __init__(self, source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> None:
-        self.source = source
-        self.fmt = fmt
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope.get("method", "GET")
-        if method != "GET" and method != "HEAD":
-            await not_allowed(send)
-            return
-        as_json = self.fmt == "json"
-        vary: tuple[Header, ...] = ()
-        if self.fmt == "auto":
-            vary = ((b"vary", b"accept"),)
-            as_json = wants_json(header_values(scope.get("headers", ()), b"accept"))
-        timeline = self.source()
-        if as_json:
-            body = json_body(timeline.to_dict(), indent=2)
-            headers = response_headers(_JSON, body, *vary)
-        else:
-            name = str(scope.get("path", "")).rsplit("/", 1)[-1]
-            body = render_html(timeline, json_href=f"{name}.json" if name else None).encode()
-            headers = response_headers(_HTML, body, *vary, (b"content-security-policy", _CSP))
-        await respond(send, method, 200, headers, body)
+    method = scope.get("method", "GET")
+    if method != "GET" and method != "HEAD":
+        await not_allowed(send)
+        return
+    as_json = fmt == "json"
+    vary: tuple[Header, ...] = ()
+    if fmt == "auto":
+        vary = ((b"vary", b"accept"),)
+        as_json = wants_json(header_values(scope.get("headers", ()), b"accept"))
+    timeline = source()
+    if as_json:
+        body = json_body(timeline.to_dict(), indent=2)
+        headers = response_headers(_JSON, body, *vary)
+    else:
+        name = str(scope.get("path", "")).rsplit("/", 1)[-1]
+        body = render_html(timeline, json_href=f"{name}.json" if name else None).encode()
+        headers = response_headers(_HTML, body, *vary, (b"content-security-policy", _CSP))
+    await respond(send, method, 200, headers, body)
