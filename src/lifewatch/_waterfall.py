@@ -159,10 +159,10 @@ def _row(e: TimelineEntry, left: float, width: float, compressed: bool = False) 
         f"outcome {e.outcome or 'running'}{f' ({e.reason})' if e.reason else ''}; id {e.id}"
     )
     return (
-        f'<div class="{classes}" data-id="{escape(e.id)}" data-outcome="{outcome}">'
-        f'<span class="cell name" style="--d:{max(e.depth, 1)}" title="{escape(title)}">'
+        f'<div class="{classes}" title="{escape(title)}">'
+        f'<span class="cell name" style="--d:{max(e.depth, 1)}">'
         f'<span class="t">{escape(shown)}</span>{flags}</span>'
-        f'<span class="cell track" title="{escape(title)}"><span class="bar" '
+        f'<span class="cell track"><span class="bar" '
         f'style="left:{left:.3f}%;width:{width:.3f}%"></span></span>'
         f'<span class="cell dur">{escape(duration)}</span>'
         f'<span class="cell status">{_status(e)}</span></div>'
@@ -230,7 +230,7 @@ def _section(
         _row(e, *place(e), compressed=bool(offset) and e.kind == "boot") for e in entries
     )
     return (
-        f'<section id="{event}" class="run run-{run.outcome or "running"}">'
+        f'<section id="{event}">'
         f"<h2>{title} {_status(run)}"
         f'<span class="total">{escape(format_seconds(run.elapsed))}</span>'
         f'<span class="sub">{escape(summary)} \u00b7 began {started} UTC</span></h2>'
