@@ -145,15 +145,14 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
     registry = REGISTRY if registry is None else registry
     with _lock:
         by_ns = _banks.setdefault(registry, {})
-        bank = by_ns.get(namespace)
-        if bank is None:
+        if namespace not in by_ns:
             directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             try:
                 if directory:
                     # prometheus-client opens some per-process files only at
                     # the first write: try the directory now, so Lifewatch() fails.
                     tempfile.TemporaryFile(dir=directory).close()
-                bank = Metrics(registry, namespace)
+                by_ns[namespace] = Metrics(registry, namespace)
             except OSError as exc:
                 if directory:  # say which setting is wrong, keeping the error's type
                     add_note(
@@ -163,8 +162,7 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
                         "(create it, or unset the variable for a single process)",
                     )
                 raise
-            by_ns[namespace] = bank
-        return bank
+        return by_ns[namespace]
 
 
 class MetricsSink(Sink):
