@@ -182,10 +182,9 @@ class MetricsSink(Sink):
             self.metrics.boot_duration.set(run.boot)
 
     def run_end(self, run: RunRecord) -> None:
-        if run.event == "startup":
-            self.metrics.startup_duration.set(run.duration or 0.0)
-        else:
-            self.metrics.shutdown_duration.set(run.duration or 0.0)
+        metrics = self.metrics
+        gauge = metrics.startup_duration if run.event == "startup" else metrics.shutdown_duration
+        gauge.set(run.duration or 0.0)
 
     def phase_end(self, phase: PhaseRecord) -> None:
         parent = "" if phase.parent is None else phase.parent.name
