@@ -41,14 +41,9 @@ def multiprocess_dir() -> str | None:
 
 
 class MetricsEndpoint:
-    """A small ASGI app answering ``GET``/``HEAD`` with the exposition.
-
-    One process: the watch's registry, rendered inline (microseconds; a
-    thread hop would cost more). Many processes: a ``MultiProcessCollector``
-    per scrape, as prometheus-client requires, rendered in a worker thread
-    since it reads every worker's files. ``inline``: always in the calling
-    thread (the ops listener's, which stalls no app).
-    """
+    """A small ASGI app answering ``GET``/``HEAD`` with the exposition: rendered
+    inline for one process, in a worker thread when a ``MultiProcessCollector``
+    reads every worker's files (``inline``: always here, the ops listener's thread)."""
 
     def __init__(
         self,
@@ -62,12 +57,8 @@ class MetricsEndpoint:
         self._notify = notify
 
     def render(self, accept: str, accept_encoding: str = "") -> tuple[bytes, tuple[Header, ...]]:
-        """Body and headers for one scrape, in the calling thread.
-
-        ``Accept`` is ranked by ``q`` first (prometheus-client takes the first
-        range it knows); a version it cannot parse, or would echo oddly, gets
-        the classic text format.
-        """
+        """Body and headers for one scrape, in the calling thread; a format
+        version prometheus-client cannot parse, or would echo oddly, gets classic text."""
         try:
             wanted = ""
             for element in ranked(accept.encode("latin-1")):

@@ -107,11 +107,8 @@ def negotiate(accept: bytes | Iterable[bytes], offers: Sequence[bytes]) -> bytes
 
 
 def ranked(accept: bytes | Iterable[bytes]) -> list[bytes]:
-    """The elements of ``Accept``, highest ``q`` first, ``q=0`` and malformed ones left out.
-
-    For a library that takes the first match of a list and knows nothing of
-    ``q`` (prometheus-client's encoder choice).
-    """
+    """The elements of ``Accept``, highest ``q`` first, ``q=0`` and malformed ones left
+    out: for prometheus-client's encoder choice, which knows nothing of ``q``."""
     weighted = [
         (-q, i, e.strip()) for i, (e, token, q) in enumerate(_parsed(accept)) if token and q
     ]
@@ -131,22 +128,17 @@ def coding_accepted(accept_encoding: bytes | Iterable[bytes], coding: bytes) -> 
 
 
 def _parsed(values: bytes | Iterable[bytes]) -> Iterator[tuple[bytes, bytes, float | None]]:
-    """Each element of a header with its lower-case token and its ``q``."""
-    for element in _elements(values):
-        token, _, params = element.partition(b";")
-        yield element, token.strip().lower(), _weight(params)
-
-
-def _elements(values: bytes | Iterable[bytes]) -> Iterator[bytes]:
-    """The comma-separated elements of a header sent once or more, at most
-    ``MAX_RANGES`` in all (empty ones count: the bound is on work)."""
+    """Each element of a header sent once or more, with its lower-case token and
+    its ``q``; at most ``MAX_RANGES`` in all (empty ones count: the bound is on work)."""
     budget = MAX_RANGES
     for value in (values,) if isinstance(values, bytes) else values:
         if budget <= 0:
             return
         elements = value.split(b",", budget)[:budget]
         budget -= len(elements)
-        yield from elements
+        for element in elements:
+            token, _, params = element.partition(b";")
+            yield element, token.strip().lower(), _weight(params)
 
 
 def _weight(params: bytes) -> float | None:

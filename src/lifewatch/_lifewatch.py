@@ -355,8 +355,8 @@ def _timeline(source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> A
     default, it must not cost every app's start the page's import."""
 
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-        from ._waterfall import TimelineEndpoint
+        from ._waterfall import serve_timeline
 
-        await TimelineEndpoint(source, fmt)(scope, receive, send)
+        await serve_timeline(source, fmt, scope, receive, send)
 
     return endpoint

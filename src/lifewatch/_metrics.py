@@ -27,13 +27,9 @@ CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 
 class UnsetGauge(Collector):
-    """A gauge without labels that has no sample until it is first set.
-
-    prometheus-client exports an unlabelled gauge as 0 from its registration:
-    a shutdown duration of 0 before any shutdown would read as an instant
-    one. The first ``set`` makes the (unregistered) ``Gauge``, so under
-    ``PROMETHEUS_MULTIPROC_DIR`` the worker's file gets its entry only then.
-    """
+    """A gauge without labels that has no sample until it is first set: an
+    unlabelled ``Gauge`` reads 0 from its registration (an instant shutdown,
+    before any); under ``PROMETHEUS_MULTIPROC_DIR`` its file entry too waits."""
 
     def __init__(
         self, name: str, documentation: str, *, multiprocess_mode: str, registry: CollectorRegistry
@@ -134,20 +130,8 @@ class Metrics:
         )
 
     def all(self) -> tuple[Gauge | Counter | Histogram | UnsetGauge, ...]:
-        """Every family, e.g. to push exactly these."""
-        return (
-            self.phase_duration,
-            self.phase_failures,
-            self.startup_duration,
-            self.shutdown_duration,
-            self.boot_duration,
-            self.time_to_ready,
-            self.state,
-            self.check_status,
-            self.check_duration,
-            self.check_failures,
-            self.build_info,
-        )
+        """Every family (each attribute is one), e.g. to push exactly these."""
+        return tuple(vars(self).values())
 
 
 _banks: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Metrics]] = (
@@ -161,15 +145,14 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
     registry = REGISTRY if registry is None else registry
     with _lock:
         by_ns = _banks.setdefault(registry, {})
-        bank = by_ns.get(namespace)
-        if bank is None:
+        if namespace not in by_ns:
             directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             try:
                 if directory:
                     # prometheus-client opens some per-process files only at
                     # the first write: try the directory now, so Lifewatch() fails.
                     tempfile.TemporaryFile(dir=directory).close()
-                bank = Metrics(registry, namespace)
+                by_ns[namespace] = Metrics(registry, namespace)
             except OSError as exc:
                 if directory:  # say which setting is wrong, keeping the error's type
                     add_note(
@@ -179,8 +162,7 @@ def metrics_for(registry: CollectorRegistry | None, namespace: str) -> Metrics:
                         "(create it, or unset the variable for a single process)",
                     )
                 raise
-            by_ns[namespace] = bank
-        return bank
+        return by_ns[namespace]
 
 
 class MetricsSink(Sink):
@@ -192,7 +174,6 @@ class MetricsSink(Sink):
     ) -> None:
         self.metrics = metrics
         self._process_start = process_start
-        self._checks: dict[str, tuple[Histogram, list[Gauge]]] = {}
         if build is not None:  # known from the start: scraped during startup too
             metrics.build_info.labels(*build).set(1)
 
@@ -201,10 +182,9 @@ class MetricsSink(Sink):
             self.metrics.boot_duration.set(run.boot)
 
     def run_end(self, run: RunRecord) -> None:
-        if run.event == "startup":
-            self.metrics.startup_duration.set(run.duration or 0.0)
-        else:
-            self.metrics.shutdown_duration.set(run.duration or 0.0)
+        metrics = self.metrics
+        gauge = metrics.startup_duration if run.event == "startup" else metrics.shutdown_duration
+        gauge.set(run.duration or 0.0)
 
     def phase_end(self, phase: PhaseRecord) -> None:
         parent = "" if phase.parent is None else phase.parent.name
@@ -223,17 +203,10 @@ class MetricsSink(Sink):
     def check_result(
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
-        children = self._checks.get(check.name)
-        if children is None:  # looked up once: an uncached check runs on every probe
-            children = self._checks[check.name] = (
-                self.metrics.check_duration.labels(check.name),
-                [self.metrics.check_status.labels(check.name, p) for p in check.probes],
-            )
-        latency, statuses = children
-        latency.observe(result.duration)
+        self.metrics.check_duration.labels(check.name).observe(result.duration)
         if previous is None or previous.ok != result.ok:
-            for status in statuses:
-                status.set(1 if result.ok else 0)
+            for probe in check.probes:
+                self.metrics.check_status.labels(check.name, probe).set(1 if result.ok else 0)
         if not result.ok:
             self.metrics.check_failures.labels(check.name, result.reason or "error").inc()
 

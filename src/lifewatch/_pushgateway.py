@@ -1,12 +1,7 @@
-"""Last words: push the lifespan metrics to a Pushgateway.
-
-No scrape sees the metrics of a failed startup or of a shutdown: the process
-goes away. So they are pushed then, each push in a daemon thread bounded by
-``timeout``, so a dead gateway delays an exit by at most that. After a failed
-startup an ``atexit`` hook waits for the push; after a shutdown the sink waits
-itself (nothing is served any more), as uvicorn re-raises SIGTERM, which
-skips ``atexit`` hooks.
-"""
+"""Last words: push the lifespan metrics of a failed startup or of a shutdown,
+which no scrape sees, to a Pushgateway. Each push runs in a daemon thread bounded
+by ``timeout``; an ``atexit`` hook waits for it, and the sink itself after a
+shutdown (uvicorn re-raises SIGTERM, which skips ``atexit`` hooks)."""
 
 from __future__ import annotations
 
@@ -146,11 +141,9 @@ def _wait_at_exit() -> None:
 
 
 class PushgatewaySink(Sink):
-    """Pushes this process's lifespan metrics when startup fails or shutdown ends.
-
-    Only lifewatch's own families (the gateway keeps what it is given
-    forever), replacing the group (``PUT``) of ``job``, ``instance``, ``service``.
-    """
+    """Pushes lifewatch's own families (the gateway keeps what it is given forever)
+    when startup fails or shutdown ends, replacing (``PUT``) the group of
+    ``job``, ``instance``, ``service``."""
 
     def __init__(
         self, config: Pushgateway, metrics: Metrics, service: str | None, log: Any

@@ -1,11 +1,10 @@
 """The last startup and shutdown as a timeline, and its JSON (Spring Boot's
-``/actuator/startup``). Built from the records the sinks receive, so the ids
-are the spans' (or lifewatch's record numbers when tracing is a no-op)."""
+``/actuator/startup``), with the spans' ids (or lifewatch's record numbers)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -81,9 +80,8 @@ class Timeline:
         return found[0]
 
     def to_dict(self) -> dict[str, Any]:
-        """The shape of Spring Boot's ``/actuator/startup`` (tools read
-        ``timeline.events[*].startupStep``), plus lifewatch's fields beside it
-        and the same facts as ``lifespan.*`` tags, named like the span attributes."""
+        """Spring Boot's ``/actuator/startup`` shape, lifewatch's fields beside
+        each ``startupStep`` and the same facts as tags named like the span attributes."""
         from ._version import __version__
 
         return {
@@ -153,51 +151,33 @@ def _id(record: RunRecord | PhaseRecord) -> str:
     return format(record.span_id, "016x") if record.span_id else str(record.id)
 
 
-def _run_entries(run: RunRecord) -> list[TimelineEntry]:
-    now = time.perf_counter()
-    entries = [
-        TimelineEntry(
-            id=_id(run),
-            parent_id=None,
-            name=f"lifespan.{run.event}",
-            event=run.event,
-            kind="run",
-            start=0.0,
-            duration=run.duration,
-            outcome=run.outcome if run.end is not None else None,
-            elapsed=(run.end or now) - run.start,
-            started_at=run.started_at,
+def _phase_entries(
+    run: RunRecord, parent: PhaseRecord | None, depth: int, now: float
+) -> Iterator[TimelineEntry]:
+    """The phases under ``parent`` (the run's top level for ``None``), each
+    followed by its own, in start order."""
+    children = [p for p in run.phases if p.parent is parent]
+    for phase in sorted(children, key=lambda p: p.start):
+        offset = phase.start - run.start
+        yield TimelineEntry(
+            id=_id(phase),
+            parent_id=_id(parent or run),
+            name=phase.name,
+            event=phase.event,
+            kind="phase",
+            start=offset,
+            duration=phase.duration,
+            outcome=phase.outcome if phase.end is not None else None,
+            elapsed=(phase.end or now) - phase.start,
+            reason=phase.reason,
+            critical=phase.critical,
+            background=phase.background,
+            depth=depth,
+            # One clock for the whole run, so the JSON instants line up with the offsets.
+            started_at=run.started_at + offset,
+            tags=dict(phase.tags),
         )
-    ]
-
-    def walk(parent: PhaseRecord | None, depth: int) -> None:
-        children = [p for p in run.phases if p.parent is parent]
-        for phase in sorted(children, key=lambda p: p.start):
-            offset = phase.start - run.start
-            entries.append(
-                TimelineEntry(
-                    id=_id(phase),
-                    parent_id=_id(parent or run),
-                    name=phase.name,
-                    event=phase.event,
-                    kind="phase",
-                    start=offset,
-                    duration=phase.duration,
-                    outcome=phase.outcome if phase.end is not None else None,
-                    elapsed=(phase.end or now) - phase.start,
-                    reason=phase.reason,
-                    critical=phase.critical,
-                    background=phase.background,
-                    depth=depth,
-                    # One clock for the whole run, so the JSON instants line up with the offsets.
-                    started_at=run.started_at + offset,
-                    tags=dict(phase.tags),
-                )
-            )
-            walk(phase, depth + 1)
-
-    walk(None, 1)
-    return entries
+        yield from _phase_entries(run, phase, depth + 1, now)
 
 
 def build_timeline(
@@ -223,7 +203,23 @@ def build_timeline(
                 started_at=startup.started_at - startup.boot,
             )
         )
+    now = time.perf_counter()
     for run in (startup, shutdown):
-        if run is not None:
-            entries += _run_entries(run)
+        if run is None:
+            continue
+        entries.append(
+            TimelineEntry(
+                id=_id(run),
+                parent_id=None,
+                name=f"lifespan.{run.event}",
+                event=run.event,
+                kind="run",
+                start=0.0,
+                duration=run.duration,
+                outcome=run.outcome if run.end is not None else None,
+                elapsed=(run.end or now) - run.start,
+                started_at=run.started_at,
+            )
+        )
+        entries += _phase_entries(run, None, 1, now)
     return Timeline(service, tuple(entries), process_started_at)

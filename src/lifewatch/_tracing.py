@@ -13,7 +13,6 @@ from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 
 _KEY = "otel"
-_CTX = "otel_ctx"
 _TOKEN = "otel_token"
 
 
@@ -49,13 +48,8 @@ class TracingSink(Sink):
         return self._tracer
 
     def _attributes(self, event: str) -> dict[str, Any]:
-        """The attributes of every span; version and revision where the
-        provider's resource has none.
-
-        They belong on the resource, but the resource is the user's (fixed
-        when their provider was made), so lifewatch only fills the gap, on its
-        own spans, under the resource attributes' names.
-        """
+        """The attributes of every span; version and revision (resource
+        attributes, but the resource is the user's) where the provider's has none."""
         attributes: dict[str, Any] = {"lifespan.event": event}
         if self._service:
             attributes["service.name"] = self._service
@@ -78,8 +72,6 @@ class TracingSink(Sink):
             links=links,
         )
         run.sink_data[_KEY] = span
-        # Kept: every phase of the run starts its span in this context.
-        run.sink_data[_CTX] = trace.set_span_in_context(span)
         ctx = span.get_span_context()
         run.trace_id, run.span_id = ctx.trace_id, ctx.span_id
 
@@ -94,7 +86,8 @@ class TracingSink(Sink):
     def phase_begin(self, phase: PhaseRecord) -> None:
         parent = phase.parent if phase.parent is not None else phase.run
         # Outside any lifespan there is no root: nest under whatever is current.
-        parent_ctx = None if parent is None else parent.sink_data.get(_CTX)
+        parent_span = None if parent is None else parent.sink_data.get(_KEY)
+        parent_ctx = None if parent_span is None else trace.set_span_in_context(parent_span)
         attrs = self._attributes(phase.event)
         attrs["lifespan.phase"] = phase.name
         attrs["lifespan.phase.critical"] = phase.critical
@@ -107,10 +100,9 @@ class TracingSink(Sink):
         span = self.tracer.start_span(
             f"lifespan.{phase.event} {phase.name}", context=parent_ctx, attributes=attrs
         )
-        # Current for the phase's body, so the user's own spans nest under it;
-        # kept for the phase's children.
+        # Current for the phase's body, so the user's own spans nest under it.
         ctx = trace.set_span_in_context(span)
-        phase.sink_data.update({_CTX: ctx, _KEY: span, _TOKEN: otel_context.attach(ctx)})
+        phase.sink_data.update({_KEY: span, _TOKEN: otel_context.attach(ctx)})
         span_ctx = span.get_span_context()
         phase.trace_id, phase.span_id = span_ctx.trace_id, span_ctx.span_id
 

@@ -1,6 +1,5 @@
-"""The timeline as one self-contained HTML waterfall page, and the endpoint serving
-it and its JSON. No JavaScript and no outside assets, so it works air-gapped
-and under a strict Content-Security-Policy; every name and tag is escaped."""
+"""The timeline as one self-contained HTML waterfall page (no JavaScript, no outside
+assets: air-gapped, strict CSP; every name escaped), and the endpoint serving it and its JSON."""
 
 from __future__ import annotations
 
@@ -160,10 +159,10 @@ def _row(e: TimelineEntry, left: float, width: float, compressed: bool = False) 
         f"outcome {e.outcome or 'running'}{f' ({e.reason})' if e.reason else ''}; id {e.id}"
     )
     return (
-        f'<div class="{classes}" data-id="{escape(e.id)}" data-outcome="{outcome}">'
-        f'<span class="cell name" style="--d:{max(e.depth, 1)}" title="{escape(title)}">'
+        f'<div class="{classes}" title="{escape(title)}">'
+        f'<span class="cell name" style="--d:{max(e.depth, 1)}">'
         f'<span class="t">{escape(shown)}</span>{flags}</span>'
-        f'<span class="cell track" title="{escape(title)}"><span class="bar" '
+        f'<span class="cell track"><span class="bar" '
         f'style="left:{left:.3f}%;width:{width:.3f}%"></span></span>'
         f'<span class="cell dur">{escape(duration)}</span>'
         f'<span class="cell status">{_status(e)}</span></div>'
@@ -231,7 +230,7 @@ def _section(
         _row(e, *place(e), compressed=bool(offset) and e.kind == "boot") for e in entries
     )
     return (
-        f'<section id="{event}" class="run run-{run.outcome or "running"}">'
+        f'<section id="{event}">'
         f"<h2>{title} {_status(run)}"
         f'<span class="total">{escape(format_seconds(run.elapsed))}</span>'
         f'<span class="sub">{escape(summary)} \u00b7 began {started} UTC</span></h2>'
@@ -276,29 +275,29 @@ def wants_json(accept: bytes | Iterable[bytes]) -> bool:
     return negotiate(accept, _OFFERS) == _JSON
 
 
-class TimelineEndpoint:
+async def serve_timeline(
+    source: Callable[[], Timeline],
+    fmt: Literal["auto", "json"],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
     """Serves ``watch.timeline`` as HTML, or JSON (``fmt="json"``, or by ``Accept``)."""
-
-    def __init__(self, source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> None:
-        self.source = source
-        self.fmt = fmt
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope.get("method", "GET")
-        if method != "GET" and method != "HEAD":
-            await not_allowed(send)
-            return
-        as_json = self.fmt == "json"
-        vary: tuple[Header, ...] = ()
-        if self.fmt == "auto":
-            vary = ((b"vary", b"accept"),)
-            as_json = wants_json(header_values(scope.get("headers", ()), b"accept"))
-        timeline = self.source()
-        if as_json:
-            body = json_body(timeline.to_dict(), indent=2)
-            headers = response_headers(_JSON, body, *vary)
-        else:
-            name = str(scope.get("path", "")).rsplit("/", 1)[-1]
-            body = render_html(timeline, json_href=f"{name}.json" if name else None).encode()
-            headers = response_headers(_HTML, body, *vary, (b"content-security-policy", _CSP))
-        await respond(send, method, 200, headers, body)
+    method = scope.get("method", "GET")
+    if method != "GET" and method != "HEAD":
+        await not_allowed(send)
+        return
+    as_json = fmt == "json"
+    vary: tuple[Header, ...] = ()
+    if fmt == "auto":
+        vary = ((b"vary", b"accept"),)
+        as_json = wants_json(header_values(scope.get("headers", ()), b"accept"))
+    timeline = source()
+    if as_json:
+        body = json_body(timeline.to_dict(), indent=2)
+        headers = response_headers(_JSON, body, *vary)
+    else:
+        name = str(scope.get("path", "")).rsplit("/", 1)[-1]
+        body = render_html(timeline, json_href=f"{name}.json" if name else None).encode()
+        headers = response_headers(_HTML, body, *vary, (b"content-security-policy", _CSP))
+    await respond(send, method, 200, headers, body)

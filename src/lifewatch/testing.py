@@ -1,15 +1,7 @@
-"""Helpers for testing an application that uses lifewatch.
-
-``LifewatchHarness`` builds a ``Lifewatch`` whose signals land in memory, not
-in global state: metrics on a fresh ``CollectorRegistry``, spans in an
-OpenTelemetry SDK in-memory exporter, structlog events captured while the
-harness is open. ``harness.serving(app)`` drives the app's lifespan through
-the real ASGI lifespan protocol, as uvicorn does.
-
-``pytest_plugins = ["lifewatch.testing"]`` in a top-level ``conftest.py``
-gives the ``lifewatch_harness`` fixture. Needs ``opentelemetry-sdk``
-(``lifewatch[testing]``), imported only when a harness is built.
-"""
+"""Helpers for testing an application that uses lifewatch: ``LifewatchHarness``
+keeps a watch's metrics, spans and logs in memory and drives an app's lifespan
+through the real ASGI protocol. ``pytest_plugins = ["lifewatch.testing"]`` gives
+the ``lifewatch_harness`` fixture. Needs ``opentelemetry-sdk`` (``lifewatch[testing]``)."""
 
 from __future__ import annotations
 
@@ -141,8 +133,74 @@ class LifewatchHarness:
         fails, or takes longer than its timeout (seconds).
         """
         with self if self._capture is None else contextlib.nullcontext():
-            async with _drive_lifespan(app, startup_timeout, shutdown_timeout) as state:
-                yield state
+            state: dict[str, Any] = {}
+            scope = {
+                "type": "lifespan",
+                "asgi": {"version": "3.0", "spec_version": "2.0"},
+                "state": state,
+            }
+            to_app, app_inbox = anyio.create_memory_object_stream[Message](math.inf)
+            app_outbox, from_app = anyio.create_memory_object_stream[Message](math.inf)
+            crashed: list[Exception] = []
+            done = anyio.Event()
+
+            async def run_app() -> None:
+                try:
+                    await app(scope, app_inbox.receive, app_outbox.send)
+                except Exception as exc:
+                    crashed.append(exc)
+                finally:
+                    app_outbox.close()
+                    done.set()
+
+            async def step(event: str, seconds: float) -> None:
+                await to_app.send({"type": f"lifespan.{event}"})
+                try:
+                    with anyio.fail_after(seconds):
+                        message = await from_app.receive()
+                except TimeoutError:
+                    raise LifespanFailed(event, f"no answer within {seconds:g}s") from None
+                except anyio.EndOfStream:
+                    cause = crashed[0] if crashed else None
+                    what = f"{type(cause).__name__}: {cause}" if cause else "the app returned"
+                    raise LifespanFailed(
+                        event, f"the app ended without answering ({what})"
+                    ) from cause
+                if message["type"] == f"lifespan.{event}.failed":
+                    with anyio.move_on_after(1):
+                        await done.wait()  # let it finish, so its exception can be chained
+                    cause = crashed[0] if crashed else None
+                    raise LifespanFailed(event, str(message.get("message", ""))) from cause
+                if message["type"] != f"lifespan.{event}.complete":
+                    raise LifespanFailed(event, f"unexpected message {message!r}")
+
+            # Failures are raised after the task group, not wrapped in an ExceptionGroup.
+            failure: LifespanFailed | None = None
+            body_error: BaseException | None = None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_app)
+                try:
+                    await step("startup", startup_timeout)
+                except LifespanFailed as exc:
+                    failure = exc
+                else:
+                    try:
+                        yield state
+                    except BaseException as exc:  # re-raised below, after the shutdown
+                        body_error = exc
+                    # Always shut down, as a server would, even when the body failed.
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await step("shutdown", shutdown_timeout)
+                            with anyio.move_on_after(shutdown_timeout):
+                                await done.wait()
+                        except LifespanFailed as exc:
+                            failure = exc
+                tg.cancel_scope.cancel()
+            if body_error is not None:
+                raise body_error
+            if failure is not None:
+                raise failure
 
     async def run(
         self, app: ASGIApp, *, startup_timeout: float = 10.0, shutdown_timeout: float = 10.0
@@ -185,74 +243,6 @@ class LifewatchHarness:
     def timeline(self) -> Timeline:
         """``watch.timeline``: the last startup and shutdown, phase by phase."""
         return self.watch.timeline
-
-
-@asynccontextmanager
-async def _drive_lifespan(
-    app: ASGIApp, startup_timeout: float, shutdown_timeout: float
-) -> AsyncIterator[dict[str, Any]]:
-    state: dict[str, Any] = {}
-    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
-    to_app, app_inbox = anyio.create_memory_object_stream[Message](math.inf)
-    app_outbox, from_app = anyio.create_memory_object_stream[Message](math.inf)
-    crashed: list[Exception] = []
-    done = anyio.Event()
-
-    async def run_app() -> None:
-        try:
-            await app(scope, app_inbox.receive, app_outbox.send)
-        except Exception as exc:
-            crashed.append(exc)
-        finally:
-            app_outbox.close()
-            done.set()
-
-    async def step(event: str, seconds: float) -> None:
-        await to_app.send({"type": f"lifespan.{event}"})
-        try:
-            with anyio.fail_after(seconds):
-                message = await from_app.receive()
-        except TimeoutError:
-            raise LifespanFailed(event, f"no answer within {seconds:g}s") from None
-        except anyio.EndOfStream:
-            cause = crashed[0] if crashed else None
-            what = f"{type(cause).__name__}: {cause}" if cause else "the app returned"
-            raise LifespanFailed(event, f"the app ended without answering ({what})") from cause
-        if message["type"] == f"lifespan.{event}.failed":
-            with anyio.move_on_after(1):
-                await done.wait()  # let it finish, so its exception can be chained
-            cause = crashed[0] if crashed else None
-            raise LifespanFailed(event, str(message.get("message", ""))) from cause
-        if message["type"] != f"lifespan.{event}.complete":
-            raise LifespanFailed(event, f"unexpected message {message!r}")
-
-    # Failures are raised after the task group, not wrapped in an ExceptionGroup.
-    failure: LifespanFailed | None = None
-    body_error: BaseException | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_app)
-        try:
-            await step("startup", startup_timeout)
-        except LifespanFailed as exc:
-            failure = exc
-        if failure is None:
-            try:
-                yield state
-            except BaseException as exc:  # re-raised below, after the shutdown
-                body_error = exc
-            # Always shut down, as a server would, even when the body failed.
-            with anyio.CancelScope(shield=True):
-                try:
-                    await step("shutdown", shutdown_timeout)
-                    with anyio.move_on_after(shutdown_timeout):
-                        await done.wait()
-                except LifespanFailed as exc:
-                    failure = exc
-        tg.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error
-    if failure is not None:
-        raise failure
 
 
 with contextlib.suppress(ImportError):
