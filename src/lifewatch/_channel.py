@@ -1,14 +1,12 @@
-"""The drain channel: how ``python -m lifewatch drain`` reaches every worker.
+"""The drain channel: how ``python -m lifewatch drain`` (``preStop``) reaches every worker.
 
-A ``preStop`` hook must take every worker of the pod out of rotation, and
-nobody else may (DESIGN §8). So the drain goes through the file system, where
-the kernel checks who asks: each worker makes a private directory
-(``mkdtemp``: 0700, random) named ``lifewatch-<uid>-<service>-<random>`` with
-a FIFO it reads on its event loop and a state file replaced at each state
-change. The hook uses only real 0700 directories of its own uid, writes a
-line into each FIFO and reads each state file (bounded, range-checked).
-Nothing is bound, so nothing can be squatted; a dead worker's directory (its
-FIFO has no reader) is removed by the next start or hook.
+Only the app's own user may drain it (DESIGN §8), so the kernel checks who
+asks: each worker makes a private directory (``mkdtemp``: 0700, random)
+``lifewatch-<uid>-<service>-<random>`` with a FIFO read on its event loop and
+a state file. The hook uses only real 0700 directories of its own uid, writes
+a line into each FIFO and reads each state file (bounded, range-checked).
+Nothing is bound, so nothing can be squatted; a dead worker's directory (no
+reader on its FIFO) is removed by the next start or hook.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal, TextIO
 
 from ._records import Notice, RunRecord
@@ -36,6 +34,7 @@ from ._sink import Sink
 from ._types import State
 
 if TYPE_CHECKING:
+    from ._drain import Drainer
     from ._lifecycle import Lifecycle
 
 FIFO = "drain"
@@ -72,12 +71,10 @@ def prefix(service: str | None) -> str:
 def _channels(base: str) -> list[tuple[str, str]]:
     """(service token, path) of each entry of ``base`` named like a channel of this user."""
     pattern = re.compile(rf"lifewatch-{os.geteuid()}-([A-Za-z0-9._]*)-[^-]+")
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return []
-    matches = [(pattern.fullmatch(name), name) for name in names]
-    return sorted((match[1], os.path.join(base, name)) for match, name in matches if match)
+    with contextlib.suppress(OSError):
+        found = (pattern.fullmatch(name) for name in os.listdir(base))
+        return sorted((m[1], os.path.join(base, m[0])) for m in found if m)
+    return []
 
 
 def candidates(service: str | None, base: str) -> list[str]:
@@ -142,10 +139,9 @@ class WorkerState:
 
     pid: int
     ppid: int
-    """The worker's parent: its server (the workers of one server share it)."""
+    """Its server: the workers of one server share it."""
     state: str
     drain_until: float | None
-    """Wall-clock end of the drain under way, or None."""
 
     def left(self, now: float) -> float:
         return 0.0 if self.drain_until is None else max(0.0, self.drain_until - now)
@@ -207,25 +203,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class DrainChannel(Sink):
-    """This worker's channel, from the start of its startup to the end of its lifespan.
+    """This worker's channel, from the start of its startup to the end of its
+    lifespan: a request read from it goes to ``drainer.request``."""
 
-    ``request(seconds)`` drains this worker (the drain's own path); ``left()``
-    is the seconds left of a requested drain, None when none runs.
-    """
-
-    def __init__(
-        self,
-        lifecycle: Lifecycle,
-        service: str | None,
-        drain_delay: float,
-        request: Callable[[float | None], None],
-        left: Callable[[], float | None],
-    ) -> None:
+    def __init__(self, lifecycle: Lifecycle, service: str | None, drainer: Drainer) -> None:
         self.lifecycle = lifecycle
         self.service = service
-        self.drain_delay = drain_delay
-        self.request = request
-        self.left = left
+        self.drainer = drainer
         self.path: str | None = None
         """The channel's directory while open."""
         self._fd: int | None = None
@@ -271,16 +255,11 @@ class DrainChannel(Sink):
         except (OSError, NotImplementedError) as exc:
             if fd is not None:
                 os.close(fd)
-            if path is None:
-                self._off(f"no private directory can be made in the temp dir: {exc}")
-                return
-            shutil.rmtree(path, ignore_errors=True)
-            why = (
-                "its event loop cannot watch a file"
-                if isinstance(exc, NotImplementedError)
-                else exc
-            )
-            self._off(f"the drain channel in {base} cannot be opened: {why}")
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+            unwatched = isinstance(exc, NotImplementedError)
+            why = "its event loop cannot watch a file" if unwatched else exc
+            self._off(f"no drain channel can be opened in the temp dir: {why}")
             return
         self.path, self._fd, self._loop = path, fd, loop
         _open.add(self)
@@ -318,7 +297,7 @@ class DrainChannel(Sink):
             return
         # A ready worker drains; a starting one drains for the rest once ready.
         if self.lifecycle.state is State.READY:
-            self.request(None)
+            self.drainer.request()
         elif self.lifecycle.state is State.STARTING:
             self._asked_at = time.monotonic()
 
@@ -328,10 +307,10 @@ class DrainChannel(Sink):
         left = 0.0
         asked_at, self._asked_at = self._asked_at, None
         if asked_at is not None:
-            left = asked_at + self.drain_delay - time.monotonic()
+            left = asked_at + self.drainer.drain_delay - time.monotonic()
         left = max(left, self._siblings_left())
         if left > MIN_DRAIN:
-            self.request(left)
+            self.drainer.request(left)
 
     def _siblings_left(self) -> float:
         """The longest drain left among the live workers of the same server (the
@@ -357,8 +336,10 @@ class DrainChannel(Sink):
         """Replace the state file at once (a temp file, then ``os.replace``)."""
         until = None
         if state is State.DRAINING:
-            left = self.left()
-            until = round(time.time() + (self.drain_delay if left is None else left), 3)
+            left = self.drainer.requested_left()
+            if left is None:
+                left = self.drainer.drain_delay
+            until = round(time.time() + left, 3)
         fields = {
             "pid": os.getpid(),
             "ppid": os.getppid(),
