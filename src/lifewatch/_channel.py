@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Literal, TextIO
+from typing import TYPE_CHECKING, Literal
 
 from ._records import Notice, RunRecord
 from ._sink import Sink
@@ -44,7 +44,7 @@ REQUEST = b"drain\n"
 MAX_READ = 8192
 MAX_STATE = 4096
 MAX_AHEAD = 86400.0
-"""Seconds: a drain end further away than this (or as far in the past) is not believed."""
+"""Seconds: a drain end further away than this, or as far in the past, is not believed."""
 MIN_DRAIN = 0.05
 """Seconds of a drain too few to join: over before a probe would see it."""
 FRESH = 5.0
@@ -365,14 +365,13 @@ class DrainChannel(Sink):
 
 @dataclasses.dataclass
 class _Worker:
-    """One worker as the hook sees it."""
+    """One worker as the hook sees it; ``state``: what its state file said last."""
 
     path: str
     status: Literal["asked", "draining", "not ready", "failed"] = "asked"
     reason: str = ""
     pid: int | None = None
     state: str = ""
-    """What its state file said last."""
     left: float = 0.0
 
 
@@ -398,12 +397,12 @@ def ask_all(service: str | None, base: str) -> tuple[list[_Worker], int]:
     return workers, dead
 
 
-def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | None = None) -> int:
+def drain(service: str | None, timeout: float = BEGIN_TIMEOUT) -> int:
     """Ask every worker of ``service`` run by this user to drain, say how many
     do, wait the drain out; 0 when each was reached, 1 otherwise."""
 
     def say(line: str) -> None:
-        print(f"lifewatch drain: {line}", file=out or sys.stderr, flush=True)
+        print(f"lifewatch drain: {line}", file=sys.stderr, flush=True)
 
     try:
         base = tempfile.gettempdir()
