@@ -9,6 +9,7 @@ the dashboard and alert rules for an app's metric prefix and settings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import socket
 import sys
@@ -17,26 +18,17 @@ from typing import Any
 
 
 def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = None
-    if port is None or not 1 <= port <= 65535:
-        shown = text if port is None else port
-        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535; got {shown!r}")
-    return port
+    if text.isdecimal() and 1 <= int(text) <= 65535:
+        return int(text)
+    shown = int(text) if text.isdecimal() else text
+    raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535; got {shown!r}")
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of seconds from 0 to 3600; got {text!r}"
-        )
-    return value
+    with contextlib.suppress(ValueError):
+        if 0 <= (value := float(text)) <= 3600:
+            return value
+    raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to 3600; got {text!r}")
 
 
 def _free(host: str, port: int) -> str | None:
@@ -65,9 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     demo.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     demo.add_argument("--json", action="store_true", help="JSON logs instead of console lines")
-    demo.add_argument(
-        "--verbose", action="store_true", help="also phase begins and one line per span"
-    )
+    demo.add_argument("--verbose", action="store_true", help="also phase begins and span lines")
     demo.add_argument(
         "--model-load",
         type=_seconds,
@@ -79,9 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "probe", help="GET a probe URL: exit 0 on 200, 1 otherwise (a HEALTHCHECK without curl)"
     )
     probe.add_argument("url", help="e.g. http://127.0.0.1:8000/livez")
-    probe.add_argument(
-        "--timeout", type=_seconds, default=2.0, metavar="S", help="seconds (default 2)"
-    )
+    probe.add_argument("--timeout", type=_seconds, default=2.0, metavar="S", help="default 2")
     drain = sub.add_parser(
         "drain",
         help="a preStop hook: drain every worker of the app run by this user, "
@@ -164,7 +152,7 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
         sys.path.insert(0, "")
     try:
         watch = find_watch(args.target)
-        monitoring_labels = _labels(args.monitoring_label, "--monitoring-label")
+        labels = _labels(args.monitoring_label, "--monitoring-label")
         ((key, value),) = _labels([args.dashboard_label], "--dashboard-label").items()
         module = args.target.partition(":")[0]
         name = args.name or watch.options.service or module.rsplit(".", 1)[-1].replace("_", "-")
@@ -179,21 +167,19 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
             port=args.port,
             replicas=args.replicas,
         )
-        if args.monitoring and watch.options.metrics_path is None:
-            raise ValueError("--monitoring: the app serves no /metrics")
+        documents = [manifest]
+        if args.monitoring:
+            # Scraped on the ops port when there is one (the only place with ops_only).
+            port = "ops" if watch.options.ops_address is not None else "http"
+            pods = manifest["spec"]["template"]["metadata"]["labels"]
+            documents += [
+                pod_monitor(watch, name=name, port=port, selector=pods, labels=labels),
+                prometheus_rule(watch, name=name, labels=labels),
+                dashboard_config_map(watch, name=f"{name}-dashboard", label=(key, value)),
+            ]
     except (TargetError, ValueError) as exc:
         print(f"lifewatch k8s: {exc}", file=sys.stderr)
         return 2
-    documents = [manifest]
-    if args.monitoring:
-        # Scraped on the ops port when there is one (the only place with ops_only).
-        port = "ops" if watch.options.ops_address is not None else "http"
-        pod_labels = manifest["spec"]["template"]["metadata"]["labels"]
-        documents += [
-            pod_monitor(watch, name=name, port=port, selector=pod_labels, labels=monitoring_labels),
-            prometheus_rule(watch, name=name, labels=monitoring_labels),
-            dashboard_config_map(watch, name=f"{name}-dashboard", label=(key, value)),
-        ]
     sys.stdout.write(header(watch, shlex.join(argv)) + to_yaml(*documents))
     return 0
 
