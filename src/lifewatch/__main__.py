@@ -1,10 +1,5 @@
-"""``python -m lifewatch``: the demo, and the operator's commands.
-
-``demo`` runs a demo app; ``probe URL`` is a ``HEALTHCHECK`` without curl;
-``drain [--service NAME]`` is a Kubernetes ``preStop`` hook; ``k8s module:app`` prints
-the Deployment wiring that agrees with the app's settings; ``grafana`` writes
-the dashboard and alert rules for an app's metric prefix and settings.
-"""
+"""``python -m lifewatch``: the demo, and the operator's commands (``demo``,
+``probe``, ``drain``, ``k8s``, ``grafana``: see ``--help``)."""
 
 from __future__ import annotations
 

@@ -210,13 +210,11 @@ class DrainChannel(Sink):
         self.lifecycle = lifecycle
         self.service = service
         self.drainer = drainer
-        self.path: str | None = None
-        """The channel's directory while open."""
+        self.path: str | None = None  # the directory, while open
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._asked_at: float | None = None
-        """``time.monotonic()`` of a request that came while starting."""
+        self._asked_at: float | None = None  # monotonic: a request while starting
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup" and self.path is None:
@@ -288,8 +286,7 @@ class DrainChannel(Sink):
         self.lifecycle.notify(Notice("lifespan.drain.channel.off", "warning", {"detail": detail}))
 
     def _on_readable(self) -> None:
-        # Bounded: what is left is read on the loop's next turn.
-        try:
+        try:  # bounded: the rest is read on the loop's next turn
             data = b"" if self._fd is None else os.read(self._fd, MAX_READ)
         except OSError:
             return

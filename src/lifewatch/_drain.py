@@ -82,12 +82,8 @@ class _WakeupRelay:
 
 
 class Drainer(Sink):
-    """One watch's part in the process's drain, for the life of the server;
-    drains its own watch on request (preStop).
-
-    Whatever fails on the way (a log record, a sink), the signal it took from
-    the server is handed on: a drain may lose a log line, never the shutdown.
-    """
+    """One watch's part in the process's drain; drains its own watch on request
+    (preStop). A drain may lose a log line, never the server's signal."""
 
     def __init__(self, lifecycle: Lifecycle, drain_delay: float) -> None:
         self.lifecycle = lifecycle
@@ -95,10 +91,8 @@ class Drainer(Sink):
         self.installed = False
         self._serving_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._requested = False
-        """A drain was requested in this lifespan (asking again does nothing)."""
-        self._timer: asyncio.TimerHandle | None = None
-        """The end of the requested drain running now."""
+        self._requested = False  # in this lifespan: asking again does nothing
+        self._timer: asyncio.TimerHandle | None = None  # the requested drain's end
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
@@ -132,11 +126,8 @@ class Drainer(Sink):
             self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
 
     def request(self, seconds: float | None = None) -> None:
-        """Drain now, without a signal (from any thread), if ready and not asked before.
-
-        ``seconds``: a shorter drain, the rest of the one its sibling workers
-        began before this one was ready.
-        """
+        """Drain now, without a signal (from any thread), if ready and not asked
+        before; ``seconds``: the rest of a drain its siblings began."""
         length = self.drain_delay if seconds is None else min(seconds, self.drain_delay)
         loop = self._serving_loop
         with self._lock:
@@ -244,9 +235,8 @@ class _ProcessDrain:
             self.loop = None
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
-        # Runs between two bytecodes of the main thread: the work goes to the
-        # loop. Only note a startup under way, so that a phase blocking the loop
-        # fails as it ends.
+        # Between two bytecodes of the main thread: the work goes to the loop;
+        # only a startup under way is noted here (a phase blocking the loop).
         for drainer in self.drainers:
             with contextlib.suppress(Exception):
                 drainer.lifecycle.startup_signalled(sig)
@@ -275,13 +265,10 @@ class _ProcessDrain:
             left for left in (d.requested_left() for d in self.drainers) if left is not None
         ]
         if sig != signal.SIGTERM or (not ready and not requested):
-            # Nobody routes to an instance not ready; SIGINT (a person at a
-            # terminal) is never drained.
-            self._forward(sig)
+            self._forward(sig)  # nothing routed here, or SIGINT: a person at a terminal
             return
         assert self.loop is not None
         # The timer first: nothing after it can keep the signal from the server.
-        # Drained on request (preStop) already: the signal waits for that end.
         delay = max([d.drain_delay for d in ready] + requested)
         self.timer = self.loop.call_later(delay, self._end, sig)
         self.held = sig if requested else None
