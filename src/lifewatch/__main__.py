@@ -114,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_grafana_command(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.command in ("k8s", "grafana") and "" not in sys.path:
+        sys.path.insert(0, "")  # the app's module is found from here, as uvicorn does
     if args.command == "grafana":
         return grafana_command(args)
     if args.command == "probe":
@@ -143,8 +145,6 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
     from ._k8s import deployment, header
     from ._target import TargetError, find_watch
 
-    if "" not in sys.path:  # the app's module is found from here, as uvicorn does
-        sys.path.insert(0, "")
     try:
         watch = find_watch(args.target)
         labels = _labels(args.monitoring_label, "--monitoring-label")

@@ -203,11 +203,8 @@ def pod_monitor(
     labels: Mapping[str, str] | None = None,
     k8s_namespace: str | None = None,
 ) -> dict[str, Any]:
-    """A ``PodMonitor`` scraping the watch's ``metrics_path`` on the named container port.
-
-    ``selector``: the pods' labels (default ``app: <name>``); ``labels``: what
-    the Prometheus' ``podMonitorSelector`` asks for (``release: <name>``).
-    """
+    """A ``PodMonitor`` scraping ``metrics_path`` on the named port of the pods
+    ``selector`` picks; ``labels``: what the Prometheus' ``podMonitorSelector`` wants."""
     path = watch.options.metrics_path
     if path is None:
         raise ValueError("the app serves no /metrics (metrics_path=None): nothing to scrape")
@@ -328,7 +325,6 @@ def to_yaml(*documents: Mapping[str, Any]) -> str:
 
 
 def add_grafana_command(sub: Any) -> None:
-    """The ``grafana`` subcommand's arguments."""
     p = sub.add_parser(
         "grafana",
         help="write the Grafana dashboard and the alert rules for an app's settings",
@@ -356,8 +352,6 @@ def grafana_command(args: argparse.Namespace) -> int:
     if args.app is not None:
         from ._target import TargetError, find_watch
 
-        if "" not in sys.path:  # the app's module is found from here, as uvicorn does
-            sys.path.insert(0, "")
         try:
             options = find_watch(args.app).options
         except TargetError as exc:

@@ -410,7 +410,8 @@ def drain(service: str | None, timeout: float = BEGIN_TIMEOUT) -> int:
     where = os.path.join(base, prefix(service) + "*")
     if not workers:
         gone = f" ({dead} left by dead workers, removed)" if dead else ""
-        others = _other_services(base, service)
+        own = service_token(service)
+        others = sorted({t for t, path in _channels(base) if t != own and is_live(path)})[:5]
         hint = f"; this user runs --service {', '.join(others)}" if others else ""
         say(f"no lifewatch worker of this user found: looked for {where}{gone}{hint}")
         return 1
@@ -429,12 +430,6 @@ def drain(service: str | None, timeout: float = BEGIN_TIMEOUT) -> int:
     time.sleep(remaining)
     # Still waited out: the others drained. Non-zero tells the kubelet (FailedPreStopHook).
     return 1 if failed else 0
-
-
-def _other_services(base: str, service: str | None) -> list[str]:
-    """The services of this user's other live channels in ``base``: a hint."""
-    own = service_token(service)
-    return sorted({token for token, path in _channels(base) if token != own and is_live(path)})[:5]
 
 
 def _wait_for_begin(workers: list[_Worker], service: str | None, timeout: float) -> None:
