@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     demo.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     demo.add_argument("--json", action="store_true", help="JSON logs instead of console lines")
-    demo.add_argument("--verbose", action="store_true", help="also phase begins and span lines")
+    demo.add_argument(
+        "--verbose", action="store_true", help="also phase begins and one line per span"
+    )
     demo.add_argument(
         "--model-load",
         type=_seconds,
@@ -64,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "probe", help="GET a probe URL: exit 0 on 200, 1 otherwise (a HEALTHCHECK without curl)"
     )
     probe.add_argument("url", help="e.g. http://127.0.0.1:8000/livez")
-    probe.add_argument("--timeout", type=_seconds, default=2.0, metavar="S", help="default 2")
+    probe.add_argument(
+        "--timeout", type=_seconds, default=2.0, metavar="S", help="seconds (default 2)"
+    )
     drain = sub.add_parser(
         "drain",
         help="a preStop hook: drain every worker of the app run by this user, "
