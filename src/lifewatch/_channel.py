@@ -116,10 +116,8 @@ def reach(path: str, message: bytes = b"") -> Literal["live", "fresh", "dead"]:
                 raise
             return "fresh" if time.time() - st.st_mtime < FRESH else "dead"
         try:
-            if message:
+            with contextlib.suppress(BlockingIOError):  # full of requests: it is asked
                 os.write(fd, message)
-        except BlockingIOError:
-            pass  # full of requests already: it is asked
         finally:
             os.close(fd)
     return "live"
@@ -349,11 +347,8 @@ class DrainChannel(Sink):
                 return
             temp = os.path.join(self.path, f".{STATE}.tmp")
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(temp, flags, 0o600)
-            try:
-                os.write(fd, json.dumps(fields).encode())
-            finally:
-                os.close(fd)
+            with open(os.open(temp, flags, 0o600), "wb") as file:
+                file.write(json.dumps(fields).encode())
             os.replace(temp, os.path.join(self.path, STATE))
 
 
