@@ -1,14 +1,10 @@
-"""``python -m lifewatch``: the demo, and the operator's commands.
-
-``demo`` runs a demo app; ``probe URL`` is a ``HEALTHCHECK`` without curl;
-``drain [--service NAME]`` is a Kubernetes ``preStop`` hook; ``k8s module:app`` prints
-the Deployment wiring that agrees with the app's settings; ``grafana`` writes
-the dashboard and alert rules for an app's metric prefix and settings.
-"""
+"""``python -m lifewatch``: the demo, and the operator's commands (``demo``,
+``probe``, ``drain``, ``k8s``, ``grafana``: see ``--help``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import socket
 import sys
@@ -17,26 +13,17 @@ from typing import Any
 
 
 def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = None
-    if port is None or not 1 <= port <= 65535:
-        shown = text if port is None else port
-        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535; got {shown!r}")
-    return port
+    if text.isdecimal() and 1 <= int(text) <= 65535:
+        return int(text)
+    shown = int(text) if text.isdecimal() else text
+    raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535; got {shown!r}")
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of seconds from 0 to 3600; got {text!r}"
-        )
-    return value
+    with contextlib.suppress(ValueError):
+        if 0 <= (value := float(text)) <= 3600:
+            return value
+    raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to 3600; got {text!r}")
 
 
 def _free(host: str, port: int) -> str | None:
@@ -131,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_grafana_command(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.command in ("k8s", "grafana") and "" not in sys.path:
+        sys.path.insert(0, "")  # the app's module is found from here, as uvicorn does
     if args.command == "grafana":
         return grafana_command(args)
     if args.command == "probe":
@@ -160,11 +149,9 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
     from ._k8s import deployment, header
     from ._target import TargetError, find_watch
 
-    if "" not in sys.path:  # the app's module is found from here, as uvicorn does
-        sys.path.insert(0, "")
     try:
         watch = find_watch(args.target)
-        monitoring_labels = _labels(args.monitoring_label, "--monitoring-label")
+        labels = _labels(args.monitoring_label, "--monitoring-label")
         ((key, value),) = _labels([args.dashboard_label], "--dashboard-label").items()
         module = args.target.partition(":")[0]
         name = args.name or watch.options.service or module.rsplit(".", 1)[-1].replace("_", "-")
@@ -179,21 +166,19 @@ def _k8s(args: argparse.Namespace, argv: list[str]) -> int:
             port=args.port,
             replicas=args.replicas,
         )
-        if args.monitoring and watch.options.metrics_path is None:
-            raise ValueError("--monitoring: the app serves no /metrics")
+        documents = [manifest]
+        if args.monitoring:
+            # Scraped on the ops port when there is one (the only place with ops_only).
+            port = "ops" if watch.options.ops_address is not None else "http"
+            pods = manifest["spec"]["template"]["metadata"]["labels"]
+            documents += [
+                pod_monitor(watch, name=name, port=port, selector=pods, labels=labels),
+                prometheus_rule(watch, name=name, labels=labels),
+                dashboard_config_map(watch, name=f"{name}-dashboard", label=(key, value)),
+            ]
     except (TargetError, ValueError) as exc:
         print(f"lifewatch k8s: {exc}", file=sys.stderr)
         return 2
-    documents = [manifest]
-    if args.monitoring:
-        # Scraped on the ops port when there is one (the only place with ops_only).
-        port = "ops" if watch.options.ops_address is not None else "http"
-        pod_labels = manifest["spec"]["template"]["metadata"]["labels"]
-        documents += [
-            pod_monitor(watch, name=name, port=port, selector=pod_labels, labels=monitoring_labels),
-            prometheus_rule(watch, name=name, labels=monitoring_labels),
-            dashboard_config_map(watch, name=f"{name}-dashboard", label=(key, value)),
-        ]
     sys.stdout.write(header(watch, shlex.join(argv)) + to_yaml(*documents))
     return 0
 

@@ -15,7 +15,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,14 +201,10 @@ def pod_monitor(
     port: str = "http",
     selector: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
-    interval: str = "15s",
     k8s_namespace: str | None = None,
 ) -> dict[str, Any]:
-    """A ``PodMonitor`` scraping the watch's ``metrics_path`` on the named container port.
-
-    ``selector``: the pods' labels (default ``app: <name>``); ``labels``: what
-    the Prometheus' ``podMonitorSelector`` asks for (``release: <name>``).
-    """
+    """A ``PodMonitor`` scraping ``metrics_path`` on the named port of the pods
+    ``selector`` picks; ``labels``: what the Prometheus' ``podMonitorSelector`` wants."""
     path = watch.options.metrics_path
     if path is None:
         raise ValueError("the app serves no /metrics (metrics_path=None): nothing to scrape")
@@ -218,7 +214,7 @@ def pod_monitor(
         "metadata": _metadata(name, labels or {}, k8s_namespace),
         "spec": {
             "selector": {"matchLabels": dict(selector or {"app": name})},
-            "podMetricsEndpoints": [{"port": port, "path": path, "interval": interval}],
+            "podMetricsEndpoints": [{"port": port, "path": path, "interval": "15s"}],
         },
     }
 
@@ -329,7 +325,6 @@ def to_yaml(*documents: Mapping[str, Any]) -> str:
 
 
 def add_grafana_command(sub: Any) -> None:
-    """The ``grafana`` subcommand's arguments."""
     p = sub.add_parser(
         "grafana",
         help="write the Grafana dashboard and the alert rules for an app's settings",
@@ -357,8 +352,6 @@ def grafana_command(args: argparse.Namespace) -> int:
     if args.app is not None:
         from ._target import TargetError, find_watch
 
-        if "" not in sys.path:  # the app's module is found from here, as uvicorn does
-            sys.path.insert(0, "")
         try:
             options = find_watch(args.app).options
         except TargetError as exc:
@@ -366,24 +359,21 @@ def grafana_command(args: argparse.Namespace) -> int:
     namespace = args.namespace
     if namespace is None:
         namespace = options.namespace if options is not None else DEFAULT_NAMESPACE
-    try:
-        validate_namespace(namespace)
-    except ValueError as exc:
-        return fail(str(exc))
-
-    wanted: Sequence[str] = (
-        (DASHBOARD,) if args.dashboard else (RULES,) if args.rules else (DASHBOARD, RULES)
-    )
     render = {DASHBOARD: render_dashboard, RULES: render_rules}
+    wanted = [DASHBOARD] if args.dashboard else [RULES] if args.rules else [DASHBOARD, RULES]
+    try:
+        texts = {name: render[name](namespace, options) for name in wanted}
+    except ValueError as exc:  # the namespace
+        return fail(str(exc))
     if args.out is None:
         if len(wanted) != 1:
             return fail("say --dashboard or --rules to print one file, or --out DIR for both")
-        sys.stdout.write(render[wanted[0]](namespace, options))
+        sys.stdout.write(texts[wanted[0]])
         return 0
     try:
         args.out.mkdir(parents=True, exist_ok=True)
-        for name in wanted:
-            (args.out / name).write_text(render[name](namespace, options), encoding="utf-8")
+        for name, text in texts.items():
+            (args.out / name).write_text(text, encoding="utf-8")
     except OSError as exc:
         return fail(f"cannot write to {args.out}: {exc.strerror or exc}")
     for name in wanted:

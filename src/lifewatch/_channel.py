@@ -1,14 +1,12 @@
-"""The drain channel: how ``python -m lifewatch drain`` reaches every worker.
+"""The drain channel: how ``python -m lifewatch drain`` (``preStop``) reaches every worker.
 
-A ``preStop`` hook must take every worker of the pod out of rotation, and
-nobody else may (DESIGN §8). So the drain goes through the file system, where
-the kernel checks who asks: each worker makes a private directory
-(``mkdtemp``: 0700, random) named ``lifewatch-<uid>-<service>-<random>`` with
-a FIFO it reads on its event loop and a state file replaced at each state
-change. The hook uses only real 0700 directories of its own uid, writes a
-line into each FIFO and reads each state file (bounded, range-checked).
-Nothing is bound, so nothing can be squatted; a dead worker's directory (its
-FIFO has no reader) is removed by the next start or hook.
+Only the app's own user may drain it (DESIGN §8), so the kernel checks who
+asks: each worker makes a private directory (``mkdtemp``: 0700, random)
+``lifewatch-<uid>-<service>-<random>`` with a FIFO read on its event loop and
+a state file. The hook uses only real 0700 directories of its own uid, writes
+a line into each FIFO and reads each state file (bounded, range-checked).
+Nothing is bound, so nothing can be squatted; a dead worker's directory (no
+reader on its FIFO) is removed by the next start or hook.
 """
 
 from __future__ import annotations
@@ -28,14 +26,15 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Literal, TextIO
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal
 
 from ._records import Notice, RunRecord
 from ._sink import Sink
 from ._types import State
 
 if TYPE_CHECKING:
+    from ._drain import Drainer
     from ._lifecycle import Lifecycle
 
 FIFO = "drain"
@@ -45,7 +44,7 @@ REQUEST = b"drain\n"
 MAX_READ = 8192
 MAX_STATE = 4096
 MAX_AHEAD = 86400.0
-"""Seconds: a drain end further away than this (or as far in the past) is not believed."""
+"""Seconds: a drain end further away than this, or as far in the past, is not believed."""
 MIN_DRAIN = 0.05
 """Seconds of a drain too few to join: over before a probe would see it."""
 FRESH = 5.0
@@ -72,12 +71,10 @@ def prefix(service: str | None) -> str:
 def _channels(base: str) -> list[tuple[str, str]]:
     """(service token, path) of each entry of ``base`` named like a channel of this user."""
     pattern = re.compile(rf"lifewatch-{os.geteuid()}-([A-Za-z0-9._]*)-[^-]+")
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return []
-    matches = [(pattern.fullmatch(name), name) for name in names]
-    return sorted((match[1], os.path.join(base, name)) for match, name in matches if match)
+    with contextlib.suppress(OSError):
+        found = (pattern.fullmatch(name) for name in os.listdir(base))
+        return sorted((m[1], os.path.join(base, m[0])) for m in found if m)
+    return []
 
 
 def candidates(service: str | None, base: str) -> list[str]:
@@ -119,10 +116,8 @@ def reach(path: str, message: bytes = b"") -> Literal["live", "fresh", "dead"]:
                 raise
             return "fresh" if time.time() - st.st_mtime < FRESH else "dead"
         try:
-            if message:
+            with contextlib.suppress(BlockingIOError):  # full of requests: it is asked
                 os.write(fd, message)
-        except BlockingIOError:
-            pass  # full of requests already: it is asked
         finally:
             os.close(fd)
     return "live"
@@ -142,10 +137,9 @@ class WorkerState:
 
     pid: int
     ppid: int
-    """The worker's parent: its server (the workers of one server share it)."""
+    """Its server: the workers of one server share it."""
     state: str
     drain_until: float | None
-    """Wall-clock end of the drain under way, or None."""
 
     def left(self, now: float) -> float:
         return 0.0 if self.drain_until is None else max(0.0, self.drain_until - now)
@@ -207,32 +201,18 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class DrainChannel(Sink):
-    """This worker's channel, from the start of its startup to the end of its lifespan.
+    """This worker's channel, from the start of its startup to the end of its
+    lifespan: a request read from it goes to ``drainer.request``."""
 
-    ``request(seconds)`` drains this worker (the drain's own path); ``left()``
-    is the seconds left of a requested drain, None when none runs.
-    """
-
-    def __init__(
-        self,
-        lifecycle: Lifecycle,
-        service: str | None,
-        drain_delay: float,
-        request: Callable[[float | None], None],
-        left: Callable[[], float | None],
-    ) -> None:
+    def __init__(self, lifecycle: Lifecycle, service: str | None, drainer: Drainer) -> None:
         self.lifecycle = lifecycle
         self.service = service
-        self.drain_delay = drain_delay
-        self.request = request
-        self.left = left
-        self.path: str | None = None
-        """The channel's directory while open."""
+        self.drainer = drainer
+        self.path: str | None = None  # the directory, while open
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._asked_at: float | None = None
-        """``time.monotonic()`` of a request that came while starting."""
+        self._asked_at: float | None = None  # monotonic: a request while starting
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup" and self.path is None:
@@ -271,16 +251,11 @@ class DrainChannel(Sink):
         except (OSError, NotImplementedError) as exc:
             if fd is not None:
                 os.close(fd)
-            if path is None:
-                self._off(f"no private directory can be made in the temp dir: {exc}")
-                return
-            shutil.rmtree(path, ignore_errors=True)
-            why = (
-                "its event loop cannot watch a file"
-                if isinstance(exc, NotImplementedError)
-                else exc
-            )
-            self._off(f"the drain channel in {base} cannot be opened: {why}")
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+            unwatched = isinstance(exc, NotImplementedError)
+            why = "its event loop cannot watch a file" if unwatched else exc
+            self._off(f"no drain channel can be opened in the temp dir: {why}")
             return
         self.path, self._fd, self._loop = path, fd, loop
         _open.add(self)
@@ -309,8 +284,7 @@ class DrainChannel(Sink):
         self.lifecycle.notify(Notice("lifespan.drain.channel.off", "warning", {"detail": detail}))
 
     def _on_readable(self) -> None:
-        # Bounded: what is left is read on the loop's next turn.
-        try:
+        try:  # bounded: the rest is read on the loop's next turn
             data = b"" if self._fd is None else os.read(self._fd, MAX_READ)
         except OSError:
             return
@@ -318,7 +292,7 @@ class DrainChannel(Sink):
             return
         # A ready worker drains; a starting one drains for the rest once ready.
         if self.lifecycle.state is State.READY:
-            self.request(None)
+            self.drainer.request()
         elif self.lifecycle.state is State.STARTING:
             self._asked_at = time.monotonic()
 
@@ -328,10 +302,10 @@ class DrainChannel(Sink):
         left = 0.0
         asked_at, self._asked_at = self._asked_at, None
         if asked_at is not None:
-            left = asked_at + self.drain_delay - time.monotonic()
+            left = asked_at + self.drainer.drain_delay - time.monotonic()
         left = max(left, self._siblings_left())
         if left > MIN_DRAIN:
-            self.request(left)
+            self.drainer.request(left)
 
     def _siblings_left(self) -> float:
         """The longest drain left among the live workers of the same server (the
@@ -357,8 +331,10 @@ class DrainChannel(Sink):
         """Replace the state file at once (a temp file, then ``os.replace``)."""
         until = None
         if state is State.DRAINING:
-            left = self.left()
-            until = round(time.time() + (self.drain_delay if left is None else left), 3)
+            left = self.drainer.requested_left()
+            if left is None:
+                left = self.drainer.drain_delay
+            until = round(time.time() + left, 3)
         fields = {
             "pid": os.getpid(),
             "ppid": os.getppid(),
@@ -371,11 +347,8 @@ class DrainChannel(Sink):
                 return
             temp = os.path.join(self.path, f".{STATE}.tmp")
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(temp, flags, 0o600)
-            try:
-                os.write(fd, json.dumps(fields).encode())
-            finally:
-                os.close(fd)
+            with open(os.open(temp, flags, 0o600), "wb") as file:
+                file.write(json.dumps(fields).encode())
             os.replace(temp, os.path.join(self.path, STATE))
 
 
@@ -384,14 +357,13 @@ class DrainChannel(Sink):
 
 @dataclasses.dataclass
 class _Worker:
-    """One worker as the hook sees it."""
+    """One worker as the hook sees it; ``state``: what its state file said last."""
 
     path: str
     status: Literal["asked", "draining", "not ready", "failed"] = "asked"
     reason: str = ""
     pid: int | None = None
     state: str = ""
-    """What its state file said last."""
     left: float = 0.0
 
 
@@ -417,12 +389,12 @@ def ask_all(service: str | None, base: str) -> tuple[list[_Worker], int]:
     return workers, dead
 
 
-def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | None = None) -> int:
+def drain(service: str | None, timeout: float = BEGIN_TIMEOUT) -> int:
     """Ask every worker of ``service`` run by this user to drain, say how many
     do, wait the drain out; 0 when each was reached, 1 otherwise."""
 
     def say(line: str) -> None:
-        print(f"lifewatch drain: {line}", file=out or sys.stderr, flush=True)
+        print(f"lifewatch drain: {line}", file=sys.stderr, flush=True)
 
     try:
         base = tempfile.gettempdir()
@@ -433,7 +405,8 @@ def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | Non
     where = os.path.join(base, prefix(service) + "*")
     if not workers:
         gone = f" ({dead} left by dead workers, removed)" if dead else ""
-        others = _other_services(base, service)
+        own = service_token(service)
+        others = sorted({t for t, path in _channels(base) if t != own and is_live(path)})[:5]
         hint = f"; this user runs --service {', '.join(others)}" if others else ""
         say(f"no lifewatch worker of this user found: looked for {where}{gone}{hint}")
         return 1
@@ -452,12 +425,6 @@ def drain(service: str | None, timeout: float = BEGIN_TIMEOUT, out: TextIO | Non
     time.sleep(remaining)
     # Still waited out: the others drained. Non-zero tells the kubelet (FailedPreStopHook).
     return 1 if failed else 0
-
-
-def _other_services(base: str, service: str | None) -> list[str]:
-    """The services of this user's other live channels in ``base``: a hint."""
-    own = service_token(service)
-    return sorted({token for token, path in _channels(base) if token != own and is_live(path)})[:5]
 
 
 def _wait_for_begin(workers: list[_Worker], service: str | None, timeout: float) -> None:

@@ -28,12 +28,9 @@ if TYPE_CHECKING:
 
 
 class _WakeupRelay:
-    """Holds back the signals an event loop learns of through the wakeup fd.
-
-    ``loop.add_signal_handler`` (hypercorn) reads each signal's number from the
-    fd of ``signal.set_wakeup_fd``: the relay takes that place and passes every
-    byte on, a held signal's only when lifewatch hands it on.
-    """
+    """Holds back the signals an event loop learns of through the wakeup fd
+    (``loop.add_signal_handler``, hypercorn's): every other byte passes on at
+    once, a held signal's only when lifewatch hands the signal on."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, held: set[int], fds: tuple[int, int], theirs: int
@@ -50,18 +47,16 @@ class _WakeupRelay:
         for fd in fds:
             os.set_blocking(fd, False)
         theirs = signal.set_wakeup_fd(fds[1])
+        relay = None
         try:
             if theirs != -1:
-                return cls(loop, held, fds, theirs)
-        except BaseException:
-            signal.set_wakeup_fd(theirs)
-            for fd in fds:
-                os.close(fd)
-            raise
-        signal.set_wakeup_fd(-1)
-        for fd in fds:
-            os.close(fd)
-        return None
+                relay = cls(loop, held, fds, theirs)
+        finally:
+            if relay is None:  # none to stand in front of, or it failed
+                signal.set_wakeup_fd(theirs)
+                for fd in fds:
+                    os.close(fd)
+        return relay
 
     def _pass_on(self) -> None:
         with contextlib.suppress(OSError):
@@ -87,12 +82,8 @@ class _WakeupRelay:
 
 
 class Drainer(Sink):
-    """One watch's part in the process's drain, for the life of the server;
-    drains its own watch on request (preStop).
-
-    Whatever fails on the way (a log record, a sink), the signal it took from
-    the server is handed on: a drain may lose a log line, never the shutdown.
-    """
+    """One watch's part in the process's drain; drains its own watch on request
+    (preStop). A drain may lose a log line, never the server's signal."""
 
     def __init__(self, lifecycle: Lifecycle, drain_delay: float) -> None:
         self.lifecycle = lifecycle
@@ -100,10 +91,8 @@ class Drainer(Sink):
         self.installed = False
         self._serving_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._requested = False
-        """A drain was requested in this lifespan (asking again does nothing)."""
-        self._timer: asyncio.TimerHandle | None = None
-        """The end of the requested drain running now."""
+        self._requested = False  # in this lifespan: asking again does nothing
+        self._timer: asyncio.TimerHandle | None = None  # the requested drain's end
 
     def run_begin(self, run: RunRecord) -> None:
         if run.event == "startup":
@@ -123,12 +112,6 @@ class Drainer(Sink):
             self.installed = False
             _PROCESS.leave(self)
 
-    def begin(self, sig: int) -> None:
-        """On SIGTERM: drain if ready (nobody routes to an instance that is not)."""
-        if self.lifecycle.state is State.READY and self.drain_delay > 0:
-            self.lifecycle.set_state(State.DRAINING)
-            self.tell("lifespan.drain.begin", "info", sig)
-
     def requested_left(self) -> float | None:
         """Seconds left of the requested drain running now, or None."""
         timer, loop = self._timer, self._serving_loop
@@ -143,11 +126,8 @@ class Drainer(Sink):
             self.lifecycle.notify(Notice(event, level, fields))  # type: ignore[arg-type]
 
     def request(self, seconds: float | None = None) -> None:
-        """Drain now, without a signal (from any thread), if ready and not asked before.
-
-        ``seconds``: a shorter drain, the rest of the one its sibling workers
-        began before this one was ready.
-        """
+        """Drain now, without a signal (from any thread), if ready and not asked
+        before; ``seconds``: the rest of a drain its siblings began."""
         length = self.drain_delay if seconds is None else min(seconds, self.drain_delay)
         loop = self._serving_loop
         with self._lock:
@@ -162,29 +142,17 @@ class Drainer(Sink):
                 loop.call_soon_threadsafe(self._begin_requested, length)
 
     def _begin_requested(self, length: float) -> None:
-        if self._start(length) and self.installed:
-            # One drain per process: the other watches (a mounted app's) go too.
-            for other in list(_PROCESS.drainers):
-                if other is not self:
-                    with contextlib.suppress(Exception):
-                        other.follow()
-
-    def follow(self) -> None:
-        """Drain on request because another watch of this process was asked to."""
-        with self._lock:
-            if self._requested or self.drain_delay <= 0:
-                return
-            self._requested = True
-        self._start(self.drain_delay)
-
-    def _start(self, length: float) -> bool:
         loop = self._serving_loop
         if loop is None or self.lifecycle.state is not State.READY or self._timer is not None:
-            return False  # a signal (or shutdown) came first
+            return  # a signal (or shutdown) came first
         self._timer = loop.call_later(length, self.end_requested)
         self.lifecycle.set_state(State.DRAINING)
         self.tell("lifespan.drain.begin", "info", None)
-        return True
+        if self.installed:
+            # One drain per process: the other watches (a mounted app's) go too.
+            for other in list(_PROCESS.drainers):
+                with contextlib.suppress(Exception):
+                    other.request()  # once each: asking again does nothing
 
     def end_requested(self) -> None:
         timer, self._timer = self._timer, None
@@ -267,9 +235,8 @@ class _ProcessDrain:
             self.loop = None
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
-        # Runs between two bytecodes of the main thread: the work goes to the
-        # loop. Only note a startup under way, so that a phase blocking the loop
-        # fails as it ends.
+        # Between two bytecodes of the main thread: the work goes to the loop;
+        # only a startup under way is noted here (a phase blocking the loop).
         for drainer in self.drainers:
             with contextlib.suppress(Exception):
                 drainer.lifecycle.startup_signalled(sig)
@@ -298,20 +265,18 @@ class _ProcessDrain:
             left for left in (d.requested_left() for d in self.drainers) if left is not None
         ]
         if sig != signal.SIGTERM or (not ready and not requested):
-            # Nobody routes to an instance not ready; SIGINT (a person at a
-            # terminal) is never drained.
-            self._forward(sig)
+            self._forward(sig)  # nothing routed here, or SIGINT: a person at a terminal
             return
         assert self.loop is not None
         # The timer first: nothing after it can keep the signal from the server.
-        # Drained on request (preStop) already: the signal waits for that end.
         delay = max([d.drain_delay for d in ready] + requested)
         self.timer = self.loop.call_later(delay, self._end, sig)
         self.held = sig if requested else None
         self.draining = ready
         for drainer in ready:
             with contextlib.suppress(Exception):
-                drainer.begin(sig)
+                drainer.lifecycle.set_state(State.DRAINING)
+                drainer.tell("lifespan.drain.begin", "info", sig)
 
     def _cut_startup(self, sig: int) -> bool:
         """A signal during startup: cut what runs now, hand the signal on (no

@@ -160,8 +160,7 @@ class Lifewatch:
         if o.drain_delay > 0:
             # python -m lifewatch drain (preStop) reaches every worker through a
             # directory private to the app's user; no HTTP request drains.
-            left = drainer.requested_left
-            parts.append(DrainChannel(lc, o.service, o.drain_delay, drainer.request, left))
+            parts.append(DrainChannel(lc, o.service, drainer))
         if o.pushgateway is not None:
             from ._pushgateway import PushgatewaySink
 

@@ -30,7 +30,6 @@ class Supervised:
     detail: str | None = dataclasses.field(default=None, repr=False)
     error: BaseException | None = dataclasses.field(default=None, repr=False)
     changed_at: float = dataclasses.field(default_factory=time.time, repr=False)
-    changed_monotonic: float = dataclasses.field(default_factory=time.monotonic, repr=False)
 
     @property
     def entry(self) -> str:
@@ -55,7 +54,7 @@ def watch_task(
             record.reason, record.detail = "error", f"{type(exc).__name__}: {exc}"
             record.error = exc
         record.died = True
-        record.changed_at, record.changed_monotonic = time.time(), time.monotonic()
+        record.changed_at = time.time()
         on_death(record)
 
     record.task.add_done_callback(done)

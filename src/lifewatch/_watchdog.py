@@ -9,6 +9,8 @@ callback: that frame is where the thread is stuck.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import heapq
 import itertools
@@ -24,13 +26,13 @@ STACK_LIMIT = 40
 """Innermost frames kept: enough to reach the app's own code from a driver's."""
 
 
+@dataclasses.dataclass(eq=False)
 class Watch:
     """One deadline; ``cancel()`` when the phase ends before it."""
 
-    def __init__(self, thread_id: int, callback: Callable[[FrameType | None], None]) -> None:
-        self.thread_id = thread_id
-        self.callback = callback
-        self.cancelled = False
+    thread_id: int
+    callback: Callable[[FrameType | None], None]
+    cancelled: bool = False
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -80,12 +82,9 @@ class Watchdog:
             if entry.cancelled:
                 continue
             frame = sys._current_frames().get(entry.thread_id)
-            try:
+            with contextlib.suppress(Exception):  # it reports through the lifecycle; never die
                 entry.callback(frame)
-            except Exception:  # the callback reports through the lifecycle; never die
-                pass
-            finally:
-                del frame
+            del frame
 
 
 WATCHDOG = Watchdog()
