@@ -13,8 +13,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,11 +29,7 @@ from ._types import Event, State
 from ._watchdog import WATCHDOG, Watch, describe
 
 if TYPE_CHECKING:
-    import asyncio
     from types import FrameType
-
-    from ._checks import CheckResult, HealthCheck
-    from ._supervise import Supervised
 
 ASYNC_GRACE = 0.25
 """The watchdog looks this long after an async phase's deadline, so that it only
@@ -109,7 +104,7 @@ class Lifecycle:
         self.shutdown_timeout = shutdown_timeout
         self.bus = EventBus(log)
         self.readiness = Readiness(self.bus)
-        self._background = BackgroundPhases(self.maybe_ready, self._background_failed)
+        self.background = BackgroundPhases(self.maybe_ready, self._background_failed)
         self.current: RunRecord | None = None
         self.startup: RunRecord | None = None
         self.shutdown: RunRecord | None = None
@@ -123,47 +118,10 @@ class Lifecycle:
     def connect(self, sinks: tuple[Sink, ...]) -> None:
         """Subscribe the sinks, once, and tell them the state."""
         self.bus.connect(sinks)
-        self.bus.emit("state_changed", None, self.state)
-
-    # -- what other parts read and tell ----------------------------------------
-
-    @property
-    def sinks(self) -> tuple[Sink, ...]:
-        return self.bus.sinks
-
-    @property
-    def state(self) -> State:
-        return self.readiness.state
-
-    @property
-    def closing(self) -> bool:
-        return self.readiness.closing
-
-    @property
-    def refusal(self) -> str | None:
-        return self.readiness.refusal
-
-    @property
-    def background(self) -> set[asyncio.Task[None]]:
-        """The background phases still running."""
-        return self._background.tasks
-
-    def set_state(self, new: State) -> None:
-        self.readiness.move(new)
+        self.bus.emit("state_changed", None, self.readiness.state)
 
     def notify(self, notice: Notice) -> None:
         self.bus.emit("notice", notice)
-
-    def check_result(
-        self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
-    ) -> None:
-        self.bus.emit("check_result", check, result, previous)
-
-    def task_started(self, task: Supervised) -> None:
-        self.bus.emit("task_started", task)
-
-    def task_died(self, task: Supervised) -> None:
-        self.bus.emit("task_died", task)
 
     # -- runs and their bound -------------------------------------------------
 
@@ -187,15 +145,15 @@ class Lifecycle:
             self.startup = run
             # One app serving test after test: each startup starts afresh.
             self.startup_complete = False
-            self._background.failed = False
+            self.background.failed = False
             self.signalled = None
-            self.set_state(State.STARTING)
+            self.readiness.move(State.STARTING)
             self._set_deadline(self.startup_timeout)
         else:
             run.link = self.startup
             self.shutdown = run
             if not rollback:
-                self.set_state(State.STOPPING)
+                self.readiness.move(State.STOPPING)
             self._set_deadline(self.shutdown_timeout)
         self.current = run
         self.bus.emit("run_begin", run)
@@ -222,11 +180,11 @@ class Lifecycle:
                 self.maybe_ready()
             elif run.outcome == "signal":
                 # Asked to stop, not broken: no failed startup to page anyone about.
-                self.set_state(State.STOPPING)
+                self.readiness.move(State.STOPPING)
             else:
-                self.set_state(State.FAILED)
-        elif not run.rollback or self.state is State.STOPPING:
-            self.set_state(State.STOPPED)
+                self.readiness.move(State.FAILED)
+        elif not run.rollback or self.readiness.state is State.STOPPING:
+            self.readiness.move(State.STOPPED)
 
     @contextlib.contextmanager
     def bound(self) -> Iterator[anyio.CancelScope]:
@@ -277,7 +235,7 @@ class Lifecycle:
             bound=(self.startup_timeout or 0.0, "startup_timeout")
             if event == "startup"
             else (self.shutdown_timeout or 0.0, "shutdown_timeout"),
-            stopping_background=self._background.stopping,
+            stopping_background=self.background.stopping,
         )
 
     # -- a signal during startup ----------------------------------------------
@@ -323,7 +281,9 @@ class Lifecycle:
         if run is not None:
             event = run.event
         else:
-            event = "shutdown" if self.state in (State.STOPPING, State.STOPPED) else "startup"
+            event = (
+                "shutdown" if self.readiness.state in (State.STOPPING, State.STOPPED) else "startup"
+            )
         phase = PhaseRecord(
             name=name,
             event=event,
@@ -381,25 +341,9 @@ class Lifecycle:
 
     def maybe_ready(self) -> None:
         """Ready once startup completed and no background phase is pending or failed."""
-        if self.startup_complete and not self._background.tasks and not self._background.failed:
+        if self.startup_complete and not self.background.tasks and not self.background.failed:
             self.readiness.ready()
 
-    def start_background(
-        self,
-        name: str,
-        phase: AbstractAsyncContextManager[Any],
-        func: Callable[[], Awaitable[Any]],
-    ) -> asyncio.Task[None]:
-        """Run ``func`` inside ``phase`` while the server already serves."""
-        return self._background.start(name, phase, func)
-
     def _background_failed(self) -> None:
-        if self.state is not State.STOPPED:  # over already: nothing to be ready for
-            self.set_state(State.FAILED)
-
-    def background_names(self) -> list[str]:
-        return self._background.names()
-
-    async def stop_background(self) -> None:
-        """Cancel the background phases still running, and wait for them."""
-        await self._background.stop()
+        if self.readiness.state is not State.STOPPED:  # over already: nothing to be ready for
+            self.readiness.move(State.FAILED)

@@ -186,7 +186,7 @@ class Lifewatch:
     @property
     def state(self) -> State:
         """The current lifecycle state."""
-        return self._lifecycle.state
+        return self._lifecycle.readiness.state
 
     @property
     def startup_complete(self) -> bool:
@@ -347,7 +347,7 @@ class Lifewatch:
                 f"watch.background({name!r}, ...) takes an async function with no "
                 f"arguments; got {func!r}"
             )
-        return self._lifecycle.start_background(name, phase, func)
+        return self._lifecycle.background.start(name, phase, func)
 
 
 def _timeline(source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> ASGIApp:
