@@ -108,13 +108,13 @@ class Lifewatch:
         # The parts, built once, lifecycle first. Package-internal: the ways in
         # (the middleware, instrument(), lifewatch.testing) take them from here.
         log = EventLog(o.service, o.logger)
-        self._process_start = process_start_time()
+        process_start = process_start_time()
         self._lifecycle = lc = Lifecycle(
             service=o.service,
             startup_timeout=o.startup_timeout,
             shutdown_timeout=o.shutdown_timeout,
             log=log,
-            process_start=self._process_start,
+            process_start=process_start,
         )
         self._health = Health(lc)
         # Path -> ASGI app, on the app's port and on the ops listener's.
@@ -150,7 +150,7 @@ class Lifewatch:
         drainer = Drainer(lc, o.drain_delay)
         parts: list[Sink] = [
             self._tracing,
-            MetricsSink(metrics, self._process_start, build.labels()),
+            MetricsSink(metrics, process_start, build),
             LoggingSink(log, slow_check_threshold=o.slow_check_threshold),
             self._health,
             drainer,
@@ -209,7 +209,7 @@ class Lifewatch:
         from ._timeline import build_timeline
 
         lc = self._lifecycle
-        return build_timeline(self._options.service, lc.startup, lc.shutdown, self._process_start)
+        return build_timeline(self._options.service, lc.startup, lc.shutdown, lc.process_start)
 
     # -- ways in ------------------------------------------------------------
 
