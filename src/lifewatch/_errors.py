@@ -8,7 +8,6 @@ phase, which tracebacks print.
 from __future__ import annotations
 
 import signal
-import sys
 
 NOTE_PREFIX = "lifewatch: "
 
@@ -46,15 +45,11 @@ class StartupInterrupted(LifewatchError):
 
 
 def add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note(note)``, once; on Python 3.10 the ``__notes__`` list alone."""
+    """``exc.add_note(note)``, once, through PEP 678's ``__notes__`` (3.10 has no add_note)."""
     notes = getattr(exc, "__notes__", None)
-    if isinstance(notes, list) and note in notes:
-        return
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:  # pragma: no cover - 3.10
-        if not isinstance(notes, list):
-            notes = exc.__notes__ = []  # type: ignore[attr-defined]
+    if notes is None:
+        notes = exc.__notes__ = []  # type: ignore[attr-defined,unused-ignore]  # 3.10
+    if isinstance(notes, list) and note not in notes:
         notes.append(note)
 
 

@@ -1,10 +1,7 @@
-"""The lifecycle: the one event flow of lifewatch, and the owner of each run.
-
-Whoever sees something happen (a phase, a lifespan wrapper, the middleware, a
-health check, a signal) tells the lifecycle. It owns each run (its deadline,
-its outcome, every write to its record) and coordinates its parts, one job
-each: the event bus, the outcome rules, the readiness state, the background
-phases, and the watchdog's reports of phases past their timeout.
+"""The lifecycle: whoever sees something happen (a phase, a lifespan wrapper, the
+middleware, a signal) tells it. It owns each run (its deadline, its outcome, every
+write to its record) and holds the parts: the event bus, the readiness state, the
+background phases, and the watchdog's reports of phases past their timeout.
 """
 
 from __future__ import annotations
@@ -53,8 +50,7 @@ class Overruns:
         )
 
     def end(self, phase: PhaseRecord) -> None:
-        """Set the phase's end, under the lock if watched: the watchdog reported
-        before, or never will."""
+        """Set the phase's end, under the lock if watched: the watchdog reports before or never."""
         watch = self._watches.pop(phase.id, None)
         if watch is None:
             phase.end = time.perf_counter()
@@ -99,7 +95,6 @@ class Lifecycle:
         self.service = service
         self.process_start = process_start
         """Wall-clock start of the process: the first startup measures its boot from it."""
-        self.boot: float | None = None
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
         self.bus = EventBus(log)
@@ -128,20 +123,16 @@ class Lifecycle:
     def begin_run(
         self, event: Event, *, rollback: bool = False, goes_on: bool = False
     ) -> RunRecord:
-        """Open a startup or shutdown run, or join the one already open.
-
-        ``goes_on``: the caller (the lifespan wrapper) raises a shutdown's
-        failures at its end, so the next phase may run after one failed.
-        Without it (the middleware alone) a failure goes on as without lifewatch.
-        """
+        """Open a startup or shutdown run, or join the one already open. ``goes_on``:
+        the caller raises a shutdown's failures at its end, so later phases still run."""
         current = self.current
         if current is not None and current.event == event:
             current.goes_on = current.goes_on or goes_on
             return current
         run = RunRecord(event=event, service=self.service, rollback=rollback, goes_on=goes_on)
         if event == "startup":
-            if self.boot is None and self.process_start is not None:
-                self.boot = run.boot = max(0.0, run.started_at - self.process_start)
+            if self.startup is None and self.process_start is not None:  # the process's first
+                run.boot = max(0.0, run.started_at - self.process_start)
             self.startup = run
             # One app serving test after test: each startup starts afresh.
             self.startup_complete = False
@@ -188,14 +179,11 @@ class Lifecycle:
 
     @contextlib.contextmanager
     def bound(self) -> Iterator[anyio.CancelScope]:
-        """A cancel scope that follows the open run's bound, and that a signal during
-        startup cancels.
+        """A cancel scope for the open run's bound, which a signal during startup cancels.
 
-        The lifespan wrapper holds one open for each lifespan's whole life, so
-        the lifespan's own scopes nest inside it (as anyio and trio require).
-        Only the innermost carries the deadline: a timeout cuts what runs now,
-        and the lifespans around it still get their turn (cut at once if the
-        deadline has passed).
+        Held open for each lifespan's whole life, so its own scopes nest inside (as
+        anyio and trio require). Only the innermost carries the deadline: a timeout
+        cuts what runs now; the lifespans around it still get their turn.
         """
         scope = anyio.CancelScope()
         self._scopes.append(scope)
@@ -242,10 +230,7 @@ class Lifecycle:
 
     def startup_signalled(self, signum: int) -> bool:
         """Note a SIGTERM/SIGINT that came while the startup run is open; True if so.
-
-        Called in the signal handler (the main thread may be blocked in a sync
-        phase): plain reads and one write, so a phase ending later sees it.
-        """
+        In the signal handler (the loop may be blocked): plain reads and one write."""
         run = self.startup
         if run is None or run.end is not None or self.current is not run:
             return False
@@ -272,8 +257,8 @@ class Lifecycle:
         background: bool = False,
         sync: bool = False,
     ) -> PhaseRecord:
-        """Start a phase record in the open run (a background one: in the startup run),
-        in the thread that runs it, which the watchdog watches if it has a timeout."""
+        """Start a phase record in the open run (a background one: the startup run), in the
+        thread that runs it, which the watchdog watches if it has a timeout."""
         run = self.startup if background and self.startup is not None else self.current
         if parent is not None and parent.run is not run:
             parent = None

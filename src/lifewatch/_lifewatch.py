@@ -1,9 +1,5 @@
-"""``Lifewatch``: the one object a user configures and wires in.
-
-A facade: it validates the options once, builds the parts once (the lifecycle
-first, then the sinks and the endpoints around it) and hands the ways in what
-they need. It holds no state of its own.
-"""
+"""``Lifewatch``: the one object a user configures and wires in. A facade: it builds
+the parts once (the lifecycle, then the sinks and endpoints) and holds no state."""
 
 from __future__ import annotations
 

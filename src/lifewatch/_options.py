@@ -1,9 +1,6 @@
-"""The options of a ``Lifewatch``: validated once, then never changed.
-
-Every part is built from them once, so a setting changed afterwards would be
-read by some parts and not others: the dataclass is frozen. To change one,
-build a new ``Lifewatch`` (``dataclasses.replace(watch.options, ...)`` gives
-the fields, validated again).
+"""The options of a ``Lifewatch``: validated once, then frozen, since every part is
+built from them once. To change one, build a new ``Lifewatch``
+(``dataclasses.replace(watch.options, ...)`` validates again).
 """
 
 from __future__ import annotations
@@ -110,11 +107,8 @@ class Options:
         put("startup_timeout", validate_seconds(self.startup_timeout, "startup_timeout"))
         for name in ("shutdown_timeout", "slow_check_threshold"):
             put(name, validate_seconds(getattr(self, name), name, optional=False))
-        drain_delay = "drain_delay (0 turns draining off)"
-        put(
-            "drain_delay",
-            validate_seconds(self.drain_delay, drain_delay, optional=False, zero_ok=True),
-        )
+        what = "drain_delay (0 turns draining off)"
+        put("drain_delay", validate_seconds(self.drain_delay, what, optional=False, zero_ok=True))
         put("sinks", tuple(self.sinks))
         for sink in self.sinks:
             if not isinstance(sink, Sink):

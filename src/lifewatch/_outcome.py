@@ -1,8 +1,5 @@
 """The outcome rules: how a phase or a run ended, and what becomes of its error.
-
-Pure functions of the records and of what the lifecycle knows when they end;
-they write nothing, so a table tests them (tests/test_outcome.py) without an
-event loop, a server or a sink.
+Pure functions that write nothing, so a table tests them (tests/test_outcome.py).
 """
 
 from __future__ import annotations
