@@ -5,6 +5,7 @@ built from them once. To change one, build a new ``Lifewatch``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,14 +25,6 @@ from ._validate import (
 
 if TYPE_CHECKING:
     from ._pushgateway import Pushgateway
-
-PATHS = {
-    "livez_path": "/livez",
-    "readyz_path": "/readyz",
-    "startupz_path": "/startupz",
-    "metrics_path": "/metrics",
-    "timeline_path": "/lifewatch/timeline",
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +106,10 @@ class Options:
         for sink in self.sinks:
             if not isinstance(sink, Sink):
                 raise TypeError(f"sinks must be lifewatch.Sink instances; got {sink!r}")
-        for name, example in PATHS.items():
+        paths = {
+            f.name: str(f.default) for f in dataclasses.fields(self) if f.name.endswith("_path")
+        }
+        for name, example in paths.items():  # the default is the example the error shows
             validate_path(getattr(self, name), name, example)
         validate_bool(self.expose_details, "expose_details")
         validate_bool(self.ops_only, "ops_only")
@@ -139,6 +135,6 @@ class Options:
             from ._pushgateway import Pushgateway
 
             put("pushgateway", Pushgateway.coerce(self.pushgateway))
-        served = [getattr(self, name) for name in PATHS if getattr(self, name) is not None]
+        served = [getattr(self, name) for name in paths if getattr(self, name) is not None]
         if len(set(served)) != len(served):
             raise ValueError(f"endpoint paths must differ from each other; got {served!r}")
