@@ -1,9 +1,6 @@
-"""The exceptions lifewatch raises of its own, and the note it adds to others.
-
-A failing phase's exception reaches the server as itself (``except
-DatabaseDown:`` keeps working); lifewatch only adds a PEP 678 note naming the
-phase, which tracebacks print.
-"""
+"""The exceptions lifewatch raises of its own, and the note it adds to others: a
+failing phase's exception reaches the server as itself, with a PEP 678 note naming
+the phase."""
 
 from __future__ import annotations
 

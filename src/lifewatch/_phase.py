@@ -1,8 +1,5 @@
-"""``watch.phase(...)``: one timed, traced, logged step of startup or shutdown.
-
-A phase times a block and reports what happened to it; the lifecycle decides
-what that means (outcome, reason, whether the error goes on).
-"""
+"""``watch.phase(...)``: one timed, traced, logged step of startup or shutdown. It
+reports what happened to its block; the lifecycle decides what that means."""
 
 from __future__ import annotations
 
