@@ -125,9 +125,9 @@ def test_traffic_refused_while_starting_keeps_it_out_of_rotation_until_accepted(
     run = lc.begin_run("startup")
     lc.readiness.refuse("maintenance")
     lc.end_run(run)
-    assert (lc.readiness.state, lc.readiness.refusal) == (State.DRAINING, "maintenance")
+    assert (lc.state, lc.readiness.refusal) == (State.DRAINING, "maintenance")
     lc.readiness.accept()
-    assert (lc.readiness.state, lc.readiness.refusal) == (State.READY, None)
+    assert (lc.state, lc.readiness.refusal) == (State.READY, None)
 
 
 def test_accepting_traffic_never_undoes_a_drain_it_did_not_make() -> None:
@@ -137,7 +137,7 @@ def test_accepting_traffic_never_undoes_a_drain_it_did_not_make() -> None:
     lc.readiness.move(State.DRAINING)  # SIGTERM's drain
     lc.readiness.refuse("maintenance")
     lc.readiness.accept()
-    assert lc.readiness.state is State.DRAINING
+    assert lc.state is State.DRAINING
 
 
 async def test_a_background_phase_holds_readiness_and_shutdown_cancels_it_without_failing() -> None:
@@ -148,7 +148,7 @@ async def test_a_background_phase_holds_readiness_and_shutdown_cancels_it_withou
     task = lc.background.start("model", Phase(lc, "model", background=True), release.wait)
     lc.end_run(run)
     await asyncio.sleep(0)  # it begins
-    assert (lc.readiness.state, lc.startup_complete, lc.background.names()) == (
+    assert (lc.state, lc.startup_complete, lc.background.names()) == (
         State.STARTING,
         True,
         ["model"],
@@ -159,7 +159,7 @@ async def test_a_background_phase_holds_readiness_and_shutdown_cancels_it_withou
     assert task.cancelled() or task.done()
     phase = run.phases[0]
     assert (phase.name, phase.outcome, phase.reason) == ("model", "cancelled", None)
-    assert (run.outcome, lc.readiness.state) == ("ok", State.STOPPED)
+    assert (run.outcome, lc.state) == ("ok", State.STOPPED)
 
 
 async def test_a_background_failure_fails_the_instance_and_a_finished_one_makes_it_ready() -> None:
@@ -175,4 +175,4 @@ async def test_a_background_failure_fails_the_instance_and_a_finished_one_makes_
         lc.end_run(run)
         await task
         await asyncio.sleep(0)  # the task's done callback
-        assert lc.readiness.state is state and not lc.background.tasks
+        assert lc.state is state and not lc.background.tasks

@@ -284,7 +284,7 @@ class DrainChannel(Sink):
             return
         self.path, self._fd, self._loop = path, fd, loop
         _open.add(self)
-        self._write_state(self.lifecycle.readiness.state)
+        self._write_state(self.lifecycle.state)
 
     def close(self) -> None:
         fd, loop, path = self._fd, self._loop, self.path
@@ -317,9 +317,9 @@ class DrainChannel(Sink):
         if REQUEST.strip() not in data.split(b"\n"):
             return
         # A ready worker drains; a starting one drains for the rest once ready.
-        if self.lifecycle.readiness.state is State.READY:
+        if self.lifecycle.state is State.READY:
             self.request(None)
-        elif self.lifecycle.readiness.state is State.STARTING:
+        elif self.lifecycle.state is State.STARTING:
             self._asked_at = time.monotonic()
 
     def _catch_up(self) -> None:

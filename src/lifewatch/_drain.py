@@ -125,7 +125,7 @@ class Drainer(Sink):
 
     def begin(self, sig: int) -> None:
         """On SIGTERM: drain if ready (nobody routes to an instance that is not)."""
-        if self.lifecycle.readiness.state is State.READY and self.drain_delay > 0:
+        if self.lifecycle.state is State.READY and self.drain_delay > 0:
             self.lifecycle.readiness.move(State.DRAINING)
             self.tell("lifespan.drain.begin", "info", sig)
 
@@ -154,7 +154,7 @@ class Drainer(Sink):
             if (
                 not self._requested
                 and length > 0
-                and self.lifecycle.readiness.state is State.READY
+                and self.lifecycle.state is State.READY
                 and loop is not None
                 and not loop.is_closed()
             ):
@@ -179,11 +179,7 @@ class Drainer(Sink):
 
     def _start(self, length: float) -> bool:
         loop = self._serving_loop
-        if (
-            loop is None
-            or self.lifecycle.readiness.state is not State.READY
-            or self._timer is not None
-        ):
+        if loop is None or self.lifecycle.state is not State.READY or self._timer is not None:
             return False  # a signal (or shutdown) came first
         self._timer = loop.call_later(length, self.end_requested)
         self.lifecycle.readiness.move(State.DRAINING)
@@ -297,11 +293,7 @@ class _ProcessDrain:
                 drainer.tell("lifespan.drain.cut", "warning", sig)
             self._forward(sig)
             return
-        ready = [
-            d
-            for d in self.drainers
-            if d.lifecycle.readiness.state is State.READY and d.drain_delay > 0
-        ]
+        ready = [d for d in self.drainers if d.lifecycle.state is State.READY and d.drain_delay > 0]
         requested = [
             left for left in (d.requested_left() for d in self.drainers) if left is not None
         ]

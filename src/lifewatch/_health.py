@@ -167,7 +167,7 @@ class Health(Sink):
     def _shutting_down(self) -> bool:
         lc = self.lifecycle
         current = lc.current
-        return lc.readiness.state in (State.STOPPING, State.STOPPED) or (
+        return lc.state in (State.STOPPING, State.STOPPED) or (
             current is not None and current.event == "shutdown"
         )
 
@@ -224,7 +224,7 @@ class Health(Sink):
         entries as excluded (``?exclude=``).
         """
         self._reported = True  # before anything is read: see invalidate
-        state = self.lifecycle.readiness.state
+        state = self.lifecycle.state
         if probe == "liveness":
             records = self.supervised.values()
             entries = [_task_entry(r) for r in records if only in (None, r.entry)]
@@ -269,7 +269,7 @@ class Health(Sink):
 
     def _lifespan_entry(self, probe: Probe) -> Entry:
         lc, when = self.lifecycle, self._state_time
-        state, startup = lc.readiness.state, lc.startup
+        state, startup = lc.state, lc.startup
         if lc.startup_complete if probe == "startup" else state is State.READY:
             if startup is not None and startup.outcome == "degraded":
                 names = ", ".join(p.name for p in startup.phases if p.outcome == "degraded")

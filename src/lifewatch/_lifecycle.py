@@ -113,7 +113,11 @@ class Lifecycle:
     def connect(self, sinks: tuple[Sink, ...]) -> None:
         """Subscribe the sinks, once, and tell them the state."""
         self.bus.connect(sinks)
-        self.bus.emit("state_changed", None, self.readiness.state)
+        self.bus.emit("state_changed", None, self.state)
+
+    @property
+    def state(self) -> State:
+        return self.state
 
     def notify(self, notice: Notice) -> None:
         self.bus.emit("notice", notice)
@@ -174,7 +178,7 @@ class Lifecycle:
                 self.readiness.move(State.STOPPING)
             else:
                 self.readiness.move(State.FAILED)
-        elif not run.rollback or self.readiness.state is State.STOPPING:
+        elif not run.rollback or self.state is State.STOPPING:
             self.readiness.move(State.STOPPED)
 
     @contextlib.contextmanager
@@ -266,9 +270,7 @@ class Lifecycle:
         if run is not None:
             event = run.event
         else:
-            event = (
-                "shutdown" if self.readiness.state in (State.STOPPING, State.STOPPED) else "startup"
-            )
+            event = "shutdown" if self.state in (State.STOPPING, State.STOPPED) else "startup"
         phase = PhaseRecord(
             name=name,
             event=event,
@@ -330,5 +332,5 @@ class Lifecycle:
             self.readiness.ready()
 
     def _background_failed(self) -> None:
-        if self.readiness.state is not State.STOPPED:  # over already: nothing to be ready for
+        if self.state is not State.STOPPED:  # over already: nothing to be ready for
             self.readiness.move(State.FAILED)

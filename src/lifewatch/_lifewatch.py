@@ -182,7 +182,7 @@ class Lifewatch:
     @property
     def state(self) -> State:
         """The current lifecycle state."""
-        return self._lifecycle.readiness.state
+        return self._lifecycle.state
 
     @property
     def startup_complete(self) -> bool:
