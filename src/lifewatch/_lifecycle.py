@@ -117,7 +117,7 @@ class Lifecycle:
 
     @property
     def state(self) -> State:
-        return self.state
+        return self.readiness.state
 
     def notify(self, notice: Notice) -> None:
         self.bus.emit("notice", notice)
