@@ -102,7 +102,7 @@ def test_a_second_sigterm_or_a_not_ready_app_goes_through_at_once(
             os.kill(os.getpid(), signal.SIGTERM)
             await _until(lambda: server_handler == [signal.SIGTERM])
             server_handler.clear()
-            watch._lifecycle.set_state(State.FAILED)  # as after a failed background phase
+            watch._lifecycle.readiness.move(State.FAILED)  # as after a failed background phase
             os.kill(os.getpid(), signal.SIGTERM)
             await _until(lambda: server_handler == [signal.SIGTERM])
 

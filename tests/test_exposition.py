@@ -264,7 +264,9 @@ async def test_two_watches_on_one_registry_share_the_families(
 ) -> None:
     a = Lifewatch(service="a", registry=registry)
     b = Lifewatch(service="b", registry=registry)
-    [ma, mb] = (next(s for s in w._lifecycle.sinks if isinstance(s, MetricsSink)) for w in (a, b))
+    [ma, mb] = (
+        next(s for s in w._lifecycle.bus.sinks if isinstance(s, MetricsSink)) for w in (a, b)
+    )
     assert ma.metrics is mb.metrics
     async with LifespanManager(app_with(a)) as manager:
         assert (await get(manager.app))[0] == 200

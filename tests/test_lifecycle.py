@@ -116,7 +116,7 @@ def test_a_stopping_stopped_or_failed_instance_is_ready_again_only_through_a_new
     lc.connect(())
     lc.end_run(lc.begin_run("shutdown"))
     with pytest.raises(ValueError, match="from stopped to ready"):
-        lc.set_state(State.READY)
+        lc.readiness.move(State.READY)
 
 
 def test_traffic_refused_while_starting_keeps_it_out_of_rotation_until_accepted() -> None:
@@ -125,16 +125,16 @@ def test_traffic_refused_while_starting_keeps_it_out_of_rotation_until_accepted(
     run = lc.begin_run("startup")
     lc.readiness.refuse("maintenance")
     lc.end_run(run)
-    assert (lc.state, lc.refusal) == (State.DRAINING, "maintenance")
+    assert (lc.state, lc.readiness.refusal) == (State.DRAINING, "maintenance")
     lc.readiness.accept()
-    assert (lc.state, lc.refusal) == (State.READY, None)
+    assert (lc.state, lc.readiness.refusal) == (State.READY, None)
 
 
 def test_accepting_traffic_never_undoes_a_drain_it_did_not_make() -> None:
     lc = lifecycle()
     lc.connect(())
     lc.end_run(lc.begin_run("startup"))
-    lc.set_state(State.DRAINING)  # SIGTERM's drain
+    lc.readiness.move(State.DRAINING)  # SIGTERM's drain
     lc.readiness.refuse("maintenance")
     lc.readiness.accept()
     assert lc.state is State.DRAINING
@@ -145,16 +145,16 @@ async def test_a_background_phase_holds_readiness_and_shutdown_cancels_it_withou
     lc.connect(())
     release = asyncio.Event()
     run = lc.begin_run("startup")
-    task = lc.start_background("model", Phase(lc, "model", background=True), release.wait)
+    task = lc.background.start("model", Phase(lc, "model", background=True), release.wait)
     lc.end_run(run)
     await asyncio.sleep(0)  # it begins
-    assert (lc.state, lc.startup_complete, lc.background_names()) == (
+    assert (lc.state, lc.startup_complete, lc.background.names()) == (
         State.STARTING,
         True,
         ["model"],
     )
     stopping = lc.begin_run("shutdown")
-    await lc.stop_background()
+    await lc.background.stop()
     lc.end_run(stopping)
     assert task.cancelled() or task.done()
     phase = run.phases[0]
@@ -171,8 +171,8 @@ async def test_a_background_failure_fails_the_instance_and_a_finished_one_makes_
         lc.connect(())
         run = lc.begin_run("startup")
         work = (lambda: asyncio.sleep(0)) if func is asyncio.sleep else fail
-        task = lc.start_background("model", Phase(lc, "model", background=True), work)
+        task = lc.background.start("model", Phase(lc, "model", background=True), work)
         lc.end_run(run)
         await task
         await asyncio.sleep(0)  # the task's done callback
-        assert lc.state is state and not lc.background
+        assert lc.state is state and not lc.background.tasks

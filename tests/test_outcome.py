@@ -436,14 +436,14 @@ def test_how_a_run_ended(
     failed_phase: str | None,
     recorded: Any,
 ) -> None:
-    verdict = run_outcome(run, error, failed, facts)
-    assert (verdict.outcome, verdict.failed_phase) == (outcome, failed_phase)
+    got_outcome, got_failed_phase, got_error = run_outcome(run, error, failed, facts)
+    assert (got_outcome, got_failed_phase) == (outcome, failed_phase)
     if recorded == "raised":
-        assert verdict.error is error
+        assert got_error is error
     elif isinstance(recorded, type):
-        assert type(verdict.error) is recorded
+        assert type(got_error) is recorded
     else:
-        assert verdict.error is recorded
+        assert got_error is recorded
 
 
 def test_a_cut_run_raises_a_timeout_or_the_signal_naming_the_phase() -> None:

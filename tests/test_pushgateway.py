@@ -59,7 +59,7 @@ def value(
 
 
 def sink_of(watch: Lifewatch) -> PushgatewaySink:
-    return next(s for s in watch._lifecycle.sinks if isinstance(s, PushgatewaySink))
+    return next(s for s in watch._lifecycle.bus.sinks if isinstance(s, PushgatewaySink))
 
 
 def test_bad_pushgateway_is_a_clear_error() -> None:

@@ -29,9 +29,6 @@ class BuildInfo(NamedTuple):
     version: str = ""
     revision: str = ""
 
-    def labels(self) -> tuple[str, str, str]:
-        return (self.service, self.version, self.revision)
-
 
 def _first(environ: Mapping[str, str], names: tuple[str, ...]) -> str:
     return next((v for v in (environ.get(n, "").strip() for n in names) if v), "")

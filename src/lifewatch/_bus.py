@@ -9,19 +9,8 @@ from typing import Any
 
 from ._sink import Sink
 
-HOOKS = (
-    "run_begin",
-    "run_end",
-    "phase_begin",
-    "phase_end",
-    "state_changed",
-    "check_result",
-    "task_started",
-    "task_died",
-    "notice",
-)
-REVERSED = frozenset({"run_end", "phase_end"})
-"""Ends go in reverse, so a sink that sets up context wraps the ones after it."""
+HOOKS = tuple(name for name in vars(Sink) if not name.startswith("_"))
+REVERSED = frozenset({"run_end", "phase_end"})  # so a sink that sets up context wraps the rest
 
 
 class EventBus:

@@ -146,7 +146,7 @@ class Drainer(Sink):
         if loop is None or self.lifecycle.state is not State.READY or self._timer is not None:
             return  # a signal (or shutdown) came first
         self._timer = loop.call_later(length, self.end_requested)
-        self.lifecycle.set_state(State.DRAINING)
+        self.lifecycle.readiness.move(State.DRAINING)
         self.tell("lifespan.drain.begin", "info", None)
         if self.installed:
             # One drain per process: the other watches (a mounted app's) go too.
@@ -275,7 +275,7 @@ class _ProcessDrain:
         self.draining = ready
         for drainer in ready:
             with contextlib.suppress(Exception):
-                drainer.lifecycle.set_state(State.DRAINING)
+                drainer.lifecycle.readiness.move(State.DRAINING)
                 drainer.tell("lifespan.drain.begin", "info", sig)
 
     def _cut_startup(self, sig: int) -> bool:

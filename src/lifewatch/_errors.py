@@ -1,14 +1,10 @@
-"""The exceptions lifewatch raises of its own, and the note it adds to others.
-
-A failing phase's exception reaches the server as itself (``except
-DatabaseDown:`` keeps working); lifewatch only adds a PEP 678 note naming the
-phase, which tracebacks print.
-"""
+"""The exceptions lifewatch raises of its own, and the note it adds to others: a
+failing phase's exception reaches the server as itself, with a PEP 678 note naming
+the phase."""
 
 from __future__ import annotations
 
 import signal
-import sys
 
 NOTE_PREFIX = "lifewatch: "
 
@@ -46,15 +42,11 @@ class StartupInterrupted(LifewatchError):
 
 
 def add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note(note)``, once; on Python 3.10 the ``__notes__`` list alone."""
+    """``exc.add_note(note)``, once, through PEP 678's ``__notes__`` (3.10 has no add_note)."""
     notes = getattr(exc, "__notes__", None)
-    if isinstance(notes, list) and note in notes:
-        return
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:  # pragma: no cover - 3.10
-        if not isinstance(notes, list):
-            notes = exc.__notes__ = []  # type: ignore[attr-defined]
+    if notes is None:
+        notes = exc.__notes__ = []  # type: ignore[attr-defined,unused-ignore]  # 3.10
+    if isinstance(notes, list) and note not in notes:
         notes.append(note)
 
 

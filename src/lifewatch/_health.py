@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -126,7 +127,7 @@ class Health(Sink):
             )
         check = HealthCheck(name, func, timeout_s, chosen, critical, interval_s)
         runner = self.runners[name] = CheckRunner(
-            check, self.lifecycle.check_result, self.lifecycle.notify
+            check, functools.partial(self.lifecycle.bus.emit, "check_result"), self.lifecycle.notify
         )
         for hook in self.on_check_added:
             hook(check)
@@ -154,8 +155,10 @@ class Health(Sink):
                 f"a running task is already supervised as {name!r}; names must be unique"
             )
         record = self.supervised[name] = Supervised(name, task)
-        self.lifecycle.task_started(record)
-        watch_task(record, self._shutting_down, self.lifecycle.task_died)
+        self.lifecycle.bus.emit("task_started", record)
+        watch_task(
+            record, self._shutting_down, functools.partial(self.lifecycle.bus.emit, "task_died")
+        )
         for hook in self.on_supervised:
             hook(record)
         self.invalidate()
@@ -273,10 +276,10 @@ class Health(Sink):
                 output = f"degraded: non-critical phase(s) failed: {names}"
                 return Entry(RESERVED, "warn", when, state.value, output=output)
             return Entry(RESERVED, "pass", when, state.value)
-        if state is State.DRAINING and lc.refusal is not None:
-            output = f"refusing traffic: {lc.refusal}"
-        elif state is State.STARTING and lc.startup_complete and lc.background:
-            output = "background phase(s) running: " + ", ".join(lc.background_names())
+        if state is State.DRAINING and lc.readiness.refusal is not None:
+            output = f"refusing traffic: {lc.readiness.refusal}"
+        elif state is State.STARTING and lc.startup_complete and lc.background.tasks:
+            output = "background phase(s) running: " + ", ".join(lc.background.names())
         elif state is State.STARTING and startup is not None and startup.end is None:
             running = [p.name for p in startup.phases if p.end is None and not p.background]
             output = f"starting: phase {running[-1]!r} running" if running else "starting"

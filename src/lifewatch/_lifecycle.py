@@ -1,10 +1,7 @@
-"""The lifecycle: the one event flow of lifewatch, and the owner of each run.
-
-Whoever sees something happen (a phase, a lifespan wrapper, the middleware, a
-health check, a signal) tells the lifecycle. It owns each run (its deadline,
-its outcome, every write to its record) and coordinates its parts, one job
-each: the event bus, the outcome rules, the readiness state, the background
-phases, and the watchdog's reports of phases past their timeout.
+"""The lifecycle: whoever sees something happen (a phase, a lifespan wrapper, the
+middleware, a signal) tells it. It owns each run (its deadline, its outcome, every
+write to its record) and holds the parts: the event bus, the readiness state, the
+background phases, and the watchdog's reports of phases past their timeout.
 """
 
 from __future__ import annotations
@@ -13,8 +10,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,11 +26,7 @@ from ._types import Event, State
 from ._watchdog import WATCHDOG, Watch, describe
 
 if TYPE_CHECKING:
-    import asyncio
     from types import FrameType
-
-    from ._checks import CheckResult, HealthCheck
-    from ._supervise import Supervised
 
 ASYNC_GRACE = 0.25
 """The watchdog looks this long after an async phase's deadline, so that it only
@@ -58,8 +50,7 @@ class Overruns:
         )
 
     def end(self, phase: PhaseRecord) -> None:
-        """Set the phase's end, under the lock if watched: the watchdog reported
-        before, or never will."""
+        """Set the phase's end, under the lock if watched: the watchdog reports before or never."""
         watch = self._watches.pop(phase.id, None)
         if watch is None:
             phase.end = time.perf_counter()
@@ -104,12 +95,11 @@ class Lifecycle:
         self.service = service
         self.process_start = process_start
         """Wall-clock start of the process: the first startup measures its boot from it."""
-        self.boot: float | None = None
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
         self.bus = EventBus(log)
         self.readiness = Readiness(self.bus)
-        self._background = BackgroundPhases(self.maybe_ready, self._background_failed)
+        self.background = BackgroundPhases(self.maybe_ready, self._background_failed)
         self.current: RunRecord | None = None
         self.startup: RunRecord | None = None
         self.shutdown: RunRecord | None = None
@@ -125,77 +115,40 @@ class Lifecycle:
         self.bus.connect(sinks)
         self.bus.emit("state_changed", None, self.state)
 
-    # -- what other parts read and tell ----------------------------------------
-
-    @property
-    def sinks(self) -> tuple[Sink, ...]:
-        return self.bus.sinks
-
     @property
     def state(self) -> State:
         return self.readiness.state
 
-    @property
-    def closing(self) -> bool:
-        return self.readiness.closing
-
-    @property
-    def refusal(self) -> str | None:
-        return self.readiness.refusal
-
-    @property
-    def background(self) -> set[asyncio.Task[None]]:
-        """The background phases still running."""
-        return self._background.tasks
-
-    def set_state(self, new: State) -> None:
-        self.readiness.move(new)
-
     def notify(self, notice: Notice) -> None:
         self.bus.emit("notice", notice)
-
-    def check_result(
-        self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
-    ) -> None:
-        self.bus.emit("check_result", check, result, previous)
-
-    def task_started(self, task: Supervised) -> None:
-        self.bus.emit("task_started", task)
-
-    def task_died(self, task: Supervised) -> None:
-        self.bus.emit("task_died", task)
 
     # -- runs and their bound -------------------------------------------------
 
     def begin_run(
         self, event: Event, *, rollback: bool = False, goes_on: bool = False
     ) -> RunRecord:
-        """Open a startup or shutdown run, or join the one already open.
-
-        ``goes_on``: the caller (the lifespan wrapper) raises a shutdown's
-        failures at its end, so the next phase may run after one failed.
-        Without it (the middleware alone) a failure goes on as without lifewatch.
-        """
+        """Open a startup or shutdown run, or join the one already open. ``goes_on``:
+        the caller raises a shutdown's failures at its end, so later phases still run."""
         current = self.current
         if current is not None and current.event == event:
             current.goes_on = current.goes_on or goes_on
             return current
         run = RunRecord(event=event, service=self.service, rollback=rollback, goes_on=goes_on)
         if event == "startup":
-            if self.boot is None and self.process_start is not None:
-                self.boot = run.boot = max(0.0, run.started_at - self.process_start)
+            if self.startup is None and self.process_start is not None:  # the process's first
+                run.boot = max(0.0, run.started_at - self.process_start)
             self.startup = run
             # One app serving test after test: each startup starts afresh.
             self.startup_complete = False
-            self._background.failed = False
+            self.background.failed = False
             self.signalled = None
-            self.set_state(State.STARTING)
+            self.readiness.move(State.STARTING)
             self._set_deadline(self.startup_timeout)
         else:
             run.link = self.startup
             self.shutdown = run
             if not rollback:
-                self.set_state(State.STOPPING)
+                self.readiness.move(State.STOPPING)
             self._set_deadline(self.shutdown_timeout)
         self.current = run
         self.bus.emit("run_begin", run)
@@ -222,22 +175,19 @@ class Lifecycle:
                 self.maybe_ready()
             elif run.outcome == "signal":
                 # Asked to stop, not broken: no failed startup to page anyone about.
-                self.set_state(State.STOPPING)
+                self.readiness.move(State.STOPPING)
             else:
-                self.set_state(State.FAILED)
+                self.readiness.move(State.FAILED)
         elif not run.rollback or self.state is State.STOPPING:
-            self.set_state(State.STOPPED)
+            self.readiness.move(State.STOPPED)
 
     @contextlib.contextmanager
     def bound(self) -> Iterator[anyio.CancelScope]:
-        """A cancel scope that follows the open run's bound, and that a signal during
-        startup cancels.
+        """A cancel scope for the open run's bound, which a signal during startup cancels.
 
-        The lifespan wrapper holds one open for each lifespan's whole life, so
-        the lifespan's own scopes nest inside it (as anyio and trio require).
-        Only the innermost carries the deadline: a timeout cuts what runs now,
-        and the lifespans around it still get their turn (cut at once if the
-        deadline has passed).
+        Held open for each lifespan's whole life, so its own scopes nest inside (as
+        anyio and trio require). Only the innermost carries the deadline: a timeout
+        cuts what runs now; the lifespans around it still get their turn.
         """
         scope = anyio.CancelScope()
         self._scopes.append(scope)
@@ -277,17 +227,14 @@ class Lifecycle:
             bound=(self.startup_timeout or 0.0, "startup_timeout")
             if event == "startup"
             else (self.shutdown_timeout or 0.0, "shutdown_timeout"),
-            stopping_background=self._background.stopping,
+            stopping_background=self.background.stopping,
         )
 
     # -- a signal during startup ----------------------------------------------
 
     def startup_signalled(self, signum: int) -> bool:
         """Note a SIGTERM/SIGINT that came while the startup run is open; True if so.
-
-        Called in the signal handler (the main thread may be blocked in a sync
-        phase): plain reads and one write, so a phase ending later sees it.
-        """
+        In the signal handler (the loop may be blocked): plain reads and one write."""
         run = self.startup
         if run is None or run.end is not None or self.current is not run:
             return False
@@ -314,8 +261,8 @@ class Lifecycle:
         background: bool = False,
         sync: bool = False,
     ) -> PhaseRecord:
-        """Start a phase record in the open run (a background one: in the startup run),
-        in the thread that runs it, which the watchdog watches if it has a timeout."""
+        """Start a phase record in the open run (a background one: the startup run), in the
+        thread that runs it, which the watchdog watches if it has a timeout."""
         run = self.startup if background and self.startup is not None else self.current
         if parent is not None and parent.run is not run:
             parent = None
@@ -381,25 +328,9 @@ class Lifecycle:
 
     def maybe_ready(self) -> None:
         """Ready once startup completed and no background phase is pending or failed."""
-        if self.startup_complete and not self._background.tasks and not self._background.failed:
+        if self.startup_complete and not self.background.tasks and not self.background.failed:
             self.readiness.ready()
-
-    def start_background(
-        self,
-        name: str,
-        phase: AbstractAsyncContextManager[Any],
-        func: Callable[[], Awaitable[Any]],
-    ) -> asyncio.Task[None]:
-        """Run ``func`` inside ``phase`` while the server already serves."""
-        return self._background.start(name, phase, func)
 
     def _background_failed(self) -> None:
         if self.state is not State.STOPPED:  # over already: nothing to be ready for
-            self.set_state(State.FAILED)
-
-    def background_names(self) -> list[str]:
-        return self._background.names()
-
-    async def stop_background(self) -> None:
-        """Cancel the background phases still running, and wait for them."""
-        await self._background.stop()
+            self.readiness.move(State.FAILED)

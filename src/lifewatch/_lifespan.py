@@ -126,7 +126,7 @@ class WatchedLifespan:
             stopping = lc.begin_run("shutdown", goes_on=True)
             error: BaseException | None = None
             try:
-                await lc.stop_background()
+                await lc.background.stop()
                 failures = stopping.failures
                 if not await composed.stop(app_error) and app_error is None and failures:
                     # The last error shutdown went on past, chained as AsyncExitStack does.

@@ -1,9 +1,5 @@
-"""``Lifewatch``: the one object a user configures and wires in.
-
-A facade: it validates the options once, builds the parts once (the lifecycle
-first, then the sinks and the endpoints around it) and hands the ways in what
-they need. It holds no state of its own.
-"""
+"""``Lifewatch``: the one object a user configures and wires in. A facade: it builds
+the parts once (the lifecycle, then the sinks and endpoints) and holds no state."""
 
 from __future__ import annotations
 
@@ -108,13 +104,13 @@ class Lifewatch:
         # The parts, built once, lifecycle first. Package-internal: the ways in
         # (the middleware, instrument(), lifewatch.testing) take them from here.
         log = EventLog(o.service, o.logger)
-        self._process_start = process_start_time()
+        process_start = process_start_time()
         self._lifecycle = lc = Lifecycle(
             service=o.service,
             startup_timeout=o.startup_timeout,
             shutdown_timeout=o.shutdown_timeout,
             log=log,
-            process_start=self._process_start,
+            process_start=process_start,
         )
         self._health = Health(lc)
         # Path -> ASGI app, on the app's port and on the ops listener's.
@@ -150,7 +146,7 @@ class Lifewatch:
         drainer = Drainer(lc, o.drain_delay)
         parts: list[Sink] = [
             self._tracing,
-            MetricsSink(metrics, self._process_start, build.labels()),
+            MetricsSink(metrics, process_start, build),
             LoggingSink(log, slow_check_threshold=o.slow_check_threshold),
             self._health,
             drainer,
@@ -208,7 +204,7 @@ class Lifewatch:
         from ._timeline import build_timeline
 
         lc = self._lifecycle
-        return build_timeline(self._options.service, lc.startup, lc.shutdown, self._process_start)
+        return build_timeline(self._options.service, lc.startup, lc.shutdown, lc.process_start)
 
     # -- ways in ------------------------------------------------------------
 
@@ -346,7 +342,7 @@ class Lifewatch:
                 f"watch.background({name!r}, ...) takes an async function with no "
                 f"arguments; got {func!r}"
             )
-        return self._lifecycle.start_background(name, phase, func)
+        return self._lifecycle.background.start(name, phase, func)
 
 
 def _timeline(source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> ASGIApp:

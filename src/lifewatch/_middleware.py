@@ -37,7 +37,7 @@ class LifewatchMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if self._lifecycle.closing and scope.get("http_version") in _KEEP_ALIVE:
+            if self._lifecycle.readiness.closing and scope.get("http_version") in _KEEP_ALIVE:
                 send = _closing(send)
             await self._endpoints.get(scope["path"], self.app)(scope, receive, send)
         elif kind == "lifespan":
@@ -109,7 +109,7 @@ class LifewatchMiddleware:
                 await send({"type": "lifespan.startup.complete"})
             elif kind == "lifespan.shutdown":
                 run = lc.begin_run("shutdown")
-                await lc.stop_background()
+                await lc.background.stop()
                 lc.end_run(run)
                 await send({"type": "lifespan.shutdown.complete"})
                 return

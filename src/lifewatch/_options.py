@@ -1,13 +1,11 @@
-"""The options of a ``Lifewatch``: validated once, then never changed.
-
-Every part is built from them once, so a setting changed afterwards would be
-read by some parts and not others: the dataclass is frozen. To change one,
-build a new ``Lifewatch`` (``dataclasses.replace(watch.options, ...)`` gives
-the fields, validated again).
+"""The options of a ``Lifewatch``: validated once, then frozen, since every part is
+built from them once. To change one, build a new ``Lifewatch``
+(``dataclasses.replace(watch.options, ...)`` validates again).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,14 +25,6 @@ from ._validate import (
 
 if TYPE_CHECKING:
     from ._pushgateway import Pushgateway
-
-PATHS = {
-    "livez_path": "/livez",
-    "readyz_path": "/readyz",
-    "startupz_path": "/startupz",
-    "metrics_path": "/metrics",
-    "timeline_path": "/lifewatch/timeline",
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,16 +100,16 @@ class Options:
         put("startup_timeout", validate_seconds(self.startup_timeout, "startup_timeout"))
         for name in ("shutdown_timeout", "slow_check_threshold"):
             put(name, validate_seconds(getattr(self, name), name, optional=False))
-        drain_delay = "drain_delay (0 turns draining off)"
-        put(
-            "drain_delay",
-            validate_seconds(self.drain_delay, drain_delay, optional=False, zero_ok=True),
-        )
+        what = "drain_delay (0 turns draining off)"
+        put("drain_delay", validate_seconds(self.drain_delay, what, optional=False, zero_ok=True))
         put("sinks", tuple(self.sinks))
         for sink in self.sinks:
             if not isinstance(sink, Sink):
                 raise TypeError(f"sinks must be lifewatch.Sink instances; got {sink!r}")
-        for name, example in PATHS.items():
+        paths = {
+            f.name: str(f.default) for f in dataclasses.fields(self) if f.name.endswith("_path")
+        }
+        for name, example in paths.items():  # the default is the example the error shows
             validate_path(getattr(self, name), name, example)
         validate_bool(self.expose_details, "expose_details")
         validate_bool(self.ops_only, "ops_only")
@@ -145,6 +135,6 @@ class Options:
             from ._pushgateway import Pushgateway
 
             put("pushgateway", Pushgateway.coerce(self.pushgateway))
-        served = [getattr(self, name) for name in PATHS if getattr(self, name) is not None]
+        served = [getattr(self, name) for name in paths if getattr(self, name) is not None]
         if len(set(served)) != len(served):
             raise ValueError(f"endpoint paths must differ from each other; got {served!r}")

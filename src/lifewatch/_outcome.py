@@ -1,8 +1,5 @@
 """The outcome rules: how a phase or a run ended, and what becomes of its error.
-
-Pure functions of the records and of what the lifecycle knows when they end;
-they write nothing, so a table tests them (tests/test_outcome.py) without an
-event loop, a server or a sink.
+Pure functions that write nothing, so a table tests them (tests/test_outcome.py).
 """
 
 from __future__ import annotations
@@ -42,12 +39,6 @@ class PhaseVerdict(NamedTuple):
     """The PEP 678 note for the app's own exception (the innermost phase's, once)."""
     origin: bool
     """The error came from this phase (its traceback is logged here)."""
-
-
-class RunVerdict(NamedTuple):
-    outcome: Outcome
-    failed_phase: str | None
-    error: BaseException | None
 
 
 def reason_of(error: BaseException, facts: Facts) -> Reason:
@@ -135,8 +126,8 @@ def phase_outcome(
 
 def run_outcome(
     run: RunRecord, error: BaseException | None, failed: bool, facts: Facts
-) -> RunVerdict:
-    """How ``run`` ended: ``error`` is what it raised;
+) -> tuple[Outcome, str | None, BaseException | None]:
+    """How ``run`` ended (its outcome, failed phase and error): ``error`` is what it raised;
     ``failed``, that it failed without one (a raw app answered ``lifespan.startup.failed``)."""
     outcome: Outcome
     if error is not None:
@@ -151,14 +142,14 @@ def run_outcome(
         outcome = "ok"
     if outcome in ("ok", "degraded"):
         if facts.signal is None:
-            return RunVerdict(outcome, run.failed_phase, run.error)
+            return outcome, run.failed_phase, run.error
         # The signal came as the startup was ending: it is never ready, nor drained.
         outcome = "signal"
     failed_phase = run.failed_phase or run.event
     recorded = run.error if run.error is not None else error
     if recorded is None and outcome == "signal" and facts.signal is not None:
         recorded = StartupInterrupted(failed_phase, facts.signal)
-    return RunVerdict(outcome, failed_phase, recorded)
+    return outcome, failed_phase, recorded
 
 
 def cut_error(run: RunRecord, name: str, facts: Facts) -> LifewatchError:

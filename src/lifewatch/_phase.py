@@ -1,11 +1,9 @@
-"""``watch.phase(...)``: one timed, traced, logged step of startup or shutdown.
-
-A phase times a block and reports what happened to it; the lifecycle decides
-what that means (outcome, reason, whether the error goes on).
-"""
+"""``watch.phase(...)``: one timed, traced, logged step of startup or shutdown. It
+reports what happened to its block; the lifecycle decides what that means."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from collections.abc import Callable
@@ -71,28 +69,21 @@ class Phase:
                 f"@watch.phase({self.name!r}) decorates functions and async functions "
                 f"(not generator functions); got {func!r}"
             )
-        # Each call runs a fresh copy: calls may overlap.
-        copy = functools.partial(
-            Phase,
-            self._lifecycle,
-            self.name,
-            timeout=self.timeout,
-            critical=self.critical,
-            tags=self.tags,
-            background=self.background,
-        )
+        # Each call runs a fresh copy of a template never entered: calls may overlap.
+        template = copy.copy(self)
+        template._record = template._scope = template._token = None
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with copy():
+                async with copy.copy(template):
                     return await func(*args, **kwargs)
 
             return wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with copy():
+            with copy.copy(template):
                 return func(*args, **kwargs)
 
         return sync_wrapper  # type: ignore[return-value]
@@ -105,7 +96,7 @@ class Phase:
             parent=current_phase.get(),
             critical=self.critical,
             timeout=self.timeout,
-            tags=self.tags,
+            tags=dict(self.tags),  # each record its own
             background=self.background,
             sync=sync,
         )

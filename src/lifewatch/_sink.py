@@ -1,9 +1,6 @@
-"""The sink interface: one subclass per signal, fed the same events.
-
-Sinks hear ``*_begin`` in order and ``*_end`` in reverse, so one that sets up
-context (tracing) wraps the ones after it (logging). A sink that raises is
-reported and skipped: what the app or the server sees does not change.
-"""
+"""The sink interface: one subclass per signal, fed the same events (``*_end`` in
+reverse, so tracing's context wraps logging). A sink that raises is reported and
+skipped: what the app or the server sees does not change."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ SECRET = "S3cr3t-pw"
 
 
 def sink_of(watch: Lifewatch) -> PushgatewaySink:
-    return next(s for s in watch._lifecycle.sinks if isinstance(s, PushgatewaySink))
+    return next(s for s in watch._lifecycle.bus.sinks if isinstance(s, PushgatewaySink))
 
 
 def test_a_hung_pushgateway(logs: list[dict[str, Any]]) -> None:
