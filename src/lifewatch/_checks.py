@@ -248,7 +248,6 @@ class CheckRunner:
         task.abandoned, self._abandoned = result, task
         if self.task is task:
             self.task = None
-        task.add_done_callback(self._abandoned_run_ended)
         self._record(result)
         detail = (
             "the check swallowed its cancellation: its run goes on unwatched; "
@@ -258,17 +257,14 @@ class CheckRunner:
         self._notify(Notice("lifespan.check.abandoned", "warning", fields | {"detail": detail}))
         return result
 
-    def _abandoned_run_ended(self, task: asyncio.Task[CheckResult]) -> None:
-        if self._abandoned is task:
-            self._abandoned = None
-
     async def _run(self) -> CheckResult:
         """One run, in its own ``_RunTask``: never raises but on a cancel from outside."""
         task = asyncio.current_task()
         assert isinstance(task, _RunTask)
         loop = asyncio.get_running_loop()
         started, timed_out = self._started, f"timed out after {self.check.timeout:g}s"
-        if self._abandoned is not None or self._thread_busy:
+        abandoned = self._abandoned
+        if (abandoned is not None and not abandoned.done()) or self._thread_busy:
             # A hung run cannot be stopped: never pile up runs (or threads) behind it.
             where = "(it ignored its cancellation)" if self._is_async else "in its thread"
             result = failed(0.0, "timeout", f"previous run still running {where}")

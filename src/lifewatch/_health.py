@@ -46,13 +46,10 @@ class Entry:
 
     name: str
     status: Status
-    at: float | None  # Unix seconds, formatted only for a JSON answer
-    observed_value: Any = None
-    observed_unit: str | None = None
+    at: float | None  # Unix seconds
+    observed_value: Any = None  # a float is a duration in seconds
     output: str | None = None  # why it is not ``pass``
-    secret: bool = False
-    """``output`` may carry secrets (exception text): withheld unless
-    ``expose_details=True``. The lifecycle's own words never are."""
+    secret: bool = False  # ``output`` may hold secrets (exception text): shown on request
     critical: bool = True
     excluded: bool = False
 
@@ -77,11 +74,8 @@ class Health(Sink):
         self.supervised: dict[str, Supervised] = {}
         self.version = 0  # bumped whenever an answer may change; endpoints compare it
         self.listeners: list[Callable[[], None]] = []  # endpoints that forget a kept answer
-        self.on_check_added: list[Callable[[HealthCheck], None]] = []
-        self.on_supervised: list[Callable[[Supervised], None]] = []
-        self.loop: asyncio.AbstractEventLoop | None = (
-            None  # the app's (lifespan's): checks run there
-        )
+        self.entry_added: list[Callable[[Probe, str], None]] = []  # (probe, check or task)
+        self.loop: asyncio.AbstractEventLoop | None = None  # the app's: checks run there
         self._serving = False
         self._reported = False  # a report was made since the endpoints last forgot
         self._state_time = time.time()
@@ -128,8 +122,9 @@ class Health(Sink):
         runner = self.runners[name] = CheckRunner(
             check, self.lifecycle.check_result, self.lifecycle.notify
         )
-        for hook in self.on_check_added:
-            hook(check)
+        for hook in self.entry_added:
+            for probe in chosen:
+                hook(probe, name)
         if self._serving:
             runner.start_refreshing()
         self.invalidate()
@@ -156,8 +151,8 @@ class Health(Sink):
         record = self.supervised[name] = Supervised(name, task)
         self.lifecycle.task_started(record)
         watch_task(record, self._shutting_down, self.lifecycle.task_died)
-        for hook in self.on_supervised:
-            hook(record)
+        for hook in self.entry_added:
+            hook("liveness", record.entry)
         self.invalidate()
         return task
 
@@ -296,7 +291,6 @@ def _check_entry(check: HealthCheck, result: CheckResult | None) -> Entry:
         status,
         result.finished_at,
         observed_value=result.duration,
-        observed_unit="s",
         output=result.detail,
         secret=True,
         critical=check.critical,

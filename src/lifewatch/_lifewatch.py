@@ -29,7 +29,7 @@ from ._metrics import MetricsSink, metrics_for
 from ._ops import OpsListener
 from ._options import Options
 from ._phase import Phase
-from ._probes import ProbeRoutes
+from ._probes import serve_probes
 from ._process import process_start_time
 from ._records import RunRecord
 from ._sink import Sink
@@ -135,7 +135,7 @@ class Lifewatch:
             "readiness": o.readyz_path,
             "startup": o.startupz_path,
         }
-        ProbeRoutes(
+        serve_probes(
             (self._routes, ops_routes),
             self._health,
             probes,

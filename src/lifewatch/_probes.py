@@ -15,7 +15,7 @@ from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._checks import RESERVED, HealthCheck, Probe
+from ._checks import RESERVED, Probe
 from ._http import (
     TEXT,
     Header,
@@ -75,12 +75,6 @@ def _surely_text(headers: Any) -> bool:
     return True
 
 
-def _clean(text: str, limit: int) -> str:
-    """One line, bounded: a reason must not forge lines of a verbose answer."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _unknown(names: list[str]) -> str:
     return "some health checks cannot be excluded: no matches for " + ",".join(
         map(json.dumps, names)
@@ -88,11 +82,11 @@ def _unknown(names: list[str]) -> str:
 
 
 def _reason(entry: Entry, expose: bool, limit: int) -> str:
-    return (
-        "reason withheld"
-        if entry.secret and not expose
-        else _clean(entry.output or "unknown", limit)
-    )
+    """One line, bounded: a reason must not forge lines of a verbose answer."""
+    if entry.secret and not expose:
+        return "reason withheld"
+    text = " ".join((entry.output or "unknown").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _line(entry: Entry, expose: bool) -> str:
@@ -128,10 +122,10 @@ def render_json(report: Report, service: str | None, expose: bool) -> bytes:
         when = "" if entry.at is None else iso_utc(entry.at)
         item: dict[str, Any] = {"status": entry.status, "time": when}
         value = entry.observed_value
-        if value is not None:
-            item["observedValue"] = round(value, 6) if isinstance(value, float) else value
-        if entry.observed_unit is not None:
-            item["observedUnit"] = entry.observed_unit
+        if isinstance(value, float):
+            item["observedValue"], item["observedUnit"] = round(value, 6), "s"
+        elif value is not None:
+            item["observedValue"] = value
         if entry.status != "pass":
             item["output"] = _reason(entry, expose, 2000)
         if not entry.critical:
@@ -227,37 +221,27 @@ class ProbeEndpoint:
             return 503, response_headers(TEXT, _BROKEN_BODY), _BROKEN_BODY
 
 
-class ProbeRoutes:
-    """Puts the probe endpoints into the routes of every listener, per check as checks come."""
+def serve_probes(
+    routes: tuple[dict[str, ASGIApp], ...],
+    health: Health,
+    paths: Mapping[Probe, str | None],
+    *,
+    service: str | None,
+    expose_details: bool,
+) -> None:
+    """Put the probe endpoints into the routes of every listener, per entry as checks come."""
 
-    def __init__(
-        self,
-        routes: tuple[dict[str, ASGIApp], ...],
-        health: Health,
-        paths: Mapping[Probe, str | None],
-        *,
-        service: str | None,
-        expose_details: bool,
-    ) -> None:
-        self.routes = routes
-        self.health = health
-        self.paths = dict(paths)
-        self._options: dict[str, Any] = {"service": service, "expose_details": expose_details}
-        for probe in self.paths:
-            self._add(probe, None)
-            if probe != "liveness":
-                self._add(probe, RESERVED)
-        health.on_check_added.append(self._check_added)
-        health.on_supervised.append(lambda record: self._add("liveness", record.entry))
-
-    def _add(self, probe: Probe, name: str | None) -> None:
-        """Serve the probe's path (``name`` None) or the path of one of its entries."""
-        path = self.paths.get(probe)
+    def add(probe: Probe, name: str | None) -> None:
+        path = paths.get(probe)
         if path is not None:
-            endpoint = ProbeEndpoint(self.health, probe, only=name, **self._options)
-            for table in self.routes:
+            endpoint = ProbeEndpoint(
+                health, probe, only=name, service=service, expose_details=expose_details
+            )
+            for table in routes:
                 table[path if name is None else f"{path}/{name}"] = endpoint
 
-    def _check_added(self, check: HealthCheck) -> None:
-        for probe in check.probes:
-            self._add(probe, check.name)
+    for probe in paths:
+        add(probe, None)
+        if probe != "liveness":
+            add(probe, RESERVED)
+    health.entry_added.append(add)
