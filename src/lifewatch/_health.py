@@ -72,12 +72,10 @@ class Health(Sink):
         self.lifecycle = lifecycle
         self.runners: dict[str, CheckRunner] = {}
         self.supervised: dict[str, Supervised] = {}
-        self.version = 0  # bumped whenever an answer may change; endpoints compare it
-        self.listeners: list[Callable[[], None]] = []  # endpoints that forget a kept answer
+        self.version = 0  # bumped whenever an answer may change: kept answers are stale
         self.entry_added: list[Callable[[Probe, str], None]] = []  # (probe, check or task)
         self.loop: asyncio.AbstractEventLoop | None = None  # the app's: checks run there
         self._serving = False
-        self._reported = False  # a report was made since the endpoints last forgot
         self._state_time = time.time()
 
     @property
@@ -86,12 +84,6 @@ class Health(Sink):
 
     def invalidate(self) -> None:
         self.version += 1
-        # Every phase begins and ends here: tell the endpoints to forget only
-        # when a report was made since they last did.
-        if self._reported:
-            self._reported = False
-            for forget in self.listeners:
-                forget()
 
     def add_check(
         self,
@@ -215,7 +207,6 @@ class Health(Sink):
         ``only`` narrows it to one entry (``/readyz/<check>``); ``exclude`` marks
         entries as excluded (``?exclude=``).
         """
-        self._reported = True  # before anything is read: see invalidate
         state = self.lifecycle.state
         if probe == "liveness":
             records = self.supervised.values()

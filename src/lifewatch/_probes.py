@@ -32,6 +32,7 @@ from ._records import Notice
 if TYPE_CHECKING:
     from ._health import Entry, Health, Report
 
+Answer = tuple[int, tuple[Header, ...], bytes]  # status, headers, body
 LABELS: dict[Probe, str] = {"liveness": "livez", "readiness": "readyz", "startup": "startupz"}
 
 # Text for the kubelet and people unless JSON is asked for; the draft's own
@@ -160,12 +161,12 @@ class ProbeEndpoint:
         self.label = LABELS[probe]
         self.service = service
         self.expose = expose_details
-        # The answer to a plain request, kept until ``Health`` says something changed.
-        self._plain: tuple[int, tuple[Header, ...], bytes] | None = None
-        health.listeners.append(self.forget)
+        # The answer to a plain request, and the ``Health.version`` it holds for.
+        self._plain: tuple[int, Answer] | None = None
 
-    def forget(self) -> None:
-        self._plain = None
+    def _fresh(self) -> Answer | None:
+        plain = self._plain
+        return plain[1] if plain is not None and plain[0] == self.health.version else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -175,16 +176,16 @@ class ProbeEndpoint:
         status, headers, body = self.kept(scope) or await self._answer(scope)
         await respond(send, method, status, headers, body)
 
-    def kept(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes] | None:
+    def kept(self, scope: Scope) -> Answer | None:
         """The kept answer if it answers this request as is, else None (the ops
         listener answers from it without a trip through an event loop)."""
-        plain = self._plain
+        plain = self._fresh()
         if plain is None or scope["query_string"] or scope["method"] not in ("GET", "HEAD"):
             return None
         headers = scope["headers"]
         return plain if _ANY in headers or _surely_text(headers) else None
 
-    async def _answer(self, scope: Scope) -> tuple[int, tuple[Header, ...], bytes]:
+    async def _answer(self, scope: Scope) -> Answer:
         try:
             query: bytes = scope.get("query_string") or b""
             headers = scope.get("headers") or ()
@@ -194,7 +195,7 @@ class ProbeEndpoint:
                 # Nothing acceptable gets text too: a probe answers, it does not 406.
                 media_type = negotiate(header_values(headers, b"accept"), OFFERS) or TEXT
             as_json = media_type != TEXT
-            plain = self._plain
+            plain = self._fresh()
             if plain is not None and not query and not as_json:
                 return plain  # a browser's Accept, say: negotiated, but the kept answer
             verbose, exclude = parse_query(query) if query else (False, _NO_NAMES)
@@ -213,7 +214,7 @@ class ProbeEndpoint:
             )
             plain_request = not (as_json or verbose or exclude)
             if cacheable and plain_request and version == self.health.version:
-                self._plain = answer
+                self._plain = (version, answer)
             return answer
         except Exception as exc:
             where = {"probe": self.probe, "path": scope.get("path")}
