@@ -63,7 +63,7 @@ async def test_a_broken_probe_answers_503_even_when_its_error_log_raises(
     def broken(*args: Any) -> Any:
         raise RuntimeError("a bug in a renderer")
 
-    monkeypatch.setattr("lifewatch._probes.render_text", broken)
+    monkeypatch.setattr("lifewatch._health.render_text", broken)
     app = LifewatchMiddleware(raw_app(), watch=watch)
     with broken_logging() as attempted:
         async with LifespanManager(app):
@@ -166,9 +166,8 @@ async def test_startupz_names_the_phase_running_now_from_its_kept_answer() -> No
 async def test_a_kept_answer_holds_until_health_says_something_changed() -> None:
     """Every phase begins and ends with an invalidation: the plain answer kept
     until then is stale after it, and the next request builds it anew."""
-    from lifewatch._health import Health
+    from lifewatch._health import Health, ProbeEndpoint
     from lifewatch._lifecycle import Lifecycle
-    from lifewatch._probes import ProbeEndpoint
 
     health = Health(Lifecycle(service=None, startup_timeout=None, shutdown_timeout=None, log=None))
     endpoint = ProbeEndpoint(health, "liveness")
