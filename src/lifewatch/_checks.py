@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,20 +53,6 @@ def validate_check_name(name: object) -> str:
             f"check name {name!r} is reserved for the lifecycle entry of /readyz; pick another"
         )
     return name
-
-
-def validate_probes(probes: object) -> frozenset[Probe]:
-    if isinstance(probes, str) or not isinstance(probes, Iterable):
-        raise TypeError(
-            f"probes must be a tuple of probe names, e.g. probes=('readiness',); got {probes!r}"
-        )
-    chosen = tuple(probes)
-    if not chosen or any(p not in PROBES for p in chosen):
-        raise ValueError(
-            f"probes={probes!r} is not valid; each probe must be one of "
-            f"{', '.join(PROBES)}, and at least one is needed"
-        )
-    return frozenset(chosen)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._checks import (
     ABANDON_GRACE,
+    PROBES,
     RESERVED,
     CheckResult,
     CheckRunner,
@@ -34,7 +35,6 @@ from ._checks import (
     Probe,
     failed,
     validate_check_name,
-    validate_probes,
     wait_for_runs,
 )
 from ._http import (
@@ -123,19 +123,28 @@ class Health(Sink):
             )
         timeout_s = validate_seconds(timeout, f"timeout of check {name!r}", optional=False)
         interval_s = validate_seconds(interval, f"interval of check {name!r}", optional=True)
-        chosen = validate_probes(probes)
+        if isinstance(probes, str) or not isinstance(probes, Iterable):
+            raise TypeError(
+                f"probes must be a tuple of probe names, e.g. probes=('readiness',); got {probes!r}"
+            )
+        chosen = tuple(probes)
+        if not chosen or any(p not in PROBES for p in chosen):
+            raise ValueError(
+                f"probes={probes!r} is not valid; each probe must be one of "
+                f"{', '.join(PROBES)}, and at least one is needed"
+            )
         validate_bool(critical, "critical")
         if name in self.runners:
             raise ValueError(
                 f"a health check named {name!r} is already registered "
                 f"({self.runners[name].check.func!r}); check names must be unique"
             )
-        check = HealthCheck(name, func, timeout_s, chosen, critical, interval_s)
+        check = HealthCheck(name, func, timeout_s, frozenset(chosen), critical, interval_s)
         runner = self.runners[name] = CheckRunner(
             check, self.lifecycle.check_result, self.lifecycle.notify
         )
         for hook in self.entry_added:
-            for probe in chosen:
+            for probe in check.probes:
                 hook(probe, name)
         if self._serving:
             runner.start_refreshing()

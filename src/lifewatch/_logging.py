@@ -134,7 +134,13 @@ class EventLog:
         if not fallback:
             logger.handle(record)
         elif logger.filter(record):
-            _to_stderr(record)
+            # uvicorn's format, without colours, to ``sys.stderr`` as it is now (a
+            # test or an app may replace it); if that fails, there is no one to tell.
+            text = f"{record.levelname + ':':<9} {record.getMessage()}"
+            if record.exc_text:
+                text += "\n" + record.exc_text
+            with contextlib.suppress(Exception):
+                print(text, file=sys.stderr, flush=True)
 
     def _enable(self) -> None:
         """Turn back on, with a warning, a logger ``logging.config`` disabled: it
@@ -174,16 +180,6 @@ def _unhandled(logger: logging.Logger, levelno: int) -> bool:
             return logger.isEnabledFor(levelno)
         node = node.parent if node.propagate else None
     return True
-
-
-def _to_stderr(record: logging.LogRecord) -> None:
-    """``INFO:     message`` (uvicorn's format, without colours) to ``sys.stderr`` as
-    it is now (a test or an app may replace it); if that fails, there is no one to tell."""
-    text = f"{record.levelname + ':':<9} {record.getMessage()}"
-    if record.exc_text:
-        text += "\n" + record.exc_text
-    with contextlib.suppress(Exception):
-        print(text, file=sys.stderr, flush=True)
 
 
 class LoggingSink(Sink):
