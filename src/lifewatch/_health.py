@@ -19,7 +19,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
 
@@ -78,11 +78,10 @@ class Entry:
 class Report:
     """The answer of one probe at one moment."""
 
-    probe: Probe
     status: Status
     state: State
-    entries: list[Entry] = field(default_factory=list)
-    unknown_excludes: list[str] = field(default_factory=list)
+    entries: list[Entry]
+    unknown_excludes: list[str]
 
 
 class Health(Sink):
@@ -247,24 +246,7 @@ class Health(Sink):
             for r in self.runners.values()
             if probe in r.check.probes and only in (None, r.check.name)
         ]
-        checks, cacheable = await self._check_entries(runners, exclude)
-        entries += checks
-        for entry in entries:
-            entry.excluded = entry.name in exclude
-            if only not in (None, RESERVED) and entry.status == "warn":
-                # /readyz/<check> reports that check, as the kube-apiserver does:
-                # a failing non-critical check is a failure there.
-                entry.status = "fail"
-        statuses = {entry.status for entry in entries if not entry.excluded}
-        status: Status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
-        unknown = sorted(exclude - {entry.name for entry in entries}) if exclude else []
-        return Report(probe, status, state, entries, unknown), cacheable
-
-    async def _check_entries(
-        self, runners: list[CheckRunner], exclude: frozenset[str]
-    ) -> tuple[list[Entry], bool]:
-        """An entry per check, from its cached result or a run now (concurrent,
-        sharing runs in flight); and whether every one was cached."""
+        # Each check's cached result, or a run now (concurrent, sharing runs in flight).
         wanted = [r for r in runners if r.check.name not in exclude]
         results: dict[str, CheckResult | None] = {r.check.name: r.cached() for r in wanted}
         to_run = [r for r in wanted if results[r.check.name] is None]
@@ -277,7 +259,17 @@ class Health(Sink):
             else:
                 ran = await wait_for_runs(to_run)
             results.update(zip([r.check.name for r in to_run], ran, strict=True))
-        return [_check_entry(r.check, results.get(r.check.name)) for r in runners], cacheable
+        entries += [_check_entry(r.check, results.get(r.check.name)) for r in runners]
+        for entry in entries:
+            entry.excluded = entry.name in exclude
+            if only not in (None, RESERVED) and entry.status == "warn":
+                # /readyz/<check> reports that check, as the kube-apiserver does:
+                # a failing non-critical check is a failure there.
+                entry.status = "fail"
+        statuses = {entry.status for entry in entries if not entry.excluded}
+        status: Status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+        unknown = sorted(exclude - {entry.name for entry in entries}) if exclude else []
+        return Report(status, state, entries, unknown), cacheable
 
     def _lifespan_entry(self, probe: Probe) -> Entry:
         lc, when = self.lifecycle, self._state_time

@@ -67,11 +67,10 @@ class EventLog:
     def __init__(self, service: str | None, choice: Any = "auto") -> None:
         self._service = service
         own = logging.getLogger("lifewatch")
-        self._stdlib = choice if isinstance(choice, logging.Logger) else own
+        stdlib = isinstance(choice, logging.Logger)
+        self._stdlib = choice if stdlib else own
         # One of MODES, or "app": the app's structlog logger, ``self._structlog``.
-        self._mode = "app" if choice not in MODES else choice
-        if isinstance(choice, logging.Logger):
-            self._mode = "stdlib"
+        self._mode = "stdlib" if stdlib else choice if choice in MODES else "app"
         self._structlog: Any = choice if self._mode == "app" else None
         # Whose ``disabled`` is undone: ours, and ``lifewatch`` (structlog's may write there).
         self._watched = (own,) if self._stdlib is own else (own, self._stdlib)
