@@ -63,7 +63,7 @@ async def test_a_broken_probe_answers_503_even_when_its_error_log_raises(
     def broken(*args: Any) -> Any:
         raise RuntimeError("a bug in a renderer")
 
-    monkeypatch.setattr("lifewatch._probes.render_text", broken)
+    monkeypatch.setattr("lifewatch._health.render_text", broken)
     app = LifewatchMiddleware(raw_app(), watch=watch)
     with broken_logging() as attempted:
         async with LifespanManager(app):
@@ -163,21 +163,19 @@ async def test_startupz_names_the_phase_running_now_from_its_kept_answer() -> No
     ]
 
 
-async def test_endpoints_forget_their_answers_only_when_one_may_be_kept() -> None:
-    """Every phase begins and ends with an invalidation: telling each endpoint
-    to forget is for when a report was made since they last forgot."""
-    from lifewatch._health import Health
+async def test_a_kept_answer_holds_until_health_says_something_changed() -> None:
+    """Every phase begins and ends with an invalidation: the plain answer kept
+    until then is stale after it, and the next request builds it anew."""
+    from lifewatch._health import Health, ProbeEndpoint
     from lifewatch._lifecycle import Lifecycle
 
     health = Health(Lifecycle(service=None, startup_timeout=None, shutdown_timeout=None, log=None))
-    told: list[int] = []
-    health.listeners.append(lambda: told.append(health.version))
+    endpoint = ProbeEndpoint(health, "liveness")
+    scope = {"method": "GET", "query_string": b"", "headers": [(b"host", b"probe")]}
+    assert endpoint.kept(scope) is None  # nothing answered yet
+    answer = await call(endpoint, "/livez")
+    assert endpoint.kept(scope) is not None
     health.invalidate()
-    assert told == []  # nothing was reported: nothing is kept
-    await health.report("startup")
-    health.invalidate()
-    health.invalidate()
-    assert told == [2]  # once, after the report
-    await health.report("readiness")
-    health.invalidate()
-    assert told == [2, 4]
+    assert endpoint.kept(scope) is None
+    assert await call(endpoint, "/livez") == answer
+    assert endpoint.kept(scope) is not None

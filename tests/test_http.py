@@ -12,6 +12,7 @@ from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry
 
 from lifewatch import Lifewatch, LifewatchMiddleware
+from lifewatch._health import OFFERS, _surely_text
 from lifewatch._http import (
     MAX_PARAMS,
     MAX_RANGES,
@@ -22,7 +23,6 @@ from lifewatch._http import (
     respond,
     response_headers,
 )
-from lifewatch._probes import OFFERS, _surely_text
 from tests.support.apps import raw_app
 from tests.support.probes import call, get
 

@@ -53,7 +53,6 @@ LAYERS = [
     "_drain",
     "_channel",
     # what answers HTTP
-    "_probes",
     "_exposition",
     "_timeline",
     "_waterfall",

@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,20 +53,6 @@ def validate_check_name(name: object) -> str:
             f"check name {name!r} is reserved for the lifecycle entry of /readyz; pick another"
         )
     return name
-
-
-def validate_probes(probes: object) -> frozenset[Probe]:
-    if isinstance(probes, str) or not isinstance(probes, Iterable):
-        raise TypeError(
-            f"probes must be a tuple of probe names, e.g. probes=('readiness',); got {probes!r}"
-        )
-    chosen = tuple(probes)
-    if not chosen or any(p not in PROBES for p in chosen):
-        raise ValueError(
-            f"probes={probes!r} is not valid; each probe must be one of "
-            f"{', '.join(PROBES)}, and at least one is needed"
-        )
-    return frozenset(chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +234,6 @@ class CheckRunner:
         task.abandoned, self._abandoned = result, task
         if self.task is task:
             self.task = None
-        task.add_done_callback(self._abandoned_run_ended)
         self._record(result)
         detail = (
             "the check swallowed its cancellation: its run goes on unwatched; "
@@ -258,17 +243,14 @@ class CheckRunner:
         self._notify(Notice("lifespan.check.abandoned", "warning", fields | {"detail": detail}))
         return result
 
-    def _abandoned_run_ended(self, task: asyncio.Task[CheckResult]) -> None:
-        if self._abandoned is task:
-            self._abandoned = None
-
     async def _run(self) -> CheckResult:
         """One run, in its own ``_RunTask``: never raises but on a cancel from outside."""
         task = asyncio.current_task()
         assert isinstance(task, _RunTask)
         loop = asyncio.get_running_loop()
         started, timed_out = self._started, f"timed out after {self.check.timeout:g}s"
-        if self._abandoned is not None or self._thread_busy:
+        abandoned = self._abandoned
+        if (abandoned is not None and not abandoned.done()) or self._thread_busy:
             # A hung run cannot be stopped: never pile up runs (or threads) behind it.
             where = "(it ignored its cancellation)" if self._is_async else "in its thread"
             result = failed(0.0, "timeout", f"previous run still running {where}")

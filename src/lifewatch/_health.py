@@ -1,10 +1,15 @@
-"""The health of one ``Lifewatch``: checks, supervised tasks and the lifecycle, as probe reports.
+"""The health of one ``Lifewatch`` and its probes: ``/livez``, ``/readyz``, ``/startupz``.
 
 ``Health`` is a sink on the lifecycle's event flow: it starts the ``interval``
 checks' refreshers when startup completes, stops them when shutdown begins,
-and every event invalidates the answers the probe endpoints keep. Checks run
-on the app's own loop even when the ops listener's thread asks: a blocked
-loop costs a probe its timeout (the check fails, ``timeout``), never a hang.
+and every event makes the answers the endpoints keep stale. Checks run on the
+app's own loop even when the ops listener's thread asks: a blocked loop costs a
+probe its timeout (the check fails, ``timeout``), never a hang.
+
+A plain request whose checks were all cached is answered from the answer
+kept for it; anything else builds the answer, and a probe that breaks says
+503 and logs why (never 500). Formats: the kube-apiserver's text and the IETF
+health-check draft's JSON (DESIGN §2).
 """
 
 from __future__ import annotations
@@ -12,13 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote_plus
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._checks import (
     ABANDON_GRACE,
+    PROBES,
     RESERVED,
     CheckResult,
     CheckRunner,
@@ -26,8 +36,18 @@ from ._checks import (
     Probe,
     failed,
     validate_check_name,
-    validate_probes,
     wait_for_runs,
+)
+from ._http import (
+    TEXT,
+    Header,
+    header_values,
+    iso_utc,
+    json_body,
+    negotiate,
+    not_allowed,
+    respond,
+    response_headers,
 )
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
@@ -47,13 +67,10 @@ class Entry:
 
     name: str
     status: Status
-    at: float | None  # Unix seconds, formatted only for a JSON answer
-    observed_value: Any = None
-    observed_unit: str | None = None
+    at: float | None  # Unix seconds
+    observed_value: Any = None  # a float is a duration in seconds
     output: str | None = None  # why it is not ``pass``
-    secret: bool = False
-    """``output`` may carry secrets (exception text): withheld unless
-    ``expose_details=True``. The lifecycle's own words never are."""
+    secret: bool = False  # ``output`` may hold secrets (exception text): shown on request
     critical: bool = True
     excluded: bool = False
 
@@ -62,11 +79,10 @@ class Entry:
 class Report:
     """The answer of one probe at one moment."""
 
-    probe: Probe
     status: Status
     state: State
-    entries: list[Entry] = field(default_factory=list)
-    unknown_excludes: list[str] = field(default_factory=list)
+    entries: list[Entry]
+    unknown_excludes: list[str]
 
 
 class Health(Sink):
@@ -76,15 +92,10 @@ class Health(Sink):
         self.lifecycle = lifecycle
         self.runners: dict[str, CheckRunner] = {}
         self.supervised: dict[str, Supervised] = {}
-        self.version = 0  # bumped whenever an answer may change; endpoints compare it
-        self.listeners: list[Callable[[], None]] = []  # endpoints that forget a kept answer
-        self.on_check_added: list[Callable[[HealthCheck], None]] = []
-        self.on_supervised: list[Callable[[Supervised], None]] = []
-        self.loop: asyncio.AbstractEventLoop | None = (
-            None  # the app's (lifespan's): checks run there
-        )
+        self.version = 0  # bumped whenever an answer may change: kept answers are stale
+        self.entry_added: list[Callable[[Probe, str], None]] = []  # (probe, check or task)
+        self.loop: asyncio.AbstractEventLoop | None = None  # the app's: checks run there
         self._serving = False
-        self._reported = False  # a report was made since the endpoints last forgot
         self._state_time = time.time()
 
     @property
@@ -93,12 +104,6 @@ class Health(Sink):
 
     def invalidate(self) -> None:
         self.version += 1
-        # Every phase begins and ends here: tell the endpoints to forget only
-        # when a report was made since they last did.
-        if self._reported:
-            self._reported = False
-            for forget in self.listeners:
-                forget()
 
     def add_check(
         self,
@@ -118,19 +123,29 @@ class Health(Sink):
             )
         timeout_s = validate_seconds(timeout, f"timeout of check {name!r}", optional=False)
         interval_s = validate_seconds(interval, f"interval of check {name!r}", optional=True)
-        chosen = validate_probes(probes)
+        if isinstance(probes, str) or not isinstance(probes, Iterable):
+            raise TypeError(
+                f"probes must be a tuple of probe names, e.g. probes=('readiness',); got {probes!r}"
+            )
+        chosen = tuple(probes)
+        if not chosen or any(p not in PROBES for p in chosen):
+            raise ValueError(
+                f"probes={probes!r} is not valid; each probe must be one of "
+                f"{', '.join(PROBES)}, and at least one is needed"
+            )
         validate_bool(critical, "critical")
         if name in self.runners:
             raise ValueError(
                 f"a health check named {name!r} is already registered "
                 f"({self.runners[name].check.func!r}); check names must be unique"
             )
-        check = HealthCheck(name, func, timeout_s, chosen, critical, interval_s)
+        check = HealthCheck(name, func, timeout_s, frozenset(chosen), critical, interval_s)
         runner = self.runners[name] = CheckRunner(
             check, functools.partial(self.lifecycle.bus.emit, "check_result"), self.lifecycle.notify
         )
-        for hook in self.on_check_added:
-            hook(check)
+        for hook in self.entry_added:
+            for probe in check.probes:
+                hook(probe, name)
         if self._serving:
             runner.start_refreshing()
         self.invalidate()
@@ -159,8 +174,8 @@ class Health(Sink):
         watch_task(
             record, self._shutting_down, functools.partial(self.lifecycle.bus.emit, "task_died")
         )
-        for hook in self.on_supervised:
-            hook(record)
+        for hook in self.entry_added:
+            hook("liveness", record.entry)
         self.invalidate()
         return task
 
@@ -223,7 +238,6 @@ class Health(Sink):
         ``only`` narrows it to one entry (``/readyz/<check>``); ``exclude`` marks
         entries as excluded (``?exclude=``).
         """
-        self._reported = True  # before anything is read: see invalidate
         state = self.lifecycle.state
         if probe == "liveness":
             records = self.supervised.values()
@@ -235,24 +249,7 @@ class Health(Sink):
             for r in self.runners.values()
             if probe in r.check.probes and only in (None, r.check.name)
         ]
-        checks, cacheable = await self._check_entries(runners, exclude)
-        entries += checks
-        for entry in entries:
-            entry.excluded = entry.name in exclude
-            if only not in (None, RESERVED) and entry.status == "warn":
-                # /readyz/<check> reports that check, as the kube-apiserver does:
-                # a failing non-critical check is a failure there.
-                entry.status = "fail"
-        statuses = {entry.status for entry in entries if not entry.excluded}
-        status: Status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
-        unknown = sorted(exclude - {entry.name for entry in entries}) if exclude else []
-        return Report(probe, status, state, entries, unknown), cacheable
-
-    async def _check_entries(
-        self, runners: list[CheckRunner], exclude: frozenset[str]
-    ) -> tuple[list[Entry], bool]:
-        """An entry per check, from its cached result or a run now (concurrent,
-        sharing runs in flight); and whether every one was cached."""
+        # Each check's cached result, or a run now (concurrent, sharing runs in flight).
         wanted = [r for r in runners if r.check.name not in exclude]
         results: dict[str, CheckResult | None] = {r.check.name: r.cached() for r in wanted}
         to_run = [r for r in wanted if results[r.check.name] is None]
@@ -265,7 +262,17 @@ class Health(Sink):
             else:
                 ran = await wait_for_runs(to_run)
             results.update(zip([r.check.name for r in to_run], ran, strict=True))
-        return [_check_entry(r.check, results.get(r.check.name)) for r in runners], cacheable
+        entries += [_check_entry(r.check, results.get(r.check.name)) for r in runners]
+        for entry in entries:
+            entry.excluded = entry.name in exclude
+            if only not in (None, RESERVED) and entry.status == "warn":
+                # /readyz/<check> reports that check, as the kube-apiserver does:
+                # a failing non-critical check is a failure there.
+                entry.status = "fail"
+        statuses = {entry.status for entry in entries if not entry.excluded}
+        status: Status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+        unknown = sorted(exclude - {entry.name for entry in entries}) if exclude else []
+        return Report(status, state, entries, unknown), cacheable
 
     def _lifespan_entry(self, probe: Probe) -> Entry:
         lc, when = self.lifecycle, self._state_time
@@ -299,7 +306,6 @@ def _check_entry(check: HealthCheck, result: CheckResult | None) -> Entry:
         status,
         result.finished_at,
         observed_value=result.duration,
-        observed_unit="s",
         output=result.detail,
         secret=True,
         critical=check.critical,
@@ -335,3 +341,219 @@ async def _run_on(home: asyncio.AbstractEventLoop, runner: CheckRunner) -> Check
         timeout = runner.check.timeout
         why = f"the app's event loop did not run the check within {timeout:g}s (blocked?)"
         return failed(time.perf_counter() - start, "timeout", why)
+
+
+Answer = tuple[int, tuple[Header, ...], bytes]  # status, headers, body
+LABELS: dict[Probe, str] = {"liveness": "livez", "readiness": "readyz", "startup": "startupz"}
+
+# Text for the kubelet and people unless JSON is asked for; the draft's own
+# type first. No Vary: Accept: with no-store no cache needs it.
+OFFERS = (TEXT, b"application/health+json", b"application/json")
+_ANY = (b"accept", b"*/*")
+_BROKEN_BODY = b"lifewatch: the probe itself failed (see the log)\n"
+_NO_NAMES: frozenset[str] = frozenset()
+
+MAX_QUERY_FIELDS = 64
+MAX_ECHOED_NAME = 100
+MAX_DETAIL = 500
+
+
+def parse_query(query: bytes) -> tuple[bool, frozenset[str]]:
+    """``verbose`` (present at all) and the ``exclude`` names; bounded, never raises."""
+    verbose = False
+    exclude: set[str] = set()
+    for part in query.split(b"&", MAX_QUERY_FIELDS)[:MAX_QUERY_FIELDS]:
+        raw_key, _, raw_value = part.partition(b"=")
+        key = unquote_plus(raw_key.decode("latin-1"))
+        if key == "verbose":
+            verbose = True
+        elif key == "exclude":
+            for name in unquote_plus(raw_value.decode("latin-1")).split(","):
+                name = name.strip()
+                if name and len(exclude) < MAX_QUERY_FIELDS:
+                    exclude.add(name[:MAX_ECHOED_NAME])
+    return verbose, frozenset(exclude)
+
+
+def _surely_text(headers: Any) -> bool:
+    """True when no ``Accept`` can make JSON win over text (a browser's cannot):
+    JSON wins only through a range naming it or ``application/*``, or one
+    ranking ``text/plain`` or ``text/*``. Any doubt negotiates."""
+    for name, value in headers:
+        if name == b"accept":
+            accept = value.lower()
+            if any(r in accept for r in (b"json", b"application/*", b"text/plain", b"text/*")):
+                return False
+    return True
+
+
+def _unknown(names: list[str]) -> str:
+    return "some health checks cannot be excluded: no matches for " + ",".join(
+        map(json.dumps, names)
+    )
+
+
+def _reason(entry: Entry, expose: bool, limit: int) -> str:
+    """One line, bounded: a reason must not forge lines of a verbose answer."""
+    if entry.secret and not expose:
+        return "reason withheld"
+    text = " ".join((entry.output or "unknown").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _line(entry: Entry, expose: bool) -> str:
+    if entry.excluded:
+        return f"[+]{entry.name} excluded: ok"
+    if entry.status == "pass":
+        return f"[+]{entry.name} ok"
+    reason = _reason(entry, expose, MAX_DETAIL)
+    if entry.name == RESERVED and entry.status == "warn":
+        return f"[+]{entry.name} warn: {reason}"
+    qualifier = "" if entry.critical else " (non-critical)"
+    return f"[-]{entry.name} failed{qualifier}: {reason}"
+
+
+def render_text(report: Report, label: str, verbose: bool, expose: bool) -> bytes:
+    if not verbose and report.status != "fail":
+        return b"ok"
+    lines = [_line(entry, expose) for entry in report.entries]
+    if report.unknown_excludes:
+        lines.append("warn: " + _unknown(report.unknown_excludes))
+    outcome = "failed" if report.status == "fail" else "passed"
+    lines.append(f"{label} check {outcome}")
+    return "\n".join(lines).encode() + b"\n"
+
+
+def render_json(report: Report, service: str | None, expose: bool) -> bytes:
+    checks: dict[str, list[dict[str, Any]]] = {}
+    notes: list[str] = []
+    for entry in report.entries:
+        if entry.excluded:
+            notes.append(f"excluded: {entry.name}")
+            continue
+        when = "" if entry.at is None else iso_utc(entry.at)
+        item: dict[str, Any] = {"status": entry.status, "time": when}
+        value = entry.observed_value
+        if isinstance(value, float):
+            item["observedValue"], item["observedUnit"] = round(value, 6), "s"
+        elif value is not None:
+            item["observedValue"] = value
+        if entry.status != "pass":
+            item["output"] = _reason(entry, expose, 2000)
+        if not entry.critical:
+            item["critical"] = False
+        checks[entry.name] = [item]
+    if report.unknown_excludes:
+        notes.append(_unknown(report.unknown_excludes))
+    body: dict[str, Any] = {"status": report.status, "state": report.state.value}
+    if service:
+        body["serviceId"] = service
+    body["checks"] = checks
+    if notes:
+        body["notes"] = notes
+    return json_body(body)
+
+
+class ProbeEndpoint:
+    """One probe path (``/readyz``) or one entry of it (``/readyz/postgres``)."""
+
+    def __init__(
+        self,
+        health: Health,
+        probe: Probe,
+        *,
+        only: str | None = None,
+        service: str | None = None,
+        expose_details: bool = False,
+    ) -> None:
+        self.health = health
+        self.probe = probe
+        self.only = only
+        self.label = LABELS[probe]
+        self.service = service
+        self.expose = expose_details
+        # The answer to a plain request, and the ``Health.version`` it holds for.
+        self._plain: tuple[int, Answer] | None = None
+
+    def _fresh(self) -> Answer | None:
+        plain = self._plain
+        return plain[1] if plain is not None and plain[0] == self.health.version else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await not_allowed(send)
+            return
+        status, headers, body = self.kept(scope) or await self._answer(scope)
+        await respond(send, method, status, headers, body)
+
+    def kept(self, scope: Scope) -> Answer | None:
+        """The kept answer if it answers this request as is, else None (the ops
+        listener answers from it without a trip through an event loop)."""
+        plain = self._fresh()
+        if plain is None or scope["query_string"] or scope["method"] not in ("GET", "HEAD"):
+            return None
+        headers = scope["headers"]
+        return plain if _ANY in headers or _surely_text(headers) else None
+
+    async def _answer(self, scope: Scope) -> Answer:
+        try:
+            query: bytes = scope.get("query_string") or b""
+            headers = scope.get("headers") or ()
+            if _ANY in headers or _surely_text(headers):  # the kept answer's test too
+                media_type = TEXT
+            else:
+                # Nothing acceptable gets text too: a probe answers, it does not 406.
+                media_type = negotiate(header_values(headers, b"accept"), OFFERS) or TEXT
+            as_json = media_type != TEXT
+            plain = self._fresh()
+            if plain is not None and not query and not as_json:
+                return plain  # a browser's Accept, say: negotiated, but the kept answer
+            verbose, exclude = parse_query(query) if query else (False, _NO_NAMES)
+            if self.only is not None:
+                exclude = _NO_NAMES
+            version = self.health.version
+            report, cacheable = await self.health.report(self.probe, self.only, exclude)
+            if as_json:
+                body = render_json(report, self.service, self.expose)
+            else:
+                body = render_text(report, self.label, verbose, self.expose)
+            answer = (
+                503 if report.status == "fail" else 200,
+                response_headers(media_type, body),
+                body,
+            )
+            plain_request = not (as_json or verbose or exclude)
+            if cacheable and plain_request and version == self.health.version:
+                self._plain = (version, answer)
+            return answer
+        except Exception as exc:
+            where = {"probe": self.probe, "path": scope.get("path")}
+            self.health.lifecycle.notify(Notice("lifespan.probe.error", "error", where, error=exc))
+            return 503, response_headers(TEXT, _BROKEN_BODY), _BROKEN_BODY
+
+
+def serve_probes(
+    routes: tuple[dict[str, ASGIApp], ...],
+    health: Health,
+    paths: Mapping[Probe, str | None],
+    *,
+    service: str | None,
+    expose_details: bool,
+) -> None:
+    """Put the probe endpoints into the routes of every listener, per entry as checks come."""
+
+    def add(probe: Probe, name: str | None) -> None:
+        path = paths.get(probe)
+        if path is not None:
+            endpoint = ProbeEndpoint(
+                health, probe, only=name, service=service, expose_details=expose_details
+            )
+            for table in routes:
+                table[path if name is None else f"{path}/{name}"] = endpoint
+
+    for probe in paths:
+        add(probe, None)
+        if probe != "liveness":
+            add(probe, RESERVED)
+    health.entry_added.append(add)

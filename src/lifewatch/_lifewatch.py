@@ -17,7 +17,7 @@ from ._channel import DrainChannel
 from ._checks import CheckResult, HealthCheck, Probe
 from ._drain import Drainer
 from ._exposition import MetricsEndpoint
-from ._health import Health
+from ._health import Health, serve_probes
 from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, name_of
 from ._logging import EventLog, LoggingSink
@@ -25,7 +25,6 @@ from ._metrics import MetricsSink, metrics_for
 from ._ops import OpsListener
 from ._options import Options
 from ._phase import Phase
-from ._probes import ProbeRoutes
 from ._process import process_start_time
 from ._records import RunRecord
 from ._sink import Sink
@@ -131,7 +130,7 @@ class Lifewatch:
             "readiness": o.readyz_path,
             "startup": o.startupz_path,
         }
-        ProbeRoutes(
+        serve_probes(
             (self._routes, ops_routes),
             self._health,
             probes,

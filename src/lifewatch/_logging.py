@@ -67,11 +67,10 @@ class EventLog:
     def __init__(self, service: str | None, choice: Any = "auto") -> None:
         self._service = service
         own = logging.getLogger("lifewatch")
-        self._stdlib = choice if isinstance(choice, logging.Logger) else own
+        stdlib = isinstance(choice, logging.Logger)
+        self._stdlib = choice if stdlib else own
         # One of MODES, or "app": the app's structlog logger, ``self._structlog``.
-        self._mode = "app" if choice not in MODES else choice
-        if isinstance(choice, logging.Logger):
-            self._mode = "stdlib"
+        self._mode = "stdlib" if stdlib else choice if choice in MODES else "app"
         self._structlog: Any = choice if self._mode == "app" else None
         # Whose ``disabled`` is undone: ours, and ``lifewatch`` (structlog's may write there).
         self._watched = (own,) if self._stdlib is own else (own, self._stdlib)
@@ -134,7 +133,13 @@ class EventLog:
         if not fallback:
             logger.handle(record)
         elif logger.filter(record):
-            _to_stderr(record)
+            # uvicorn's format, without colours, to ``sys.stderr`` as it is now (a
+            # test or an app may replace it); if that fails, there is no one to tell.
+            text = f"{record.levelname + ':':<9} {record.getMessage()}"
+            if record.exc_text:
+                text += "\n" + record.exc_text
+            with contextlib.suppress(Exception):
+                print(text, file=sys.stderr, flush=True)
 
     def _enable(self) -> None:
         """Turn back on, with a warning, a logger ``logging.config`` disabled: it
@@ -174,16 +179,6 @@ def _unhandled(logger: logging.Logger, levelno: int) -> bool:
             return logger.isEnabledFor(levelno)
         node = node.parent if node.propagate else None
     return True
-
-
-def _to_stderr(record: logging.LogRecord) -> None:
-    """``INFO:     message`` (uvicorn's format, without colours) to ``sys.stderr`` as
-    it is now (a test or an app may replace it); if that fails, there is no one to tell."""
-    text = f"{record.levelname + ':':<9} {record.getMessage()}"
-    if record.exc_text:
-        text += "\n" + record.exc_text
-    with contextlib.suppress(Exception):
-        print(text, file=sys.stderr, flush=True)
 
 
 class LoggingSink(Sink):

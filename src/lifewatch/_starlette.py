@@ -71,22 +71,6 @@ def lifespan_parts(lifecycle: Lifecycle, context: object) -> list[tuple[str, Lif
     return numbered(parts(context))
 
 
-def _skipped(mounts: object, skip_mounts: object) -> Skip:
-    """The mount paths to skip, as phase names show them (``/v2/admin`` in ``/v2``)."""
-    validate_bool(mounts, "mounts")
-    if isinstance(skip_mounts, str) or not isinstance(skip_mounts, Collection):
-        raise TypeError(
-            "skip_mounts must be a collection of mount paths, e.g. ('/legacy',); "
-            f"got {skip_mounts!r}"
-        )
-    for path in skip_mounts:
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ValueError(
-                f"skip_mounts holds mount paths starting with '/', e.g. '/v2'; got {path!r}"
-            )
-    return frozenset(p.rstrip("/") or "/" for p in skip_mounts) if mounts else None
-
-
 def _mounted(
     lifecycle: Lifecycle, app: Any, skip: frozenset[str], prefix: str, seen: set[int]
 ) -> list[tuple[str, LifespanFactory]]:
@@ -117,7 +101,13 @@ def _mounted_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(parent: Any) -> AsyncIterator[None]:
-        state = _mount_state(app)
+        state = _MOUNT_STATES.get(app)
+        if state is None:  # the middleware that puts it on requests, added once
+            state = _MOUNT_STATES[app] = {}
+            if app.middleware_stack is None:
+                app.add_middleware(MountState, state=state)
+            else:  # it already served a request: too late for add_middleware
+                app.middleware_stack = MountState(app.middleware_stack, state)
         parts = lifespan_parts(lc, app.router.lifespan_context)
         composed = Composed(lc, parts, app, _mounted(lc, app, skip, path, seen))
         try:
@@ -154,18 +144,6 @@ class MountState:
 
 
 _MOUNT_STATES: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def _mount_state(app: Any) -> dict[str, Any]:
-    """The dict the mounted app's ``MountState`` reads, the middleware added once."""
-    state = _MOUNT_STATES.get(app)
-    if state is None:
-        state = _MOUNT_STATES[app] = {}
-        if app.middleware_stack is None:
-            app.add_middleware(MountState, state=state)
-        else:  # it already served a request: too late for add_middleware
-            app.middleware_stack = MountState(app.middleware_stack, state)
-    return state
 
 
 def wrap_router_lifespan(lifecycle: Lifecycle, router: Any, skip: Skip) -> None:
@@ -206,7 +184,19 @@ def instrument(
     """Wrap a Starlette/FastAPI app's lifespan in place and add the middleware."""
     from starlette.applications import Starlette
 
-    skip = _skipped(mounts, skip_mounts)
+    validate_bool(mounts, "mounts")
+    if isinstance(skip_mounts, str) or not isinstance(skip_mounts, Collection):
+        raise TypeError(
+            "skip_mounts must be a collection of mount paths, e.g. ('/legacy',); "
+            f"got {skip_mounts!r}"
+        )
+    for path in skip_mounts:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(
+                f"skip_mounts holds mount paths starting with '/', e.g. '/v2'; got {path!r}"
+            )
+    # As phase names show them (``/v2/admin`` in ``/v2``); None: mounts left alone.
+    skip = frozenset(p.rstrip("/") or "/" for p in skip_mounts) if mounts else None
     if not isinstance(app, Starlette):
         raise TypeError(
             "instrument() takes a Starlette or FastAPI application; got "

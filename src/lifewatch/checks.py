@@ -13,6 +13,7 @@ extra to install). Checks fail by raising; ``add_check(timeout=...)`` bounds the
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Awaitable, Callable, Container
 from pathlib import Path
@@ -71,11 +72,9 @@ def http(
         raise ValueError(f"checks.http takes an http:// or https:// URL; got {url!r}")
 
     async def check_http() -> None:
-        if client is not None:
-            response = await client.get(url, headers=headers)
-        else:
-            async with httpx.AsyncClient() as own:
-                response = await own.get(url, headers=headers)
+        session = httpx.AsyncClient() if client is None else contextlib.nullcontext(client)
+        async with session as http_client:
+            response = await http_client.get(url, headers=headers)
         if response.status_code not in ok:
             raise ConnectionError(f"GET {url} answered {response.status_code}")
 
