@@ -55,8 +55,7 @@ async def measure(
     }
     result: dict[str, tuple[float, int]] = {}
     async with LifespanManager(app):
-        while not all(c.result is not None for c in watch.checks.values()):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        await asyncio.gather(*(watch.run_check(name) for name in watch.checks))
         for kind, (path, query) in kinds.items():
 
             async def burst(count: int, path: str = path, query: bytes = query) -> None:
