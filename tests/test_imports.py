@@ -109,7 +109,7 @@ def test_imports_point_one_way() -> None:
 
 def test_import_lifewatch_loads_only_what_every_app_needs() -> None:
     """The Pushgateway, the timeline and its HTML, multiprocess exposition,
-    the demo, the CLI, structlog and sysconfig load when used, not with what
+    the drain channel, the ops listener, the demo, the CLI, structlog and sysconfig load when used, not with what
     every app runs at every start: ``from lifewatch import Lifewatch`` and a
     default ``Lifewatch(...)``."""
     import subprocess
@@ -132,6 +132,8 @@ def test_import_lifewatch_loads_only_what_every_app_needs() -> None:
         "lifewatch._waterfall",
         "lifewatch._demo",
         "lifewatch.__main__",
+        "lifewatch._channel",  # the drain channel, made at the first startup
+        "lifewatch._ops",  # the ops listener, only with ops_address
         "structlog",
         "prometheus_client.multiprocess",
         "sysconfig",  # the watchdog's stdlib paths, read on the first overrun

@@ -20,8 +20,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -61,22 +60,31 @@ if TYPE_CHECKING:
 Status = Literal["pass", "warn", "fail"]
 
 
-@dataclass(slots=True)
 class Entry:
-    """One line of a probe answer: a check, a supervised task, or the lifecycle."""
+    """One line of a probe answer: a check, a supervised task, or the lifecycle.
+    A plain class: making a dataclass is a cost every ``import lifewatch`` pays."""
 
-    name: str
-    status: Status
-    at: float | None  # Unix seconds
-    observed_value: Any = None  # a float is a duration in seconds
-    output: str | None = None  # why it is not ``pass``
-    secret: bool = False  # ``output`` may hold secrets (exception text): shown on request
-    critical: bool = True
-    excluded: bool = False
+    def __init__(
+        self,
+        name: str,
+        status: Status,
+        at: float | None,  # Unix seconds
+        observed_value: Any = None,  # a float is a duration in seconds
+        output: str | None = None,  # why it is not ``pass``
+        secret: bool = False,  # ``output`` may hold secrets (exception text): shown on request
+        critical: bool = True,
+    ) -> None:
+        self.name = name
+        self.status = status
+        self.at = at
+        self.observed_value = observed_value
+        self.output = output
+        self.secret = secret
+        self.critical = critical
+        self.excluded = False
 
 
-@dataclass(slots=True)
-class Report:
+class Report(NamedTuple):
     """The answer of one probe at one moment."""
 
     status: Status
