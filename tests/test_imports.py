@@ -110,8 +110,8 @@ def test_imports_point_one_way() -> None:
 def test_import_lifewatch_loads_only_what_every_app_needs() -> None:
     """The Pushgateway, the timeline and its HTML, multiprocess exposition,
     the drain channel, the ops listener, the demo, the CLI, structlog and
-    sysconfig load when used, not with what every app runs at every start: ``from lifewatch import Lifewatch`` and a
-    default ``Lifewatch(...)``."""
+    sysconfig load when used, not with what every app runs at every start:
+    ``from lifewatch import Lifewatch`` and a default ``Lifewatch(...)``."""
     import subprocess
     import sys
 
