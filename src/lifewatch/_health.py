@@ -25,18 +25,6 @@ from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._checks import (
-    ABANDON_GRACE,
-    PROBES,
-    RESERVED,
-    CheckResult,
-    CheckRunner,
-    HealthCheck,
-    Probe,
-    failed,
-    validate_check_name,
-    wait_for_runs,
-)
 from ._http import (
     TEXT,
     Header,
@@ -51,10 +39,12 @@ from ._http import (
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 from ._supervise import Supervised, watch_task
-from ._types import State
-from ._validate import validate_bool, validate_seconds
+from ._types import PROBES, RESERVED, Probe, State
+from ._validate import validate_bool, validate_check_name, validate_seconds
 
 if TYPE_CHECKING:
+    # The checks' module loads with the first check: many apps register none.
+    from ._checks import CheckResult, CheckRunner, HealthCheck
     from ._lifecycle import Lifecycle
 
 Status = Literal["pass", "warn", "fail"]
@@ -147,6 +137,8 @@ class Health(Sink):
                 f"a health check named {name!r} is already registered "
                 f"({self.runners[name].check.func!r}); check names must be unique"
             )
+        from ._checks import CheckRunner, HealthCheck
+
         check = HealthCheck(name, func, timeout_s, frozenset(chosen), critical, interval_s)
         runner = self.runners[name] = CheckRunner(
             check, functools.partial(self.lifecycle.bus.emit, "check_result"), self.lifecycle.notify
@@ -268,6 +260,8 @@ class Health(Sink):
                 # Asked from another loop (the ops listener's): run on the app's.
                 ran = await asyncio.gather(*(_run_on(home, r) for r in to_run))
             else:
+                from ._checks import wait_for_runs
+
                 ran = await wait_for_runs(to_run)
             results.update(zip([r.check.name for r in to_run], ran, strict=True))
         entries += [_check_entry(r.check, results.get(r.check.name)) for r in runners]
@@ -334,6 +328,8 @@ async def _run_on(home: asyncio.AbstractEventLoop, runner: CheckRunner) -> Check
     the check has failed (``timeout``) and the waiter left behind is cancelled
     (never the run, which other probes may share).
     """
+    from ._checks import ABANDON_GRACE, failed
+
     start = time.perf_counter()
     run = runner.run()
     try:

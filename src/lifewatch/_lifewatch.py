@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._build import resolve_build
-from ._checks import CheckResult, HealthCheck, Probe
 from ._drain import Drainer
 from ._exposition import MetricsEndpoint
 from ._health import Health, serve_probes
@@ -29,12 +28,13 @@ from ._sink import Sink
 from ._starlette import instrument
 from ._threads import run_in_daemon_thread
 from ._tracing import TracingSink
-from ._types import State
+from ._types import Probe, State
 from ._validate import validate_name
 
 if TYPE_CHECKING:
     # Imported where used: most apps never load them, and every start imports lifewatch.
     from ._channel import DrainChannel
+    from ._checks import CheckResult, HealthCheck
     from ._ops import OpsListener
     from ._pushgateway import Pushgateway
     from ._timeline import Timeline
