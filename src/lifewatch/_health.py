@@ -38,14 +38,14 @@ from ._http import (
 )
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
-from ._supervise import Supervised, watch_task
 from ._types import PROBES, RESERVED, Probe, State
 from ._validate import validate_bool, validate_check_name, validate_seconds
 
 if TYPE_CHECKING:
-    # The checks' module loads with the first check: many apps register none.
+    # Loaded with the first check and the first supervised task: many apps have none.
     from ._checks import CheckResult, CheckRunner, HealthCheck
     from ._lifecycle import Lifecycle
+    from ._supervise import Supervised
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -169,6 +169,8 @@ class Health(Sink):
             raise ValueError(
                 f"a running task is already supervised as {name!r}; names must be unique"
             )
+        from ._supervise import Supervised, watch_task
+
         record = self.supervised[name] = Supervised(name, task)
         self.lifecycle.bus.emit("task_started", record)
         watch_task(

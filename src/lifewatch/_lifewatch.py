@@ -26,7 +26,6 @@ from ._process import process_start_time
 from ._records import RunRecord
 from ._sink import Sink
 from ._starlette import instrument
-from ._threads import run_in_daemon_thread
 from ._tracing import TracingSink
 from ._types import Probe, State
 from ._validate import validate_name
@@ -229,6 +228,8 @@ class Lifewatch:
         can give up on. Cancelled, it stops waiting and logs ``lifespan.thread.abandoned``
         with the thread's stack; the thread never holds the process's exit, as
         ``asyncio.to_thread``'s workers do. Phases inside nest under the caller's."""
+        from ._threads import run_in_daemon_thread
+
         return await run_in_daemon_thread(self._lifecycle, func, args, kwargs)
 
     def lifespan(self, *lifespans: Any, **named: Any) -> WatchedLifespan:
