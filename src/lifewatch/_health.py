@@ -20,7 +20,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -74,13 +74,16 @@ class Entry:
         self.excluded = False
 
 
-class Report(NamedTuple):
+class Report:
     """The answer of one probe at one moment."""
 
-    status: Status
-    state: State
-    entries: list[Entry]
-    unknown_excludes: list[str]
+    def __init__(
+        self, status: Status, state: State, entries: list[Entry], unknown_excludes: list[str]
+    ) -> None:
+        self.status = status
+        self.state = state
+        self.entries = entries
+        self.unknown_excludes = unknown_excludes
 
 
 class Health(Sink):

@@ -101,12 +101,12 @@ def validate_address(address: object, what: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-_CHECK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+_CHECK_NAME = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"  # compiled with the first check
 
 
 def validate_check_name(name: object) -> str:
     """A check name is a path segment and a label value: keep it plain."""
-    if not isinstance(name, str) or not _CHECK_NAME.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(_CHECK_NAME, name):
         raise ValueError(
             f"check name must be 1-100 characters of letters, digits, '_', '.', ':' or '-', "
             f"starting with a letter or digit (it becomes the path /readyz/<name>); got {name!r}"
