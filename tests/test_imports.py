@@ -108,10 +108,11 @@ def test_imports_point_one_way() -> None:
 
 
 def test_import_lifewatch_loads_only_what_every_app_needs() -> None:
-    """The Pushgateway, the timeline and its HTML, multiprocess exposition,
-    the demo, the CLI, structlog and sysconfig load when used, not with what
-    every app runs at every start: ``from lifewatch import Lifewatch`` and a
-    default ``Lifewatch(...)``."""
+    """The Pushgateway, the timeline and its HTML, multiprocess exposition, the
+    drain channel, the ops listener, checks, supervised tasks, to_thread, the
+    demo, the CLI, structlog and sysconfig load when used, not with what every
+    app runs at every start: ``from lifewatch import Lifewatch`` and a default
+    ``Lifewatch(...)``."""
     import subprocess
     import sys
 
@@ -132,14 +133,25 @@ def test_import_lifewatch_loads_only_what_every_app_needs() -> None:
         "lifewatch._waterfall",
         "lifewatch._demo",
         "lifewatch.__main__",
+        "lifewatch._channel",  # the drain channel, made at the first startup
+        "lifewatch._ops",  # the ops listener, only with ops_address
+        "lifewatch._checks",  # with the first check
+        "lifewatch._supervise",  # with the first supervised task
+        "lifewatch._threads",  # with the first watch.to_thread
         "structlog",
         "prometheus_client.multiprocess",
         "sysconfig",  # the watchdog's stdlib paths, read on the first overrun
     ):
         assert lazy not in loaded, lazy
     # ...and still there when asked for.
-    check = "import lifewatch; print(lifewatch.Pushgateway.__module__, lifewatch.Timeline)"
+    check = (
+        "import lifewatch; print(lifewatch.Pushgateway.__module__, lifewatch.Timeline, "
+        "lifewatch.HealthCheck, lifewatch.CheckResult)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", check], capture_output=True, text=True, env=env(), check=True
     ).stdout
-    assert out.startswith("lifewatch <class 'lifewatch.Timeline'>"), out
+    assert out.startswith(
+        "lifewatch <class 'lifewatch.Timeline'> <class 'lifewatch.HealthCheck'> "
+        "<class 'lifewatch.CheckResult'>"
+    ), out

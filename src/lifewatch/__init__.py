@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._checks import CheckResult, HealthCheck, Probe
 from ._errors import LifewatchError, PhaseTimeout, StartupInterrupted
 from ._lifespan import WatchedLifespan
 from ._lifewatch import Lifewatch
@@ -14,7 +13,7 @@ from ._options import Options
 from ._phase import Phase
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
-from ._types import Event, Outcome, Reason, State
+from ._types import Event, Outcome, Probe, Reason, State
 from ._version import __version__
 
 __all__ = [
@@ -52,9 +51,12 @@ del _name, _obj
 
 
 def __getattr__(name: str) -> Any:
-    """Loaded on first use: most apps never touch them, and every start imports lifewatch."""
+    """Loaded on first use: most apps never touch them (or register a check only
+    later), and every start imports lifewatch."""
     module: Any
-    if name == "Pushgateway":
+    if name in ("CheckResult", "HealthCheck"):
+        from . import _checks as module
+    elif name == "Pushgateway":
         from . import _pushgateway as module
     elif name in ("Timeline", "TimelineEntry"):
         from . import _timeline as module
@@ -67,5 +69,6 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from ._checks import CheckResult, HealthCheck
     from ._pushgateway import Pushgateway
     from ._timeline import Timeline, TimelineEntry

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-import re
 import sys
 import threading
 import time
@@ -23,36 +22,13 @@ from typing import Any, Literal
 
 from ._http import iso_utc
 from ._records import Notice
-
-Probe = Literal["liveness", "readiness", "startup"]
-"""Which probe endpoint a check answers on: ``/livez``, ``/readyz``, ``/startupz``."""
-
-PROBES: tuple[Probe, ...] = ("liveness", "readiness", "startup")
+from ._types import Probe
 
 CheckReason = Literal["error", "timeout", "false", "invalid"]
 """Why a check run failed; the ``reason`` label of ``lifespan_check_failures_total``."""
 
-RESERVED = "lifespan"
-"""The name of the lifecycle entry in ``/readyz`` and ``/startupz``."""
-
 ABANDON_GRACE = 0.1
 """Seconds past its timeout a probe waits for a run before it abandons it."""
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
-
-
-def validate_check_name(name: object) -> str:
-    """A check name is a path segment and a label value: keep it plain."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(
-            f"check name must be 1-100 characters of letters, digits, '_', '.', ':' or '-', "
-            f"starting with a letter or digit (it becomes the path /readyz/<name>); got {name!r}"
-        )
-    if name == RESERVED:
-        raise ValueError(
-            f"check name {name!r} is reserved for the lifecycle entry of /readyz; pick another"
-        )
-    return name
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,24 +20,11 @@ import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._checks import (
-    ABANDON_GRACE,
-    PROBES,
-    RESERVED,
-    CheckResult,
-    CheckRunner,
-    HealthCheck,
-    Probe,
-    failed,
-    validate_check_name,
-    wait_for_runs,
-)
 from ._http import (
     TEXT,
     Header,
@@ -51,38 +38,52 @@ from ._http import (
 )
 from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
-from ._supervise import Supervised, watch_task
-from ._types import State
-from ._validate import validate_bool, validate_seconds
+from ._types import PROBES, RESERVED, Probe, State
+from ._validate import validate_bool, validate_check_name, validate_seconds
 
 if TYPE_CHECKING:
+    # Loaded with the first check and the first supervised task: many apps have none.
+    from ._checks import CheckResult, CheckRunner, HealthCheck
     from ._lifecycle import Lifecycle
+    from ._supervise import Supervised
 
 Status = Literal["pass", "warn", "fail"]
 
 
-@dataclass(slots=True)
 class Entry:
-    """One line of a probe answer: a check, a supervised task, or the lifecycle."""
+    """One line of a probe answer: a check, a supervised task, or the lifecycle.
+    A plain class: making a dataclass is a cost every ``import lifewatch`` pays."""
 
-    name: str
-    status: Status
-    at: float | None  # Unix seconds
-    observed_value: Any = None  # a float is a duration in seconds
-    output: str | None = None  # why it is not ``pass``
-    secret: bool = False  # ``output`` may hold secrets (exception text): shown on request
-    critical: bool = True
-    excluded: bool = False
+    def __init__(
+        self,
+        name: str,
+        status: Status,
+        at: float | None,  # Unix seconds
+        observed_value: Any = None,  # a float is a duration in seconds
+        output: str | None = None,  # why it is not ``pass``
+        secret: bool = False,  # ``output`` may hold secrets (exception text): shown on request
+        critical: bool = True,
+    ) -> None:
+        self.name = name
+        self.status = status
+        self.at = at
+        self.observed_value = observed_value
+        self.output = output
+        self.secret = secret
+        self.critical = critical
+        self.excluded = False
 
 
-@dataclass(slots=True)
 class Report:
     """The answer of one probe at one moment."""
 
-    status: Status
-    state: State
-    entries: list[Entry]
-    unknown_excludes: list[str]
+    def __init__(
+        self, status: Status, state: State, entries: list[Entry], unknown_excludes: list[str]
+    ) -> None:
+        self.status = status
+        self.state = state
+        self.entries = entries
+        self.unknown_excludes = unknown_excludes
 
 
 class Health(Sink):
@@ -139,6 +140,8 @@ class Health(Sink):
                 f"a health check named {name!r} is already registered "
                 f"({self.runners[name].check.func!r}); check names must be unique"
             )
+        from ._checks import CheckRunner, HealthCheck
+
         check = HealthCheck(name, func, timeout_s, frozenset(chosen), critical, interval_s)
         runner = self.runners[name] = CheckRunner(
             check, functools.partial(self.lifecycle.bus.emit, "check_result"), self.lifecycle.notify
@@ -169,6 +172,8 @@ class Health(Sink):
             raise ValueError(
                 f"a running task is already supervised as {name!r}; names must be unique"
             )
+        from ._supervise import Supervised, watch_task
+
         record = self.supervised[name] = Supervised(name, task)
         self.lifecycle.bus.emit("task_started", record)
         watch_task(
@@ -260,6 +265,8 @@ class Health(Sink):
                 # Asked from another loop (the ops listener's): run on the app's.
                 ran = await asyncio.gather(*(_run_on(home, r) for r in to_run))
             else:
+                from ._checks import wait_for_runs
+
                 ran = await wait_for_runs(to_run)
             results.update(zip([r.check.name for r in to_run], ran, strict=True))
         entries += [_check_entry(r.check, results.get(r.check.name)) for r in runners]
@@ -326,6 +333,8 @@ async def _run_on(home: asyncio.AbstractEventLoop, runner: CheckRunner) -> Check
     the check has failed (``timeout``) and the waiter left behind is cancelled
     (never the run, which other probes may share).
     """
+    from ._checks import ABANDON_GRACE, failed
+
     start = time.perf_counter()
     run = runner.run()
     try:

@@ -13,8 +13,6 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._build import resolve_build
-from ._channel import DrainChannel
-from ._checks import CheckResult, HealthCheck, Probe
 from ._drain import Drainer
 from ._exposition import MetricsEndpoint
 from ._health import Health, serve_probes
@@ -22,20 +20,21 @@ from ._lifecycle import Lifecycle
 from ._lifespan import WatchedLifespan, as_factory, name_of
 from ._logging import EventLog, LoggingSink
 from ._metrics import MetricsSink, metrics_for
-from ._ops import OpsListener
 from ._options import Options
 from ._phase import Phase
 from ._process import process_start_time
 from ._records import RunRecord
 from ._sink import Sink
 from ._starlette import instrument
-from ._threads import run_in_daemon_thread
 from ._tracing import TracingSink
-from ._types import State
+from ._types import Probe, State
 from ._validate import validate_name
 
 if TYPE_CHECKING:
     # Imported where used: most apps never load them, and every start imports lifewatch.
+    from ._channel import DrainChannel
+    from ._checks import CheckResult, HealthCheck
+    from ._ops import OpsListener
     from ._pushgateway import Pushgateway
     from ._timeline import Timeline
 
@@ -137,7 +136,11 @@ class Lifewatch:
             service=o.service,
             expose_details=o.expose_details,
         )
-        self._ops = None if o.ops_address is None else OpsListener(lc, o.ops_address, ops_routes)
+        self._ops: OpsListener | None = None
+        if o.ops_address is not None:
+            from ._ops import OpsListener
+
+            self._ops = OpsListener(lc, o.ops_address, ops_routes)
 
         build = resolve_build(o.service, o.version, o.revision)
         self._tracing = TracingSink(o.service, o.tracer_provider, build)
@@ -155,7 +158,7 @@ class Lifewatch:
         if o.drain_delay > 0:
             # python -m lifewatch drain (preStop) reaches every worker through a
             # directory private to the app's user; no HTTP request drains.
-            parts.append(DrainChannel(lc, o.service, drainer))
+            parts.append(_ChannelAtStartup(lc, o.service, drainer))
         if o.pushgateway is not None:
             from ._pushgateway import PushgatewaySink
 
@@ -225,6 +228,8 @@ class Lifewatch:
         can give up on. Cancelled, it stops waiting and logs ``lifespan.thread.abandoned``
         with the thread's stack; the thread never holds the process's exit, as
         ``asyncio.to_thread``'s workers do. Phases inside nest under the caller's."""
+        from ._threads import run_in_daemon_thread
+
         return await run_in_daemon_thread(self._lifecycle, func, args, kwargs)
 
     def lifespan(self, *lifespans: Any, **named: Any) -> WatchedLifespan:
@@ -342,6 +347,30 @@ class Lifewatch:
                 f"arguments; got {func!r}"
             )
         return self._lifecycle.background.start(name, phase, func)
+
+
+class _ChannelAtStartup(Sink):
+    """Makes the drain channel at the first startup and hands it the events: its
+    module loads then, not with every ``import lifewatch``."""
+
+    def __init__(self, lifecycle: Lifecycle, service: str | None, drainer: Drainer) -> None:
+        self._args = (lifecycle, service, drainer)
+        self.channel: DrainChannel | None = None
+
+    def run_begin(self, run: RunRecord) -> None:
+        if self.channel is None:
+            from ._channel import DrainChannel
+
+            self.channel = DrainChannel(*self._args)
+        self.channel.run_begin(run)
+
+    def run_end(self, run: RunRecord) -> None:
+        if self.channel is not None:
+            self.channel.run_end(run)
+
+    def state_changed(self, old: State | None, new: State) -> None:
+        if self.channel is not None:
+            self.channel.state_changed(old, new)
 
 
 def _timeline(source: Callable[[], Timeline], fmt: Literal["auto", "json"]) -> ASGIApp:

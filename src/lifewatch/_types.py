@@ -1,4 +1,4 @@
-"""Names shared by every part of lifewatch: events, outcomes, reasons, states."""
+"""Names shared by every part of lifewatch: events, outcomes, reasons, states, probes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ the startup."""
 
 Reason = Literal["error", "timeout", "cancelled", "signal"]
 """Why a phase failed; the ``reason`` label of the failure counter."""
+
+Probe = Literal["liveness", "readiness", "startup"]
+"""Which probe endpoint a check answers on: ``/livez``, ``/readyz``, ``/startupz``."""
+
+PROBES: tuple[Probe, ...] = ("liveness", "readiness", "startup")
+
+RESERVED = "lifespan"
+"""The name of the lifecycle entry in ``/readyz`` and ``/startupz``."""
 
 
 class State(str, enum.Enum):

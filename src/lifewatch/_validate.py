@@ -6,6 +6,8 @@ import math
 import re
 from typing import Literal, overload
 
+from ._types import RESERVED
+
 
 def validate_name(name: object, what: str = "phase name") -> str:
     if not isinstance(name, str) or not name.strip():
@@ -97,3 +99,20 @@ def validate_address(address: object, what: str) -> tuple[str, int]:
             f"or '[::]:9000'; got {address!r}"
         )
     return host, int(port_text)
+
+
+_CHECK_NAME = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"  # compiled with the first check
+
+
+def validate_check_name(name: object) -> str:
+    """A check name is a path segment and a label value: keep it plain."""
+    if not isinstance(name, str) or not re.fullmatch(_CHECK_NAME, name):
+        raise ValueError(
+            f"check name must be 1-100 characters of letters, digits, '_', '.', ':' or '-', "
+            f"starting with a letter or digit (it becomes the path /readyz/<name>); got {name!r}"
+        )
+    if name == RESERVED:
+        raise ValueError(
+            f"check name {name!r} is reserved for the lifecycle entry of /readyz; pick another"
+        )
+    return name

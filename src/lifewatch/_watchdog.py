@@ -10,7 +10,6 @@ callback: that frame is where the thread is stuck.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import heapq
 import itertools
@@ -26,13 +25,13 @@ STACK_LIMIT = 40
 """Innermost frames kept: enough to reach the app's own code from a driver's."""
 
 
-@dataclasses.dataclass(eq=False)
 class Watch:
     """One deadline; ``cancel()`` when the phase ends before it."""
 
-    thread_id: int
-    callback: Callable[[FrameType | None], None]
-    cancelled: bool = False
+    def __init__(self, thread_id: int, callback: Callable[[FrameType | None], None]) -> None:
+        self.thread_id = thread_id
+        self.callback = callback
+        self.cancelled = False
 
     def cancel(self) -> None:
         self.cancelled = True
