@@ -6,7 +6,6 @@ never writes a secret (``_scrub``), and is not silenced by the app's ``logging.c
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import re
 import sys
@@ -84,8 +83,11 @@ class EventLog:
         if self._mode == "auto" and not structlog.is_configured():
             return None
         if self._structlog is None:
-            # Bound at each use (or once: cache_logger_on_first_use), as the app's are.
-            self._structlog = structlog.get_logger("lifewatch")
+            # Bound at each use, as the app's are; or once for good, as structlog's
+            # own proxy does under cache_logger_on_first_use.
+            log = structlog.get_logger("lifewatch", service=self._service)
+            cached = structlog.get_config()["cache_logger_on_first_use"]
+            self._structlog = log.bind() if cached else log
         return self._structlog
 
     def is_enabled_for(self, level: int) -> bool:
@@ -117,7 +119,7 @@ class EventLog:
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             fields["exception"] = scrub(text.rstrip("\n"))
         if log is not None:
-            if self._service is not None or self._mode != "app":
+            if self._mode == "app" and self._service is not None:  # ours have it bound
                 fields = {"service": self._service, **fields}
             getattr(log, level)(event, **fields)
             return
@@ -157,10 +159,17 @@ class EventLog:
                     ".setLevel('ERROR'), or name the logger in the configuration",
                 )
 
-    debug = functools.partialmethod(log, "debug")
-    info = functools.partialmethod(log, "info")
-    warning = functools.partialmethod(log, "warning")
-    error = functools.partialmethod(log, "error")
+    def debug(self, event: str, /, **fields: Any) -> None:
+        self.log("debug", event, **fields)
+
+    def info(self, event: str, /, **fields: Any) -> None:
+        self.log("info", event, **fields)
+
+    def warning(self, event: str, /, **fields: Any) -> None:
+        self.log("warning", event, **fields)
+
+    def error(self, event: str, /, **fields: Any) -> None:
+        self.log("error", event, **fields)
 
 
 def _unhandled(logger: logging.Logger, levelno: int) -> bool:
