@@ -126,7 +126,8 @@ class EventLog:
         # Made here rather than by logger.log(): no caller lookup (it would name
         # this module), and a field named like a record attribute is renamed.
         extra = {"event": event, "service": self._service}
-        extra.update(("lifewatch_" + k if k in _RESERVED else k, v) for k, v in fields.items())
+        for key, value in fields.items():
+            extra["lifewatch_" + key if key in _RESERVED else key] = value
         record = logger.makeRecord(
             logger.name, _LEVELS[level], __file__, 0, message(event, fields), (), None, None, extra
         )
