@@ -115,7 +115,9 @@ class TracingSink(Sink):
         phase.trace_id, phase.span_id = span_ctx.trace_id, span_ctx.span_id
 
     def phase_end(self, phase: PhaseRecord) -> None:
-        span: Span = phase.sink_data[_KEY]
+        # Let go of the span and its context: the run keeps its records, not their spans.
+        span: Span = phase.sink_data.pop(_KEY)
+        del phase.sink_data[_CTX]
         span.set_attribute("lifespan.outcome", phase.outcome or "ok")
         if phase.error is not None:
             span.record_exception(phase.error)
