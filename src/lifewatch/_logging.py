@@ -125,12 +125,12 @@ class EventLog:
             return
         # Made here rather than by logger.log(): no caller lookup (it would name
         # this module), and a field named like a record attribute is renamed.
-        extra = {"event": event, "service": self._service}
-        for key, value in fields.items():
-            extra["lifewatch_" + key if key in _RESERVED else key] = value
         record = logger.makeRecord(
-            logger.name, _LEVELS[level], __file__, 0, message(event, fields), (), None, None, extra
+            logger.name, _LEVELS[level], __file__, 0, message(event, fields), (), None
         )
+        record.event, record.service = event, self._service
+        for key, value in fields.items():
+            setattr(record, "lifewatch_" + key if key in _RESERVED else key, value)
         # A stdlib formatter prints exc_text after the message; a JSON one reads the field.
         record.exc_text = fields.get("exception")
         if not fallback:
