@@ -6,7 +6,6 @@ never writes a secret (``_scrub``), and is not silenced by the app's ``logging.c
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import re
 import sys
@@ -84,8 +83,11 @@ class EventLog:
         if self._mode == "auto" and not structlog.is_configured():
             return None
         if self._structlog is None:
-            # Bound at each use (or once: cache_logger_on_first_use), as the app's are.
-            self._structlog = structlog.get_logger("lifewatch")
+            # Bound at each use, as the app's are; or once for good, as structlog's
+            # own proxy does under cache_logger_on_first_use.
+            log = structlog.get_logger("lifewatch", service=self._service)
+            cached = structlog.get_config()["cache_logger_on_first_use"]
+            self._structlog = log.bind() if cached else log
         return self._structlog
 
     def is_enabled_for(self, level: int) -> bool:
@@ -117,17 +119,18 @@ class EventLog:
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             fields["exception"] = scrub(text.rstrip("\n"))
         if log is not None:
-            if self._service is not None or self._mode != "app":
+            if self._mode == "app" and self._service is not None:  # ours have it bound
                 fields = {"service": self._service, **fields}
             getattr(log, level)(event, **fields)
             return
         # Made here rather than by logger.log(): no caller lookup (it would name
         # this module), and a field named like a record attribute is renamed.
-        extra = {"event": event, "service": self._service}
-        extra.update(("lifewatch_" + k if k in _RESERVED else k, v) for k, v in fields.items())
         record = logger.makeRecord(
-            logger.name, _LEVELS[level], __file__, 0, message(event, fields), (), None, None, extra
+            logger.name, _LEVELS[level], __file__, 0, message(event, fields), (), None
         )
+        record.event, record.service = event, self._service
+        for key, value in fields.items():
+            setattr(record, "lifewatch_" + key if key in _RESERVED else key, value)
         # A stdlib formatter prints exc_text after the message; a JSON one reads the field.
         record.exc_text = fields.get("exception")
         if not fallback:
@@ -157,10 +160,17 @@ class EventLog:
                     ".setLevel('ERROR'), or name the logger in the configuration",
                 )
 
-    debug = functools.partialmethod(log, "debug")
-    info = functools.partialmethod(log, "info")
-    warning = functools.partialmethod(log, "warning")
-    error = functools.partialmethod(log, "error")
+    def debug(self, event: str, /, **fields: Any) -> None:
+        self.log("debug", event, **fields)
+
+    def info(self, event: str, /, **fields: Any) -> None:
+        self.log("info", event, **fields)
+
+    def warning(self, event: str, /, **fields: Any) -> None:
+        self.log("warning", event, **fields)
+
+    def error(self, event: str, /, **fields: Any) -> None:
+        self.log("error", event, **fields)
 
 
 def _unhandled(logger: logging.Logger, levelno: int) -> bool:

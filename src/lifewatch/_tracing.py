@@ -13,6 +13,7 @@ from ._records import Notice, PhaseRecord, RunRecord
 from ._sink import Sink
 
 _KEY = "otel"
+_CTX = "otel_context"
 _TOKEN = "otel_token"
 
 
@@ -29,10 +30,13 @@ class TracingSink(Sink):
         self._build = build or BuildInfo()
         self._provider = tracer_provider
         self._tracer: trace.Tracer | None = None
+        # Per event: the attributes every span shares, made at its first span.
+        self._base: dict[str, dict[str, Any]] = {}
 
     def use(self, provider: TracerProvider | None) -> TracerProvider | None:
         """Send the spans to ``provider`` from now on; returns the one used before."""
         previous, self._provider, self._tracer = self._provider, provider, None
+        self._base = {}
         return previous
 
     @property
@@ -48,18 +52,20 @@ class TracingSink(Sink):
         return self._tracer
 
     def _attributes(self, event: str) -> dict[str, Any]:
-        """The attributes of every span; version and revision (resource
+        """The attributes of every span (a new dict); version and revision (resource
         attributes, but the resource is the user's) where the provider's has none."""
-        attributes: dict[str, Any] = {"lifespan.event": event}
-        if self._service:
-            attributes["service.name"] = self._service
-        provider = self._provider or trace.get_tracer_provider()
-        has = getattr(getattr(provider, "resource", None), "attributes", None) or {}
-        if self._build.version and OTEL_VERSION not in has:
-            attributes[OTEL_VERSION] = self._build.version
-        if self._build.revision and OTEL_REVISION not in has:
-            attributes[OTEL_REVISION] = self._build.revision
-        return attributes
+        if event not in self._base:
+            attributes: dict[str, Any] = {"lifespan.event": event}
+            if self._service:
+                attributes["service.name"] = self._service
+            provider = self._provider or trace.get_tracer_provider()
+            has = getattr(getattr(provider, "resource", None), "attributes", None) or {}
+            if self._build.version and OTEL_VERSION not in has:
+                attributes[OTEL_VERSION] = self._build.version
+            if self._build.revision and OTEL_REVISION not in has:
+                attributes[OTEL_REVISION] = self._build.revision
+            self._base[event] = attributes
+        return dict(self._base[event])
 
     def run_begin(self, run: RunRecord) -> None:
         links = []
@@ -72,6 +78,8 @@ class TracingSink(Sink):
             links=links,
         )
         run.sink_data[_KEY] = span
+        # Kept: every phase of the run starts its span in it.
+        run.sink_data[_CTX] = trace.set_span_in_context(span)
         ctx = span.get_span_context()
         run.trace_id, run.span_id = ctx.trace_id, ctx.span_id
 
@@ -86,8 +94,7 @@ class TracingSink(Sink):
     def phase_begin(self, phase: PhaseRecord) -> None:
         parent = phase.parent if phase.parent is not None else phase.run
         # Outside any lifespan there is no root: nest under whatever is current.
-        parent_span = None if parent is None else parent.sink_data.get(_KEY)
-        parent_ctx = None if parent_span is None else trace.set_span_in_context(parent_span)
+        parent_ctx = None if parent is None else parent.sink_data.get(_CTX)
         attrs = self._attributes(phase.event)
         attrs["lifespan.phase"] = phase.name
         attrs["lifespan.phase.critical"] = phase.critical
@@ -100,14 +107,17 @@ class TracingSink(Sink):
         span = self.tracer.start_span(
             f"lifespan.{phase.event} {phase.name}", context=parent_ctx, attributes=attrs
         )
-        # Current for the phase's body, so the user's own spans nest under it.
+        # Current for the phase's body, so the user's own spans nest under it;
+        # kept for its children.
         ctx = trace.set_span_in_context(span)
-        phase.sink_data.update({_KEY: span, _TOKEN: otel_context.attach(ctx)})
+        phase.sink_data.update({_KEY: span, _CTX: ctx, _TOKEN: otel_context.attach(ctx)})
         span_ctx = span.get_span_context()
         phase.trace_id, phase.span_id = span_ctx.trace_id, span_ctx.span_id
 
     def phase_end(self, phase: PhaseRecord) -> None:
-        span: Span = phase.sink_data[_KEY]
+        # Let go of the span and its context: the run keeps its records, not their spans.
+        span: Span = phase.sink_data.pop(_KEY)
+        del phase.sink_data[_CTX]
         span.set_attribute("lifespan.outcome", phase.outcome or "ok")
         if phase.error is not None:
             span.record_exception(phase.error)
