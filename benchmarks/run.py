@@ -356,7 +356,7 @@ async def phases(rounds: int, count: int) -> list[Row]:
                 f"per phase, added (logs at {label})",
                 added,
                 "µs",
-                30.0,
+                None,  # context: issue 19 made the ratio to work by hand the guard
                 note=(
                     "a production filter: phase.end rendered, phase.begin filtered"
                     if level == logging.INFO
@@ -586,7 +586,9 @@ async def readyz(rounds: int, scale: float) -> list[Row]:
         )
         assert set(statuses) == {200}, set(statuses)
     base = times["constant"]
-    rows.append(Row("/readyz / constant 200 app", ratios(times["/readyz"], base), "x", 1.10))
+    # Context: no middleware can be within 10% of a constant app (issue 19's
+    # guards are the request path's and uncached /readyz's).
+    rows.append(Row("/readyz / constant 200 app", ratios(times["/readyz"], base), "x"))
     rows.append(
         Row(
             "/readyz / constant app behind the same middleware",
