@@ -224,7 +224,7 @@ class CheckRunner:
         task = asyncio.current_task()
         assert isinstance(task, _RunTask)
         loop = asyncio.get_running_loop()
-        started, timed_out = self._started, f"timed out after {self.check.timeout:g}s"
+        started = self._started
         abandoned = self._abandoned
         if (abandoned is not None and not abandoned.done()) or self._thread_busy:
             # A hung run cannot be stopped: never pile up runs (or threads) behind it.
@@ -236,12 +236,17 @@ class CheckRunner:
             except asyncio.CancelledError:
                 if task.cancel_requested and not task.timed_out:
                     raise  # cancelled from outside: the loop is going away
-                why = timed_out if task.timed_out else "CancelledError raised by the check"
+                why = (
+                    f"timed out after {self.check.timeout:g}s"
+                    if task.timed_out
+                    else "CancelledError raised by the check"
+                )
                 result = failed(
                     loop.time() - started, "timeout" if task.timed_out else "error", why
                 )
             except (TimeoutError, asyncio.TimeoutError):  # the check's own (a driver's)
-                result = failed(loop.time() - started, "timeout", timed_out)
+                why = f"timed out after {self.check.timeout:g}s"
+                result = failed(loop.time() - started, "timeout", why)
             except BaseException as exc:
                 # SystemExit and KeyboardInterrupt too: a check does not get to stop the server.
                 result = failed(loop.time() - started, "error", f"{type(exc).__name__}: {exc}")
