@@ -16,6 +16,7 @@ import inspect
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -123,14 +124,14 @@ async def wait_for_runs(runners: Sequence[CheckRunner]) -> list[CheckResult]:
     loop = asyncio.get_running_loop()
     now = loop.time()
     tasks: list[_RunTask] = []
-    expiring: dict[float, list[_RunTask]] = {}
+    expiring: defaultdict[float, list[_RunTask]] = defaultdict(list)
     for runner in runners:
         task = runner.task
         if task is None or task.done():
             task = runner.start(now)
         if not task.done():  # it waits: bound it, and let new waiters join it
             runner.task = task
-            expiring.setdefault(runner.deadline - ABANDON_GRACE, []).append(task)
+            expiring[runner.deadline - ABANDON_GRACE].append(task)
         tasks.append(task)
     try:
         for when in sorted(expiring):
@@ -167,6 +168,7 @@ class CheckRunner:
         self._on_result = on_result
         self._notify = notify
         self._is_async = check.is_async
+        self._name = f"lifewatch-check:{check.name}"  # its runs' tasks and threads
         self._started = 0.0
         self._abandoned: _RunTask | None = None  # a run its waiters gave up on, still going
         # Set before a sync check's thread starts, cleared by it: never two threads.
@@ -186,7 +188,7 @@ class CheckRunner:
         """A new run, started at loop time ``now`` (``wait_for_runs`` bounds it)."""
         self._started = now
         self.deadline = now + self.check.timeout + ABANDON_GRACE
-        return _start_task(self._run(), f"lifewatch-check:{self.check.name}")
+        return _start_task(self._run(), self._name)
 
     async def run(self) -> CheckResult:
         """Join (or start) a run and wait for its result, bounded; never raises."""
@@ -224,7 +226,7 @@ class CheckRunner:
         task = asyncio.current_task()
         assert isinstance(task, _RunTask)
         loop = asyncio.get_running_loop()
-        started, timed_out = self._started, f"timed out after {self.check.timeout:g}s"
+        started = self._started
         abandoned = self._abandoned
         if (abandoned is not None and not abandoned.done()) or self._thread_busy:
             # A hung run cannot be stopped: never pile up runs (or threads) behind it.
@@ -236,12 +238,17 @@ class CheckRunner:
             except asyncio.CancelledError:
                 if task.cancel_requested and not task.timed_out:
                     raise  # cancelled from outside: the loop is going away
-                why = timed_out if task.timed_out else "CancelledError raised by the check"
+                why = (
+                    f"timed out after {self.check.timeout:g}s"
+                    if task.timed_out
+                    else "CancelledError raised by the check"
+                )
                 result = failed(
                     loop.time() - started, "timeout" if task.timed_out else "error", why
                 )
             except (TimeoutError, asyncio.TimeoutError):  # the check's own (a driver's)
-                result = failed(loop.time() - started, "timeout", timed_out)
+                why = f"timed out after {self.check.timeout:g}s"
+                result = failed(loop.time() - started, "timeout", why)
             except BaseException as exc:
                 # SystemExit and KeyboardInterrupt too: a check does not get to stop the server.
                 result = failed(loop.time() - started, "error", f"{type(exc).__name__}: {exc}")
@@ -301,10 +308,9 @@ class CheckRunner:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
                 loop.call_soon_threadsafe(_settle, future, outcome)
 
-        name = f"lifewatch-check:{self.check.name}"
         self._thread_busy = True
         try:
-            threading.Thread(target=work, name=name, daemon=True).start()
+            threading.Thread(target=work, name=self._name, daemon=True).start()
         except BaseException:
             self._thread_busy = False
             raise

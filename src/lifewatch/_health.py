@@ -249,16 +249,23 @@ class Health(Sink):
             entries = [_task_entry(r) for r in records if only in (None, r.entry)]
         else:
             entries = [self._lifespan_entry(probe)] if only in (None, RESERVED) else []
-        runners = [
-            r
-            for r in self.runners.values()
-            if probe in r.check.probes and only in (None, r.check.name)
-        ]
-        # Each check's cached result, or a run now (concurrent, sharing runs in flight).
-        wanted = [r for r in runners if r.check.name not in exclude]
-        results: dict[str, CheckResult | None] = {r.check.name: r.cached() for r in wanted}
-        to_run = [r for r in wanted if results[r.check.name] is None]
-        cacheable = not to_run and all(r.refresher is not None for r in wanted)
+        # Each check's cached result, or a run now (concurrent, sharing runs in flight);
+        # an excluded check is not run (no result).
+        runners: list[CheckRunner] = []
+        results: dict[str, CheckResult | None] = {}
+        to_run: list[CheckRunner] = []
+        cacheable = True  # every result read from a refresher's cache
+        for runner in self.runners.values():
+            name = runner.check.name
+            if probe not in runner.check.probes or only not in (None, name):
+                continue
+            runners.append(runner)
+            if name in exclude:
+                continue
+            result = results[name] = runner.cached()
+            cacheable = cacheable and result is not None and runner.refresher is not None
+            if result is None:
+                to_run.append(runner)
         if to_run:
             home = self.loop
             if home is not None and home is not asyncio.get_running_loop() and not home.is_closed():

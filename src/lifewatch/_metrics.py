@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -174,6 +175,8 @@ class MetricsSink(Sink):
     ) -> None:
         self.metrics = metrics
         self._process_start = process_start
+        # Each check's duration series, looked up once: checks run on every probe.
+        self._check_duration = functools.cache(metrics.check_duration.labels)
         if build is not None:  # known from the start: scraped during startup too
             metrics.build_info.labels(*build).set(1)
 
@@ -203,7 +206,7 @@ class MetricsSink(Sink):
     def check_result(
         self, check: HealthCheck, result: CheckResult, previous: CheckResult | None
     ) -> None:
-        self.metrics.check_duration.labels(check.name).observe(result.duration)
+        self._check_duration(check.name).observe(result.duration)
         if previous is None or previous.ok != result.ok:
             for probe in check.probes:
                 self.metrics.check_status.labels(check.name, probe).set(1 if result.ok else 0)
